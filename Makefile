@@ -1,0 +1,40 @@
+# Quick start: `make serve` (set up and serve the default model), `make test` (set up and run the tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export BENTOML_DO_NOT_TRACK := True
+export RAY_USAGE_STATS_ENABLED := 0
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: serve test test-slow lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The serving path has no torch.
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[serve]'
+	touch $@
+
+# torch==2.13.0 first: the local CPU build (a bare `torch` would pull several GB of CUDA).
+$(VENV)/.all: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[serve,train,export,dev]'
+	touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve
+	$(BIN)/soundarc serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.all
+	$(BIN)/python -m pytest -q
+
+test-slow: $(VENV)/.all
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(VENV)/.all
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

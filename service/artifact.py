@@ -1,0 +1,106 @@
+"""The model artifact (DESIGN §4): a directory that export writes and everything after it reads.
+
+    model.onnx      input `logmel` (B, 1, T, M) float32 -> `logits` (B, C), `embedding` (B, D)
+    frontend.json   the FrontendConfig the model was trained with
+    labels.json     class names, index = logit position
+    manifest.json   version, sha256 of model.onnx, opset, versions, parity, training run and metrics
+
+`load_artifact` refuses a directory with a missing file, an unknown manifest version, or a model
+whose sha256 differs from the manifest's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from service import errors
+from service.features import FrontendConfig
+
+MANIFEST_VERSION = 1
+MODEL_FILE = "model.onnx"
+FRONTEND_FILE = "frontend.json"
+LABELS_FILE = "labels.json"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_MANIFEST_KEYS = ("version", "model_id", "sha256", "model_file", "opset", "embedding_dim", "num_classes")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A validated artifact directory."""
+
+    path: Path
+    frontend: FrontendConfig
+    labels: tuple[str, ...]
+    manifest: dict
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["model_file"]
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model_id"]
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest["embedding_dim"])
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_artifact(path: str | os.PathLike) -> Artifact:
+    """Read and validate an artifact directory; raises ArtifactError naming what is wrong."""
+    root = Path(path)
+    if not root.is_dir():
+        raise errors.ArtifactError(f"no model artifact at {root} (expected a directory with {MANIFEST_FILE})")
+    manifest = _read_json(root / MANIFEST_FILE)
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise errors.ArtifactError(f"{root / MANIFEST_FILE} lacks keys {missing}")
+    if manifest["version"] != MANIFEST_VERSION:
+        raise errors.ArtifactError(
+            f"unknown manifest version {manifest['version']!r} in {root}; this soundarc reads version {MANIFEST_VERSION}"
+        )
+    model = root / manifest["model_file"]
+    if not model.is_file():
+        raise errors.ArtifactError(f"the artifact {root} has no model file {manifest['model_file']}")
+    actual = sha256_file(model)
+    if actual != manifest["sha256"]:
+        raise errors.ArtifactError(
+            f"{model} has sha256 {actual}, but the manifest says {manifest['sha256']}: the model was altered"
+        )
+    frontend = FrontendConfig.from_dict(_read_json(root / FRONTEND_FILE))
+    labels = _read_json(root / LABELS_FILE)
+    if not isinstance(labels, list) or len(labels) != manifest["num_classes"]:
+        raise errors.ArtifactError(f"{root / LABELS_FILE} must list {manifest['num_classes']} labels")
+    return Artifact(root, frontend, tuple(str(x) for x in labels), manifest)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise errors.ArtifactError(f"the artifact lacks {path.name} (looked for {path})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise errors.ArtifactError(f"{path} is not valid JSON: {e}") from e

@@ -1,0 +1,92 @@
+"""One tree of errors, each with the HTTP status a request that caused it should get.
+
+The service turns any `SoundarcError` into a JSON body `{"error": kind, "message": ...}` with
+`status_code`; nothing a client sends may surface as anything else.
+"""
+
+
+class SoundarcError(Exception):
+    """Base of every error soundarc raises on purpose."""
+
+    status_code = 500
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict:
+        return {"error": self.kind, "message": str(self)}
+
+
+class BadAudio(SoundarcError):
+    """400: the bytes are not audio we can use."""
+
+    status_code = 400
+
+
+class EmptyAudio(BadAudio):
+    """400: zero bytes, or a valid file with no samples."""
+
+
+class UndecodableAudio(BadAudio):
+    """400: not a recognised audio format, truncated, or corrupt."""
+
+
+class InvalidSamples(BadAudio):
+    """400: decoded samples contain NaN or infinity."""
+
+
+class BadAudioFormat(BadAudio):
+    """400: a header with an absurd channel count or sample rate."""
+
+
+class TooLarge(SoundarcError):
+    """413: the upload or the audio is larger than the configured limit."""
+
+    status_code = 413
+
+
+class UploadTooLarge(TooLarge):
+    """413: more bytes than the upload limit."""
+
+
+class AudioTooLong(TooLarge):
+    """413: longer than the duration limit."""
+
+
+class UnsupportedMediaType(SoundarcError):
+    """415: a content type we do not decode."""
+
+    status_code = 415
+
+
+class InvalidParameter(SoundarcError):
+    """422: a request parameter out of range or of the wrong type."""
+
+    status_code = 422
+
+
+class NotFound(SoundarcError):
+    """404: the named thing (index, class) does not exist."""
+
+    status_code = 404
+
+
+class Overloaded(SoundarcError):
+    """503: too many requests in flight; retry after `retry_after_s`."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ArtifactError(SoundarcError):
+    """A model artifact is missing, altered, or of an unknown version (a deployment error)."""
+
+
+class ConfigError(SoundarcError, ValueError):
+    """A configuration key or value is invalid (raised at start-up, never per request)."""
+
+    status_code = 422

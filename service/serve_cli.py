@@ -1,0 +1,30 @@
+"""`soundarc serve`: start the BentoML service on an artifact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = "models/default"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default=os.environ.get("SOUNDARC_MODEL", DEFAULT_MODEL), help="artifact directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+
+
+def run(args) -> int:
+    model = Path(args.model)
+    if not (model / "manifest.json").is_file():
+        print(
+            f"soundarc: no model yet at {model}/ (no manifest.json). Train and export one "
+            "(`soundarc train ...`, `soundarc export RUN_DIR models/default`) or pass --model DIR.",
+            file=sys.stderr,
+        )
+        return 2
+    env = {**os.environ, "SOUNDARC_MODEL": str(model.resolve()), "BENTOML_DO_NOT_TRACK": "True"}
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(cmd, env=env)

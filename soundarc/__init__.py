@@ -1,0 +1,1 @@
+"""soundarc: sound event classification and embedding, trained with the Angular Contrastive Loss."""

@@ -1,0 +1,35 @@
+"""The `soundarc` command. Each subcommand imports its package only when it runs, so that
+`soundarc serve` never loads torch and `soundarc --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module that defines add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "train": ("training.cli", "train an encoder: pretrain (SSL), finetune, eval"),
+    "export": ("export.cli", "export a training run to a validated ONNX artifact"),
+    "serve": ("service.serve_cli", "serve an artifact over HTTP (BentoML)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="soundarc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Only the chosen subcommand's module is imported: parse the name first.
+    name = next((a for a in argv if not a.startswith("-")), None)
+    for command, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(command, help=help_text)
+        if command == name:
+            importlib.import_module(module).add_arguments(sp)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

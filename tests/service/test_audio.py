@@ -1,0 +1,170 @@
+"""Decoding: every good format gives audio, every bad input one of our typed errors."""
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from service import errors
+from service.audio import DecodeLimits, decode
+
+RATE = 22_050
+
+
+def encode(y: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def sine(rate: int, seconds: float = 0.5, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    y = 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    return np.stack([y] * channels, axis=1) if channels > 1 else y
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype",
+    [
+        ("WAV", "PCM_U8"),
+        ("WAV", "PCM_16"),
+        ("WAV", "PCM_24"),
+        ("WAV", "PCM_32"),
+        ("WAV", "FLOAT"),
+        ("WAV", "DOUBLE"),
+        ("FLAC", "PCM_16"),
+        ("OGG", "VORBIS"),
+        ("OGG", "OPUS"),
+        ("MP3", "MPEG_LAYER_III"),
+        ("AIFF", "PCM_16"),
+        ("AIFF", "PCM_S8"),
+    ],
+)
+def test_formats_decode_to_mono_float32(fmt, subtype):
+    rate = 48_000 if subtype == "OPUS" else 16_000
+    y = decode(encode(sine(rate), rate, fmt, subtype), RATE)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(y.size - RATE * 0.5) < RATE * 0.1  # codecs may pad a few ms
+    assert 0.3 < np.abs(y).max() < 0.7
+
+
+@pytest.mark.parametrize("rate", [1_000, 8_000, 44_100, 96_000, 384_000])
+def test_sample_rates_from_1k_to_384k(rate):
+    y = decode(encode(sine(rate), rate, "WAV", "PCM_16"), RATE)
+    assert y.size == pytest.approx(RATE * 0.5, abs=2)
+
+
+def test_channels_are_mixed_down():
+    stereo = np.stack([np.ones(1000), -np.ones(1000) * 0.5], axis=1).astype(np.float32)
+    y = decode(encode(stereo, RATE, "WAV", "FLOAT"), RATE)
+    np.testing.assert_allclose(y, 0.25, atol=1e-6)
+    y8 = decode(encode(sine(RATE, 0.1, channels=8), RATE, "WAV", "PCM_16"), RATE)
+    assert y8.ndim == 1
+
+
+def test_path_and_bytes_agree(fixtures):
+    path = fixtures / "1-100032-A-0.ogg"
+    a = decode(path, RATE)
+    b = decode(path.read_bytes(), RATE)
+    np.testing.assert_array_equal(a, b)
+    assert a.size == pytest.approx(5 * RATE, abs=RATE * 0.01)
+
+
+def riff_header(data_bytes: int, channels=1, rate=RATE, bits=16) -> bytes:
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
+    riff = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+    return riff + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes)
+
+
+BAD_INPUTS = {
+    "empty": (b"", errors.EmptyAudio),
+    "text": (b"hello, this is not audio at all\n" * 20, errors.UndecodableAudio),
+    "random": (np.random.default_rng(0).bytes(4096), errors.UndecodableAudio),
+    "truncated_header": (encode(sine(RATE), RATE, "WAV", "PCM_16")[:30], errors.UndecodableAudio),
+    "header_only": (riff_header(0), errors.EmptyAudio),
+    "lying_header": (riff_header(2**31) + b"\x00\x01" * 100, None),  # decodes the 100 real samples
+    "zero_rate": (riff_header(200, rate=0) + b"\x00" * 200, errors.BadAudio),
+    "absurd_channels": (riff_header(2000, channels=1000) + b"\x00" * 2000, errors.BadAudio),
+    "nan": (encode(np.array([0.1, np.nan, 0.2] * 100, dtype=np.float32), RATE, "WAV", "FLOAT"), errors.InvalidSamples),
+    "inf": (encode(np.array([0.1, np.inf] * 100, dtype=np.float32), RATE, "WAV", "FLOAT"), errors.InvalidSamples),
+    "truncated_ogg": (None, errors.BadAudio),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_inputs_raise_typed_errors(name, fixtures):
+    data, expected = BAD_INPUTS[name]
+    if name == "truncated_ogg":
+        data = (fixtures / "1-27724-A-1.ogg").read_bytes()[:300]
+    if expected is None:
+        y = decode(data, RATE)
+        assert y.size == pytest.approx(100, abs=5)
+        return
+    with pytest.raises(expected) as info:
+        decode(data, RATE)
+    assert 400 <= info.value.status_code < 500
+    assert str(info.value)
+
+
+def test_truncated_real_file_never_raises_foreign_errors(fixtures):
+    data = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    for cut in range(0, len(data), len(data) // 40):
+        try:
+            y = decode(data[:cut], RATE)
+            assert np.isfinite(y).all()
+        except errors.BadAudio:
+            pass
+
+
+def test_limits_give_413():
+    data = encode(sine(RATE, seconds=3.0), RATE, "WAV", "PCM_16")
+    with pytest.raises(errors.AudioTooLong):
+        decode(data, RATE, DecodeLimits(max_duration_s=1.0))
+    with pytest.raises(errors.UploadTooLarge):
+        decode(data, RATE, DecodeLimits(max_bytes=1000))
+    with pytest.raises(errors.BadAudioFormat):
+        decode(encode(sine(RATE, 0.1, channels=3), RATE, "WAV", "PCM_16"), RATE, DecodeLimits(max_channels=2))
+
+
+def test_missing_path_is_typed(tmp_path):
+    with pytest.raises(errors.UndecodableAudio):
+        decode(tmp_path / "nope.wav", RATE)
+
+
+def _library_exceptions():
+    """Every exception class soundfile and soxr define or document raising."""
+    found = {sf.LibsndfileError, sf.SoundFileError, sf.SoundFileRuntimeError, RuntimeError, TypeError, ValueError}
+    for module in (sf, soxr):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Exception):
+                found.add(value)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("exc", _library_exceptions(), ids=lambda c: c.__name__)
+def test_every_library_exception_maps_to_ours(exc, monkeypatch):
+    """Make soundfile's reader raise each library exception; decode must answer with one of ours."""
+
+    def boom(*args, **kwargs):
+        try:
+            raise exc(0, "simulated") if exc is sf.LibsndfileError else exc("simulated")
+        except TypeError:
+            raise exc() from None
+
+    monkeypatch.setattr(sf.SoundFile, "read", boom)
+    with pytest.raises(errors.BadAudio):
+        decode(encode(sine(RATE), RATE, "WAV", "PCM_16"), RATE)
+
+
+@pytest.mark.parametrize("exc", [ValueError, TypeError, RuntimeError])
+def test_resampler_exceptions_map_to_ours(exc, monkeypatch):
+    def boom(*args, **kwargs):
+        raise exc("simulated")
+
+    monkeypatch.setattr(soxr, "resample", boom)
+    with pytest.raises(errors.BadAudio):
+        decode(encode(sine(16_000), 16_000, "WAV", "PCM_16"), RATE)
