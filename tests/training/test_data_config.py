@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from service.errors import ConfigError
+from service.features import FrontendConfig
+from training.config import TrainConfig, from_dict, load_config
+from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
+
+
+def test_esc50_layout_builds_contiguous_labels(tiny_esc):
+    clips, names = scan_labeled(tiny_esc)
+    assert names == ("low", "mid", "high")  # ordered by the dataset's ids 0, 10, 40
+    assert {c.fold for c in clips} == {1, 2, 3} and len(clips) == 18
+
+
+def test_folder_tree_and_unlabeled(tmp_path):
+    for label in ("cat", "bird"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        sf.write(tmp_path / "tree" / label / "a.wav", np.zeros(1000, np.float32), 8000)
+    clips, names = scan_labeled(tmp_path / "tree")
+    assert names == ("bird", "cat") and len(clips) == 2 and clips[0].fold is None
+    assert len(scan_unlabeled(tmp_path / "tree")) == 2
+
+
+def test_missing_paths_fail_fast(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        scan_labeled(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="neither"):
+        scan_labeled(tmp_path / "empty")
+
+
+def test_cache_and_corrupt_files(tmp_path, tiny_esc):
+    clips, names = scan_labeled(tiny_esc)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF garbage")
+    from training.data import Clip
+
+    data = load_features(clips[:3] + [Clip(bad, "low")], FrontendConfig(), tmp_path / "cache", names)
+    assert len(data) == 3 and len(data.skipped) == 1
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
+    again = load_features(clips[:3], FrontendConfig(), tmp_path / "cache", names)  # from the cache
+    for a, b in zip(data.features, again.features):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_normalisation_stats_is_the_real_std():
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(2.0, 3.0, size=(n, 4)) for n in (100, 3000, 7)]
+    mean, std = normalisation_stats(feats)
+    flat = np.concatenate([f.ravel() for f in feats])
+    assert mean == pytest.approx(flat.mean()) and std == pytest.approx(flat.std())
+
+
+def test_random_patch_tiles_short_clips():
+    cfg = FrontendConfig()
+    p = random_patch(np.ones((30, 96), np.float32), cfg, np.random.default_rng(0))
+    assert p.shape == (101, 96)
+
+
+def test_config_strict(tmp_path):
+    with pytest.raises(ConfigError, match="valid keys"):
+        from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="expects int"):
+        from_dict({"epochs": "three"})
+    with pytest.raises(ConfigError, match="expects int"):
+        from_dict({"epochs": True})
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 3\ntrain_folds: [1, 2]\nlr: 1\n")
+    cfg = load_config(cfg_file, ["alpha=0.5", "val_folds=3"])
+    assert cfg.epochs == 3 and cfg.train_folds == (1, 2) and cfg.val_folds == (3,) and cfg.lr == 1.0 and cfg.alpha == 0.5
+    with pytest.raises(ConfigError, match="share a fold"):
+        TrainConfig(train_folds=(1, 2), val_folds=(2,)).validate("finetune")
+    with pytest.raises(ConfigError, match="unknown loss"):
+        TrainConfig(loss="mse").validate("finetune")
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(None, ["epochs"])

@@ -1,0 +1,75 @@
+"""End to end on a tiny synthetic set: pretrain -> linear probe / fine-tune -> eval, and resume."""
+
+import json
+
+import pytest
+
+from service.errors import ConfigError
+from training.config import from_dict
+from training.eval import evaluate_run
+from training.finetune import finetune
+from training.pretrain import pretrain
+from training.run import load_checkpoint
+
+
+def tiny(tiny_esc, tmp_path, **kw):
+    base = {"labeled": str(tiny_esc), "train_folds": [1, 2], "val_folds": [3], "width": 4, "epochs": 2,
+            "batch_size": 4, "cache_dir": str(tmp_path / "cache"), "knn_k": 3, "threads": 1}
+    return from_dict({**base, **kw})
+
+
+def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
+    pre = pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_esc / "audio")]), tmp_path / "pre")
+    history = pre.history()
+    assert len(history) == 2 and "knn_accuracy" in history[-1]
+    assert (pre.path / "checkpoint" / "model.safetensors").exists()
+
+    probe = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), probe=True, probe_epochs=20, lr=0.01), tmp_path / "probe")
+    assert "val_clip_accuracy" in probe.history()[-1]
+    pre_model, _ = load_checkpoint(pre.path)
+    probe_model, info = load_checkpoint(probe.path)
+    for a, b in zip(pre_model.encoder.state_dict().values(), probe_model.encoder.state_dict().values()):
+        assert (a == b).all()  # frozen
+    assert info["labels"] == ["low", "mid", "high"]
+
+    ft = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), loss="acl", alpha=0.7), tmp_path / "ft")
+    result = evaluate_run(str(ft.path), str(tiny_esc), (3,), str(tmp_path / "cache"), "cpu")
+    assert 0.0 <= result["clip_accuracy"] <= 1.0 and len(result["confusion"]) == 3
+    assert {"uniformity", "tolerance", "balanced_accuracy", "patch_accuracy"} <= set(result)
+    for plot in ("curves", "confusion", "embedding_pca", "pair_angles"):
+        assert (ft.path / "plots" / f"{plot}.png").stat().st_size > 1000
+    assert json.loads((ft.path / "eval.json").read_text())["clips"] == 6
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch):
+    import torch
+
+    from training.run import Run
+
+    cfg = tiny(tiny_esc, tmp_path, loss="ce", epochs=3)
+    finetune(cfg, tmp_path / "straight")
+
+    real_log = Run.log
+
+    def killed_in_epoch_2(self, record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt  # as if killed before epoch 2 was saved
+        real_log(self, record)
+
+    monkeypatch.setattr(Run, "log", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(Run, "log", real_log)
+    run = finetune(cfg, tmp_path / "resumed")
+    assert [r["epoch"] for r in run.history()] == [1, 2, 3]
+    a, _ = load_checkpoint(tmp_path / "straight")
+    b, _ = load_checkpoint(tmp_path / "resumed")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name)
+    with pytest.raises(ConfigError, match="another config"):
+        finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=4), tmp_path / "resumed")
+
+
+def test_missing_fold_fails_fast(tiny_esc, tmp_path):
+    with pytest.raises(ConfigError, match="fold 7"):
+        finetune(tiny(tiny_esc, tmp_path, val_folds=[7]), tmp_path / "x")

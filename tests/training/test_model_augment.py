@@ -1,0 +1,48 @@
+import torch
+
+from training.augment import AugmentConfig, make_view, make_views, random_resized_crop
+from training.model import InferenceModel, ModelConfig, SoundModel
+
+
+def test_encoder_shapes():
+    model = SoundModel(ModelConfig(width=8, num_classes=5))
+    x = torch.randn(3, 1, 101, 96)
+    h = model.encoder(x)  # (B, 8w)
+    assert h.shape == (3, 64) and model.cfg.embedding_dim == 64
+    z = model.projection(h)
+    assert z.shape == (3, 512) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+    logits, emb = InferenceModel(model.eval())(x)
+    assert logits.shape == (3, 5) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_normalisation_is_inside_the_encoder():
+    model = SoundModel(ModelConfig(width=4)).eval()
+    x = torch.randn(2, 1, 101, 96)
+    before = model.encoder(x)
+    model.encoder.set_normalisation(3.0, 2.0)
+    torch.testing.assert_close(model.encoder(x * 2.0 + 3.0), before)
+
+
+def test_views_shape_seeded_and_different():
+    a, b = torch.randn(4, 1, 101, 96) - 3, torch.randn(4, 1, 101, 96) - 3
+    v1 = make_views(a, b, AugmentConfig(), torch.Generator().manual_seed(0))
+    v2 = make_views(a, b, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert v1.shape == (8, 1, 101, 96) and torch.isfinite(v1).all()
+    torch.testing.assert_close(v1, v2)  # seeded
+    assert not torch.allclose(v1[:4], a)  # augmented
+
+
+def test_identity_crop_and_no_augment_is_identity():
+    x = torch.randn(2, 1, 101, 96)
+    same = random_resized_crop(x, (1.0, 1.0), (1.0, 1.0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, x, atol=1e-4, rtol=0)
+    off = AugmentConfig(mixback_max=0.0, crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), compander=(1.0, 1.0), noise_max=0.0)
+    torch.testing.assert_close(make_view(x, x.flip(0), off, torch.Generator()), x, atol=1e-4, rtol=0)
+
+
+def test_mix_back_is_energy_matched():
+    quiet, loud = torch.full((1, 1, 101, 96), -6.0), torch.full((1, 1, 101, 96), 2.0)
+    cfg = AugmentConfig(mixback_max=0.05, crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), compander=(1.0, 1.0), noise_max=0.0)
+    out = make_view(quiet, loud, cfg, torch.Generator().manual_seed(1))
+    # energy-matched: a loud background does not drown a quiet patch
+    assert (out - quiet).abs().max() < 0.05

@@ -1,0 +1,77 @@
+"""SSL views (DESIGN §3) as batched tensor ops over log-mel patches (B, 1, T, M); they run on
+whatever device the batch is on. Randomness comes from the torch.Generator passed in.
+
+    mix-back        x <- log10((1 − a)·10^x + a·(E_x / E_b)·10^b), b a patch of another clip,
+                    a ~ U(0, 0.05), E the mean linear energy
+    resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M)
+    compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
+    noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    mixback_max: float = 0.05
+    crop_area: tuple[float, float] = (0.8, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    compander: tuple[float, float] = (0.75, 1.0)
+    noise_max: float = 0.01
+
+
+def uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
+    """(n, 1, 1, 1) samples of U(lo, hi)."""
+    return (lo + (hi - lo) * torch.rand(n, generator=g)).to(device).view(n, 1, 1, 1)
+
+
+def mix_back(x: torch.Tensor, background: torch.Tensor, max_ratio: float, g: torch.Generator) -> torch.Tensor:
+    """Mix each patch with a background patch, energy-matched in the linear domain."""
+    lin_x, lin_b = 10.0**x, 10.0**background  # (B, 1, T, M)
+    energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
+    energy_b = lin_b.mean(dim=(1, 2, 3), keepdim=True)
+    a = uniform(x.shape[0], 0.0, max_ratio, g, x.device)
+    return torch.log10((1 - a) * lin_x + a * (energy_x / energy_b) * lin_b)
+
+
+def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Generator) -> torch.Tensor:
+    """Crop a random box of `area` of the patch (time × mel aspect `ratio`), resize back."""
+    b = x.shape[0]
+    s = area[0] + (area[1] - area[0]) * torch.rand(b, generator=g)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(b, generator=g)
+    r = torch.exp(log_r)
+    scale_t = torch.sqrt(s * r).clamp(max=1.0)  # fraction of the time axis kept
+    scale_m = torch.sqrt(s / r).clamp(max=1.0)  # fraction of the mel axis kept
+    shift_t = (1 - scale_t) * (2 * torch.rand(b, generator=g) - 1)
+    shift_m = (1 - scale_m) * (2 * torch.rand(b, generator=g) - 1)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = scale_m, shift_m  # grid x = mel (last axis)
+    theta[:, 1, 1], theta[:, 1, 2] = scale_t, shift_t  # grid y = time
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def make_view(x: torch.Tensor, background: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """One augmented view of a batch of log-mel patches (B, 1, T, M)."""
+    x = mix_back(x, background, cfg.mixback_max, g)
+    x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g)
+    x = x * uniform(x.shape[0], *cfg.compander, g, x.device)
+    sigma = uniform(x.shape[0], 0.0, cfg.noise_max, g, x.device)
+    noise = torch.randn(x.shape, generator=g).to(x.device)
+    return x + sigma * noise
+
+
+def make_views(
+    first: torch.Tensor, second: torch.Tensor, cfg: AugmentConfig, g: torch.Generator
+) -> torch.Tensor:
+    """Two patches per clip (B, 1, T, M) each -> (2B, 1, T, M): rows i and i+B are one clip.
+    Backgrounds are the patches of the next clip in the batch."""
+    view_a = make_view(first, second.roll(1, dims=0), cfg, g)
+    view_b = make_view(second, first.roll(1, dims=0), cfg, g)
+    return torch.cat([view_a, view_b], dim=0)

@@ -1,0 +1,119 @@
+"""Experiment configuration: one frozen dataclass with defaults, a thin YAML per experiment, and
+strict overrides (`--set key=value`): an unknown key or a value of the wrong type is an error that
+names the valid keys or the expected type."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from service.errors import ConfigError
+
+MODES = ("pretrain", "finetune")
+LOSSES = ("ce", "acl")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    labeled: str = "../shared/data/esc10"  # ESC-50 layout or a folder tree of labels
+    unlabeled: tuple[str, ...] = ()  # folders of unlabelled audio (pre-training only)
+    train_folds: tuple[int, ...] = (1, 2, 3)
+    val_folds: tuple[int, ...] = (4,)
+    cache_dir: str = "cache/logmel"
+    # model
+    width: int = 32
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    patches_per_clip: int = 1  # random patches drawn from each clip per epoch
+    augment: bool = True  # the SSL view augmentations (always on in pre-training)
+    # losses
+    loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain always ACL (alpha = 1: InfoNCE)
+    alpha: float = 0.3
+    temperature: float = 0.2
+    margin: float = 0.5
+    reduction: str = "mean"
+    # fine-tuning
+    init: str = ""  # a pre-training run directory, or "" to start from scratch
+    probe: bool = False  # linear probe: frozen encoder, train only the classifier
+    probe_epochs: int = 200
+    # monitoring and run control
+    knn_k: int = 10
+    eval_every: int = 1
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda
+    amp: bool = True  # autocast (bf16) on CUDA; losses stay float32
+    threads: int = 0  # torch CPU threads, 0 = torch's default
+
+    def validate(self, mode: str) -> TrainConfig:
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
+        if set(self.train_folds) & set(self.val_folds):
+            raise ConfigError(f"train_folds {self.train_folds} and val_folds {self.val_folds} share a fold")
+        if not self.train_folds:
+            raise ConfigError("train_folds is empty")
+        if mode == "finetune" and self.probe and not self.init:
+            raise ConfigError("probe: true needs init: a pre-training run to take the frozen encoder from")
+        for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults <- YAML file <- `key=value` overrides (values parsed as YAML)."""
+    values: dict = {}
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys")
+        values.update(loaded)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not key=value")
+        values[key.strip()] = yaml.safe_load(raw)
+    return from_dict(values)
+
+
+def from_dict(values: dict) -> TrainConfig:
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(TrainConfig)
+    return TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def _coerce(key: str, value, hint):
+    """Check a YAML value against the field's type; ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(key, v, item_type) for v in items)
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError(f"no union fields expected, {key} has {hint}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and value is None:
+        return ""
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} expects {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value

@@ -1,0 +1,52 @@
+"""`soundarc train eval RUN`: the full evaluation of a run's checkpoint on labelled folds, with plots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from service.artifact import write_json_atomic
+from service.features import FrontendConfig
+from training.data import load_features, scan_labeled
+from training.evaluate import (
+    classification_metrics,
+    clip_embeddings,
+    clip_outputs,
+    pair_angles,
+    tolerance,
+    uniformity,
+)
+from training.plots import plot_angles, plot_confusion, plot_curves, plot_projection
+from training.run import load_checkpoint, read_history
+from training.setup import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_run(run_dir: str, labeled: str, folds: tuple[int, ...], cache_dir: str, device: str = "auto") -> dict:
+    run = Path(run_dir)
+    device = pick_device(device)
+    model, info = load_checkpoint(run, map_location="cpu")
+    model.to(device)
+    frontend = FrontendConfig.from_dict(info["frontend"])
+    clips, names = scan_labeled(labeled)
+    if model.classifier is not None and tuple(info["labels"]) != names:
+        raise ValueError(f"{run} was trained on labels {info['labels']}, the data has {list(names)}")
+    data = load_features([c for c in clips if c.fold in folds], frontend, cache_dir, names)
+    logits, h = clip_outputs(model, data, frontend, device)
+    labels = data.labels()
+    embeddings = clip_embeddings(h)
+    result = {"run_id": info["run_id"], "folds": list(folds), "clips": len(data),
+              "uniformity": uniformity(embeddings), "tolerance": tolerance(embeddings, labels)}
+    if logits is not None:
+        result.update(classification_metrics(logits, labels, names))
+    write_json_atomic(run / "eval.json", result)
+
+    plots = run / "plots"
+    plot_curves(read_history(run), plots / "curves.png")
+    plot_projection(embeddings, labels, names, plots / "embedding_pca.png")
+    plot_angles(*pair_angles(embeddings, labels), plots / "pair_angles.png", info["config"].get("margin"))
+    if logits is not None:
+        plot_confusion(result["confusion"], names, plots / "confusion.png")
+    return result
+

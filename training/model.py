@@ -1,0 +1,113 @@
+"""The encoder: a one-channel ResNet-18 over log-mel patches, a projection head, a classifier.
+
+    logmel (B, 1, T, M) -> normalise (training mean/std) -> ResNet-18 -> avg pool -> h (B, 8w)
+    h -> projection head (SSL only, dropped at export) -> z (B, 512), L2-normalised
+    h -> classifier -> logits (B, C)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int = 32  # 64 in the paper; 32 runs on a laptop CPU
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    projection_dim: int = 512
+    num_classes: int = 0  # 0: no classifier (pre-training)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.width * 2 ** (len(self.blocks) - 1)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Encoder(nn.Module):
+    """(B, 1, T, M) log-mel -> (B, D) h. The input normalisation is a buffer, so it exports."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = cfg.width
+        self.register_buffer("input_mean", torch.zeros(()))
+        self.register_buffer("input_std", torch.ones(()))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        )
+        layers, cin = [], w
+        for i, n in enumerate(cfg.blocks):
+            cout = w * 2**i
+            for j in range(n):
+                layers.append(BasicBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+
+    def set_normalisation(self, mean: float, std: float) -> None:
+        self.input_mean.fill_(mean)
+        self.input_std.fill_(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.input_mean) / self.input_std
+        x = self.layers(self.stem(x))  # (B, 1, T, M) -> (B, D, T/32, M/32)
+        return x.mean(dim=(2, 3))  # (B, D)
+
+
+class ProjectionHead(nn.Module):
+    """h (B, D) -> z (B, P), L2-normalised: Linear -> BN -> ReLU -> Linear."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim_in, dim_out), nn.BatchNorm1d(dim_out), nn.ReLU(inplace=True), nn.Linear(dim_out, dim_out)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(h), dim=1)
+
+
+class SoundModel(nn.Module):
+    """Encoder + projection head + (optional) classifier."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.projection = ProjectionHead(cfg.embedding_dim, cfg.projection_dim)
+        self.classifier = nn.Linear(cfg.embedding_dim, cfg.num_classes) if cfg.num_classes else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class InferenceModel(nn.Module):
+    """What export traces: logmel (B, 1, T, M) -> logits (B, C), embedding (B, D) L2-normalised."""
+
+    def __init__(self, model: SoundModel):
+        super().__init__()
+        if model.classifier is None:
+            raise ValueError("export needs a model with a classifier; fine-tune or linear-probe first")
+        self.encoder, self.classifier = model.encoder, model.classifier
+
+    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(logmel)
+        return self.classifier(h), F.normalize(h, dim=1)

@@ -1,0 +1,127 @@
+"""A run directory: resolved config, git sha and argv, per-epoch metrics, checkpoint, resume state.
+
+    RUN/config.yaml              the resolved TrainConfig
+    RUN/meta.json                run id, mode, git sha, argv, versions, start time
+    RUN/metrics.jsonl            one JSON line per epoch
+    RUN/checkpoint/model.safetensors + checkpoint.json   weights and what is needed to use them
+    RUN/resume.pt                optimiser/scheduler/RNG state (tensors only, loaded weights_only)
+    RUN/eval.json, RUN/plots/    final evaluation and plots
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from service.artifact import write_json_atomic
+from service.errors import ConfigError
+from service.features import FrontendConfig
+from training.config import TrainConfig
+from training.model import ModelConfig, SoundModel
+
+CHECKPOINT_VERSION = 1
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Run:
+    def __init__(self, path: str | Path, cfg: TrainConfig, mode: str):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.cfg, self.mode = cfg, mode
+        config_file = self.path / "config.yaml"
+        if config_file.exists() and yaml.safe_load(config_file.read_text()) != cfg.to_dict():
+            raise ConfigError(f"{self.path} holds a run with another config; resume with the same config or use a new --out")
+        config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+        meta_file = self.path / "meta.json"
+        if not meta_file.exists():
+            write_json_atomic(meta_file, {
+                "run_id": f"{self.path.name}-{int(time.time())}", "mode": mode, "git_sha": git_sha(),
+                "argv": sys.argv, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+        self.meta = json.loads(meta_file.read_text())
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    def log(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def history(self) -> list[dict]:
+        return read_history(self.path)
+
+    def save_checkpoint(self, model: SoundModel, frontend: FrontendConfig, label_names, metrics: dict) -> None:
+        folder = self.path / "checkpoint"
+        folder.mkdir(exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, folder / "model.safetensors.tmp")
+        os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+        write_json_atomic(folder / "checkpoint.json", {
+            "version": CHECKPOINT_VERSION, "run_id": self.run_id, "mode": self.mode,
+            "model": dataclasses.asdict(model.cfg), "frontend": dataclasses.asdict(frontend),
+            "labels": list(label_names), "normalisation": {
+                "mean": float(model.encoder.input_mean), "std": float(model.encoder.input_std)},
+            "config": self.cfg.to_dict(), "metrics": metrics, "git_sha": self.meta["git_sha"],
+        })
+
+    def save_resume(self, epoch: int, optimizer, scheduler, generator: torch.Generator, rng: np.random.Generator) -> None:
+        """After save_checkpoint: what else an interrupted run needs to go on from `epoch`."""
+        tmp = self.path / "resume.pt.tmp"
+        torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(), "numpy_rng": json.dumps(rng.bit_generator.state)}, tmp)
+        os.replace(tmp, self.path / "resume.pt")
+
+    def resume(self, model, optimizer, scheduler, generator: torch.Generator, rng: np.random.Generator, device) -> int:
+        """Restore the last finished epoch (weights, optimiser, schedule, RNGs); returns the epoch to start at."""
+        path = self.path / "resume.pt"
+        if not path.exists():
+            return 0
+        state = torch.load(path, weights_only=True)
+        model.load_state_dict(load_file(self.path / "checkpoint" / "model.safetensors", device=str(device)))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        return int(state["epoch"])
+
+
+def read_history(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel, dict]:
+    """A run's weights, without pickle: (model in eval mode, checkpoint.json contents)."""
+    folder = Path(run_dir) / "checkpoint"
+    info_file = folder / "checkpoint.json"
+    if not info_file.is_file():
+        raise ConfigError(f"{run_dir} has no checkpoint (expected {info_file})")
+    info = json.loads(info_file.read_text())
+    if info.get("version") != CHECKPOINT_VERSION:
+        raise ConfigError(f"checkpoint version {info.get('version')!r} in {run_dir}; expected {CHECKPOINT_VERSION}")
+    model_cfg = ModelConfig(**{**info["model"], "blocks": tuple(info["model"]["blocks"])})
+    model = SoundModel(model_cfg)
+    model.load_state_dict(load_file(folder / "model.safetensors", device=str(map_location)))
+    return model.eval(), info
