@@ -1,0 +1,24 @@
+"""`soundarc export RUN_DIR OUT_DIR [--fp16] [--opset N] [--audio FILE...]`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dir", help="a training run with a classifier (finetune or linear probe)")
+    parser.add_argument("out_dir", help="artifact directory to write (replaced when it exists)")
+    parser.add_argument("--fp16", action="store_true", help="also write a float16 variant for CUDA")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--audio", nargs="+", type=Path, help="real clips for the parity check (default: test fixtures)")
+
+
+def run(args) -> int:
+    from export.onnx_export import export_artifact, smoke_test
+
+    out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio)
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
+                      "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))
+    return 0

@@ -1,0 +1,207 @@
+"""Checkpoint -> validated ONNX artifact (DESIGN §4).
+
+    run dir ─▶ InferenceModel (normalisation inside) ─▶ torch.onnx.export (dynamic batch, one file)
+            ─▶ [fp16 variant] ─▶ parity: ONNX Runtime (CPU) vs PyTorch on seeded and real patches
+            ─▶ manifest.json (written last, only when every check passed)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from service import errors
+from service.artifact import (
+    FRONTEND_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    MODEL_FILE,
+    load_artifact,
+    sha256_file,
+    write_json_atomic,
+)
+from service.audio import decode
+from service.features import FrontendConfig, log_mel, patches
+from service.runtime import RuntimeConfig, create_runtime
+from training.model import InferenceModel
+from training.run import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+FP16_FILE = "model.fp16.onnx"
+BATCH_SIZES = (1, 7, 64)
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+
+
+class ExportValidationError(errors.SoundarcError):
+    """The exported model does not match PyTorch within the stated tolerances."""
+
+
+@dataclass
+class Tolerances:
+    max_abs: float = 1e-4  # fp32: logits and embeddings
+    top1_agreement: float = 1.0
+    fp16_min_cosine: float = 0.999
+    fp16_top1_agreement: float = 0.99
+
+
+@dataclass
+class ParityReport:
+    precision: str
+    batch_sizes: tuple[int, ...]
+    max_abs_logits: float = 0.0
+    max_abs_embedding: float = 0.0
+    min_embedding_cosine: float = 1.0
+    top1_agreement: float = 1.0
+    failures: list[str] = field(default_factory=list)
+
+
+def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, opset: int = 18,
+                    real_audio: list[Path] | None = None, tolerances: Tolerances = Tolerances()) -> Path:
+    """Export a run's checkpoint to OUT_DIR; raises ExportValidationError (no manifest) on a parity failure."""
+    model, info = load_checkpoint(run_dir)
+    net = InferenceModel(model).eval()
+    frontend = FrontendConfig.from_dict(info["frontend"])
+    out = Path(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
+    try:
+        onnx_to_file(net, frontend, staging / MODEL_FILE, opset)
+        (staging / FRONTEND_FILE).write_text(frontend.to_json() + "\n")
+        write_json_atomic(staging / LABELS_FILE, info["labels"])
+        if fp16:
+            convert_fp16(staging / MODEL_FILE, staging / FP16_FILE)
+        inputs = validation_inputs(frontend, info["normalisation"], real_audio)
+        reports = [check_parity(net, staging / MODEL_FILE, inputs, "fp32", tolerances)]
+        if fp16:
+            reports.append(check_parity(net, staging / FP16_FILE, inputs, "fp16", tolerances))
+        failures = [f for r in reports for f in r.failures]
+        if failures:
+            raise ExportValidationError("export failed validation, no manifest written:\n  " + "\n  ".join(failures))
+        manifest = build_manifest(staging, info, opset, reports, frontend, fp16)
+        write_json_atomic(staging / MANIFEST_FILE, manifest)
+        load_artifact(staging)  # the reader the service uses must accept it
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    log.info("artifact %s written to %s", manifest["model_id"], out)
+    return out
+
+
+def onnx_to_file(net: InferenceModel, frontend: FrontendConfig, path: Path, opset: int) -> None:
+    """Export with a dynamic batch axis; weights inside the single file."""
+    example = torch.randn(2, 1, frontend.patch_frames, frontend.n_mels)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        net, (example,), input_names=["logmel"], output_names=["logits", "embedding"],
+        opset_version=opset, dynamo=True, dynamic_shapes={"logmel": {0: batch}}, external_data=False,
+    )
+    program.save(str(path), external_data=False)
+    onnx.checker.check_model(str(path))
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and activations with float32 inputs and outputs (for CUDA)."""
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():  # it warns for every constant below fp16's range (BatchNorm's eps): expected
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+def validation_inputs(frontend: FrontendConfig, normalisation: dict, real_audio: list[Path] | None) -> np.ndarray:
+    """(N, 1, T, M) float32: seeded patches at the training statistics, and real clips' patches."""
+    rng = np.random.default_rng(0)
+    shape = (max(BATCH_SIZES), 1, frontend.patch_frames, frontend.n_mels)
+    seeded = rng.normal(normalisation["mean"], normalisation["std"], size=shape).astype(np.float32)
+    real = [patches(log_mel(decode(p, frontend.sample_rate), frontend), frontend)
+            for p in (real_audio if real_audio is not None else sorted(FIXTURES.glob("*.ogg")))]
+    if not real:
+        return seeded
+    return np.concatenate([seeded, np.concatenate(real)[:, None]])
+
+
+def check_parity(net: InferenceModel, model_path: Path, inputs: np.ndarray, precision: str, tol: Tolerances) -> ParityReport:
+    """Run ONNX Runtime (CPU) and PyTorch on every batch size; collect every failure."""
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    report = ParityReport(precision, BATCH_SIZES)
+    agree, total = 0, 0
+    for bs in BATCH_SIZES:
+        for start in range(0, len(inputs), bs):
+            x = inputs[start : start + bs]
+            with torch.no_grad():
+                ref_logits, ref_emb = (t.numpy() for t in net(torch.from_numpy(x)))
+            logits, emb = session.run(None, {"logmel": x})
+            report.max_abs_logits = max(report.max_abs_logits, float(np.abs(logits - ref_logits).max()))
+            report.max_abs_embedding = max(report.max_abs_embedding, float(np.abs(emb - ref_emb).max()))
+            cosine = (emb * ref_emb).sum(axis=1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref_emb, axis=1))
+            report.min_embedding_cosine = min(report.min_embedding_cosine, float(cosine.min()))
+            agree += int((logits.argmax(1) == ref_logits.argmax(1)).sum())
+            total += len(x)
+    report.top1_agreement = agree / total
+    _collect_failures(report, tol)
+    log.info("parity %s: %s", precision, {k: v for k, v in asdict(report).items() if k != "failures"})
+    return report
+
+
+def _collect_failures(r: ParityReport, tol: Tolerances) -> None:
+    if r.precision == "fp32":
+        checks = [("max |logits diff|", r.max_abs_logits, "<=", tol.max_abs),
+                  ("max |embedding diff|", r.max_abs_embedding, "<=", tol.max_abs),
+                  ("top-1 agreement", r.top1_agreement, ">=", tol.top1_agreement)]
+    else:
+        checks = [("min embedding cosine", r.min_embedding_cosine, ">=", tol.fp16_min_cosine),
+                  ("top-1 agreement", r.top1_agreement, ">=", tol.fp16_top1_agreement)]
+    for name, value, op, limit in checks:
+        ok = value <= limit if op == "<=" else value >= limit
+        if not ok:
+            r.failures.append(f"{r.precision}: {name} is {value:.3g}, expected {op} {limit:g}")
+
+
+def build_manifest(staging: Path, info: dict, opset: int, reports: list[ParityReport], frontend, fp16: bool) -> dict:
+    sha = sha256_file(staging / MODEL_FILE)
+    sizes = onnx.load(str(staging / MODEL_FILE)).graph.output
+    num_classes, dim = (o.type.tensor_type.shape.dim[1].dim_value for o in sizes)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "model_id": f"{info['run_id']}-{sha[:8]}",
+        "sha256": sha,
+        "model_file": MODEL_FILE,
+        "opset": opset,
+        "input": {"name": "logmel", "shape": ["B", 1, frontend.patch_frames, frontend.n_mels], "dtype": "float32"},
+        "outputs": {"logits": ["B", num_classes], "embedding": ["B", dim]},
+        "num_classes": num_classes,
+        "embedding_dim": dim,
+        "normalisation": info["normalisation"],
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        "parity": {r.precision: {k: v for k, v in asdict(r).items() if k not in ("failures", "precision")}
+                   for r in reports},
+        "training": {"run_id": info["run_id"], "mode": info["mode"], "git_sha": info.get("git_sha"),
+                     "metrics": info.get("metrics", {}), "config": info.get("config", {})},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if fp16:
+        manifest["variants"] = {"fp16": {"file": FP16_FILE, "sha256": sha256_file(staging / FP16_FILE)}}
+    return manifest
+
+
+def smoke_test(out_dir: Path) -> dict:
+    """Load the written artifact the way the service does and run one batch."""
+    runtime = create_runtime(load_artifact(out_dir), RuntimeConfig(device="cpu"))
+    fe = runtime.artifact.frontend
+    logits, emb = runtime.run(np.zeros((2, fe.patch_frames, fe.n_mels), np.float32))
+    return {"providers": runtime.providers, "logits": logits.shape, "embedding": emb.shape}

@@ -1,0 +1,149 @@
+"""ONNX Runtime sessions for an artifact: TensorRT (opt-in) -> CUDA -> CPU, with the providers that
+are really active reported, and a GPU that silently fell back to CPU surfaced, not hidden."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from service import errors
+from service.artifact import Artifact, sha256_file
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class GPUUnavailable(errors.SoundarcError):
+    """A GPU was required but ONNX Runtime could not use one."""
+
+    status_code = 503
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto: CUDA when a GPU is visible, else CPU; tensorrt: TensorRT -> CUDA -> CPU
+    require_gpu: bool = False  # fail instead of running on the CPU when the GPU is not usable
+    precision: str = "fp32"  # fp16 uses the artifact's fp16 variant (meant for CUDA)
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default
+    inter_op_threads: int = 0
+    graph_optimization: str = "all"
+
+    def __post_init__(self):
+        for name, value, valid in (("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
+                                   ("graph_optimization", self.graph_optimization, tuple(OPTIMIZATION_LEVELS))):
+            if value not in valid:
+                raise errors.ConfigError(f"unknown {name} {value!r}; valid: {valid}")
+
+
+class Runtime:
+    """One inference session over an artifact: run(patches) -> (logits, embeddings)."""
+
+    def __init__(self, artifact: Artifact, session: ort.InferenceSession, requested: list[str]):
+        self.artifact = artifact
+        self.session = session
+        self.requested_providers = requested
+        self.providers = session.get_providers()
+        self._input = session.get_inputs()[0].name
+        self._lock = threading.Lock()  # CUDA/TensorRT sessions are safest driven from one thread at a time
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(p in GPU_PROVIDERS for p in self.providers)
+
+    def run(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T, M) or (B, 1, T, M) float32 log-mel patches -> logits (B, C), embeddings (B, D)."""
+        x = np.ascontiguousarray(patches, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[:, None]  # (B, T, M) -> (B, 1, T, M)
+        if self.on_gpu:
+            with self._lock:
+                logits, embeddings = self.session.run(None, {self._input: x})
+        else:
+            logits, embeddings = self.session.run(None, {self._input: x})
+        return logits, embeddings
+
+    def describe(self) -> dict:
+        return {"providers": self.providers, "requested_providers": self.requested_providers, "on_gpu": self.on_gpu}
+
+
+def requested_providers(device: str) -> list[str]:
+    """The provider order for a device setting, limited to what this onnxruntime build has."""
+    available = ort.get_available_providers()
+    wanted = {
+        "cpu": ["CPUExecutionProvider"],
+        "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        "auto": ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu_visible() else ["CPUExecutionProvider"],
+    }[device]
+    return [p for p in wanted if p in available]
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA device node exists (cheap; says nothing of whether CUDA libraries load)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> Runtime:
+    """Build the session; log loudly (or raise GPUUnavailable) when a GPU was wanted but is not in use."""
+    model_path = _model_file(artifact, cfg.precision)
+    providers = requested_providers(cfg.device)
+    if any(p in GPU_PROVIDERS for p in providers):
+        _preload_cuda_libraries()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[cfg.graph_optimization]
+    options.intra_op_num_threads = cfg.intra_op_threads
+    options.inter_op_num_threads = cfg.inter_op_threads
+    options.log_severity_level = 3  # ORT's own fallback warnings are replaced by ours below
+    session = ort.InferenceSession(str(model_path), options, providers=providers)
+    runtime = Runtime(artifact, session, providers)
+    _report(runtime, cfg)
+    return runtime
+
+
+def _model_file(artifact: Artifact, precision: str):
+    if precision == "fp32":
+        return artifact.model_path  # its sha256 was checked by load_artifact
+    variant = artifact.manifest.get("variants", {}).get("fp16")
+    if not variant:
+        raise errors.ArtifactError(f"{artifact.path} has no fp16 variant; export it with --fp16")
+    path = artifact.path / variant["file"]
+    if not path.is_file() or sha256_file(path) != variant["sha256"]:
+        raise errors.ArtifactError(f"the fp16 model {path} is missing or does not match its sha256 in the manifest")
+    return path
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* Python packages when they are installed (onnxruntime >= 1.21)."""
+    try:
+        ort.preload_dlls()
+    except Exception as e:  # noqa: BLE001 - any failure here shows up as a CPU fallback, reported below
+        log.debug("onnxruntime.preload_dlls failed: %s", e)
+
+
+def _report(runtime: Runtime, cfg: RuntimeConfig) -> None:
+    gpu_wanted = cfg.device in ("cuda", "tensorrt") or cfg.require_gpu
+    if cfg.device == "tensorrt" and "TensorrtExecutionProvider" not in runtime.providers:
+        log.error("TensorRT was asked for but is not active; active providers: %s", runtime.providers)
+    if gpu_wanted and not runtime.on_gpu:
+        message = (f"a GPU was asked for (device={cfg.device}) but ONNX Runtime runs on {runtime.providers}; "
+                   f"available in this build: {ort.get_available_providers()}")
+        if cfg.require_gpu:
+            raise GPUUnavailable(message)
+        log.error("%s: running on the CPU", message)
+    elif cfg.device == "auto" and "CUDAExecutionProvider" in runtime.requested_providers and not runtime.on_gpu:
+        log.error("a GPU is visible but CUDA could not be used (missing CUDA/cuDNN libraries?): running on the CPU")
+    log.info("model %s on %s", runtime.artifact.model_id, runtime.providers)

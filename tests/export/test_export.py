@@ -1,0 +1,99 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from export.onnx_export import ExportValidationError, Tolerances, export_artifact
+from service import errors
+from service.artifact import load_artifact
+from service.runtime import GPUUnavailable, RuntimeConfig, create_runtime, gpu_visible
+from training.model import InferenceModel
+from training.run import load_checkpoint
+
+
+def test_manifest_records_parity_and_provenance(artifact_dir):
+    art = load_artifact(artifact_dir)
+    m = art.manifest
+    assert art.labels == ("dog", "rain", "siren") and m["num_classes"] == 3 and m["embedding_dim"] == 32
+    assert m["parity"]["fp32"]["max_abs_logits"] <= 1e-4 and m["parity"]["fp32"]["top1_agreement"] == 1.0
+    assert m["parity"]["fp16"]["min_embedding_cosine"] >= 0.999
+    assert m["training"]["metrics"]["val_clip_accuracy"] == 0.5 and m["versions"]["onnxruntime"]
+    assert m["normalisation"] == {"mean": -2.0, "std": 1.5}
+    assert not list(artifact_dir.glob("*.data"))  # weights inside the one file
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_runtime_matches_pytorch_at_any_batch(artifact_dir, run_dir, batch):
+    runtime = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cpu"))
+    x = np.random.default_rng(batch).normal(-2, 1.5, size=(batch, 101, 96)).astype(np.float32)
+    logits, emb = runtime.run(x)
+    model, _ = load_checkpoint(run_dir)
+    with torch.no_grad():
+        ref_logits, ref_emb = InferenceModel(model)(torch.from_numpy(x)[:, None])
+    assert logits.shape == (batch, 3) and emb.shape == (batch, 32)
+    np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_fp16_variant_runs(artifact_dir):
+    runtime = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cpu", precision="fp16"))
+    x = np.random.default_rng(0).normal(-2, 1.5, size=(4, 101, 96)).astype(np.float32)
+    _, emb16 = runtime.run(x)
+    _, emb32 = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cpu")).run(x)
+    assert ((emb16 * emb32).sum(axis=1) > 0.999).all()
+
+
+def test_tampered_model_is_refused(artifact_dir, tmp_path):
+    copy = shutil.copytree(artifact_dir, tmp_path / "tampered")
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(errors.ArtifactError, match="altered"):
+        load_artifact(copy)
+    variant = json.loads((copy / "manifest.json").read_text())
+    assert variant["variants"]["fp16"]["file"] == "model.fp16.onnx"
+
+
+def test_tampered_fp16_variant_is_refused(artifact_dir, tmp_path):
+    copy = shutil.copytree(artifact_dir, tmp_path / "tampered16")
+    with open(copy / "model.fp16.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(errors.ArtifactError, match="fp16"):
+        create_runtime(load_artifact(copy), RuntimeConfig(device="cpu", precision="fp16"))
+
+
+def test_failed_validation_writes_no_manifest(run_dir, tmp_path):
+    impossible = Tolerances(max_abs=-1.0, top1_agreement=1.1)
+    with pytest.raises(ExportValidationError) as info:
+        export_artifact(run_dir, tmp_path / "out", tolerances=impossible)
+    message = str(info.value)
+    assert "logits" in message and "embedding" in message and "top-1" in message  # all collected
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(gpu_visible(), reason="checks the CPU fallback; this machine has a GPU")
+def test_gpu_request_without_gpu_is_reported_or_refused(artifact_dir, caplog):
+    art = load_artifact(artifact_dir)
+    runtime = create_runtime(art, RuntimeConfig(device="cuda"))
+    assert runtime.providers == ["CPUExecutionProvider"] and not runtime.on_gpu
+    assert "a GPU was asked for" in caplog.text
+    assert runtime.describe()["requested_providers"][0] in ("CUDAExecutionProvider", "CPUExecutionProvider")
+    with pytest.raises(GPUUnavailable):
+        create_runtime(art, RuntimeConfig(device="cuda", require_gpu=True))
+    auto = create_runtime(art, RuntimeConfig(device="auto"))
+    assert auto.providers == ["CPUExecutionProvider"]
+
+
+def test_runtime_settings_are_validated():
+    with pytest.raises(errors.ConfigError, match="valid"):
+        RuntimeConfig(device="tpu")
+    with pytest.raises(errors.ConfigError, match="valid"):
+        RuntimeConfig(graph_optimization="max")
+
+
+@pytest.mark.gpu
+def test_cuda_session_is_on_the_gpu(artifact_dir):
+    runtime = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cuda", require_gpu=True))
+    assert runtime.on_gpu
