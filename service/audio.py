@@ -51,7 +51,8 @@ def decode(
     except errors.SoundarcError:
         raise
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as e:
-        raise errors.UndecodableAudio(f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {e}") from e
+        reason = getattr(e, "error_string", None) or str(e)  # libsndfile's words, without our file paths
+        raise errors.UndecodableAudio(f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {reason}") from e
     if mono.size == 0:
         raise errors.EmptyAudio("the audio holds no samples")
     if not np.isfinite(mono).all():

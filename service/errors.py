@@ -18,6 +18,12 @@ class SoundarcError(Exception):
         return {"error": self.kind, "message": str(self)}
 
 
+class BadRequest(SoundarcError):
+    """400: a request we cannot parse (malformed multipart body)."""
+
+    status_code = 400
+
+
 class BadAudio(SoundarcError):
     """400: the bytes are not audio we can use."""
 

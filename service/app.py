@@ -1,0 +1,188 @@
+"""The BentoML service: a thin adapter over service.core.
+
+    SoundArc (API worker)  multipart upload -> decode + log-mel patches (thread) -> Encoder.infer
+    Encoder (model worker) batchable `infer`: patches of concurrent requests in one ONNX call
+
+Settings come from SOUNDARC_* environment variables (service.settings). Every error is JSON
+{"error", "message"} with the status of its class in service.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import anyio
+import bentoml
+import numpy as np
+
+from service import core, errors
+from service.artifact import load_artifact
+from service.features import log_mel
+from service.http import RequestGuard
+from service.runtime import create_runtime
+from service.settings import ServiceSettings
+
+log = logging.getLogger("soundarc")
+SETTINGS = ServiceSettings.from_env()
+ROUTES = ("/classify", "/embed", "/search")
+_READY: dict = {}  # filled once the model is warm; /readyz shows it
+
+
+@bentoml.service(name="soundarc_encoder", workers=1, traffic={"timeout": SETTINGS.request_timeout_s})
+class Encoder:
+    """The ONNX model. `infer` is batchable: BentoML merges concurrent calls along axis 0."""
+
+    def __init__(self) -> None:
+        self.runtime = create_runtime(load_artifact(SETTINGS.model), SETTINGS.runtime)
+        fe = self.runtime.artifact.frontend
+        self.runtime.run(np.zeros((2, fe.patch_frames, fe.n_mels), np.float32))  # warm-up
+        self.calls, self.patches = 0, 0  # model calls and patches since start (batching evidence)
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SETTINGS.max_batch_size,
+                 max_latency_ms=SETTINGS.max_latency_ms)
+    def infer(self, patches: np.ndarray) -> np.ndarray:
+        """(B, T, M) float32 -> (B, C + D): logits then embedding."""
+        logits, embeddings = self.runtime.run(patches)
+        self.calls, self.patches = self.calls + 1, self.patches + len(patches)
+        return np.concatenate([logits, embeddings], axis=1)
+
+    @bentoml.api
+    def describe(self) -> dict:
+        return {"model_id": self.runtime.artifact.model_id, **self.runtime.describe(),
+                "model_calls": self.calls, "patches_scored": self.patches}
+
+
+@bentoml.service(name="soundarc", traffic={"timeout": SETTINGS.request_timeout_s})
+class SoundArc:
+    encoder = bentoml.depends(Encoder)
+
+    def __init__(self) -> None:
+        self.artifact = load_artifact(SETTINGS.model)
+        self.frontend = self.artifact.frontend
+        self.in_flight = 0
+        self.metrics = _Metrics()
+        noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
+        log_mel(noise, self.frontend)  # warm-up: librosa's mel filters, this thread's FFTW plan
+
+    async def __is_ready__(self) -> bool:
+        """Ready once the model worker answers (it warms up before it does)."""
+        if not _READY:
+            try:
+                info = await asyncio.wait_for(self.encoder.to_async.describe(), timeout=2)
+            except Exception as e:  # noqa: BLE001 - not up yet, whatever the client raises
+                log.info("model worker not ready yet: %s", e)
+                return False
+            _READY.update({k: info[k] for k in ("model_id", "providers", "requested_providers", "on_gpu")})
+        return True
+
+    @bentoml.api(route="/stats")
+    async def stats(self) -> dict:
+        """The model worker's providers, model calls and patches scored since it started."""
+        return await self.encoder.to_async.describe()
+
+    @bentoml.api(route="/classify")
+    async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, ctx: bentoml.Context = None) -> dict:
+        """Top-k labels of a clip (mean softmax over its 1 s windows); `windows` adds a timeline."""
+        async def handle():
+            _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
+            clip, logits, _ = await self._run(audio, "classify")
+            labels = self.artifact.labels
+            result = {"labels": core.top_labels(core.clip_probabilities(logits), labels, top_k),
+                      "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            if windows:
+                result["windows"] = core.window_timeline(logits, clip.starts_s, self.frontend, labels)
+            return result
+
+        return await self._respond(handle, ctx, "classify")
+
+    @bentoml.api(route="/embed")
+    async def embed(self, audio: Path, windows: bool = False, ctx: bentoml.Context = None) -> dict:
+        """L2-normalised clip embedding (mean of window embeddings); `windows` adds each window's."""
+        async def handle():
+            clip, _, embeddings = await self._run(audio, "embed")
+            vector = core.clip_embedding(embeddings)
+            result = {"embedding": vector.tolist(), "dim": int(vector.size),
+                      "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            if windows:
+                result["windows"] = [{"start_s": round(float(s), 3), "embedding": e.tolist()}
+                                     for s, e in zip(clip.starts_s, embeddings)]
+            return result
+
+        return await self._respond(handle, ctx, "embed")
+
+    @bentoml.api(route="/search")
+    async def search(self, audio: Path, top_k: int = 5, ctx: bentoml.Context = None) -> dict:
+        """The top_k most similar items of the loaded vector index."""
+        async def handle():
+            raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
+                                  "and set SOUNDARC_INDEX to its directory")
+
+        return await self._respond(handle, ctx, "search")
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    async def _run(self, audio: Path, endpoint: str) -> tuple[core.PreparedClip, np.ndarray, np.ndarray]:
+        """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
+        clip = await anyio.to_thread.run_sync(core.prepare, audio, self.frontend, SETTINGS.limits)
+        started = time.perf_counter()
+        chunks = [clip.patches[i : i + SETTINGS.max_batch_size] for i in range(0, len(clip.patches), SETTINGS.max_batch_size)]
+        try:
+            outputs = await asyncio.gather(*(self.encoder.to_async.infer(c) for c in chunks))
+        except bentoml.exceptions.ServiceUnavailable as e:
+            raise errors.Overloaded(f"the model is overloaded, retry shortly ({e})") from e
+        out = np.concatenate(outputs)  # (N, C + D)
+        self.metrics.observe(endpoint, clip, time.perf_counter() - started)
+        c = len(self.artifact.labels)
+        return clip, out[:, :c], out[:, c:]
+
+    async def _respond(self, handle, ctx: bentoml.Context, endpoint: str) -> dict:
+        if self.in_flight >= SETTINGS.max_in_flight:
+            return _error(ctx, errors.Overloaded(f"{self.in_flight} requests in flight (limit {SETTINGS.max_in_flight})"))
+        self.in_flight += 1
+        try:
+            return await handle()
+        except errors.SoundarcError as e:
+            return _error(ctx, e)
+        finally:
+            self.in_flight -= 1
+
+    def _model_info(self) -> dict:
+        return {"id": self.artifact.model_id, "labels": len(self.artifact.labels),
+                "embedding_dim": self.artifact.embedding_dim, "providers": _READY.get("providers")}
+
+
+SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
+                             routes=ROUTES, ready_info=lambda: dict(_READY) or None)
+
+
+def _error(ctx: bentoml.Context, error: errors.SoundarcError) -> dict:
+    ctx.response.status_code = error.status_code
+    if isinstance(error, errors.Overloaded):
+        ctx.response.metadata["Retry-After"] = str(error.retry_after_s)
+    log.info("%s %d: %s", error.kind, error.status_code, error)
+    return error.to_dict()
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise errors.InvalidParameter(f"{name} must be between {lo} and {hi}, got {value}")
+
+
+class _Metrics:
+    """Prometheus series beyond BentoML's own request counts and latencies."""
+
+    def __init__(self) -> None:
+        labels = ["endpoint"]
+        self.patches = bentoml.metrics.Histogram(
+            name="soundarc_patches_per_request", documentation="1 s windows per request", labelnames=labels,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000))
+        self.stage = bentoml.metrics.Histogram(
+            name="soundarc_stage_seconds", documentation="time per stage: decode, features, inference",
+            labelnames=["endpoint", "stage"], buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10))
+
+    def observe(self, endpoint: str, clip: core.PreparedClip, inference_s: float) -> None:
+        self.patches.labels(endpoint=endpoint).observe(len(clip.patches))
+        for stage, seconds in {**clip.timings, "inference": inference_s}.items():
+            self.stage.labels(endpoint=endpoint, stage=stage).observe(seconds)

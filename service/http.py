@@ -1,0 +1,153 @@
+"""ASGI middleware in front of the BentoML app: what must be answered before BentoML parses a body.
+
+- 415 for a body that is not multipart/form-data, 413 for a body over the upload limit (from
+  Content-Length, or counted while reading), 400 for a malformed multipart body, 422 for an `audio`
+  field that is not a file: BentoML would answer 500 for the first, and treat a text `audio` as a
+  URL to fetch for the second;
+- request-validation errors (pydantic, answered 400 by BentoML) become 422 with our error format;
+- a ready /readyz answers JSON naming the model id and the active execution providers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from service import errors
+
+UPLOAD_FIELD = "audio"
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422
+
+
+class RequestGuard:
+    def __init__(self, app, max_bytes: int, routes: tuple[str, ...], ready_info):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.routes = set(routes)
+        self.ready_info = ready_info  # () -> dict | None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["path"] == "/readyz":
+            return await self.app(scope, receive, self._readyz_send(send))
+        if scope["path"] not in self.routes or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type not in FORM_TYPES:
+            shown = content_type.decode("latin-1") or "none"
+            return await _reply(send, errors.UnsupportedMediaType(
+                f"expected a multipart/form-data upload with the clip in the field '{UPLOAD_FIELD}', got Content-Type {shown}"))
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await _reply(send, errors.UploadTooLarge(
+                f"the request is {int(length)} bytes; the upload limit is {self.max_bytes} bytes"))
+        body = await _read_bounded(receive, self.max_bytes)
+        if body is None:
+            return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
+        problem = await _check_form(scope, body)
+        if problem is not None:
+            return await _reply(send, problem)
+        return await self.app(scope, _replay(body), _validation_as_422(send))
+
+    def _readyz_send(self, send):
+        async def wrapped(message):
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                info = self.ready_info()
+                if info is not None:
+                    body = json.dumps({"status": "ready", **info}).encode()
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    wrapped.replaced = True
+                    return
+            if message["type"] == "http.response.body" and getattr(wrapped, "replaced", False):
+                return
+            await send(message)
+
+        return wrapped
+
+
+async def _reply(send, error: errors.SoundarcError) -> None:
+    body = json.dumps(error.to_dict()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(error, errors.Overloaded):
+        headers.append((b"retry-after", str(error.retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_bounded(receive, limit: int) -> bytes | None:
+    """The whole body of a request without Content-Length, or None once it passes `limit`."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def _check_form(scope, body: bytes) -> errors.SoundarcError | None:
+    """Parse the multipart body once here; None when BentoML can take it."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    try:
+        form = await Request(scope, _replay(body)).form()
+    except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
+        return errors.BadRequest(f"the multipart/form-data body could not be parsed: {e}")
+    try:
+        value = form.get(UPLOAD_FIELD)
+        if value is not None and not isinstance(value, UploadFile):
+            return errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, got a text value")
+        return None
+    finally:
+        await form.close()
+
+
+def _replay(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _validation_as_422(send):
+    """Hold a 400 response; if it is BentoML's request-validation error, answer 422 in our format."""
+    held = {}
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            held["start"] = message
+            return
+        if "start" in held and message["type"] == "http.response.body":
+            await send_rewritten(held.pop("start"), message)
+            return
+        await send(message)
+
+    async def send_rewritten(start, body_message):
+        try:
+            payload = json.loads(body_message.get("body", b"") or b"{}")
+        except ValueError:
+            payload = {}
+        if isinstance(payload, dict) and "validation error" in str(payload.get("error", "")):
+            details = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in payload.get("detail", []))
+            error = errors.InvalidParameter(f"invalid request parameters: {details or payload['error']}")
+            return await _reply(send, error)
+        await send(start)
+        await send(body_message)
+
+    return wrapped

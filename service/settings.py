@@ -1,0 +1,58 @@
+"""Service settings, read from SOUNDARC_* environment variables (documented in README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from service.audio import DecodeLimits
+from service.errors import ConfigError
+from service.runtime import RuntimeConfig
+
+PREFIX = "SOUNDARC_"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    model: str = "models/default"  # SOUNDARC_MODEL: artifact directory
+    index: str = ""  # SOUNDARC_INDEX: vector index directory for /search
+    max_upload_mb: float = 50.0
+    max_duration_s: float = 600.0
+    max_channels: int = 64
+    max_top_k: int = 100
+    max_batch_size: int = 64  # patches per model call
+    max_latency_ms: int = 2000  # BentoML's batcher refuses (503) patches queued longer than this
+    max_in_flight: int = 32  # requests being processed at once; more get 503 + Retry-After
+    device: str = "auto"  # auto, cpu, cuda, tensorrt
+    require_gpu: bool = False
+    intra_op_threads: int = 0
+    request_timeout_s: int = 120
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> ServiceSettings:
+        values = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _parse(raw, f.type)
+            except ValueError as e:
+                raise ConfigError(f"{PREFIX}{f.name.upper()}={raw!r}: expected {f.type}") from e
+        return cls(**values)
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(int(self.max_upload_mb * 1024 * 1024), self.max_duration_s, self.max_channels)
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        return RuntimeConfig(device=self.device, require_gpu=self.require_gpu, intra_op_threads=self.intra_op_threads)
+
+
+def _parse(raw: str, type_name: str):
+    if type_name == "bool":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(raw)
+        return raw.lower() in ("1", "true", "yes")
+    return {"int": int, "float": float, "str": str}[type_name](raw)

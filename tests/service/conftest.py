@@ -1,0 +1,72 @@
+"""A real server on 127.0.0.1, serving a small exported artifact, for the HTTP tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import make_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_SETTINGS = {  # small limits so that the 413 and 503 paths are cheap to reach
+    "SOUNDARC_MAX_UPLOAD_MB": "1",
+    "SOUNDARC_MAX_DURATION_S": "20",
+    "SOUNDARC_MAX_IN_FLIGHT": "16",
+    "SOUNDARC_MAX_BATCH_SIZE": "256",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, env_extra: dict, log_path: Path, timeout_s: float = 120):
+    port = free_port()
+    env = {**os.environ, "SOUNDARC_MODEL": str(model), "BENTOML_DO_NOT_TRACK": "True", **env_extra}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"server not ready in {timeout_s} s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_server(proc) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def test_artifact(tmp_path_factory) -> Path:
+    return make_artifact(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def server(test_artifact, tmp_path_factory):
+    proc, url = start_server(test_artifact, SERVER_SETTINGS, tmp_path_factory.mktemp("logs") / "server.log")
+    yield url
+    stop_server(proc)

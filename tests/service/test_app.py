@@ -1,0 +1,169 @@
+"""The HTTP service through real clients: results, formats, errors, batching, overload, metrics."""
+
+import gc
+import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+import soxr
+
+from tests.helpers import LABELS
+
+
+def post(url, endpoint, data: bytes | None = None, filename="clip.ogg", fields=None, **kw):
+    files = {"audio": (filename, data, "application/octet-stream")} if data is not None else None
+    return requests.post(f"{url}/{endpoint}", files=files, data=fields or {}, timeout=60, **kw)
+
+
+def encoded(fixtures, fmt: str, subtype: str, rate: int = 22_050, seconds: float | None = None) -> bytes:
+    """The rooster fixture re-encoded (resampled to `rate`, looped or cut to `seconds`)."""
+    y, sr = sf.read(fixtures / "1-27724-A-1.ogg", dtype="float32")
+    y = soxr.resample(y, sr, rate)
+    if seconds is not None:
+        y = np.resize(y, int(seconds * rate))
+    buf = io.BytesIO()
+    sf.write(buf, y, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def test_readyz_names_model_and_providers(server, test_artifact):
+    body = requests.get(f"{server}/readyz", timeout=10).json()
+    assert body["status"] == "ready" and body["providers"] == ["CPUExecutionProvider"]
+    assert body["model_id"].startswith("run-")
+    for probe in ("healthz", "livez"):
+        assert requests.get(f"{server}/{probe}", timeout=10).status_code == 200
+
+
+def test_classify(server, fixtures):
+    r = post(server, "classify", (fixtures / "1-27724-A-1.ogg").read_bytes(), fields={"top_k": "2", "windows": "true"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["label"] in LABELS for x in body["labels"]] == [True, True]
+    assert body["labels"][0]["score"] >= body["labels"][1]["score"]
+    assert body["duration_s"] == pytest.approx(5.0, abs=0.01)
+    assert len(body["windows"]) == 10 and body["windows"][0]["start_s"] == 0.0  # 502 frames: 0, 50, .., 400, 401
+    assert body["model"]["id"] and body["model"]["labels"] == 3
+
+
+def test_bentoml_client(server, fixtures):
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server) as client:
+        result = client.classify(audio=fixtures / "1-100032-A-0.ogg", top_k=3)
+    with warnings.catch_warnings():  # the client leaves its temporary directory to the garbage collector
+        warnings.simplefilter("ignore", ResourceWarning)
+        del client
+        gc.collect()
+    assert sorted(x["label"] for x in result["labels"]) == sorted(LABELS)
+    assert sum(x["score"] for x in result["labels"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_embed_is_normalised_and_bit_identical(server, fixtures):
+    data = (fixtures / "1-17367-A-10.ogg").read_bytes()
+    a, b = post(server, "embed", data).json(), post(server, "embed", data, fields={"windows": "true"}).json()
+    assert a["dim"] == 32 and len(a["embedding"]) == 32
+    assert np.linalg.norm(a["embedding"]) == pytest.approx(1.0, abs=1e-5)
+    assert a["embedding"] == b["embedding"] and len(b["windows"]) == 10
+
+
+@pytest.mark.parametrize("fmt,subtype,name", [
+    ("WAV", "PCM_16", "a.wav"), ("WAV", "FLOAT", "a.wav"), ("FLAC", "PCM_24", "a.flac"),
+    ("OGG", "OPUS", "a.opus"), ("MP3", "MPEG_LAYER_III", "a.mp3"), ("AIFF", "PCM_16", "a.aiff"),
+])
+def test_formats(server, fixtures, fmt, subtype, name):
+    data = encoded(fixtures, fmt, subtype, rate=48_000 if subtype == "OPUS" else 22_050)
+    r = post(server, "classify", data, filename=name)
+    assert r.status_code == 200, r.text
+
+
+def test_short_clip(server):
+    buf = io.BytesIO()
+    sf.write(buf, np.ones(50, np.float32) * 0.1, 8000, format="WAV")
+    r = post(server, "classify", buf.getvalue(), fields={"windows": "true"})
+    assert r.status_code == 200 and len(r.json()["windows"]) == 1
+
+
+def bad_requests(fixtures):
+    good = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    return {
+        "empty": (dict(data=b""), 400),
+        "text": (dict(data=b"just some text\n" * 10, filename="x.wav"), 400),
+        "random": (dict(data=np.random.default_rng(0).bytes(5000), filename="x.mp3"), 400),
+        "truncated": (dict(data=good[:400]), 400),
+        "no_file": (dict(data=None, fields={"top_k": "3"}), 422),
+        "text_field": (dict(data=None, fields={"audio": "http://127.0.0.1/x.wav"}), 422),
+        "top_k_zero": (dict(data=good, fields={"top_k": "0"}), 422),
+        "top_k_text": (dict(data=good, fields={"top_k": "many"}), 422),
+        "windows_bad": (dict(data=good, fields={"windows": "perhaps"}), 422),
+        "too_big": (dict(data=b"\0" * (1024 * 1024 + 100_000)), 413),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "random", "truncated", "no_file", "text_field", "top_k_zero",
+                                  "top_k_text", "windows_bad", "too_big"])
+def test_bad_requests_get_documented_4xx(server, fixtures, case):
+    kwargs, status = bad_requests(fixtures)[case]
+    r = post(server, "classify", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["message"]
+
+
+def test_too_long_audio_is_413(server, fixtures):
+    r = post(server, "classify", encoded(fixtures, "OGG", "VORBIS", seconds=30))
+    assert r.status_code == 413 and "longer than" in r.json()["message"]
+
+
+@pytest.mark.parametrize("headers,body,status", [
+    ({"Content-Type": "audio/ogg"}, b"OggS", 415),
+    ({"Content-Type": "application/json"}, b'{"audio": "http://example.com/a.wav"}', 415),
+    ({"Content-Type": "multipart/form-data"}, b"garbage", 400),
+    ({"Content-Type": "multipart/form-data; boundary=xyz"}, b"garbage", 400),
+])
+def test_raw_bodies(server, headers, body, status):
+    r = requests.post(f"{server}/classify", data=body, headers=headers, timeout=30)
+    assert r.status_code == status, r.text
+
+
+def test_search_without_index_is_404(server, fixtures):
+    r = post(server, "search", (fixtures / "1-27724-A-1.ogg").read_bytes())
+    assert r.status_code == 404 and "SOUNDARC_INDEX" in r.json()["message"]
+
+
+def test_concurrent_requests_are_batched(server, fixtures):
+    data = encoded(fixtures, "WAV", "PCM_16", seconds=15)
+    windows = len(post(server, "classify", data, fields={"windows": "true"}).json()["windows"])
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: post(server, "classify", data), range(16)))  # the batcher learns its timing
+        before = requests.post(f"{server}/stats", json={}, timeout=10).json()
+        responses = list(pool.map(lambda _: post(server, "classify", data), range(16)))
+    after = requests.post(f"{server}/stats", json={}, timeout=10).json()
+    assert [r.status_code for r in responses] == [200] * 16
+    assert after["patches_scored"] - before["patches_scored"] == 16 * windows
+    assert after["model_calls"] - before["model_calls"] < 16  # fewer model calls than requests
+    assert len({tuple(x["label"] for x in r.json()["labels"]) for r in responses}) == 1
+
+
+def test_overload_is_503_with_retry_after(server, fixtures):
+    data = (fixtures / "1-17367-A-10.ogg").read_bytes()
+    with ThreadPoolExecutor(40) as pool:
+        responses = list(pool.map(lambda _: post(server, "classify", data), range(40)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
+    assert all(r.headers.get("Retry-After") for r in responses if r.status_code == 503)
+
+
+def test_metrics(server, fixtures):
+    post(server, "classify", (fixtures / "1-27724-A-1.ogg").read_bytes())
+    text = requests.get(f"{server}/metrics", timeout=10).text
+    for series in ("soundarc_patches_per_request", 'stage="decode"', 'stage="features"', 'stage="inference"',
+                   "bentoml_service_request_duration_seconds"):
+        assert series in text
+
+
+def test_openapi_lists_the_endpoints(server):
+    spec = requests.get(f"{server}/docs.json", timeout=10).json()
+    assert {"/classify", "/embed", "/search"} <= set(spec["paths"])
