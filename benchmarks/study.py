@@ -78,15 +78,18 @@ def markdown(table: dict) -> str:
     lines = ["| arm | clip acc. | balanced acc. | patch acc. | kNN acc. | uniformity | tolerance | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for arm, row in table.items():
-        def cell(m, pct=True):
-            if m not in row:
-                return "—"
-            s = row[m]
-            return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}" if pct else f"{s['mean']:.3f} ± {s['std']:.3f}"
+        cells = [_cell(row, m) for m in ("clip_accuracy", "balanced_accuracy", "patch_accuracy", "knn_accuracy")]
+        cells += [_cell(row, m, percent=False) for m in ("uniformity", "tolerance")]
         n = max((v["n"] for v in row.values()), default=0)
-        lines.append(f"| {arm} | {cell('clip_accuracy')} | {cell('balanced_accuracy')} | {cell('patch_accuracy')} | "
-                     f"{cell('knn_accuracy')} | {cell('uniformity', False)} | {cell('tolerance', False)} | {n} |")
+        lines.append(f"| {arm} | {' | '.join(cells)} | {n} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: dict, metric: str, percent: bool = True) -> str:
+    if metric not in row:
+        return "—"
+    s = row[metric]
+    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}" if percent else f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
 def main():

@@ -144,7 +144,7 @@ def _validation_as_422(send):
         except ValueError:
             payload = {}
         if isinstance(payload, dict) and "validation error" in str(payload.get("error", "")):
-            details = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in payload.get("detail", []))
+            details = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in payload.get("detail", []))
             error = errors.InvalidParameter(f"invalid request parameters: {details or payload['error']}")
             return await _reply(send, error)
         await send(start)
