@@ -22,6 +22,7 @@ from service import core, errors
 from service.artifact import load_artifact
 from service.features import log_mel
 from service.http import RequestGuard
+from service.index import load_index
 from service.runtime import create_runtime
 from service.settings import ServiceSettings
 
@@ -62,6 +63,7 @@ class SoundArc:
     def __init__(self) -> None:
         self.artifact = load_artifact(SETTINGS.model)
         self.frontend = self.artifact.frontend
+        self.index = load_index(SETTINGS.index, self.artifact.model_id) if SETTINGS.index else None
         self.in_flight = 0
         self.metrics = _Metrics()
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
@@ -117,8 +119,14 @@ class SoundArc:
     async def search(self, audio: Path, top_k: int = 5, ctx: bentoml.Context = None) -> dict:
         """The top_k most similar items of the loaded vector index."""
         async def handle():
-            raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
-                                  "and set SOUNDARC_INDEX to its directory")
+            if self.index is None:
+                raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
+                                      "and set SOUNDARC_INDEX to its directory")
+            _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
+            clip, _, embeddings = await self._run(audio, "search")
+            return {"results": self.index.search(core.clip_embedding(embeddings), top_k),
+                    "duration_s": round(clip.duration_s, 3), "model": self._model_info(),
+                    "index": {k: self.index.meta[k] for k in ("kind", "count")}}
 
         return await self._respond(handle, ctx, "search")
 

@@ -13,6 +13,8 @@ COMMANDS = {
     "train": ("training.cli", "train an encoder: pretrain (SSL), finetune, eval"),
     "export": ("export.cli", "export a training run to a validated ONNX artifact"),
     "serve": ("service.serve_cli", "serve an artifact over HTTP (BentoML)"),
+    "score": ("service.score_cli", "score directories, archives and lists offline: one row per input"),
+    "index": ("service.index_cli", "build or query a vector index of scored embeddings"),
 }
 
 
@@ -28,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module).add_arguments(sp)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    from service.errors import SoundarcError
+
+    try:
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except SoundarcError as e:  # a user's mistake or bad data: say what, without a traceback
+        print(f"soundarc {args.command}: {e.kind}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def make_run(root: Path, width: int = 4) -> Path:
     return root
 
 
-def make_artifact(root: Path, fp16: bool = False) -> Path:
+def make_artifact(root: Path, fp16: bool = False, width: int = 4) -> Path:
     from export.onnx_export import export_artifact
 
-    return export_artifact(make_run(root / "run"), root / "model", fp16=fp16)
+    return export_artifact(make_run(root / "run", width), root / "model", fp16=fp16)

@@ -29,7 +29,8 @@ def free_port() -> int:
 
 def start_server(model: Path, env_extra: dict, log_path: Path, timeout_s: float = 120):
     port = free_port()
-    env = {**os.environ, "SOUNDARC_MODEL": str(model), "BENTOML_DO_NOT_TRACK": "True", **env_extra}
+    env = {**os.environ, "SOUNDARC_MODEL": str(model), "BENTOML_DO_NOT_TRACK": "True",
+           "BENTOML_HOME": str(log_path.parent / f"bentoml-{port}"), **env_extra}  # own Prometheus directory
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", "127.0.0.1", "--port", str(port)],
@@ -62,11 +63,26 @@ def stop_server(proc) -> None:
 
 @pytest.fixture(scope="session")
 def test_artifact(tmp_path_factory) -> Path:
-    return make_artifact(tmp_path_factory.mktemp("served"))
+    # width 16: inference takes long enough, next to decoding, for concurrent requests to meet in a batch
+    return make_artifact(tmp_path_factory.mktemp("served"), width=16)
 
 
 @pytest.fixture(scope="session")
-def server(test_artifact, tmp_path_factory):
-    proc, url = start_server(test_artifact, SERVER_SETTINGS, tmp_path_factory.mktemp("logs") / "server.log")
+def fixture_index(test_artifact, tmp_path_factory) -> Path:
+    """The committed fixtures scored offline with the test model, and indexed."""
+    from service.index import build_index
+    from service.scoring import ScoreOptions, score
+
+    root = tmp_path_factory.mktemp("index")
+    score([str(Path(__file__).parents[1] / "fixtures")], test_artifact, root / "scores",
+          ScoreOptions(workers=0, embeddings=True))
+    build_index(root / "scores", root / "index")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(test_artifact, fixture_index, tmp_path_factory):
+    settings = {**SERVER_SETTINGS, "SOUNDARC_INDEX": str(fixture_index / "index")}
+    proc, url = start_server(test_artifact, settings, tmp_path_factory.mktemp("logs") / "server.log")
     yield url
     stop_server(proc)

@@ -4,6 +4,7 @@ import gc
 import io
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import soundfile as sf
 import soxr
 
 from tests.helpers import LABELS
+from tests.service.conftest import start_server, stop_server
 
 
 def post(url, endpoint, data: bytes | None = None, filename="clip.ogg", fields=None, **kw):
@@ -65,7 +67,7 @@ def test_bentoml_client(server, fixtures):
 def test_embed_is_normalised_and_bit_identical(server, fixtures):
     data = (fixtures / "1-17367-A-10.ogg").read_bytes()
     a, b = post(server, "embed", data).json(), post(server, "embed", data, fields={"windows": "true"}).json()
-    assert a["dim"] == 32 and len(a["embedding"]) == 32
+    assert a["dim"] == 128 and len(a["embedding"]) == 128
     assert np.linalg.norm(a["embedding"]) == pytest.approx(1.0, abs=1e-5)
     assert a["embedding"] == b["embedding"] and len(b["windows"]) == 10
 
@@ -128,9 +130,32 @@ def test_raw_bodies(server, headers, body, status):
     assert r.status_code == status, r.text
 
 
-def test_search_without_index_is_404(server, fixtures):
-    r = post(server, "search", (fixtures / "1-27724-A-1.ogg").read_bytes())
-    assert r.status_code == 404 and "SOUNDARC_INDEX" in r.json()["message"]
+def test_search_finds_the_same_clip_first(server, fixtures):
+    r = post(server, "search", (fixtures / "1-27724-A-1.ogg").read_bytes(), fields={"top_k": "3"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3 and results[0]["id"].endswith("1-27724-A-1.ogg")
+    assert results[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_search_without_index_is_404(test_artifact, fixtures, tmp_path):
+    proc, url = start_server(test_artifact, {}, tmp_path / "server.log")
+    try:
+        r = post(url, "search", (fixtures / "1-27724-A-1.ogg").read_bytes())
+        assert r.status_code == 404 and "SOUNDARC_INDEX" in r.json()["message"]
+    finally:
+        stop_server(proc)
+
+
+def test_service_and_offline_scoring_agree(server, fixtures, fixture_index):
+    from service.results import read_results
+
+    offline = {Path(r["id"]).name: r for r in read_results(fixture_index / "scores")}
+    for name, row in offline.items():
+        online = post(server, "embed", (fixtures / name).read_bytes()).json()
+        np.testing.assert_allclose(online["embedding"], row["embedding"], atol=1e-5)
+        labels = post(server, "classify", (fixtures / name).read_bytes(), fields={"top_k": "1"}).json()["labels"]
+        assert labels[0]["label"] == row["label"]
 
 
 def test_concurrent_requests_are_batched(server, fixtures):

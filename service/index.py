@@ -1,0 +1,88 @@
+"""A vector index of clip embeddings for similar-sound search (cosine = inner product of L2-normalised
+vectors). FAISS flat (exact) by default, HNSW (approximate) for large collections.
+
+    INDEX/index.faiss     the FAISS index
+    INDEX/items.jsonl     one line per vector: id, label, score, duration_s (row order = vector id)
+    INDEX/index.json      model id, kind, dim, count: an index answers only for the model that built it
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service import errors
+from service.artifact import write_json_atomic
+from service.results import read_results
+
+KINDS = ("flat", "hnsw")
+
+
+@dataclass
+class VectorIndex:
+    index: object  # faiss.Index
+    items: list[dict]
+    meta: dict
+
+    @property
+    def model_id(self) -> str:
+        return self.meta["model_id"]
+
+    def search(self, vector: np.ndarray, top_k: int) -> list[dict]:
+        """(D,) L2-normalised query -> up to top_k items with their cosine similarity, best first."""
+        if vector.shape != (self.meta["dim"],):
+            raise errors.InvalidParameter(f"query has dimension {vector.shape}, the index {self.meta['dim']}")
+        scores, ids = self.index.search(np.ascontiguousarray(vector[None], dtype=np.float32), min(top_k, len(self.items)))
+        return [{**self.items[i], "similarity": round(float(s), 6)} for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+
+def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hnsw_m: int = 32) -> VectorIndex:
+    """Index every successfully scored row of a results directory that has an embedding."""
+    import faiss
+
+    if kind not in KINDS:
+        raise errors.ConfigError(f"unknown index kind {kind!r}; valid: {KINDS}")
+    rows = [r for r in read_results(results_dir) if not r.get("error_kind")]
+    if not rows or rows[0].get("embedding") is None:
+        raise errors.ConfigError(f"{results_dir} has no embeddings: score with --embeddings")
+    models = sorted({r["model_id"] for r in rows})
+    if len(models) != 1:
+        raise errors.ConfigError(f"{results_dir} mixes embeddings of several models {models}: one index per model")
+    vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # (N, D)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    dim = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.add(vectors)
+    items = [{k: r.get(k) for k in ("id", "label", "score", "duration_s")} for r in rows]
+    meta = {"model_id": models[0], "kind": kind, "dim": dim, "count": len(items), "source": str(results_dir)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(out / "index.faiss"))
+    (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    write_json_atomic(out / "index.json", meta)  # last: an index directory without it is incomplete
+    return VectorIndex(index, items, meta)
+
+
+def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
+    """Load an index; refuses one built by another model than `model_id`."""
+    import faiss
+
+    path = Path(path)
+    try:
+        meta = json.loads((path / "index.json").read_text())
+        items = [json.loads(line) for line in (path / "items.jsonl").read_text().splitlines() if line]
+        index = faiss.read_index(str(path / "index.faiss"))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise errors.ArtifactError(f"no usable vector index at {path}: {e}") from e
+    if model_id is not None and meta["model_id"] != model_id:
+        raise errors.ArtifactError(f"the index at {path} was built with model {meta['model_id']}, "
+                                   f"the service runs {model_id}: rebuild it with this model")
+    if index.ntotal != len(items):
+        raise errors.ArtifactError(f"the index at {path} has {index.ntotal} vectors for {len(items)} items")
+    return VectorIndex(index, items, meta)

@@ -1,0 +1,39 @@
+"""`soundarc index build --from OUT --out INDEX` and `soundarc index query CLIP --index INDEX`."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = sub.add_parser("build", help="index the embeddings of a `soundarc score --embeddings` output")
+    b.add_argument("--from", dest="source", required=True, help="results directory")
+    b.add_argument("--out", required=True, help="index directory")
+    b.add_argument("--kind", default="flat", choices=("flat", "hnsw"), help="flat: exact; hnsw: approximate, large")
+    b.add_argument("--hnsw-m", type=int, default=32)
+    q = sub.add_parser("query", help="the most similar indexed clips to CLIP")
+    q.add_argument("clip")
+    q.add_argument("--index", required=True)
+    q.add_argument("--model", default="models/default", help="the artifact that built the index")
+    q.add_argument("--top-k", type=int, default=5)
+
+
+def run(args) -> int:
+    if args.index_command == "build":
+        from service.index import build_index
+
+        index = build_index(args.source, args.out, args.kind, args.hnsw_m)
+        print(json.dumps(index.meta, indent=2))
+        return 0
+    from service import core
+    from service.artifact import load_artifact
+    from service.index import load_index
+    from service.runtime import create_runtime
+
+    artifact = load_artifact(args.model)
+    index = load_index(args.index, artifact.model_id)
+    clip = core.prepare(args.clip, artifact.frontend)
+    _, embeddings = create_runtime(artifact).run(clip.patches)
+    print(json.dumps(index.search(core.clip_embedding(embeddings), args.top_k), indent=2))
+    return 0

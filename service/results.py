@@ -1,0 +1,114 @@
+"""Result rows on disk: a directory of committed part files (Parquet, JSON Lines or CSV).
+
+    OUT/part-00000.parquet ...   each written to a temporary name, then renamed: a part is whole or absent
+    OUT/_run.json                model id and format, so that a resumed run cannot mix models
+    OUT/_summary.json            written when a run finishes
+
+A rerun reads the ids of the committed parts and skips them: after a crash or kill -9, OUT holds
+exactly one row per input once the run completes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from service import errors
+from service.artifact import write_json_atomic
+
+FORMATS = ("parquet", "jsonl", "csv")
+LIST_COLUMNS = ("top_labels", "top_scores", "embedding")
+
+
+class PartWriter:
+    def __init__(self, out: Path, fmt: str, model_id: str, rows_per_part: int = 512):
+        if fmt not in FORMATS:
+            raise errors.ConfigError(f"unknown format {fmt!r}; valid: {FORMATS}")
+        self.out, self.fmt, self.rows_per_part = out, fmt, rows_per_part
+        out.mkdir(parents=True, exist_ok=True)
+        run_file = out / "_run.json"
+        if run_file.exists():
+            previous = json.loads(run_file.read_text())
+            if previous != {"model_id": model_id, "format": fmt}:
+                raise errors.ConfigError(f"{out} holds results of {previous}; this run is model {model_id}, "
+                                         f"format {fmt}: use another --out")
+        else:
+            write_json_atomic(run_file, {"model_id": model_id, "format": fmt})
+        self.rows: list[dict] = []
+        self.next_part = len(self.parts())
+
+    def parts(self) -> list[Path]:
+        return sorted(self.out.glob(f"part-*.{self.fmt}"))
+
+    def done_ids(self) -> set[str]:
+        return {row["id"] for part in self.parts() for row in read_part(part)}
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.rows_per_part:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self.rows:
+            return
+        target = self.out / f"part-{self.next_part:05d}.{self.fmt}"
+        tmp = self.out / f".{target.name}.tmp"
+        tmp.write_bytes(encode(self.rows, self.fmt))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        self.rows, self.next_part = [], self.next_part + 1
+
+    def close(self, summary: dict) -> None:
+        self.commit()
+        write_json_atomic(self.out / "_summary.json", summary)
+
+
+def encode(rows: list[dict], fmt: str) -> bytes:
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in rows).encode()
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(v) if k in LIST_COLUMNS and v is not None else v for k, v in r.items()})
+        return buf.getvalue().encode()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=_schema(rows[0])), buf)
+    return buf.getvalue()
+
+
+def _schema(row: dict):
+    import pyarrow as pa
+
+    types = {"id": pa.string(), "duration_s": pa.float64(), "label": pa.string(), "score": pa.float64(),
+             "top_labels": pa.list_(pa.string()), "top_scores": pa.list_(pa.float64()),
+             "error_kind": pa.string(), "error": pa.string(), "model_id": pa.string(),
+             "embedding": pa.list_(pa.float32())}
+    return pa.schema([(k, types[k]) for k in row])
+
+
+def read_part(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            return [{k: (json.loads(v) if k in LIST_COLUMNS and v else v or None) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def read_results(out: str | Path) -> list[dict]:
+    """Every row of a results directory, in part order."""
+    out = Path(out)
+    fmt = json.loads((out / "_run.json").read_text())["format"]
+    return [row for part in sorted(out.glob(f"part-*.{fmt}")) for row in read_part(part)]

@@ -1,0 +1,53 @@
+"""`soundarc score INPUT... --model ARTIFACT --out OUT`: offline scoring, one row per input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from service.results import FORMATS
+from service.runtime import RuntimeConfig
+from service.scoring import ScoreOptions
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", help="directories, .tar/.tar.gz/.zip archives, .txt/.csv lists, globs")
+    parser.add_argument("--model", default="models/default", help="artifact directory")
+    parser.add_argument("--out", required=True, help="results directory (an existing one resumes)")
+    parser.add_argument("--format", default="parquet", choices=FORMATS)
+    parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2, help="decode/feature processes (0: in this process)")
+    parser.add_argument("--batch-patches", type=int, default=256, help="1 s windows per model call")
+    parser.add_argument("--rows-per-part", type=int, default=512)
+    parser.add_argument("--all-files", action="store_true", help="score every file, not only audio extensions")
+    parser.add_argument("--max-error-rate", type=float, default=1.0, help="exit 1 above this fraction of error rows")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--engine", default="local", choices=("local", "ray"))
+    parser.add_argument("--address", default=None, help="Ray cluster address (engine ray); default: a local Ray")
+
+
+def run(args) -> int:
+    options = ScoreOptions(
+        top_k=args.top_k, embeddings=args.embeddings, workers=args.workers, batch_patches=args.batch_patches,
+        rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
+        max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device),
+    )
+    if args.engine == "ray":
+        from service.ray_engine import score_with_ray
+
+        summary = score_with_ray(args.inputs, args.model, args.out, options, address=args.address)
+    else:
+        from service.scoring import score
+
+        summary = score(args.inputs, args.model, args.out, options)
+    report = summary.as_dict()
+    print(json.dumps(report, indent=2), file=sys.stderr)
+    if report["error_rate"] > options.max_error_rate:
+        print(f"soundarc score: error rate {report['error_rate']:.3f} is above --max-error-rate "
+              f"{options.max_error_rate}", file=sys.stderr)
+        return 1
+    return 0
+
+
+

@@ -1,0 +1,194 @@
+"""Offline scoring: the service's core over directories, archives and lists, one row per input.
+
+    sources.iter_items ─▶ worker processes: decode + features (bounded window of pending clips)
+                       ─▶ main process: windows of many clips batched into ONNX calls
+                       ─▶ rows ─▶ results.PartWriter: committed part files, resumable
+
+Memory stays bounded: at most `workers × PREFETCH` clips are in flight and one batch is held.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from service import core, errors
+from service.artifact import Artifact, load_artifact
+from service.audio import DecodeLimits
+from service.results import PartWriter
+from service.runtime import RuntimeConfig, create_runtime
+from service.sources import Item, iter_items
+
+log = logging.getLogger(__name__)
+PREFETCH = 4
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    top_k: int = 5
+    embeddings: bool = False
+    workers: int = 2  # decode/feature processes; 0 = in this process
+    batch_patches: int = 256  # windows per ONNX call
+    rows_per_part: int = 512
+    fmt: str = "parquet"
+    all_files: bool = False  # score every file, not only audio extensions
+    max_error_rate: float = 1.0  # exit non-zero above this fraction of error rows
+    limits: DecodeLimits = DecodeLimits()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+@dataclass
+class Prepared:
+    id: str
+    patches: np.ndarray | None = None
+    duration_s: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    rows: int = 0
+    skipped_done: int = 0
+    errors: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "already_done": self.skipped_done, "errors": dict(self.errors),
+                "error_rate": sum(self.errors.values()) / max(self.rows, 1), "seconds": round(self.seconds, 2),
+                "clips_per_s": round(self.rows / max(self.seconds, 1e-9), 2)}
+
+
+def prepare_item(item: Item, artifact_frontend, limits: DecodeLimits) -> Prepared:
+    """Decode + features for one input (runs in a worker process); errors become fields."""
+    if item.error is not None:
+        return Prepared(item.id, error_kind=item.error.kind, error=str(item.error))
+    try:
+        clip = core.prepare(item.data, artifact_frontend, limits)
+    except errors.SoundarcError as e:
+        return Prepared(item.id, error_kind=e.kind, error=str(e))
+    return Prepared(item.id, clip.patches, clip.duration_s)
+
+
+class Scorer:
+    """Turns prepared clips into rows, batching windows of many clips per model call."""
+
+    def __init__(self, artifact: Artifact, options: ScoreOptions):
+        self.artifact, self.options = artifact, options
+        self.runtime = create_runtime(artifact, options.runtime)
+        self.pending: list[Prepared] = []
+
+    def add(self, prepared: Prepared) -> list[dict]:
+        """Queue a clip; returns the rows of a batch when one is full (in input order)."""
+        self.pending.append(prepared)
+        if sum(len(p.patches) for p in self.pending if p.patches is not None) >= self.options.batch_patches:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[dict]:
+        clips, self.pending = self.pending, []
+        ok = [p for p in clips if p.patches is not None]
+        outputs = {}
+        if ok:
+            logits, emb = self.runtime.run(np.concatenate([p.patches for p in ok]))  # (N, C), (N, D)
+            bounds = np.cumsum([0] + [len(p.patches) for p in ok])
+            outputs = {p.id: (logits[a:b], emb[a:b]) for p, a, b in zip(ok, bounds[:-1], bounds[1:])}
+        return [self.row(p, *outputs.get(p.id, (None, None))) for p in clips]
+
+    def row(self, p: Prepared, logits: np.ndarray | None, emb: np.ndarray | None) -> dict:
+        row = {"id": p.id, "duration_s": p.duration_s, "label": None, "score": None, "top_labels": None,
+               "top_scores": None, "error_kind": p.error_kind, "error": p.error, "model_id": self.artifact.model_id}
+        if self.options.embeddings:
+            row["embedding"] = None
+        if logits is not None:
+            top = core.top_labels(core.clip_probabilities(logits), self.artifact.labels, self.options.top_k)
+            row.update(label=top[0]["label"], score=top[0]["score"], top_labels=[t["label"] for t in top],
+                       top_scores=[t["score"] for t in top])
+            if self.options.embeddings:
+                row["embedding"] = core.clip_embedding(emb).tolist()
+        return row
+
+
+def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreOptions = ScoreOptions()) -> Summary:
+    """Score every input into OUT (resumable); returns the summary, also written to OUT/_summary.json."""
+    artifact = load_artifact(model)
+    writer = PartWriter(Path(out), options.fmt, artifact.model_id, options.rows_per_part)
+    done = writer.done_ids()
+    scorer = Scorer(artifact, options)
+    summary = Summary(skipped_done=len(done))
+    started = time.perf_counter()
+    seen: set[str] = set()
+
+    def todo():
+        for item in iter_items(inputs, options.limits.max_bytes, options.all_files):
+            if item.id not in done and item.id not in seen:
+                seen.add(item.id)
+                yield item
+
+    bar = tqdm(desc="scoring", unit="clip", disable=None)
+    for prepared in _prepared(todo(), artifact, options):
+        for row in scorer.add(prepared):
+            _emit(row, writer, summary, bar)
+    for row in scorer.flush():
+        _emit(row, writer, summary, bar)
+    bar.close()
+    summary.seconds = time.perf_counter() - started
+    writer.close(summary.as_dict())
+    return summary
+
+
+def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:
+    writer.add(row)
+    summary.rows += 1
+    if row["error_kind"]:
+        summary.errors[row["error_kind"]] += 1
+    bar.update(1)
+
+
+def _prepared(items, artifact: Artifact, options: ScoreOptions):
+    """prepare_item over the items, in order, with at most workers × PREFETCH in flight.
+
+    When a worker process dies (a decoder crash), the pool is replaced and the clips in flight are
+    submitted again; a clip that was in flight at two crashes gets an error row.
+    """
+    if options.workers == 0:
+        for item in items:
+            yield prepare_item(item, artifact.frontend, options.limits)
+        return
+    args = (artifact.frontend, options.limits)
+    pool = ProcessPoolExecutor(options.workers)
+    pending: deque = deque()  # (item, future, crashes)
+    items = iter(items)
+    try:
+        while True:
+            while len(pending) < options.workers * PREFETCH and (item := next(items, None)) is not None:
+                pending.append((item, pool.submit(prepare_item, item, *args), 0))
+            if not pending:
+                return
+            item, future, crashes = pending.popleft()
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                log.error("a decoding process died while %s was in flight; restarting the pool", item.id)
+                pool.shutdown(cancel_futures=True)
+                pool = ProcessPoolExecutor(options.workers)
+                if crashes >= 1:
+                    yield Prepared(item.id, error_kind="WorkerCrashed", error="the decoding process died on this input")
+                else:
+                    pending.appendleft((item, None, crashes + 1))
+                pending = deque((i, pool.submit(prepare_item, i, *args), c) for i, _, c in pending)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def summary_line(summary: Summary) -> str:
+    return json.dumps(summary.as_dict())

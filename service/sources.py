@@ -1,0 +1,165 @@
+"""Inputs of offline scoring, streamed one at a time: files in directories, members of tar and zip
+archives (read in place, never extracted), lists of paths (.txt, .csv) and globs.
+
+Each input becomes an `Item` with a stable id and either its bytes or the typed error that says why
+it cannot be read. Hostile archive members (absolute paths, `..`, links, devices, oversized or
+over-compressed members) become error items: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+import stat
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from service import errors
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc"}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+MAX_ZIP_RATIO = 200  # a member that inflates more than this is treated as a zip bomb
+
+
+@dataclass
+class Item:
+    id: str
+    data: bytes | None = None
+    error: errors.SoundarcError | None = None
+
+
+def is_audio_name(name: str) -> bool:
+    return Path(name).suffix.lower() in AUDIO_SUFFIXES
+
+
+def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False) -> Iterator[Item]:
+    """Every input, in a stable order: directories sorted and recursive, archives member by member."""
+    for spec in inputs:
+        paths = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
+        if not paths:
+            yield Item(spec, error=errors.NotFound(f"no file matches {spec!r}"))
+        for path in paths:
+            yield from _items_of(Path(path), max_bytes, all_files)
+
+
+def _items_of(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
+    name = path.name.lower()
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for f in sorted(files):
+                if all_files or is_audio_name(f):
+                    yield _file_item(Path(root) / f, max_bytes)
+    elif name.endswith(TAR_SUFFIXES):
+        yield from _tar_items(path, max_bytes, all_files)
+    elif name.endswith(".zip"):
+        yield from _zip_items(path, max_bytes, all_files)
+    elif name.endswith((".txt", ".csv")) and path.is_file():
+        for listed in _listed_paths(path):
+            yield _file_item(listed, max_bytes)
+    else:
+        yield _file_item(path, max_bytes)
+
+
+def _file_item(path: Path, max_bytes: int) -> Item:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return Item(str(path), error=errors.UndecodableAudio("not a regular file"))
+        if info.st_size > max_bytes:
+            return Item(str(path), error=errors.UploadTooLarge(f"{info.st_size} bytes; the limit is {max_bytes}"))
+        return Item(str(path), data=path.read_bytes())
+    except OSError as e:
+        return Item(str(path), error=errors.NotFound(f"cannot read: {e.strerror or e}"))
+
+
+def _listed_paths(listing: Path) -> Iterator[Path]:
+    """Paths in a .txt (one per line) or .csv (column `path`, else the first); relative to the list."""
+    with open(listing, newline="") as f:
+        if listing.suffix.lower() == ".csv":
+            reader = csv.reader(f)
+            header = next(reader, [])
+            column = header.index("path") if "path" in header else 0
+            rows = (r[column] for r in reader if r)
+            if "path" not in header and header:
+                rows = iter([header[0], *rows])
+        else:
+            rows = (line.strip() for line in f)
+        for row in rows:
+            if row and not row.startswith("#"):
+                p = Path(row)
+                yield p if p.is_absolute() else listing.parent / p
+
+
+def _unsafe_member_name(name: str) -> str | None:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]):
+        return "an absolute path"
+    if ".." in parts:
+        return "a path with '..'"
+    return None
+
+
+def _tar_items(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
+    try:
+        archive = tarfile.open(path, mode="r|*")  # streaming: one member at a time, no seeking
+    except (OSError, tarfile.TarError) as e:
+        yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
+        return
+    with archive:
+        try:
+            for member in archive:
+                item_id = f"{path}::{member.name}"
+                if member.isdir() or not (all_files or is_audio_name(member.name)):
+                    continue
+                if (reason := _unsafe_member_name(member.name)) is not None:
+                    yield Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
+                elif not member.isfile():
+                    yield Item(item_id, error=errors.BadRequest("refused archive member that is a link or device"))
+                elif member.size > max_bytes:
+                    yield Item(item_id, error=errors.UploadTooLarge(f"{member.size} bytes; the limit is {max_bytes}"))
+                else:
+                    yield Item(item_id, data=archive.extractfile(member).read())
+        except (OSError, tarfile.TarError, EOFError) as e:
+            yield Item(f"{path}::<rest>", error=errors.UndecodableAudio(f"the archive is truncated or corrupt: {e}"))
+
+
+def _zip_items(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
+        return
+    with archive:
+        for info in archive.infolist():
+            item_id = f"{path}::{info.filename}"
+            if info.is_dir() or not (all_files or is_audio_name(info.filename)):
+                continue
+            if (reason := _unsafe_member_name(info.filename)) is not None:
+                yield Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
+            elif info.file_size > max_bytes:
+                yield Item(item_id, error=errors.UploadTooLarge(f"{info.file_size} bytes; the limit is {max_bytes}"))
+            elif info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+                yield Item(item_id, error=errors.BadRequest(
+                    f"refused archive member that inflates {info.file_size / info.compress_size:.0f}x (zip bomb?)"))
+            else:
+                yield _read_zip_member(archive, info, item_id, max_bytes)
+
+
+def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, item_id: str, max_bytes: int) -> Item:
+    """Read at most max_bytes + 1: a header that lies about the size cannot make us inflate more."""
+    try:
+        with archive.open(info) as f:
+            data = f.read(max_bytes + 1)
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as e:
+        return Item(item_id, error=errors.UndecodableAudio(f"cannot read the archive member: {e}"))
+    if len(data) > max_bytes:
+        return Item(item_id, error=errors.UploadTooLarge(f"inflates past the limit of {max_bytes} bytes"))
+    return Item(item_id, data=data)

@@ -1,0 +1,37 @@
+"""`bentoml build` packs the service with a model and no torch; its Dockerfile is generated."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bentoml_build_makes_a_torch_free_bento_with_a_dockerfile(tmp_path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    for name in ("bentofile.yaml", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, context / name)
+    shutil.copytree(ROOT / "service", context / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(make_artifact(tmp_path / "art"), context / "models" / "default")
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=context, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    bentos = list((tmp_path / "bentoml" / "bentos" / "soundarc").glob("*/"))
+    assert len(bentos) == 1
+    bento = bentos[0]
+    assert (bento / "src" / "models" / "default" / "model.onnx").is_file()
+    assert (bento / "src" / "service" / "app.py").is_file()
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().lower()
+    assert "onnxruntime-gpu" in requirements and "torch" not in requirements.replace("onnxruntime", "")
+    assert not list((bento / "src").rglob("training/*.py"))
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()  # what `bentoml containerize` builds
+    assert "requirements.txt" in dockerfile and "torch" not in dockerfile.replace("onnxruntime", "")

@@ -1,0 +1,149 @@
+"""Offline scoring: one row per input over directories, archives and lists; hostile members refused;
+kill -9 and resume; formats; the vector index."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from service import errors
+from service.audio import DecodeLimits
+from service.index import build_index, load_index
+from service.results import read_results
+from service.scoring import ScoreOptions, score
+
+ROOT = Path(__file__).resolve().parents[2]
+OPTIONS = ScoreOptions(workers=0, embeddings=True, top_k=2, rows_per_part=3)
+
+
+def wav(seconds=0.5, rate=16_000, freq=440.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def corpus(tmp_path, fixtures):
+    """A directory, a tar and a zip of good clips mixed with malformed and hostile members."""
+    d = tmp_path / "dir"
+    (d / "sub").mkdir(parents=True)
+    for f in fixtures.glob("*.ogg"):
+        (d / f.name).write_bytes(f.read_bytes())
+    (d / "sub" / "tone.wav").write_bytes(wav())
+    (d / "sub" / "text.wav").write_text("not audio\n")
+    (d / "notes.txt").write_text("not an input: not an audio extension\n")
+
+    tar_path = tmp_path / "clips.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        add("a/good.wav", wav(freq=300))
+        add("../evil.wav", wav())
+        add("/abs.wav", wav())
+        add("a/empty.wav", b"")
+        add("a/huge.wav", b"\0" * 300_000)
+        link = tarfile.TarInfo("a/link.wav")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+
+    zip_path = tmp_path / "clips.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("good.flac.wav", wav(freq=800))
+        z.writestr("bomb.wav", b"\0" * 190_000)  # under the size limit, but inflates ~1000x
+        z.writestr("../up.wav", wav())
+    listing = tmp_path / "list.txt"
+    listing.write_text("dir/sub/tone.wav\n# a comment\ndir/missing.wav\n")
+    return {"dir": d, "tar": tar_path, "zip": zip_path, "list": listing}
+
+
+EXPECTED_ERRORS = {  # id suffix -> error kind
+    "sub/text.wav": "UndecodableAudio", "::../evil.wav": "BadRequest", "::/abs.wav": "BadRequest",
+    "::a/empty.wav": "EmptyAudio", "::a/huge.wav": "UploadTooLarge", "::a/link.wav": "BadRequest",
+    "::bomb.wav": "BadRequest", "::../up.wav": "BadRequest", "missing.wav": "NotFound",
+}
+
+
+def test_one_row_per_input_with_typed_errors(corpus, tmp_path, test_artifact):
+    options = ScoreOptions(workers=2, embeddings=True, top_k=2, rows_per_part=3,
+                           limits=DecodeLimits(max_bytes=200_000))
+    summary = score([str(corpus[k]) for k in ("dir", "tar", "zip", "list")], test_artifact, tmp_path / "out", options)
+    rows = read_results(tmp_path / "out")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) == summary.rows == 5 + 6 + 3 + 2 - 1  # tone.wav listed twice: scored once
+    for suffix, kind in EXPECTED_ERRORS.items():
+        [row] = [r for r in rows if r["id"].endswith(suffix)]
+        assert row["error_kind"] == kind and row["error"], row
+    good = [r for r in rows if not r["error_kind"]]
+    assert len(good) == 6 and all(len(r["embedding"]) == 128 and len(r["top_labels"]) == 2 for r in good)
+    assert not any("notes.txt" in i for i in ids)
+    assert json.loads((tmp_path / "out" / "_summary.json").read_text())["rows"] == len(rows)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_formats_hold_the_same_rows(corpus, tmp_path, test_artifact, fmt):
+    score([str(corpus["dir"])], test_artifact, tmp_path / fmt, ScoreOptions(workers=0, embeddings=True, fmt=fmt))
+    rows = read_results(tmp_path / fmt)
+    assert sorted(r["id"] for r in rows) == sorted(str(p) for p in corpus["dir"].rglob("*.*") if p.suffix in (".ogg", ".wav"))
+    assert {r["label"] for r in rows if r["label"]} <= {"dog", "rain", "siren"}
+
+
+def test_another_model_cannot_resume_into_the_same_output(corpus, tmp_path, test_artifact):
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
+    run = json.loads((tmp_path / "o" / "_run.json").read_text())
+    (tmp_path / "o" / "_run.json").write_text(json.dumps({**run, "model_id": "other"}))
+    with pytest.raises(errors.ConfigError, match="another --out"):
+        score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
+
+
+def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifact):
+    clips = tmp_path / "many"
+    clips.mkdir()
+    for i in range(40):
+        (clips / f"{i:03d}.wav").write_bytes(wav(seconds=1.0, freq=200 + 10 * i))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(clips), "--model", str(test_artifact), "--out", str(out),
+           "--format", "jsonl", "--workers", "1", "--rows-per-part", "2", "--batch-patches", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("part-*.jsonl"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = read_results(out)
+    assert 0 < len(partial) < 40, "the kill came too late to test a resume"
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    ids = [r["id"] for r in read_results(out)]
+    assert sorted(ids) == sorted(str(p) for p in clips.glob("*.wav"))  # none lost, none doubled
+
+
+def test_error_rate_limit_sets_the_exit_code(corpus, tmp_path, test_artifact):
+    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(corpus["tar"]), "--model", str(test_artifact),
+           "--out", str(tmp_path / "o"), "--workers", "0", "--max-error-rate", "0.1"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "error rate" in result.stderr
+
+
+def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, test_artifact):
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
+    for kind in ("flat", "hnsw"):
+        index = build_index(tmp_path / "o", tmp_path / f"idx-{kind}", kind=kind)
+        rows = [r for r in read_results(tmp_path / "o") if r["embedding"]]
+        best = index.search(np.asarray(rows[0]["embedding"], np.float32), 3)
+        assert best[0]["id"] == rows[0]["id"] and best[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    loaded = load_index(tmp_path / "idx-flat", index.model_id)
+    assert loaded.meta["count"] == len(rows)
+    with pytest.raises(errors.ArtifactError, match="rebuild"):
+        load_index(tmp_path / "idx-flat", "another-model")
