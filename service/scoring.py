@@ -96,6 +96,10 @@ class Scorer:
 
     def flush(self) -> list[dict]:
         clips, self.pending = self.pending, []
+        return self.score(clips)
+
+    def score(self, clips: list[Prepared]) -> list[dict]:
+        """Rows for the clips, in order: all their windows go through the model in one call."""
         ok = [p for p in clips if p.patches is not None]
         outputs = {}
         if ok:
