@@ -57,10 +57,10 @@ def in_process(model: Path, clips: list[bytes], batch: int) -> dict:
 
 
 def load(url: str, clips: list[bytes], concurrency: int, total: int) -> dict:
-    def one(i: int) -> tuple[float, int]:
+    def one(i: int) -> tuple[float, int, str]:
         start = time.perf_counter()
         r = requests.post(f"{url}/classify", files={"audio": ("clip.ogg", clips[i % len(clips)])}, timeout=120)
-        return time.perf_counter() - start, r.status_code
+        return time.perf_counter() - start, r.status_code, "" if r.status_code == 200 else r.text[:300]
 
     stats_before = _stats(url)
     with ThreadPoolExecutor(concurrency) as pool:
@@ -71,9 +71,11 @@ def load(url: str, clips: list[bytes], concurrency: int, total: int) -> dict:
         elapsed = time.perf_counter() - start
     stats_after = _stats(url)
     latencies = np.array([r[0] for r in results]) * 1000
-    row = {"concurrency": concurrency, "requests": total, "clips_per_s": total / elapsed,
+    ok = sum(r[1] == 200 for r in results)
+    row = {"concurrency": concurrency, "requests": total, "clips_per_s": ok / elapsed,
            "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
-           "p99_ms": float(np.percentile(latencies, 99)), "errors": sum(r[1] != 200 for r in results)}
+           "p99_ms": float(np.percentile(latencies, 99)), "errors": sum(r[1] != 200 for r in results),
+           "error_examples": sorted({f"{r[1]} {r[2]}" for r in results if r[1] != 200})[:3]}
     if stats_before and stats_after:
         calls = stats_after["model_calls"] - stats_before["model_calls"]
         row["mean_batch_patches"] = (stats_after["patches_scored"] - stats_before["patches_scored"]) / max(calls, 1)

@@ -74,7 +74,9 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
     net = InferenceModel(model).eval()
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))  # same file system: rename
+    staging.chmod(0o755)
     try:
         onnx_to_file(net, frontend, staging / MODEL_FILE, opset)
         (staging / FRONTEND_FILE).write_text(frontend.to_json() + "\n")

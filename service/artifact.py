@@ -94,6 +94,7 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users (containers)
     os.replace(tmp, path)
 
 
