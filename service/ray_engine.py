@@ -73,9 +73,19 @@ class ScoringActor:
             patches = None
             if batch["windows"][i]:
                 patches = np.frombuffer(batch["patches"][i], dtype=np.float32).reshape(-1, *self.window_shape)
-            clips.append(Prepared(item_id, patches, batch["duration_s"][i], batch["error_kind"][i], batch["error"][i]))
+            clips.append(Prepared(str(item_id), patches, _float_or_none(batch["duration_s"][i]),
+                                  _str_or_none(batch["error_kind"][i]), _str_or_none(batch["error"][i])))
         rows = self.scorer.score(clips)
         return pa.Table.from_pylist(rows, schema=_schema(rows[0]))
+
+
+def _str_or_none(value) -> str | None:
+    """Ray hands an all-None column back as float NaN: only a real string is a string."""
+    return value if isinstance(value, str) else None
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
 
 
 def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOptions, address: str | None = None,
