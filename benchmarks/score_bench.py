@@ -24,31 +24,12 @@ import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pyarrow.parquet as pq
 from _data import REPORTS, ROOT, require_data
-
-from service.artifact import load_artifact
-from service.core import prepare
-from service.runtime import RuntimeConfig, create_runtime
+from serve_bench import in_process
 
 WORK = ROOT / "reports" / "tmp" / "score_bench"
-
-
-def in_process(model: Path, files: list[Path], batch: int = 256) -> float:
-    runtime = create_runtime(load_artifact(model), RuntimeConfig(device="cpu"))
-    fe = runtime.artifact.frontend
-    runtime.run(prepare(files[0], fe).patches)
-    start, pending = time.perf_counter(), []
-    for f in files:
-        pending.append(prepare(f, fe).patches)
-        if sum(len(p) for p in pending) >= batch:
-            runtime.run(np.concatenate(pending))
-            pending = []
-    if pending:
-        runtime.run(np.concatenate(pending))
-    return len(files) / (time.perf_counter() - start)
 
 
 def run_scoring(args: list[str], loopback_only: bool = False) -> dict:
@@ -96,7 +77,7 @@ def main():
     WORK.mkdir(parents=True, exist_ok=True)
     model = str(args.model)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "clips": len(files),
-              "in_process_clips_per_s": in_process(args.model, files)}
+              "in_process_clips_per_s": in_process(args.model, files, batch=256)["clips_per_s"]}
     local = run_scoring([str(audio), "--model", model, "--workers", "2"])
     report["local"] = {**local, "clips_per_s": len(files) / local["seconds"],
                        "vs_in_process": len(files) / local["seconds"] / report["in_process_clips_per_s"]}

@@ -24,7 +24,7 @@ from training.evaluate import classification_metrics, clip_outputs
 from training.losses import acl_supervised_loss
 from training.model import ModelConfig, SoundModel
 from training.run import Run, load_checkpoint
-from training.setup import Splits, autocast, batches, cosine_schedule, load_splits, pick_device, seed_everything
+from training.setup import Splits, autocast, batches, load_splits, make_optimizer, pick_device, seed_everything, take_step
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,7 @@ def finetune(cfg: TrainConfig, out: str) -> Run:
 
     alpha = cfg.alpha if cfg.loss == "acl" else 1.0
     labels = torch.from_numpy(splits.train.labels())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(splits.train) * cfg.patches_per_clip // cfg.batch_size or 1
-    scheduler = cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg, len(splits.train))
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
     augment = AugmentConfig()
     log.info("fine-tuning on %d clips (%s), width %d, loss %s, alpha %.2f", len(splits.train), device,
@@ -65,11 +63,7 @@ def finetune(cfg: TrainConfig, out: str) -> Run:
                 h = model.encoder(x)  # (B, D)
                 logits = model.classifier(h)  # (B, C)
             loss = acl_supervised_loss(logits, h, y, alpha, cfg.margin, cfg.reduction)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(take_step(loss, optimizer, scheduler))
             seen += len(x)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],

@@ -22,7 +22,7 @@ from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy
 from training.losses import acl_ssl_loss
 from training.model import ModelConfig, SoundModel
 from training.run import Run
-from training.setup import autocast, batches, cosine_schedule, load_splits, pick_device, seed_everything
+from training.setup import autocast, batches, load_splits, make_optimizer, pick_device, seed_everything, take_step
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ def pretrain(cfg: TrainConfig, out: str) -> Run:
 
     model = SoundModel(ModelConfig(width=cfg.width)).to(device)
     model.encoder.set_normalisation(mean, std)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(pool) * cfg.patches_per_clip // cfg.batch_size or 1
-    scheduler = cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg, len(pool))
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
     augment = AugmentConfig()
     log.info("pre-training on %d clips (%s), width %d, %s, alpha %.2f", len(pool), device, cfg.width,
@@ -61,11 +59,7 @@ def pretrain(cfg: TrainConfig, out: str) -> Run:
                 h = model.encoder(views)  # (2B, D)
                 z = model.projection(h)  # (2B, P)
             loss = acl_ssl_loss(z, h, cfg.alpha, cfg.temperature, cfg.margin, cfg.reduction)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(take_step(loss, optimizer, scheduler))
             seen += len(views)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],

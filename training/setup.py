@@ -71,6 +71,21 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
     return Splits(train, val, unlabeled)
 
 
+def make_optimizer(parameters, cfg: TrainConfig, items_per_epoch: int):
+    """AdamW with linear warm-up then cosine decay over the run, stepped once per batch."""
+    optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = items_per_epoch * cfg.patches_per_clip // cfg.batch_size or 1
+    return optimizer, cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+
+
+def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up, then cosine decay to zero."""
     def factor(step: int) -> float:
