@@ -24,25 +24,38 @@ from training.evaluate import classification_metrics, clip_outputs
 from training.losses import acl_supervised_loss
 from training.model import ModelConfig, SoundModel
 from training.run import Run, load_checkpoint
-from training.setup import Splits, autocast, batches, load_splits, make_optimizer, pick_device, seed_everything, take_step
+from training.setup import (
+    Splits,
+    autocast,
+    batches,
+    epoch_order,
+    init_distributed,
+    load_splits,
+    make_optimizer,
+    open_run,
+    pick_device,
+    seed_everything,
+    take_step,
+)
 
 log = logging.getLogger(__name__)
 
 
 def finetune(cfg: TrainConfig, out: str) -> Run:
     cfg = cfg.validate("finetune")
-    run = Run(out, cfg, "finetune")
     device = pick_device(cfg.device)
+    rank, world = init_distributed(device)
+    run = open_run(out, cfg, "finetune", rank)
     rng, gen = seed_everything(cfg.seed)
     frontend = FrontendConfig()
     splits = load_splits(cfg, frontend, with_unlabeled=False)
     model = build_model(cfg, splits, frontend).to(device)
-    if cfg.probe:
-        return linear_probe(cfg, run, model, splits, frontend, device)
+    if cfg.probe:  # one process is plenty for a linear layer
+        return linear_probe(cfg, run, model, splits, frontend, device) if rank == 0 else run
 
     alpha = cfg.alpha if cfg.loss == "acl" else 1.0
     labels = torch.from_numpy(splits.train.labels())
-    optimizer, scheduler = make_optimizer(model.parameters(), cfg, len(splits.train))
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg, len(splits.train) // world)
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
     augment = AugmentConfig()
     log.info("fine-tuning on %d clips (%s), width %d, loss %s, alpha %.2f", len(splits.train), device,
@@ -50,7 +63,7 @@ def finetune(cfg: TrainConfig, out: str) -> Run:
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        order = np.tile(rng.permutation(len(splits.train)), cfg.patches_per_clip)
+        order = epoch_order(rng, len(splits.train), cfg.patches_per_clip, rank, world)
         losses, seen, started = [], 0, time.perf_counter()
         bar = tqdm(list(batches(order, cfg.batch_size)), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
         for idx in bar:
@@ -66,8 +79,10 @@ def finetune(cfg: TrainConfig, out: str) -> Run:
             losses.append(take_step(loss, optimizer, scheduler))
             seen += len(x)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+        record = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
                   "patches_per_s": seen / (time.perf_counter() - started)}
+        if rank != 0:  # rank 0 alone evaluates and writes the run
+            continue
         if len(splits.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record.update(validation_summary(model, splits, frontend, device))
         run.log(record)

@@ -22,15 +22,27 @@ from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy
 from training.losses import acl_ssl_loss
 from training.model import ModelConfig, SoundModel
 from training.run import Run
-from training.setup import autocast, batches, load_splits, make_optimizer, pick_device, seed_everything, take_step
+from training.setup import (
+    autocast,
+    batches,
+    epoch_order,
+    init_distributed,
+    load_splits,
+    make_optimizer,
+    open_run,
+    pick_device,
+    seed_everything,
+    take_step,
+)
 
 log = logging.getLogger(__name__)
 
 
 def pretrain(cfg: TrainConfig, out: str) -> Run:
     cfg = cfg.validate("pretrain")
-    run = Run(out, cfg, "pretrain")
     device = pick_device(cfg.device)
+    rank, world = init_distributed(device)
+    run = open_run(out, cfg, "pretrain", rank)
     rng, gen = seed_everything(cfg.seed)
     frontend = FrontendConfig()
     splits = load_splits(cfg, frontend, with_unlabeled=True)
@@ -39,7 +51,7 @@ def pretrain(cfg: TrainConfig, out: str) -> Run:
 
     model = SoundModel(ModelConfig(width=cfg.width)).to(device)
     model.encoder.set_normalisation(mean, std)
-    optimizer, scheduler = make_optimizer(model.parameters(), cfg, len(pool))
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg, len(pool) // world)
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
     augment = AugmentConfig()
     log.info("pre-training on %d clips (%s), width %d, %s, alpha %.2f", len(pool), device, cfg.width,
@@ -47,7 +59,7 @@ def pretrain(cfg: TrainConfig, out: str) -> Run:
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        order = np.tile(rng.permutation(len(pool)), cfg.patches_per_clip)
+        order = epoch_order(rng, len(pool), cfg.patches_per_clip, rank, world)
         losses, seen, started = [], 0, time.perf_counter()
         bar = tqdm(list(batches(order, cfg.batch_size)), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
         for idx in bar:
@@ -62,8 +74,10 @@ def pretrain(cfg: TrainConfig, out: str) -> Run:
             losses.append(take_step(loss, optimizer, scheduler))
             seen += len(views)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+        record = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
                   "patches_per_s": seen / (time.perf_counter() - started)}
+        if rank != 0:  # rank 0 alone evaluates and writes the run
+            continue
         if len(splits.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record["knn_accuracy"] = knn_monitor(model, splits.train, splits.val, frontend, device, cfg.knn_k)
         run.log(record)

@@ -44,10 +44,13 @@ def git_sha() -> str:
 
 
 class Run:
-    def __init__(self, path: str | Path, cfg: TrainConfig, mode: str):
+    def __init__(self, path: str | Path, cfg: TrainConfig, mode: str, create: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.cfg, self.mode = cfg, mode
+        if not create:  # another process (rank 0) made it
+            self.meta = json.loads((self.path / "meta.json").read_text())
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
         config_file = self.path / "config.yaml"
         if config_file.exists() and yaml.safe_load(config_file.read_text()) != cfg.to_dict():
             raise ConfigError(f"{self.path} holds a run with another config; resume with the same config or use a new --out")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 
@@ -15,18 +16,29 @@ from service.errors import ConfigError
 from service.features import FrontendConfig
 from training.config import TrainConfig
 from training.data import ClipSet, load_features, scan_labeled, scan_unlabeled
+from training.run import Run
 
 log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
+    """cpu, or this process's CUDA device (LOCAL_RANK under torchrun)."""
+    if name not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def open_run(out: str, cfg: TrainConfig, mode: str, rank: int) -> Run:
+    """The run directory; in a distributed run rank 0 creates it before the others read it."""
+    if rank == 0:
+        run = Run(out, cfg, mode)
+    if is_distributed():
+        torch.distributed.barrier()
+    return run if rank == 0 else Run(out, cfg, mode, create=False)
 
 
 def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -79,11 +91,37 @@ def make_optimizer(parameters, cfg: TrainConfig, items_per_epoch: int):
 
 
 def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
+    """Backward, average the gradients over the processes of a distributed run, step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if is_distributed():
+        world = torch.distributed.get_world_size()
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
     optimizer.step()
     scheduler.step()
     return loss.item()
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size). Under torchrun (WORLD_SIZE > 1) joins the process group: NCCL on CUDA,
+    gloo on CPU. Each process then trains on its shard of every epoch's clips; gradients are
+    averaged in take_step; rank 0 alone evaluates and writes the run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not is_distributed():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.distributed.get_rank(), world
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -95,6 +133,13 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_order(rng: np.random.Generator, n_clips: int, patches_per_clip: int, rank: int = 0, world: int = 1):
+    """Clip indices of one epoch, each clip `patches_per_clip` times, shuffled; in a distributed run
+    this process's equal share (so that every process takes the same number of steps)."""
+    order = np.tile(rng.permutation(n_clips), patches_per_clip)
+    return order[: len(order) // world * world][rank::world]
 
 
 def batches(order: np.ndarray, batch_size: int, min_size: int = 2):
