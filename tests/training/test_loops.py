@@ -78,18 +78,12 @@ def test_missing_fold_fails_fast(tiny_esc, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tiny_esc, tmp_path):
     """torchrun with 2 CPU processes (gloo): shards, averaged gradients, rank 0 writes the run."""
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-
     sets = [f"labeled={tiny_esc}", "train_folds=[1,2]", "val_folds=[3]", "width=4", "epochs=2", "batch_size=4",
             f"cache_dir={tmp_path / 'cache'}", "threads=1", "loss=acl"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", port, "-m", "soundarc.cli", "train", "finetune", "--out", str(tmp_path / "ddp"),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "soundarc.cli", "train", "finetune", "--out", str(tmp_path / "ddp"),
            *(a for s in sets for a in ("--set", s))]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
