@@ -83,8 +83,8 @@ def test_torchrun_two_processes_on_cpu(tiny_esc, tmp_path):
 
     sets = [f"labeled={tiny_esc}", "train_folds=[1,2]", "val_folds=[3]", "width=4", "epochs=2", "batch_size=4",
             f"cache_dir={tmp_path / 'cache'}", "threads=1", "loss=acl"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "soundarc.cli", "train", "finetune", "--out", str(tmp_path / "ddp"),
-           *(a for s in sets for a in ("--set", s))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "soundarc.cli", "train", "finetune", "--out", str(tmp_path / "ddp"), *(a for s in sets for a in ("--set", s))]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     history = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
