@@ -1,19 +1,18 @@
 """`soundarc score --engine ray`: the local engine's pipeline on Ray Data, with the same row schema.
 
-    paths (driver: directories walked, lists and globs expanded; no bytes read)
+    items (driver: the local engine's sources, lazily: ids, checks and locators, no bytes)
       ─▶ map_batches(read + decode + features)      CPU tasks
       ─▶ map_batches(ScoringActor)                  one ONNX session per actor (num_gpus=1 on a GPU)
       ─▶ write_parquet(OUT)
 
-Archives are read member by member only by the local engine; a Ray run refuses them up front.
-Ray writes its own part files, so a Ray run is not resumable the way the local engine is.
+Members of .zip and uncompressed .tar archives are read in place by offset; a compressed tar can
+only be read in order, so it is refused up front (the local engine streams it). Ray writes its own
+part files, so a Ray run is not resumable the way the local engine is.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-from pathlib import Path
+import json
 
 import numpy as np
 
@@ -22,32 +21,15 @@ from service.artifact import load_artifact
 from service.results import _schema
 from service.runtime import gpu_visible
 from service.scoring import Prepared, ScoreOptions, Scorer, Summary, prepare_item
-from service.sources import TAR_SUFFIXES, _file_item, _listed_paths, is_audio_name
-
-
-def expand_paths(inputs: list[str], all_files: bool) -> list[str]:
-    """Every file input as a path; archives are refused (use the local engine)."""
-    paths: list[str] = []
-    for spec in inputs:
-        for path in map(Path, sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]):
-            name = path.name.lower()
-            if name.endswith((*TAR_SUFFIXES, ".zip")):
-                raise errors.ConfigError(f"{path}: archives are scored by --engine local (member by member)")
-            if path.is_dir():
-                paths += [str(Path(r) / f) for r, _, fs in sorted(os.walk(path)) for f in sorted(fs)
-                          if all_files or is_audio_name(f)]
-            elif name.endswith((".txt", ".csv")) and path.is_file():
-                paths += [str(p) for p in _listed_paths(path)]
-            else:
-                paths.append(str(path))
-    return list(dict.fromkeys(paths))  # each input once
+from service.sources import Item, iter_items, load_item
 
 
 def prepare_batch(batch: dict, frontend, options: ScoreOptions) -> dict:
-    """Ray task: read, decode and featurise a batch of paths; windows travel as raw float32 bytes."""
+    """Ray task: read, decode and featurise a batch of items; windows travel as raw float32 bytes."""
     out = {"id": [], "duration_s": [], "patches": [], "windows": [], "error_kind": [], "error": []}
-    for path in batch["path"]:
-        p = prepare_item(_file_item(Path(path), options.limits.max_bytes), frontend, options.limits)
+    for encoded in batch["item"]:
+        item = load_item(_decode_item(json.loads(encoded)), options.limits.max_bytes)
+        p = prepare_item(item, frontend, options.limits)
         out["id"].append(p.id)
         out["duration_s"].append(p.duration_s)
         out["patches"].append(p.patches.astype(np.float32).tobytes() if p.patches is not None else b"")
@@ -79,6 +61,20 @@ class ScoringActor:
         return pa.Table.from_pylist(rows, schema=_schema(rows[0]))
 
 
+def _encode_item(item: Item) -> str:
+    """An item without bytes as JSON (Ray moves it to a task); errors keep their kind and message."""
+    error = (item.error.kind, str(item.error)) if item.error is not None else None
+    return json.dumps({"id": item.id, "locator": item.locator, "error": error})
+
+
+def _decode_item(d: dict) -> Item:
+    error = None
+    if d["error"] is not None:
+        kind, message = d["error"]
+        error = getattr(errors, kind, errors.SoundarcError)(message)
+    return Item(d["id"], locator=tuple(d["locator"]) if d["locator"] else None, error=error)
+
+
 def _str_or_none(value) -> str | None:
     """Ray hands an all-None column back as float NaN: only a real string is a string."""
     return value if isinstance(value, str) else None
@@ -94,12 +90,13 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
 
     import ray
 
-    paths = expand_paths(inputs, options.all_files)
+    items = [_encode_item(i) for i in dict((i.id, i) for i in
+             iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)).values()]  # each id once
     artifact = load_artifact(model)
     started = time.perf_counter()
     ray.init(address=address, include_dashboard=False, configure_logging=False, ignore_reinit_error=True)
     try:
-        ds = ray.data.from_items([{"path": p} for p in paths])
+        ds = ray.data.from_items([{"item": i} for i in items])
         ds = ds.map_batches(prepare_batch, batch_size=8, fn_args=(artifact.frontend, options), batch_format="numpy")
         ds = ds.map_batches(ScoringActor, fn_constructor_args=(str(model), options), batch_size=32,
                             concurrency=actors, num_gpus=1 if gpu_visible() else 0, batch_format="numpy")

@@ -2,8 +2,10 @@
 archives (read in place, never extracted), lists of paths (.txt, .csv) and globs.
 
 Each input becomes an `Item` with a stable id and either its bytes or the typed error that says why
-it cannot be read. Hostile archive members (absolute paths, `..`, links, devices, oversized or
-over-compressed members) become error items: nothing is skipped silently.
+it cannot be read. With `lazy=True` (the Ray engine) an item carries a `locator` instead of its bytes
+and `load_item` reads it later, in whichever process scores it; the checks are the same. Hostile
+archive members (absolute paths, `..`, links, devices, oversized or over-compressed members) become
+error items: nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -33,48 +35,73 @@ class Item:
     id: str
     data: bytes | None = None
     error: errors.SoundarcError | None = None
+    locator: tuple | None = None  # lazy items: ("file", path) | ("tar", path, offset, size) | ("zip", path, member)
 
 
 def is_audio_name(name: str) -> bool:
     return Path(name).suffix.lower() in AUDIO_SUFFIXES
 
 
-def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False) -> Iterator[Item]:
+def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy: bool = False) -> Iterator[Item]:
     """Every input, in a stable order: directories sorted and recursive, archives member by member."""
     for spec in inputs:
         paths = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
         if not paths:
             yield Item(spec, error=errors.NotFound(f"no file matches {spec!r}"))
         for path in paths:
-            yield from _items_of(Path(path), max_bytes, all_files)
+            yield from _items_of(Path(path), max_bytes, all_files, lazy)
 
 
-def _items_of(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
+def load_item(item: Item, max_bytes: int) -> Item:
+    """A lazy item with its bytes read (or the error that stopped it); other items unchanged."""
+    if item.locator is None or item.error is not None:
+        return item
+    kind, path, *rest = item.locator
+    if kind == "file":
+        return _file_item(Path(path), max_bytes)
+    if kind == "tar":
+        offset, size = rest
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except OSError as e:
+            return Item(item.id, error=errors.NotFound(f"cannot read the archive member: {e.strerror or e}"))
+        if len(data) != size:
+            return Item(item.id, error=errors.UndecodableAudio("the archive member is truncated"))
+        return Item(item.id, data=data)
+    with zipfile.ZipFile(path) as archive:
+        return _read_zip_member(archive, archive.getinfo(rest[0]), item.id, max_bytes)
+
+
+def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     name = path.name.lower()
     if path.is_dir():
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for f in sorted(files):
                 if all_files or is_audio_name(f):
-                    yield _file_item(Path(root) / f, max_bytes)
+                    yield _file_item(Path(root) / f, max_bytes, lazy)
     elif name.endswith(TAR_SUFFIXES):
-        yield from _tar_items(path, max_bytes, all_files)
+        yield from _tar_items(path, max_bytes, all_files, lazy)
     elif name.endswith(".zip"):
-        yield from _zip_items(path, max_bytes, all_files)
+        yield from _zip_items(path, max_bytes, all_files, lazy)
     elif name.endswith((".txt", ".csv")) and path.is_file():
         for listed in _listed_paths(path):
-            yield _file_item(listed, max_bytes)
+            yield _file_item(listed, max_bytes, lazy)
     else:
-        yield _file_item(path, max_bytes)
+        yield _file_item(path, max_bytes, lazy)
 
 
-def _file_item(path: Path, max_bytes: int) -> Item:
+def _file_item(path: Path, max_bytes: int, lazy: bool = False) -> Item:
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             return Item(str(path), error=errors.UndecodableAudio("not a regular file"))
         if info.st_size > max_bytes:
             return Item(str(path), error=errors.UploadTooLarge(f"{info.st_size} bytes; the limit is {max_bytes}"))
+        if lazy:
+            return Item(str(path), locator=("file", str(path)))
         return Item(str(path), data=path.read_bytes())
     except OSError as e:
         return Item(str(path), error=errors.NotFound(f"cannot read: {e.strerror or e}"))
@@ -107,7 +134,10 @@ def _unsafe_member_name(name: str) -> str | None:
     return None
 
 
-def _tar_items(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
+def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
+    if lazy and not path.name.lower().endswith(".tar"):
+        raise errors.ConfigError(f"{path}: a compressed tar can only be read in order; score it with --engine local, "
+                                 "or give the Ray engine an uncompressed .tar or a .zip")
     try:
         archive = tarfile.open(path, mode="r|*")  # streaming: one member at a time, no seeking
     except (OSError, tarfile.TarError) as e:
@@ -125,13 +155,15 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
                     yield Item(item_id, error=errors.BadRequest("refused archive member that is a link or device"))
                 elif member.size > max_bytes:
                     yield Item(item_id, error=errors.UploadTooLarge(f"{member.size} bytes; the limit is {max_bytes}"))
+                elif lazy:
+                    yield Item(item_id, locator=("tar", str(path), member.offset_data, member.size))
                 else:
                     yield Item(item_id, data=archive.extractfile(member).read())
         except (OSError, tarfile.TarError, EOFError) as e:
             yield Item(f"{path}::<rest>", error=errors.UndecodableAudio(f"the archive is truncated or corrupt: {e}"))
 
 
-def _zip_items(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
+def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as e:
@@ -149,6 +181,8 @@ def _zip_items(path: Path, max_bytes: int, all_files: bool) -> Iterator[Item]:
             elif info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
                 yield Item(item_id, error=errors.BadRequest(
                     f"refused archive member that inflates {info.file_size / info.compress_size:.0f}x (zip bomb?)"))
+            elif lazy:
+                yield Item(item_id, locator=("zip", str(path), info.filename))
             else:
                 yield _read_zip_member(archive, info, item_id, max_bytes)
 

@@ -147,3 +147,21 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
     assert loaded.meta["count"] == len(rows)
     with pytest.raises(errors.ArtifactError, match="rebuild"):
         load_index(tmp_path / "idx-flat", "another-model")
+
+
+def test_lazy_items_read_the_same_bytes_and_errors(corpus, tmp_path):
+    """The Ray engine's lazy items (locators read later) match the local engine's eager items."""
+    from service.sources import iter_items, load_item
+
+    plain_tar = tmp_path / "plain.tar"
+    with tarfile.open(corpus["tar"]) as src, tarfile.open(plain_tar, "w") as dst:
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    inputs = [str(corpus["dir"]), str(plain_tar), str(corpus["zip"]), str(corpus["list"])]
+    eager = list(iter_items(inputs, 200_000))
+    lazy = [load_item(i, 200_000) for i in iter_items(inputs, 200_000, lazy=True)]
+    assert [i.id for i in lazy] == [i.id for i in eager]
+    for a, b in zip(eager, lazy):
+        assert a.data == b.data and type(a.error) is type(b.error), a.id
+    with pytest.raises(errors.ConfigError, match="compressed tar"):
+        list(iter_items([str(corpus["tar"])], 200_000, lazy=True))
