@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from service.results import FORMATS
@@ -17,7 +18,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="parquet", choices=FORMATS)
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2, help="decode/feature processes (0: in this process)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="decode/feature processes (0: in this process); default: one per core but one")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--batch-patches", type=int, default=256, help="1 s windows per model call")
     parser.add_argument("--rows-per-part", type=int, default=512)
     parser.add_argument("--all-files", action="store_true", help="score every file, not only audio extensions")
@@ -31,7 +34,7 @@ def run(args) -> int:
     options = ScoreOptions(
         top_k=args.top_k, embeddings=args.embeddings, workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
-        max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device),
+        max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, intra_op_threads=args.threads),
     )
     if args.engine == "ray":
         from service.ray_engine import score_with_ray
