@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -136,14 +137,23 @@ class SoundArc:
         clip = await anyio.to_thread.run_sync(core.prepare, audio, self.frontend, SETTINGS.limits)
         started = time.perf_counter()
         chunks = [clip.patches[i : i + SETTINGS.max_batch_size] for i in range(0, len(clip.patches), SETTINGS.max_batch_size)]
-        try:
-            outputs = await asyncio.gather(*(self.encoder.to_async.infer(c) for c in chunks))
-        except bentoml.exceptions.ServiceUnavailable as e:
-            raise errors.Overloaded(f"the model is overloaded, retry shortly ({e})") from e
-        out = np.concatenate(outputs)  # (N, C + D)
+        out = np.concatenate(await asyncio.gather(*(self._infer(c) for c in chunks)))  # (N, C + D)
         self.metrics.observe(endpoint, clip, time.perf_counter() - started)
         c = len(self.artifact.labels)
         return clip, out[:, :c], out[:, c:]
+
+    async def _infer(self, patches: np.ndarray, attempts: int = 3) -> np.ndarray:
+        """One call to the model worker. A dropped connection (the worker closing a kept-alive
+        connection as it is reused) is retried; what still fails is a 503, never a 500."""
+        for attempt in range(attempts):
+            try:
+                return await self.encoder.to_async.infer(patches)
+            except aiohttp.ClientConnectionError as e:
+                if attempt == attempts - 1:
+                    raise errors.Overloaded(f"the model worker is unreachable, retry shortly ({e})") from e
+                log.warning("model worker connection dropped (%s); retrying", e)
+            except bentoml.exceptions.ServiceUnavailable as e:
+                raise errors.Overloaded(f"the model is overloaded, retry shortly ({e})") from e
 
     async def _respond(self, handle, ctx: bentoml.Context, endpoint: str) -> dict:
         if self.in_flight >= SETTINGS.max_in_flight:
