@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from service.results import FORMATS
 from service.runtime import RuntimeConfig
-from service.scoring import ScoreOptions
+from service.scoring import ScoreOptions, default_workers
 
 
 def add_arguments(parser) -> None:
@@ -18,7 +17,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="parquet", choices=FORMATS)
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+    parser.add_argument("--workers", type=int, default=default_workers(),
                         help="decode/feature processes (0: in this process); default: one per core but one")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--batch-patches", type=int, default=256, help="1 s windows per model call")

@@ -9,8 +9,8 @@ Memory stays bounded: at most `workers × PREFETCH` clips are in flight and one 
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -32,11 +32,16 @@ log = logging.getLogger(__name__)
 PREFETCH = 4
 
 
+def default_workers() -> int:
+    """One decoding process per core but one: ONNX Runtime uses the last (more oversubscribe 2 cores)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 @dataclass(frozen=True)
 class ScoreOptions:
     top_k: int = 5
     embeddings: bool = False
-    workers: int = 2  # decode/feature processes; 0 = in this process
+    workers: int = field(default_factory=lambda: default_workers())  # decode/feature processes; 0: this one
     batch_patches: int = 256  # windows per ONNX call
     rows_per_part: int = 512
     fmt: str = "parquet"
@@ -192,7 +197,3 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
                 pending = deque((i, pool.submit(prepare_item, i, *args), c) for i, _, c in pending)
     finally:
         pool.shutdown(cancel_futures=True)
-
-
-def summary_line(summary: Summary) -> str:
-    return json.dumps(summary.as_dict())
