@@ -12,12 +12,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fp16", action="store_true", help="also write a float16 variant for CUDA")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--audio", nargs="+", type=Path, help="real clips for the parity check (default: test fixtures)")
+    parser.add_argument("--open-set", action="store_true",
+                        help="add class prototypes and an 'unknown' threshold (reads the run's training data)")
+    parser.add_argument("--frr", type=float, default=0.05, help="open set: false-rejection rate to calibrate for")
+    parser.add_argument("--calibration-folds", type=int, nargs="*", default=[],
+                        help="open set: folds to calibrate on (default: the training clips)")
+    parser.add_argument("--labeled", help="open set: labelled data (default: the run's)")
 
 
 def run(args) -> int:
     from export.onnx_export import export_artifact, smoke_test
 
     out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio)
+    if args.open_set:
+        from export.open_set import attach_open_set
+
+        config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
+        attach_open_set(out, args.labeled or config["labeled"], tuple(config["train_folds"]),
+                        tuple(args.calibration_folds), args.frr)
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
                       "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))

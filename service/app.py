@@ -87,14 +87,23 @@ class SoundArc:
         return await self.encoder.to_async.describe()
 
     @bentoml.api(route="/classify")
-    async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, ctx: bentoml.Context = None) -> dict:
-        """Top-k labels of a clip (mean softmax over its 1 s windows); `windows` adds a timeline."""
+    async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
+                       ctx: bentoml.Context = None) -> dict:
+        """Top-k labels of a clip (mean softmax over its 1 s windows); `windows` adds a timeline.
+        With a model exported with --open-set, `label` is "unknown" for a clip farther than the
+        calibrated angle from every class prototype (`open_set=false` turns this off)."""
         async def handle():
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
-            clip, logits, _ = await self._run(audio, "classify")
+            clip, logits, embeddings = await self._run(audio, "classify")
             labels = self.artifact.labels
-            result = {"labels": core.top_labels(core.clip_probabilities(logits), labels, top_k),
-                      "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            ranked = core.top_labels(core.clip_probabilities(logits), labels, top_k)
+            result = {"label": ranked[0]["label"], "labels": ranked, "duration_s": round(clip.duration_s, 3),
+                      "model": self._model_info()}
+            if open_set and self.artifact.open_set is not None:
+                verdict = self.artifact.open_set.decide(core.clip_embedding(embeddings))
+                result["open_set"] = verdict
+                if verdict["unknown"]:
+                    result["label"] = "unknown"
             if windows:
                 result["windows"] = core.window_timeline(logits, clip.starts_s, self.frontend, labels)
             return result

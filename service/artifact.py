@@ -4,6 +4,7 @@
     frontend.json   the FrontendConfig the model was trained with
     labels.json     class names, index = logit position
     manifest.json   version, sha256 of model.onnx, opset, versions, parity, training run and metrics
+    openset.json    optional: class prototypes and the "unknown" threshold (sha256 in the manifest)
 
 `load_artifact` refuses a directory with a missing file, an unknown manifest version, or a model
 whose sha256 differs from the manifest's.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from service import errors
 from service.features import FrontendConfig
+from service.openset import OpenSet
 
 MANIFEST_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -37,6 +39,7 @@ class Artifact:
     frontend: FrontendConfig
     labels: tuple[str, ...]
     manifest: dict
+    open_set: OpenSet | None = None  # class prototypes and rejection threshold, when exported with them
 
     @property
     def model_path(self) -> Path:
@@ -84,7 +87,17 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     labels = _read_json(root / LABELS_FILE)
     if not isinstance(labels, list) or len(labels) != manifest["num_classes"]:
         raise errors.ArtifactError(f"{root / LABELS_FILE} must list {manifest['num_classes']} labels")
-    return Artifact(root, frontend, tuple(str(x) for x in labels), manifest)
+    return Artifact(root, frontend, tuple(str(x) for x in labels), manifest, _read_open_set(root, manifest))
+
+
+def _read_open_set(root: Path, manifest: dict) -> OpenSet | None:
+    entry = manifest.get("openset")
+    if entry is None:
+        return None
+    path = root / entry["file"]
+    if not path.is_file() or sha256_file(path) != entry["sha256"]:
+        raise errors.ArtifactError(f"{path} is missing or does not match its sha256 in the manifest")
+    return OpenSet.from_dict(_read_json(path))
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -1,7 +1,11 @@
-"""Shared test helpers: a small randomly initialised model saved as a run, and exported."""
+"""Shared test helpers: a tiny synthetic ESC-50-layout data set; a small randomly initialised model
+saved as a run, and exported."""
 
+import csv
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from service.features import FrontendConfig
@@ -11,16 +15,39 @@ from training.run import Run
 
 LABELS = ("dog", "rain", "siren")
 
+CLASSES = {0: ("low", 300.0), 10: ("mid", 1200.0), 40: ("high", 4000.0)}  # non-contiguous ids, as ESC-50
 
-def make_run(root: Path, width: int = 4) -> Path:
+
+def write_esc50(root: Path, clips_per_class_per_fold=2, folds=(1, 2, 3), seconds=1.5, rate=16_000) -> Path:
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in folds:
+        for target, (name, freq) in CLASSES.items():
+            for k in range(clips_per_class_per_fold):
+                t = np.arange(int(seconds * rate)) / rate
+                y = 0.5 * np.sin(2 * np.pi * freq * (1 + 0.02 * rng.standard_normal()) * t) + 0.05 * rng.standard_normal(t.size)
+                filename = f"{fold}-{target}{k}-A-{target}.wav"
+                sf.write(root / "audio" / filename, y.astype(np.float32), rate)
+                rows.append({"filename": filename, "fold": fold, "target": target, "category": name})
+    with open(root / "meta" / "esc50.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["filename", "fold", "target", "category"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, labeled: str | None = None) -> Path:
     torch.manual_seed(0)
-    model = SoundModel(ModelConfig(width=width, num_classes=len(LABELS))).eval()
+    model = SoundModel(ModelConfig(width=width, num_classes=len(labels))).eval()
     model.encoder.set_normalisation(-2.0, 1.5)
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
-    run = Run(root, TrainConfig(width=width), "finetune")
-    run.save_checkpoint(model, FrontendConfig(), LABELS, {"val_clip_accuracy": 0.5})
+    config = TrainConfig(width=width, **({"labeled": labeled} if labeled else {}))
+    run = Run(root, config, "finetune")
+    run.save_checkpoint(model, FrontendConfig(), labels, {"val_clip_accuracy": 0.5})
     return root
 
 

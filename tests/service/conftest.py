@@ -63,8 +63,18 @@ def stop_server(proc) -> None:
 
 @pytest.fixture(scope="session")
 def test_artifact(tmp_path_factory) -> Path:
-    # width 16: inference takes long enough, next to decoding, for concurrent requests to meet in a batch
-    return make_artifact(tmp_path_factory.mktemp("served"), width=16)
+    """Width 16: inference takes long enough, next to decoding, for concurrent requests to meet in a
+    batch. Its open set has threshold 0 rad: every clip is "unknown" unless open_set=false."""
+    import numpy as np
+
+    from export.open_set import save_open_set
+    from service.openset import OpenSet
+
+    root = make_artifact(tmp_path_factory.mktemp("served"), width=16)
+    prototypes = np.random.default_rng(0).standard_normal((3, 128)).astype(np.float32)
+    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+    save_open_set(root, OpenSet(prototypes, ("dog", "rain", "siren"), 0.0, 0.05, "test"))
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,15 @@ def test_classify(server, fixtures):
     assert body["model"]["id"] and body["model"]["labels"] == 3
 
 
+def test_open_set_unknown_and_its_switch(server, fixtures):
+    data = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    body = post(server, "classify", data).json()
+    assert body["label"] == "unknown" and body["open_set"]["unknown"]  # the test model's threshold is 0 rad
+    assert body["open_set"]["nearest_label"] in LABELS and body["open_set"]["angle_rad"] > 0
+    closed = post(server, "classify", data, fields={"open_set": "false"}).json()
+    assert closed["label"] == closed["labels"][0]["label"] and "open_set" not in closed
+
+
 def test_bentoml_client(server, fixtures):
     import bentoml
 

@@ -1,0 +1,59 @@
+"""Open-set rejection: prototypes, calibration, verdicts, AUROC; and attaching it to an artifact."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from service import errors
+from service.artifact import load_artifact
+from service.openset import OpenSet, auroc, calibrate, class_prototypes
+
+
+def unit(angle: float) -> np.ndarray:
+    return np.array([math.cos(angle), math.sin(angle)], dtype=np.float32)
+
+
+def test_prototypes_are_normalised_class_means():
+    x = np.stack([unit(0.0), unit(0.2), unit(math.pi / 2)])
+    protos = class_prototypes(x, np.array([0, 0, 1]), 2)
+    np.testing.assert_allclose(protos[0], unit(0.1), atol=1e-6)
+    np.testing.assert_allclose(protos[1], unit(math.pi / 2), atol=1e-6)
+
+
+def test_calibration_rejects_the_stated_fraction():
+    rng = np.random.default_rng(0)
+    angles = rng.uniform(0, 0.5, 1000)
+    x = np.stack([unit(a) for a in angles])
+    threshold = calibrate(np.stack([unit(0.0)]), x, frr=0.1)
+    assert threshold == pytest.approx(np.quantile(angles, 0.9), abs=1e-3)
+    assert (angles > threshold).mean() == pytest.approx(0.1, abs=0.01)
+
+
+def test_verdicts_and_auroc():
+    open_set = OpenSet(np.stack([unit(0.0), unit(math.pi / 2)]), ("a", "b"), 0.3, 0.05, "test")
+    assert open_set.decide(unit(0.1)) == {"unknown": False, "nearest_label": "a", "angle_rad": pytest.approx(0.1, abs=1e-5),
+                                          "threshold_rad": 0.3}
+    far = open_set.decide(unit(math.pi / 4))
+    assert far["unknown"] and far["angle_rad"] == pytest.approx(math.pi / 4, abs=1e-5)
+    assert OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict()))).threshold_rad == 0.3
+    assert auroc([0.1, 0.2], [0.3, 0.4]) == 1.0 and auroc([0.3], [0.1]) == 0.0 and auroc([0.2], [0.2]) == 0.5
+
+
+def test_attach_open_set_to_an_artifact(tmp_path):
+    from export.onnx_export import export_artifact
+    from export.open_set import attach_open_set
+    from tests.helpers import make_run, write_esc50
+
+    data = write_esc50(tmp_path / "esc")
+    run = make_run(tmp_path / "run", labels=("low", "mid", "high"), labeled=str(data))
+    artifact_dir = export_artifact(run, tmp_path / "model")
+    open_set = attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration_folds=(3,), frr=0.2)
+    art = load_artifact(artifact_dir)
+    assert art.open_set is not None and art.open_set.labels == ("low", "mid", "high")
+    assert art.manifest["openset"]["calibrated_on"] == "folds [3]" and 0 < open_set.threshold_rad < math.pi
+    with open(artifact_dir / "openset.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(errors.ArtifactError, match="sha256"):
+        load_artifact(artifact_dir)
