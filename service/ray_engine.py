@@ -18,7 +18,7 @@ import numpy as np
 
 from service import errors
 from service.artifact import load_artifact
-from service.results import _schema
+from service.results import row_schema
 from service.runtime import gpu_visible
 from service.scoring import Prepared, ScoreOptions, Scorer, Summary, prepare_item
 from service.sources import Item, iter_items, load_item
@@ -58,7 +58,7 @@ class ScoringActor:
             clips.append(Prepared(str(item_id), patches, _float_or_none(batch["duration_s"][i]),
                                   _str_or_none(batch["error_kind"][i]), _str_or_none(batch["error"][i])))
         rows = self.scorer.score(clips)
-        return pa.Table.from_pylist(rows, schema=_schema(rows[0]))
+        return pa.Table.from_pylist(rows, schema=row_schema(rows[0]))
 
 
 def _encode_item(item: Item) -> str:

@@ -81,11 +81,11 @@ def encode(rows: list[dict], fmt: str) -> bytes:
     import pyarrow.parquet as pq
 
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=_schema(rows[0])), buf)
+    pq.write_table(pa.Table.from_pylist(rows, schema=row_schema(rows[0])), buf)
     return buf.getvalue()
 
 
-def _schema(row: dict):
+def row_schema(row: dict):
     import pyarrow as pa
 
     types = {"id": pa.string(), "duration_s": pa.float64(), "label": pa.string(), "score": pa.float64(),

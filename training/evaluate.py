@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from service.core import softmax
 from service.features import FrontendConfig, patches
 from training.data import ClipSet
 
@@ -46,7 +46,7 @@ def clip_embeddings(h_per_clip: list[np.ndarray]) -> np.ndarray:
 def classification_metrics(logits_per_clip: list[np.ndarray], labels: np.ndarray, label_names) -> dict:
     """Clip accuracy (mean softmax over patches), balanced accuracy, the paper's patch-weighted
     accuracy, per-class recall and the confusion matrix (rows true, columns predicted)."""
-    probs = [_softmax(x) for x in logits_per_clip]
+    probs = [softmax(x) for x in logits_per_clip]
     clip_pred = np.array([p.mean(axis=0).argmax() for p in probs])
     patch_correct = np.concatenate([p.argmax(axis=1) == y for p, y in zip(probs, labels)])
     n = len(label_names)
@@ -103,6 +103,3 @@ def pair_angles(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
 def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    return F.softmax(torch.from_numpy(x), dim=-1).numpy()
