@@ -19,8 +19,9 @@ import anyio
 import bentoml
 import numpy as np
 
-from service import core, errors
+from service import core, errors, web
 from service.artifact import load_artifact
+from service.classes import ClassSet, ClassStore
 from service.features import log_mel
 from service.http import RequestGuard
 from service.index import load_index
@@ -29,8 +30,9 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("soundarc")
 SETTINGS = ServiceSettings.from_env()
-ROUTES = ("/classify", "/embed", "/search")
+ROUTES = ("/classify", "/embed", "/search", "/classes")  # POSTs with an upload
 _READY: dict = {}  # filled once the model is warm; /readyz shows it
+_SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
 
 
 @bentoml.service(name="soundarc_encoder", workers=1, traffic={"timeout": SETTINGS.request_timeout_s})
@@ -65,8 +67,13 @@ class SoundArc:
         self.artifact = load_artifact(SETTINGS.model)
         self.frontend = self.artifact.frontend
         self.index = load_index(SETTINGS.index, self.artifact.model_id) if SETTINGS.index else None
+        self.classes, self.class_store = None, ClassStore(SETTINGS.classes_path, self.artifact.model_id)
+        if self.artifact.open_set is not None:  # prototypes of the built-in classes: enrolment possible
+            self.classes = self.class_store.load(ClassSet.of(self.artifact))
+        self.class_lock = asyncio.Lock()
         self.in_flight = 0
         self.metrics = _Metrics()
+        _SERVICE[:] = [self]
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
         log_mel(noise, self.frontend)  # warm-up: librosa's mel filters, this thread's FFTW plan
 
@@ -88,24 +95,35 @@ class SoundArc:
 
     @bentoml.api(route="/classify")
     async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
-                       ctx: bentoml.Context = None) -> dict:
-        """Top-k labels of a clip (mean softmax over its 1 s windows); `windows` adds a timeline.
-        With a model exported with --open-set, `label` is "unknown" for a clip farther than the
-        calibrated angle from every class prototype (`open_set=false` turns this off)."""
+                       spectrogram: bool = False, ctx: bentoml.Context = None) -> dict:
+        """Top-k labels of a clip (mean softmax over its 1 s windows); `windows` adds a timeline,
+        `spectrogram` a small log-mel image. Once custom classes are enrolled, every class is ranked
+        by cosine to its prototype (`scoring: "cosine"`). With class prototypes in the model, `label`
+        is "unknown" for a clip farther than the calibrated angle from all of them (`open_set=false`
+        turns this off)."""
         async def handle():
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
             clip, logits, embeddings = await self._run(audio, "classify")
-            labels = self.artifact.labels
-            ranked = core.top_labels(core.clip_probabilities(logits), labels, top_k)
-            result = {"label": ranked[0]["label"], "labels": ranked, "duration_s": round(clip.duration_s, 3),
-                      "model": self._model_info()}
-            if open_set and self.artifact.open_set is not None:
-                verdict = self.artifact.open_set.decide(core.clip_embedding(embeddings))
+            classes = self.classes
+            if classes is not None and classes.enrolled:
+                scoring, labels, window_scores = "cosine", classes.labels, classes.cosines(embeddings)
+                clip_scores = classes.cosines(core.clip_embedding(embeddings)[None])[0]
+            else:
+                scoring, labels, window_scores = "probability", self.artifact.labels, core.softmax(logits)
+                clip_scores = core.clip_probabilities(logits)
+            ranked = core.top_labels(clip_scores, labels, top_k)
+            result = {"label": ranked[0]["label"], "labels": ranked, "scoring": scoring,
+                      "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            if open_set and classes is not None:
+                verdict = classes.open_set.decide(core.clip_embedding(embeddings))
                 result["open_set"] = verdict
                 if verdict["unknown"]:
                     result["label"] = "unknown"
             if windows:
-                result["windows"] = core.window_timeline(logits, clip.starts_s, self.frontend, labels)
+                result["windows"] = core.window_timeline(window_scores, clip.starts_s, self.frontend, labels)
+            if spectrogram:
+                fps = self.frontend.sample_rate / self.frontend.hop_length
+                result["spectrogram"] = await anyio.to_thread.run_sync(core.spectrogram, clip.logmel, fps)
             return result
 
         return await self._respond(handle, ctx, "classify")
@@ -140,8 +158,45 @@ class SoundArc:
 
         return await self._respond(handle, ctx, "search")
 
+    # -- custom classes (routed by service.web) -----------------------------------------------------
+    def list_classes(self) -> dict:
+        if self.classes is None:
+            return {"classes": [{"label": name, "kind": "built-in"} for name in self.artifact.labels],
+                    "enrolment": False}
+        return {"classes": self.classes.describe(), "enrolment": True}
+
+    async def enrol(self, label: str, clips: list[tuple[str, bytes]]) -> dict:
+        """Enrol `label` from (filename, bytes) example clips; persists before it answers."""
+        if self.classes is None:
+            ClassSet.of(self.artifact)  # raises the explanation
+        label = self.classes.check_new(label, len(clips))  # before any decoding
+        embeddings = []
+        for name, data in clips:
+            try:
+                _, _, window_embeddings = await self._run(data, "enrol")
+            except errors.BadAudio as e:
+                raise type(e)(f"example {name!r}: {e}") from e
+            embeddings.append(core.clip_embedding(window_embeddings))
+        async with self.class_lock:
+            if len(self.classes.enrolled) >= SETTINGS.max_enrolled_classes:
+                raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
+            updated = self.classes.enrol(label, np.stack(embeddings))
+            await anyio.to_thread.run_sync(self.class_store.save, updated)
+            self.classes = updated
+        entry = next(c for c in updated.describe() if c["label"] == label)
+        return {**entry, "classes": len(updated.labels)}
+
+    async def remove_class(self, label: str) -> dict:
+        if self.classes is None:
+            raise errors.NotFound(f"no enrolled class named {label!r}")
+        async with self.class_lock:
+            updated = self.classes.remove(label)
+            await anyio.to_thread.run_sync(self.class_store.save, updated)
+            self.classes = updated
+        return {"deleted": label, "classes": len(updated.labels)}
+
     # -- plumbing ---------------------------------------------------------------------------------
-    async def _run(self, audio: Path, endpoint: str) -> tuple[core.PreparedClip, np.ndarray, np.ndarray]:
+    async def _run(self, audio: Path | bytes, endpoint: str) -> tuple[core.PreparedClip, np.ndarray, np.ndarray]:
         """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
         clip = await anyio.to_thread.run_sync(core.prepare, audio, self.frontend, SETTINGS.limits)
         started = time.perf_counter()
@@ -180,6 +235,7 @@ class SoundArc:
                 "embedding_dim": self.artifact.embedding_dim, "providers": _READY.get("providers")}
 
 
+SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None), path="/")
 SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
                              routes=ROUTES, ready_info=lambda: dict(_READY) or None)
 

@@ -5,6 +5,7 @@
         -> clip_probabilities (C,)   mean softmax over the windows
         -> clip_embedding (D,)       mean of window embeddings, L2-renormalised
         -> top_labels, window_timeline (JSON-ready)
+    spectrogram(log-mel) -> a small JSON image of the log-mel for the web page
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from service.features import FrontendConfig, log_mel, patch_starts, patches
 class PreparedClip:
     patches: np.ndarray  # (N, T, M) float32
     starts_s: np.ndarray  # (N,) window start times in seconds
+    logmel: np.ndarray  # (F, M) the whole clip's log-mel (log10 power)
     duration_s: float
     timings: dict = field(default_factory=dict)  # seconds spent in decode and features
 
@@ -36,7 +38,7 @@ def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, limits: D
     windows = patches(logmel, frontend)  # (N, T, M)
     starts = patch_starts(max(logmel.shape[0], frontend.patch_frames), frontend) * frontend.hop_length / frontend.sample_rate
     t2 = time.perf_counter()
-    return PreparedClip(windows, starts, waveform.size / frontend.sample_rate, {"decode": t1 - t0, "features": t2 - t1})
+    return PreparedClip(windows, starts, logmel, waveform.size / frontend.sample_rate, {"decode": t1 - t0, "features": t2 - t1})
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -62,12 +64,23 @@ def top_labels(probabilities: np.ndarray, labels: tuple[str, ...], k: int) -> li
     return [{"label": labels[i], "score": round(float(probabilities[i]), 6)} for i in order]
 
 
-def window_timeline(logits: np.ndarray, starts_s: np.ndarray, frontend: FrontendConfig, labels) -> list[dict]:
-    """Per window: start and end (s), top label and its score."""
-    probs = softmax(logits)
-    best = probs.argmax(axis=1)
+def window_timeline(scores: np.ndarray, starts_s: np.ndarray, frontend: FrontendConfig, labels) -> list[dict]:
+    """(N, K) window scores (probabilities or cosines) -> per window: start and end (s), top label, score."""
+    best = scores.argmax(axis=1)
     return [
         {"start_s": round(float(s), 3), "end_s": round(float(s) + frontend.patch_seconds, 3),
          "label": labels[b], "score": round(float(p[b]), 6)}
-        for s, b, p in zip(starts_s, best, probs)
+        for s, b, p in zip(starts_s, best, scores)
     ]
+
+
+def spectrogram(logmel: np.ndarray, frames_per_s: float, max_columns: int = 600, dynamic_range_db: float = 80.0) -> dict:
+    """(F, M) log10 power -> at most `max_columns` time columns (mean-pooled) of M values 0-255
+    (0 = `dynamic_range_db` below the loudest bin), lowest mel band first."""
+    pool = max(1, -(-len(logmel) // max_columns))  # ceil
+    usable = len(logmel) // pool * pool  # drops a tail shorter than one column
+    pooled = logmel[:usable].reshape(-1, pool, logmel.shape[1]).mean(axis=1)  # (W, M)
+    db = 10.0 * pooled
+    scaled = np.clip((db - (db.max() - dynamic_range_db)) / dynamic_range_db, 0.0, 1.0)
+    return {"columns_per_s": round(frames_per_s / pool, 4), "n_mels": int(logmel.shape[1]),
+            "dynamic_range_db": dynamic_range_db, "values": np.round(scaled * 255).astype(int).tolist()}

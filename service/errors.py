@@ -78,6 +78,12 @@ class NotFound(SoundarcError):
     status_code = 404
 
 
+class Conflict(SoundarcError):
+    """409: the request clashes with what exists (a duplicate class name, a built-in class)."""
+
+    status_code = 409
+
+
 class Overloaded(SoundarcError):
     """503: too many requests in flight; retry after `retry_after_s`."""
 

@@ -16,6 +16,8 @@ PREFIX = "SOUNDARC_"
 class ServiceSettings:
     model: str = "models/default"  # SOUNDARC_MODEL: artifact directory
     index: str = ""  # SOUNDARC_INDEX: vector index directory for /search
+    classes: str = ""  # SOUNDARC_CLASSES: enrolled-classes file; "" = enrolled.json in the model directory
+    max_enrolled_classes: int = 200
     max_upload_mb: float = 50.0
     max_duration_s: float = 600.0
     max_channels: int = 64
@@ -40,6 +42,10 @@ class ServiceSettings:
             except ValueError as e:
                 raise ConfigError(f"{PREFIX}{f.name.upper()}={raw!r}: expected {f.type}") from e
         return cls(**values)
+
+    @property
+    def classes_path(self) -> str:
+        return self.classes or os.path.join(self.model, "enrolled.json")
 
     @property
     def limits(self) -> DecodeLimits:

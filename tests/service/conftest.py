@@ -91,8 +91,14 @@ def fixture_index(test_artifact, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(test_artifact, fixture_index, tmp_path_factory):
-    settings = {**SERVER_SETTINGS, "SOUNDARC_INDEX": str(fixture_index / "index")}
+def classes_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("classes") / "enrolled.json"
+
+
+@pytest.fixture(scope="session")
+def server(test_artifact, fixture_index, classes_file, tmp_path_factory):
+    settings = {**SERVER_SETTINGS, "SOUNDARC_INDEX": str(fixture_index / "index"),
+                "SOUNDARC_CLASSES": str(classes_file)}
     proc, url = start_server(test_artifact, settings, tmp_path_factory.mktemp("logs") / "server.log")
     yield url
     stop_server(proc)

@@ -1,0 +1,152 @@
+"""Custom classes by enrolment: a few example clips become a class prototype, scored beside the
+model's own classes by cosine similarity.
+
+    ClassSet   the built-in prototypes (from the artifact's openset.json) + enrolled ones; immutable
+    ClassStore the enrolled classes of one model in a small JSON file, written atomically, that
+               names the model id: a different model refuses the file
+
+With no enrolled class, /classify ranks labels by the model's softmax; once a class is enrolled it
+ranks every class, built-in and enrolled, by the cosine between the clip embedding and the class
+prototypes (a softmax head knows nothing of the new classes). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from service import errors
+from service.artifact import Artifact, write_json_atomic
+from service.openset import OpenSet
+
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
+MAX_EXAMPLES = 20
+STORE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EnrolledClass:
+    label: str
+    prototype: np.ndarray  # (D,) float32, L2-normalised mean of the examples' clip embeddings
+    examples: int
+    enrolled_at: str  # ISO 8601, UTC
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "prototype": self.prototype.tolist(), "examples": self.examples,
+                "enrolled_at": self.enrolled_at}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EnrolledClass:
+        return cls(d["label"], _unit(np.asarray(d["prototype"], dtype=np.float32)), int(d["examples"]), d["enrolled_at"])
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    builtin: OpenSet  # the model's classes: labels, prototypes and the "unknown" threshold
+    enrolled: tuple[EnrolledClass, ...] = ()
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> ClassSet:
+        if artifact.open_set is None:
+            raise errors.Conflict(f"the model {artifact.model_id} has no class prototypes, so classes cannot be "
+                                  "enrolled: export it with `soundarc export --open-set`")
+        return cls(artifact.open_set)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.builtin.labels + tuple(c.label for c in self.enrolled)
+
+    @property
+    def open_set(self) -> OpenSet:
+        """The built-in open set extended with the enrolled prototypes (same threshold)."""
+        if not self.enrolled:
+            return self.builtin
+        prototypes = np.vstack([self.builtin.prototypes] + [c.prototype[None] for c in self.enrolled])  # (K, D)
+        return replace(self.builtin, prototypes=prototypes, labels=self.labels)
+
+    def check_new(self, label: str, examples: int) -> str:
+        """The cleaned label of a class that may be enrolled from `examples` clips, else a 4xx error."""
+        label = check_label(label)
+        if label.casefold() in {name.casefold() for name in self.labels}:
+            raise errors.Conflict(f"a class named {label!r} already exists; delete it first to re-enrol it")
+        if not 1 <= examples <= MAX_EXAMPLES:
+            raise errors.InvalidParameter(f"enrol a class with 1 to {MAX_EXAMPLES} example clips, got {examples}")
+        return label
+
+    def enrol(self, label: str, embeddings: np.ndarray) -> ClassSet:
+        """A new set with `label` enrolled from (K, D) clip embeddings of its examples."""
+        label = self.check_new(label, len(embeddings))
+        prototype = _unit(_unit(embeddings).mean(axis=0))
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return replace(self, enrolled=self.enrolled + (EnrolledClass(label, prototype, len(embeddings), now),))
+
+    def remove(self, label: str) -> ClassSet:
+        if label in self.builtin.labels:
+            raise errors.Conflict(f"{label!r} is one of the model's own classes; only enrolled classes can be deleted")
+        kept = tuple(c for c in self.enrolled if c.label != label)
+        if len(kept) == len(self.enrolled):
+            raise errors.NotFound(f"no enrolled class named {label!r}")
+        return replace(self, enrolled=kept)
+
+    def cosines(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings -> (N, K) cosine to every class prototype (built-in first)."""
+        return _unit(embeddings) @ self.open_set.prototypes.T
+
+    def nearest(self, embedding: np.ndarray) -> tuple[str, float]:
+        """(D,) clip embedding -> (label of the nearest prototype, its cosine)."""
+        cos = self.cosines(embedding[None])[0]
+        best = int(np.argmax(cos))
+        return self.labels[best], float(cos[best])
+
+    def describe(self) -> list[dict]:
+        """JSON-ready list for GET /classes."""
+        return ([{"label": name, "kind": "built-in"} for name in self.builtin.labels]
+                + [{"label": c.label, "kind": "enrolled", "examples": c.examples, "enrolled_at": c.enrolled_at}
+                   for c in self.enrolled])
+
+
+def check_label(label: str) -> str:
+    label = (label or "").strip()
+    if label == "unknown" or not LABEL_PATTERN.fullmatch(label):
+        raise errors.InvalidParameter(
+            f"invalid class label {label!r}: 1-64 characters, letters, digits, space, '_', '.', '-', starting "
+            "with a letter or digit, and not 'unknown'")
+    return label
+
+
+class ClassStore:
+    """The enrolled classes of one model, kept in `path`."""
+
+    def __init__(self, path: str | Path, model_id: str):
+        self.path, self.model_id = Path(path), model_id
+
+    def load(self, classes: ClassSet) -> ClassSet:
+        """`classes` plus what the file holds; refuses a file written for another model."""
+        if not self.path.exists():
+            return classes
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("model_id") != self.model_id:
+                raise errors.ArtifactError(
+                    f"{self.path} holds classes enrolled with model {data.get('model_id')!r}, not {self.model_id!r}: "
+                    "their prototypes mean nothing to this model. Move the file away (or set SOUNDARC_CLASSES) to start afresh")
+            for entry in data["classes"]:
+                classes = replace(classes, enrolled=classes.enrolled + (EnrolledClass.from_dict(entry),))
+        except (ValueError, KeyError, TypeError) as e:
+            raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
+        return classes
+
+    def save(self, classes: ClassSet) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
+                                      "classes": [c.to_dict() for c in classes.enrolled]})
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

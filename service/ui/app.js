@@ -1,0 +1,234 @@
+// soundarc web page: plain JavaScript over the service's own HTTP API (no build step).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let clip = null; // {blob, name}: the clip to classify
+
+function status(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+async function call(method, url, form) {
+  const response = await fetch(url, { method, body: form });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${response.status} ${body.error || ""}: ${body.message || response.statusText}`);
+  return body;
+}
+
+function setClip(blob, name) {
+  clip = { blob, name };
+  $("clip-name").textContent = name;
+  $("player").src = URL.createObjectURL(blob);
+  $("player").hidden = false;
+  $("classify").disabled = false;
+}
+
+// --- classify -------------------------------------------------------------------------------
+async function classify() {
+  const form = new FormData();
+  form.append("audio", clip.blob, clip.name);
+  form.append("top_k", $("top-k").value);
+  form.append("windows", "true");
+  form.append("spectrogram", "true");
+  form.append("open_set", $("open-set").checked ? "true" : "false");
+  status("classifying…");
+  try {
+    const result = await call("POST", "/classify", form);
+    showResult(result);
+    status(`${result.duration_s} s of audio, ${result.windows.length} windows`);
+  } catch (e) {
+    status(e.message, true);
+    return;
+  }
+  await showSimilar();
+}
+
+function showResult(result) {
+  $("result").hidden = false;
+  const colour = colours([...result.labels.map((l) => l.label), ...result.windows.map((w) => w.label)]);
+  $("label").textContent = result.label;
+  const verdict = result.open_set;
+  $("verdict-detail").textContent = verdict
+    ? `${verdict.unknown ? "nearest" : "closest class"}: ${verdict.nearest_label}, ` +
+      `${degrees(verdict.angle_rad)}° (threshold ${degrees(verdict.threshold_rad)}°)`
+    : "";
+  const bars = $("bars");
+  bars.replaceChildren(...result.labels.map(({ label, score }) => {
+    const row = element("div", "bar");
+    const track = element("div", "track");
+    const fill = element("div", "fill");
+    fill.style.width = `${Math.max(0, Math.min(1, score)) * 100}%`;
+    fill.style.background = colour(label);
+    track.append(fill);
+    row.append(element("span", "name", label), track, element("span", "score", score.toFixed(3)));
+    return row;
+  }));
+  bars.title = result.scoring === "cosine" ? "cosine to each class prototype" : "mean probability over the windows";
+  $("timeline").replaceChildren(...result.windows.map((w) => {
+    const cell = element("div", "window", `${w.start_s.toFixed(1)} s\n${w.label}`);
+    cell.style.background = colour(w.label);
+    cell.title = `${w.start_s}-${w.end_s} s: ${w.label} (${w.score.toFixed(3)})`;
+    return cell;
+  }));
+  drawSpectrogram(result.spectrogram);
+}
+
+async function showSimilar() {
+  const form = new FormData();
+  form.append("audio", clip.blob, clip.name);
+  form.append("top_k", "5");
+  try {
+    const found = await call("POST", "/search", form);
+    $("similar").replaceChildren(...found.results.map((r) =>
+      element("li", "", `${r.id} (${r.label ?? "?"}), similarity ${r.similarity.toFixed(3)}`)));
+  } catch (e) {
+    $("similar").replaceChildren(element("li", "", e.message.includes("404") ? "no index is loaded (SOUNDARC_INDEX)" : e.message));
+  }
+}
+
+function drawSpectrogram(spec) {
+  const canvas = $("spectrogram");
+  const columns = spec.values.length, rows = spec.n_mels;
+  canvas.width = columns;
+  canvas.height = rows;
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(columns, rows);
+  spec.values.forEach((column, x) => column.forEach((v, mel) => {
+    const i = ((rows - 1 - mel) * columns + x) * 4; // lowest band at the bottom
+    [image.data[i], image.data[i + 1], image.data[i + 2]] = heat(v / 255);
+    image.data[i + 3] = 255;
+  }));
+  context.putImageData(image, 0, 0);
+}
+
+// --- recording: microphone -> 16-bit PCM WAV -----------------------------------------------
+let recorder = null;
+
+async function toggleRecording() {
+  if (recorder) {
+    const { stream, context, node, chunks } = recorder;
+    recorder = null;
+    node.disconnect();
+    stream.getTracks().forEach((t) => t.stop());
+    await context.close();
+    $("record").textContent = "● Record";
+    $("record").classList.remove("recording");
+    setClip(wav(chunks, context.sampleRate), "recording.wav");
+    return;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const context = new AudioContext();
+    const node = context.createScriptProcessor(4096, 1, 1);
+    const chunks = [];
+    node.onaudioprocess = (e) => chunks.push(new Float32Array(e.inputBuffer.getChannelData(0)));
+    context.createMediaStreamSource(stream).connect(node);
+    node.connect(context.destination);
+    recorder = { stream, context, node, chunks };
+    $("record").textContent = "■ Stop";
+    $("record").classList.add("recording");
+  } catch (e) {
+    status(`the microphone is not available: ${e.message}`, true);
+  }
+}
+
+function wav(chunks, sampleRate) {
+  const n = chunks.reduce((sum, c) => sum + c.length, 0);
+  const view = new DataView(new ArrayBuffer(44 + 2 * n));
+  const text = (offset, s) => [...s].forEach((ch, i) => view.setUint8(offset + i, ch.charCodeAt(0)));
+  text(0, "RIFF"); view.setUint32(4, 36 + 2 * n, true); text(8, "WAVEfmt ");
+  view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
+  view.setUint32(24, sampleRate, true); view.setUint32(28, 2 * sampleRate, true);
+  view.setUint16(32, 2, true); view.setUint16(34, 16, true); text(36, "data"); view.setUint32(40, 2 * n, true);
+  let offset = 44;
+  for (const chunk of chunks) for (const x of chunk) {
+    view.setInt16(offset, Math.max(-1, Math.min(1, x)) * 32767, true);
+    offset += 2;
+  }
+  return new Blob([view], { type: "audio/wav" });
+}
+
+// --- custom classes ----------------------------------------------------------------------------
+async function showClasses() {
+  const { classes, enrolment } = await call("GET", "/classes");
+  $("enrol").disabled = !enrolment;
+  if (!enrolment) status("this model has no class prototypes: export it with --open-set to enrol classes");
+  $("class-list").replaceChildren(...classes.map((c) => {
+    const item = element("li", "", `${c.label} `);
+    item.append(element("span", "kind", c.kind === "enrolled" ? `(enrolled from ${c.examples} clips) ` : "(built-in)"));
+    if (c.kind === "enrolled") {
+      const remove = element("button", "secondary", "delete");
+      remove.onclick = () => deleteClass(c.label);
+      item.append(remove);
+    }
+    return item;
+  }));
+}
+
+async function enrol() {
+  const form = new FormData();
+  form.append("label", $("enrol-label").value);
+  for (const f of $("enrol-files").files) form.append("audio", f, f.name);
+  if ($("enrol-current").checked && clip) form.append("audio", clip.blob, clip.name);
+  status("enrolling…");
+  try {
+    const made = await call("POST", "/classes", form);
+    status(`enrolled "${made.label}" from ${made.examples} clips`);
+    $("enrol-label").value = "";
+    $("enrol-files").value = "";
+    await showClasses();
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+async function deleteClass(label) {
+  try {
+    await call("DELETE", `/classes/${encodeURIComponent(label)}`);
+    status(`deleted "${label}"`);
+    await showClasses();
+  } catch (e) {
+    status(e.message, true);
+  }
+}
+
+// --- helpers -------------------------------------------------------------------------------------
+function element(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+const degrees = (rad) => (rad * 180 / Math.PI).toFixed(1);
+
+const PALETTE = ["#3b6fd8", "#d8663b", "#2e9e5b", "#9b4fc4", "#c9a227", "#d14d8b", "#3aa6b9", "#7a7f2b", "#8c5a3c", "#5a6478"];
+
+function colours(labels) { // label -> colour, in order of first appearance (the ranking first)
+  const order = new Map();
+  for (const label of labels) if (!order.has(label)) order.set(label, order.size);
+  return (label) => PALETTE[order.get(label) % PALETTE.length];
+}
+
+function heat(t) { // black -> purple -> orange -> yellow
+  const stops = [[0, 0, 0], [90, 20, 140], [230, 90, 40], [255, 240, 120]];
+  const x = Math.min(0.9999, Math.max(0, t)) * (stops.length - 1), i = Math.floor(x), f = x - i;
+  return stops[i].map((a, k) => Math.round(a + f * (stops[i + 1][k] - a)));
+}
+
+async function showModel() {
+  try {
+    const ready = await (await fetch("/readyz")).json();
+    $("model").textContent = `model ${ready.model_id} on ${ready.providers.join(", ")}`;
+  } catch {
+    $("model").textContent = "model: not ready";
+  }
+}
+
+$("file").onchange = (e) => e.target.files[0] && setClip(e.target.files[0], e.target.files[0].name);
+$("record").onclick = toggleRecording;
+$("classify").onclick = classify;
+$("enrol").onclick = enrol;
+showModel();
+showClasses().catch((e) => status(e.message, true));

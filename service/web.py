@@ -1,0 +1,81 @@
+"""Routes beside the BentoML APIs, mounted on the same server: custom classes and the web page.
+
+    GET    /classes          the model's classes and the enrolled ones
+    POST   /classes          multipart: `label` + 1-20 files in `audio` -> enrols a class (201)
+    DELETE /classes/{label}  removes an enrolled class
+    GET    /ui               the web page (plain HTML/JS/CSS in service/ui/, nothing to build)
+
+Errors are the service's JSON errors with their status.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse
+from starlette.routing import Route
+
+from service import errors
+from service.http import UPLOAD_FIELD
+
+UI_DIR = Path(__file__).parent / "ui"
+UI_FILES = {"index.html", "app.js", "style.css"}
+
+
+def build_app(get_service) -> Starlette:
+    """`get_service()` -> the SoundArc instance of this process, or None before it exists."""
+
+    def with_service(handler):
+        @functools.wraps(handler)
+        async def route(request):
+            service = get_service()
+            try:
+                if service is None:
+                    raise errors.Overloaded("the service is starting, retry shortly")
+                return await handler(service, request)
+            except errors.SoundarcError as e:
+                headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, errors.Overloaded) else None
+                return JSONResponse(e.to_dict(), status_code=e.status_code, headers=headers)
+
+        return route
+
+    @with_service
+    async def list_classes(service, request):
+        return JSONResponse(service.list_classes())
+
+    @with_service
+    async def enrol(service, request):
+        form = await request.form()  # the request guard has checked size and syntax
+        try:
+            label = form.get("label")
+            if not isinstance(label, str):
+                raise errors.InvalidParameter("the form needs a text field 'label' naming the class")
+            uploads = form.getlist(UPLOAD_FIELD)
+            if any(not isinstance(u, UploadFile) for u in uploads):
+                raise errors.InvalidParameter(f"every '{UPLOAD_FIELD}' field must be a file upload")
+            clips = [(u.filename or f"clip {i + 1}", await u.read()) for i, u in enumerate(uploads)]
+        finally:
+            await form.close()
+        return JSONResponse(await service.enrol(label, clips), status_code=201)
+
+    @with_service
+    async def remove(service, request):
+        return JSONResponse(await service.remove_class(request.path_params["label"]))
+
+    async def page(request):
+        name = request.path_params.get("name", "index.html")
+        if name not in UI_FILES:
+            return JSONResponse(errors.NotFound(f"no such file /ui/{name}").to_dict(), status_code=404)
+        return FileResponse(UI_DIR / name, headers={"Cache-Control": "no-cache"})
+
+    return Starlette(routes=[
+        Route("/classes", list_classes, methods=["GET"]),
+        Route("/classes", enrol, methods=["POST"]),
+        Route("/classes/{label:path}", remove, methods=["DELETE"]),
+        Route("/ui", page, methods=["GET"]),
+        Route("/ui/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
+        Route("/ui/{name}", page, methods=["GET"]),
+    ])

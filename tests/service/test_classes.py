@@ -1,0 +1,111 @@
+"""Custom classes: enrolment rules, cosine scoring beside the built-ins, the persistent store."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from service import core, errors
+from service.classes import MAX_EXAMPLES, ClassSet, ClassStore
+from service.openset import OpenSet
+
+
+def unit(angle: float) -> np.ndarray:
+    return np.array([math.cos(angle), math.sin(angle), 0.0], dtype=np.float32)
+
+
+@pytest.fixture
+def builtin() -> ClassSet:
+    return ClassSet(OpenSet(np.stack([unit(0.0), unit(math.pi / 2)]), ("dog", "rain"), 0.3, 0.05, "test"))
+
+
+def test_enrolled_class_is_the_normalised_mean_of_its_examples(builtin):
+    classes = builtin.enrol(" whistle ", np.stack([unit(math.pi), unit(math.pi + 0.2)]) * 3.0)
+    assert classes.labels == ("dog", "rain", "whistle")
+    np.testing.assert_allclose(classes.enrolled[0].prototype, unit(math.pi + 0.1), atol=1e-6)
+    assert classes.nearest(unit(math.pi + 0.05))[0] == "whistle"
+    assert classes.nearest(unit(0.1))[0] == "dog"  # the built-ins still win near their prototypes
+    assert builtin.enrolled == ()  # sets are immutable
+
+
+def test_enrolled_classes_extend_the_open_set(builtin):
+    classes = builtin.enrol("whistle", unit(math.pi)[None])
+    open_set = classes.open_set
+    assert open_set.labels == ("dog", "rain", "whistle") and open_set.threshold_rad == 0.3
+    assert builtin.open_set.decide(unit(math.pi))["unknown"]
+    assert open_set.decide(unit(math.pi))["nearest_label"] == "whistle" and not open_set.decide(unit(math.pi))["unknown"]
+
+
+def test_cosines_rank_every_class(builtin):
+    classes = builtin.enrol("whistle", unit(math.pi)[None])
+    cos = classes.cosines(np.stack([unit(0.0), unit(math.pi)]))  # (2, 3)
+    np.testing.assert_allclose(cos, [[1, 0, -1], [-1, 0, 1]], atol=1e-6)
+    ranked = core.top_labels(cos[1], classes.labels, 2)
+    assert [r["label"] for r in ranked] == ["whistle", "rain"]
+
+
+@pytest.mark.parametrize("label,error", [
+    ("", errors.InvalidParameter), ("   ", errors.InvalidParameter), ("x" * 65, errors.InvalidParameter),
+    ("../etc", errors.InvalidParameter), ("a/b", errors.InvalidParameter), ("<b>", errors.InvalidParameter),
+    ("unknown", errors.InvalidParameter), ("DOG", errors.Conflict), ("rain", errors.Conflict),
+])
+def test_bad_labels(builtin, label, error):
+    with pytest.raises(error):
+        builtin.enrol(label, unit(math.pi)[None])
+
+
+def test_duplicate_and_example_counts(builtin):
+    classes = builtin.enrol("whistle", unit(math.pi)[None])
+    with pytest.raises(errors.Conflict, match="already exists"):
+        classes.enrol("Whistle", unit(math.pi)[None])
+    with pytest.raises(errors.InvalidParameter, match="1 to 20"):
+        builtin.enrol("none", np.zeros((0, 3), np.float32))
+    with pytest.raises(errors.InvalidParameter, match="1 to 20"):
+        builtin.enrol("many", np.repeat(unit(1.0)[None], MAX_EXAMPLES + 1, axis=0))
+    assert builtin.enrol("my class-2.v", np.repeat(unit(1.0)[None], MAX_EXAMPLES, axis=0)).enrolled[0].examples == 20
+
+
+def test_remove(builtin):
+    classes = builtin.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None])
+    assert classes.remove("whistle").labels == ("dog", "rain", "bell")
+    with pytest.raises(errors.Conflict, match="model's own"):
+        classes.remove("dog")
+    with pytest.raises(errors.NotFound):
+        classes.remove("nothing")
+
+
+def test_store_round_trip_and_refusals(builtin, tmp_path):
+    store = ClassStore(tmp_path / "sub" / "enrolled.json", "model-a")
+    assert store.load(builtin) == builtin  # no file yet
+    classes = builtin.enrol("whistle", np.stack([unit(math.pi), unit(3.0)]))
+    store.save(classes)
+    loaded = store.load(builtin)
+    assert loaded.labels == classes.labels and loaded.enrolled[0].examples == 2
+    np.testing.assert_allclose(loaded.enrolled[0].prototype, classes.enrolled[0].prototype, atol=1e-7)
+    assert json.loads(store.path.read_text())["model_id"] == "model-a"
+
+    with pytest.raises(errors.ArtifactError, match="model 'model-a', not 'model-b'"):
+        ClassStore(store.path, "model-b").load(builtin)
+    store.path.write_text("{not json")
+    with pytest.raises(errors.ArtifactError, match="not a valid"):
+        store.load(builtin)
+
+
+def test_a_model_without_prototypes_cannot_enrol(tmp_path):
+    from service.artifact import load_artifact
+    from tests.helpers import make_artifact
+
+    artifact = load_artifact(make_artifact(tmp_path / "model", width=8))
+    with pytest.raises(errors.Conflict, match="--open-set"):
+        ClassSet.of(artifact)
+
+
+def test_spectrogram_is_small_and_scaled():
+    logmel = np.linspace(-8, 0, 3001 * 64, dtype=np.float32).reshape(3001, 64)
+    spec = core.spectrogram(logmel, frames_per_s=100.0, max_columns=600)
+    values = np.array(spec["values"])
+    assert values.shape == (500, 64) and values.min() <= 2 and values.max() == 255  # 6 frames per column
+    assert spec["columns_per_s"] == pytest.approx(100 / 6, abs=1e-3) and spec["n_mels"] == 64
+    short = core.spectrogram(logmel[:5], frames_per_s=100.0)
+    assert np.array(short["values"]).shape == (5, 64)

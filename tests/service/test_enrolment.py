@@ -1,0 +1,97 @@
+"""Custom classes over HTTP: enrol, list, classify, delete, the 4xx rules, and a restart."""
+
+import io
+
+import numpy as np
+import requests
+import soundfile as sf
+
+from tests.service.conftest import SERVER_SETTINGS, start_server, stop_server
+
+ROOSTER, DOG, RAIN = "1-27724-A-1.ogg", "1-100032-A-0.ogg", "1-17367-A-10.ogg"
+
+
+def enrol(url, label, files, fixtures=None):
+    uploads = [("audio", (name, data if isinstance(data, bytes) else (fixtures / data).read_bytes(), "audio/ogg"))
+               for name, data in files]
+    return requests.post(f"{url}/classes", data={"label": label} if label is not None else {}, files=uploads, timeout=60)
+
+
+def tone(seconds: float = 0.5, rate: int = 16_000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate), rate, format="WAV")
+    return buf.getvalue()
+
+
+def classify(url, fixtures, name, **fields):
+    files = {"audio": (name, (fixtures / name).read_bytes(), "audio/ogg")}
+    return requests.post(f"{url}/classify", files=files, data=fields, timeout=60).json()
+
+
+def test_enrol_classify_delete(server, fixtures):
+    listed = requests.get(f"{server}/classes", timeout=10).json()
+    assert listed["enrolment"] and [c["kind"] for c in listed["classes"]] == ["built-in"] * 3
+    assert classify(server, fixtures, ROOSTER, open_set="false")["scoring"] == "probability"
+
+    made = enrol(server, "my rooster", [("r.ogg", ROOSTER)], fixtures)
+    assert made.status_code == 201, made.text
+    assert made.json()["label"] == "my rooster" and made.json()["examples"] == 1 and made.json()["classes"] == 4
+    try:
+        result = classify(server, fixtures, ROOSTER, open_set="false", windows="true", top_k=4)
+        assert result["scoring"] == "cosine" and result["label"] == "my rooster"
+        assert result["labels"][0]["score"] > 0.999  # the clip is its own prototype
+        assert {r["label"] for r in result["labels"]} == {"dog", "rain", "siren", "my rooster"}
+        assert all(w["label"] in {"dog", "rain", "siren", "my rooster"} for w in result["windows"])
+        assert classify(server, fixtures, ROOSTER)["open_set"]["nearest_label"] == "my rooster"
+        kinds = [c["kind"] for c in requests.get(f"{server}/classes", timeout=10).json()["classes"]]
+        assert kinds == ["built-in"] * 3 + ["enrolled"]
+    finally:
+        gone = requests.delete(f"{server}/classes/my%20rooster", timeout=10)
+    assert gone.status_code == 200 and gone.json() == {"deleted": "my rooster", "classes": 3}
+    assert classify(server, fixtures, ROOSTER, open_set="false")["scoring"] == "probability"
+
+
+def test_enrolment_errors_are_4xx(server, fixtures):
+    cases = {
+        "no label": (enrol(server, None, [("r.ogg", ROOSTER)], fixtures), 422),
+        "bad label": (enrol(server, "../../etc/passwd", [("r.ogg", ROOSTER)], fixtures), 422),
+        "built-in name": (enrol(server, "Dog", [("r.ogg", ROOSTER)], fixtures), 409),
+        "no clips": (requests.post(f"{server}/classes", data={"label": "x"}, timeout=10), 422),
+        "21 clips": (enrol(server, "many", [(f"{i}.wav", tone()) for i in range(21)], fixtures), 422),
+        "undecodable": (enrol(server, "noise", [("good.ogg", DOG), ("bad.ogg", b"not audio at all")], fixtures), 400),
+        "empty": (enrol(server, "noise", [("empty.ogg", b"")], fixtures), 400),
+        "text audio": (requests.post(f"{server}/classes", data={"label": "x", "audio": "http://example.com"}, timeout=10), 422),
+        "json body": (requests.post(f"{server}/classes", json={"label": "x"}, timeout=10), 415),
+        "delete built-in": (requests.delete(f"{server}/classes/dog", timeout=10), 409),
+        "delete missing": (requests.delete(f"{server}/classes/nothing", timeout=10), 404),
+    }
+    for case, (response, status) in cases.items():
+        assert response.status_code == status, (case, response.text)
+        assert response.json()["message"], case
+    assert "bad.ogg" in cases["undecodable"][0].json()["message"]
+    assert len(requests.get(f"{server}/classes", timeout=10).json()["classes"]) == 3  # nothing half-enrolled
+
+
+def test_enrolled_classes_survive_a_restart(server, test_artifact, classes_file, fixtures, tmp_path):
+    assert enrol(server, "dog two", [("a.ogg", DOG), ("b.ogg", RAIN)], fixtures).status_code == 201
+    try:
+        settings = {**SERVER_SETTINGS, "SOUNDARC_CLASSES": str(classes_file)}
+        proc, url = start_server(test_artifact, settings, tmp_path / "restarted.log")
+        try:
+            enrolled = [c for c in requests.get(f"{url}/classes", timeout=10).json()["classes"] if c["kind"] == "enrolled"]
+            assert [(c["label"], c["examples"]) for c in enrolled] == [("dog two", 2)]
+            assert "dog two" in {r["label"] for r in classify(url, fixtures, DOG, top_k=10)["labels"]}
+        finally:
+            stop_server(proc)
+    finally:
+        requests.delete(f"{server}/classes/dog%20two", timeout=10)
+
+
+def test_web_page_is_served(server):
+    page = requests.get(f"{server}/ui", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/ui/app.js" in page.text
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        response = requests.get(f"{server}/ui/{name}", timeout=10)
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+    assert requests.get(f"{server}/ui/../service/app.py", timeout=10).status_code == 404
+    assert requests.get(f"{server}/ui/secret.py", timeout=10).status_code == 404

@@ -1,0 +1,87 @@
+"""The web page end to end in a real headless Chromium (Debian's package) driven by Playwright:
+upload a committed CC0 clip and see its label, the timeline, the spectrogram and the similar
+items; record from a (fake) microphone; enrol and delete a class; take a screenshot.
+
+Skipped, saying why, where /usr/bin/chromium or Playwright is missing (.ci/run installs both)."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES
+from tests.service.conftest import ROOT, SERVER_SETTINGS, start_server, stop_server
+
+CHROMIUM = os.environ.get("SOUNDARC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream"]  # a fake microphone that plays a beep
+ROOSTER = "1-27724-A-1.ogg"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium (or set SOUNDARC_CHROMIUM) to run the web page test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory):
+    """The shipped model, with an index of the fixtures for the "similar" list."""
+    from service.index import build_index
+    from service.scoring import ScoreOptions, score
+
+    root = tmp_path_factory.mktemp("ui")
+    model = ROOT / "models" / "default"
+    score([str(FIXTURES)], model, root / "scores", ScoreOptions(workers=0, embeddings=True))
+    build_index(root / "scores", root / "index")
+    settings = {**SERVER_SETTINGS, "SOUNDARC_INDEX": str(root / "index"), "SOUNDARC_CLASSES": str(root / "enrolled.json")}
+    proc, url = start_server(model, settings, root / "server.log")
+    yield url
+    stop_server(proc)
+
+
+def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{default_server}/ui")
+    page.wait_for_function("document.getElementById('model').textContent.includes('default-')")
+
+    page.set_input_files("#file", str(fixtures / ROOSTER))
+    page.click("#classify")
+    page.wait_for_function("document.getElementById('label').textContent !== ''")
+    assert page.text_content("#label") == "rooster"
+    assert page.locator("#bars .bar").count() == 5
+    assert page.locator("#timeline .window").count() == 10  # 5 s: 1 s windows every 0.5 s, the last end-aligned
+    assert page.eval_on_selector("#spectrogram", "c => c.width") > 100
+    page.wait_for_function("document.querySelectorAll('#similar li').length > 0")
+    assert ROOSTER in page.locator("#similar li").first.text_content()
+    page.screenshot(path=str(tmp_path / "classified.png"), full_page=True)
+
+    page.fill("#enrol-label", "my rooster")
+    page.check("#enrol-current")
+    page.click("#enrol")
+    page.wait_for_function("document.getElementById('class-list').textContent.includes('my rooster')")
+    page.click("#classify")
+    page.wait_for_function("document.getElementById('label').textContent === 'my rooster'")
+    page.locator("#class-list li", has_text="my rooster").locator("button").click()
+    page.wait_for_function("!document.getElementById('class-list').textContent.includes('my rooster')")
+
+    page.click("#record")  # the fake microphone
+    page.wait_for_timeout(1500)
+    page.click("#record")
+    page.wait_for_function("document.getElementById('clip-name').textContent === 'recording.wav'")
+    page.click("#classify")
+    page.wait_for_function("document.getElementById('status').textContent.includes('s of audio')")
+    assert page.text_content("#label") != ""
+    assert "error" not in (page.get_attribute("#status", "class") or "")
+    page.screenshot(path=str(tmp_path / "recorded.png"), full_page=True)
+    assert (tmp_path / "classified.png").stat().st_size > 10_000
+    if os.environ.get("SOUNDARC_SCREENSHOTS"):
+        shutil.copy(tmp_path / "classified.png", Path(os.environ["SOUNDARC_SCREENSHOTS"]) / "ui.png")
