@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: serve test test-slow lint bench clean
+.PHONY: serve test test-slow lint image image-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ test: $(VENV)/.all
 
 test-slow: $(VENV)/.all
 	$(BIN)/python -m pytest -q -m slow
+
+# The service image from the Bento (deploy/image.sh: docker where an engine runs, else buildah).
+image: $(VENV)/.serve
+	deploy/image.sh
+
+# Build (cached layers make a rebuild quick), then serve a real clip from inside the image.
+image-test: image
+	deploy/image_test.sh
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .

@@ -1,0 +1,28 @@
+"""`make image-test`: build the service image with buildah and serve a real clip from inside it.
+
+Slow; skipped, saying why, where buildah, podman or debootstrap is missing or we are not root
+(.ci/run installs them)."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_image_builds_and_serves_a_real_clip():
+    missing = [tool for tool in ("buildah", "podman", "debootstrap", "curl") if not shutil.which(tool)]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"the image test needs root and {', '.join(missing) or 'nothing else'}: "
+                    "apt-get install buildah podman debootstrap curl")
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
+    result = subprocess.run(["make", "image-test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "-> rooster" in output and "image test passed" in output
+    for status in ("400", "415", "422"):
+        assert f"-> {status}" in output
