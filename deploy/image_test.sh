@@ -21,17 +21,23 @@ else
   echo "FAIL: torch is installed in $IMAGE"; buildah rm "$ctr" >/dev/null; exit 1
 fi
 log=$(mktemp)
-server=
+token=soundarc-image-test-$$-$RANDOM  # in the environment of every process the server starts
+ours() { grep -lsz "^SOUNDARC_IMAGE_TEST=$token\$" /proc/[0-9]*/environ | cut -d/ -f3 || true; }
 stop() {
-  if [[ -n "$server" ]]; then kill -TERM -- "-$server" 2>/dev/null || true; fi
-  for _ in $(seq 20); do curl -s -o /dev/null "$URL/livez" || break; sleep 0.5; done
-  if [[ -n "$server" ]]; then kill -KILL -- "-$server" 2>/dev/null || true; fi
+  set +e  # clean up whatever is left, come what may
+  local pids
+  pids=$(ours)
+  [[ -n "$pids" ]] && kill -TERM $pids 2>/dev/null
+  for _ in $(seq 40); do [[ -z "$(ours)" ]] && break; sleep 0.25; done
+  pids=$(ours)
+  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null
   buildah rm "$ctr" >/dev/null
+  echo "stopped: $(ours | wc -l) processes left"
 }
 trap stop EXIT
 
 started=$(date +%s.%N)
-setsid buildah run --isolation chroot "$ctr" -- \
+buildah run --isolation chroot --env "SOUNDARC_IMAGE_TEST=$token" "$ctr" -- \
   /home/bentoml/bento/env/docker/entrypoint.sh serve --host 127.0.0.1 --port "$PORT" >"$log" 2>&1 &
 server=$!
 until curl -sf -o /dev/null "$URL/readyz"; do

@@ -1,7 +1,10 @@
 """The BentoML service: a thin adapter over service.core.
 
-    SoundArc (API worker)  multipart upload -> decode + log-mel patches (thread) -> Encoder.infer
-    Encoder (model worker) batchable `infer`: patches of concurrent requests in one ONNX call
+    multipart upload -> decode + log-mel patches (worker thread) -> Batcher -> ONNX (worker thread)
+
+The model runs in the API process: the windows of concurrent requests are batched by
+service.batcher, with no hop to a separate model worker (measured: the hop, pickling the windows
+out and JSON back, cost more than the model call on a CPU; see BENCHMARKS.md).
 
 Settings come from SOUNDARC_* environment variables (service.settings). Every error is JSON
 {"error", "message"} with the status of its class in service.errors.
@@ -14,13 +17,13 @@ import logging
 import time
 from pathlib import Path
 
-import aiohttp
 import anyio
 import bentoml
 import numpy as np
 
 from service import core, errors, web
 from service.artifact import load_artifact
+from service.batcher import Batcher
 from service.classes import ClassSet, ClassStore
 from service.features import log_mel
 from service.http import RequestGuard
@@ -35,63 +38,32 @@ _READY: dict = {}  # filled once the model is warm; /readyz shows it
 _SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
 
 
-@bentoml.service(name="soundarc_encoder", workers=1, traffic={"timeout": SETTINGS.request_timeout_s})
-class Encoder:
-    """The ONNX model. `infer` is batchable: BentoML merges concurrent calls along axis 0."""
-
-    def __init__(self) -> None:
-        self.runtime = create_runtime(load_artifact(SETTINGS.model), SETTINGS.runtime)
-        fe = self.runtime.artifact.frontend
-        self.runtime.run(np.zeros((2, fe.patch_frames, fe.n_mels), np.float32))  # warm-up
-        self.calls, self.patches = 0, 0  # model calls and patches since start (batching evidence)
-
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=SETTINGS.max_batch_size,
-                 max_latency_ms=SETTINGS.max_latency_ms)
-    def infer(self, patches: np.ndarray) -> np.ndarray:
-        """(B, T, M) float32 -> (B, C + D): logits then embedding."""
-        logits, embeddings = self.runtime.run(patches)
-        self.calls, self.patches = self.calls + 1, self.patches + len(patches)
-        return np.concatenate([logits, embeddings], axis=1)
-
-    @bentoml.api
-    def describe(self) -> dict:
-        return {"model_id": self.runtime.artifact.model_id, **self.runtime.describe(),
-                "model_calls": self.calls, "patches_scored": self.patches}
-
-
 @bentoml.service(name="soundarc", traffic={"timeout": SETTINGS.request_timeout_s})
 class SoundArc:
-    encoder = bentoml.depends(Encoder)
-
     def __init__(self) -> None:
         self.artifact = load_artifact(SETTINGS.model)
         self.frontend = self.artifact.frontend
+        self.runtime = create_runtime(self.artifact, SETTINGS.runtime)
+        self.runtime.run(np.zeros((2, self.frontend.patch_frames, self.frontend.n_mels), np.float32))  # warm-up
+        self.metrics = _Metrics()
+        self.batcher = Batcher(lambda patches: np.concatenate(self.runtime.run(patches), axis=1),  # (B, C + D)
+                               SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1000, self.metrics.batch.observe)
         self.index = load_index(SETTINGS.index, self.artifact.model_id) if SETTINGS.index else None
         self.classes, self.class_store = None, ClassStore(SETTINGS.classes_path, self.artifact.model_id)
         if self.artifact.open_set is not None:  # prototypes of the built-in classes: enrolment possible
             self.classes = self.class_store.load(ClassSet.of(self.artifact))
         self.class_lock = asyncio.Lock()
         self.in_flight = 0
-        self.metrics = _Metrics()
-        _SERVICE[:] = [self]
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
         log_mel(noise, self.frontend)  # warm-up: librosa's mel filters, this thread's FFTW plan
-
-    async def __is_ready__(self) -> bool:
-        """Ready once the model worker answers (it warms up before it does)."""
-        if not _READY:
-            try:
-                info = await asyncio.wait_for(self.encoder.to_async.describe(), timeout=2)
-            except Exception as e:  # noqa: BLE001 - not up yet, whatever the client raises
-                log.info("model worker not ready yet: %s", e)
-                return False
-            _READY.update({k: info[k] for k in ("model_id", "providers", "requested_providers", "on_gpu")})
-        return True
+        _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
+        _SERVICE[:] = [self]
 
     @bentoml.api(route="/stats")
     async def stats(self) -> dict:
-        """The model worker's providers, model calls and patches scored since it started."""
-        return await self.encoder.to_async.describe()
+        """The providers, and the model calls and windows scored since start (batching evidence)."""
+        return {"model_id": self.artifact.model_id, **self.runtime.describe(),
+                "model_calls": self.batcher.calls, "patches_scored": self.batcher.patches}
 
     @bentoml.api(route="/classify")
     async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
@@ -200,24 +172,10 @@ class SoundArc:
         """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
         clip = await anyio.to_thread.run_sync(core.prepare, audio, self.frontend, SETTINGS.limits)
         started = time.perf_counter()
-        chunks = [clip.patches[i : i + SETTINGS.max_batch_size] for i in range(0, len(clip.patches), SETTINGS.max_batch_size)]
-        out = np.concatenate(await asyncio.gather(*(self._infer(c) for c in chunks)))  # (N, C + D)
+        out = await self.batcher.infer(clip.patches)  # (N, C + D)
         self.metrics.observe(endpoint, clip, time.perf_counter() - started)
         c = len(self.artifact.labels)
         return clip, out[:, :c], out[:, c:]
-
-    async def _infer(self, patches: np.ndarray, attempts: int = 3) -> np.ndarray:
-        """One call to the model worker. A dropped connection (the worker closing a kept-alive
-        connection as it is reused) is retried; what still fails is a 503, never a 500."""
-        for attempt in range(attempts):
-            try:
-                return await self.encoder.to_async.infer(patches)
-            except aiohttp.ClientConnectionError as e:
-                if attempt == attempts - 1:
-                    raise errors.Overloaded(f"the model worker is unreachable, retry shortly ({e})") from e
-                log.warning("model worker connection dropped (%s); retrying", e)
-            except bentoml.exceptions.ServiceUnavailable as e:
-                raise errors.Overloaded(f"the model is overloaded, retry shortly ({e})") from e
 
     async def _respond(self, handle, ctx: bentoml.Context, endpoint: str) -> dict:
         if self.in_flight >= SETTINGS.max_in_flight:
@@ -264,6 +222,9 @@ class _Metrics:
         self.stage = bentoml.metrics.Histogram(
             name="soundarc_stage_seconds", documentation="time per stage: decode, features, inference",
             labelnames=["endpoint", "stage"], buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10))
+        self.batch = bentoml.metrics.Histogram(
+            name="soundarc_batch_size", documentation="windows per model call (cross-request batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 
     def observe(self, endpoint: str, clip: core.PreparedClip, inference_s: float) -> None:
         self.patches.labels(endpoint=endpoint).observe(len(clip.patches))

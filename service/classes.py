@@ -42,7 +42,7 @@ class EnrolledClass:
 
     @classmethod
     def from_dict(cls, d: dict) -> EnrolledClass:
-        return cls(d["label"], _unit(np.asarray(d["prototype"], dtype=np.float32)), int(d["examples"]), d["enrolled_at"])
+        return cls(d["label"], np.asarray(d["prototype"], dtype=np.float32), int(d["examples"]), d["enrolled_at"])
 
 
 @dataclass(frozen=True)

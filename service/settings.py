@@ -23,7 +23,7 @@ class ServiceSettings:
     max_channels: int = 64
     max_top_k: int = 100
     max_batch_size: int = 64  # patches per model call
-    max_latency_ms: int = 10000  # BentoML's batcher refuses (503) windows queued longer than this
+    max_latency_ms: int = 10000  # the batcher refuses (503) windows queued longer than this
     max_in_flight: int = 32  # requests being processed at once; more get 503 + Retry-After
     device: str = "auto"  # auto, cpu, cuda, tensorrt
     require_gpu: bool = False

@@ -82,7 +82,7 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
     store.save(classes)
     loaded = store.load(builtin)
     assert loaded.labels == classes.labels and loaded.enrolled[0].examples == 2
-    np.testing.assert_allclose(loaded.enrolled[0].prototype, classes.enrolled[0].prototype, atol=1e-7)
+    np.testing.assert_array_equal(loaded.enrolled[0].prototype, classes.enrolled[0].prototype)  # exact
     assert json.loads(store.path.read_text())["model_id"] == "model-a"
 
     with pytest.raises(errors.ArtifactError, match="model 'model-a', not 'model-b'"):

@@ -23,6 +23,6 @@ def test_the_image_builds_and_serves_a_real_clip():
     result = subprocess.run(["make", "image-test"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
-    assert "-> rooster" in output and "image test passed" in output
+    assert "-> rooster" in output and "image test passed" in output and "stopped: 0 processes left" in output
     for status in ("400", "415", "422"):
         assert f"-> {status}" in output
