@@ -13,6 +13,7 @@ Settings come from SOUNDARC_* environment variables (service.settings). Every er
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -76,13 +77,8 @@ class SoundArc:
         async def handle():
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
             clip, logits, embeddings = await self._run(audio, "classify")
-            classes = self.classes
-            if classes is not None and classes.enrolled:
-                scoring, labels, window_scores = "cosine", classes.labels, classes.cosines(embeddings)
-                clip_scores = classes.cosines(core.clip_embedding(embeddings)[None])[0]
-            else:
-                scoring, labels, window_scores = "probability", self.artifact.labels, core.softmax(logits)
-                clip_scores = core.clip_probabilities(logits)
+            classes = self.classes  # this request's view, whatever enrolment does meanwhile
+            scoring, labels, window_scores, clip_scores = self._scores(classes, logits, embeddings)
             ranked = core.top_labels(clip_scores, labels, top_k)
             result = {"label": ranked[0]["label"], "labels": ranked, "scoring": scoring,
                       "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
@@ -98,7 +94,7 @@ class SoundArc:
                 result["spectrogram"] = await anyio.to_thread.run_sync(core.spectrogram, clip.logmel, fps)
             return result
 
-        return await self._respond(handle, ctx, "classify")
+        return await self._respond(handle, ctx)
 
     @bentoml.api(route="/embed")
     async def embed(self, audio: Path, windows: bool = False, ctx: bentoml.Context = None) -> dict:
@@ -113,7 +109,7 @@ class SoundArc:
                                      for s, e in zip(clip.starts_s, embeddings)]
             return result
 
-        return await self._respond(handle, ctx, "embed")
+        return await self._respond(handle, ctx)
 
     @bentoml.api(route="/search")
     async def search(self, audio: Path, top_k: int = 5, ctx: bentoml.Context = None) -> dict:
@@ -128,7 +124,15 @@ class SoundArc:
                     "duration_s": round(clip.duration_s, 3), "model": self._model_info(),
                     "index": {k: self.index.meta[k] for k in ("kind", "count")}}
 
-        return await self._respond(handle, ctx, "search")
+        return await self._respond(handle, ctx)
+
+    def _scores(self, classes: ClassSet | None, logits: np.ndarray, embeddings: np.ndarray):
+        """(scoring, labels, (N, K) window scores, (K,) clip scores): the model's softmax, or once
+        classes are enrolled, the cosine of every class prototype, built-in and enrolled."""
+        if classes is None or not classes.enrolled:
+            return "probability", self.artifact.labels, core.softmax(logits), core.clip_probabilities(logits)
+        clip_scores = classes.cosines(core.clip_embedding(embeddings)[None])[0]
+        return "cosine", classes.labels, classes.cosines(embeddings), clip_scores
 
     # -- custom classes (routed by service.web) -----------------------------------------------------
     def list_classes(self) -> dict:
@@ -143,12 +147,13 @@ class SoundArc:
             ClassSet.of(self.artifact)  # raises the explanation
         label = self.classes.check_new(label, len(clips))  # before any decoding
         embeddings = []
-        for name, data in clips:
-            try:
-                _, _, window_embeddings = await self._run(data, "enrol")
-            except errors.BadAudio as e:
-                raise type(e)(f"example {name!r}: {e}") from e
-            embeddings.append(core.clip_embedding(window_embeddings))
+        with self._slot():
+            for name, data in clips:
+                try:
+                    _, _, window_embeddings = await self._run(data, "enrol")
+                except errors.BadAudio as e:
+                    raise type(e)(f"example {name!r}: {e}") from e
+                embeddings.append(core.clip_embedding(window_embeddings))
         async with self.class_lock:
             if len(self.classes.enrolled) >= SETTINGS.max_enrolled_classes:
                 raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
@@ -177,14 +182,21 @@ class SoundArc:
         c = len(self.artifact.labels)
         return clip, out[:, :c], out[:, c:]
 
-    async def _respond(self, handle, ctx: bentoml.Context, endpoint: str) -> dict:
-        if self.in_flight >= SETTINGS.max_in_flight:
-            return _error(ctx, errors.Overloaded(f"{self.in_flight} requests in flight (limit {SETTINGS.max_in_flight})"))
-        self.in_flight += 1
+    async def _respond(self, handle, ctx: bentoml.Context) -> dict:
         try:
-            return await handle()
+            with self._slot():
+                return await handle()
         except errors.SoundarcError as e:
             return _error(ctx, e)
+
+    @contextlib.contextmanager
+    def _slot(self):
+        """One of the `max_in_flight` requests that may be processed at once, else Overloaded (503)."""
+        if self.in_flight >= SETTINGS.max_in_flight:
+            raise errors.Overloaded(f"{self.in_flight} requests in flight (limit {SETTINGS.max_in_flight})")
+        self.in_flight += 1
+        try:
+            yield
         finally:
             self.in_flight -= 1
 

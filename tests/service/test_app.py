@@ -193,8 +193,8 @@ def test_overload_is_503_with_retry_after(server, fixtures):
 def test_metrics(server, fixtures):
     post(server, "classify", (fixtures / "1-27724-A-1.ogg").read_bytes())
     text = requests.get(f"{server}/metrics", timeout=10).text
-    for series in ("soundarc_patches_per_request", 'stage="decode"', 'stage="features"', 'stage="inference"',
-                   "bentoml_service_request_duration_seconds"):
+    for series in ("soundarc_patches_per_request", "soundarc_batch_size_bucket", 'stage="decode"', 'stage="features"',
+                   'stage="inference"', "bentoml_service_request_duration_seconds"):
         assert series in text
 
 
