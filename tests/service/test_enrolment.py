@@ -95,3 +95,4 @@ def test_web_page_is_served(server):
         assert response.status_code == 200 and kind in response.headers["content-type"]
     assert requests.get(f"{server}/ui/../service/app.py", timeout=10).status_code == 404
     assert requests.get(f"{server}/ui/secret.py", timeout=10).status_code == 404
+    assert requests.get(f"{server}/ui/", timeout=10, allow_redirects=False).headers["location"] == "/ui"
