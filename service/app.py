@@ -13,7 +13,6 @@ Settings come from SOUNDARC_* environment variables (service.settings). Every er
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -54,7 +53,6 @@ class SoundArc:
         if self.artifact.open_set is not None:  # prototypes of the built-in classes: enrolment possible
             self.classes = self.class_store.load(ClassSet.of(self.artifact))
         self.class_lock = asyncio.Lock()
-        self.in_flight = 0
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
         log_mel(noise, self.frontend)  # warm-up: librosa's mel filters, this thread's FFTW plan
         _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
@@ -147,13 +145,12 @@ class SoundArc:
             ClassSet.of(self.artifact)  # raises the explanation
         label = self.classes.check_new(label, len(clips))  # before any decoding
         embeddings = []
-        with self._slot():
-            for name, data in clips:
-                try:
-                    _, _, window_embeddings = await self._run(data, "enrol")
-                except errors.BadAudio as e:
-                    raise type(e)(f"example {name!r}: {e}") from e
-                embeddings.append(core.clip_embedding(window_embeddings))
+        for name, data in clips:
+            try:
+                _, _, window_embeddings = await self._run(data, "enrol")
+            except errors.BadAudio as e:
+                raise type(e)(f"example {name!r}: {e}") from e
+            embeddings.append(core.clip_embedding(window_embeddings))
         async with self.class_lock:
             if len(self.classes.enrolled) >= SETTINGS.max_enrolled_classes:
                 raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
@@ -183,22 +180,12 @@ class SoundArc:
         return clip, out[:, :c], out[:, c:]
 
     async def _respond(self, handle, ctx: bentoml.Context) -> dict:
+        """The handler's answer, or its SoundarcError as JSON with the error's status. (The request
+        guard has already refused what is over the in-flight limit.)"""
         try:
-            with self._slot():
-                return await handle()
+            return await handle()
         except errors.SoundarcError as e:
             return _error(ctx, e)
-
-    @contextlib.contextmanager
-    def _slot(self):
-        """One of the `max_in_flight` requests that may be processed at once, else Overloaded (503)."""
-        if self.in_flight >= SETTINGS.max_in_flight:
-            raise errors.Overloaded(f"{self.in_flight} requests in flight (limit {SETTINGS.max_in_flight})")
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
 
     def _model_info(self) -> dict:
         return {"id": self.artifact.model_id, "labels": len(self.artifact.labels),
@@ -207,7 +194,7 @@ class SoundArc:
 
 SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None), path="/")
 SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
-                             routes=ROUTES, ready_info=lambda: dict(_READY) or None)
+                             max_in_flight=SETTINGS.max_in_flight, routes=ROUTES, ready_info=lambda: dict(_READY) or None)
 
 
 def _error(ctx: bentoml.Context, error: errors.SoundarcError) -> dict:

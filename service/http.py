@@ -1,5 +1,7 @@
 """ASGI middleware in front of the BentoML app: what must be answered before BentoML parses a body.
 
+- 503 (with Retry-After) for an upload beyond `max_in_flight` being processed at once, before its
+  body is read: this bounds the memory of buffered uploads to max_in_flight x the upload limit;
 - 415 for a body that is not multipart/form-data, 413 for a body over the upload limit (from
   Content-Length, or counted while reading), 400 for a malformed multipart body, 422 for an `audio`
   field that is not a file: BentoML would answer 500 for the first, and treat a text `audio` as a
@@ -19,9 +21,11 @@ FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a
 
 
 class RequestGuard:
-    def __init__(self, app, max_bytes: int, routes: tuple[str, ...], ready_info):
+    def __init__(self, app, max_bytes: int, max_in_flight: int, routes: tuple[str, ...], ready_info):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # uploads being read or processed now
         self.routes = set(routes)
         self.ready_info = ready_info  # () -> dict | None
 
@@ -32,6 +36,15 @@ class RequestGuard:
             return await self.app(scope, receive, self._readyz_send(send))
         if scope["path"] not in self.routes or scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_in_flight:
+            return await _reply(send, errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})"))
+        self.in_flight += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _guarded(self, scope, receive, send):
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type not in FORM_TYPES:
