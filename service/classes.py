@@ -142,9 +142,13 @@ class ClassStore:
         return classes
 
     def save(self, classes: ClassSet) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
-                                      "classes": [c.to_dict() for c in classes.enrolled]})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
+                                          "classes": [c.to_dict() for c in classes.enrolled]})
+        except OSError as e:
+            raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
+                                      "changed. Point SOUNDARC_CLASSES at a writable file") from e
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

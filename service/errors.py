@@ -84,6 +84,12 @@ class Conflict(SoundarcError):
     status_code = 409
 
 
+class StorageError(SoundarcError):
+    """503: a file the service keeps (the enrolled classes) cannot be written; nothing was changed."""
+
+    status_code = 503
+
+
 class Overloaded(SoundarcError):
     """503: too many requests in flight; retry after `retry_after_s`."""
 

@@ -92,6 +92,14 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
         store.load(builtin)
 
 
+def test_an_unwritable_store_is_a_clear_error(builtin, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    store = ClassStore(tmp_path / "a_file" / "enrolled.json", "model-a")  # its folder is a file
+    with pytest.raises(errors.StorageError, match="SOUNDARC_CLASSES") as caught:
+        store.save(builtin.enrol("whistle", unit(math.pi)[None]))
+    assert caught.value.status_code == 503
+
+
 def test_a_model_without_prototypes_cannot_enrol(tmp_path):
     from service.artifact import load_artifact
     from tests.helpers import make_artifact
