@@ -135,11 +135,10 @@ class ClassStore:
                 raise errors.ArtifactError(
                     f"{self.path} holds classes enrolled with model {data.get('model_id')!r}, not {self.model_id!r}: "
                     "their prototypes mean nothing to this model. Move the file away (or set SOUNDARC_CLASSES) to start afresh")
-            for entry in data["classes"]:
-                classes = replace(classes, enrolled=classes.enrolled + (EnrolledClass.from_dict(entry),))
-        except (ValueError, KeyError, TypeError) as e:
+            enrolled = tuple(EnrolledClass.from_dict(entry) for entry in data["classes"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
-        return classes
+        return replace(classes, enrolled=classes.enrolled + enrolled)
 
     def save(self, classes: ClassSet) -> None:
         try:
