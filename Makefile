@@ -37,8 +37,9 @@ test-slow: $(VENV)/.all
 image: $(VENV)/.serve
 	deploy/image.sh
 
-# Build (cached layers make a rebuild quick), then serve a real clip from inside the image.
-image-test: image
+# Build with buildah (cached layers make a rebuild quick), then serve a real clip from inside the image.
+image-test: $(VENV)/.serve
+	ENGINE=buildah deploy/image.sh
 	deploy/image_test.sh
 
 lint: $(VENV)/.all

@@ -20,6 +20,14 @@ if [[ -z "${ENGINE:-}" ]]; then
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
 fi
 
+if [[ "$ENGINE" == buildah ]]; then
+  missing=$(for tool in buildah podman debootstrap; do command -v "$tool" >/dev/null || echo -n "$tool "; done)
+  if [[ -n "$missing" ]]; then
+    echo "no Docker engine, and no ${missing% } for the buildah path: apt-get install buildah podman debootstrap (as root)" >&2
+    exit 2
+  fi
+fi
+
 started=$(date +%s)
 tag=$("$BENTOML" build -f "$BENTOFILE" -o tag | sed -n 's/^__tag__://p' | tail -1)
 bento=$("$BENTOML" get "$tag" -o path)
