@@ -92,3 +92,25 @@ def test_windows_queued_too_long_are_refused():
 def test_empty_input_is_an_error():
     with pytest.raises(ValueError):
         run(Batcher(FakeModel(), 4, 1).infer(np.zeros((0, 2, 3), np.float32)))
+
+
+def test_a_windows_outputs_do_not_depend_on_its_batch(tmp_path):
+    """Cross-request batching must not change answers: on the CPU provider a window's logits and
+    embedding are bit-identical alone, first, or last in batches of other windows."""
+    from service.artifact import load_artifact
+    from service.runtime import RuntimeConfig, create_runtime
+    from tests.helpers import make_artifact
+
+    artifact = load_artifact(make_artifact(tmp_path, width=8))
+    runtime = create_runtime(artifact, RuntimeConfig(device="cpu"))
+    fe = artifact.frontend
+    rng = np.random.default_rng(0)
+    clip = rng.standard_normal((10, fe.patch_frames, fe.n_mels)).astype(np.float32)
+    alone = runtime.run(clip)
+    for others in (1, 7, 54):
+        rest = rng.standard_normal((others, fe.patch_frames, fe.n_mels)).astype(np.float32)
+        first = runtime.run(np.concatenate([clip, rest]))
+        last = runtime.run(np.concatenate([rest, clip]))
+        for a, f, la in zip(alone, first, last):
+            np.testing.assert_array_equal(a, f[:10])
+            np.testing.assert_array_equal(a, la[-10:])
