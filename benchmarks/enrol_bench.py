@@ -51,20 +51,22 @@ def train(data, run):
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def predict(classes: ClassSet, embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) clip embeddings -> (N,) label of the nearest prototype."""
+    return np.array([classes.nearest(e)[0] for e in embeddings])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--leave-out", nargs=2, default=["crying_baby", "helicopter"])
     parser.add_argument("--shots", type=int, nargs="*", default=[1, 5])
     parser.add_argument("--draws", type=int, default=20)
-    parser.add_argument("--train-only", action="store_true")
     args = parser.parse_args()
     esc = require_data("esc10")
     name = "leaveout-" + "-".join(args.leave_out)
     data, run = ROOT / "cache" / name, ROOT / "runs" / name
     write_subset(esc, args.leave_out, data)
     train(data, run)
-    if args.train_only:
-        return
     model = export_artifact(run, ROOT / "reports" / "tmp" / f"{name}-model")
     attach_open_set(model, str(data), (1, 2, 3))
     artifact = load_artifact(model)
@@ -85,19 +87,17 @@ def main():
             for c, idx in enrolled.items():
                 classes = classes.enrol(c, embeddings[idx])
             test = np.setdiff1d(np.flatnonzero(np.isin(labels, args.leave_out)), np.concatenate(list(enrolled.values())))
-            predicted = np.array([classes.nearest(e)[0] for e in embeddings[test]])
+            predicted = predict(classes, embeddings[test])
             new_acc.append(float((predicted == labels[test]).mean()))
             for c in args.leave_out:
                 mask = labels[test] == c
                 per_class[c].append(float((predicted[mask] == c).mean()))
-            known_pred = np.array([classes.nearest(e)[0] for e in embeddings[known_val]])
-            known_acc.append(float((known_pred == labels[known_val]).mean()))
+            known_acc.append(float((predict(classes, embeddings[known_val]) == labels[known_val]).mean()))
         results[f"{shots}-shot"] = {
             "left_out_accuracy_mean": float(np.mean(new_acc)), "left_out_accuracy_std": float(np.std(new_acc)),
             "per_class_mean": {c: float(np.mean(v)) for c, v in per_class.items()},
             "known_fold4_accuracy_mean": float(np.mean(known_acc)), "known_fold4_accuracy_std": float(np.std(known_acc))}
-    builtin = ClassSet.of(artifact)
-    base_pred = np.array([builtin.nearest(e)[0] for e in embeddings[known_val]])
+    base_pred = predict(ClassSet.of(artifact), embeddings[known_val])
     report = {"leave_out": args.leave_out, "run": str(run.relative_to(ROOT)), "draws": args.draws,
               "classes_total": len(artifact.labels) + len(args.leave_out), "chance": 1 / (len(artifact.labels) + 2),
               "known_fold4_accuracy_prototypes_only_builtins": float((base_pred == labels[known_val]).mean()),

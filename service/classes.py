@@ -98,10 +98,9 @@ class ClassSet:
         return _unit(embeddings) @ self.open_set.prototypes.T
 
     def nearest(self, embedding: np.ndarray) -> tuple[str, float]:
-        """(D,) clip embedding -> (label of the nearest prototype, its cosine)."""
-        cos = self.cosines(embedding[None])[0]
-        best = int(np.argmax(cos))
-        return self.labels[best], float(cos[best])
+        """(D,) L2-normalised clip embedding -> (label of the nearest prototype, its angle in rad)."""
+        index, angle = self.open_set.nearest(embedding)
+        return self.labels[index], angle
 
     def describe(self) -> list[dict]:
         """JSON-ready list for GET /classes."""
