@@ -7,7 +7,7 @@ enrol them from 1 or 5 clips each, and classify their remaining clips among all 
    folds 1-3 (validation fold 4), in runs/leaveout-<classes> (resumable), and exports it with its
    class prototypes (training clips).
 2) For each shot count and `--draws` random draws: enrols the left-out classes through
-   service.classes (the code behind POST /classes) and classifies, by cosine to every prototype:
+   core.classes (the code behind POST /classes) and classifies, by cosine to every prototype:
    the left-out classes' remaining clips (folds 1-4 less the enrolment clips) and the eight known
    classes' fold-4 clips (to show what enrolment costs them).
 Writes reports/enrol_bench_<classes>.json.
@@ -22,11 +22,11 @@ import sys
 import numpy as np
 from _data import REPORTS, ROOT, require_data
 
+from core.artifact import load_artifact
+from core.classes import ClassSet
+from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
 from export.open_set import attach_open_set, clip_embeddings
-from service.artifact import load_artifact
-from service.classes import ClassSet
-from service.runtime import RuntimeConfig, create_runtime
 from training.data import scan_labeled
 
 

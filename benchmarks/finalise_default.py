@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from core.artifact import MANIFEST_FILE, sha256_file, write_json_atomic
 from export.onnx_export import export_artifact, smoke_test
-from service.artifact import MANIFEST_FILE, sha256_file, write_json_atomic
 
 
 def main(final_run: str, validation_run: str, out: str) -> None:

@@ -15,8 +15,8 @@ import librosa
 import numpy as np
 from _data import REPORTS, require_data
 
-from service.audio import decode
-from service.features import FrontendConfig, log_mel, normalise
+from core.audio import decode
+from core.features import FrontendConfig, log_mel, normalise
 
 
 def librosa_log_mel(y, cfg):

@@ -13,19 +13,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from service import core
-from service.artifact import load_artifact
-from service.runtime import RuntimeConfig, create_runtime
+from core.artifact import load_artifact
+from core.clip import clip_probabilities, prepare, top_labels
+from core.runtime import RuntimeConfig, create_runtime
 
 runtime = create_runtime(load_artifact(os.environ.get("SOUNDARC_MODEL", "models/default")), RuntimeConfig(device="cpu"))
 lock = threading.Lock()
 
 
 def score(data: bytes) -> dict:
-    clip = core.prepare(data, runtime.artifact.frontend)
+    clip = prepare(data, runtime.artifact.frontend)
     with lock:  # one session, one call at a time
         logits, _ = runtime.run(clip.patches)
-    return {"labels": core.top_labels(core.clip_probabilities(logits), runtime.artifact.labels, 5)}
+    return {"labels": top_labels(clip_probabilities(logits), runtime.artifact.labels, 5)}
 
 
 async def classify(request):

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from _data import REPORTS, ROOT, require_data
 
+from batch.sources import AUDIO_SUFFIXES
+from core.artifact import load_artifact
+from core.openset import auroc
+from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
 from export.open_set import attach_open_set, clip_embeddings
-from service.artifact import load_artifact
-from service.openset import auroc
-from service.runtime import RuntimeConfig, create_runtime
-from service.sources import AUDIO_SUFFIXES
 from training.data import scan_labeled
 
 

@@ -27,9 +27,9 @@ import numpy as np
 import requests
 from _data import REPORTS, ROOT, require_data
 
-from service.artifact import load_artifact
-from service.core import prepare
-from service.runtime import RuntimeConfig, create_runtime
+from core.artifact import load_artifact
+from core.clip import prepare
+from core.runtime import RuntimeConfig, create_runtime
 
 
 def in_process(model: Path, clips: list[bytes], batch: int) -> dict:

@@ -20,8 +20,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service import errors
-from service.artifact import (
+from core import errors
+from core.artifact import (
     FRONTEND_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
@@ -31,9 +31,9 @@ from service.artifact import (
     sha256_file,
     write_json_atomic,
 )
-from service.audio import decode
-from service.features import FrontendConfig, log_mel, patches
-from service.runtime import RuntimeConfig, create_runtime
+from core.audio import decode
+from core.features import FrontendConfig, log_mel, patches
+from core.runtime import RuntimeConfig, create_runtime
 from training.model import InferenceModel
 from training.run import load_checkpoint
 

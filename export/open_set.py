@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from service import core, errors
-from service.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
-from service.openset import OpenSet, calibrate, class_prototypes
-from service.runtime import RuntimeConfig, create_runtime
+from core import errors
+from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
+from core.clip import clip_embedding, prepare
+from core.openset import OpenSet, calibrate, class_prototypes
+from core.runtime import RuntimeConfig, create_runtime
 from training.data import scan_labeled
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ OPENSET_FILE = "openset.json"
 def clip_embeddings(runtime, paths: list[Path]) -> np.ndarray:
     """(N, D) clip embeddings of audio files, as the service computes them."""
     fe = runtime.artifact.frontend
-    return np.stack([core.clip_embedding(runtime.run(core.prepare(p, fe).patches)[1]) for p in paths])
+    return np.stack([clip_embedding(runtime.run(prepare(p, fe).patches)[1]) for p in paths])
 
 
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],

@@ -1,4 +1,4 @@
-"""The BentoML service: a thin adapter over service.core.
+"""The BentoML service: a thin adapter over core.clip.
 
     multipart upload -> decode + log-mel patches (worker thread) -> Batcher -> ONNX (worker thread)
 
@@ -7,7 +7,7 @@ service.batcher, with no hop to a separate model worker (measured: the hop, pick
 out and JSON back, cost more than the model call on a CPU; see BENCHMARKS.md).
 
 Settings come from SOUNDARC_* environment variables (service.settings). Every error is JSON
-{"error", "message"} with the status of its class in service.errors.
+{"error", "message"} with the status of its class in errors.
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ import anyio
 import bentoml
 import numpy as np
 
-from service import core, errors, web
-from service.artifact import load_artifact
+from core import errors
+from core.artifact import load_artifact
+from core.classes import ClassSet, ClassStore
+from core.clip import PreparedClip, clip_embedding, clip_probabilities, prepare, softmax, top_labels, window_timeline
+from core.clip import spectrogram as spectrogram_image
+from core.features import log_mel
+from core.index import load_index
+from core.runtime import create_runtime
+from service import web
 from service.batcher import Batcher
-from service.classes import ClassSet, ClassStore
-from service.features import log_mel
 from service.http import RequestGuard
-from service.index import load_index
-from service.runtime import create_runtime
 from service.settings import ServiceSettings
 
 log = logging.getLogger("soundarc")
@@ -77,19 +80,19 @@ class SoundArc:
             clip, logits, embeddings = await self._run(audio, "classify")
             classes = self.classes  # this request's view, whatever enrolment does meanwhile
             scoring, labels, window_scores, clip_scores = self._scores(classes, logits, embeddings)
-            ranked = core.top_labels(clip_scores, labels, top_k)
+            ranked = top_labels(clip_scores, labels, top_k)
             result = {"label": ranked[0]["label"], "labels": ranked, "scoring": scoring,
                       "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
             if open_set and classes is not None:
-                verdict = classes.open_set.decide(core.clip_embedding(embeddings))
+                verdict = classes.open_set.decide(clip_embedding(embeddings))
                 result["open_set"] = verdict
                 if verdict["unknown"]:
                     result["label"] = "unknown"
             if windows:
-                result["windows"] = core.window_timeline(window_scores, clip.starts_s, self.frontend, labels)
+                result["windows"] = window_timeline(window_scores, clip.starts_s, self.frontend, labels)
             if spectrogram:
                 fps = self.frontend.sample_rate / self.frontend.hop_length
-                result["spectrogram"] = await anyio.to_thread.run_sync(core.spectrogram, clip.logmel, fps)
+                result["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel, fps)
             return result
 
         return await self._respond(handle, ctx)
@@ -99,7 +102,7 @@ class SoundArc:
         """L2-normalised clip embedding (mean of window embeddings); `windows` adds each window's."""
         async def handle():
             clip, _, embeddings = await self._run(audio, "embed")
-            vector = core.clip_embedding(embeddings)
+            vector = clip_embedding(embeddings)
             result = {"embedding": vector.tolist(), "dim": int(vector.size),
                       "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
             if windows:
@@ -118,7 +121,7 @@ class SoundArc:
                                       "and set SOUNDARC_INDEX to its directory")
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
             clip, _, embeddings = await self._run(audio, "search")
-            return {"results": self.index.search(core.clip_embedding(embeddings), top_k),
+            return {"results": self.index.search(clip_embedding(embeddings), top_k),
                     "duration_s": round(clip.duration_s, 3), "model": self._model_info(),
                     "index": {k: self.index.meta[k] for k in ("kind", "count")}}
 
@@ -128,8 +131,8 @@ class SoundArc:
         """(scoring, labels, (N, K) window scores, (K,) clip scores): the model's softmax, or once
         classes are enrolled, the cosine of every class prototype, built-in and enrolled."""
         if classes is None or not classes.enrolled:
-            return "probability", self.artifact.labels, core.softmax(logits), core.clip_probabilities(logits)
-        clip_scores = classes.cosines(core.clip_embedding(embeddings)[None])[0]
+            return "probability", self.artifact.labels, softmax(logits), clip_probabilities(logits)
+        clip_scores = classes.cosines(clip_embedding(embeddings)[None])[0]
         return "cosine", classes.labels, classes.cosines(embeddings), clip_scores
 
     # -- custom classes (routed by service.web) -----------------------------------------------------
@@ -150,7 +153,7 @@ class SoundArc:
                 _, _, window_embeddings = await self._run(data, "enrol")
             except errors.BadAudio as e:
                 raise type(e)(f"example {name!r}: {e}") from e
-            embeddings.append(core.clip_embedding(window_embeddings))
+            embeddings.append(clip_embedding(window_embeddings))
         async with self.class_lock:
             if len(self.classes.enrolled) >= SETTINGS.max_enrolled_classes:
                 raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
@@ -170,9 +173,9 @@ class SoundArc:
         return {"deleted": label, "classes": len(updated.labels)}
 
     # -- plumbing ---------------------------------------------------------------------------------
-    async def _run(self, audio: Path | bytes, endpoint: str) -> tuple[core.PreparedClip, np.ndarray, np.ndarray]:
+    async def _run(self, audio: Path | bytes, endpoint: str) -> tuple[PreparedClip, np.ndarray, np.ndarray]:
         """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
-        clip = await anyio.to_thread.run_sync(core.prepare, audio, self.frontend, SETTINGS.limits)
+        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, SETTINGS.limits)
         started = time.perf_counter()
         out = await self.batcher.infer(clip.patches)  # (N, C + D)
         self.metrics.observe(endpoint, clip, time.perf_counter() - started)
@@ -225,7 +228,7 @@ class _Metrics:
             name="soundarc_batch_size", documentation="windows per model call (cross-request batching)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 
-    def observe(self, endpoint: str, clip: core.PreparedClip, inference_s: float) -> None:
+    def observe(self, endpoint: str, clip: PreparedClip, inference_s: float) -> None:
         self.patches.labels(endpoint=endpoint).observe(len(clip.patches))
         for stage, seconds in {**clip.timings, "inference": inference_s}.items():
             self.stage.labels(endpoint=endpoint, stage=stage).observe(seconds)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from service import errors
+from core import errors
 
 
 @dataclass

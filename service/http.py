@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from service import errors
+from core import errors
 
 UPLOAD_FIELD = "audio"
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from service.audio import DecodeLimits
-from service.errors import ConfigError
-from service.runtime import RuntimeConfig
+from core.audio import DecodeLimits
+from core.errors import ConfigError
+from core.runtime import RuntimeConfig
 
 PREFIX = "SOUNDARC_"
 

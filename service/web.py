@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route
 
-from service import errors
+from core import errors
 from service.http import UPLOAD_FIELD
 
 UI_DIR = Path(__file__).parent / "ui"

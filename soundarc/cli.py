@@ -13,8 +13,8 @@ COMMANDS = {
     "train": ("training.cli", "train an encoder: pretrain (SSL), finetune, eval"),
     "export": ("export.cli", "export a training run to a validated ONNX artifact"),
     "serve": ("service.serve_cli", "serve an artifact over HTTP (BentoML)"),
-    "score": ("service.score_cli", "score directories, archives and lists offline: one row per input"),
-    "index": ("service.index_cli", "build or query a vector index of scored embeddings"),
+    "score": ("batch.score_cli", "score directories, archives and lists offline: one row per input"),
+    "index": ("batch.index_cli", "build or query a vector index of scored embeddings"),
 }
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module).add_arguments(sp)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from service.errors import SoundarcError
+    from core.errors import SoundarcError
 
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)

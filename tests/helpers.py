@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from service.features import FrontendConfig
+from core.features import FrontendConfig
 from training.config import TrainConfig
 from training.model import ModelConfig, SoundModel
 from training.run import Run

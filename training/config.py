@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from service.errors import ConfigError
+from core.errors import ConfigError
 
 MODES = ("pretrain", "finetune")
 LOSSES = ("ce", "acl")

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service import errors
-from service.audio import decode
-from service.features import FrontendConfig, log_mel, tile_to_patch
+from core import errors
+from core.audio import decode
+from core.features import FrontendConfig, log_mel, tile_to_patch
 
 log = logging.getLogger(__name__)
 

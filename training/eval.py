@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from service.artifact import write_json_atomic
-from service.features import FrontendConfig
+from core.artifact import write_json_atomic
+from core.features import FrontendConfig
 from training.data import load_features, scan_labeled
 from training.evaluate import (
     classification_metrics,

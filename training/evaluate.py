@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.core import softmax
-from service.features import FrontendConfig, patches
+from core.clip import softmax
+from core.features import FrontendConfig, patches
 from training.data import ClipSet
 
 

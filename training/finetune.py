@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from service.errors import ConfigError
-from service.features import FrontendConfig
+from core.errors import ConfigError
+from core.features import FrontendConfig
 from training.augment import AugmentConfig, make_view
 from training.config import TrainConfig
 from training.data import normalisation_stats, random_patch

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from service.features import FrontendConfig
+from core.features import FrontendConfig
 from training.augment import AugmentConfig, make_views
 from training.config import TrainConfig
 from training.data import ClipSet, normalisation_stats, random_patch

@@ -23,9 +23,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from service.artifact import write_json_atomic
-from service.errors import ConfigError
-from service.features import FrontendConfig
+from core.artifact import write_json_atomic
+from core.errors import ConfigError
+from core.features import FrontendConfig
 from training.config import TrainConfig
 from training.model import ModelConfig, SoundModel
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.errors import ConfigError
-from service.features import FrontendConfig
+from core.errors import ConfigError
+from core.features import FrontendConfig
 from training.config import TrainConfig
 from training.data import ClipSet, load_features, scan_labeled, scan_unlabeled
 from training.run import Run

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from core import errors
+from core.artifact import load_artifact
+from core.runtime import GPUUnavailable, RuntimeConfig, create_runtime, gpu_visible
 from export.onnx_export import ExportValidationError, Tolerances, export_artifact
-from service import errors
-from service.artifact import load_artifact
-from service.runtime import GPUUnavailable, RuntimeConfig, create_runtime, gpu_visible
 from training.model import InferenceModel
 from training.run import load_checkpoint
 

@@ -67,8 +67,8 @@ def test_artifact(tmp_path_factory) -> Path:
     batch. Its open set has threshold 0 rad: every clip is "unknown" unless open_set=false."""
     import numpy as np
 
+    from core.openset import OpenSet
     from export.open_set import save_open_set
-    from service.openset import OpenSet
 
     root = make_artifact(tmp_path_factory.mktemp("served"), width=16)
     prototypes = np.random.default_rng(0).standard_normal((3, 128)).astype(np.float32)
@@ -80,8 +80,8 @@ def test_artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fixture_index(test_artifact, tmp_path_factory) -> Path:
     """The committed fixtures scored offline with the test model, and indexed."""
-    from service.index import build_index
-    from service.scoring import ScoreOptions, score
+    from batch.scoring import ScoreOptions, score
+    from core.index import build_index
 
     root = tmp_path_factory.mktemp("index")
     score([str(Path(__file__).parents[1] / "fixtures")], test_artifact, root / "scores",

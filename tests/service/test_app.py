@@ -157,7 +157,7 @@ def test_search_without_index_is_404(test_artifact, fixtures, tmp_path):
 
 
 def test_service_and_offline_scoring_agree(server, fixtures, fixture_index):
-    from service.results import read_results
+    from batch.results import read_results
 
     offline = {Path(r["id"]).name: r for r in read_results(fixture_index / "scores")}
     for name, row in offline.items():

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from service import errors
-from service.artifact import MANIFEST_VERSION, load_artifact, sha256_file, write_json_atomic
-from service.features import FrontendConfig
+from core import errors
+from core.artifact import MANIFEST_VERSION, load_artifact, sha256_file, write_json_atomic
+from core.features import FrontendConfig
 
 
 def make_artifact(root, labels=("a", "b")):

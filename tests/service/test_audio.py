@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from service import errors
-from service.audio import DecodeLimits, decode
+from core import errors
+from core.audio import DecodeLimits, decode
 
 RATE = 22_050
 

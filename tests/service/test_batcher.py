@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from service import errors
+from core import errors
 from service.batcher import Batcher
 
 
@@ -97,8 +97,8 @@ def test_empty_input_is_an_error():
 def test_a_windows_outputs_do_not_depend_on_its_batch(tmp_path):
     """Cross-request batching must not change answers: on the CPU provider a window's logits and
     embedding are bit-identical alone, first, or last in batches of other windows."""
-    from service.artifact import load_artifact
-    from service.runtime import RuntimeConfig, create_runtime
+    from core.artifact import load_artifact
+    from core.runtime import RuntimeConfig, create_runtime
     from tests.helpers import make_artifact
 
     artifact = load_artifact(make_artifact(tmp_path, width=8))

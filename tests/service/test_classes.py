@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from service import core, errors
-from service.classes import MAX_EXAMPLES, ClassSet, ClassStore
-from service.openset import OpenSet
+from core import errors
+from core.classes import MAX_EXAMPLES, ClassSet, ClassStore
+from core.clip import spectrogram, top_labels
+from core.openset import OpenSet
 
 
 def unit(angle: float) -> np.ndarray:
@@ -41,7 +42,7 @@ def test_cosines_rank_every_class(builtin):
     classes = builtin.enrol("whistle", unit(math.pi)[None])
     cos = classes.cosines(np.stack([unit(0.0), unit(math.pi)]))  # (2, 3)
     np.testing.assert_allclose(cos, [[1, 0, -1], [-1, 0, 1]], atol=1e-6)
-    ranked = core.top_labels(cos[1], classes.labels, 2)
+    ranked = top_labels(cos[1], classes.labels, 2)
     assert [r["label"] for r in ranked] == ["whistle", "rain"]
 
 
@@ -101,7 +102,7 @@ def test_an_unwritable_store_is_a_clear_error(builtin, tmp_path):
 
 
 def test_a_model_without_prototypes_cannot_enrol(tmp_path):
-    from service.artifact import load_artifact
+    from core.artifact import load_artifact
     from tests.helpers import make_artifact
 
     artifact = load_artifact(make_artifact(tmp_path / "model", width=8))
@@ -111,9 +112,9 @@ def test_a_model_without_prototypes_cannot_enrol(tmp_path):
 
 def test_spectrogram_is_small_and_scaled():
     logmel = np.linspace(-8, 0, 3001 * 64, dtype=np.float32).reshape(3001, 64)
-    spec = core.spectrogram(logmel, frames_per_s=100.0, max_columns=600)
+    spec = spectrogram(logmel, frames_per_s=100.0, max_columns=600)
     values = np.array(spec["values"])
     assert values.shape == (500, 64) and values.min() <= 2 and values.max() == 255  # 6 frames per column
     assert spec["columns_per_s"] == pytest.approx(100 / 6, abs=1e-3) and spec["n_mels"] == 64
-    short = core.spectrogram(logmel[:5], frames_per_s=100.0)
+    short = spectrogram(logmel[:5], frames_per_s=100.0)
     assert np.array(short["values"]).shape == (5, 64)

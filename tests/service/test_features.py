@@ -6,9 +6,9 @@ import librosa
 import numpy as np
 import pytest
 
-from service import errors
-from service.audio import decode
-from service.features import FrontendConfig, log_mel, normalise, patch_starts, patches
+from core import errors
+from core.audio import decode
+from core.features import FrontendConfig, log_mel, normalise, patch_starts, patches
 
 CFG = FrontendConfig()
 SR = CFG.sample_rate

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from service import errors
-from service.artifact import load_artifact
-from service.openset import OpenSet, auroc, calibrate, class_prototypes
+from core import errors
+from core.artifact import load_artifact
+from core.openset import OpenSet, auroc, calibrate, class_prototypes
 
 
 def unit(angle: float) -> np.ndarray:

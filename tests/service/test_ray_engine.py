@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from service.results import read_results
-from service.scoring import ScoreOptions, score
+from batch.results import read_results
+from batch.scoring import ScoreOptions, score
 
 ROOT = Path(__file__).resolve().parents[2]
 

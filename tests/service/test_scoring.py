@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service import errors
-from service.audio import DecodeLimits
-from service.index import build_index, load_index
-from service.results import read_results
-from service.scoring import ScoreOptions, score
+from batch.results import read_results
+from batch.scoring import ScoreOptions, score
+from core import errors
+from core.audio import DecodeLimits
+from core.index import build_index, load_index
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = ScoreOptions(workers=0, embeddings=True, top_k=2, rows_per_part=3)
@@ -151,7 +151,7 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
 
 def test_lazy_items_read_the_same_bytes_and_errors(corpus, tmp_path):
     """The Ray engine's lazy items (locators read later) match the local engine's eager items."""
-    from service.sources import iter_items, load_item
+    from batch.sources import iter_items, load_item
 
     plain_tar = tmp_path / "plain.tar"
     with tarfile.open(corpus["tar"]) as src, tarfile.open(plain_tar, "w") as dst:

@@ -1,4 +1,4 @@
-"""The serving path never imports torch (DESIGN §1)."""
+"""core, service and batch never import torch, nor the training or export packages (docs/design.md)."""
 
 import subprocess
 import sys
@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_MODULES = sorted(p.stem for p in (ROOT / "service").glob("*.py") if p.stem != "__init__")
+TORCH_FREE_MODULES = sorted(f"{package}.{p.stem}" for package in ("core", "service", "batch")
+                            for p in (ROOT / package).glob("*.py") if p.stem != "__init__")
 
 
-@pytest.mark.parametrize("module", SERVICE_MODULES)
-def test_service_module_does_not_import_torch(module):
+@pytest.mark.parametrize("module", TORCH_FREE_MODULES)
+def test_module_does_not_import_torch(module):
     code = (
         "import sys, importlib\n"
-        f"importlib.import_module('service.{module}')\n"
+        f"importlib.import_module('{module}')\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'training', 'export')))\n"
         "assert not bad, bad\n"
     )

@@ -34,8 +34,8 @@ def browser():
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory):
     """The shipped model, with an index of the fixtures for the "similar" list."""
-    from service.index import build_index
-    from service.scoring import ScoreOptions, score
+    from batch.scoring import ScoreOptions, score
+    from core.index import build_index
 
     root = tmp_path_factory.mktemp("ui")
     model = ROOT / "models" / "default"

@@ -4,7 +4,7 @@ import asyncio
 
 import httpx
 
-from service import errors
+from core import errors
 from service.web import build_app
 
 

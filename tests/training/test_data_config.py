@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service.errors import ConfigError
-from service.features import FrontendConfig
+from core.errors import ConfigError
+from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
 

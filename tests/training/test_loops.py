@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from service.errors import ConfigError
+from core.errors import ConfigError
 from training.config import from_dict
 from training.eval import evaluate_run
 from training.finetune import finetune

@@ -21,19 +21,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.index_command == "build":
-        from service.index import build_index
+        from core.index import build_index
 
         index = build_index(args.source, args.out, args.kind, args.hnsw_m)
         print(json.dumps(index.meta, indent=2))
         return 0
-    from service import core
-    from service.artifact import load_artifact
-    from service.index import load_index
-    from service.runtime import create_runtime
+    from core.artifact import load_artifact
+    from core.clip import clip_embedding, prepare
+    from core.index import load_index
+    from core.runtime import create_runtime
 
     artifact = load_artifact(args.model)
     index = load_index(args.index, artifact.model_id)
-    clip = core.prepare(args.clip, artifact.frontend)
+    clip = prepare(args.clip, artifact.frontend)
     _, embeddings = create_runtime(artifact).run(clip.patches)
-    print(json.dumps(index.search(core.clip_embedding(embeddings), args.top_k), indent=2))
+    print(json.dumps(index.search(clip_embedding(embeddings), args.top_k), indent=2))
     return 0

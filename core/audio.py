@@ -1,6 +1,6 @@
 """Decoding: bytes or a path in, mono float32 at the front-end's sample rate out.
 
-Every failure is a typed error from `service.errors`. Nothing trusts a header: the number of
+Every failure is a typed error from `core.errors`. Nothing trusts a header: the number of
 frames is read block by block and stops at the duration limit, so a file that claims to hold
 hours never makes us allocate hours.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from service import errors
+from core import errors
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def decode(
 ) -> np.ndarray:
     """Decode WAV/FLAC/Ogg (Vorbis, Opus)/MP3/AIFF to mono float32 at `target_rate`.
 
-    Returns a 1-D array (samples,). Raises a `service.errors.BadAudio` or `TooLarge` subclass.
+    Returns a 1-D array (samples,). Raises a `core.errors.BadAudio` or `TooLarge` subclass.
     """
     source = _open_source(data, limits)
     try:

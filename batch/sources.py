@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from service import errors
+from core import errors
 
 log = logging.getLogger(__name__)
 

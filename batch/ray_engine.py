@@ -16,12 +16,12 @@ import json
 
 import numpy as np
 
-from service import errors
-from service.artifact import load_artifact
-from service.results import row_schema
-from service.runtime import gpu_visible
-from service.scoring import Prepared, ScoreOptions, Scorer, Summary, prepare_item
-from service.sources import Item, iter_items, load_item
+from batch.results import row_schema
+from batch.scoring import Prepared, ScoreOptions, Scorer, Summary, prepare_item
+from batch.sources import Item, iter_items, load_item
+from core import errors
+from core.artifact import load_artifact
+from core.runtime import gpu_visible
 
 
 def prepare_batch(batch: dict, frontend, options: ScoreOptions) -> dict:

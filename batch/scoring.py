@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service import core, errors
-from service.artifact import Artifact, load_artifact
-from service.audio import DecodeLimits
-from service.results import PartWriter
-from service.runtime import RuntimeConfig, create_runtime
-from service.sources import Item, iter_items
+from batch.results import PartWriter
+from batch.sources import Item, iter_items
+from core import errors
+from core.artifact import Artifact, load_artifact
+from core.audio import DecodeLimits
+from core.clip import clip_embedding, clip_probabilities, prepare, top_labels
+from core.runtime import RuntimeConfig, create_runtime
 
 log = logging.getLogger(__name__)
 PREFETCH = 4
@@ -78,7 +79,7 @@ def prepare_item(item: Item, artifact_frontend, limits: DecodeLimits) -> Prepare
     if item.error is not None:
         return Prepared(item.id, error_kind=item.error.kind, error=str(item.error))
     try:
-        clip = core.prepare(item.data, artifact_frontend, limits)
+        clip = prepare(item.data, artifact_frontend, limits)
     except errors.SoundarcError as e:
         return Prepared(item.id, error_kind=e.kind, error=str(e))
     return Prepared(item.id, clip.patches, clip.duration_s)
@@ -119,11 +120,11 @@ class Scorer:
         if self.options.embeddings:
             row["embedding"] = None
         if logits is not None:
-            top = core.top_labels(core.clip_probabilities(logits), self.artifact.labels, self.options.top_k)
+            top = top_labels(clip_probabilities(logits), self.artifact.labels, self.options.top_k)
             row.update(label=top[0]["label"], score=top[0]["score"], top_labels=[t["label"] for t in top],
                        top_scores=[t["score"] for t in top])
             if self.options.embeddings:
-                row["embedding"] = core.clip_embedding(emb).tolist()
+                row["embedding"] = clip_embedding(emb).tolist()
         return row
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.audio import DecodeLimits, decode
-from service.features import FrontendConfig, log_mel, patch_starts, patches
+from core.audio import DecodeLimits, decode
+from core.features import FrontendConfig, log_mel, patch_starts, patches
 
 
 @dataclass
@@ -30,7 +30,7 @@ class PreparedClip:
 
 
 def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, limits: DecodeLimits = DecodeLimits()) -> PreparedClip:
-    """Decode and featurise one clip; raises the typed errors of service.audio."""
+    """Decode and featurise one clip; raises the typed errors of core.audio."""
     t0 = time.perf_counter()
     waveform = decode(data, frontend.sample_rate, limits)
     t1 = time.perf_counter()

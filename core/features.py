@@ -18,7 +18,7 @@ import numpy as np
 import pyfftw
 import scipy.signal
 
-from service import errors
+from core import errors
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def log_mel(waveform: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.
     y = np.asarray(waveform, dtype=np.float32)
     if y.ndim != 1 or y.size == 0:
         raise errors.EmptyAudio(f"expected a non-empty mono waveform, got shape {y.shape}")
-    return np.concatenate([_segment_log_mel(s, cfg) for s in _segments(y, cfg)], axis=0)
+    return np.concatenate([_segment_log_mel(s, cfg) for s in segments(y, cfg)], axis=0)
 
 
 def normalise(y: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
@@ -107,7 +107,7 @@ def tile_to_patch(logmel: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     return np.tile(logmel, (reps, 1))[: cfg.patch_frames]
 
 
-def _segments(y: np.ndarray, cfg: FrontendConfig) -> list[np.ndarray]:
+def segments(y: np.ndarray, cfg: FrontendConfig) -> list[np.ndarray]:
     size = cfg.segment_samples
     min_tail = cfg.patch_frames * cfg.hop_length
     cuts = list(range(size, y.size, size))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from service.results import FORMATS
-from service.runtime import RuntimeConfig
-from service.scoring import ScoreOptions, default_workers
+from batch.results import FORMATS
+from batch.scoring import ScoreOptions, default_workers
+from core.runtime import RuntimeConfig
 
 
 def add_arguments(parser) -> None:
@@ -36,11 +36,11 @@ def run(args) -> int:
         max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, intra_op_threads=args.threads),
     )
     if args.engine == "ray":
-        from service.ray_engine import score_with_ray
+        from batch.ray_engine import score_with_ray
 
         summary = score_with_ray(args.inputs, args.model, args.out, options, address=args.address)
     else:
-        from service.scoring import score
+        from batch.scoring import score
 
         summary = score(args.inputs, args.model, args.out, options)
     report = summary.as_dict()

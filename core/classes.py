@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service import errors
-from service.artifact import Artifact, write_json_atomic
-from service.openset import OpenSet
+from core import errors
+from core.artifact import Artifact, write_json_atomic
+from core.openset import OpenSet
 
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
 MAX_EXAMPLES = 20

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service import errors
-from service.artifact import write_json_atomic
-from service.results import read_results
+from batch.results import read_results
+from core import errors
+from core.artifact import write_json_atomic
 
 KINDS = ("flat", "hnsw")
 

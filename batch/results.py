@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from service import errors
-from service.artifact import write_json_atomic
+from core import errors
+from core.artifact import write_json_atomic
 
 FORMATS = ("parquet", "jsonl", "csv")
 LIST_COLUMNS = ("top_labels", "top_scores", "embedding")

@@ -19,9 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import errors
-from service.features import FrontendConfig
-from service.openset import OpenSet
+from core import errors
+from core.features import FrontendConfig
+from core.openset import OpenSet
 
 MANIFEST_VERSION = 1
 MODEL_FILE = "model.onnx"

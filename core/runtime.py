@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from service import errors
-from service.artifact import Artifact, sha256_file
+from core import errors
+from core.artifact import Artifact, sha256_file
 
 log = logging.getLogger(__name__)
 
