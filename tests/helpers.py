@@ -8,6 +8,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from core.activity import ActivityConfig
 from core.features import FrontendConfig
 from training.config import TrainConfig
 from training.model import ModelConfig, SoundModel
@@ -47,7 +48,7 @@ def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, label
         bn.running_var.uniform_(0.5, 2.0)
     config = TrainConfig(width=width, **({"labeled": labeled} if labeled else {}))
     run = Run(root, config, "finetune")
-    run.save_checkpoint(model, FrontendConfig(), labels, {"val_clip_accuracy": 0.5})
+    run.save_checkpoint(model, FrontendConfig(), ActivityConfig(), labels, {"val_clip_accuracy": 0.5})
     return root
 
 

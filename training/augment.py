@@ -1,4 +1,4 @@
-"""SSL views (DESIGN §3) as batched tensor ops over log-mel patches (B, 1, T, M); they run on
+"""SSL views (docs/design.md) and the robust supervised view, as batched tensor ops over log-mel patches (B, 1, T, M); they run on
 whatever device the batch is on. Randomness comes from the torch.Generator passed in.
 
     mix-back        x <- log10((1 − a)·10^x + a·(E_x / E_b)·10^b), b a patch of another clip,
@@ -75,3 +75,63 @@ def make_views(
     view_a = make_view(first, second.roll(1, dims=0), cfg, g)
     view_b = make_view(second, first.roll(1, dims=0), cfg, g)
     return torch.cat([view_a, view_b], dim=0)
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """Supervised augmentation aimed at what differs between recordings (the "robust" recipe)."""
+
+    noise_prob: float = 0.5
+    snr_db: tuple[float, float] = (3.0, 30.0)  # real background audio mixed in at this SNR
+    band_limit_prob: float = 0.5
+    cutoff_hz: tuple[float, float] = (2_500.0, 8_000.0)  # low-pass: phones, low sample rates, low bit rates
+    time_masks: int = 2
+    max_time_mask: int = 12  # frames
+    freq_masks: int = 2
+    max_freq_mask: int = 10  # mel bands
+
+
+def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, g: torch.Generator) -> torch.Tensor:
+    """Mix a background patch (B, 1, T, M) into each patch at a random SNR, in the linear domain."""
+    lin_x, lin_n = 10.0**x, 10.0**noise
+    energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
+    energy_n = lin_n.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    snr = uniform(x.shape[0], *snr_db, g, x.device)
+    on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
+    return torch.log10(lin_x + on * (energy_x / energy_n) * 10.0 ** (-snr / 10) * lin_n)
+
+
+def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: float, floor: float,
+               g: torch.Generator) -> torch.Tensor:
+    """A 4th-order low-pass at a random cutoff on the mel bands (M,) centred at mel_hz."""
+    cutoff = uniform(x.shape[0], *cutoff_hz, g, x.device)  # (B, 1, 1, 1)
+    gain = 1.0 / (1.0 + (mel_hz.to(x.device).view(1, 1, 1, -1) / cutoff) ** 8)  # |H|², (B, 1, 1, M)
+    on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
+    gain = on * gain + (1 - on)
+    return torch.log10(10.0**x * gain + floor)
+
+
+def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
+    """Time and mel-band masks filled with each patch's mean value."""
+    b, _, t, m = x.shape
+    fill = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
+    keep = torch.ones(b, 1, t, m, dtype=torch.bool)
+    for axis, count, size, length in ((2, cfg.time_masks, cfg.max_time_mask, t), (3, cfg.freq_masks, cfg.max_freq_mask, m)):
+        for _ in range(count):
+            width = torch.randint(0, size + 1, (b,), generator=g)
+            start = (torch.rand(b, generator=g) * (length - width + 1)).long()
+            idx = torch.arange(length).view(1, -1)
+            band = (idx >= start.view(-1, 1)) & (idx < (start + width).view(-1, 1))  # (B, length)
+            keep &= ~(band.view(b, 1, -1, 1) if axis == 2 else band.view(b, 1, 1, -1))
+    return torch.where(keep.to(x.device), x, fill)
+
+
+def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, views: AugmentConfig,
+                cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
+    """The supervised training view of a batch (B, 1, T, M): crop, compander, real noise at a random
+    SNR, a random low-pass, SpecAugment masks."""
+    x = random_resized_crop(x, views.crop_area, views.crop_ratio, g)
+    x = x * uniform(x.shape[0], *views.compander, g, x.device)
+    x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, g)
+    x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, floor, g)
+    return spec_augment(x, cfg, g)

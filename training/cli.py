@@ -7,7 +7,7 @@ import json
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="train_command", required=True, metavar="MODE")
-    for mode, help_text in (("pretrain", "self-supervised pre-training (ACL, or InfoNCE with alpha=1)"),
+    for mode, help_text in (("pretrain", "self-supervised pre-training (ACL, or InfoNCE with ssl_alpha=1)"),
                             ("finetune", "supervised training: CE or ACL, full fine-tune or linear probe")):
         p = sub.add_parser(mode, help=help_text)
         p.add_argument("--config", help="YAML file of TrainConfig keys")
@@ -39,12 +39,7 @@ def run(args) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if args.train_command == "pretrain":
-        from training.pretrain import pretrain
+    from training.loop import train
 
-        pretrain(cfg, args.out)
-    else:
-        from training.finetune import finetune
-
-        finetune(cfg, args.out)
+    train(cfg, args.train_command, args.out)
     return 0

@@ -16,13 +16,14 @@ from core.errors import ConfigError
 
 MODES = ("pretrain", "finetune")
 LOSSES = ("ce", "acl")
+AUGMENTS = ("none", "views", "robust")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # data
     labeled: str = "../shared/data/esc10"  # ESC-50 layout or a folder tree of labels
-    unlabeled: tuple[str, ...] = ()  # folders of unlabelled audio (pre-training only)
+    unlabeled: tuple[str, ...] = ()  # folders of unlabelled audio: pre-training clips; the fine-tune's noise pool
     train_folds: tuple[int, ...] = (1, 2, 3)
     val_folds: tuple[int, ...] = (4,)
     cache_dir: str = "cache/logmel"
@@ -35,10 +36,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
     patches_per_clip: int = 1  # random patches drawn from each clip per epoch
-    augment: bool = True  # the SSL view augmentations (always on in pre-training)
+    augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
+    active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     # losses
-    loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain always ACL (alpha = 1: InfoNCE)
-    alpha: float = 0.3
+    loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain is always ACL (ssl_alpha = 1: InfoNCE)
+    ssl_alpha: float = 0.3  # pretrain: ssl_alpha·InfoNCE + (1 − ssl_alpha)·L_AM
+    sup_alpha: float = 0.7  # finetune, loss "acl": sup_alpha·CE + (1 − sup_alpha)·L_AM
     temperature: float = 0.2
     margin: float = 0.5
     reduction: str = "mean"
@@ -59,8 +62,11 @@ class TrainConfig:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
+        for name in ("ssl_alpha", "sup_alpha"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"unknown augment {self.augment!r}; valid: {AUGMENTS}")
         if set(self.train_folds) & set(self.val_folds):
             raise ConfigError(f"train_folds {self.train_folds} and val_folds {self.val_folds} share a fold")
         if not self.train_folds:

@@ -134,8 +134,20 @@ def normalisation_stats(features: list[np.ndarray]) -> tuple[float, float]:
     return float(mean), float(np.sqrt(var))
 
 
-def random_patch(logmel: np.ndarray, frontend: FrontendConfig, rng: np.random.Generator) -> np.ndarray:
-    """(frames, M) -> (T, M): one patch at a random offset (short clips are tiled first)."""
+def random_patch(logmel: np.ndarray, frontend: FrontendConfig, rng: np.random.Generator,
+                 starts: np.ndarray | None = None) -> np.ndarray:
+    """(frames, M) -> (T, M): one patch at a random offset (short clips are tiled first), drawn
+    among `starts` when given (core.activity.active_starts: where there is sound)."""
     logmel = tile_to_patch(logmel, frontend)
-    start = rng.integers(0, logmel.shape[0] - frontend.patch_frames + 1)
+    if starts is not None and len(starts):
+        start = starts[rng.integers(0, len(starts))]
+    else:
+        start = rng.integers(0, logmel.shape[0] - frontend.patch_frames + 1)
     return logmel[start : start + frontend.patch_frames]
+
+
+def mel_frequencies(frontend: FrontendConfig) -> np.ndarray:
+    """(M,) centre frequency (Hz) of each mel band of the front-end."""
+    import librosa
+
+    return librosa.mel_frequencies(frontend.n_mels + 2, fmin=frontend.fmin, fmax=frontend.fmax, htk=False)[1:-1]

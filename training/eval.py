@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from core.activity import ActivityConfig
 from core.artifact import write_json_atomic
 from core.features import FrontendConfig
 from training.data import load_features, scan_labeled
@@ -15,6 +16,7 @@ from training.evaluate import (
     pair_angles,
     tolerance,
     uniformity,
+    window_activity,
 )
 from training.plots import plot_angles, plot_confusion, plot_curves, plot_projection
 from training.run import load_checkpoint, read_history
@@ -35,11 +37,12 @@ def evaluate_run(run_dir: str, labeled: str, folds: tuple[int, ...], cache_dir: 
     data = load_features([c for c in clips if c.fold in folds], frontend, cache_dir, names)
     logits, h = clip_outputs(model, data, frontend, device)
     labels = data.labels()
-    embeddings = clip_embeddings(h)
+    active = window_activity(data, frontend, ActivityConfig.from_dict(info["activity"]))
+    embeddings = clip_embeddings(h, active)
     result = {"run_id": info["run_id"], "folds": list(folds), "clips": len(data),
               "uniformity": uniformity(embeddings), "tolerance": tolerance(embeddings, labels)}
     if logits is not None:
-        result.update(classification_metrics(logits, labels, names))
+        result.update(classification_metrics(logits, labels, names, active))
     write_json_atomic(run / "eval.json", result)
 
     plots = run / "plots"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.activity import ActivityConfig, window_activity_of
 from core.clip import softmax
 from core.features import FrontendConfig, patches
 from training.data import ClipSet
@@ -37,16 +38,27 @@ def clip_outputs(
     return logits_per_clip, h_per_clip
 
 
-def clip_embeddings(h_per_clip: list[np.ndarray]) -> np.ndarray:
-    """Mean of L2-normalised patch embeddings, renormalised: (N_clips, D)."""
+def clip_embeddings(h_per_clip: list[np.ndarray], active_per_clip: list[np.ndarray] | None = None) -> np.ndarray:
+    """Mean of L2-normalised patch embeddings (those with sound, when given), renormalised: (N_clips, D)."""
+    if active_per_clip is not None:
+        h_per_clip = [h[a] if a.any() else h for h, a in zip(h_per_clip, active_per_clip)]
     means = np.stack([_l2(h).mean(axis=0) for h in h_per_clip])
     return _l2(means)
 
 
-def classification_metrics(logits_per_clip: list[np.ndarray], labels: np.ndarray, label_names) -> dict:
-    """Clip accuracy (mean softmax over patches), balanced accuracy, the paper's patch-weighted
-    accuracy, per-class recall and the confusion matrix (rows true, columns predicted)."""
+def window_activity(clipset: ClipSet, frontend: FrontendConfig, activity: ActivityConfig) -> list[np.ndarray]:
+    """Per clip, (n_i,) bool: which evaluation windows hold sound (as the service decides)."""
+    return [window_activity_of(f, frontend, activity) for f in clipset.features]
+
+
+def classification_metrics(logits_per_clip: list[np.ndarray], labels: np.ndarray, label_names,
+                           active_per_clip: list[np.ndarray] | None = None) -> dict:
+    """Clip accuracy (mean softmax over the windows with sound, as the service answers; all windows
+    of a clip with none), balanced accuracy, the paper's patch-weighted accuracy (windows with
+    sound), per-class recall and the confusion matrix (rows true, columns predicted)."""
     probs = [softmax(x) for x in logits_per_clip]
+    if active_per_clip is not None:
+        probs = [p[a] if a.any() else p for p, a in zip(probs, active_per_clip)]
     clip_pred = np.array([p.mean(axis=0).argmax() for p in probs])
     patch_correct = np.concatenate([p.argmax(axis=1) == y for p, y in zip(probs, labels)])
     n = len(label_names)
@@ -62,6 +74,13 @@ def classification_metrics(logits_per_clip: list[np.ndarray], labels: np.ndarray
         "confusion": confusion.tolist(),
         "predictions": clip_pred.tolist(),
     }
+
+
+def validation_summary(model, clipset: ClipSet, frontend: FrontendConfig, activity: ActivityConfig, device) -> dict:
+    logits, _ = clip_outputs(model, clipset, frontend, device)
+    m = classification_metrics(logits, clipset.labels(), clipset.label_names, window_activity(clipset, frontend, activity))
+    return {"val_clip_accuracy": m["clip_accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+            "val_patch_accuracy": m["patch_accuracy"]}
 
 
 def knn_accuracy(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray, k: int) -> float:

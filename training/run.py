@@ -23,6 +23,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from core.activity import ActivityConfig
 from core.artifact import write_json_atomic
 from core.errors import ConfigError
 from core.features import FrontendConfig
@@ -74,7 +75,8 @@ class Run:
     def history(self) -> list[dict]:
         return read_history(self.path)
 
-    def save_checkpoint(self, model: SoundModel, frontend: FrontendConfig, label_names, metrics: dict) -> None:
+    def save_checkpoint(self, model: SoundModel, frontend: FrontendConfig, activity: ActivityConfig, label_names,
+                        metrics: dict) -> None:
         folder = self.path / "checkpoint"
         folder.mkdir(exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -83,6 +85,7 @@ class Run:
         write_json_atomic(folder / "checkpoint.json", {
             "version": CHECKPOINT_VERSION, "run_id": self.run_id, "mode": self.mode,
             "model": dataclasses.asdict(model.cfg), "frontend": dataclasses.asdict(frontend),
+            "activity": activity.to_dict(),
             "labels": list(label_names), "normalisation": {
                 "mean": float(model.encoder.input_mean), "std": float(model.encoder.input_std)},
             "config": self.cfg.to_dict(), "metrics": metrics, "git_sha": self.meta["git_sha"],

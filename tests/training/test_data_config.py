@@ -68,8 +68,8 @@ def test_config_strict(tmp_path):
         from_dict({"epochs": True})
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 3\ntrain_folds: [1, 2]\nlr: 1\n")
-    cfg = load_config(cfg_file, ["alpha=0.5", "val_folds=3"])
-    assert cfg.epochs == 3 and cfg.train_folds == (1, 2) and cfg.val_folds == (3,) and cfg.lr == 1.0 and cfg.alpha == 0.5
+    cfg = load_config(cfg_file, ["ssl_alpha=0.5", "val_folds=3"])
+    assert cfg.epochs == 3 and cfg.train_folds == (1, 2) and cfg.val_folds == (3,) and cfg.lr == 1.0 and cfg.ssl_alpha == 0.5
     with pytest.raises(ConfigError, match="share a fold"):
         TrainConfig(train_folds=(1, 2), val_folds=(2,)).validate("finetune")
     with pytest.raises(ConfigError, match="unknown loss"):

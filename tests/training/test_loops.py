@@ -7,9 +7,16 @@ import pytest
 from core.errors import ConfigError
 from training.config import from_dict
 from training.eval import evaluate_run
-from training.finetune import finetune
-from training.pretrain import pretrain
+from training.loop import train
 from training.run import load_checkpoint
+
+
+def pretrain(cfg, out):
+    return train(cfg, "pretrain", out)
+
+
+def finetune(cfg, out):
+    return train(cfg, "finetune", out)
 
 
 def tiny(tiny_esc, tmp_path, **kw):
@@ -32,7 +39,7 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
         assert (a == b).all()  # frozen
     assert info["labels"] == ["low", "mid", "high"]
 
-    ft = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), loss="acl", alpha=0.7), tmp_path / "ft")
+    ft = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), loss="acl", sup_alpha=0.7), tmp_path / "ft")
     result = evaluate_run(str(ft.path), str(tiny_esc), (3,), str(tmp_path / "cache"), "cpu")
     assert 0.0 <= result["clip_accuracy"] <= 1.0 and len(result["confusion"]) == 3
     assert {"uniformity", "tolerance", "balanced_accuracy", "patch_accuracy"} <= set(result)

@@ -1,0 +1,151 @@
+"""Recipes compared by 4-fold cross-validation over ESC-10 folds 1-4 (issue 19), seeds as given.
+
+    python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2]
+
+Each run trains on three folds and is scored on the fourth, as the service scores (windows with
+sound vote), clean and under the recording conditions of training.robustness; it also records, for
+the open-set threshold, every held-out clip's angle to the nearest class prototype of its training
+folds and the angles of the unknown clips (unlabeled/, never used in training). Every run is one
+`soundarc train finetune` command; a finished run (its cv.json exists) is skipped and an
+interrupted one resumes, so rerunning continues the study. Order: seed-major, so that a partial
+study is balanced. Writes reports/cv_study.json and reports/cv_study.md.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from _data import REPORTS, ROOT, require_data
+
+from core.activity import ActivityConfig, window_activity_of
+from core.features import FrontendConfig, patches
+from training.data import find_audio, scan_labeled
+from training.robustness import CONDITIONS, condition_features
+from training.run import load_checkpoint
+
+RUNS = ROOT / "runs" / "cv"
+CONFIG = "configs/default-model.yaml"
+ESC10 = require_data("esc10")
+NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: never in training
+NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
+ARMS = {
+    "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of the last session
+    "ce-robust": ["loss=ce", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]"],
+    "acl-robust": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]"],
+}
+
+
+def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:
+    train = [f for f in (1, 2, 3, 4) if f != fold]
+    sets = [*ARMS[arm], f"train_folds={train}", f"val_folds=[{fold}]", f"seed={seed}", f"threads={threads}"]
+    return ["soundarc", "train", "finetune", "--config", CONFIG, *(a for s in sets for a in ("--set", s)),
+            "--out", str(RUNS / arm / f"fold{fold}-seed{seed}")]
+
+
+@torch.no_grad()
+def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip (log-mel, gains): mean softmax (K, C) and L2-normalised mean embedding (K, D) over
+    the windows with sound (all windows when none)."""
+    probs, embeddings = [], []
+    for logmel, gains in clips:
+        h = model.encoder(torch.from_numpy(patches(logmel, frontend))[:, None])  # (N, D)
+        p = torch.softmax(model.classifier(h), dim=1).numpy()
+        h = torch.nn.functional.normalize(h, dim=1).numpy()
+        active = window_activity_of(logmel, frontend, activity, gains)
+        keep = active if active.any() else np.ones_like(active)
+        probs.append(p[keep].mean(axis=0))
+        e = h[keep].mean(axis=0)
+        embeddings.append(e / np.linalg.norm(e))
+    return np.stack(probs), np.stack(embeddings)
+
+
+def evaluate(run: Path, fold: int) -> dict:
+    model, info = load_checkpoint(run)
+    frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+    clips, names = scan_labeled(ESC10)
+    index = {n: i for i, n in enumerate(names)}
+    held = [c for c in clips if c.fold == fold]
+    train = [c for c in clips if c.fold != fold]
+    noise = find_audio(NOISE)
+    cache = ROOT / "cache"
+    labels = np.array([index[c.label] for c in held])
+    held_features = condition_features([c.path for c in held], noise, frontend, cache)
+    train_features = condition_features([c.path for c in train], noise, frontend, cache, ("clean",))["clean"]
+    unknown_features = condition_features(noise, noise, frontend, cache, ("clean",))["clean"]
+
+    _, train_h = outputs(model, train_features, frontend, activity)
+    train_y = np.array([index[c.label] for c in train])
+    prototypes = np.stack([train_h[train_y == k].mean(axis=0) for k in range(len(names))])
+    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+
+    def angles(h):
+        return np.arccos(np.clip(h @ prototypes.T, -1, 1).max(axis=1))
+
+    result = {"run": run.name, "fold": fold, "labels": list(names), "conditions": {}}
+    for condition, features in held_features.items():
+        probs, h = outputs(model, features, frontend, activity)
+        result["conditions"][condition] = {
+            "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+            "correct": (probs.argmax(axis=1) == labels).tolist(), "angles": angles(h).tolist(),
+            "confidence": probs.max(axis=1).tolist()}
+    _, unknown_h = outputs(model, unknown_features, frontend, activity)
+    result["unknown_angles"] = angles(unknown_h).tolist()
+    return result
+
+
+def summarise(results: dict) -> dict:
+    """{arm: {condition: mean, std over runs, runs}} (std over the fold x seed runs)."""
+    table = {}
+    for arm, runs in results.items():
+        if not runs:
+            continue
+        row = {}
+        for condition in CONDITIONS:
+            acc = np.array([r["conditions"][condition]["accuracy"] for r in runs.values()])
+            row[condition] = {"mean": float(acc.mean()), "std": float(acc.std()), "runs": len(acc)}
+        table[arm] = row
+    return table
+
+
+def write_report(results: dict) -> None:
+    table = summarise(results)
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "cv_study.json").write_text(json.dumps({"summary": table, "runs": {
+        arm: {k: {"fold": r["fold"], **{c: r["conditions"][c]["accuracy"] for c in CONDITIONS}} for k, r in runs.items()}
+        for arm, runs in results.items()}}, indent=1))
+    lines = ["| recipe | runs | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
+    for arm, row in table.items():
+        cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" for c in CONDITIONS]
+        lines.append(f"| {arm} | {row['clean']['runs']} | " + " | ".join(cells) + " |")
+    (REPORTS / "cv_study.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    results = {arm: {} for arm in args.arms}
+    for seed in args.seeds:
+        for arm in args.arms:
+            for fold in args.folds:
+                out = RUNS / arm / f"fold{fold}-seed{seed}"
+                if not (out / "cv.json").exists():
+                    cmd = command(arm, fold, seed, args.threads)
+                    print("$", " ".join(cmd), flush=True)
+                    subprocess.run([str(Path(sys.executable).parent / cmd[0]), *cmd[1:]], cwd=ROOT, check=True,
+                                   stdout=subprocess.DEVNULL)
+                    (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
+                results[arm][f"fold{fold}-seed{seed}"] = json.loads((out / "cv.json").read_text())
+            write_report({a: r for a, r in results.items() if r})
+
+
+if __name__ == "__main__":
+    main()

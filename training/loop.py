@@ -1,0 +1,192 @@
+"""The training loop, one for both modes; what differs is the step.
+
+    pretrain   B clips -> two random patches each -> SSL views (2B, 1, T, M) -> h -> z
+               -> ssl_alpha·InfoNCE(z) + (1 − ssl_alpha)·L_AM(h; two views of one clip)
+    finetune   B random patches of labelled clips, drawn only where there is sound -> augmented
+               -> h -> logits -> sup_alpha·CE + (1 − sup_alpha)·L_AM(h; same label)  (CE alone: loss "ce")
+
+Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
+(kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
+resumes from its last finished epoch. `probe: true` trains a linear probe instead (training.probe).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.activity import ActivityConfig, active_starts
+from core.errors import ConfigError
+from core.features import FrontendConfig
+from training.augment import AugmentConfig, RobustConfig, make_view, make_views, robust_view
+from training.config import TrainConfig
+from training.data import ClipSet, mel_frequencies, normalisation_stats, random_patch
+from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
+from training.losses import acl_ssl_loss, acl_supervised_loss
+from training.model import ModelConfig, SoundModel
+from training.run import Run, load_checkpoint
+from training.setup import (
+    Splits,
+    autocast,
+    batches,
+    epoch_order,
+    init_distributed,
+    load_splits,
+    make_optimizer,
+    open_run,
+    pick_device,
+    seed_everything,
+    take_step,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig, mode: str, out: str) -> Run:
+    cfg = cfg.validate(mode)
+    device = pick_device(cfg.device)
+    rank, world = init_distributed(device)
+    run = open_run(out, cfg, mode, rank)
+    rng, gen = seed_everything(cfg.seed)
+    frontend, activity = FrontendConfig(), ActivityConfig()
+    splits = load_splits(cfg, frontend, with_unlabeled=bool(cfg.unlabeled))
+    step = SelfSupervisedStep if mode == "pretrain" else SupervisedStep
+    step = step(cfg, splits, frontend, activity, device, rng, gen)
+    model = step.model
+    if mode == "finetune" and cfg.probe:  # one process is plenty for a linear layer
+        from training.probe import linear_probe
+
+        return linear_probe(cfg, run, model, splits, frontend, activity, device) if rank == 0 else run
+
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg, step.clips // world)
+    start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
+    log.info("%s: %s", mode, step.describe())
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = epoch_order(rng, step.clips, cfg.patches_per_clip, rank, world)
+        losses, seen, started = [], 0, time.perf_counter()
+        bar = tqdm(list(batches(order, cfg.batch_size)), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+        for idx in bar:
+            loss, patches = step(idx)
+            losses.append(take_step(loss, optimizer, scheduler))
+            seen += patches
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
+        record = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)),
+                  "lr": scheduler.get_last_lr()[0], "patches_per_s": seen / (time.perf_counter() - started)}
+        if rank != 0:  # rank 0 alone evaluates and writes the run
+            continue
+        if len(splits.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            record.update(step.evaluate())
+        run.log(record)
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
+        run.save_checkpoint(model, frontend, activity, splits.train.label_names, record)
+        run.save_resume(epoch + 1, optimizer, scheduler, gen, rng)
+    return run
+
+
+class SelfSupervisedStep:
+    """Two augmented views of each clip of the pool (labelled training folds + unlabelled audio)."""
+
+    def __init__(self, cfg: TrainConfig, splits: Splits, frontend, activity, device, rng, gen):
+        self.cfg, self.splits, self.frontend, self.device, self.rng, self.gen = cfg, splits, frontend, device, rng, gen
+        self.pool = ClipSet(splits.train.clips + splits.unlabeled.clips, splits.train.features + splits.unlabeled.features)
+        self.clips = len(self.pool)
+        self.model = SoundModel(ModelConfig(width=cfg.width)).to(device)
+        self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
+        self.views = AugmentConfig()
+
+    def describe(self) -> str:
+        loss = "InfoNCE" if self.cfg.ssl_alpha == 1 else f"ACL, ssl_alpha {self.cfg.ssl_alpha:.2f}"
+        return f"{self.clips} clips ({self.device}), width {self.cfg.width}, {loss}"
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
+        first, second = (self._patches(idx) for _ in range(2))  # (B, 1, T, M) each
+        views = make_views(first, second, self.views, self.gen)  # (2B, 1, T, M)
+        with autocast(self.device, self.cfg.amp):
+            h = self.model.encoder(views)  # (2B, D)
+            z = self.model.projection(h)  # (2B, P)
+        return acl_ssl_loss(z, h, self.cfg.ssl_alpha, self.cfg.temperature, self.cfg.margin, self.cfg.reduction), len(views)
+
+    def _patches(self, idx) -> torch.Tensor:
+        x = np.stack([random_patch(self.pool.features[i], self.frontend, self.rng) for i in idx])  # (B, T, M)
+        return torch.from_numpy(x)[:, None].to(self.device)
+
+    def evaluate(self) -> dict:
+        """Cosine kNN accuracy of clip embeddings: validation clips against the training clips."""
+        bank, query = self.splits.train, self.splits.val
+        _, bank_h = clip_outputs(self.model, bank, self.frontend, self.device)
+        _, query_h = clip_outputs(self.model, query, self.frontend, self.device)
+        return {"knn_accuracy": knn_accuracy(clip_embeddings(bank_h), bank.labels(), clip_embeddings(query_h),
+                                             query.labels(), self.cfg.knn_k)}
+
+
+class SupervisedStep:
+    """Labelled patches (only where there is sound, with active_only) -> CE or supervised ACL."""
+
+    def __init__(self, cfg: TrainConfig, splits: Splits, frontend, activity, device, rng, gen):
+        self.cfg, self.splits, self.frontend, self.activity = cfg, splits, frontend, activity
+        self.device, self.rng, self.gen = device, rng, gen
+        self.train = splits.train
+        self.starts = [active_starts(f, frontend, activity) if cfg.active_only else None for f in self.train.features]
+        silent = [i for i, s in enumerate(self.starts) if s is not None and len(s) == 0]
+        if silent:
+            log.warning("%d labelled clips hold no sound: left out of training", len(silent))
+            keep = np.ones(len(self.train), bool)
+            keep[silent] = False
+            self.train = self.train.select(keep)
+            self.starts = [s for s, k in zip(self.starts, keep) if k]
+        self.clips = len(self.train)
+        self.labels = torch.from_numpy(self.train.labels())
+        self.model = build_model(cfg, splits, frontend).to(device)
+        self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
+        self.views, self.robust = AugmentConfig(), RobustConfig()
+        if cfg.augment == "robust" and not len(splits.unlabeled):
+            raise ConfigError("augment: robust mixes in real background audio: give `unlabeled` folders as its noise pool")
+        self.mel_hz = torch.from_numpy(mel_frequencies(frontend)).float()
+
+    def describe(self) -> str:
+        return (f"{self.clips} clips ({self.device}), width {self.model.cfg.width}, loss {self.cfg.loss}, "
+                f"alpha {self.alpha:.2f}, augment {self.cfg.augment}, active windows only: {self.cfg.active_only}")
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
+        x = np.stack([random_patch(self.train.features[i], self.frontend, self.rng, self.starts[i]) for i in idx])
+        x = torch.from_numpy(x)[:, None].to(self.device)  # (B, 1, T, M)
+        if self.cfg.augment == "views":
+            x = make_view(x, x.roll(1, dims=0), self.views, self.gen)
+        elif self.cfg.augment == "robust":
+            noise = self.splits.unlabeled.features
+            picks = self.rng.integers(0, len(noise), len(idx))
+            noise = np.stack([random_patch(noise[i], self.frontend, self.rng) for i in picks])
+            noise = torch.from_numpy(noise)[:, None].to(self.device)
+            floor = self.frontend.log_offset
+            x = robust_view(x, noise, self.mel_hz, floor, self.views, self.robust, self.gen)
+        with autocast(self.device, self.cfg.amp):
+            h = self.model.encoder(x)  # (B, D)
+            logits = self.model.classifier(h)  # (B, C)
+        y = self.labels[idx].to(self.device)
+        return acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction), len(x)
+
+    def evaluate(self) -> dict:
+        return validation_summary(self.model, self.splits.val, self.frontend, self.activity, self.device)
+
+
+def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> SoundModel:
+    """A classifier model: the pre-trained encoder (with its normalisation) or a fresh one."""
+    n_classes = len(splits.train.label_names)
+    if not cfg.init:
+        model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes))
+        model.encoder.set_normalisation(*normalisation_stats(splits.train.features))
+        return model
+    pretrained, info = load_checkpoint(cfg.init)
+    if FrontendConfig.from_dict(info["frontend"]) != frontend:
+        raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
+    model = SoundModel(ModelConfig(width=pretrained.cfg.width, blocks=pretrained.cfg.blocks, num_classes=n_classes))
+    model.encoder.load_state_dict(pretrained.encoder.state_dict())
+    model.projection.load_state_dict(pretrained.projection.state_dict())
+    if cfg.width != pretrained.cfg.width:
+        log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
+    return model

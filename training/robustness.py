@@ -1,0 +1,85 @@
+"""The recording-condition table: held-out clips as recorded elsewhere, scored as the service scores.
+
+    clean       the clip as it is
+    lowpass_4k  resampled to 8 kHz and back (a phone, a cheap recorder): nothing above 4 kHz
+    noise_10db  real background audio (clips of a pool never used in training) at 10 dB SNR
+    gain_-30db  30 dB quieter
+    mp3_24k     re-encoded as MP3 at 24 kbit/s (libsndfile's LAME, compression level 0.9)
+
+Each condition's log-mels (with the gains the activity decision needs) are computed once per clip
+and cached; the clip answer is the mean softmax over its windows with sound (all windows when none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from core.activity import ActivityConfig, frame_gains_db, window_activity_of
+from core.audio import decode
+from core.clip import softmax
+from core.features import FrontendConfig, log_mel, patches
+
+CONDITIONS = ("clean", "lowpass_4k", "noise_10db", "gain_-30db", "mp3_24k")
+VERSION = 1  # bump when a perturbation changes: the cache key
+
+
+def perturb(y: np.ndarray, condition: str, rate: int, noise: np.ndarray | None = None) -> np.ndarray:
+    """(samples,) float32 at `rate` -> the same clip under `condition`."""
+    if condition == "clean":
+        return y
+    if condition == "lowpass_4k":
+        return soxr.resample(soxr.resample(y, rate, 8_000), 8_000, rate)[: y.size].astype(np.float32)
+    if condition == "noise_10db":
+        noise = np.resize(noise, y.size)  # repeats a short background
+        scale = np.sqrt(np.mean(y.astype(np.float64) ** 2) / max(np.mean(noise.astype(np.float64) ** 2), 1e-20))
+        return (y + scale * 10 ** (-10 / 20) * noise).astype(np.float32)
+    if condition == "gain_-30db":
+        return (y * 10 ** (-30 / 20)).astype(np.float32)
+    if condition == "mp3_24k":
+        buffer = io.BytesIO()
+        sf.write(buffer, np.clip(y, -1, 1), rate, format="MP3", compression_level=0.9, bitrate_mode="CONSTANT")
+        return decode(buffer.getvalue(), rate)[: y.size]
+    raise ValueError(f"unknown condition {condition!r}; valid: {CONDITIONS}")
+
+
+def condition_features(paths: list[Path], noise_paths: list[Path], frontend: FrontendConfig, cache_dir: str | Path,
+                       conditions=CONDITIONS) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """{condition: per clip (log-mel (F, M), frame gains (F,))}; clip i gets noise clip i mod len."""
+    cache = Path(cache_dir) / "robustness"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = {c: [] for c in conditions}
+    for i, path in enumerate(paths):
+        data = Path(path).read_bytes()
+        key = hashlib.sha256(data + frontend.to_json().encode() + str(VERSION).encode()).hexdigest()[:20]
+        y = None
+        for condition in conditions:
+            target = cache / f"{key}-{condition}.npz"
+            if not target.exists():
+                y = decode(data, frontend.sample_rate) if y is None else y
+                noise = decode(noise_paths[i % len(noise_paths)], frontend.sample_rate) if condition == "noise_10db" else None
+                z = perturb(y, condition, frontend.sample_rate, noise)
+                np.savez(target, logmel=log_mel(z, frontend), gains=frame_gains_db(z, frontend))
+            with np.load(target) as f:
+                out[condition].append((f["logmel"], f["gains"]))
+    return out
+
+
+def accuracy_table(predict, features: dict, labels: np.ndarray, frontend: FrontendConfig,
+                   activity: ActivityConfig) -> dict[str, float]:
+    """{condition: clip accuracy}; predict((N, T, M) windows) -> (N, C) logits."""
+    table = {}
+    for condition, clips in features.items():
+        correct = []
+        for (logmel, gains), label in zip(clips, labels):
+            probs = softmax(predict(patches(logmel, frontend)))  # (N, C)
+            active = window_activity_of(logmel, frontend, activity, gains)
+            vote = probs[active] if active.any() else probs
+            correct.append(vote.mean(axis=0).argmax() == label)
+        table[condition] = float(np.mean(correct))
+    return table
