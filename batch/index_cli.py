@@ -21,19 +21,23 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.index_command == "build":
-        from core.index import build_index
+        from batch.index import build_index
 
         index = build_index(args.source, args.out, args.kind, args.hnsw_m)
         print(json.dumps(index.meta, indent=2))
         return 0
+    from batch.index import load_index
+    from core.answer import SILENCE, AnswerOptions, answer
     from core.artifact import load_artifact
-    from core.clip import clip_embedding, prepare
-    from core.index import load_index
+    from core.clip import prepare
     from core.runtime import create_runtime
 
     artifact = load_artifact(args.model)
     index = load_index(args.index, artifact.model_id)
-    clip = prepare(args.clip, artifact.frontend)
-    _, embeddings = create_runtime(artifact).run(clip.patches)
-    print(json.dumps(index.search(clip_embedding(embeddings), args.top_k), indent=2))
+    clip = prepare(args.clip, artifact.frontend, artifact.activity)
+    logits, embeddings = create_runtime(artifact).run(clip.patches)
+    result = answer(logits, embeddings, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels,
+                    None, AnswerOptions(open_set=False))
+    found = [] if result.label == SILENCE else index.search(result.embedding, args.top_k)
+    print(json.dumps({"results": found, **({"label": SILENCE} if result.label == SILENCE else {})}, indent=2))
     return 0

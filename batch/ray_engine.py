@@ -24,16 +24,20 @@ from core.artifact import load_artifact
 from core.runtime import gpu_visible
 
 
-def prepare_batch(batch: dict, frontend, options: ScoreOptions) -> dict:
+def prepare_batch(batch: dict, frontend, activity, options: ScoreOptions) -> dict:
     """Ray task: read, decode and featurise a batch of items; windows travel as raw float32 bytes."""
-    out = {"id": [], "duration_s": [], "patches": [], "windows": [], "error_kind": [], "error": []}
+    out = {"id": [], "duration_s": [], "patches": [], "starts_s": [], "active": [], "windows": [], "error_kind": [],
+           "error": []}
     for encoded in batch["item"]:
         item = load_item(_decode_item(json.loads(encoded)), options.limits.max_bytes)
-        p = prepare_item(item, frontend, options.limits)
+        p = prepare_item(item, frontend, activity, options.limits)
+        ok = p.patches is not None
         out["id"].append(p.id)
         out["duration_s"].append(p.duration_s)
-        out["patches"].append(p.patches.astype(np.float32).tobytes() if p.patches is not None else b"")
-        out["windows"].append(len(p.patches) if p.patches is not None else 0)
+        out["patches"].append(p.patches.astype(np.float32).tobytes() if ok else b"")
+        out["starts_s"].append(p.starts_s.astype(np.float64).tobytes() if ok else b"")
+        out["active"].append(p.active.astype(np.bool_).tobytes() if ok else b"")
+        out["windows"].append(len(p.patches) if ok else 0)
         out["error_kind"].append(p.error_kind)
         out["error"].append(p.error)
     return {k: np.array(v, dtype=object) for k, v in out.items()}
@@ -52,11 +56,13 @@ class ScoringActor:
 
         clips = []
         for i, item_id in enumerate(batch["id"]):
-            patches = None
+            patches = starts = active = None
             if batch["windows"][i]:
                 patches = np.frombuffer(batch["patches"][i], dtype=np.float32).reshape(-1, *self.window_shape)
+                starts = np.frombuffer(batch["starts_s"][i], dtype=np.float64)
+                active = np.frombuffer(batch["active"][i], dtype=np.bool_)
             clips.append(Prepared(str(item_id), patches, _float_or_none(batch["duration_s"][i]),
-                                  _str_or_none(batch["error_kind"][i]), _str_or_none(batch["error"][i])))
+                                  _str_or_none(batch["error_kind"][i]), _str_or_none(batch["error"][i]), starts, active))
         rows = self.scorer.score(clips)
         return pa.Table.from_pylist(rows, schema=row_schema(rows[0]))
 
@@ -97,7 +103,8 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
     ray.init(address=address, include_dashboard=False, configure_logging=False, ignore_reinit_error=True)
     try:
         ds = ray.data.from_items([{"item": i} for i in items])
-        ds = ds.map_batches(prepare_batch, batch_size=8, fn_args=(artifact.frontend, options), batch_format="numpy")
+        ds = ds.map_batches(prepare_batch, batch_size=8, fn_args=(artifact.frontend, artifact.activity, options),
+                            batch_format="numpy")
         ds = ds.map_batches(ScoringActor, fn_constructor_args=(str(model), options), batch_size=32,
                             concurrency=actors, num_gpus=1 if gpu_visible() else 0, batch_format="numpy")
         ds.write_parquet(out)

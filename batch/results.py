@@ -1,7 +1,8 @@
 """Result rows on disk: a directory of committed part files (Parquet, JSON Lines or CSV).
 
     OUT/part-00000.parquet ...   each written to a temporary name, then renamed: a part is whole or absent
-    OUT/_run.json                model id and format, so that a resumed run cannot mix models
+    OUT/_run.json                what shapes the rows (model id, format, top_k, ...): a resumed run
+                                 with other options is refused rather than mix rows
     OUT/_summary.json            written when a run finishes
 
 A rerun reads the ids of the committed parts and skips them: after a crash or kill -9, OUT holds
@@ -21,22 +22,30 @@ from core.artifact import write_json_atomic
 
 FORMATS = ("parquet", "jsonl", "csv")
 LIST_COLUMNS = ("top_labels", "top_scores", "embedding")
+TYPED_COLUMNS = {"duration_s": float, "score": float, "angle_rad": float, "active_windows": int, "windows": int,
+                 "unknown": lambda v: v == "True"}
+# One row per input: the clip's answer (core.answer) flattened, or its error.
+ROW_COLUMNS = ("id", "duration_s", "label", "score", "top_labels", "top_scores", "unknown", "nearest_label",
+               "angle_rad", "active_windows", "windows", "error_kind", "error", "model_id")
 
 
 class PartWriter:
-    def __init__(self, out: Path, fmt: str, model_id: str, rows_per_part: int = 512):
+    def __init__(self, out: Path, fmt: str, identity: dict, rows_per_part: int = 512):
+        """`identity`: what shapes the rows (model id, options); a resumed run must have the same."""
         if fmt not in FORMATS:
             raise errors.ConfigError(f"unknown format {fmt!r}; valid: {FORMATS}")
         self.out, self.fmt, self.rows_per_part = out, fmt, rows_per_part
         out.mkdir(parents=True, exist_ok=True)
         run_file = out / "_run.json"
+        identity = {**identity, "format": fmt}
         if run_file.exists():
             previous = json.loads(run_file.read_text())
-            if previous != {"model_id": model_id, "format": fmt}:
-                raise errors.ConfigError(f"{out} holds results of {previous}; this run is model {model_id}, "
-                                         f"format {fmt}: use another --out")
+            if previous != identity:
+                changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+                raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} "
+                                         f"({ {k: previous.get(k) for k in changed} }): use another --out")
         else:
-            write_json_atomic(run_file, {"model_id": model_id, "format": fmt})
+            write_json_atomic(run_file, identity)
         self.rows: list[dict] = []
         self.next_part = len(self.parts())
 
@@ -89,7 +98,8 @@ def row_schema(row: dict):
     import pyarrow as pa
 
     types = {"id": pa.string(), "duration_s": pa.float64(), "label": pa.string(), "score": pa.float64(),
-             "top_labels": pa.list_(pa.string()), "top_scores": pa.list_(pa.float64()),
+             "top_labels": pa.list_(pa.string()), "top_scores": pa.list_(pa.float64()), "unknown": pa.bool_(),
+             "nearest_label": pa.string(), "angle_rad": pa.float64(), "active_windows": pa.int64(), "windows": pa.int64(),
              "error_kind": pa.string(), "error": pa.string(), "model_id": pa.string(),
              "embedding": pa.list_(pa.float32())}
     return pa.schema([(k, types[k]) for k in row])
@@ -100,8 +110,7 @@ def read_part(path: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text().splitlines() if line]
     if path.suffix == ".csv":
         with open(path, newline="") as f:
-            return [{k: (json.loads(v) if k in LIST_COLUMNS and v else v or None) for k, v in r.items()}
-                    for r in csv.DictReader(f)]
+            return [{k: _from_csv(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
@@ -112,3 +121,12 @@ def read_results(out: str | Path) -> list[dict]:
     out = Path(out)
     fmt = json.loads((out / "_run.json").read_text())["format"]
     return [row for part in sorted(out.glob(f"part-*.{fmt}")) for row in read_part(part)]
+
+
+def _from_csv(column: str, value: str):
+    """A CSV cell back to the row's type (lists are JSON, empty is None)."""
+    if not value:
+        return None
+    if column in LIST_COLUMNS:
+        return json.loads(value)
+    return TYPED_COLUMNS.get(column, str)(value)

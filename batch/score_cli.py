@@ -16,7 +16,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="results directory (an existing one resumes)")
     parser.add_argument("--format", default="parquet", choices=FORMATS)
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=5, help="scores kept per row (the classes and 'unknown')")
+    parser.add_argument("--classes", default="", help="an enrolled-classes file (the server's SOUNDARC_CLASSES): "
+                        "answer with those classes too, as /classify does")
+    parser.add_argument("--no-open-set", dest="open_set", action="store_false",
+                        help="never answer 'unknown' (as /classify with open_set=false)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="decode/feature processes (0: in this process); default: one per core but one")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
@@ -31,7 +35,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     options = ScoreOptions(
-        top_k=args.top_k, embeddings=args.embeddings, workers=args.workers, batch_patches=args.batch_patches,
+        top_k=args.top_k, embeddings=args.embeddings, open_set=args.open_set, classes=args.classes,
+        workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
         max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, intra_op_threads=args.threads),
     )

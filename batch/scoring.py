@@ -1,7 +1,8 @@
-"""Offline scoring: the service's core over directories, archives and lists, one row per input.
+"""Offline scoring: the core over directories, archives and lists, one row per input.
 
-    sources.iter_items ─▶ worker processes: decode + features (bounded window of pending clips)
+    sources.iter_items ─▶ worker processes: decode + features + activity (bounded window of pending clips)
                        ─▶ main process: windows of many clips batched into ONNX calls
+                       ─▶ core.answer (the answer /classify gives, enrolled classes included)
                        ─▶ rows ─▶ results.PartWriter: committed part files, resumable
 
 Memory stays bounded: at most `workers × PREFETCH` clips are in flight and one batch is held.
@@ -21,12 +22,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from batch.results import PartWriter
+from batch.results import ROW_COLUMNS, PartWriter
 from batch.sources import Item, iter_items
 from core import errors
+from core.answer import AnswerOptions, answer
 from core.artifact import Artifact, load_artifact
 from core.audio import DecodeLimits
-from core.clip import clip_embedding, clip_probabilities, prepare, top_labels
+from core.classes import ClassSet, ClassStore
+from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ def default_workers() -> int:
 class ScoreOptions:
     top_k: int = 5
     embeddings: bool = False
+    open_set: bool = True  # as /classify: "unknown" for clips far from every class
+    classes: str = ""  # an enrolled-classes file (the service's SOUNDARC_CLASSES) to answer with
     workers: int = field(default_factory=lambda: default_workers())  # decode/feature processes; 0: this one
     batch_patches: int = 256  # windows per ONNX call
     rows_per_part: int = 512
@@ -55,10 +60,12 @@ class ScoreOptions:
 @dataclass
 class Prepared:
     id: str
-    patches: np.ndarray | None = None
+    patches: np.ndarray | None = None  # (N, T, M)
     duration_s: float | None = None
     error_kind: str | None = None
     error: str | None = None
+    starts_s: np.ndarray | None = None  # (N,)
+    active: np.ndarray | None = None  # (N,) bool
 
 
 @dataclass
@@ -74,15 +81,15 @@ class Summary:
                 "clips_per_s": round(self.rows / max(self.seconds, 1e-9), 2)}
 
 
-def prepare_item(item: Item, artifact_frontend, limits: DecodeLimits) -> Prepared:
+def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepared:
     """Decode + features for one input (runs in a worker process); errors become fields."""
     if item.error is not None:
         return Prepared(item.id, error_kind=item.error.kind, error=str(item.error))
     try:
-        clip = prepare(item.data, artifact_frontend, limits)
+        clip = prepare(item.data, frontend, activity, limits)
     except errors.SoundarcError as e:
         return Prepared(item.id, error_kind=e.kind, error=str(e))
-    return Prepared(item.id, clip.patches, clip.duration_s)
+    return Prepared(item.id, clip.patches, clip.duration_s, starts_s=clip.starts_s, active=clip.active)
 
 
 class Scorer:
@@ -91,6 +98,8 @@ class Scorer:
     def __init__(self, artifact: Artifact, options: ScoreOptions):
         self.artifact, self.options = artifact, options
         self.runtime = create_runtime(artifact, options.runtime)
+        self.classes = load_classes(artifact, options.classes)
+        self.answer_options = AnswerOptions(options.top_k, options.open_set)
         self.pending: list[Prepared] = []
 
     def add(self, prepared: Prepared) -> list[dict]:
@@ -115,23 +124,51 @@ class Scorer:
         return [self.row(p, *outputs.get(p.id, (None, None))) for p in clips]
 
     def row(self, p: Prepared, logits: np.ndarray | None, emb: np.ndarray | None) -> dict:
-        row = {"id": p.id, "duration_s": p.duration_s, "label": None, "score": None, "top_labels": None,
-               "top_scores": None, "error_kind": p.error_kind, "error": p.error, "model_id": self.artifact.model_id}
+        """The clip's answer (core.answer, as /classify gives it) as a flat row; or its error."""
+        row = dict.fromkeys(ROW_COLUMNS)
+        row.update(id=p.id, duration_s=None if p.duration_s is None else round(p.duration_s, 3),
+                   error_kind=p.error_kind, error=p.error, model_id=self.artifact.model_id)
         if self.options.embeddings:
             row["embedding"] = None
-        if logits is not None:
-            top = top_labels(clip_probabilities(logits), self.artifact.labels, self.options.top_k)
-            row.update(label=top[0]["label"], score=top[0]["score"], top_labels=[t["label"] for t in top],
-                       top_scores=[t["score"] for t in top])
-            if self.options.embeddings:
-                row["embedding"] = clip_embedding(emb).tolist()
+        if logits is None:
+            return row
+        result = answer(logits, emb, p.active, p.starts_s, self.artifact.frontend.patch_seconds, self.artifact.labels,
+                        self.classes, self.answer_options)
+        row.update(label=result.label, score=_round(result.score), top_labels=[label for label, _ in result.ranking],
+                   top_scores=[_round(s) for _, s in result.ranking], active_windows=result.active_windows,
+                   windows=result.n_windows)
+        if result.open_set is not None:
+            row.update({k: result.open_set[k] for k in ("unknown", "nearest_label", "angle_rad")})
+        if self.options.embeddings and result.embedding is not None:
+            row["embedding"] = result.embedding.tolist()
         return row
+
+
+def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
+    """The model's class set with the enrolled classes of `path` (a service's SOUNDARC_CLASSES file);
+    None for a model without prototypes."""
+    if artifact.open_set is None:
+        if path:
+            ClassSet.of(artifact)  # raises: this model cannot have enrolled classes
+        return None
+    classes = ClassSet.of(artifact)
+    if path and not Path(path).is_file():
+        raise errors.ConfigError(f"--classes {path}: no such file")
+    return ClassStore(path, artifact.model_id).load(classes) if path else classes
+
+
+def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
+    """What shapes the rows: a resumed run must match it (results.PartWriter)."""
+    classes = load_classes(artifact, options.classes)
+    return {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
+            "embeddings": options.embeddings, "open_set": options.open_set,
+            "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
 
 
 def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreOptions = ScoreOptions()) -> Summary:
     """Score every input into OUT (resumable); returns the summary, also written to OUT/_summary.json."""
     artifact = load_artifact(model)
-    writer = PartWriter(Path(out), options.fmt, artifact.model_id, options.rows_per_part)
+    writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part)
     done = writer.done_ids()
     scorer = Scorer(artifact, options)
     summary = Summary(skipped_done=len(done))
@@ -170,11 +207,11 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
     When a worker process dies (a decoder crash), the pool is replaced and the clips in flight are
     submitted again; a clip that was in flight at two crashes gets an error row.
     """
+    args = (artifact.frontend, artifact.activity, options.limits)
     if options.workers == 0:
         for item in items:
-            yield prepare_item(item, artifact.frontend, options.limits)
+            yield prepare_item(item, *args)
         return
-    args = (artifact.frontend, options.limits)
     pool = ProcessPoolExecutor(options.workers)
     pending: deque = deque()  # (item, future, crashes)
     items = iter(items)
@@ -198,3 +235,8 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
                 pending = deque((i, pool.submit(prepare_item, i, *args), c) for i, _, c in pending)
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _round(x: float | None) -> float | None:
+    """Scores as /classify writes them (6 decimals)."""
+    return None if x is None else round(float(x), 6)

@@ -52,7 +52,7 @@ def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
     the windows with sound (all windows when none)."""
     probs, embeddings = [], []
     for logmel, gains in clips:
-        h = model.encoder(torch.from_numpy(patches(logmel, frontend))[:, None])  # (N, D)
+        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None])  # (N, D)
         p = torch.softmax(model.classifier(h), dim=1).numpy()
         h = torch.nn.functional.normalize(h, dim=1).numpy()
         active = window_activity_of(logmel, frontend, activity, gains)

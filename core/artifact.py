@@ -3,7 +3,8 @@
     model.onnx      input `logmel` (B, 1, T, M) float32 -> `logits` (B, C), `embedding` (B, D)
     frontend.json   the FrontendConfig the model was trained with
     labels.json     class names, index = logit position
-    manifest.json   version, sha256 of model.onnx, opset, versions, parity, training run and metrics
+    manifest.json   version, sha256 of model.onnx, opset, versions, parity, training run and metrics,
+                    `activity`: the thresholds of core.activity (their defaults when absent)
     openset.json    optional: class prototypes and the "unknown" threshold (sha256 in the manifest)
 
 `load_artifact` refuses a directory with a missing file, an unknown manifest version, or a model
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import errors
+from core.activity import ActivityConfig
 from core.features import FrontendConfig
 from core.openset import OpenSet
 
@@ -40,6 +42,10 @@ class Artifact:
     labels: tuple[str, ...]
     manifest: dict
     open_set: OpenSet | None = None  # class prototypes and rejection threshold, when exported with them
+
+    @property
+    def activity(self) -> ActivityConfig:
+        return ActivityConfig.from_dict(self.manifest.get("activity", {}))
 
     @property
     def model_path(self) -> Path:

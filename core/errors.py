@@ -1,7 +1,8 @@
 """One tree of errors, each with the HTTP status a request that caused it should get.
 
-The service turns any `SoundarcError` into a JSON body `{"error": kind, "message": ...}` with
-`status_code`; nothing a client sends may surface as anything else.
+Every error class of soundarc is here. The service answers any `SoundarcError` with its
+`status_code`, its `headers` and the JSON body `to_dict()` = {"error": kind, "message": ...}
+(service.http.error_response); nothing a client sends may surface as anything else.
 """
 
 
@@ -13,6 +14,11 @@ class SoundarcError(Exception):
     @property
     def kind(self) -> str:
         return type(self).__name__
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of this error's response."""
+        return {}
 
     def to_dict(self) -> dict:
         return {"error": self.kind, "message": str(self)}
@@ -36,6 +42,10 @@ class EmptyAudio(BadAudio):
 
 class UndecodableAudio(BadAudio):
     """400: not a recognised audio format, truncated, or corrupt."""
+
+
+class SilentAudio(BadAudio):
+    """400: an example clip that must hold sound (enrolment) holds none."""
 
 
 class InvalidSamples(BadAudio):
@@ -99,9 +109,23 @@ class Overloaded(SoundarcError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class GPUUnavailable(SoundarcError):
+    """503: a GPU was required (SOUNDARC_REQUIRE_GPU) but ONNX Runtime could not use one."""
+
+    status_code = 503
+
 
 class ArtifactError(SoundarcError):
     """A model artifact is missing, altered, or of an unknown version (a deployment error)."""
+
+
+class ExportValidationError(SoundarcError):
+    """The exported model does not match PyTorch within the stated tolerances (no manifest written)."""
 
 
 class ConfigError(SoundarcError, ValueError):

@@ -90,12 +90,14 @@ def patch_starts(n_frames: int, cfg: FrontendConfig, hop: int | None = None) -> 
     return starts
 
 
-def patches(logmel: np.ndarray, cfg: FrontendConfig = FrontendConfig(), hop: int | None = None) -> np.ndarray:
-    """(frames, M) -> (N, patch_frames, M); clips shorter than one patch are tiled to one patch."""
+def patches(logmel: np.ndarray, cfg: FrontendConfig = FrontendConfig(), hop: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, M) -> windows (N, patch_frames, M) and their start frames (N,); clips shorter than
+    one patch are tiled to one patch."""
     logmel = tile_to_patch(logmel, cfg)
     starts = patch_starts(logmel.shape[0], cfg, hop)
     windows = np.lib.stride_tricks.sliding_window_view(logmel, cfg.patch_frames, axis=0)  # (F-T+1, M, T)
-    return np.ascontiguousarray(windows[starts].transpose(0, 2, 1))  # (N, T, M)
+    return np.ascontiguousarray(windows[starts].transpose(0, 2, 1)), starts  # (N, T, M), (N,)
 
 
 def tile_to_patch(logmel: np.ndarray, cfg: FrontendConfig) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Open-set rejection: a clip farther than a calibrated angle from every class prototype is "unknown".
+"""Open-set rejection: a clip far from every class prototype is "unknown".
 
-    prototypes  (C, D) mean L2-normalised clip embedding of each class's training clips, renormalised
-    threshold   the angle (rad) below which a stated fraction (1 − frr) of known calibration clips fall
-                from their nearest prototype: their false-rejection rate is `frr` by construction
+    prototypes    (C, D) mean L2-normalised clip embedding of each class's training clips, renormalised
+    threshold     the angle (rad) below which a stated fraction (1 − frr) of known calibration clips
+                  fall from their nearest prototype: their false-rejection rate is `frr` by construction
+    cosine_logit  (a, b): the head's logit of a class ≈ a·cos(h, its prototype) + b, fitted on the
+                  training windows; it puts enrolled classes on the head's scale (core.answer)
 
 Stored in the artifact as `openset.json` (its sha256 in the manifest). Torch-free.
 """
@@ -21,6 +23,7 @@ class OpenSet:
     threshold_rad: float
     frr: float
     calibrated_on: str
+    cosine_logit: tuple[float, float] = (20.0, 0.0)  # artifacts written before it was fitted get this
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
@@ -28,20 +31,14 @@ class OpenSet:
         best = int(np.argmax(cos))
         return best, float(np.arccos(cos[best]))
 
-    def decide(self, embedding: np.ndarray) -> dict:
-        """JSON-ready verdict for one clip."""
-        index, angle = self.nearest(embedding)
-        return {"unknown": angle > self.threshold_rad, "nearest_label": self.labels[index],
-                "angle_rad": round(angle, 6), "threshold_rad": round(self.threshold_rad, 6)}
-
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
-                "frr": self.frr, "calibrated_on": self.calibrated_on}
+                "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit)}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
         return cls(np.asarray(d["prototypes"], dtype=np.float32), tuple(d["labels"]), float(d["threshold_rad"]),
-                   float(d["frr"]), d["calibrated_on"])
+                   float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)))
 
 
 def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -55,6 +52,13 @@ def calibrate(prototypes: np.ndarray, embeddings: np.ndarray, frr: float) -> flo
     """The angle that rejects a fraction `frr` of the known calibration clips (N, D)."""
     cos = np.clip(embeddings @ prototypes.T, -1.0, 1.0).max(axis=1)  # nearest prototype, (N,)
     return float(np.quantile(np.arccos(cos), 1.0 - frr))
+
+
+def fit_cosine_logit(logits: np.ndarray, cosines: np.ndarray) -> tuple[float, float]:
+    """(N, C) head logits and (N, C) cosines of the same windows to the class prototypes -> (a, b)
+    of the least-squares line logit ≈ a·cos + b over every (window, class)."""
+    a, b = np.polyfit(cosines.ravel().astype(np.float64), logits.ravel().astype(np.float64), 1)
+    return float(a), float(b)
 
 
 def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:

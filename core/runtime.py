@@ -27,12 +27,6 @@ OPTIMIZATION_LEVELS = {
 }
 
 
-class GPUUnavailable(errors.SoundarcError):
-    """A GPU was required but ONNX Runtime could not use one."""
-
-    status_code = 503
-
-
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: str = "auto"  # auto: CUDA when a GPU is visible, else CPU; tensorrt: TensorRT -> CUDA -> CPU
@@ -98,7 +92,7 @@ def gpu_visible() -> bool:
 
 
 def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> Runtime:
-    """Build the session; log loudly (or raise GPUUnavailable) when a GPU was wanted but is not in use."""
+    """Build the session; log loudly (or raise errors.GPUUnavailable) when a GPU was wanted but is not in use."""
     model_path = _model_file(artifact, cfg.precision)
     providers = requested_providers(cfg.device)
     if any(p in GPU_PROVIDERS for p in providers):
@@ -142,7 +136,7 @@ def _report(runtime: Runtime, cfg: RuntimeConfig) -> None:
         message = (f"a GPU was asked for (device={cfg.device}) but ONNX Runtime runs on {runtime.providers}; "
                    f"available in this build: {ort.get_available_providers()}")
         if cfg.require_gpu:
-            raise GPUUnavailable(message)
+            raise errors.GPUUnavailable(message)
         log.error("%s: running on the CPU", message)
     elif cfg.device == "auto" and "CUDAExecutionProvider" in runtime.requested_providers and not runtime.on_gpu:
         log.error("a GPU is visible but CUDA could not be used (missing CUDA/cuDNN libraries?): running on the CPU")

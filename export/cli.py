@@ -18,6 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration-folds", type=int, nargs="*", default=[],
                         help="open set: folds to calibrate on (default: the training clips)")
     parser.add_argument("--labeled", help="open set: labelled data (default: the run's)")
+    parser.add_argument("--calibration", help="open set: the threshold from cross-validation "
+                        "(reports/openset_cv.json of benchmarks/openset_cv.py); overrides --frr/--calibration-folds")
 
 
 def run(args) -> int:
@@ -29,7 +31,7 @@ def run(args) -> int:
 
         config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
         attach_open_set(out, args.labeled or config["labeled"], tuple(config["train_folds"]),
-                        tuple(args.calibration_folds), args.frr)
+                        tuple(args.calibration_folds), args.frr, args.calibration)
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
                       "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))

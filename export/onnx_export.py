@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from core import errors
+from core.activity import ActivityConfig
 from core.artifact import (
     FRONTEND_FILE,
     LABELS_FILE,
@@ -42,10 +43,6 @@ log = logging.getLogger(__name__)
 FP16_FILE = "model.fp16.onnx"
 BATCH_SIZES = (1, 7, 64)
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-
-
-class ExportValidationError(errors.SoundarcError):
-    """The exported model does not match PyTorch within the stated tolerances."""
 
 
 @dataclass
@@ -89,7 +86,7 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
             reports.append(check_parity(net, staging / FP16_FILE, inputs, "fp16", tolerances))
         failures = [f for r in reports for f in r.failures]
         if failures:
-            raise ExportValidationError("export failed validation, no manifest written:\n  " + "\n  ".join(failures))
+            raise errors.ExportValidationError("export failed validation, no manifest written:\n  " + "\n  ".join(failures))
         manifest = build_manifest(staging, info, opset, reports, frontend, fp16)
         write_json_atomic(staging / MANIFEST_FILE, manifest)
         load_artifact(staging)  # the reader the service uses must accept it
@@ -130,7 +127,7 @@ def validation_inputs(frontend: FrontendConfig, normalisation: dict, real_audio:
     rng = np.random.default_rng(0)
     shape = (max(BATCH_SIZES), 1, frontend.patch_frames, frontend.n_mels)
     seeded = rng.normal(normalisation["mean"], normalisation["std"], size=shape).astype(np.float32)
-    real = [patches(log_mel(decode(p, frontend.sample_rate), frontend), frontend)
+    real = [patches(log_mel(decode(p, frontend.sample_rate), frontend), frontend)[0]
             for p in (real_audio if real_audio is not None else sorted(FIXTURES.glob("*.ogg")))]
     if not real:
         return seeded
@@ -189,6 +186,7 @@ def build_manifest(staging: Path, info: dict, opset: int, reports: list[ParityRe
         "num_classes": num_classes,
         "embedding_dim": dim,
         "normalisation": info["normalisation"],
+        "activity": info.get("activity", ActivityConfig().to_dict()),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
         "parity": {r.precision: {k: v for k, v in asdict(r).items() if k not in ("failures", "precision")}
                    for r in reports},

@@ -1,24 +1,28 @@
-"""Attach open-set rejection to an artifact: class prototypes from the run's training clips and a
-threshold calibrated for a stated false-rejection rate. Embeddings come from the exported ONNX
-model through the service's own path (decode, log-mel, windows, mean embedding), so they are the
-embeddings the service will compare.
+"""Attach open-set rejection to an artifact: class prototypes from the run's training clips, the map
+from cosine to the head's logit (for enrolled classes), and the "unknown" threshold.
+Embeddings come from the exported ONNX model through the service's own path (decode, log-mel,
+windows, activity), so they are the embeddings the service will compare.
 
-Calibration clips: the folds given, else the training clips themselves (then the threshold is
-tighter than on new audio: the real false-rejection rate is higher than `frr`; measure it with
-benchmarks/openset_bench.py).
+The threshold comes, best, from cross-validation (`calibration`: a JSON file written by
+benchmarks/openset_cv.py with `threshold_rad`, `frr`, `calibrated_on`): the angles of held-out
+folds to prototypes of the other folds. Without it: the calibration folds given, else the training
+clips themselves (then the threshold is tighter than on new audio: the real false-rejection rate is
+higher than `frr`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from core import errors
+from core.answer import clip_embedding
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
-from core.clip import clip_embedding, prepare
-from core.openset import OpenSet, calibrate, class_prototypes
+from core.clip import prepare
+from core.openset import OpenSet, calibrate, class_prototypes, fit_cosine_logit
 from core.runtime import RuntimeConfig, create_runtime
 from training.data import scan_labeled
 
@@ -26,28 +30,49 @@ log = logging.getLogger(__name__)
 OPENSET_FILE = "openset.json"
 
 
+def window_outputs(runtime, paths: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per file, the (logits, embeddings) of its windows with sound (all windows when none)."""
+    artifact = runtime.artifact
+    out = []
+    for path in paths:
+        clip = prepare(path, artifact.frontend, artifact.activity)
+        logits, embeddings = runtime.run(clip.patches)
+        keep = clip.active if clip.active.any() else np.ones_like(clip.active)
+        out.append((logits[keep], embeddings[keep]))
+    return out
+
+
 def clip_embeddings(runtime, paths: list[Path]) -> np.ndarray:
     """(N, D) clip embeddings of audio files, as the service computes them."""
-    fe = runtime.artifact.frontend
-    return np.stack([clip_embedding(runtime.run(prepare(p, fe).patches)[1]) for p in paths])
+    return np.stack([clip_embedding(e) for _, e in window_outputs(runtime, paths)])
 
 
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
-                    calibration_folds: tuple[int, ...] = (), frr: float = 0.05) -> OpenSet:
+                    calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None) -> OpenSet:
     artifact = load_artifact(artifact_dir)
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
         raise errors.ConfigError(f"{labeled} has labels {list(names)}, the model {list(artifact.labels)}")
     train = [c for c in clips if c.fold is None or c.fold in train_folds]
-    calib = [c for c in clips if c.fold in calibration_folds] if calibration_folds else train
     runtime = create_runtime(artifact, RuntimeConfig(device="cpu"))
     index = {name: i for i, name in enumerate(names)}
-    train_emb = clip_embeddings(runtime, [c.path for c in train])
+    outputs = window_outputs(runtime, [c.path for c in train])
+    train_emb = np.stack([clip_embedding(e) for _, e in outputs])
     prototypes = class_prototypes(train_emb, np.array([index[c.label] for c in train]), len(names))
-    calib_emb = train_emb if calib is train else clip_embeddings(runtime, [c.path for c in calib])
-    where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
-    open_set = OpenSet(prototypes, names, calibrate(prototypes, calib_emb, frr), frr, where)
-    log.info("open set: threshold %.3f rad for a false-rejection rate of %.2f on %s", open_set.threshold_rad, frr, where)
+    logits, embeddings = (np.concatenate(x) for x in zip(*outputs))
+    cosine_logit = fit_cosine_logit(logits, embeddings @ prototypes.T)
+
+    if calibration:
+        c = json.loads(Path(calibration).read_text())
+        open_set = OpenSet(prototypes, names, c["threshold_rad"], c["frr"], c["calibrated_on"], cosine_logit)
+    else:
+        calib = [c for c in clips if c.fold in calibration_folds] if calibration_folds else train
+        calib_emb = train_emb if calib is train else clip_embeddings(runtime, [c.path for c in calib])
+        where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
+        threshold = calibrate(prototypes, calib_emb, frr)
+        open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit)
+    log.info("open set: threshold %.3f rad (frr %.2f, %s); enrolled logits %.2f·cos + %.2f",
+             open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit)
     return save_open_set(artifact_dir, open_set)
 
 

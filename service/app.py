@@ -21,13 +21,14 @@ import anyio
 import bentoml
 import numpy as np
 
+from batch.index import load_index
 from core import errors
+from core.answer import SILENCE, AnswerOptions, ClipAnswer, answer, clip_embedding
 from core.artifact import load_artifact
 from core.classes import ClassSet, ClassStore
-from core.clip import PreparedClip, clip_embedding, clip_probabilities, prepare, softmax, top_labels, window_timeline
+from core.clip import PreparedClip, prepare
 from core.clip import spectrogram as spectrogram_image
 from core.features import log_mel
-from core.index import load_index
 from core.runtime import create_runtime
 from service import web
 from service.batcher import Batcher
@@ -49,8 +50,8 @@ class SoundArc:
         self.runtime = create_runtime(self.artifact, SETTINGS.runtime)
         self.runtime.run(np.zeros((2, self.frontend.patch_frames, self.frontend.n_mels), np.float32))  # warm-up
         self.metrics = _Metrics()
-        self.batcher = Batcher(lambda patches: np.concatenate(self.runtime.run(patches), axis=1),  # (B, C + D)
-                               SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1000, self.metrics.batch.observe)
+        self.batcher = Batcher(self.runtime.run, SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1000,
+                               self.metrics.batch.observe)  # (B, T, M) -> logits (B, C), embeddings (B, D)
         self.index = load_index(SETTINGS.index, self.artifact.model_id) if SETTINGS.index else None
         self.classes, self.class_store = None, ClassStore(SETTINGS.classes_path, self.artifact.model_id)
         if self.artifact.open_set is not None:  # prototypes of the built-in classes: enrolment possible
@@ -70,70 +71,59 @@ class SoundArc:
     @bentoml.api(route="/classify")
     async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
                        spectrogram: bool = False, ctx: bentoml.Context = None) -> dict:
-        """Top-k labels of a clip (mean softmax over its 1 s windows); `windows` adds a timeline,
-        `spectrogram` a small log-mel image. Once custom classes are enrolled, every class is ranked
-        by cosine to its prototype (`scoring: "cosine"`). With class prototypes in the model, `label`
-        is "unknown" for a clip farther than the calibrated angle from all of them (`open_set=false`
-        turns this off)."""
+        """The clip's answer (core.answer): `label` (a class, "unknown" or "silence") and `score`, its
+        probability; `scores`, the top_k of one distribution over the classes and "unknown" (it sums to
+        1); `activity`; `open_set` (P(known), nearest class, angle). `windows` adds a timeline,
+        `spectrogram` a small log-mel image; `open_set=false` answers among the known classes only."""
         async def handle():
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
-            clip, logits, embeddings = await self._run(audio, "classify")
-            classes = self.classes  # this request's view, whatever enrolment does meanwhile
-            scoring, labels, window_scores, clip_scores = self._scores(classes, logits, embeddings)
-            ranked = top_labels(clip_scores, labels, top_k)
-            result = {"label": ranked[0]["label"], "labels": ranked, "scoring": scoring,
-                      "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
-            if open_set and classes is not None:
-                verdict = classes.open_set.decide(clip_embedding(embeddings))
-                result["open_set"] = verdict
-                if verdict["unknown"]:
-                    result["label"] = "unknown"
-            if windows:
-                result["windows"] = window_timeline(window_scores, clip.starts_s, self.frontend, labels)
+            clip, result = await self._answer(audio, "classify", AnswerOptions(top_k, open_set, windows))
+            body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
             if spectrogram:
                 fps = self.frontend.sample_rate / self.frontend.hop_length
-                result["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel, fps)
-            return result
+                body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel, fps)
+            return body
 
         return await self._respond(handle, ctx)
 
     @bentoml.api(route="/embed")
     async def embed(self, audio: Path, windows: bool = False, ctx: bentoml.Context = None) -> dict:
-        """L2-normalised clip embedding (mean of window embeddings); `windows` adds each window's."""
+        """L2-normalised clip embedding: the mean of the embeddings of the windows with sound. A clip
+        without sound answers `"label": "silence"` and `"embedding": null`. `windows` adds each
+        window's embedding and activity."""
         async def handle():
-            clip, _, embeddings = await self._run(audio, "embed")
-            vector = clip_embedding(embeddings)
-            result = {"embedding": vector.tolist(), "dim": int(vector.size),
-                      "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            clip, logits, embeddings = await self._run(audio, "embed")
+            result = answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
+                            self.artifact.labels, None, AnswerOptions(open_set=False))
+            body = {"embedding": None if result.embedding is None else result.embedding.tolist(),
+                    "dim": self.artifact.embedding_dim, "activity": result.to_dict()["activity"],
+                    "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            if result.label == SILENCE:
+                body["label"] = SILENCE
             if windows:
-                result["windows"] = [{"start_s": round(float(s), 3), "embedding": e.tolist()}
-                                     for s, e in zip(clip.starts_s, embeddings)]
-            return result
+                body["windows"] = [{"start_s": round(float(s), 3), "active": bool(a), "embedding": e.tolist()}
+                                   for s, a, e in zip(clip.starts_s, clip.active, embeddings)]
+            return body
 
         return await self._respond(handle, ctx)
 
     @bentoml.api(route="/search")
     async def search(self, audio: Path, top_k: int = 5, ctx: bentoml.Context = None) -> dict:
-        """The top_k most similar items of the loaded vector index."""
+        """The top_k most similar items of the loaded vector index (none for a clip without sound)."""
         async def handle():
             if self.index is None:
                 raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
                                       "and set SOUNDARC_INDEX to its directory")
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
-            clip, _, embeddings = await self._run(audio, "search")
-            return {"results": self.index.search(clip_embedding(embeddings), top_k),
-                    "duration_s": round(clip.duration_s, 3), "model": self._model_info(),
+            clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
+            found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
+            body = {"results": found, "duration_s": round(clip.duration_s, 3), "model": self._model_info(),
                     "index": {k: self.index.meta[k] for k in ("kind", "count")}}
+            if result.label == SILENCE:
+                body["label"] = SILENCE
+            return body
 
         return await self._respond(handle, ctx)
-
-    def _scores(self, classes: ClassSet | None, logits: np.ndarray, embeddings: np.ndarray):
-        """(scoring, labels, (N, K) window scores, (K,) clip scores): the model's softmax, or once
-        classes are enrolled, the cosine of every class prototype, built-in and enrolled."""
-        if classes is None or not classes.enrolled:
-            return "probability", self.artifact.labels, softmax(logits), clip_probabilities(logits)
-        clip_scores = classes.cosines(clip_embedding(embeddings)[None])[0]
-        return "cosine", classes.labels, classes.cosines(embeddings), clip_scores
 
     # -- custom classes (routed by service.web) -----------------------------------------------------
     def list_classes(self) -> dict:
@@ -150,10 +140,13 @@ class SoundArc:
         embeddings = []
         for name, data in clips:
             try:
-                _, _, window_embeddings = await self._run(data, "enrol")
+                clip, _, window_embeddings = await self._run(data, "enrol")
             except errors.BadAudio as e:
                 raise type(e)(f"example {name!r}: {e}") from e
-            embeddings.append(clip_embedding(window_embeddings))
+            if clip.silent:
+                raise errors.SilentAudio(f"example {name!r} holds no sound (every window is below the activity "
+                                         "thresholds): it cannot teach a class")
+            embeddings.append(clip_embedding(window_embeddings[clip.active]))
         async with self.class_lock:
             if len(self.classes.enrolled) >= SETTINGS.max_enrolled_classes:
                 raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
@@ -175,12 +168,17 @@ class SoundArc:
     # -- plumbing ---------------------------------------------------------------------------------
     async def _run(self, audio: Path | bytes, endpoint: str) -> tuple[PreparedClip, np.ndarray, np.ndarray]:
         """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
-        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, SETTINGS.limits)
+        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, self.artifact.activity, SETTINGS.limits)
         started = time.perf_counter()
-        out = await self.batcher.infer(clip.patches)  # (N, C + D)
+        logits, embeddings = await self.batcher.infer(clip.patches)  # (N, C), (N, D)
         self.metrics.observe(endpoint, clip, time.perf_counter() - started)
-        c = len(self.artifact.labels)
-        return clip, out[:, :c], out[:, c:]
+        return clip, logits, embeddings
+
+    async def _answer(self, audio: Path | bytes, endpoint: str, options: AnswerOptions) -> tuple[PreparedClip, ClipAnswer]:
+        clip, logits, embeddings = await self._run(audio, endpoint)
+        classes = self.classes  # this request's view, whatever enrolment does meanwhile
+        return clip, answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
+                            self.artifact.labels, classes, options)
 
     async def _respond(self, handle, ctx: bentoml.Context) -> dict:
         """The handler's answer, or its SoundarcError as JSON with the error's status. (The request
@@ -201,9 +199,9 @@ SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb 
 
 
 def _error(ctx: bentoml.Context, error: errors.SoundarcError) -> dict:
+    """A BentoML route's form of service.http.error_response: the same status, headers and body."""
     ctx.response.status_code = error.status_code
-    if isinstance(error, errors.Overloaded):
-        ctx.response.metadata["Retry-After"] = str(error.retry_after_s)
+    ctx.response.headers.update(error.headers)
     log.info("%s %d: %s", error.kind, error.status_code, error)
     return error.to_dict()
 

@@ -1,7 +1,7 @@
 """Cross-request batching: the windows of concurrent requests share one model call.
 
     batcher = Batcher(run, max_batch_size=64, max_wait_s=10.0)
-    outputs = await batcher.infer(patches)    # (n, T, M) -> (n, C + D), from any number of tasks
+    logits, embeddings = await batcher.infer(patches)    # (n, T, M) -> (n, C), (n, D), from any task
 
 One model call runs at a time, in a worker thread. While it runs, new requests queue; when it ends,
 everything queued (up to `max_batch_size` windows) goes into the next call. A lone request never
@@ -33,7 +33,7 @@ class _Pending:
 
 class Batcher:
     def __init__(self, run, max_batch_size: int, max_wait_s: float, on_batch=lambda size: None):
-        self.run = run  # (B, T, M) float32 -> (B, K) float32, blocking
+        self.run = run  # (B, T, M) float32 -> a tuple of (B, ...) arrays (the model's outputs), blocking
         self.on_batch = on_batch  # called with the windows of each model call (metrics)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -41,8 +41,8 @@ class Batcher:
         self.worker: asyncio.Task | None = None
         self.calls, self.patches = 0, 0  # since start: the evidence of batching
 
-    async def infer(self, patches: np.ndarray) -> np.ndarray:
-        """(n, T, M) -> (n, K), batched with whatever else is queued."""
+    async def infer(self, patches: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(n, T, M) -> the model's outputs for these n windows, batched with whatever else is queued."""
         if len(patches) == 0:
             raise ValueError("no windows to score")
         loop = asyncio.get_running_loop()
@@ -55,7 +55,7 @@ class Batcher:
         for out in outputs:
             if isinstance(out, BaseException):
                 raise out
-        return np.concatenate(outputs)
+        return tuple(np.concatenate(parts) for parts in zip(*outputs))
 
     async def _drain(self) -> None:
         while self.queue:
@@ -68,11 +68,12 @@ class Batcher:
                 for p in batch:
                     _settle(p.future, error=e)
                 continue
-            self.calls, self.patches = self.calls + 1, self.patches + len(out)
-            self.on_batch(len(out))
+            size = sum(len(p.patches) for p in batch)
+            self.calls, self.patches = self.calls + 1, self.patches + size
+            self.on_batch(size)
             start = 0
             for p in batch:
-                _settle(p.future, result=out[start : start + len(p.patches)])
+                _settle(p.future, result=tuple(o[start : start + len(p.patches)] for o in out))
                 start += len(p.patches)
 
     def _take(self) -> list[_Pending]:

@@ -13,8 +13,11 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from core import errors
+
+log = logging.getLogger("soundarc")
 
 UPLOAD_FIELD = "audio"
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422
@@ -82,13 +85,17 @@ class RequestGuard:
         return wrapped
 
 
+def error_response(error: errors.SoundarcError):
+    """The one HTTP form of an error: its status, its headers, its JSON body (a Starlette response,
+    itself an ASGI app)."""
+    from starlette.responses import JSONResponse
+
+    log.info("%s %d: %s", error.kind, error.status_code, error)
+    return JSONResponse(error.to_dict(), status_code=error.status_code, headers=error.headers)
+
+
 async def _reply(send, error: errors.SoundarcError) -> None:
-    body = json.dumps(error.to_dict()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if isinstance(error, errors.Overloaded):
-        headers.append((b"retry-after", str(error.retry_after_s).encode()))
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await error_response(error)({"type": "http"}, None, send)
 
 
 async def _read_bounded(receive, limit: int) -> bytes | None:

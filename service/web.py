@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from core import errors
-from service.http import UPLOAD_FIELD
+from service.http import UPLOAD_FIELD, error_response
 
 UI_DIR = Path(__file__).parent / "ui"
 UI_FILES = {"index.html", "app.js", "style.css"}
@@ -37,8 +37,7 @@ def build_app(get_service) -> Starlette:
                     raise errors.Overloaded("the service is starting, retry shortly")
                 return await handler(service, request)
             except errors.SoundarcError as e:
-                headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, errors.Overloaded) else None
-                return JSONResponse(e.to_dict(), status_code=e.status_code, headers=headers)
+                return error_response(e)
 
         return route
 
@@ -68,7 +67,7 @@ def build_app(get_service) -> Starlette:
     async def page(request):
         name = request.path_params.get("name", "index.html")
         if name not in UI_FILES:
-            return JSONResponse(errors.NotFound(f"no such file /ui/{name}").to_dict(), status_code=404)
+            return error_response(errors.NotFound(f"no such file /ui/{name}"))
         return FileResponse(UI_DIR / name, headers={"Cache-Control": "no-cache"})
 
     return Starlette(routes=[

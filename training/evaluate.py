@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from core.activity import ActivityConfig, window_activity_of
-from core.clip import softmax
+from core.answer import softmax
 from core.features import FrontendConfig, patches
 from training.data import ClipSet
 
@@ -22,7 +22,7 @@ def clip_outputs(
     """
     was_training = model.training
     model.eval()
-    per_clip = [patches(f, frontend) for f in clipset.features]  # [(n_i, T, M)]
+    per_clip = [patches(f, frontend)[0] for f in clipset.features]  # [(n_i, T, M)]
     counts = [len(p) for p in per_clip]
     stacked = torch.from_numpy(np.concatenate(per_clip))[:, None]  # (N, 1, T, M)
     hs, logits = [], []

@@ -21,8 +21,8 @@ import soundfile as sf
 import soxr
 
 from core.activity import ActivityConfig, frame_gains_db, window_activity_of
+from core.answer import softmax
 from core.audio import decode
-from core.clip import softmax
 from core.features import FrontendConfig, log_mel, patches
 
 CONDITIONS = ("clean", "lowpass_4k", "noise_10db", "gain_-30db", "mp3_24k")
@@ -77,7 +77,7 @@ def accuracy_table(predict, features: dict, labels: np.ndarray, frontend: Fronte
     for condition, clips in features.items():
         correct = []
         for (logmel, gains), label in zip(clips, labels):
-            probs = softmax(predict(patches(logmel, frontend)))  # (N, C)
+            probs = softmax(predict(patches(logmel, frontend)[0]))  # (N, C)
             active = window_activity_of(logmel, frontend, activity, gains)
             vote = probs[active] if active.any() else probs
             correct.append(vote.mean(axis=0).argmax() == label)

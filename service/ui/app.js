@@ -46,33 +46,42 @@ async function classify() {
 
 function showResult(result) {
   $("result").hidden = false;
-  const colour = colours([...result.labels.map((l) => l.label), ...result.windows.map((w) => w.label)]);
+  const colour = colours([...result.ranking.map((l) => l.label), ...result.windows.map((w) => w.label)]);
   $("label").textContent = result.label;
-  const verdict = result.open_set;
-  $("verdict-detail").textContent = verdict
-    ? `${verdict.unknown ? "nearest" : "closest class"}: ${verdict.nearest_label}, ` +
-      `${degrees(verdict.angle_rad)}° (threshold ${degrees(verdict.threshold_rad)}°)`
-    : "";
+  $("verdict-detail").textContent = (result.score === null ? "" : `${percent(result.score)} · `) + explain(result);
   const bars = $("bars");
-  bars.replaceChildren(...result.labels.map(({ label, score }) => {
+  bars.replaceChildren(...result.ranking.map(({ label, score }) => {
     const row = element("div", "bar");
     const track = element("div", "track");
     const fill = element("div", "fill");
     fill.style.width = `${Math.max(0, Math.min(1, score)) * 100}%`;
     fill.style.background = colour(label);
     track.append(fill);
-    row.append(element("span", "name", label), track, element("span", "score", score.toFixed(3)));
+    row.append(element("span", "name", label), track, element("span", "score", percent(score)));
     return row;
   }));
-  bars.title = result.scoring === "cosine" ? "cosine to each class prototype" : "mean probability over the windows";
+  bars.title = "if it is one of the classes it knows: the probability of each";
   $("timeline").replaceChildren(...result.windows.map((w) => {
     const cell = element("div", "window", `${w.start_s.toFixed(1)} s\n${w.label}`);
-    cell.style.background = colour(w.label);
-    cell.title = `${w.start_s}-${w.end_s} s: ${w.label} (${w.score.toFixed(3)})`;
+    cell.style.background = w.label === "silence" ? "#eee" : colour(w.label);
+    cell.title = `${w.start_s}-${w.end_s} s: ${w.label}` + (w.score === null ? "" : ` (${percent(w.score)})`);
     return cell;
   }));
   drawSpectrogram(result.spectrogram);
 }
+
+function explain(result) { // one plain sentence on how the answer was reached
+  const { active_windows, windows } = result.activity;
+  if (result.label === "silence") return `no sound in any of the ${windows} one-second windows`;
+  const heard = `sound in ${active_windows} of ${windows} windows`;
+  if (!result.open_set) return heard;
+  return result.label === "unknown"
+    ? `${heard}; unlike every class it knows (the closest is ${result.open_set.nearest_label}). ` +
+      "The bars rank the known classes, in case it is one of them."
+    : `${heard}; close to the ${result.open_set.nearest_label} examples it learnt from`;
+}
+
+function percent(p) { return `${(100 * p).toFixed(p > 0.995 || p < 0.005 ? 1 : 0)} %`; }
 
 async function showSimilar() {
   const form = new FormData();
@@ -201,7 +210,6 @@ function element(tag, className, text) {
   return e;
 }
 
-const degrees = (rad) => (rad * 180 / Math.PI).toFixed(1);
 
 const PALETTE = ["#3b6fd8", "#d8663b", "#2e9e5b", "#9b4fc4", "#c9a227", "#d14d8b", "#3aa6b9", "#7a7f2b", "#8c5a3c", "#5a6478"];
 

@@ -7,8 +7,9 @@ import torch
 
 from core import errors
 from core.artifact import load_artifact
-from core.runtime import GPUUnavailable, RuntimeConfig, create_runtime, gpu_visible
-from export.onnx_export import ExportValidationError, Tolerances, export_artifact
+from core.errors import ExportValidationError, GPUUnavailable
+from core.runtime import RuntimeConfig, create_runtime, gpu_visible
+from export.onnx_export import Tolerances, export_artifact
 from training.model import InferenceModel
 from training.run import load_checkpoint
 

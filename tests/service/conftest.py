@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import make_artifact
-
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_SETTINGS = {  # small limits so that the 413 and 503 paths are cheap to reach
     "SOUNDARC_MAX_UPLOAD_MB": "1",
@@ -62,26 +60,10 @@ def stop_server(proc) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_artifact(tmp_path_factory) -> Path:
-    """Width 16: inference takes long enough, next to decoding, for concurrent requests to meet in a
-    batch. Its open set has threshold 0 rad: every clip is "unknown" unless open_set=false."""
-    import numpy as np
-
-    from core.openset import OpenSet
-    from export.open_set import save_open_set
-
-    root = make_artifact(tmp_path_factory.mktemp("served"), width=16)
-    prototypes = np.random.default_rng(0).standard_normal((3, 128)).astype(np.float32)
-    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
-    save_open_set(root, OpenSet(prototypes, ("dog", "rain", "siren"), 0.0, 0.05, "test"))
-    return root
-
-
-@pytest.fixture(scope="session")
 def fixture_index(test_artifact, tmp_path_factory) -> Path:
     """The committed fixtures scored offline with the test model, and indexed."""
+    from batch.index import build_index
     from batch.scoring import ScoreOptions, score
-    from core.index import build_index
 
     root = tmp_path_factory.mktemp("index")
     score([str(Path(__file__).parents[1] / "fixtures")], test_artifact, root / "scores",

@@ -44,20 +44,45 @@ def test_classify(server, fixtures):
     r = post(server, "classify", (fixtures / "1-27724-A-1.ogg").read_bytes(), fields={"top_k": "2", "windows": "true"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [x["label"] in LABELS for x in body["labels"]] == [True, True]
-    assert body["labels"][0]["score"] >= body["labels"][1]["score"]
+    assert [x["label"] in LABELS for x in body["ranking"]] == [True, True]
+    assert body["label"] == "unknown" or (body["label"], body["score"]) == tuple(body["ranking"][0].values())
+    assert body["ranking"][0]["score"] >= body["ranking"][1]["score"]
     assert body["duration_s"] == pytest.approx(5.0, abs=0.01)
     assert len(body["windows"]) == 10 and body["windows"][0]["start_s"] == 0.0  # 502 frames: 0, 50, .., 400, 401
+    assert body["activity"] == {"active_windows": 5, "windows": 10}  # the rooster's silent tail does not vote
+    assert [w["label"] for w in body["windows"][5:]] == ["silence"] * 5
     assert body["model"]["id"] and body["model"]["labels"] == 3
 
 
 def test_open_set_unknown_and_its_switch(server, fixtures):
-    data = (fixtures / "1-27724-A-1.ogg").read_bytes()
-    body = post(server, "classify", data).json()
-    assert body["label"] == "unknown" and body["open_set"]["unknown"]  # the test model's threshold is 0 rad
-    assert body["open_set"]["nearest_label"] in LABELS and body["open_set"]["angle_rad"] > 0
-    closed = post(server, "classify", data, fields={"open_set": "false"}).json()
-    assert closed["label"] == closed["labels"][0]["label"] and "open_set" not in closed
+    rooster = (fixtures / "1-27724-A-1.ogg").read_bytes()  # the test model's "siren" prototype
+    body = post(server, "classify", rooster).json()
+    assert not body["open_set"]["unknown"] and body["open_set"]["nearest_label"] == "siren"
+    assert (body["label"], body["score"]) == tuple(body["ranking"][0].values())  # known: the (random) head's top class
+    tone = io.BytesIO()
+    sf.write(tone, 0.5 * np.sin(2 * np.pi * 440 * np.arange(44_100) / 22_050).astype(np.float32), 22_050, format="WAV")
+    far = post(server, "classify", tone.getvalue(), fields={"top_k": "4"}).json()
+    assert far["label"] == "unknown" and far["score"] is None and far["open_set"]["unknown"]
+    assert far["open_set"]["angle_rad"] > far["open_set"]["threshold_rad"]
+    assert sum(s["score"] for s in far["ranking"]) == pytest.approx(1.0, abs=1e-4)  # the closed set, named as such
+    closed = post(server, "classify", tone.getvalue(), fields={"open_set": "false"}).json()
+    assert closed["label"] == closed["ranking"][0]["label"] and "open_set" not in closed
+
+
+@pytest.mark.parametrize("endpoint", ["classify", "embed", "search"])
+def test_silence_is_an_answer(server, endpoint):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(5 * 16_000, np.float32), 16_000, format="WAV")
+    r = post(server, endpoint, buf.getvalue())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["label"] == "silence"
+    if endpoint == "classify":
+        assert body["score"] is None and body["ranking"] == [] and body["activity"]["active_windows"] == 0
+    if endpoint == "embed":
+        assert body["embedding"] is None and body["dim"] == 128
+    if endpoint == "search":
+        assert body["results"] == []
 
 
 def test_bentoml_client(server, fixtures):
@@ -69,8 +94,8 @@ def test_bentoml_client(server, fixtures):
         warnings.simplefilter("ignore", ResourceWarning)
         del client
         gc.collect()
-    assert sorted(x["label"] for x in result["labels"]) == sorted(LABELS)
-    assert sum(x["score"] for x in result["labels"]) == pytest.approx(1.0, abs=1e-4)
+    assert sorted(x["label"] for x in result["ranking"]) == sorted(LABELS)
+    assert sum(x["score"] for x in result["ranking"]) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_embed_is_normalised_and_bit_identical(server, fixtures):
@@ -93,9 +118,10 @@ def test_formats(server, fixtures, fmt, subtype, name):
 
 def test_short_clip(server):
     buf = io.BytesIO()
-    sf.write(buf, np.ones(50, np.float32) * 0.1, 8000, format="WAV")
+    sf.write(buf, np.random.default_rng(0).standard_normal(50).astype(np.float32) * 0.1, 8000, format="WAV")
     r = post(server, "classify", buf.getvalue(), fields={"windows": "true"})
     assert r.status_code == 200 and len(r.json()["windows"]) == 1
+    assert r.json()["label"] == "silence"  # 6 ms: less than the 50 ms of sound a window needs
 
 
 def bad_requests(fixtures):
@@ -157,14 +183,19 @@ def test_search_without_index_is_404(test_artifact, fixtures, tmp_path):
 
 
 def test_service_and_offline_scoring_agree(server, fixtures, fixture_index):
+    """The same clips both ways: the same label, score, open-set fields and embedding."""
     from batch.results import read_results
 
     offline = {Path(r["id"]).name: r for r in read_results(fixture_index / "scores")}
+    assert {r["label"] for r in offline.values()} <= set(LABELS)  # each fixture is a prototype: known
     for name, row in offline.items():
         online = post(server, "embed", (fixtures / name).read_bytes()).json()
         np.testing.assert_allclose(online["embedding"], row["embedding"], atol=1e-5)
-        labels = post(server, "classify", (fixtures / name).read_bytes(), fields={"top_k": "1"}).json()["labels"]
-        assert labels[0]["label"] == row["label"]
+        answer = post(server, "classify", (fixtures / name).read_bytes()).json()
+        assert answer["label"] == row["label"] and answer["score"] == pytest.approx(row["score"], abs=1e-5)
+        assert answer["open_set"]["unknown"] == row["unknown"]
+        assert answer["open_set"]["angle_rad"] == pytest.approx(row["angle_rad"], abs=1e-5)
+        assert [s["label"] for s in answer["ranking"]] == row["top_labels"]
 
 
 def test_concurrent_requests_are_batched(server, fixtures):
@@ -178,7 +209,7 @@ def test_concurrent_requests_are_batched(server, fixtures):
     assert [r.status_code for r in responses] == [200] * 16
     assert after["patches_scored"] - before["patches_scored"] == 16 * windows
     assert after["model_calls"] - before["model_calls"] < 16  # fewer model calls than requests
-    assert len({tuple(x["label"] for x in r.json()["labels"]) for r in responses}) == 1
+    assert len({tuple(x["label"] for x in r.json()["ranking"]) for r in responses}) == 1
 
 
 def test_overload_is_503_with_retry_after(server, fixtures):

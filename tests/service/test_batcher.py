@@ -11,7 +11,8 @@ from service.batcher import Batcher
 
 
 class FakeModel:
-    """(B, T, M) -> (B, 1): each window's first value; records batch sizes; optionally slow or failing."""
+    """(B, T, M) -> ((B, 1), (B, 2)): two outputs, as the model's logits and embeddings, from each
+    window's first value; records batch sizes; optionally slow or failing."""
 
     def __init__(self, delay_s: float = 0.0, fail_on: int | None = None):
         self.delay_s, self.fail_on, self.batches = delay_s, fail_on, []
@@ -21,7 +22,8 @@ class FakeModel:
         time.sleep(self.delay_s)
         if self.fail_on is not None and len(self.batches) == self.fail_on:
             raise RuntimeError("model failed")
-        return patches[:, :1, 0].copy()
+        first = patches[:, :1, 0].copy()
+        return first, np.concatenate([-first, 2 * first], axis=1)
 
 
 def windows(first: int, n: int) -> np.ndarray:
@@ -29,6 +31,13 @@ def windows(first: int, n: int) -> np.ndarray:
     x = np.zeros((n, 2, 3), np.float32)
     x[:, 0, 0] = np.arange(first, first + n)
     return x
+
+
+def assert_outputs(outputs, expected):
+    """Both outputs of the fake model, for the windows whose first values are `expected`."""
+    first, second = outputs
+    np.testing.assert_array_equal(first[:, 0], expected)
+    np.testing.assert_array_equal(second, np.stack([-np.asarray(expected), 2 * np.asarray(expected)], axis=1))
 
 
 def run(coro):
@@ -39,7 +48,7 @@ def test_a_lone_request_is_one_call():
     model = FakeModel()
     batcher = Batcher(model, max_batch_size=64, max_wait_s=10)
     out = run(batcher.infer(windows(0, 5)))
-    np.testing.assert_array_equal(out[:, 0], np.arange(5))
+    assert_outputs(out, np.arange(5))
     assert model.batches == [5] and (batcher.calls, batcher.patches) == (1, 5)
 
 
@@ -53,7 +62,7 @@ def test_concurrent_requests_share_calls_and_get_their_own_rows():
 
     outputs = run(many())
     for i, out in enumerate(outputs):
-        np.testing.assert_array_equal(out[:, 0], 100 * i + np.arange(3))
+        assert_outputs(out, 100 * i + np.arange(3))
     assert len(model.batches) < 20 and sum(model.batches) == 60 and sizes == model.batches
 
 
@@ -61,7 +70,7 @@ def test_long_requests_are_split_at_the_batch_limit():
     model = FakeModel()
     batcher = Batcher(model, max_batch_size=8, max_wait_s=10)
     out = run(batcher.infer(windows(0, 30)))
-    np.testing.assert_array_equal(out[:, 0], np.arange(30))
+    assert_outputs(out, np.arange(30))
     assert max(model.batches) <= 8 and sum(model.batches) == 30
 
 
@@ -74,7 +83,7 @@ def test_a_failed_call_fails_its_requests_only():
 
     first, second = run(two())
     assert isinstance(first, RuntimeError)
-    np.testing.assert_array_equal(second[:, 0], 10 + np.arange(4))
+    assert_outputs(second, 10 + np.arange(4))
 
 
 def test_windows_queued_too_long_are_refused():
@@ -85,7 +94,7 @@ def test_windows_queued_too_long_are_refused():
         return await asyncio.gather(batcher.infer(windows(0, 4)), batcher.infer(windows(10, 4)), return_exceptions=True)
 
     first, second = run(two())
-    np.testing.assert_array_equal(first[:, 0], np.arange(4))
+    assert_outputs(first, np.arange(4))
     assert isinstance(second, errors.Overloaded) and second.status_code == 503
 
 

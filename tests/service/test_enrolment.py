@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 import requests
 import soundfile as sf
 
@@ -23,6 +24,12 @@ def tone(seconds: float = 0.5, rate: int = 16_000) -> bytes:
     return buf.getvalue()
 
 
+def silence(seconds: float = 2.0, rate: int = 16_000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * rate), np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
 def classify(url, fixtures, name, **fields):
     files = {"audio": (name, (fixtures / name).read_bytes(), "audio/ogg")}
     return requests.post(f"{url}/classify", files=files, data=fields, timeout=60).json()
@@ -31,24 +38,28 @@ def classify(url, fixtures, name, **fields):
 def test_enrol_classify_delete(server, fixtures):
     listed = requests.get(f"{server}/classes", timeout=10).json()
     assert listed["enrolment"] and [c["kind"] for c in listed["classes"]] == ["built-in"] * 3
-    assert classify(server, fixtures, ROOSTER, open_set="false")["scoring"] == "probability"
+    before = classify(server, fixtures, ROOSTER, open_set="false", top_k=3)["ranking"]
+    assert sum(s["score"] for s in before) == pytest.approx(1.0, abs=1e-5)
 
-    made = enrol(server, "my rooster", [("r.ogg", ROOSTER)], fixtures)
+    whistle = tone(2.0)
+    made = enrol(server, "whistle", [("w.wav", whistle)], fixtures)
     assert made.status_code == 201, made.text
-    assert made.json()["label"] == "my rooster" and made.json()["examples"] == 1 and made.json()["classes"] == 4
+    assert made.json()["label"] == "whistle" and made.json()["examples"] == 1 and made.json()["classes"] == 4
     try:
         result = classify(server, fixtures, ROOSTER, open_set="false", windows="true", top_k=4)
-        assert result["scoring"] == "cosine" and result["label"] == "my rooster"
-        assert result["labels"][0]["score"] > 0.999  # the clip is its own prototype
-        assert {r["label"] for r in result["labels"]} == {"dog", "rain", "siren", "my rooster"}
-        assert all(w["label"] in {"dog", "rain", "siren", "my rooster"} for w in result["windows"])
-        assert classify(server, fixtures, ROOSTER)["open_set"]["nearest_label"] == "my rooster"
+        assert {r["label"] for r in result["ranking"]} == {"dog", "rain", "siren", "whistle"}
+        assert sum(s["score"] for s in result["ranking"]) == pytest.approx(1.0, abs=1e-5)  # one scale for all
+        assert result["label"] == result["ranking"][0]["label"]  # open_set=false: the top of the ranking
+        assert all(w["label"] in {"dog", "rain", "siren", "whistle", "silence"} for w in result["windows"])
+        heard = requests.post(f"{server}/classify", files={"audio": ("w.wav", whistle)}, timeout=60).json()
+        assert heard["open_set"]["nearest_label"] == "whistle" and heard["open_set"]["angle_rad"] < 0.001
+        assert heard["label"] != "unknown"  # unknown before enrolment (test_app), known now
         kinds = [c["kind"] for c in requests.get(f"{server}/classes", timeout=10).json()["classes"]]
         assert kinds == ["built-in"] * 3 + ["enrolled"]
     finally:
-        gone = requests.delete(f"{server}/classes/my%20rooster", timeout=10)
-    assert gone.status_code == 200 and gone.json() == {"deleted": "my rooster", "classes": 3}
-    assert classify(server, fixtures, ROOSTER, open_set="false")["scoring"] == "probability"
+        gone = requests.delete(f"{server}/classes/whistle", timeout=10)
+    assert gone.status_code == 200 and gone.json() == {"deleted": "whistle", "classes": 3}
+    assert classify(server, fixtures, ROOSTER, open_set="false", top_k=3)["ranking"] == before
 
 
 def test_enrolment_errors_are_4xx(server, fixtures):
@@ -60,6 +71,7 @@ def test_enrolment_errors_are_4xx(server, fixtures):
         "21 clips": (enrol(server, "many", [(f"{i}.wav", tone()) for i in range(21)], fixtures), 422),
         "undecodable": (enrol(server, "noise", [("good.ogg", DOG), ("bad.ogg", b"not audio at all")], fixtures), 400),
         "empty": (enrol(server, "noise", [("empty.ogg", b"")], fixtures), 400),
+        "silent": (enrol(server, "hush", [("hush.wav", silence())], fixtures), 400),
         "text audio": (requests.post(f"{server}/classes", data={"label": "x", "audio": "http://example.com"}, timeout=10), 422),
         "json body": (requests.post(f"{server}/classes", json={"label": "x"}, timeout=10), 415),
         "delete built-in": (requests.delete(f"{server}/classes/dog", timeout=10), 409),
@@ -69,6 +81,7 @@ def test_enrolment_errors_are_4xx(server, fixtures):
         assert response.status_code == status, (case, response.text)
         assert response.json()["message"], case
     assert "bad.ogg" in cases["undecodable"][0].json()["message"]
+    assert "hush.wav" in cases["silent"][0].json()["message"] and "no sound" in cases["silent"][0].json()["message"]
     assert len(requests.get(f"{server}/classes", timeout=10).json()["classes"]) == 3  # nothing half-enrolled
 
 
@@ -80,7 +93,7 @@ def test_enrolled_classes_survive_a_restart(server, test_artifact, classes_file,
         try:
             enrolled = [c for c in requests.get(f"{url}/classes", timeout=10).json()["classes"] if c["kind"] == "enrolled"]
             assert [(c["label"], c["examples"]) for c in enrolled] == [("dog two", 2)]
-            assert "dog two" in {r["label"] for r in classify(url, fixtures, DOG, top_k=10)["labels"]}
+            assert "dog two" in {r["label"] for r in classify(url, fixtures, DOG, top_k=10)["ranking"]}
         finally:
             stop_server(proc)
     finally:

@@ -34,8 +34,8 @@ def browser():
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory):
     """The shipped model, with an index of the fixtures for the "similar" list."""
+    from batch.index import build_index
     from batch.scoring import ScoreOptions, score
-    from core.index import build_index
 
     root = tmp_path_factory.mktemp("ui")
     model = ROOT / "models" / "default"
@@ -59,6 +59,7 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     assert page.text_content("#label") == "rooster"
     assert page.locator("#bars .bar").count() == 5
     assert page.locator("#timeline .window").count() == 10  # 5 s: 1 s windows every 0.5 s, the last end-aligned
+    assert page.locator("#timeline .window", has_text="silence").count() == 5  # the rooster's silent tail
     assert page.eval_on_selector("#spectrogram", "c => c.width") > 100
     page.wait_for_function("document.querySelectorAll('#similar li').length > 0")
     assert ROOSTER in page.locator("#similar li").first.text_content()
@@ -69,7 +70,7 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.click("#enrol")
     page.wait_for_function("document.getElementById('class-list').textContent.includes('my rooster')")
     page.click("#classify")
-    page.wait_for_function("document.getElementById('label').textContent === 'my rooster'")
+    page.wait_for_function("document.getElementById('bars').textContent.includes('my rooster')")
     page.locator("#class-list li", has_text="my rooster").locator("button").click()
     page.wait_for_function("!document.getElementById('class-list').textContent.includes('my rooster')")
 

@@ -83,8 +83,8 @@ def test_deterministic_and_thread_safe():
 
 def test_patches_shape_and_coverage():
     lm = np.arange(600 * 96, dtype=np.float32).reshape(600, 96)
-    p = patches(lm, CFG)
-    starts = patch_starts(600, CFG)
+    p, starts = patches(lm, CFG)
+    np.testing.assert_array_equal(starts, patch_starts(600, CFG))
     assert list(starts[:3]) == [0, 50, 100] and starts[-1] == 600 - 101
     assert p.shape == (len(starts), 101, 96)
     np.testing.assert_array_equal(p[1], lm[50:151])
@@ -99,13 +99,13 @@ def test_exact_fit_has_no_extra_patch():
 @pytest.mark.parametrize("frames", [1, 7, 50, 100])
 def test_short_clips_are_tiled(frames):
     lm = np.random.default_rng(frames).standard_normal((frames, 96)).astype(np.float32)
-    p = patches(lm, CFG)
-    assert p.shape == (1, 101, 96)
+    p, starts = patches(lm, CFG)
+    assert p.shape == (1, 101, 96) and list(starts) == [0]
     np.testing.assert_array_equal(p[0, frames : 2 * frames][: 101 - frames], lm[: 101 - frames])
 
 
 def test_shortest_waveform():
-    assert patches(log_mel(np.ones(1, np.float32), CFG), CFG).shape == (1, 101, 96)
+    assert patches(log_mel(np.ones(1, np.float32), CFG), CFG)[0].shape == (1, 101, 96)
     with pytest.raises(errors.EmptyAudio):
         log_mel(np.zeros(0, np.float32), CFG)
 

@@ -8,7 +8,7 @@ import pytest
 
 from core import errors
 from core.artifact import load_artifact
-from core.openset import OpenSet, auroc, calibrate, class_prototypes
+from core.openset import OpenSet, auroc, calibrate, class_prototypes, fit_cosine_logit
 
 
 def unit(angle: float) -> np.ndarray:
@@ -31,13 +31,12 @@ def test_calibration_rejects_the_stated_fraction():
     assert (angles > threshold).mean() == pytest.approx(0.1, abs=0.01)
 
 
-def test_verdicts_and_auroc():
-    open_set = OpenSet(np.stack([unit(0.0), unit(math.pi / 2)]), ("a", "b"), 0.3, 0.05, "test")
-    assert open_set.decide(unit(0.1)) == {"unknown": False, "nearest_label": "a", "angle_rad": pytest.approx(0.1, abs=1e-5),
-                                          "threshold_rad": 0.3}
-    far = open_set.decide(unit(math.pi / 4))
-    assert far["unknown"] and far["angle_rad"] == pytest.approx(math.pi / 4, abs=1e-5)
-    assert OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict()))).threshold_rad == 0.3
+def test_nearest_and_auroc():
+    open_set = OpenSet(np.stack([unit(0.0), unit(math.pi / 2)]), ("a", "b"), 0.3, 0.05, "test", (5.0, -1.0))
+    index, angle = open_set.nearest(unit(0.1))
+    assert index == 0 and angle == pytest.approx(0.1, abs=1e-5)
+    again = OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict())))
+    assert (again.threshold_rad, again.cosine_logit) == (0.3, (5.0, -1.0))
     assert auroc([0.1, 0.2], [0.3, 0.4]) == 1.0 and auroc([0.3], [0.1]) == 0.0 and auroc([0.2], [0.2]) == 0.5
 
 
@@ -57,3 +56,8 @@ def test_attach_open_set_to_an_artifact(tmp_path):
         f.write(" ")
     with pytest.raises(errors.ArtifactError, match="sha256"):
         load_artifact(artifact_dir)
+
+
+def test_cosine_logit_line():
+    cos = np.random.default_rng(1).uniform(-1, 1, (50, 4))
+    assert fit_cosine_logit(3.0 * cos - 1.0, cos) == (pytest.approx(3.0), pytest.approx(-1.0))

@@ -1,6 +1,7 @@
 """Offline scoring: one row per input over directories, archives and lists; hostile members refused;
 kill -9 and resume; formats; the vector index."""
 
+import dataclasses
 import io
 import json
 import os
@@ -16,11 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from batch.index import build_index, load_index
 from batch.results import read_results
 from batch.scoring import ScoreOptions, score
 from core import errors
 from core.audio import DecodeLimits
-from core.index import build_index, load_index
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = ScoreOptions(workers=0, embeddings=True, top_k=2, rows_per_part=3)
@@ -97,7 +98,34 @@ def test_formats_hold_the_same_rows(corpus, tmp_path, test_artifact, fmt):
     score([str(corpus["dir"])], test_artifact, tmp_path / fmt, ScoreOptions(workers=0, embeddings=True, fmt=fmt))
     rows = read_results(tmp_path / fmt)
     assert sorted(r["id"] for r in rows) == sorted(str(p) for p in corpus["dir"].rglob("*.*") if p.suffix in (".ogg", ".wav"))
-    assert {r["label"] for r in rows if r["label"]} <= {"dog", "rain", "siren"}
+    assert {r["label"] for r in rows if r["label"]} <= {"dog", "rain", "siren", "unknown", "silence"}
+    for r in (r for r in rows if r["label"] not in (None, "silence")):
+        assert r["label"] == "unknown" or (r["label"], r["score"]) == (r["top_labels"][0], r["top_scores"][0])
+        assert r["unknown"] == (r["label"] == "unknown") and r["nearest_label"] in ("dog", "rain", "siren")
+        assert 0 < r["active_windows"] <= r["windows"] and len(r["embedding"]) == 128
+
+
+def test_options_that_shape_rows_are_part_of_the_run(corpus, tmp_path, test_artifact):
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
+    for changed in (dataclasses.replace(OPTIONS, top_k=3), dataclasses.replace(OPTIONS, open_set=False)):
+        with pytest.raises(errors.ConfigError, match="top_k|open_set"):
+            score([str(corpus["dir"])], test_artifact, tmp_path / "o", changed)
+
+
+def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
+    from core.artifact import load_artifact
+    from core.classes import ClassSet, ClassStore
+
+    artifact = load_artifact(test_artifact)
+    store = ClassStore(tmp_path / "enrolled.json", artifact.model_id)
+    prototype = np.random.default_rng(0).standard_normal((1, 128)).astype(np.float32)
+    store.save(ClassSet.of(artifact).enrol("whistle", prototype))
+    options = dataclasses.replace(OPTIONS, classes=str(tmp_path / "enrolled.json"), top_k=10)
+    score([str(fixtures)], test_artifact, tmp_path / "o", options)
+    rows = read_results(tmp_path / "o")
+    assert all("whistle" in r["top_labels"] for r in rows)
+    with pytest.raises(errors.ConfigError, match="no such file"):
+        score([str(fixtures)], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, classes=str(tmp_path / "x")))
 
 
 def test_another_model_cannot_resume_into_the_same_output(corpus, tmp_path, test_artifact):

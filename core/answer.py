@@ -1,0 +1,140 @@
+"""The one answer: a clip's window outputs -> ClipAnswer. /classify, /embed, /search, the web page,
+offline rows and the stream all build it here and only serialise it.
+
+    windows     logits (N, C), L2-normalised embeddings (N, D), activity (N,) bool, starts (N,) s
+    classes     the model's C classes (its head) + enrolled classes (their prototypes): one logit
+                scale, K = C + E classes; an enrolled class's logit is a·cos(h, prototype) + b, with
+                (a, b) fitted at export so that built-in prototypes reproduce the head's logits
+    ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
+                over the K classes, P(class | it is one of the K); windows without sound do not vote
+                and do not enter the clip embedding
+    open set    "unknown" when θ, the angle between the clip embedding and its nearest prototype (any
+                class), exceeds the threshold calibrated by cross-validation (a stated false-rejection
+                rate); off with open_set=false or for a model without prototypes
+    answer      label = "silence" (no window with sound; score null), else "unknown" (score null),
+                else the top of the ranking (score = its probability in the ranking)
+
+The timeline labels each window by the ranking of that window alone ("silence" without sound):
+"unknown" is decided for the clip, whose embedding averages the windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.classes import ClassSet
+
+UNKNOWN, SILENCE = "unknown", "silence"
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    top_k: int = 5
+    open_set: bool = True  # False: never "unknown", the top of the ranking
+    windows: bool = False  # a per-window timeline
+
+
+@dataclass(frozen=True)
+class WindowAnswer:
+    start_s: float
+    end_s: float
+    label: str  # a class, "unknown" or "silence"
+    score: float | None
+
+
+@dataclass(frozen=True)
+class ClipAnswer:
+    label: str  # a class, "unknown" or "silence"
+    score: float | None  # the ranking's probability of `label`; None for "silence" and "unknown"
+    ranking: tuple[tuple[str, float], ...]  # the top_k classes: P(class | it is one of the known classes)
+    embedding: np.ndarray | None  # (D,) L2-normalised mean of the active windows; None for silence
+    open_set: dict | None  # {"unknown", "nearest_label", "angle_rad", "threshold_rad"} when the open set decides
+    active_windows: int  # windows with sound, of n_windows
+    n_windows: int
+    windows: tuple[WindowAnswer, ...] | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready: what /classify answers (without the request's own fields)."""
+        out = {"label": self.label, "score": _round(self.score),
+               "ranking": [{"label": label, "score": _round(p)} for label, p in self.ranking],
+               "activity": {"active_windows": self.active_windows, "windows": self.n_windows}}
+        if self.open_set is not None:
+            out["open_set"] = self.open_set
+        if self.windows is not None:
+            out["windows"] = [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
+                               "score": _round(w.score)} for w in self.windows]
+        return out
+
+
+def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, starts_s: np.ndarray,
+           window_s: float, labels: tuple[str, ...], classes: ClassSet | None,
+           options: AnswerOptions = AnswerOptions()) -> ClipAnswer:
+    """(N, C) logits, (N, D) embeddings, (N,) activity and start times -> the clip's answer.
+
+    `labels` are the model's classes; `classes` (or None for a model without prototypes) adds the
+    enrolled ones and the open set."""
+    names = classes.labels if classes is not None else labels
+    probs = softmax(class_logits(logits, embeddings, classes))  # (N, K)
+    timeline = _windows(probs, active, starts_s, window_s, names) if options.windows else None
+    if not active.any():
+        return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline)
+    embedding = clip_embedding(embeddings[active])
+    ranking = _rank(probs[active].mean(axis=0), names, options.top_k)  # from the (K,) clip probabilities
+    verdict = _open_set(embedding, classes) if options.open_set and classes is not None else None
+    label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
+    return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline)
+
+
+def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
+    """(N, C) head logits + (N, E) logits of the enrolled classes from their prototypes -> (N, C + E)."""
+    if classes is None or not classes.enrolled:
+        return logits.astype(np.float64)
+    a, b = classes.builtin.cosine_logit
+    enrolled = np.stack([c.prototype for c in classes.enrolled])  # (E, D)
+    return np.concatenate([logits.astype(np.float64), a * (_unit(embeddings) @ enrolled.T) + b], axis=1)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(N, K) -> (N, K) row-wise softmax in float64."""
+    x = logits.astype(np.float64)
+    x = np.exp(x - x.max(axis=1, keepdims=True))
+    return x / x.sum(axis=1, keepdims=True)
+
+
+def clip_embedding(embeddings: np.ndarray) -> np.ndarray:
+    """(N, D) L2-normalised window embeddings -> (D,) their mean, L2-renormalised, float32."""
+    mean = embeddings.astype(np.float64).mean(axis=0)
+    return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+
+
+def _open_set(embedding: np.ndarray, classes: ClassSet) -> dict:
+    nearest, angle = classes.nearest(embedding)
+    threshold = classes.builtin.threshold_rad
+    return {"unknown": angle > threshold, "nearest_label": nearest, "angle_rad": round(angle, 6),
+            "threshold_rad": round(threshold, 6)}
+
+
+def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int) -> tuple[tuple[str, float], ...]:
+    """(K,) probabilities -> the top_k (label, probability), highest first (ties keep the class order)."""
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return tuple((names[i], float(probs[i])) for i in order)
+
+
+def _windows(probs, active, starts_s, window_s, names) -> tuple[WindowAnswer, ...]:
+    """Each window's own top class; windows without sound are "silence"."""
+    out = []
+    for p, is_active, start in zip(probs, active, starts_s):
+        label, score = _rank(p, names, 1)[0] if is_active else (SILENCE, None)
+        out.append(WindowAnswer(float(start), float(start) + window_s, label, score))
+    return tuple(out)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)

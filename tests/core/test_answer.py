@@ -1,0 +1,87 @@
+"""The one answer: silence, votes of windows with sound, "unknown" beside a named closed-set ranking,
+enrolled classes on the head's scale."""
+
+import math
+
+import numpy as np
+import pytest
+
+from core.answer import SILENCE, UNKNOWN, AnswerOptions, answer, softmax
+from core.classes import ClassSet
+from core.openset import OpenSet
+
+LABELS = ("dog", "rain", "siren")
+
+
+def unit(angle: float) -> np.ndarray:
+    return np.array([math.cos(angle), math.sin(angle), 0.0], dtype=np.float32)
+
+
+PROTOTYPES = np.stack([unit(0.0), unit(math.pi / 2), unit(math.pi)])  # dog, rain, siren
+CLASSES = ClassSet(OpenSet(PROTOTYPES, LABELS, 0.3, 0.05, "test", cosine_logit=(5.0, 0.0)))
+
+
+def windows(n: int, logits_row, angle: float = 0.0):
+    logits = np.tile(np.asarray(logits_row, np.float32), (n, 1))
+    return logits, np.tile(unit(angle), (n, 1)), np.ones(n, bool), np.arange(n) * 0.5
+
+
+def run(logits, embeddings, active, starts, classes=CLASSES, **options):
+    return answer(logits, embeddings, active, starts, 1.0, LABELS, classes, AnswerOptions(**options))
+
+
+def test_a_clip_without_sound_is_silence():
+    logits, emb, active, starts = windows(4, [5, 0, 0])
+    result = run(logits, emb, ~active, starts, windows=True)
+    assert (result.label, result.score, result.ranking, result.embedding) == (SILENCE, None, (), None)
+    assert [w.label for w in result.windows] == [SILENCE] * 4
+    assert result.to_dict()["activity"] == {"active_windows": 0, "windows": 4}
+
+
+def test_only_windows_with_sound_vote_and_embed():
+    logits, emb, active, starts = windows(5, [0, 0, 0])
+    logits[:2], active[2:] = [6, 0, 0], False  # two active "dog" windows, three silent "siren" ones
+    logits[2:] = [0, 0, 9]
+    emb[2:] = unit(math.pi)
+    result = run(logits, emb, active, starts, windows=True)
+    assert result.label == "dog" and result.active_windows == 2
+    np.testing.assert_allclose(result.embedding, unit(0.0), atol=1e-6)
+    assert [w.label for w in result.windows] == ["dog", "dog", SILENCE, SILENCE, SILENCE]
+
+
+def test_the_label_is_the_top_of_the_ranking_unless_unknown():
+    for angle in (0.0, 0.25, 0.35, 0.6, math.pi / 4):
+        result = run(*windows(3, [2, 1, 0], angle), top_k=10)
+        assert sum(p for _, p in result.ranking) == pytest.approx(1.0)
+        assert {label for label, _ in result.ranking} == set(LABELS)
+        if angle <= 0.3:
+            assert (result.label, result.score) == result.ranking[0] and not result.open_set["unknown"]
+        else:
+            assert (result.label, result.score) == (UNKNOWN, None) and result.open_set["unknown"]
+
+
+def test_far_from_every_prototype_is_unknown_and_near_is_the_class():
+    near = run(*windows(3, [4, 0, 0], angle=0.05))
+    far = run(*windows(3, [4, 0, 0], angle=math.pi / 4))
+    assert near.label == "dog" and near.score > 0.9 and near.open_set["angle_rad"] == pytest.approx(0.05, abs=1e-4)
+    assert far.label == UNKNOWN and far.open_set["nearest_label"] == "dog" and far.ranking[0][0] == "dog"
+    closed = run(*windows(3, [4, 0, 0], angle=math.pi / 4), open_set=False)
+    assert closed.label == "dog" and closed.open_set is None
+
+
+def test_without_prototypes_the_answer_is_the_head_softmax():
+    result = run(*windows(2, [1, 2, 3]), classes=None, top_k=3)
+    expected = softmax(np.array([[1.0, 2.0, 3.0]]))[0]
+    assert [label for label, _ in result.ranking] == ["siren", "rain", "dog"]
+    np.testing.assert_allclose([p for _, p in result.ranking], expected[::-1])
+
+
+def test_enrolled_classes_share_the_head_scale_and_leave_built_ins_alone():
+    whistle = unit(-math.pi / 2)
+    classes = CLASSES.enrol("whistle", whistle[None])
+    dog = run(*windows(3, [5, 0, 0], angle=0.0), classes=classes, top_k=10)
+    assert dog.label == "dog" and dog.open_set["nearest_label"] == "dog"
+    # the enrolled logit is 5·cos(dog window, whistle) = 0: it takes its share of the softmax, no more
+    assert dict(dog.ranking)["whistle"] == pytest.approx(dict(dog.ranking)["rain"], rel=1e-6)
+    heard = run(*windows(3, [0, 0, 0], angle=-math.pi / 2), classes=classes)
+    assert heard.label == "whistle" and heard.open_set["nearest_label"] == "whistle"
