@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from core.artifact import DEFAULT_MODEL
+
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
@@ -15,7 +17,7 @@ def add_arguments(parser) -> None:
     q = sub.add_parser("query", help="the most similar indexed clips to CLIP")
     q.add_argument("clip")
     q.add_argument("--index", required=True)
-    q.add_argument("--model", default="models/default", help="the artifact that built the index")
+    q.add_argument("--model", default=DEFAULT_MODEL, help="the artifact that built the index")
     q.add_argument("--top-k", type=int, default=5)
 
 

@@ -7,12 +7,13 @@ import sys
 
 from batch.results import FORMATS
 from batch.scoring import ScoreOptions, default_workers
+from core.artifact import DEFAULT_MODEL
 from core.runtime import RuntimeConfig
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", help="directories, .tar/.tar.gz/.zip archives, .txt/.csv lists, globs")
-    parser.add_argument("--model", default="models/default", help="artifact directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="artifact directory")
     parser.add_argument("--out", required=True, help="results directory (an existing one resumes)")
     parser.add_argument("--format", default="parquet", choices=FORMATS)
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")

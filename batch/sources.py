@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from core import errors
+from core.audio import AUDIO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MAX_ZIP_RATIO = 200  # a member that inflates more than this is treated as a zip bomb
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from _data import REPORTS, ROOT, require_data
 
-from batch.sources import AUDIO_SUFFIXES
 from core.artifact import load_artifact
+from core.audio import AUDIO_SUFFIXES
 from core.openset import auroc
 from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact

@@ -25,6 +25,7 @@ from core.activity import ActivityConfig
 from core.features import FrontendConfig
 from core.openset import OpenSet
 
+DEFAULT_MODEL = "models/default"  # the shipped artifact, relative to the repository root
 MANIFEST_VERSION = 1
 MODEL_FILE = "model.onnx"
 FRONTEND_FILE = "frontend.json"

@@ -20,6 +20,7 @@ from core import errors
 
 log = logging.getLogger(__name__)
 
+AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc"}  # what we decode
 MIN_RATE = 1_000
 MAX_RATE = 384_000
 BLOCK_FRAMES = 65_536

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = "models/default"
+from core.artifact import DEFAULT_MODEL
 
 
 def add_arguments(parser) -> None:

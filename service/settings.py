@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from core.artifact import DEFAULT_MODEL
 from core.audio import DecodeLimits
 from core.errors import ConfigError
 from core.runtime import RuntimeConfig
@@ -14,13 +15,13 @@ PREFIX = "SOUNDARC_"
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    model: str = "models/default"  # SOUNDARC_MODEL: artifact directory
+    model: str = DEFAULT_MODEL  # SOUNDARC_MODEL: artifact directory
     index: str = ""  # SOUNDARC_INDEX: vector index directory for /search
     classes: str = ""  # SOUNDARC_CLASSES: enrolled-classes file; "" = enrolled.json in the model directory
     max_enrolled_classes: int = 200
     max_upload_mb: float = 50.0
-    max_duration_s: float = 600.0
-    max_channels: int = 64
+    max_duration_s: float = DecodeLimits.max_duration_s
+    max_channels: int = DecodeLimits.max_channels
     max_top_k: int = 100
     max_batch_size: int = 64  # patches per model call
     max_latency_ms: int = 10000  # the batcher refuses (503) windows queued longer than this

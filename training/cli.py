@@ -27,7 +27,7 @@ def run(args) -> int:
     from training.config import load_config
 
     if args.train_command == "eval":
-        from training.eval import evaluate_run
+        from training.report import evaluate_run
         from training.run import load_checkpoint
 
         _, info = load_checkpoint(args.run)

@@ -16,12 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from core import errors
-from core.audio import decode
+from core.audio import AUDIO_SUFFIXES, decode
 from core.features import FrontendConfig, log_mel, tile_to_patch
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
 
 
 @dataclass(frozen=True)

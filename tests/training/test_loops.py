@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import ConfigError
 from training.config import from_dict
-from training.eval import evaluate_run
+from training.report import evaluate_run
 from training.loop import train
 from training.run import load_checkpoint
 
