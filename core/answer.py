@@ -2,9 +2,10 @@
 offline rows and the stream all build it here and only serialise it.
 
     windows     logits (N, C), L2-normalised embeddings (N, D), activity (N,) bool, starts (N,) s
-    classes     the model's C classes (its head) + enrolled classes (their prototypes): one logit
-                scale, K = C + E classes; an enrolled class's logit is a·cos(h, prototype) + b, with
-                (a, b) fitted at export so that built-in prototypes reproduce the head's logits
+    classes     the model's C classes (its head) + enrolled classes (their prototypes) on one logit
+                scale, K = C + E: an enrolled class's logit is the head's top logit plus
+                a·(cos to its prototype − cos to the prototype of the head's top class), a the slope
+                of logit against cosine fitted at export (class_logits)
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
@@ -88,12 +89,22 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
 
 
 def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
-    """(N, C) head logits + (N, E) logits of the enrolled classes from their prototypes -> (N, C + E)."""
+    """(N, C) head logits + (N, E) logits of the enrolled classes -> (N, C + E).
+
+    An enrolled class is measured against the head's own choice: its logit is the head's top logit
+    plus a·(cos(h, its prototype) − cos(h, the prototype of the head's top class) − margin), so it
+    outranks the head's class exactly when the window is closer to it by the margin, and the
+    built-in classes keep the head's order among themselves."""
+    logits = logits.astype(np.float64)
     if classes is None or not classes.enrolled:
-        return logits.astype(np.float64)
-    a, b = classes.builtin.cosine_logit
-    enrolled = np.stack([c.prototype for c in classes.enrolled])  # (E, D)
-    return np.concatenate([logits.astype(np.float64), a * (_unit(embeddings) @ enrolled.T) + b], axis=1)
+        return logits
+    scale, margin = classes.builtin.cosine_logit[0], classes.builtin.enrol_margin
+    h = _unit(embeddings)  # (N, D)
+    top = logits.argmax(axis=1)  # (N,)
+    top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
+    enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
+    relative = enrolled - top_cosine[:, None] - margin  # (N, E)
+    return np.concatenate([logits, logits.max(axis=1, keepdims=True) + scale * relative], axis=1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@
     threshold     the angle (rad) below which a stated fraction (1 − frr) of known calibration clips
                   fall from their nearest prototype: their false-rejection rate is `frr` by construction
     cosine_logit  (a, b): the head's logit of a class ≈ a·cos(h, its prototype) + b, fitted on the
-                  training windows; it puts enrolled classes on the head's scale (core.answer)
+                  training windows; its slope a puts enrolled classes on the head's scale (core.answer)
+    enrol_margin  how much closer (in cosine) a window must be to an enrolled prototype than to the
+                  prototype of the head's class for the enrolled class to win (benchmarks/enrol_cost.py)
 
 Stored in the artifact as `openset.json` (its sha256 in the manifest). Torch-free.
 """
@@ -24,6 +26,7 @@ class OpenSet:
     frr: float
     calibrated_on: str
     cosine_logit: tuple[float, float] = (20.0, 0.0)  # artifacts written before it was fitted get this
+    enrol_margin: float = 0.0
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
@@ -33,12 +36,14 @@ class OpenSet:
 
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
-                "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit)}
+                "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit),
+                "enrol_margin": self.enrol_margin}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
         return cls(np.asarray(d["prototypes"], dtype=np.float32), tuple(d["labels"]), float(d["threshold_rad"]),
-                   float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)))
+                   float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
+                   float(d.get("enrol_margin", cls.enrol_margin)))
 
 
 def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -19,7 +19,8 @@ def test_bentoml_build_makes_a_torch_free_bento_with_a_dockerfile(tmp_path):
     context.mkdir()
     for name in ("bentofile.yaml", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, context / name)
-    shutil.copytree(ROOT / "service", context / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("core", "service", "batch"):
+        shutil.copytree(ROOT / package, context / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(make_artifact(tmp_path / "art"), context / "models" / "default")
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
     build = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=context, env=env,
@@ -29,7 +30,8 @@ def test_bentoml_build_makes_a_torch_free_bento_with_a_dockerfile(tmp_path):
     assert len(bentos) == 1
     bento = bentos[0]
     assert (bento / "src" / "models" / "default" / "model.onnx").is_file()
-    assert (bento / "src" / "service" / "app.py").is_file()
+    assert (bento / "src" / "service" / "app.py").is_file() and (bento / "src" / "core" / "answer.py").is_file()
+    assert (bento / "src" / "batch" / "index.py").is_file() and not (bento / "src" / "batch" / "scoring.py").exists()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().lower()
     assert "onnxruntime-gpu" in requirements and "torch" not in requirements.replace("onnxruntime", "")
     assert not list((bento / "src").rglob("training/*.py"))

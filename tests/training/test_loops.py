@@ -6,8 +6,8 @@ import pytest
 
 from core.errors import ConfigError
 from training.config import from_dict
-from training.report import evaluate_run
 from training.loop import train
+from training.report import evaluate_run
 from training.run import load_checkpoint
 
 

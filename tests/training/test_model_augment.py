@@ -46,3 +46,23 @@ def test_mix_back_is_energy_matched():
     out = make_view(quiet, loud, cfg, torch.Generator().manual_seed(1))
     # energy-matched: a loud background does not drown a quiet patch
     assert (out - quiet).abs().max() < 0.05
+
+
+def test_robust_view_parts():
+    import torch
+
+    from training.augment import RobustConfig, add_noise, band_limit, robust_view, spec_augment
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((4, 1, 101, 96), -2.0)  # a flat log-mel
+    noise = torch.full((4, 1, 101, 96), -3.0)
+    assert torch.equal(add_noise(x, noise, (10.0, 10.0), 0.0, g), torch.log10(10.0**x))  # prob 0: unchanged
+    noisy = add_noise(x, noise, (10.0, 10.0), 1.0, g)  # 10 dB SNR: + 10 % of the energy
+    torch.testing.assert_close(noisy, torch.log10(torch.tensor(1.1e-2)).expand_as(x))
+    mel_hz = torch.linspace(50, 10_500, 96)
+    low = band_limit(x, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g)
+    assert (low[..., -1] < x[..., -1] - 3).all() and torch.allclose(low[..., 0], x[..., 0], atol=1e-3)
+    masked = spec_augment(x + torch.randn(x.shape, generator=g), RobustConfig(max_time_mask=20, max_freq_mask=20), g)
+    assert masked.shape == x.shape and torch.isfinite(masked).all()
+    view = robust_view(x, noise, mel_hz, 1e-8, AugmentConfig(), RobustConfig(), g)
+    assert view.shape == x.shape and torch.isfinite(view).all()

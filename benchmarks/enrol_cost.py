@@ -1,0 +1,120 @@
+"""What enrolled classes cost the built-in ones (issue 20), on the runs of benchmarks/cv_study.py.
+
+    python benchmarks/enrol_cost.py --arm ce-robust
+
+Per CV run: the built-in prototypes and the cosine→logit line (a, b) come from its training folds,
+as `soundarc export --open-set` makes them. Seven classes are enrolled from 5 example clips each,
+taken from unlabeled/ (game sounds: horse, elephant, goat, cattle, and three ambiences: trade, port,
+farm). Then the held-out fold is answered three ways: no enrolled class (the head's softmax), the
+enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
+prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin).
+Also: the enrolled classes' own left-over clips, recognised as their class. Writes
+reports/enrol_cost.json.
+"""
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import replace
+
+import numpy as np
+import torch
+from _data import REPORTS, ROOT, require_data
+
+from core.activity import ActivityConfig
+from core.answer import AnswerOptions, answer
+from core.classes import ClassSet
+from core.clip import prepare
+from core.features import FrontendConfig
+from core.openset import OpenSet, class_prototypes, fit_cosine_logit
+from training.data import find_audio, scan_labeled
+from training.run import load_checkpoint
+
+GROUPS = {"horse": r"animal_horse", "elephant": r"animal_elephant", "goat": r"death_goat", "cattle": r"animal_cattle",
+          "trade": r"amb_trade", "port": r"amb_port", "farm": r"amb_farm"}
+SHOTS = 5
+MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2)
+
+
+@torch.no_grad()
+def windows(model, path, frontend, activity):
+    """(logits (N, C), L2-normalised embeddings (N, D), clip) of one file, as the service computes them."""
+    clip = prepare(path, frontend, activity)
+    h = model.encoder(torch.from_numpy(clip.patches)[:, None])
+    return model.classifier(h).numpy(), torch.nn.functional.normalize(h, dim=1).numpy(), clip
+
+
+def run_one(run_dir, fold, esc10, unlabeled) -> dict:
+    model, info = load_checkpoint(run_dir)
+    frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+    clips, names = scan_labeled(esc10)
+    index = {n: i for i, n in enumerate(names)}
+    train = [c for c in clips if c.fold != fold]
+    held = [c for c in clips if c.fold == fold]
+    outs = [windows(model, c.path, frontend, activity) for c in train]
+    emb = np.stack([_unit(e[k.active].mean(axis=0)) for _, e, k in outs])
+    prototypes = class_prototypes(emb, np.array([index[c.label] for c in train]), len(names))
+    logits = np.concatenate([lg[k.active] for lg, _, k in outs])
+    cos = np.concatenate([e[k.active] for _, e, k in outs]) @ prototypes.T
+    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", fit_cosine_logit(logits, cos))
+    builtin = ClassSet(open_set)
+
+    audio = find_audio(unlabeled)
+    enrolled, leftover = builtin, []
+    for label, pattern in GROUPS.items():
+        members = [p for p in audio if re.search(pattern, p.name)]
+        shots = [windows(model, p, frontend, activity) for p in members[:SHOTS]]
+        enrolled = enrolled.enrol(label, np.stack([_unit(e[k.active].mean(axis=0)) for _, e, k in shots]))
+        leftover += [(label, p) for p in members[SHOTS:]]
+
+    cache = {}
+
+    def top1(classes, path, cosine=False):
+        if path not in cache:
+            cache[path] = windows(model, path, frontend, activity)
+        lg, e, k = cache[path]
+        if cosine:  # the old rule: every class by cosine to its prototype
+            return classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
+        return answer(lg, e, k.active, k.starts_s, 1.0, names, classes, AnswerOptions(open_set=False)).label
+
+    truth = [c.label for c in held]
+    result = {"run": run_dir.name, "fold": fold, "cosine_logit": list(open_set.cosine_logit),
+              "built-in, none enrolled": float(np.mean([top1(builtin, c.path) == t for c, t in zip(held, truth)])),
+              "built-in, all cosine": float(np.mean([top1(enrolled, c.path, True) == t for c, t in zip(held, truth)])),
+              "enrolled recognised, all cosine": float(np.mean([top1(enrolled, p, True) == g for g, p in leftover]))}
+    for margin in MARGINS:
+        classes = replace(enrolled, builtin=replace(open_set, enrol_margin=margin))
+        result[f"built-in, margin {margin}"] = float(np.mean([top1(classes, c.path) == t for c, t in zip(held, truth)]))
+        result[f"enrolled recognised, margin {margin}"] = float(np.mean([top1(classes, p) == g for g, p in leftover]))
+    result["leftover clips"] = len(leftover)
+    return result
+
+
+def _unit(x):
+    return x / np.linalg.norm(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
+    runs = sorted((ROOT / "runs" / "cv" / args.arm).glob(f"fold*-seed{args.seed}"))
+    runs = [r for r in runs if (r / "cv.json").exists()]
+    if not runs:
+        sys.exit(f"no finished runs in runs/cv/{args.arm}")
+    results = [run_one(r, int(r.name[4]), esc10, unlabeled) for r in runs]
+    keys = [k for k in results[0] if isinstance(results[0][k], float)]
+    summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
+               for k in keys}
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "groups": GROUPS, "shots": SHOTS,
+                                                         "summary": summary, "runs": results}, indent=1))
+    for k, v in summary.items():
+        print(f"{k}: {100 * v['mean']:.1f} ± {100 * v['std']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
