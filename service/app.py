@@ -37,7 +37,9 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("soundarc")
 SETTINGS = ServiceSettings.from_env()
-ROUTES = ("/classify", "/embed", "/search", "/classes")  # POSTs with an upload
+# POSTs with an upload -> the form fields each accepts (the request guard refuses any other)
+ROUTES = {"/classify": ("audio", "top_k", "windows", "open_set", "spectrogram"), "/embed": ("audio", "windows"),
+          "/search": ("audio", "top_k"), "/classes": ("label", "audio")}
 _READY: dict = {}  # filled once the model is warm; /readyz shows it
 _SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
 

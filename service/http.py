@@ -24,12 +24,12 @@ FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a
 
 
 class RequestGuard:
-    def __init__(self, app, max_bytes: int, max_in_flight: int, routes: tuple[str, ...], ready_info):
+    def __init__(self, app, max_bytes: int, max_in_flight: int, routes: dict[str, tuple[str, ...]], ready_info):
         self.app = app
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
         self.in_flight = 0  # uploads being read or processed now
-        self.routes = set(routes)
+        self.routes = routes  # path -> the form fields it accepts
         self.ready_info = ready_info  # () -> dict | None
 
     async def __call__(self, scope, receive, send):
@@ -61,7 +61,7 @@ class RequestGuard:
         body = await _read_bounded(receive, self.max_bytes)
         if body is None:
             return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
-        problem = await _check_form(scope, body)
+        problem = await _check_form(scope, body, self.routes[scope["path"]])
         if problem is not None:
             return await _reply(send, problem)
         return await self.app(scope, _replay(body), _validation_as_422(send))
@@ -114,8 +114,9 @@ async def _read_bounded(receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _check_form(scope, body: bytes) -> errors.SoundarcError | None:
-    """Parse the multipart body once here; None when BentoML can take it."""
+async def _check_form(scope, body: bytes, accepted: tuple[str, ...]) -> errors.SoundarcError | None:
+    """Parse the multipart body once here; None when BentoML can take it: only `accepted` fields,
+    one clip in `audio` (enrolment takes several), each named field once."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
@@ -124,6 +125,14 @@ async def _check_form(scope, body: bytes) -> errors.SoundarcError | None:
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
         return errors.BadRequest(f"the multipart/form-data body could not be parsed: {e}")
     try:
+        names = [name for name, _ in form.multi_items()]
+        unknown = sorted(set(names) - set(accepted))
+        if unknown:
+            return errors.InvalidParameter(f"unknown form field(s) {unknown}: this endpoint accepts {list(accepted)} "
+                                           f"(the clip goes in the field '{UPLOAD_FIELD}')")
+        repeated = sorted({n for n in names if names.count(n) > 1} - ({UPLOAD_FIELD} if "label" in accepted else set()))
+        if repeated:
+            return errors.InvalidParameter(f"form field(s) {repeated} sent more than once: send each once")
         value = form.get(UPLOAD_FIELD)
         if value is not None and not isinstance(value, UploadFile):
             return errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, got a text value")

@@ -232,3 +232,26 @@ def test_metrics(server, fixtures):
 def test_openapi_lists_the_endpoints(server):
     spec = requests.get(f"{server}/docs.json", timeout=10).json()
     assert {"/classify", "/embed", "/search"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize("files,data,needle", [
+    ([("file", ("dog.wav", b"RIFF", "audio/wav"))], {}, "unknown form field(s) ['file']"),  # the commonest mistake
+    ([("audio", ("a.ogg", b"OggS", "audio/ogg")), ("audio", ("b.ogg", b"OggS", "audio/ogg"))], {}, "more than once"),
+    ([("audio", ("a.ogg", b"OggS", "audio/ogg"))], {"topk": "3"}, "accepts ['audio', 'top_k'"),
+])
+def test_wrong_form_fields_are_422_naming_the_accepted_ones(server, files, data, needle):
+    for endpoint in ("classify", "embed", "search"):
+        r = requests.post(f"{server}/{endpoint}", files=files, data=data, timeout=30)
+        if endpoint != "classify" and "topk" in data:
+            continue
+        assert r.status_code == 422, (endpoint, r.text)
+        assert needle in r.json()["message"], r.json()
+
+
+def test_a_field_name_that_is_not_utf8_is_a_4xx(server, fixtures):
+    boundary = b"xyz"
+    body = (b"--xyz\r\nContent-Disposition: form-data; name=\"\xff\xfe\"; filename=\"a.ogg\"\r\n"
+            b"Content-Type: audio/ogg\r\n\r\n" + (fixtures / "1-27724-A-1.ogg").read_bytes() + b"\r\n--xyz--\r\n")
+    r = requests.post(f"{server}/classify", data=body, timeout=30,
+                      headers={"Content-Type": "multipart/form-data; boundary=" + boundary.decode()})
+    assert r.status_code in (400, 422) and r.json()["message"], r.text
