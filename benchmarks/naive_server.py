@@ -13,19 +13,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from core.artifact import load_artifact
-from core.clip import clip_probabilities, prepare, top_labels
+from core.answer import AnswerOptions, answer
+from core.artifact import DEFAULT_MODEL, load_artifact
+from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 
-runtime = create_runtime(load_artifact(os.environ.get("SOUNDARC_MODEL", "models/default")), RuntimeConfig(device="cpu"))
+runtime = create_runtime(load_artifact(os.environ.get("SOUNDARC_MODEL", DEFAULT_MODEL)), RuntimeConfig(device="cpu"))
 lock = threading.Lock()
 
 
 def score(data: bytes) -> dict:
-    clip = prepare(data, runtime.artifact.frontend)
+    artifact = runtime.artifact
+    clip = prepare(data, artifact.frontend, artifact.activity)
     with lock:  # one session, one call at a time
-        logits, _ = runtime.run(clip.patches)
-    return {"labels": top_labels(clip_probabilities(logits), runtime.artifact.labels, 5)}
+        logits, embeddings = runtime.run(clip.patches)
+    result = answer(logits, embeddings, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels,
+                    None, AnswerOptions(open_set=False))
+    return result.to_dict()
 
 
 async def classify(request):

@@ -26,10 +26,10 @@ PROBE = ["probe=true", "probe_epochs=300", "lr=0.01"]
 # arm -> (mode, config, overrides, pre-training arm it starts from or None)
 ARMS = {
     "sup-ce": ("finetune", SUPERVISED, ["loss=ce"], None),
-    "sup-acl-a0.5": ("finetune", SUPERVISED, ["loss=acl", "alpha=0.5"], None),
-    "sup-acl-a0.7": ("finetune", SUPERVISED, ["loss=acl", "alpha=0.7"], None),
-    "ssl-infonce": ("pretrain", PRETRAIN, ["alpha=1.0"], None),
-    "ssl-acl-a0.3": ("pretrain", PRETRAIN, ["alpha=0.3"], None),
+    "sup-acl-a0.5": ("finetune", SUPERVISED, ["loss=acl", "sup_alpha=0.5"], None),
+    "sup-acl-a0.7": ("finetune", SUPERVISED, ["loss=acl", "sup_alpha=0.7"], None),
+    "ssl-infonce": ("pretrain", PRETRAIN, ["ssl_alpha=1.0"], None),
+    "ssl-acl-a0.3": ("pretrain", PRETRAIN, ["ssl_alpha=0.3"], None),
     "ssl-infonce+probe": ("finetune", SUPERVISED, PROBE, "ssl-infonce"),
     "ssl-acl-a0.3+probe": ("finetune", SUPERVISED, PROBE, "ssl-acl-a0.3"),
     "ssl-infonce+ft": ("finetune", SUPERVISED, ["loss=ce"], "ssl-infonce"),
