@@ -64,6 +64,7 @@ function showResult(result) {
   $("timeline").replaceChildren(...result.windows.map((w) => {
     const cell = element("div", "window", `${w.start_s.toFixed(1)} s\n${w.label}`);
     cell.style.background = w.label === "silence" ? "#eee" : colour(w.label);
+    if (w.label === "silence") cell.style.color = "#777";
     cell.title = `${w.start_s}-${w.end_s} s: ${w.label}` + (w.score === null ? "" : ` (${percent(w.score)})`);
     return cell;
   }));
