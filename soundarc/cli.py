@@ -18,14 +18,29 @@ COMMANDS = {
 }
 
 
+# a module that an optional extra brings -> that extra
+EXTRAS = {"torch": "train", "safetensors": "train", "matplotlib": "train", "onnx": "export", "onnxscript": "export",
+          "bentoml": "serve", "ray": "ray", "faiss": "serve", "pyarrow": "serve"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("soundarc")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="soundarc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"soundarc {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen subcommand's module is imported: parse the name first.
     name = next((a for a in argv if not a.startswith("-")), None)
     for command, (module, help_text) in COMMANDS.items():
-        sp = sub.add_parser(command, help=help_text)
+        sp = sub.add_parser(command, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         if command == name:
             importlib.import_module(module).add_arguments(sp)
     args = parser.parse_args(argv)
@@ -36,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except SoundarcError as e:  # a user's mistake or bad data: say what, without a traceback
         print(f"soundarc {args.command}: {e.kind}: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an extra that is not installed (the serving venv has no torch)
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        install = f"pip install -e '.[{extra}]'"
+        if extra in ("train", "export"):  # the local CPU build first: a bare torch pulls CUDA
+            install = f"pip install torch==2.13.0 && {install}"
+        print(f"soundarc {args.command}: {e.name} is not installed; {install}", file=sys.stderr)
         return 2
 
 

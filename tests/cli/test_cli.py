@@ -1,0 +1,20 @@
+"""The `soundarc` command: version, defaults in help, a missing extra said in one line."""
+
+import subprocess
+import sys
+
+
+def soundarc(*args, code=""):
+    script = f"import sys\n{code}\nfrom soundarc.cli import main\nsys.exit(main({list(args)!r}))"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def test_version_and_defaults_in_help():
+    assert soundarc("--version").stdout.startswith("soundarc ")
+    assert "(default: models/default)" in soundarc("score", "--help").stdout
+
+
+def test_a_missing_extra_is_one_line_saying_what_to_install():
+    result = soundarc("train", "eval", "runs/x", code="sys.modules['torch'] = None")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "torch is not installed; pip install torch==2.13.0 && pip install -e '.[train]'" in result.stderr
