@@ -97,26 +97,33 @@ def evaluate(run: Path, fold: int) -> dict:
     return result
 
 
-def summarise(results: dict) -> dict:
+def compact(results: dict) -> dict:
+    """{arm: {run: {fold, condition: accuracy}}}: what the report keeps of each run."""
+    return {arm: {k: {"fold": r["fold"], **{c: r["conditions"][c]["accuracy"] for c in CONDITIONS}}
+                  for k, r in runs.items()} for arm, runs in results.items()}
+
+
+def summarise(runs: dict) -> dict:
     """{arm: {condition: mean, std over runs, runs}} (std over the fold x seed runs)."""
     table = {}
-    for arm, runs in results.items():
-        if not runs:
-            continue
+    for arm, arm_runs in runs.items():
         row = {}
         for condition in CONDITIONS:
-            acc = np.array([r["conditions"][condition]["accuracy"] for r in runs.values()])
+            acc = np.array([r[condition] for r in arm_runs.values()])
             row[condition] = {"mean": float(acc.mean()), "std": float(acc.std()), "runs": len(acc)}
         table[arm] = row
     return table
 
 
 def write_report(results: dict) -> None:
-    table = summarise(results)
+    """Merges these runs into reports/cv_study.json (arms and runs of earlier studies are kept)."""
+    path = REPORTS / "cv_study.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else {}
+    for arm, arm_runs in compact(results).items():
+        runs.setdefault(arm, {}).update(arm_runs)
+    table = summarise(runs)
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "cv_study.json").write_text(json.dumps({"summary": table, "runs": {
-        arm: {k: {"fold": r["fold"], **{c: r["conditions"][c]["accuracy"] for c in CONDITIONS}} for k, r in runs.items()}
-        for arm, runs in results.items()}}, indent=1))
+    path.write_text(json.dumps({"summary": table, "runs": runs}, indent=1))
     lines = ["| recipe | runs | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
     for arm, row in table.items():
         cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" for c in CONDITIONS]

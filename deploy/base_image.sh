@@ -3,11 +3,13 @@
 # imported as a local image: the stand-in for python:3.11-slim where images cannot be pulled.
 #
 #   deploy/base_image.sh [NAME]          # default localhost/soundarc-base:bookworm
+#   ROOTFS=DIR deploy/base_image.sh      # where debootstrap writes (default build/image/rootfs, reused)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${1:-localhost/soundarc-base:bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-ROOTFS=build/image/rootfs
+ROOTFS=$(realpath -m "${ROOTFS:-build/image/rootfs}")  # debootstrap wants an absolute target
+mkdir -p "$(dirname "$ROOTFS")"
 if [[ ! -x "$ROOTFS/usr/bin/python3" ]]; then
   rm -rf "$ROOTFS"
   debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \

@@ -3,6 +3,7 @@
 #
 #   deploy/image.sh                      # IMAGE=localhost/soundarc:latest
 #   BASE_IMAGE=... ENGINE=docker|buildah BENTOFILE=bentofile.gpu.yaml deploy/image.sh
+#   BASE_NAME=localhost/my-base:tag deploy/image.sh   # buildah: the debootstrapped base to use or make
 #
 # ENGINE: docker where a Docker engine answers, else buildah (RUN steps in a chroot, no daemon).
 # BASE_IMAGE replaces the Dockerfile's FROM (python:3.11-slim). With buildah and no BASE_IMAGE, a
@@ -41,7 +42,7 @@ if [[ "$ENGINE" == docker ]]; then
   docker image inspect "$IMAGE" --format 'size {{.Size}} bytes, {{len .RootFS.Layers}} layers'
 else
   if [[ -z "${BASE_IMAGE:-}" ]]; then
-    BASE_IMAGE=localhost/soundarc-base:bookworm
+    BASE_IMAGE=${BASE_NAME:-localhost/soundarc-base:bookworm}
     buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 || deploy/base_image.sh "$BASE_IMAGE"
   fi
   mounts=()

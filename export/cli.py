@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.openset import ENROL_MARGIN
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a training run with a classifier (finetune or linear probe)")
@@ -20,6 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--labeled", help="open set: labelled data (default: the run's)")
     parser.add_argument("--calibration", help="open set: the threshold from cross-validation "
                         "(reports/openset_cv.json of benchmarks/openset_cv.py); overrides --frr/--calibration-folds")
+    parser.add_argument("--enrol-margin", type=float, default=ENROL_MARGIN,
+                        help="open set: cosine by which an enrolled class must beat the head's (benchmarks/enrol_cost.py)")
 
 
 def run(args) -> int:
@@ -31,7 +35,7 @@ def run(args) -> int:
 
         config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
         attach_open_set(out, args.labeled or config["labeled"], tuple(config["train_folds"]),
-                        tuple(args.calibration_folds), args.frr, args.calibration)
+                        tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin)
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
                       "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))

@@ -22,7 +22,7 @@ from core import errors
 from core.answer import clip_embedding
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from core.clip import prepare
-from core.openset import OpenSet, calibrate, class_prototypes, fit_cosine_logit
+from core.openset import ENROL_MARGIN, OpenSet, calibrate, class_prototypes, fit_cosine_logit
 from core.runtime import RuntimeConfig, create_runtime
 from training.data import scan_labeled
 
@@ -48,7 +48,8 @@ def clip_embeddings(runtime, paths: list[Path]) -> np.ndarray:
 
 
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
-                    calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None) -> OpenSet:
+                    calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None,
+                    enrol_margin: float = ENROL_MARGIN) -> OpenSet:
     artifact = load_artifact(artifact_dir)
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
@@ -64,13 +65,14 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
 
     if calibration:
         c = json.loads(Path(calibration).read_text())
-        open_set = OpenSet(prototypes, names, c["threshold_rad"], c["frr"], c["calibrated_on"], cosine_logit)
+        open_set = OpenSet(prototypes, names, c["threshold_rad"], c["frr"], c["calibrated_on"], cosine_logit,
+                           enrol_margin)
     else:
         calib = [c for c in clips if c.fold in calibration_folds] if calibration_folds else train
         calib_emb = train_emb if calib is train else clip_embeddings(runtime, [c.path for c in calib])
         where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
         threshold = calibrate(prototypes, calib_emb, frr)
-        open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit)
+        open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin)
     log.info("open set: threshold %.3f rad (frr %.2f, %s); enrolled logits %.2f·cos + %.2f",
              open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit)
     return save_open_set(artifact_dir, open_set)
