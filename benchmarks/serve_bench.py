@@ -83,7 +83,7 @@ def load(url: str, clips: list[bytes], concurrency: int, total: int) -> dict:
 
 
 def _stats(url: str) -> dict | None:
-    r = requests.post(f"{url}/stats", json={}, timeout=10)
+    r = requests.get(f"{url}/stats", timeout=10)
     return r.json() if r.status_code == 200 else None
 
 

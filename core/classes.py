@@ -86,9 +86,10 @@ class ClassSet:
         return replace(self, enrolled=self.enrolled + (EnrolledClass(label, prototype, len(embeddings), now),))
 
     def remove(self, label: str) -> ClassSet:
-        if label in self.builtin.labels:
+        """A new set without the enrolled class `label` (matched ignoring case, as enrolment does)."""
+        if label.casefold() in {name.casefold() for name in self.builtin.labels}:
             raise errors.Conflict(f"{label!r} is one of the model's own classes; only enrolled classes can be deleted")
-        kept = tuple(c for c in self.enrolled if c.label != label)
+        kept = tuple(c for c in self.enrolled if c.label.casefold() != label.casefold())
         if len(kept) == len(self.enrolled):
             raise errors.NotFound(f"no enrolled class named {label!r}")
         return replace(self, enrolled=kept)

@@ -88,6 +88,20 @@ class NotFound(SoundarcError):
     status_code = 404
 
 
+class MethodNotAllowed(SoundarcError):
+    """405: the route exists, not with this method; `allow` lists the methods it takes."""
+
+    status_code = 405
+
+    def __init__(self, message: str, allow: str):
+        super().__init__(message)
+        self.allow = allow
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
+
+
 class Conflict(SoundarcError):
     """409: the request clashes with what exists (a duplicate class name, a built-in class)."""
 

@@ -64,8 +64,7 @@ class SoundArc:
         _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
         _SERVICE[:] = [self]
 
-    @bentoml.api(route="/stats")
-    async def stats(self) -> dict:
+    def stats(self) -> dict:
         """The providers, and the model calls and windows scored since start (batching evidence)."""
         return {"model_id": self.artifact.model_id, **self.runtime.describe(),
                 "model_calls": self.batcher.calls, "patches_scored": self.batcher.patches}

@@ -6,7 +6,8 @@
   Content-Length, or counted while reading), 400 for a malformed multipart body, 422 for an `audio`
   field that is not a file: BentoML would answer 500 for the first, and treat a text `audio` as a
   URL to fetch for the second;
-- request-validation errors (pydantic, answered 400 by BentoML) become 422 with our error format;
+- every other error answer becomes our JSON format: request-validation errors (pydantic, answered
+  400 by BentoML) become 422, plain-text 404 and 405 (with Allow) become JSON;
 - a ready /readyz answers JSON naming the model id and the active execution providers.
 """
 
@@ -37,6 +38,7 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         if scope["path"] == "/readyz":
             return await self.app(scope, receive, self._readyz_send(send))
+        send = _errors_as_json(scope, send)
         if scope["path"] not in self.routes or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         if self.in_flight >= self.max_in_flight:
@@ -64,7 +66,7 @@ class RequestGuard:
         problem = await _check_form(scope, body, self.routes[scope["path"]])
         if problem is not None:
             return await _reply(send, problem)
-        return await self.app(scope, _replay(body), _validation_as_422(send))
+        return await self.app(scope, _replay(body), send)
 
     def _readyz_send(self, send):
         async def wrapped(message):
@@ -154,29 +156,51 @@ def _replay(body: bytes):
     return receive
 
 
-def _validation_as_422(send):
-    """Hold a 400 response; if it is BentoML's request-validation error, answer 422 in our format."""
+def _errors_as_json(scope, send):
+    """Every error answer in our JSON format: hold each response of status >= 400 (error bodies are
+    small) and answer what is not ours (BentoML's and Starlette's plain-text 404 and 405, BentoML's
+    400 for request validation, which becomes 422) as the matching error. Ours pass unchanged."""
     held = {}
 
     async def wrapped(message):
-        if message["type"] == "http.response.start" and message["status"] == 400:
-            held["start"] = message
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            held.update(start=message, body=b"")
             return
         if "start" in held and message["type"] == "http.response.body":
-            await send_rewritten(held.pop("start"), message)
+            held["body"] += message.get("body", b"")
+            if not message.get("more_body"):
+                start, body = held.pop("start"), held.pop("body")
+                error = _as_error(scope, start, body)
+                if error is None:
+                    await send(start)
+                    await send({"type": "http.response.body", "body": body})
+                else:
+                    await _reply(send, error)
             return
         await send(message)
 
-    async def send_rewritten(start, body_message):
-        try:
-            payload = json.loads(body_message.get("body", b"") or b"{}")
-        except ValueError:
-            payload = {}
-        if isinstance(payload, dict) and "validation error" in str(payload.get("error", "")):
-            details = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in payload.get("detail", []))
-            error = errors.InvalidParameter(f"invalid request parameters: {details or payload['error']}")
-            return await _reply(send, error)
-        await send(start)
-        await send(body_message)
-
     return wrapped
+
+
+def _as_error(scope, start, body: bytes) -> errors.SoundarcError | None:
+    """The error a held response means (BentoML's validation 400 -> 422, 404, 405, else its text),
+    or None for one of our own JSON errors."""
+    status, headers = start["status"], dict(start.get("headers", []))
+    where = f"{scope['method']} {scope['path']}"
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        payload = body.decode("utf-8", "replace").strip()
+    if status == 400 and isinstance(payload, dict) and "validation error" in str(payload.get("error", "")):
+        details = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in payload.get("detail", []))
+        return errors.InvalidParameter(f"invalid request parameters: {details or payload['error']}")
+    if isinstance(payload, dict) and "message" in payload:
+        return None  # ours (core.errors.to_dict)
+    if status == 404:
+        return errors.NotFound(f"no route {where}: see /docs for the API")
+    if status == 405:
+        allow = headers.get(b"allow", b"").decode("latin-1")
+        return errors.MethodNotAllowed(f"{where} is not allowed; this route takes {allow or 'other methods'}", allow)
+    error = errors.SoundarcError(payload.get("error", payload) if isinstance(payload, dict) else payload or where)
+    error.status_code = status
+    return error

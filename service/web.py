@@ -1,5 +1,6 @@
 """Routes beside the BentoML APIs, mounted on the same server: custom classes and the web page.
 
+    GET    /stats            the providers, model calls and windows scored since start
     GET    /classes          the model's classes and the enrolled ones
     POST   /classes          multipart: `label` + 1-20 files in `audio` -> enrols a class (201)
     DELETE /classes/{label}  removes an enrolled class
@@ -42,10 +43,15 @@ def build_app(get_service) -> Starlette:
         return route
 
     @with_service
-    async def list_classes(service, request):
-        return JSONResponse(service.list_classes())
+    async def stats(service, request):
+        return JSONResponse(service.stats())
 
     @with_service
+    async def classes(service, request):
+        if request.method == "GET":
+            return JSONResponse(service.list_classes())
+        return await enrol(service, request)
+
     async def enrol(service, request):
         form = await request.form()  # the request guard has checked size and syntax
         try:
@@ -71,8 +77,8 @@ def build_app(get_service) -> Starlette:
         return FileResponse(UI_DIR / name, headers={"Cache-Control": "no-cache"})
 
     return Starlette(routes=[
-        Route("/classes", list_classes, methods=["GET"]),
-        Route("/classes", enrol, methods=["POST"]),
+        Route("/stats", stats, methods=["GET"]),
+        Route("/classes", classes, methods=["GET", "POST"]),
         Route("/classes/{label:path}", remove, methods=["DELETE"]),
         Route("/ui", page, methods=["GET"]),
         Route("/ui/", lambda request: RedirectResponse("/ui"), methods=["GET"]),

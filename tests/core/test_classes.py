@@ -68,8 +68,11 @@ def test_duplicate_and_example_counts(builtin):
 def test_remove(builtin):
     classes = builtin.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None])
     assert classes.remove("whistle").labels == ("dog", "rain", "bell")
+    assert classes.remove("BELL").labels == ("dog", "rain", "whistle")  # one case rule, as enrol's 409
     with pytest.raises(errors.Conflict, match="model's own"):
         classes.remove("dog")
+    with pytest.raises(errors.Conflict, match="model's own"):
+        classes.remove("Dog")
     with pytest.raises(errors.NotFound):
         classes.remove("nothing")
 

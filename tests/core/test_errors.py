@@ -21,11 +21,12 @@ def test_the_tree_is_complete_and_every_status_is_an_http_error():
 def test_one_response_per_error(cls):
     from service.http import error_response
 
-    error = cls("what went wrong")
+    error = cls("what went wrong", "GET") if cls is errors.MethodNotAllowed else cls("what went wrong")
     response = error_response(error)
     assert response.status_code == error.status_code
     assert json.loads(response.body) == {"error": cls.__name__, "message": "what went wrong"}
     assert ("retry-after" in response.headers) == (cls is errors.Overloaded)
+    assert ("allow" in response.headers) == (cls is errors.MethodNotAllowed)
 
 
 def test_no_error_class_outside_the_tree():

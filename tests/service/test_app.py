@@ -203,9 +203,9 @@ def test_concurrent_requests_are_batched(server, fixtures):
     windows = len(post(server, "classify", data, fields={"windows": "true"}).json()["windows"])
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda _: post(server, "classify", data), range(16)))  # the batcher learns its timing
-        before = requests.post(f"{server}/stats", json={}, timeout=10).json()
+        before = requests.get(f"{server}/stats", timeout=10).json()
         responses = list(pool.map(lambda _: post(server, "classify", data), range(16)))
-    after = requests.post(f"{server}/stats", json={}, timeout=10).json()
+    after = requests.get(f"{server}/stats", timeout=10).json()
     assert [r.status_code for r in responses] == [200] * 16
     assert after["patches_scored"] - before["patches_scored"] == 16 * windows
     assert after["model_calls"] - before["model_calls"] < 16  # fewer model calls than requests
