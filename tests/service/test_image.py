@@ -1,8 +1,8 @@
 """`make image-test`: build the service image with buildah and serve a real clip from inside it.
 
 Built from nothing: a base, an image and a root file system of the test's own names, removed after,
-so that what local storage already holds is never what passes. Slow; skipped, saying why, where buildah, podman or debootstrap is missing or we are not root
-(.ci/run installs them)."""
+so that what local storage already holds is never what passes. Slow; skipped, saying why, where
+buildah, podman or debootstrap is missing or we are not root (.ci/run installs them)."""
 
 import os
 import shutil
