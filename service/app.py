@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +37,28 @@ from service.http import RequestGuard
 from service.settings import ServiceSettings
 
 log = logging.getLogger("soundarc")
-SETTINGS = ServiceSettings.from_env()
+
+
+def _settings_or_exit() -> ServiceSettings:
+    """The settings, once the model, index and classes file they name are known to load. A problem
+    ends the process here, at import, with one line naming it: `bentoml serve` imports this module
+    before it starts workers, and would restart a worker that fails in __init__ forever."""
+    try:
+        settings = ServiceSettings.from_env()
+        artifact = load_artifact(settings.model)
+        if settings.index:
+            load_index(settings.index, artifact.model_id)
+        if artifact.open_set is not None:
+            ClassStore(settings.classes_path, artifact.model_id).load(ClassSet.of(artifact))
+        if settings.require_gpu:
+            create_runtime(artifact, settings.runtime)  # GPUUnavailable when no GPU can be used
+    except errors.SoundarcError as e:
+        print(f"soundarc: cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings
+
+
+SETTINGS = _settings_or_exit()
 # POSTs with an upload -> the form fields each accepts (the request guard refuses any other)
 ROUTES = {"/classify": ("audio", "top_k", "windows", "open_set", "spectrogram"), "/embed": ("audio", "windows"),
           "/search": ("audio", "top_k"), "/classes": ("label", "audio")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,12 @@ def run(args) -> int:
             "(`soundarc train ...`, `soundarc export RUN_DIR models/default`) or pass --model DIR.",
             file=sys.stderr,
         )
+        return 2
+    try:
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as e:
+        print(f"soundarc: cannot listen on {args.host}:{args.port}: {e.strerror or e} (set --port)", file=sys.stderr)
         return 2
     env = {**os.environ, "SOUNDARC_MODEL": str(model.resolve()), "BENTOML_DO_NOT_TRACK": "True"}
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", args.host, "--port", str(args.port)]

@@ -31,6 +31,16 @@ class ServiceSettings:
     intra_op_threads: int = 0
     request_timeout_s: int = 120
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and value < (0 if f.name == "intra_op_threads" else 1e-9):
+                raise ConfigError(f"{PREFIX}{f.name.upper()}={value}: must be {'>= 0' if f.name == 'intra_op_threads' else '> 0'}")
+        try:
+            self.runtime  # noqa: B018 - RuntimeConfig checks the device
+        except ConfigError as e:
+            raise ConfigError(f"{PREFIX}DEVICE={self.device!r}: {e}") from None
+
     @classmethod
     def from_env(cls, env=os.environ) -> ServiceSettings:
         values = {}
