@@ -26,7 +26,7 @@ TYPED_COLUMNS = {"duration_s": float, "score": float, "angle_rad": float, "activ
                  "unknown": lambda v: v == "True"}
 # One row per input: the clip's answer (core.answer) flattened, or its error.
 ROW_COLUMNS = ("id", "duration_s", "label", "score", "top_labels", "top_scores", "unknown", "nearest_label",
-               "angle_rad", "active_windows", "windows", "error_kind", "error", "model_id")
+               "angle_rad", "active_windows", "windows", "warning", "error_kind", "error", "model_id")
 
 
 class PartWriter:
@@ -100,7 +100,7 @@ def row_schema(row: dict):
     types = {"id": pa.string(), "duration_s": pa.float64(), "label": pa.string(), "score": pa.float64(),
              "top_labels": pa.list_(pa.string()), "top_scores": pa.list_(pa.float64()), "unknown": pa.bool_(),
              "nearest_label": pa.string(), "angle_rad": pa.float64(), "active_windows": pa.int64(), "windows": pa.int64(),
-             "error_kind": pa.string(), "error": pa.string(), "model_id": pa.string(),
+             "warning": pa.string(), "error_kind": pa.string(), "error": pa.string(), "model_id": pa.string(),
              "embedding": pa.list_(pa.float32())}
     return pa.schema([(k, types[k]) for k in row])
 

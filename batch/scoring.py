@@ -66,6 +66,7 @@ class Prepared:
     error: str | None = None
     starts_s: np.ndarray | None = None  # (N,)
     active: np.ndarray | None = None  # (N,) bool
+    warning: str | None = None  # a file that decoded only in part (core.audio)
 
 
 @dataclass
@@ -89,7 +90,8 @@ def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepar
         clip = prepare(item.data, frontend, activity, limits)
     except errors.SoundarcError as e:
         return Prepared(item.id, error_kind=e.kind, error=str(e))
-    return Prepared(item.id, clip.patches, clip.duration_s, starts_s=clip.starts_s, active=clip.active)
+    return Prepared(item.id, clip.patches, clip.duration_s, starts_s=clip.starts_s, active=clip.active,
+                    warning="; ".join(clip.warnings) or None)
 
 
 class Scorer:
@@ -127,7 +129,7 @@ class Scorer:
         """The clip's answer (core.answer, as /classify gives it) as a flat row; or its error."""
         row = dict.fromkeys(ROW_COLUMNS)
         row.update(id=p.id, duration_s=None if p.duration_s is None else round(p.duration_s, 3),
-                   error_kind=p.error_kind, error=p.error, model_id=self.artifact.model_id)
+                   warning=p.warning, error_kind=p.error_kind, error=p.error, model_id=self.artifact.model_id)
         if self.options.embeddings:
             row["embedding"] = None
         if logits is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc"}  # what we decode
 MIN_RATE = 1_000
 MAX_RATE = 384_000
-BLOCK_FRAMES = 65_536
+BLOCK_FRAMES = 16_384  # a damaged file keeps what decoded before the block that failed
+HEADER_BYTES = 65_536  # where the sample data chunk of a WAV or AIFF file must start for us to check it
+_DECODE_ERRORS = (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError, OSError)
 
 
 @dataclass(frozen=True)
@@ -44,21 +47,43 @@ def decode(
 
     Returns a 1-D array (samples,). Raises a `core.errors.BadAudio` or `TooLarge` subclass.
     """
+    return decode_with_warnings(data, target_rate, limits)[0]
+
+
+def decode_with_warnings(
+    data: bytes | str | os.PathLike,
+    target_rate: int,
+    limits: DecodeLimits = DecodeLimits(),
+) -> tuple[np.ndarray, list[str]]:
+    """`decode`, and what was wrong with a file that still decoded in part: cut short (its header
+    declares more than the file holds) or damaged (decoding stopped before the end)."""
     source = _open_source(data, limits)
+    warnings = []
     try:
         with sf.SoundFile(source) as f:
             rate, channels = _check_header(f.samplerate, f.channels, limits)
-            mono = _read_mono(f, rate, limits)
+            mono, stopped = _read_mono(f, rate, limits)
+            declared = f.frames
     except errors.SoundarcError:
         raise
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError, OSError) as e:
-        reason = getattr(e, "error_string", None) or str(e)  # libsndfile's words, without our file paths
-        raise errors.UndecodableAudio(f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {reason}") from e
+    except _DECODE_ERRORS as e:
+        raise errors.UndecodableAudio(f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {_reason(e)}") from e
     if mono.size == 0:
         raise errors.EmptyAudio("the audio holds no samples")
     if not np.isfinite(mono).all():
         raise errors.InvalidSamples("the audio holds NaN or infinite samples")
-    return resample(mono, rate, target_rate)
+    if stopped:
+        warnings.append(f"decoding stopped after {mono.size / rate:.3f} s ({stopped}): the file is damaged or cut short")
+    elif declared > mono.size * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
+        warnings.append(f"the header declares {declared / rate:.3f} s, but only {mono.size / rate:.3f} s could be read: "
+                        "the file is cut short")
+    else:
+        cut = _data_chunk_shortfall(source)
+        if cut:
+            warnings.append(cut)
+    for warning in warnings:
+        log.info("decode: %s", warning)
+    return resample(mono, rate, target_rate), warnings
 
 
 def resample(y: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -100,12 +125,18 @@ def _check_header(rate: int, channels: int, limits: DecodeLimits) -> tuple[int, 
     return rate, channels
 
 
-def _read_mono(f: sf.SoundFile, rate: int, limits: DecodeLimits) -> np.ndarray:
-    """Read block by block, mixing down to mono; stop as soon as the duration limit is passed."""
+def _read_mono(f: sf.SoundFile, rate: int, limits: DecodeLimits) -> tuple[np.ndarray, str]:
+    """Read block by block, mixing down to mono; stop as soon as the duration limit is passed.
+    Returns the samples and, when decoding failed after some blocks, the reason it stopped."""
     max_frames = int(limits.max_duration_s * rate)
     blocks, total = [], 0
     while True:
-        block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
+        try:
+            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
+        except _DECODE_ERRORS as e:
+            if not blocks:
+                raise
+            return np.concatenate(blocks), _reason(e)
         if block.shape[0] == 0:
             break
         total += block.shape[0]
@@ -113,5 +144,35 @@ def _read_mono(f: sf.SoundFile, rate: int, limits: DecodeLimits) -> np.ndarray:
             raise errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
         blocks.append(block.mean(axis=1, dtype=np.float32))  # (frames,)
     if not blocks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(blocks)
+        return np.zeros(0, dtype=np.float32), ""
+    return np.concatenate(blocks), ""
+
+
+def _reason(e: Exception) -> str:
+    return (getattr(e, "error_string", None) or str(e)).strip()  # libsndfile's words, without our file paths
+
+
+def _data_chunk_shortfall(source) -> str:
+    """For WAV and AIFF, whose readers quietly shorten a file cut short: "" when the sample data
+    chunk holds what its header declares, else a warning saying how much is missing."""
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+        head, size = data[:HEADER_BYTES], len(data)
+    else:
+        with open(source, "rb") as f:
+            head = f.read(HEADER_BYTES)
+        size = os.path.getsize(source)
+    layout = {b"RIFF": ("<I", b"data", 12), b"FORM": (">I", b"SSND", 12)}.get(head[:4])
+    if layout is None or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
+        return ""
+    fmt, wanted, offset = layout
+    while offset + 8 <= len(head):
+        chunk, length = head[offset:offset + 4], struct.unpack(fmt, head[offset + 4:offset + 8])[0]
+        if chunk == wanted:
+            held = size - offset - 8
+            if length in (0, 0xFFFFFFFF) or length <= held:  # 0 / -1: written while streaming, length unknown
+                return ""
+            return (f"the {chunk.decode()} chunk declares {length} bytes of samples, the file holds {held}: "
+                    f"the file is cut short ({100 * held / length:.0f} % of it is here)")
+        offset += 8 + length + (length & 1)
+    return ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.activity import ActivityConfig, frame_gains_db, window_activity_of
-from core.audio import DecodeLimits, decode
+from core.audio import DecodeLimits, decode_with_warnings
 from core.features import FrontendConfig, log_mel, patches
 
 
@@ -27,6 +27,7 @@ class PreparedClip:
     logmel: np.ndarray  # (F, M) the whole clip's log-mel (log10 power)
     duration_s: float
     timings: dict = field(default_factory=dict)  # seconds spent in decode and features
+    warnings: list[str] = field(default_factory=list)  # a file that decoded only in part says so here
 
     @property
     def silent(self) -> bool:
@@ -37,7 +38,7 @@ def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, activity:
             limits: DecodeLimits = DecodeLimits()) -> PreparedClip:
     """Decode and featurise one clip; raises the typed errors of core.audio."""
     t0 = time.perf_counter()
-    waveform = decode(data, frontend.sample_rate, limits)
+    waveform, warnings = decode_with_warnings(data, frontend.sample_rate, limits)
     t1 = time.perf_counter()
     logmel = log_mel(waveform, frontend)  # (F, M)
     windows, starts = patches(logmel, frontend)  # (N, T, M), (N,) frames
@@ -45,7 +46,7 @@ def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, activity:
     t2 = time.perf_counter()
     starts_s = starts * frontend.hop_length / frontend.sample_rate
     return PreparedClip(windows, starts_s, active, logmel, waveform.size / frontend.sample_rate,
-                        {"decode": t1 - t0, "features": t2 - t1})
+                        {"decode": t1 - t0, "features": t2 - t1}, warnings)
 
 
 def spectrogram(logmel: np.ndarray, frames_per_s: float, max_columns: int = 600, dynamic_range_db: float = 80.0) -> dict:

@@ -95,13 +95,15 @@ class SoundArc:
     async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
                        spectrogram: bool = False, ctx: bentoml.Context = None) -> dict:
         """The clip's answer (core.answer): `label` (a class, "unknown" or "silence") and `score`, its
-        probability; `scores`, the top_k of one distribution over the classes and "unknown" (it sums to
-        1); `activity`; `open_set` (P(known), nearest class, angle). `windows` adds a timeline,
-        `spectrogram` a small log-mel image; `open_set=false` answers among the known classes only."""
+        probability; `ranking`, the top_k classes of the closed-set distribution; `activity`;
+        `open_set` (unknown, nearest class, angle). `windows` adds a timeline, `spectrogram` a small
+        log-mel image; `open_set=false` answers among the known classes only. `warnings`: what was
+        wrong with a file that decoded only in part."""
         async def handle():
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
             clip, result = await self._answer(audio, "classify", AnswerOptions(top_k, open_set, windows))
-            body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+            body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
+                    "model": self._model_info()}
             if spectrogram:
                 fps = self.frontend.sample_rate / self.frontend.hop_length
                 body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel, fps)
@@ -120,7 +122,8 @@ class SoundArc:
                             self.artifact.labels, None, AnswerOptions(open_set=False))
             body = {"embedding": None if result.embedding is None else result.embedding.tolist(),
                     "dim": self.artifact.embedding_dim, "activity": result.to_dict()["activity"],
-                    "duration_s": round(clip.duration_s, 3), "model": self._model_info()}
+                    "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
+                    "model": self._model_info()}
             if result.label == SILENCE:
                 body["label"] = SILENCE
             if windows:
@@ -140,8 +143,8 @@ class SoundArc:
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
             clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
             found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
-            body = {"results": found, "duration_s": round(clip.duration_s, 3), "model": self._model_info(),
-                    "index": {k: self.index.meta[k] for k in ("kind", "count")}}
+            body = {"results": found, "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
+                    "model": self._model_info(), "index": {k: self.index.meta[k] for k in ("kind", "count")}}
             if result.label == SILENCE:
                 body["label"] = SILENCE
             return body

@@ -94,6 +94,17 @@ def test_one_row_per_input_with_typed_errors(corpus, tmp_path, test_artifact):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_a_file_cut_short_gets_a_row_with_a_warning(tmp_path, test_artifact, fmt):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "whole.wav").write_bytes(wav(seconds=2.0))
+    (tmp_path / "in" / "cut.wav").write_bytes(wav(seconds=2.0)[:20_000])
+    score([str(tmp_path / "in")], test_artifact, tmp_path / "out", ScoreOptions(workers=0, fmt=fmt))
+    rows = {Path(r["id"]).name: r for r in read_results(tmp_path / "out")}
+    assert rows["whole.wav"]["warning"] is None and rows["whole.wav"]["label"]
+    assert "cut short" in rows["cut.wav"]["warning"] and rows["cut.wav"]["label"] and not rows["cut.wav"]["error_kind"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_formats_hold_the_same_rows(corpus, tmp_path, test_artifact, fmt):
     score([str(corpus["dir"])], test_artifact, tmp_path / fmt, ScoreOptions(workers=0, embeddings=True, fmt=fmt))
     rows = read_results(tmp_path / fmt)

@@ -9,7 +9,7 @@ import soundfile as sf
 import soxr
 
 from core import errors
-from core.audio import DecodeLimits, decode
+from core.audio import DecodeLimits, decode, decode_with_warnings
 
 RATE = 22_050
 
@@ -168,3 +168,16 @@ def test_resampler_exceptions_map_to_ours(exc, monkeypatch):
     monkeypatch.setattr(soxr, "resample", boom)
     with pytest.raises(errors.BadAudio):
         decode(encode(sine(16_000), 16_000, "WAV", "PCM_16"), RATE)
+
+
+@pytest.mark.parametrize("fmt,subtype,needle", [
+    ("WAV", "PCM_24", "data chunk declares"), ("AIFF", "PCM_16", "SSND chunk declares"),
+    ("FLAC", "PCM_16", "decoding stopped after"), ("MP3", "MPEG_LAYER_III", "header declares"),
+])
+def test_a_file_cut_short_decodes_what_is_there_with_a_warning(fmt, subtype, needle):
+    data = encode(sine(44_100, seconds=3.0), 44_100, fmt, subtype)
+    whole, warnings = decode_with_warnings(data, RATE)
+    assert warnings == [] and whole.size == pytest.approx(3 * RATE, abs=RATE // 50)
+    part, warnings = decode_with_warnings(data[: len(data) // 2], RATE)
+    assert 0.5 < part.size / RATE < 2.0
+    assert len(warnings) == 1 and needle in warnings[0] and "cut short" in warnings[0], warnings

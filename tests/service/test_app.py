@@ -124,6 +124,15 @@ def test_short_clip(server):
     assert r.json()["label"] == "silence"  # 6 ms: less than the 50 ms of sound a window needs
 
 
+def test_a_file_cut_short_is_answered_with_a_warning(server, fixtures):
+    whole = encoded(fixtures, "WAV", "PCM_24", rate=44_100)
+    for endpoint in ("classify", "embed"):
+        assert post(server, endpoint, whole).json()["warnings"] == []
+        r = post(server, endpoint, whole[:30_000])  # the 24-bit WAV cut to 30 kB
+        assert r.status_code == 200, r.text
+        assert r.json()["duration_s"] < 0.3 and "cut short" in r.json()["warnings"][0], r.json()["warnings"]
+
+
 def bad_requests(fixtures):
     good = (fixtures / "1-27724-A-1.ogg").read_bytes()
     return {
