@@ -31,10 +31,11 @@ from core.clip import PreparedClip, prepare
 from core.clip import spectrogram as spectrogram_image
 from core.features import log_mel
 from core.runtime import create_runtime
-from service import web
+from service import openapi, web
 from service.batcher import Batcher
 from service.http import RequestGuard
 from service.settings import ServiceSettings
+from soundarc import version
 
 log = logging.getLogger("soundarc")
 
@@ -219,7 +220,8 @@ class SoundArc:
                 "embedding_dim": self.artifact.embedding_dim, "providers": _READY.get("providers")}
 
 
-SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None), path="/")
+SPEC = openapi.build(SETTINGS.max_top_k, SETTINGS.max_upload_mb, version())
+SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None, SPEC), path="/")
 SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
                              max_in_flight=SETTINGS.max_in_flight, routes=ROUTES, ready_info=lambda: dict(_READY) or None)
 

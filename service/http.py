@@ -8,7 +8,8 @@
   URL to fetch for the second;
 - every other error answer becomes our JSON format: request-validation errors (pydantic, answered
   400 by BentoML) become 422, plain-text 404 and 405 (with Allow) become JSON;
-- a ready /readyz answers JSON naming the model id and the active execution providers.
+- a ready /readyz answers JSON naming the model id and the active execution providers;
+- `/` serves the web page and `/docs.json` the whole OpenAPI document, in place of BentoML's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from core import errors
 log = logging.getLogger("soundarc")
 
 UPLOAD_FIELD = "audio"
+# BentoML's own pages at these paths (an online-only Swagger page, its partial spec) -> ours
+TAKEN_OVER = {"/": "/ui", "/docs.json": "/openapi.json"}
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422
 
 
@@ -38,6 +41,8 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         if scope["path"] == "/readyz":
             return await self.app(scope, receive, self._readyz_send(send))
+        if scope["path"] in TAKEN_OVER and scope["method"] in ("GET", "HEAD"):
+            scope = {**scope, "path": TAKEN_OVER[scope["path"]], "raw_path": TAKEN_OVER[scope["path"]].encode()}
         send = _errors_as_json(scope, send)
         if scope["path"] not in self.routes or scope["method"] != "POST":
             return await self.app(scope, receive, send)

@@ -5,6 +5,8 @@
     POST   /classes          multipart: `label` + 1-20 files in `audio` -> enrols a class (201)
     DELETE /classes/{label}  removes an enrolled class
     GET    /ui               the web page (plain HTML/JS/CSS in service/ui/, nothing to build)
+    GET    /docs             the API page (service/ui/docs.html, renders /openapi.json; works offline)
+    GET    /openapi.json     the OpenAPI document of every route (service.openapi)
 
 Errors are the service's JSON errors with their status.
 """
@@ -23,11 +25,12 @@ from core import errors
 from service.http import UPLOAD_FIELD, error_response
 
 UI_DIR = Path(__file__).parent / "ui"
-UI_FILES = {"index.html", "app.js", "style.css"}
+UI_FILES = {"index.html", "app.js", "style.css", "docs.html", "docs.js"}
 
 
-def build_app(get_service) -> Starlette:
-    """`get_service()` -> the SoundArc instance of this process, or None before it exists."""
+def build_app(get_service, spec: dict) -> Starlette:
+    """`get_service()` -> the SoundArc instance of this process, or None before it exists; `spec`
+    the OpenAPI document (service.openapi)."""
 
     def with_service(handler):
         @functools.wraps(handler)
@@ -70,6 +73,9 @@ def build_app(get_service) -> Starlette:
     async def remove(service, request):
         return JSONResponse(await service.remove_class(request.path_params["label"]))
 
+    async def docs(request):
+        return FileResponse(UI_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
     async def page(request):
         name = request.path_params.get("name", "index.html")
         if name not in UI_FILES:
@@ -83,4 +89,6 @@ def build_app(get_service) -> Starlette:
         Route("/ui", page, methods=["GET"]),
         Route("/ui/", lambda request: RedirectResponse("/ui"), methods=["GET"]),
         Route("/ui/{name}", page, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/openapi.json", lambda request: JSONResponse(spec), methods=["GET"]),
     ])

@@ -8,6 +8,8 @@ import importlib
 import logging
 import sys
 
+from soundarc import version
+
 # subcommand -> module that defines add_arguments(parser) and run(args) -> int
 COMMANDS = {
     "train": ("training.cli", "train an encoder: pretrain (SSL), finetune, eval"),
@@ -23,19 +25,10 @@ EXTRAS = {"torch": "train", "safetensors": "train", "matplotlib": "train", "onnx
           "bentoml": "serve", "ray": "ray", "faiss": "serve", "pyarrow": "serve"}
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("soundarc")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="soundarc", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"soundarc {_version()}")
+    parser.add_argument("--version", action="version", version=f"soundarc {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen subcommand's module is imported: parse the name first.
     name = next((a for a in argv if not a.startswith("-")), None)

@@ -54,15 +54,15 @@ def test_random_malformed_requests_are_4xx_json(server, fixtures):
 
 
 @pytest.mark.parametrize("method,path,status,allow", [
-    ("GET", "/classify", 405, "POST"), ("PUT", "/embed", 405, "POST"), ("POST", "/stats", 405, "GET, HEAD"),
-    ("PUT", "/classes", 405, "GET"), ("GET", "/classes/dog", 405, "DELETE"), ("GET", "/nothing", 404, None),
+    ("GET", "/classify", 405, {"POST"}), ("PUT", "/embed", 405, {"POST"}), ("POST", "/stats", 405, {"GET", "HEAD"}),
+    ("PUT", "/classes", 405, {"GET", "HEAD", "POST"}), ("GET", "/classes/dog", 405, {"DELETE"}), ("GET", "/nothing", 404, None),
 ])
 def test_wrong_methods_and_routes_are_json(server, method, path, status, allow):
     r = requests.request(method, server + path, timeout=10)
     assert r.status_code == status and r.headers["content-type"] == "application/json", r.text
     assert r.json()["error"] in ("MethodNotAllowed", "NotFound") and path in r.json()["message"]
     if allow:
-        assert allow in r.headers["allow"]
+        assert set(r.headers["allow"].split(", ")) == allow
 
 
 def test_stats_is_a_get(server):

@@ -11,7 +11,7 @@ from service.web import build_app
 def call(service, method: str, path: str, **kwargs) -> httpx.Response:
     """One request to the routes, in process (httpx's ASGI transport)."""
     async def go():
-        transport = httpx.ASGITransport(app=build_app(lambda: service))
+        transport = httpx.ASGITransport(app=build_app(lambda: service, {}))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             return await client.request(method, path, **kwargs)
 
