@@ -67,7 +67,8 @@ def decode_with_warnings(
     except errors.SoundarcError:
         raise
     except _DECODE_ERRORS as e:
-        raise errors.UndecodableAudio(f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {_reason(e)}") from e
+        raise errors.UndecodableAudio(
+            f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {_reason(e)}") from e
     if mono.size == 0:
         raise errors.EmptyAudio("the audio holds no samples")
     if not np.isfinite(mono).all():

@@ -33,9 +33,9 @@ class ServiceSettings:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int", "float") and value < (0 if f.name == "intra_op_threads" else 1e-9):
-                raise ConfigError(f"{PREFIX}{f.name.upper()}={value}: must be {'>= 0' if f.name == 'intra_op_threads' else '> 0'}")
+            value, zero_ok = getattr(self, f.name), f.name == "intra_op_threads"  # 0: ONNX Runtime's default
+            if f.type in ("int", "float") and (value < 0 if zero_ok else value <= 0):
+                raise ConfigError(f"{PREFIX}{f.name.upper()}={value}: must be {'>= 0' if zero_ok else '> 0'}")
         try:
             self.runtime  # noqa: B018 - RuntimeConfig checks the device
         except ConfigError as e:
