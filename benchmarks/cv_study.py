@@ -36,6 +36,9 @@ ARMS = {
     "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of the last session
     "ce-robust": ["loss=ce", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]"],
     "acl-robust": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]"],
+    # the same, with the weights of the last 10 of 40 epochs averaged (training.averaging)
+    "ce-robust-avg": ["loss=ce", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]", "average_last=10"],
+    "acl-robust-avg": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]", "average_last=10"],
 }
 
 

@@ -7,7 +7,8 @@
 
 Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
 (kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
-resumes from its last finished epoch. `probe: true` trains a linear probe instead (training.probe).
+resumes from its last finished epoch. `average_last: N` averages the weights of the last N epochs
+(training.averaging). `probe: true` trains a linear probe instead (training.probe).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.augment import AugmentConfig, RobustConfig, make_view, make_views, robust_view
 from training.config import TrainConfig
+from training.averaging import WeightAverage
 from training.data import ClipSet, mel_frequencies, normalisation_stats, random_patch
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
 from training.losses import acl_ssl_loss, acl_supervised_loss
@@ -64,6 +66,7 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
 
     optimizer, scheduler = make_optimizer(model.parameters(), cfg, step.clips // world)
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
+    average = WeightAverage(run.path / "average.pt", cfg.average_last, cfg.epochs)
     log.info("%s: %s", mode, step.describe())
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -79,6 +82,12 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
                   "lr": scheduler.get_last_lr()[0], "patches_per_s": seen / (time.perf_counter() - started)}
         if rank != 0:  # rank 0 alone evaluates and writes the run
             continue
+        if cfg.average_last:
+            average.update(model, epoch)
+            if epoch + 1 == cfg.epochs:
+                order = epoch_order(rng, step.clips, cfg.patches_per_clip, 0, 1)
+                average.apply(model, (step.inputs(idx) for idx in batches(order, cfg.batch_size)))
+                record["averaged_epochs"] = average.count
         if len(splits.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record.update(step.evaluate())
         run.log(record)
@@ -153,6 +162,15 @@ class SupervisedStep:
                 f"alpha {self.alpha:.2f}, augment {self.cfg.augment}, active windows only: {self.cfg.active_only}")
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
+        x = self.inputs(idx)  # (B, 1, T, M)
+        with autocast(self.device, self.cfg.amp):
+            h = self.model.encoder(x)  # (B, D)
+            logits = self.model.classifier(h)  # (B, C)
+        y = self.labels[idx].to(self.device)
+        return acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction), len(x)
+
+    def inputs(self, idx: np.ndarray) -> torch.Tensor:
+        """One random (augmented) patch with sound of each clip of `idx`: (B, 1, T, M)."""
         x = np.stack([random_patch(self.train.features[i], self.frontend, self.rng, self.starts[i]) for i in idx])
         x = torch.from_numpy(x)[:, None].to(self.device)  # (B, 1, T, M)
         if self.cfg.augment == "views":
@@ -164,11 +182,7 @@ class SupervisedStep:
             noise = torch.from_numpy(noise)[:, None].to(self.device)
             floor = self.frontend.log_offset
             x = robust_view(x, noise, self.mel_hz, floor, self.views, self.robust, self.gen)
-        with autocast(self.device, self.cfg.amp):
-            h = self.model.encoder(x)  # (B, D)
-            logits = self.model.classifier(h)  # (B, C)
-        y = self.labels[idx].to(self.device)
-        return acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction), len(x)
+        return x
 
     def evaluate(self) -> dict:
         return validation_summary(self.model, self.splits.val, self.frontend, self.activity, self.device)

@@ -48,12 +48,13 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
     assert json.loads((ft.path / "eval.json").read_text())["clips"] == 6
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch):
+@pytest.mark.parametrize("average_last", [0, 2])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch, average_last):
     import torch
 
     from training.run import Run
 
-    cfg = tiny(tiny_esc, tmp_path, loss="ce", epochs=3)
+    cfg = tiny(tiny_esc, tmp_path, loss="ce", epochs=3, average_last=average_last)
     finetune(cfg, tmp_path / "straight")
 
     real_log = Run.log
@@ -69,12 +70,37 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, mo
     monkeypatch.setattr(Run, "log", real_log)
     run = finetune(cfg, tmp_path / "resumed")
     assert [r["epoch"] for r in run.history()] == [1, 2, 3]
+    assert run.history()[-1].get("averaged_epochs", 0) == average_last
     a, _ = load_checkpoint(tmp_path / "straight")
     b, _ = load_checkpoint(tmp_path / "resumed")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, msg=name)
     with pytest.raises(ConfigError, match="another config"):
         finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=4), tmp_path / "resumed")
+
+
+def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, monkeypatch):
+    import torch
+
+    from training.averaging import WeightAverage
+
+    snapshots, real_update = [], WeightAverage.update
+
+    def update(self, model, epoch):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        real_update(self, model, epoch)
+
+    monkeypatch.setattr(WeightAverage, "update", update)
+    run = finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=3, average_last=2), tmp_path / "avg")
+    model, _ = load_checkpoint(run.path)
+    for name, value in model.state_dict().items():
+        if "running" in name or "num_batches" in name:
+            continue  # BatchNorm statistics are recomputed for the averaged weights
+        torch.testing.assert_close(value, (snapshots[1][name] + snapshots[2][name]) / 2, msg=name)
+    running = [v for k, v in model.state_dict().items() if k.endswith("running_mean")]
+    assert not all(torch.equal(r, s) for r, s in zip(running, [v for k, v in snapshots[2].items() if k.endswith("running_mean")]))
+    with pytest.raises(ConfigError, match="average_last"):
+        finetune(tiny(tiny_esc, tmp_path, epochs=3, average_last=4), tmp_path / "bad")
 
 
 def test_missing_fold_fails_fast(tiny_esc, tmp_path):
