@@ -2,13 +2,18 @@
 vectors). FAISS flat (exact) by default, HNSW (approximate) for large collections.
 
     INDEX/index.faiss     the FAISS index
-    INDEX/items.jsonl     one line per vector: id, label, score, duration_s (row order = vector id)
+    INDEX/items.jsonl     one line per vector: id, label, score, duration_s, and the columns of an
+                          optional metadata CSV (row order = vector id). Ids are relative to the
+                          inputs' common folder (`path/in/collection.wav`, `archive.tar::member`):
+                          /search answers them to remote users, so no absolute path of this machine
     INDEX/index.json      model id, kind, dim, count: an index answers only for the model that built it
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +44,10 @@ class VectorIndex:
         return [{**self.items[i], "similarity": round(float(s), 6)} for s, i in zip(scores[0], ids[0]) if i >= 0]
 
 
-def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hnsw_m: int = 32) -> VectorIndex:
-    """Index every successfully scored row of a results directory that has an embedding."""
+def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hnsw_m: int = 32,
+                absolute_ids: bool = False, metadata: str | Path | None = None) -> VectorIndex:
+    """Index every successfully scored row of a results directory that has an embedding; `metadata`:
+    a CSV with an `id` column (the item's id, relative or as scored) whose other columns join the items."""
     import faiss
 
     if kind not in KINDS:
@@ -59,7 +66,10 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
     else:
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.add(vectors)
-    items = [{k: r.get(k) for k in ("id", "label", "score", "duration_s")} for r in rows]
+    ids = [r["id"] for r in rows] if absolute_ids else relative_ids([r["id"] for r in rows])
+    extra = read_metadata(metadata) if metadata else {}
+    items = [{"id": item_id, **{k: r.get(k) for k in ("label", "score", "duration_s")},
+              **extra.get(item_id, extra.get(r["id"], {}))} for item_id, r in zip(ids, rows)]
     meta = {"model_id": models[0], "kind": kind, "dim": dim, "count": len(items), "source": str(results_dir)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +77,22 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     write_json_atomic(out / "index.json", meta)  # last: an index directory without it is incomplete
     return VectorIndex(index, items, meta)
+
+
+def relative_ids(ids: list[str]) -> list[str]:
+    """Scored ids (a path, or `archive::member`) relative to the folder that holds all their files."""
+    files = [os.path.abspath(i.split("::", 1)[0]) for i in ids]
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    return [os.path.relpath(f, root) + i[len(i.split("::", 1)[0]):] for f, i in zip(files, ids)]
+
+
+def read_metadata(path: str | Path) -> dict[str, dict]:
+    """id -> the other columns of a metadata CSV."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "id" not in (reader.fieldnames or []):
+            raise errors.ConfigError(f"{path} needs an 'id' column (the item ids, as scored or relative)")
+        return {row.pop("id"): row for row in reader}
 
 
 def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:

@@ -3,7 +3,8 @@
     OUT/part-00000.parquet ...   each written to a temporary name, then renamed: a part is whole or absent
     OUT/_run.json                what shapes the rows (model id, format, top_k, ...): a resumed run
                                  with other options is refused rather than mix rows
-    OUT/_summary.json            written when a run finishes
+    OUT/_summary.json            written when a run finishes: the counts of every row in OUT (all the
+                                 runs that wrote it) and this run's own rows and time
 
 A rerun reads the ids of the committed parts and skips them: after a crash or kill -9, OUT holds
 exactly one row per input once the run completes.
@@ -15,6 +16,8 @@ import csv
 import io
 import json
 import os
+import time
+from collections import Counter
 from pathlib import Path
 
 from core import errors
@@ -30,11 +33,13 @@ ROW_COLUMNS = ("id", "duration_s", "label", "score", "top_labels", "top_scores",
 
 
 class PartWriter:
-    def __init__(self, out: Path, fmt: str, identity: dict, rows_per_part: int = 512):
-        """`identity`: what shapes the rows (model id, options); a resumed run must have the same."""
+    def __init__(self, out: Path, fmt: str, identity: dict, rows_per_part: int = 512, seconds_per_part: float = 30.0):
+        """`identity`: what shapes the rows (model id, options); a resumed run must have the same. A part
+        is committed every `rows_per_part` rows or `seconds_per_part` seconds, whichever comes first."""
         if fmt not in FORMATS:
             raise errors.ConfigError(f"unknown format {fmt!r}; valid: {FORMATS}")
-        self.out, self.fmt, self.rows_per_part = out, fmt, rows_per_part
+        self.out, self.fmt, self.rows_per_part, self.seconds_per_part = out, fmt, rows_per_part, seconds_per_part
+        self.last_commit = time.monotonic()
         out.mkdir(parents=True, exist_ok=True)
         run_file = out / "_run.json"
         identity = {**identity, "format": fmt}
@@ -57,10 +62,11 @@ class PartWriter:
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        if len(self.rows) >= self.rows_per_part:
+        if len(self.rows) >= self.rows_per_part or time.monotonic() - self.last_commit >= self.seconds_per_part:
             self.commit()
 
     def commit(self) -> None:
+        self.last_commit = time.monotonic()
         if not self.rows:
             return
         target = self.out / f"part-{self.next_part:05d}.{self.fmt}"
@@ -71,9 +77,15 @@ class PartWriter:
         os.replace(tmp, target)
         self.rows, self.next_part = [], self.next_part + 1
 
-    def close(self, summary: dict) -> None:
+    def close(self, this_run: dict) -> dict:
+        """Commit what is left; write and return the summary of OUT as a whole, with `this_run`."""
         self.commit()
+        rows = [row for part in self.parts() for row in read_part(part)]
+        errors_by_kind = Counter(row["error_kind"] for row in rows if row.get("error_kind"))
+        summary = {"rows": len(rows), "errors": dict(errors_by_kind),
+                   "error_rate": round(sum(errors_by_kind.values()) / max(len(rows), 1), 4), "this_run": this_run}
         write_json_atomic(self.out / "_summary.json", summary)
+        return summary
 
 
 def encode(rows: list[dict], fmt: str) -> bytes:

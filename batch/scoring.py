@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -184,6 +185,7 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
                 yield item
 
     bar = tqdm(desc="scoring", unit="clip", disable=None)
+    threading.Thread(target=_count_into, args=(bar, inputs, options, done), daemon=True).start()
     for prepared in _prepared(todo(), artifact, options):
         for row in scorer.add(prepared):
             _emit(row, writer, summary, bar)
@@ -193,6 +195,18 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
     summary.seconds = time.perf_counter() - started
     writer.close(summary.as_dict())
     return summary
+
+
+def _count_into(bar, inputs: list[str], options: ScoreOptions, done: set[str]) -> None:
+    """Give the progress bar its total (and so an ETA): the inputs still to score, listed without
+    reading them, beside the scoring. (A compressed tar cannot be listed so: no total then.)"""
+    try:
+        ids = {item.id for item in iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)}
+    except errors.SoundarcError as e:
+        log.debug("no progress total: %s", e)
+        return
+    bar.total = len(ids - done)
+    bar.refresh()
 
 
 def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:

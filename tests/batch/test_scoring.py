@@ -166,6 +166,19 @@ def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifa
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     ids = [r["id"] for r in read_results(out)]
     assert sorted(ids) == sorted(str(p) for p in clips.glob("*.wav"))  # none lost, none doubled
+    summary = json.loads((out / "_summary.json").read_text())  # the whole OUT, not the resumed run alone
+    assert summary["rows"] == 40 and summary["this_run"]["rows"] == 40 - len(partial)
+
+
+def test_parts_are_committed_by_time_as_well_as_by_count(tmp_path):
+    from batch.results import PartWriter
+
+    writer = PartWriter(tmp_path, "jsonl", {"model_id": "m"}, rows_per_part=1000, seconds_per_part=0.05)
+    writer.add({"id": "a", "error_kind": None})
+    assert writer.parts() == []
+    time.sleep(0.06)
+    writer.add({"id": "b", "error_kind": None})
+    assert len(writer.parts()) == 1 and writer.done_ids() == {"a", "b"}
 
 
 def test_error_rate_limit_sets_the_exit_code(corpus, tmp_path, test_artifact):
@@ -181,7 +194,14 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
         index = build_index(tmp_path / "o", tmp_path / f"idx-{kind}", kind=kind)
         rows = [r for r in read_results(tmp_path / "o") if r["embedding"]]
         best = index.search(np.asarray(rows[0]["embedding"], np.float32), 3)
-        assert best[0]["id"] == rows[0]["id"] and best[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+        relative = str(Path(rows[0]["id"]).relative_to(corpus["dir"]))  # no absolute path of this machine
+        assert best[0]["id"] == relative and best[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text(f"id,title\n{relative},the rooster\n")
+    index = build_index(tmp_path / "o", tmp_path / "idx-meta", metadata=metadata)
+    assert index.search(np.asarray(rows[0]["embedding"], np.float32), 1)[0]["title"] == "the rooster"
+    absolute = build_index(tmp_path / "o", tmp_path / "idx-abs", absolute_ids=True)
+    assert absolute.items[0]["id"] == rows[0]["id"]
     loaded = load_index(tmp_path / "idx-flat", index.model_id)
     assert loaded.meta["count"] == len(rows)
     with pytest.raises(errors.ArtifactError, match="rebuild"):
