@@ -24,8 +24,8 @@ from core.activity import ActivityConfig, active_starts
 from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.augment import AugmentConfig, RobustConfig, make_view, make_views, robust_view
-from training.config import TrainConfig
 from training.averaging import WeightAverage
+from training.config import TrainConfig
 from training.data import ClipSet, mel_frequencies, normalisation_stats, random_patch
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
 from training.losses import acl_ssl_loss, acl_supervised_loss
