@@ -21,7 +21,7 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 # torch==2.13.0 first: the local CPU build (a bare `torch` would pull several GB of CUDA).
 $(VENV)/.all: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[serve,train,export,dev,ray]'
+	$(BIN)/pip install --quiet -e '.[serve,train,export,dev,ray,client]'
 	touch $@ $(VENV)/.serve
 
 serve: $(VENV)/.serve

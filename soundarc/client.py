@@ -1,0 +1,131 @@
+"""A small typed client for a soundarc server, over httpx: every route, errors as exceptions.
+
+    from soundarc.client import Client
+
+    with Client("http://127.0.0.1:3000") as server:
+        answer = server.classify("dog.wav", top_k=3)
+        print(answer.label, answer.score, answer.ranking)      # "dog" 0.93 [("dog", 0.93), ...]
+        vector = server.embed("dog.wav").embedding              # list of floats, or None for silence
+        server.enrol("door knock", ["knock1.wav", "knock2.wav"])
+
+Audio is a path or bytes. A server error raises `ServerError` (its HTTP status, kind and message);
+503 (overloaded or starting) is retried after its Retry-After, `retries` times. Needs only httpx
+(`pip install 'soundarc[client]'`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+Audio = str | Path | bytes
+
+
+class ServerError(Exception):
+    """The server's JSON error: `status` (HTTP), `kind` (e.g. UndecodableAudio), `message`."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(f"{status} {kind}: {message}")
+        self.status, self.kind, self.message = status, kind, message
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str  # a class, "unknown" or "silence"
+    score: float | None  # P(label) among the known classes; None for unknown and silence
+    ranking: list[tuple[str, float]]  # the top_k classes, best first
+    activity: dict  # {"active_windows", "windows"}
+    duration_s: float
+    warnings: list[str]  # what was wrong with a file that decoded only in part
+    open_set: dict | None = None  # {"unknown", "nearest_label", "angle_rad", "threshold_rad"}
+    windows: list[dict] | None = None  # with windows=True: {"start_s", "end_s", "label", "score"}
+    raw: dict = field(default_factory=dict, repr=False)  # the whole JSON answer
+
+
+@dataclass(frozen=True)
+class Embedding:
+    embedding: list[float] | None  # L2-normalised; None when no window holds sound
+    dim: int
+    activity: dict
+    duration_s: float
+    warnings: list[str]
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+class Client:
+    def __init__(self, url: str = "http://127.0.0.1:3000", timeout_s: float = 120.0, retries: int = 2):
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        self.retries = retries
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- audio ----------------------------------------------------------------------------------
+    def classify(self, audio: Audio, top_k: int = 5, windows: bool = False, open_set: bool = True) -> Classification:
+        body = self._post("/classify", [audio], {"top_k": top_k, "windows": windows, "open_set": open_set})
+        return Classification(body["label"], body["score"], [(r["label"], r["score"]) for r in body["ranking"]],
+                              body["activity"], body["duration_s"], body["warnings"], body.get("open_set"),
+                              body.get("windows"), body)
+
+    def embed(self, audio: Audio, windows: bool = False) -> Embedding:
+        body = self._post("/embed", [audio], {"windows": windows})
+        return Embedding(body["embedding"], body["dim"], body["activity"], body["duration_s"], body["warnings"], body)
+
+    def search(self, audio: Audio, top_k: int = 5) -> list[dict]:
+        """The most similar indexed items: {"id", "label", "similarity", ...}, best first."""
+        return self._post("/search", [audio], {"top_k": top_k})["results"]
+
+    # -- classes --------------------------------------------------------------------------------
+    def classes(self) -> list[dict]:
+        """The model's classes and the enrolled ones: {"label", "kind", ...}."""
+        return self._request("GET", "/classes")["classes"]
+
+    def enrol(self, label: str, examples: list[Audio]) -> dict:
+        return self._post("/classes", examples, {"label": label})
+
+    def delete_class(self, label: str) -> dict:
+        return self._request("DELETE", f"/classes/{httpx.URL(path=label).raw_path.decode()}")
+
+    # -- the service ----------------------------------------------------------------------------
+    def ready(self) -> dict:
+        return self._request("GET", "/readyz")
+
+    def stats(self) -> dict:
+        return self._request("GET", "/stats")
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _post(self, route: str, clips: list[Audio], fields: dict) -> dict:
+        files = [("audio", _upload(clip, i)) for i, clip in enumerate(clips)]
+        data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
+        return self._request("POST", route, files=files, data=data)
+
+    def _request(self, method: str, route: str, **kw) -> dict:
+        for attempt in range(self.retries + 1):
+            response = self.http.request(method, route, **kw)
+            if response.status_code == 503 and attempt < self.retries:
+                time.sleep(float(response.headers.get("Retry-After", 1)))
+                continue
+            break
+        if response.is_success:
+            return response.json()
+        try:
+            error = response.json()
+            raise ServerError(response.status_code, error["error"], error["message"])
+        except (ValueError, KeyError, TypeError):
+            raise ServerError(response.status_code, "HTTPError", response.text[:500]) from None
+
+
+def _upload(clip: Audio, index: int) -> tuple[str, bytes, str]:
+    if isinstance(clip, bytes):
+        return f"clip-{index + 1}", clip, "application/octet-stream"
+    path = Path(clip)
+    return path.name, path.read_bytes(), "application/octet-stream"

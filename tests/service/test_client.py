@@ -1,0 +1,36 @@
+"""soundarc.client against a real server: every route, and errors as ServerError."""
+
+import numpy as np
+import pytest
+
+from soundarc.client import Client, ServerError
+
+
+def test_every_route(server, fixtures):
+    rooster = fixtures / "1-27724-A-1.ogg"
+    with Client(server) as client:
+        assert client.ready()["status"] == "ready"
+        answer = client.classify(rooster, top_k=3, windows=True)
+        assert answer.label == answer.raw["label"] and len(answer.ranking) == 3 and answer.warnings == []
+        assert answer.windows and answer.activity["windows"] == len(answer.windows)
+        vector = client.embed(rooster.read_bytes()).embedding
+        assert vector is not None and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+        assert client.search(rooster, top_k=2)[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+        assert client.stats()["model_calls"] >= 1
+        enrolled = client.enrol("client test class", [rooster, fixtures / "1-100032-A-0.ogg"])
+        assert enrolled["label"] == "client test class" and enrolled["examples"] == 2
+        assert "client test class" in [c["label"] for c in client.classes()]
+        assert client.delete_class("client test class")["deleted"] == "client test class"
+
+
+def test_errors_are_server_errors(server):
+    with Client(server) as client:
+        with pytest.raises(ServerError) as info:
+            client.classify(b"not audio at all")
+        assert info.value.status == 400 and info.value.kind == "UndecodableAudio" and info.value.message
+        with pytest.raises(ServerError) as info:
+            client.classify(b"x", top_k=0)
+        assert info.value.status == 422
+        with pytest.raises(ServerError) as info:
+            client.delete_class("never enrolled")
+        assert info.value.status == 404
