@@ -4,9 +4,9 @@
 const $ = (id) => document.getElementById(id);
 let clip = null; // {blob, name}: the clip to classify
 
-function status(text, isError = false) {
-  $("status").textContent = text;
-  $("status").className = isError ? "error" : "";
+function status(text, isError = false, where = "clip-status") { // shown next to the action it is about
+  $(where).textContent = text;
+  $(where).className = isError ? "status error" : "status";
 }
 
 async function call(method, url, form) {
@@ -33,10 +33,12 @@ async function classify() {
   form.append("spectrogram", "true");
   form.append("open_set", $("open-set").checked ? "true" : "false");
   status("classifying…");
+  $("result").hidden = true; // never the previous clip's answer under this clip's name
   try {
     const result = await call("POST", "/classify", form);
     showResult(result);
-    status(`${result.duration_s} s of audio, ${result.windows.length} windows`);
+    const warnings = result.warnings.length ? ` (${result.warnings.join("; ")})` : "";
+    status(`${result.duration_s} s of audio, ${result.windows.length} windows${warnings}`, warnings !== "");
   } catch (e) {
     status(e.message, true);
     return;
@@ -61,14 +63,32 @@ function showResult(result) {
     return row;
   }));
   bars.title = "if it is one of the classes it knows: the probability of each";
-  $("timeline").replaceChildren(...result.windows.map((w) => {
-    const cell = element("div", "window", `${w.start_s.toFixed(1)} s\n${w.label}`);
-    cell.style.background = w.label === "silence" ? "#eee" : colour(w.label);
-    if (w.label === "silence") cell.style.color = "#777";
-    cell.title = `${w.start_s}-${w.end_s} s: ${w.label}` + (w.score === null ? "" : ` (${percent(w.score)})`);
+  $("timeline").replaceChildren(...segments(result.windows).map((s) => {
+    const cell = element("div", "window", `${s.start_s.toFixed(1)}-${s.end_s.toFixed(1)} s\n${s.label}`);
+    cell.style.flexGrow = s.windows; // width in proportion to its duration
+    cell.style.background = s.label === "silence" ? "#eee" : colour(s.label);
+    if (s.label === "silence") cell.style.color = "#777";
+    cell.title = `${s.start_s}-${s.end_s} s: ${s.label} (${s.windows} windows` +
+      (s.score === null ? ")" : `, mean ${percent(s.score)})`);
     return cell;
   }));
   drawSpectrogram(result.spectrogram);
+}
+
+function segments(windows) { // consecutive windows with the same label, as one segment each
+  const out = [];
+  for (const w of windows) {
+    const last = out[out.length - 1];
+    if (last && last.label === w.label) {
+      last.end_s = w.end_s;
+      last.total += w.score ?? 0;
+      last.windows += 1;
+      last.score = w.score === null ? null : last.total / last.windows;
+    } else {
+      out.push({ label: w.label, start_s: w.start_s, end_s: w.end_s, score: w.score, total: w.score ?? 0, windows: 1 });
+    }
+  }
+  return out;
 }
 
 function explain(result) { // one plain sentence on how the answer was reached
@@ -163,7 +183,7 @@ function wav(chunks, sampleRate) {
 async function showClasses() {
   const { classes, enrolment } = await call("GET", "/classes");
   $("enrol").disabled = !enrolment;
-  if (!enrolment) status("this model has no class prototypes: export it with --open-set to enrol classes");
+  if (!enrolment) status("this model has no class prototypes: export it with --open-set to enrol classes", false, "class-status");
   $("class-list").replaceChildren(...classes.map((c) => {
     const item = element("li", "", `${c.label} `);
     item.append(element("span", "kind", c.kind === "enrolled" ? `(enrolled from ${c.examples} clips) ` : "(built-in)"));
@@ -181,25 +201,25 @@ async function enrol() {
   form.append("label", $("enrol-label").value);
   for (const f of $("enrol-files").files) form.append("audio", f, f.name);
   if ($("enrol-current").checked && clip) form.append("audio", clip.blob, clip.name);
-  status("enrolling…");
+  status("enrolling…", false, "class-status");
   try {
     const made = await call("POST", "/classes", form);
-    status(`enrolled "${made.label}" from ${made.examples} clips`);
+    status(`enrolled "${made.label}" from ${made.examples} clips`, false, "class-status");
     $("enrol-label").value = "";
     $("enrol-files").value = "";
     await showClasses();
   } catch (e) {
-    status(e.message, true);
+    status(e.message, true, "class-status");
   }
 }
 
 async function deleteClass(label) {
   try {
     await call("DELETE", `/classes/${encodeURIComponent(label)}`);
-    status(`deleted "${label}"`);
+    status(`deleted "${label}"`, false, "class-status");
     await showClasses();
   } catch (e) {
-    status(e.message, true);
+    status(e.message, true, "class-status");
   }
 }
 
@@ -235,9 +255,13 @@ async function showModel() {
   }
 }
 
-$("file").onchange = (e) => e.target.files[0] && setClip(e.target.files[0], e.target.files[0].name);
+$("file").onchange = (e) => { // choosing a file classifies it
+  if (!e.target.files[0]) return;
+  setClip(e.target.files[0], e.target.files[0].name);
+  classify();
+};
 $("record").onclick = toggleRecording;
 $("classify").onclick = classify;
 $("enrol").onclick = enrol;
 showModel();
-showClasses().catch((e) => status(e.message, true));
+showClasses().catch((e) => status(e.message, true, "class-status"));

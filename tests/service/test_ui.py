@@ -53,17 +53,25 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.goto(f"{default_server}/ui")
     page.wait_for_function("document.getElementById('model').textContent.includes('default-')")
 
-    page.set_input_files("#file", str(fixtures / ROOSTER))
-    page.click("#classify")
+    page.set_input_files("#file", str(fixtures / ROOSTER))  # choosing a file classifies it
     page.wait_for_function("document.getElementById('label').textContent !== ''")
     assert page.text_content("#label") == "rooster"
     assert page.locator("#bars .bar").count() == 5
-    assert page.locator("#timeline .window").count() == 10  # 5 s: 1 s windows every 0.5 s, the last end-aligned
-    assert page.locator("#timeline .window", has_text="silence").count() == 5  # the rooster's silent tail
+    grow = page.eval_on_selector_all("#timeline .window", "cells => cells.map(c => Number(c.style.flexGrow))")
+    assert sum(grow) == 10 and len(grow) < 10  # 5 s: 10 windows, runs of the same answer as one segment
+    assert page.locator("#timeline .window", has_text="silence").last.get_attribute("title").endswith("(5 windows)")
     assert page.eval_on_selector("#spectrogram", "c => c.width") > 100
     page.wait_for_function("document.querySelectorAll('#similar li').length > 0")
     assert ROOSTER in page.locator("#similar li").first.text_content()
     page.screenshot(path=str(tmp_path / "classified.png"), full_page=True)
+
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio\n")
+    page.set_input_files("#file", str(bad))  # the error beside the clip, and no stale answer
+    page.wait_for_function("document.getElementById('clip-status').className.includes('error')")
+    assert "400" in page.text_content("#clip-status") and page.is_hidden("#result")
+    page.set_input_files("#file", str(fixtures / ROOSTER))
+    page.wait_for_function("!document.getElementById('result').hidden")
 
     page.fill("#enrol-label", "my rooster")
     page.check("#enrol-current")
@@ -79,9 +87,9 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.click("#record")
     page.wait_for_function("document.getElementById('clip-name').textContent === 'recording.wav'")
     page.click("#classify")
-    page.wait_for_function("document.getElementById('status').textContent.includes('s of audio')")
+    page.wait_for_function("document.getElementById('clip-status').textContent.includes('s of audio')")
     assert page.text_content("#label") != ""
-    assert "error" not in (page.get_attribute("#status", "class") or "")
+    assert "error" not in (page.get_attribute("#clip-status", "class") or "")
     page.screenshot(path=str(tmp_path / "recorded.png"), full_page=True)
     assert (tmp_path / "classified.png").stat().st_size > 10_000
     if os.environ.get("SOUNDARC_SCREENSHOTS"):
