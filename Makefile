@@ -33,12 +33,13 @@ test: $(VENV)/.all
 test-slow: $(VENV)/.all
 	$(BIN)/python -m pytest -q -m slow
 
-# The service image from the Bento (deploy/image.sh: docker where an engine runs, else buildah).
-image: $(VENV)/.serve
+# The service image from deploy/Dockerfile (deploy/image.sh: docker where an engine runs, else
+# buildah; VARIANT=gpu for the CUDA build).
+image:
 	deploy/image.sh
 
 # Build with buildah (cached layers make a rebuild quick), then serve a real clip from inside the image.
-image-test: $(VENV)/.serve
+image-test:
 	ENGINE=buildah deploy/image.sh
 	deploy/image_test.sh
 

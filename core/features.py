@@ -173,14 +173,37 @@ def _window(cfg: FrontendConfig) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(cfg: FrontendConfig):
-    """librosa's Slaney mel filters (norm=None), cut to their non-zero FFT bins, as a sparse matrix:
-    a dense product would spend 98 % of its time multiplying zeros."""
-    import librosa  # imported here: its import is slow and only the first call needs it
+    """The Slaney mel filters (norm=None), cut to their non-zero FFT bins, as a sparse matrix: a dense
+    product would spend 98 % of its time multiplying zeros."""
     import scipy.sparse
 
-    fb = librosa.filters.mel(
-        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, htk=False, norm=None
-    )  # (n_mels, n_fft//2+1)
+    fb = mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)  # (n_mels, n_fft//2+1)
     used = np.flatnonzero(fb.any(axis=0))
     lo, hi = int(used[0]), int(used[-1]) + 1
     return lo, hi, scipy.sparse.csr_matrix(fb[:, lo:hi].astype(np.float64))  # (n_mels, hi-lo)
+
+
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_mels, n_fft//2+1) float32 triangular filters on the Slaney mel scale, unnormalised: the
+    numbers of librosa.filters.mel(htk=False, norm=None) (a test holds them equal), without
+    librosa and what it brings (numba, llvmlite, scikit-learn) on the serving path."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)  # (F,)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # (n_mels + 2,)
+    widths = np.diff(edges_hz)
+    ramps = np.subtract.outer(edges_hz, fft_hz)  # (n_mels + 2, F)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+# The Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per 6.4x).
+_HZ_PER_MEL, _LOG_HZ, _LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+_LOG_MEL = _LOG_HZ / _HZ_PER_MEL
+
+
+def hz_to_mel(hz: float) -> float:
+    return _LOG_MEL + np.log(hz / _LOG_HZ) / _LOG_STEP if hz >= _LOG_HZ else hz / _HZ_PER_MEL
+
+
+def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    return np.where(mels >= _LOG_MEL, _LOG_HZ * np.exp(_LOG_STEP * (mels - _LOG_MEL)), _HZ_PER_MEL * mels)

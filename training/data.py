@@ -147,6 +147,7 @@ def random_patch(logmel: np.ndarray, frontend: FrontendConfig, rng: np.random.Ge
 
 def mel_frequencies(frontend: FrontendConfig) -> np.ndarray:
     """(M,) centre frequency (Hz) of each mel band of the front-end."""
-    import librosa
+    from core.features import hz_to_mel, mel_to_hz
 
-    return librosa.mel_frequencies(frontend.n_mels + 2, fmin=frontend.fmin, fmax=frontend.fmax, htk=False)[1:-1]
+    edges = mel_to_hz(np.linspace(hz_to_mel(frontend.fmin), hz_to_mel(frontend.fmax), frontend.n_mels + 2))
+    return edges[1:-1]

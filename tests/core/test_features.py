@@ -54,6 +54,16 @@ def test_parity_with_librosa(name, fixtures):
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(22_050, 2048, 96, 50.0, 10_500.0), (16_000, 400, 40, 20.0, 7600.0),
+                                                      (44_100, 1024, 128, 0.0, 22_050.0)])
+def test_mel_filters_are_librosas_bit_for_bit(sr, n_fft, n_mels, fmin, fmax):
+    from core.features import mel_filters
+
+    ours = mel_filters(sr, n_fft, n_mels, fmin, fmax)
+    theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm=None)
+    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
 def test_golden_sine_peaks_in_its_mel_band():
     # A 1001.3 Hz sine (bin 93): the nearest Slaney mel centre of 96 bands over 50-10500 Hz is band
     # 28 (1016.3 Hz); librosa.filters.mel gives bin 93 weights 0.557 in band 28 and 0.443 in band 27.

@@ -5,6 +5,7 @@ so that what local storage already holds is never what passes. Slow; skipped, sa
 buildah, podman or debootstrap is missing or we are not root (.ci/run installs them)."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,5 +34,8 @@ def test_the_image_builds_and_serves_a_real_clip(tmp_path):
     assert result.returncode == 0, output[-5000:]
     assert f"base image {base}" in output, "the base was not built afresh"
     assert "-> rooster" in output and "image test passed" in output and "stopped: 0 processes left" in output
+    assert "ok: runs as uid 10001" in output and "ok: writes only to /tmp and /data" in output
+    size_mb = float(re.search(r"size ([\d.]+) MB", output).group(1))  # buildah's size of the image
+    assert size_mb <= 900, f"the image is {size_mb} MB"
     for status in ("400", "415", "422"):
         assert f"-> {status}" in output
