@@ -3,18 +3,21 @@ model's own classes by cosine similarity.
 
     ClassSet   the built-in prototypes (from the artifact's openset.json) + enrolled ones; immutable
     ClassStore the enrolled classes of one model in a small JSON file, written atomically, that
-               names the model id: a different model refuses the file
+               names the model id: a different model refuses the file. Several servers may share
+               one file (replicas): a change is a read-modify-write under an exclusive lock, and
+               each server reloads the file when it has changed (`current`)
 
-With no enrolled class, /classify ranks labels by the model's softmax; once a class is enrolled it
-ranks every class, built-in and enrolled, by the cosine between the clip embedding and the class
-prototypes (a softmax head knows nothing of the new classes). Torch-free.
+How enrolled classes are ranked beside the model's own: core.answer. Torch-free.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -120,14 +123,46 @@ def check_label(label: str) -> str:
 
 
 class ClassStore:
-    """The enrolled classes of one model, kept in `path`."""
+    """The enrolled classes of one model, kept in `path` (shared by every server that names it)."""
 
     def __init__(self, path: str | Path, model_id: str):
         self.path, self.model_id = Path(path), model_id
+        self.seen: tuple | None = None  # (mtime_ns, size, inode) of the file as last loaded
+
+    def current(self, classes: ClassSet) -> ClassSet:
+        """`classes`, or the file's classes when another server has changed the file since we last
+        loaded it (one stat per call)."""
+        if self._stamp() == self.seen:
+            return classes
+        return self.load(replace(classes, enrolled=()))
+
+    def update(self, builtin: ClassSet, change: Callable[[ClassSet], ClassSet]) -> ClassSet:
+        """Apply `change` to the classes in the file, as they are now, and save the result: under an
+        exclusive lock, so that concurrent changes from several servers are applied one after the
+        other and none is lost. Returns the new set."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_name(self.path.name + ".lock"), "a")
+        except OSError as e:
+            raise errors.StorageError(f"cannot lock the enrolled classes at {self.path} ({e}); nothing was "
+                                      "changed. Point SOUNDARC_CLASSES at a writable file") from e
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            updated = change(self.load(replace(builtin, enrolled=())))
+            self.save(updated)
+        return updated
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
 
     def load(self, classes: ClassSet) -> ClassSet:
         """`classes` plus what the file holds; refuses a file written for another model."""
-        if not self.path.exists():
+        self.seen = self._stamp()
+        if self.seen is None:
             return classes
         try:
             data = json.loads(self.path.read_text())
@@ -145,6 +180,7 @@ class ClassStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                           "classes": [c.to_dict() for c in classes.enrolled]})
+            self.seen = self._stamp()
         except OSError as e:
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e

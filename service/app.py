@@ -157,7 +157,7 @@ class SoundArc:
         if self.classes is None:
             return {"classes": [{"label": name, "kind": "built-in"} for name in self.artifact.labels],
                     "enrolment": False}
-        return {"classes": self.classes.describe(), "enrolment": True}
+        return {"classes": self._current_classes().describe(), "enrolment": True}
 
     async def enrol(self, label: str, clips: list[tuple[str, bytes]]) -> dict:
         """Enrol `label` from (filename, bytes) example clips; persists before it answers."""
@@ -174,23 +174,32 @@ class SoundArc:
                 raise errors.SilentAudio(f"example {name!r} holds no sound (every window is below the activity "
                                          "thresholds): it cannot teach a class")
             embeddings.append(clip_embedding(window_embeddings[clip.active]))
-        async with self.class_lock:
-            if len(self.classes.enrolled) >= SETTINGS.max_enrolled_classes:
+        def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
+            if len(classes.enrolled) >= SETTINGS.max_enrolled_classes:
                 raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
-            updated = self.classes.enrol(label, np.stack(embeddings))
-            await anyio.to_thread.run_sync(self.class_store.save, updated)
-            self.classes = updated
+            return classes.enrol(label, np.stack(embeddings))
+
+        updated = await self._change_classes(add)
         entry = next(c for c in updated.describe() if c["label"] == label)
         return {**entry, "classes": len(updated.labels)}
 
     async def remove_class(self, label: str) -> dict:
         if self.classes is None:
             raise errors.NotFound(f"no enrolled class named {label!r}")
-        async with self.class_lock:
-            updated = self.classes.remove(label)
-            await anyio.to_thread.run_sync(self.class_store.save, updated)
-            self.classes = updated
+        updated = await self._change_classes(lambda classes: classes.remove(label))
         return {"deleted": label, "classes": len(updated.labels)}
+
+    async def _change_classes(self, change) -> ClassSet:
+        """Apply `change` to the shared store of enrolled classes (every replica's), in a worker thread."""
+        async with self.class_lock:
+            self.classes = await anyio.to_thread.run_sync(self.class_store.update, self.classes, change)
+        return self.classes
+
+    def _current_classes(self) -> ClassSet | None:
+        """The enrolled classes as the store holds them now (another replica may have changed them)."""
+        if self.classes is not None:
+            self.classes = self.class_store.current(self.classes)
+        return self.classes
 
     # -- plumbing ---------------------------------------------------------------------------------
     async def _run(self, audio: Path | bytes, endpoint: str) -> tuple[PreparedClip, np.ndarray, np.ndarray]:
@@ -203,7 +212,7 @@ class SoundArc:
 
     async def _answer(self, audio: Path | bytes, endpoint: str, options: AnswerOptions) -> tuple[PreparedClip, ClipAnswer]:
         clip, logits, embeddings = await self._run(audio, endpoint)
-        classes = self.classes  # this request's view, whatever enrolment does meanwhile
+        classes = self._current_classes()  # this request's view, whatever enrolment does meanwhile
         return clip, answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
                             self.artifact.labels, classes, options)
 

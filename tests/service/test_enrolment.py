@@ -109,3 +109,33 @@ def test_web_page_is_served(server):
     assert requests.get(f"{server}/ui/../service/app.py", timeout=10).status_code == 404
     assert requests.get(f"{server}/ui/secret.py", timeout=10).status_code == 404
     assert requests.get(f"{server}/ui/", timeout=10, allow_redirects=False).headers["location"] == "/ui"
+
+
+def test_replicas_share_one_store(test_artifact, fixtures, tmp_path):
+    """Two real servers on one classes file: a class enrolled or deleted through one is answered by
+    the other at once, and concurrent enrolments through both lose none."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = {**SERVER_SETTINGS, "SOUNDARC_CLASSES": str(tmp_path / "shared" / "enrolled.json")}
+    servers = [start_server(test_artifact, settings, tmp_path / f"replica{i}.log") for i in range(2)]
+    (_, a), (_, b) = servers
+    try:
+        def labels(url):
+            return {c["label"] for c in requests.get(f"{url}/classes", timeout=10).json()["classes"] if c["kind"] == "enrolled"}
+
+        assert enrol(a, "from a", [("a.ogg", DOG)], fixtures).status_code == 201
+        assert labels(b) == {"from a"}
+        assert "from a" in {r["label"] for r in classify(b, fixtures, DOG, top_k=11)["ranking"]}
+        assert enrol(b, "FROM A", [("a.ogg", RAIN)], fixtures).status_code == 409  # b knows a's class
+
+        jobs = [(a if i % 2 else b, f"class {i}") for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda job: enrol(job[0], job[1], [("x.ogg", ROOSTER)], fixtures).status_code, jobs))
+        assert statuses == [201] * 8
+        assert labels(a) == labels(b) == {"from a"} | {f"class {i}" for i in range(8)}  # none lost
+
+        assert requests.delete(f"{b}/classes/from%20a", timeout=10).status_code == 200
+        assert "from a" not in labels(a)
+    finally:
+        for proc, _ in servers:
+            stop_server(proc)
