@@ -24,7 +24,8 @@ from core import errors
 from core.artifact import write_json_atomic
 
 FORMATS = ("parquet", "jsonl", "csv")
-LIST_COLUMNS = ("top_labels", "top_scores", "embedding")
+LIST_COLUMNS = ("top_labels", "top_scores", "embedding", "events")
+EVENT_TABLES = ("dcase", "audacity")
 TYPED_COLUMNS = {"duration_s": float, "score": float, "angle_rad": float, "active_windows": int, "windows": int,
                  "unknown": lambda v: v == "True"}
 # One row per input: the clip's answer (core.answer) flattened, or its error.
@@ -113,7 +114,9 @@ def row_schema(row: dict):
              "top_labels": pa.list_(pa.string()), "top_scores": pa.list_(pa.float64()), "unknown": pa.bool_(),
              "nearest_label": pa.string(), "angle_rad": pa.float64(), "active_windows": pa.int64(), "windows": pa.int64(),
              "warning": pa.string(), "error_kind": pa.string(), "error": pa.string(), "model_id": pa.string(),
-             "embedding": pa.list_(pa.float32())}
+             "embedding": pa.list_(pa.float32()),
+             "events": pa.list_(pa.struct([("label", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+                                           ("score", pa.float64())]))}
     return pa.schema([(k, types[k]) for k in row])
 
 
@@ -142,3 +145,26 @@ def _from_csv(column: str, value: str):
     if column in LIST_COLUMNS:
         return json.loads(value)
     return TYPED_COLUMNS.get(column, str)(value)
+
+
+def write_event_tables(out: str | Path, fmt: str) -> Path:
+    """The events of every row of a results directory (scored with --events) as a table others read:
+    `dcase`: OUT/events.tsv (filename, onset, offset, event_label; DCASE, sed_eval); `audacity`:
+    OUT/audacity/<clip>.txt label tracks (start, end, label, tab-separated; File > Import > Labels)."""
+    out = Path(out)
+    rows = [r for r in read_results(out) if r.get("events") is not None]
+    if fmt == "dcase":
+        lines = ["filename\tonset\toffset\tevent_label"]
+        lines += [f"{r['id']}\t{e['start_s']:.3f}\t{e['end_s']:.3f}\t{e['label']}" for r in rows for e in r["events"]]
+        target = out / "events.tsv"
+        target.write_text("\n".join(lines) + "\n")
+        return target
+    if fmt != "audacity":
+        raise errors.ConfigError(f"unknown event table {fmt!r}; valid: {EVENT_TABLES}")
+    target = out / "audacity"
+    target.mkdir(exist_ok=True)
+    for r in rows:
+        name = r["id"].replace("::", "__").replace("/", "_").lstrip(".") or "clip"
+        (target / f"{name}.txt").write_text("".join(f"{e['start_s']:.3f}\t{e['end_s']:.3f}\t{e['label']}\n"
+                                                   for e in r["events"]))
+    return target

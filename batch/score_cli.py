@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from batch.results import FORMATS
+from batch.results import EVENT_TABLES, FORMATS
 from batch.scoring import ScoreOptions, default_workers
 from core.artifact import DEFAULT_MODEL
 from core.runtime import RuntimeConfig
@@ -17,6 +17,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="results directory (an existing one resumes)")
     parser.add_argument("--format", default="parquet", choices=FORMATS)
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
+    parser.add_argument("--events", action="store_true",
+                        help="add each clip's sound events (label, start_s, end_s, score), as /classify?events=true")
+    parser.add_argument("--events-table", choices=EVENT_TABLES,
+                        help="also write the events as OUT/events.tsv (dcase) or OUT/audacity/*.txt label tracks")
     parser.add_argument("--top-k", type=int, default=5, help="scores kept per row (the classes and 'unknown')")
     parser.add_argument("--classes", default="", help="an enrolled-classes file (the server's SOUNDARC_CLASSES): "
                         "answer with those classes too, as /classify does")
@@ -37,6 +41,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     options = ScoreOptions(
         top_k=args.top_k, embeddings=args.embeddings, open_set=args.open_set, classes=args.classes,
+        events=args.events or bool(args.events_table),
         workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
         max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, intra_op_threads=args.threads),
@@ -51,6 +56,10 @@ def run(args) -> int:
         summary = score(args.inputs, args.model, args.out, options)
     report = summary.as_dict()
     print(json.dumps(report, indent=2), file=sys.stderr)
+    if args.events_table:
+        from batch.results import write_event_tables
+
+        print(f"events: {write_event_tables(args.out, args.events_table)}", file=sys.stderr)
     if report["error_rate"] > options.max_error_rate:
         print(f"soundarc score: error rate {report['error_rate']:.3f} is above --max-error-rate "
               f"{options.max_error_rate}", file=sys.stderr)

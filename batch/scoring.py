@@ -47,6 +47,7 @@ class ScoreOptions:
     top_k: int = 5
     embeddings: bool = False
     open_set: bool = True  # as /classify: "unknown" for clips far from every class
+    events: bool = False  # add each clip's sound events (core.events, the artifact's parameters)
     classes: str = ""  # an enrolled-classes file (the service's SOUNDARC_CLASSES) to answer with
     workers: int = field(default_factory=lambda: default_workers())  # decode/feature processes; 0: this one
     batch_patches: int = 256  # windows per ONNX call
@@ -102,7 +103,8 @@ class Scorer:
         self.artifact, self.options = artifact, options
         self.runtime = create_runtime(artifact, options.runtime)
         self.classes = load_classes(artifact, options.classes)
-        self.answer_options = AnswerOptions(options.top_k, options.open_set)
+        self.answer_options = AnswerOptions(options.top_k, options.open_set,
+                                            events=artifact.events if options.events else None)
         self.pending: list[Prepared] = []
 
     def add(self, prepared: Prepared) -> list[dict]:
@@ -133,6 +135,8 @@ class Scorer:
                    warning=p.warning, error_kind=p.error_kind, error=p.error, model_id=self.artifact.model_id)
         if self.options.embeddings:
             row["embedding"] = None
+        if self.options.events:
+            row["events"] = None
         if logits is None:
             return row
         result = answer(logits, emb, p.active, p.starts_s, self.artifact.frontend.patch_seconds, self.artifact.labels,
@@ -144,6 +148,8 @@ class Scorer:
             row.update({k: result.open_set[k] for k in ("unknown", "nearest_label", "angle_rad")})
         if self.options.embeddings and result.embedding is not None:
             row["embedding"] = result.embedding.tolist()
+        if self.options.events:
+            row["events"] = [e.to_dict() for e in result.events]
         return row
 
 
@@ -164,7 +170,7 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
     """What shapes the rows: a resumed run must match it (results.PartWriter)."""
     classes = load_classes(artifact, options.classes)
     return {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
-            "embeddings": options.embeddings, "open_set": options.open_set,
+            "embeddings": options.embeddings, "open_set": options.open_set, "events": options.events,
             "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
 
 

@@ -16,7 +16,8 @@ offline rows and the stream all build it here and only serialise it.
                 else the top of the ranking (score = its probability in the ranking)
 
 The timeline labels each window by the ranking of that window alone ("silence" without sound):
-"unknown" is decided for the clip, whose embedding averages the windows.
+"unknown" is decided for the clip, whose embedding averages the windows. Events (core.events) are
+found in the same window probabilities.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.classes import ClassSet
+from core.events import Event, EventConfig, detect
 
 UNKNOWN, SILENCE = "unknown", "silence"
 
@@ -35,6 +37,7 @@ class AnswerOptions:
     top_k: int = 5
     open_set: bool = True  # False: never "unknown", the top of the ranking
     windows: bool = False  # a per-window timeline
+    events: EventConfig | None = None  # sound events with these parameters (the artifact's); None: none
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ClipAnswer:
     active_windows: int  # windows with sound, of n_windows
     n_windows: int
     windows: tuple[WindowAnswer, ...] | None = None
+    events: tuple[Event, ...] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready: what /classify answers (without the request's own fields)."""
@@ -66,6 +70,8 @@ class ClipAnswer:
         if self.windows is not None:
             out["windows"] = [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
                                "score": _round(w.score)} for w in self.windows]
+        if self.events is not None:
+            out["events"] = [e.to_dict() for e in self.events]
         return out
 
 
@@ -79,13 +85,14 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     names = classes.labels if classes is not None else labels
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K)
     timeline = _windows(probs, active, starts_s, window_s, names) if options.windows else None
+    events = detect(probs, active, starts_s, window_s, names, options.events) if options.events else None
     if not active.any():
-        return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline)
+        return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])
     ranking = _rank(probs[active].mean(axis=0), names, options.top_k)  # from the (K,) clip probabilities
     verdict = _open_set(embedding, classes) if options.open_set and classes is not None else None
     label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
-    return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline)
+    return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline, events)
 
 
 def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:

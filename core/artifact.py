@@ -4,7 +4,8 @@
     frontend.json   the FrontendConfig the model was trained with
     labels.json     class names, index = logit position
     manifest.json   version, sha256 of model.onnx, opset, versions, parity, training run and metrics,
-                    `activity`: the thresholds of core.activity (their defaults when absent)
+                    `activity`: the thresholds of core.activity, `events`: the parameters of
+                    core.events (their defaults when absent)
     openset.json    optional: class prototypes and the "unknown" threshold (sha256 in the manifest)
 
 `load_artifact` refuses a directory with a missing file, an unknown manifest version, or a model
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from core import errors
 from core.activity import ActivityConfig
+from core.events import EventConfig
 from core.features import FrontendConfig
 from core.openset import OpenSet
 
@@ -47,6 +49,10 @@ class Artifact:
     @property
     def activity(self) -> ActivityConfig:
         return ActivityConfig.from_dict(self.manifest.get("activity", {}))
+
+    @property
+    def events(self) -> EventConfig:
+        return EventConfig.from_dict(self.manifest.get("events", {}))
 
     @property
     def model_path(self) -> Path:

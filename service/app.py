@@ -61,7 +61,7 @@ def _settings_or_exit() -> ServiceSettings:
 
 SETTINGS = _settings_or_exit()
 # POSTs with an upload -> the form fields each accepts (the request guard refuses any other)
-ROUTES = {"/classify": ("audio", "top_k", "windows", "open_set", "spectrogram"), "/embed": ("audio", "windows"),
+ROUTES = {"/classify": ("audio", "top_k", "windows", "open_set", "spectrogram", "events"), "/embed": ("audio", "windows"),
           "/search": ("audio", "top_k"), "/classes": ("label", "audio")}
 _READY: dict = {}  # filled once the model is warm; /readyz shows it
 _SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
@@ -94,15 +94,17 @@ class SoundArc:
 
     @bentoml.api(route="/classify")
     async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
-                       spectrogram: bool = False, ctx: bentoml.Context = None) -> dict:
+                       spectrogram: bool = False, events: bool = False, ctx: bentoml.Context = None) -> dict:
         """The clip's answer (core.answer): `label` (a class, "unknown" or "silence") and `score`, its
         probability; `ranking`, the top_k classes of the closed-set distribution; `activity`;
         `open_set` (unknown, nearest class, angle). `windows` adds a timeline, `spectrogram` a small
-        log-mel image; `open_set=false` answers among the known classes only. `warnings`: what was
-        wrong with a file that decoded only in part."""
+        log-mel image, `events` the sound events (label, start_s, end_s, score; core.events);
+        `open_set=false` answers among the known classes only. `warnings`: what was wrong with a
+        file that decoded only in part."""
         async def handle():
             _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
-            clip, result = await self._answer(audio, "classify", AnswerOptions(top_k, open_set, windows))
+            options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None)
+            clip, result = await self._answer(audio, "classify", options)
             body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
                     "model": self._model_info()}
             if spectrogram:

@@ -36,7 +36,8 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
             {"audio": audio, "top_k": top_k,
              "windows": {**flag, "default": False, "description": "add a timeline of 1 s windows"},
              "open_set": {**flag, "default": True, "description": "false: never answer unknown"},
-             "spectrogram": {**flag, "default": False, "description": "add a small log-mel image"}},
+             "spectrogram": {**flag, "default": False, "description": "add a small log-mel image"},
+             "events": {**flag, "default": False, "description": "add the sound events: label, start, end"}},
             "Classification")},
         "/embed": {"post": _upload(
             "Embed a clip", "The L2-normalised clip embedding (null, with label `silence`, when no window holds sound).",
@@ -151,6 +152,9 @@ SCHEMAS = {
                 "threshold_rad": _number}},
             "windows": {"type": "array", "items": {"type": "object", "properties": {
                 "start_s": _number, "end_s": _number, "label": {"type": "string"}, "score": _nullable_number}}},
+            "events": {"type": "array", "items": {"type": "object", "required": ["label", "start_s", "end_s", "score"],
+                                                  "properties": {"label": {"type": "string"}, "start_s": _number,
+                                                                 "end_s": _number, "score": _number}}},
             "spectrogram": {"type": "object", "properties": {
                 "columns_per_s": _number, "n_mels": {"type": "integer"}, "dynamic_range_db": _number,
                 "values": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}}},

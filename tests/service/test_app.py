@@ -182,6 +182,40 @@ def test_search_finds_the_same_clip_first(server, fixtures):
     assert results[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_events_are_the_same_online_and_offline(fixtures, tmp_path):
+    """A 15 s soundscape (rooster, quiet, dog) through the shipped model: the events are found
+    where the sounds are, and /classify?events=true and `score --events` agree."""
+    from batch.results import read_results, write_event_tables
+    from batch.scoring import ScoreOptions, score
+
+    model = Path(__file__).resolve().parents[2] / "models" / "default"
+    proc, server = start_server(model, {}, tmp_path / "server.log")
+
+    rate = 16_000  # PCM_16 at 16 kHz: 15 s fit the test server's 1 MB upload limit
+    clips = [soxr.resample(*sf.read(fixtures / name, dtype="float32"), rate)
+             for name in ("1-27724-A-1.ogg", "1-100032-A-0.ogg")]
+    scene = np.concatenate([clips[0], np.zeros(5 * rate, np.float32), clips[1]])
+    buf = io.BytesIO()
+    sf.write(buf, scene, rate, format="WAV", subtype="PCM_16")
+    try:
+        online = post(server, "classify", buf.getvalue(), fields={"events": "true"}).json()
+        assert "events" not in post(server, "classify", buf.getvalue()).json()
+    finally:
+        stop_server(proc)
+    events = online["events"]
+    assert [e["label"] for e in events] == ["rooster", "dog"], events
+    assert events[0]["start_s"] < 1.0 and 2.0 < events[0]["end_s"] < 5.0  # the rooster crows in its first 3 s
+    assert 10.0 <= events[1]["start_s"] and events[1]["end_s"] <= 15.1
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "scene.wav").write_bytes(buf.getvalue())
+    score([str(tmp_path / "in")], model, tmp_path / "out", ScoreOptions(workers=0, events=True, fmt="csv"))
+    [row] = read_results(tmp_path / "out")
+    assert row["events"] == events
+    table = write_event_tables(tmp_path / "out", "dcase").read_text().splitlines()
+    assert table[0] == "filename\tonset\toffset\tevent_label" and len(table) == 1 + len(events)
+
+
 def test_search_without_index_is_404(test_artifact, fixtures, tmp_path):
     proc, url = start_server(test_artifact, {}, tmp_path / "server.log")
     try:

@@ -1,0 +1,98 @@
+"""Sound events from window scores: which class is heard, from when to when.
+
+    per class k: p_k over the 1 s windows (each window's softmax; 0 where a window holds no sound)
+      -> median filter over `median_windows` windows
+      -> hysteresis: an event starts where p_k >= `on` and lasts while p_k >= `off`
+      -> events of one class at most `max_gap_s` apart are merged; shorter than `min_duration_s`, dropped
+    times: windows overlap (1 s, hop 0.5 s), so window i stands for the span between the midpoints
+    of its centre and its neighbours' (the first from 0 s, the last to its end); an event spans its
+    windows' spans. score: the mean of p_k over its windows.
+
+Silence is never an event. "unknown" is decided for a clip (core.answer), not per event. The
+parameters live in the artifact (`events` in manifest.json), chosen by benchmarks/events_cv.py.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    on: float = 0.5  # a class's window probability at which an event starts
+    off: float = 0.3  # ... below which it ends
+    median_windows: int = 3  # median filter length (odd), in windows
+    min_duration_s: float = 0.5
+    max_gap_s: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EventConfig:
+        return cls(**{f.name: type(getattr(cls, f.name))(d[f.name]) for f in fields(cls) if f.name in d})
+
+
+@dataclass(frozen=True)
+class Event:
+    label: str
+    start_s: float
+    end_s: float
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
+                "score": round(self.score, 6)}
+
+
+def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s: float, labels: tuple[str, ...],
+           cfg: EventConfig = EventConfig()) -> tuple[Event, ...]:
+    """(N, K) window probabilities, (N,) activity and start times -> events, in time order."""
+    if len(probs) == 0:
+        return ()
+    p = np.where(active[:, None], probs, 0.0)  # (N, K): silence votes for nothing
+    if cfg.median_windows > 1:
+        p = median_filter(p, size=(cfg.median_windows, 1), mode="nearest")
+    bounds = window_bounds(np.asarray(starts_s, dtype=np.float64), window_s)  # (N + 1,)
+    events = []
+    for k, label in enumerate(labels):
+        runs = _merge(_hysteresis(p[:, k], cfg.on, cfg.off), bounds, cfg.max_gap_s)
+        for first, last in runs:  # windows first..last inclusive
+            start, end = bounds[first], bounds[last + 1]
+            if end - start >= cfg.min_duration_s:
+                events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
+    return tuple(sorted(events, key=lambda e: (e.start_s, e.label)))
+
+
+def window_bounds(starts_s: np.ndarray, window_s: float) -> np.ndarray:
+    """(N,) window starts -> (N + 1,) the edges of the spans the windows stand for."""
+    centres = starts_s + window_s / 2
+    return np.concatenate([[starts_s[0]], (centres[:-1] + centres[1:]) / 2, [starts_s[-1] + window_s]])
+
+
+def _hysteresis(p: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:
+    """(N,) -> [(first, last)] runs of windows: from p >= on while p >= off."""
+    runs, first = [], None
+    for i, value in enumerate(p):
+        if first is None and value >= on:
+            first = i
+        elif first is not None and value < off:
+            runs.append((first, i - 1))
+            first = None
+    if first is not None:
+        runs.append((first, len(p) - 1))
+    return runs
+
+
+def _merge(runs: list[tuple[int, int]], bounds: np.ndarray, max_gap_s: float) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, last in runs:
+        if merged and bounds[first] - bounds[merged[-1][1] + 1] <= max_gap_s + 1e-9:
+            merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged

@@ -1,0 +1,66 @@
+"""Sound events from window probabilities: hysteresis, median filter, gaps, minimum duration, times."""
+
+import numpy as np
+import pytest
+
+from core.events import Event, EventConfig, detect, window_bounds
+
+HOP, WINDOW = 0.5, 1.0
+
+
+def scene(n: int = 20, k: int = 2):
+    """(N, K) background probabilities, all windows with sound, starts every 0.5 s."""
+    return np.full((n, k), 0.05), np.ones(n, bool), np.arange(n) * HOP
+
+
+def test_one_event_per_run_with_times_from_the_window_spans():
+    p, active, starts = scene()
+    p[4:10, 0] = 0.9
+    [event] = detect(p, active, starts, WINDOW, ("dog", "rain"))
+    # window i stands for [0.5 i + 0.25, 0.5 i + 0.75] (the midpoints between centres)
+    assert event == Event("dog", 2.25, 5.25, pytest.approx(0.9))
+
+
+def test_hysteresis_keeps_an_event_through_a_dip_above_off():
+    p, active, starts = scene()
+    p[4:12, 0] = [0.9, 0.8, 0.4, 0.35, 0.6, 0.9, 0.8, 0.7]
+    cfg = EventConfig(on=0.5, off=0.3, median_windows=1)
+    assert len(detect(p, active, starts, WINDOW, ("dog", "rain"), cfg)) == 1
+    assert len(detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(on=0.5, off=0.5, median_windows=1,
+                                                                               max_gap_s=0.0))) == 2
+
+
+def test_median_filter_removes_a_one_window_blip_and_short_events_are_dropped():
+    p, active, starts = scene()
+    p[8, 1] = 0.95
+    assert detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=3)) == ()
+    assert detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=1, min_duration_s=0.6)) == ()
+    assert len(detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=1, min_duration_s=0.5))) == 1
+
+
+def test_close_events_of_one_class_merge():
+    p, active, starts = scene()
+    p[2:6, 0] = 0.9
+    p[7:11, 0] = 0.9  # one window (0.5 s) apart
+    cfg = EventConfig(median_windows=1)
+    assert len(detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=1, max_gap_s=0.4))) == 2
+    [merged] = detect(p, active, starts, WINDOW, ("dog", "rain"), cfg)
+    assert (merged.start_s, merged.end_s) == (1.25, 5.75)
+
+
+def test_silence_is_never_an_event():
+    p, active, starts = scene()
+    p[:, 0] = 0.99
+    active[:] = False
+    assert detect(p, active, starts, WINDOW, ("dog", "rain")) == ()
+
+
+def test_window_bounds_cover_the_clip_once():
+    starts = np.array([0.0, 0.5, 1.0, 1.3])  # the last window end-aligned, as core.features makes them
+    bounds = window_bounds(starts, WINDOW)
+    assert bounds[0] == 0.0 and bounds[-1] == 2.3 and np.all(np.diff(bounds) > 0)
+
+
+def test_config_round_trip():
+    cfg = EventConfig(on=0.6, off=0.2, median_windows=5, min_duration_s=1.0, max_gap_s=0.25)
+    assert EventConfig.from_dict(cfg.to_dict()) == cfg and EventConfig.from_dict({}) == EventConfig()
