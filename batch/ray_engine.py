@@ -26,8 +26,8 @@ from core.runtime import gpu_visible
 
 def prepare_batch(batch: dict, frontend, activity, options: ScoreOptions) -> dict:
     """Ray task: read, decode and featurise a batch of items; windows travel as raw float32 bytes."""
-    out = {"id": [], "duration_s": [], "patches": [], "starts_s": [], "active": [], "windows": [], "warning": [],
-           "error_kind": [], "error": []}
+    out = {"id": [], "duration_s": [], "patches": [], "starts_s": [], "active": [], "levels": [], "windows": [],
+           "warning": [], "error_kind": [], "error": []}
     for encoded in batch["item"]:
         item = load_item(_decode_item(json.loads(encoded)), options.limits.max_bytes)
         p = prepare_item(item, frontend, activity, options.limits)
@@ -37,6 +37,7 @@ def prepare_batch(batch: dict, frontend, activity, options: ScoreOptions) -> dic
         out["patches"].append(p.patches.astype(np.float32).tobytes() if ok else b"")
         out["starts_s"].append(p.starts_s.astype(np.float64).tobytes() if ok else b"")
         out["active"].append(p.active.astype(np.bool_).tobytes() if ok else b"")
+        out["levels"].append(p.levels.astype(np.float64).tobytes() if ok else b"")
         out["windows"].append(len(p.patches) if ok else 0)
         out["warning"].append(p.warning)
         out["error_kind"].append(p.error_kind)
@@ -57,14 +58,15 @@ class ScoringActor:
 
         clips = []
         for i, item_id in enumerate(batch["id"]):
-            patches = starts = active = None
+            patches = starts = active = levels = None
             if batch["windows"][i]:
                 patches = np.frombuffer(batch["patches"][i], dtype=np.float32).reshape(-1, *self.window_shape)
                 starts = np.frombuffer(batch["starts_s"][i], dtype=np.float64)
                 active = np.frombuffer(batch["active"][i], dtype=np.bool_)
+                levels = np.frombuffer(batch["levels"][i], dtype=np.float64)
             clips.append(Prepared(str(item_id), patches, _float_or_none(batch["duration_s"][i]),
                                   _str_or_none(batch["error_kind"][i]), _str_or_none(batch["error"][i]), starts, active,
-                                  _str_or_none(batch["warning"][i])))
+                                  _str_or_none(batch["warning"][i]), levels))
         rows = self.scorer.score(clips)
         return pa.Table.from_pylist(rows, schema=row_schema(rows[0]))
 

@@ -69,6 +69,7 @@ class Prepared:
     starts_s: np.ndarray | None = None  # (N,)
     active: np.ndarray | None = None  # (N,) bool
     warning: str | None = None  # a file that decoded only in part (core.audio)
+    levels: np.ndarray | None = None  # (F,) frame levels in dB: sharpen event edges
 
 
 @dataclass
@@ -93,7 +94,7 @@ def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepar
     except errors.SoundarcError as e:
         return Prepared(item.id, error_kind=e.kind, error=str(e))
     return Prepared(item.id, clip.patches, clip.duration_s, starts_s=clip.starts_s, active=clip.active,
-                    warning="; ".join(clip.warnings) or None)
+                    warning="; ".join(clip.warnings) or None, levels=clip.levels)
 
 
 class Scorer:
@@ -139,8 +140,9 @@ class Scorer:
             row["events"] = None
         if logits is None:
             return row
-        result = answer(logits, emb, p.active, p.starts_s, self.artifact.frontend.patch_seconds, self.artifact.labels,
-                        self.classes, self.answer_options)
+        frontend = self.artifact.frontend
+        result = answer(logits, emb, p.active, p.starts_s, frontend.patch_seconds, self.artifact.labels, self.classes,
+                        self.answer_options, p.levels, frontend.frames_per_s)
         row.update(label=result.label, score=_round(result.score), top_labels=[label for label, _ in result.ranking],
                    top_scores=[_round(s) for _, s in result.ranking], active_windows=result.active_windows,
                    windows=result.n_windows)

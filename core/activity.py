@@ -69,7 +69,7 @@ def window_activity(active: np.ndarray, starts: np.ndarray, cfg: FrontendConfig,
     """(F,) active frames and (N,) window start frames -> (N,) bool: the window holds enough sound."""
     counts = np.concatenate([[0], np.cumsum(active)])
     ends = np.minimum(starts + cfg.patch_frames, len(active))
-    needed = max(1, int(np.ceil(activity.min_active_s * cfg.sample_rate / cfg.hop_length)))
+    needed = max(1, int(np.ceil(activity.min_active_s * cfg.frames_per_s)))
     return counts[ends] - counts[starts] >= needed
 
 

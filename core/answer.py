@@ -77,15 +77,18 @@ class ClipAnswer:
 
 def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, starts_s: np.ndarray,
            window_s: float, labels: tuple[str, ...], classes: ClassSet | None,
-           options: AnswerOptions = AnswerOptions()) -> ClipAnswer:
+           options: AnswerOptions = AnswerOptions(), levels: np.ndarray | None = None,
+           frames_per_s: float = 100.0) -> ClipAnswer:
     """(N, C) logits, (N, D) embeddings, (N,) activity and start times -> the clip's answer.
 
     `labels` are the model's classes; `classes` (or None for a model without prototypes) adds the
-    enrolled ones and the open set."""
+    enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB), which sharpen the
+    edges of events."""
     names = classes.labels if classes is not None else labels
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K)
     timeline = _windows(probs, active, starts_s, window_s, names) if options.windows else None
-    events = detect(probs, active, starts_s, window_s, names, options.events) if options.events else None
+    events = (detect(probs, active, starts_s, window_s, names, options.events, levels, frames_per_s)
+              if options.events else None)
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])

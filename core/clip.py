@@ -2,7 +2,7 @@
 sound activity decided. The HTTP service, offline scoring, enrolment and export share it.
 
     prepare(bytes | path) -> PreparedClip: windows (N, T, M), their starts (s), activity (N,),
-                             the whole log-mel, duration, timings
+                             the whole log-mel and its frame levels (dB), duration, timings
     spectrogram(log-mel)  -> a small JSON image of the log-mel for the web page
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.activity import ActivityConfig, frame_gains_db, window_activity_of
+from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels, window_activity
 from core.audio import DecodeLimits, decode_with_warnings
 from core.features import FrontendConfig, log_mel, patches
 
@@ -25,6 +25,7 @@ class PreparedClip:
     starts_s: np.ndarray  # (N,) window start times in seconds
     active: np.ndarray  # (N,) bool: the window holds sound (core.activity)
     logmel: np.ndarray  # (F, M) the whole clip's log-mel (log10 power)
+    levels: np.ndarray  # (F,) each frame's level in dB (core.activity): sharpens event edges
     duration_s: float
     timings: dict = field(default_factory=dict)  # seconds spent in decode and features
     warnings: list[str] = field(default_factory=list)  # a file that decoded only in part says so here
@@ -42,10 +43,11 @@ def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, activity:
     t1 = time.perf_counter()
     logmel = log_mel(waveform, frontend)  # (F, M)
     windows, starts = patches(logmel, frontend)  # (N, T, M), (N,) frames
-    active = window_activity_of(logmel, frontend, activity, frame_gains_db(waveform, frontend))
+    levels = frame_levels(logmel, frontend, frame_gains_db(waveform, frontend))  # (F,)
+    active = window_activity(active_frames(levels, frontend, activity), starts, frontend, activity)
     t2 = time.perf_counter()
-    starts_s = starts * frontend.hop_length / frontend.sample_rate
-    return PreparedClip(windows, starts_s, active, logmel, waveform.size / frontend.sample_rate,
+    starts_s = starts / frontend.frames_per_s
+    return PreparedClip(windows, starts_s, active, logmel, levels, waveform.size / frontend.sample_rate,
                         {"decode": t1 - t0, "features": t2 - t1}, warnings)
 
 

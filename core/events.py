@@ -3,10 +3,13 @@
     per class k: p_k over the 1 s windows (each window's softmax; 0 where a window holds no sound)
       -> median filter over `median_windows` windows
       -> hysteresis: an event starts where p_k >= `on` and lasts while p_k >= `off`
-      -> events of one class at most `max_gap_s` apart are merged; shorter than `min_duration_s`, dropped
+      -> events of one class at most `max_gap_s` apart are merged; spanning fewer than
+         `min_duration_s` of windows, dropped
     times: windows overlap (1 s, hop 0.5 s), so window i stands for the span between the midpoints
     of its centre and its neighbours' (the first from 0 s, the last to its end); an event spans its
-    windows' spans. score: the mean of p_k over its windows.
+    windows' spans. With the clip's frame levels (dB, 10 ms frames), its edges are then sharpened
+    to the first and last frame, within the 1 s windows that found it, no more than `edge_db` below
+    its loudest frame. score: the mean of p_k over its windows.
 
 Silence is never an event. "unknown" is decided for a clip (core.answer), not per event. The
 parameters live in the artifact (`events` in manifest.json), chosen by benchmarks/events_cv.py.
@@ -28,6 +31,7 @@ class EventConfig:
     median_windows: int = 3  # median filter length (odd), in windows
     min_duration_s: float = 0.5
     max_gap_s: float = 0.5
+    edge_db: float = 20.0  # with frame levels: an event's edges are its frames within this of its loudest
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,8 +54,10 @@ class Event:
 
 
 def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s: float, labels: tuple[str, ...],
-           cfg: EventConfig = EventConfig()) -> tuple[Event, ...]:
-    """(N, K) window probabilities, (N,) activity and start times -> events, in time order."""
+           cfg: EventConfig = EventConfig(), levels: np.ndarray | None = None,
+           frames_per_s: float = 100.0) -> tuple[Event, ...]:
+    """(N, K) window probabilities, (N,) activity and start times (and optionally the (F,) frame
+    levels in dB, `frames_per_s`) -> events, in time order."""
     if len(probs) == 0:
         return ()
     p = np.where(active[:, None], probs, 0.0)  # (N, K): silence votes for nothing
@@ -63,8 +69,11 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
         runs = _merge(_hysteresis(p[:, k], cfg.on, cfg.off), bounds, cfg.max_gap_s)
         for first, last in runs:  # windows first..last inclusive
             start, end = bounds[first], bounds[last + 1]
-            if end - start >= cfg.min_duration_s:
-                events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
+            if end - start < cfg.min_duration_s:  # judged on the windows: a short bark, well found, stays
+                continue
+            if levels is not None:
+                start, end = _sharpen(levels, frames_per_s, starts_s[first], starts_s[last] + window_s, cfg.edge_db)
+            events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
     return tuple(sorted(events, key=lambda e: (e.start_s, e.label)))
 
 
@@ -72,6 +81,15 @@ def window_bounds(starts_s: np.ndarray, window_s: float) -> np.ndarray:
     """(N,) window starts -> (N + 1,) the edges of the spans the windows stand for."""
     centres = starts_s + window_s / 2
     return np.concatenate([[starts_s[0]], (centres[:-1] + centres[1:]) / 2, [starts_s[-1] + window_s]])
+
+
+def _sharpen(levels: np.ndarray, frames_per_s: float, start_s: float, end_s: float, edge_db: float):
+    """The first and last frame of [start_s, end_s) within edge_db of its loudest frame, in seconds."""
+    a, b = int(start_s * frames_per_s), min(len(levels), int(np.ceil(end_s * frames_per_s)))
+    if b <= a:
+        return start_s, end_s
+    loud = np.flatnonzero(levels[a:b] >= levels[a:b].max() - edge_db)
+    return (a + loud[0]) / frames_per_s, (a + loud[-1] + 1) / frames_per_s
 
 
 def _hysteresis(p: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:

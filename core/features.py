@@ -61,6 +61,10 @@ class FrontendConfig:
     def patch_seconds(self) -> float:
         return self.patch_frames * self.hop_length / self.sample_rate
 
+    @property
+    def frames_per_s(self) -> float:
+        return self.sample_rate / self.hop_length
+
 
 def log_mel(waveform: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.ndarray:
     """(samples,) float at cfg.sample_rate -> (frames, n_mels) float32 log10 mel power.

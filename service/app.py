@@ -108,8 +108,8 @@ class SoundArc:
             body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
                     "model": self._model_info()}
             if spectrogram:
-                fps = self.frontend.sample_rate / self.frontend.hop_length
-                body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel, fps)
+                body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel,
+                                                                     self.frontend.frames_per_s)
             return body
 
         return await self._respond(handle, ctx)
@@ -216,7 +216,7 @@ class SoundArc:
         clip, logits, embeddings = await self._run(audio, endpoint)
         classes = self._current_classes()  # this request's view, whatever enrolment does meanwhile
         return clip, answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
-                            self.artifact.labels, classes, options)
+                            self.artifact.labels, classes, options, clip.levels, self.frontend.frames_per_s)
 
     async def _respond(self, handle, ctx: bentoml.Context) -> dict:
         """The handler's answer, or its SoundarcError as JSON with the error's status. (The request

@@ -64,3 +64,12 @@ def test_window_bounds_cover_the_clip_once():
 def test_config_round_trip():
     cfg = EventConfig(on=0.6, off=0.2, median_windows=5, min_duration_s=1.0, max_gap_s=0.25)
     assert EventConfig.from_dict(cfg.to_dict()) == cfg and EventConfig.from_dict({}) == EventConfig()
+
+
+def test_frame_levels_sharpen_the_edges():
+    p, active, starts = scene()
+    p[4:10, 0] = 0.9  # windows 4-9: spans 2.25-5.25 s, their windows cover 2.0-5.5 s
+    levels = np.full(600, -60.0)  # 100 frames per second
+    levels[237:412] = -10.0  # the sound: 2.37-4.12 s
+    [event] = detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(edge_db=20.0), levels, 100.0)
+    assert (event.start_s, event.end_s) == (2.37, 4.12)

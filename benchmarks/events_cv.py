@@ -1,0 +1,181 @@
+"""Sound-event parameters by cross-validation (issue 14), on soundscapes of real clips.
+
+    python benchmarks/events_cv.py --arm acl-robust [--scenes-per-run 26]
+
+For each CV run of an arm (benchmarks/cv_study.py: trained on three of folds 1-4), soundscapes are
+composed from its held-out fold: 30 s of real background (clips of unlabeled/, never in training,
+looped, 25 dB below the events) with 3 held-out clips placed at random times at least 1 s apart.
+Each clip is cut to its sound, the frames within 20 dB of its loudest (core.activity's levels), and
+that span is its reference event. The run's model scores each soundscape's windows as the service
+does (log-mel, 1 s windows every 0.5 s, activity, softmax); core.events turns them into events for
+every candidate parameter set; sed_eval scores them: segment-based F1 (1 s segments) and
+event-based F1 (onset collar 200 ms, offset collar 200 ms or 20 % of the event). The parameters with
+the best mean event-based F1 over the runs are the choice (rule stated before the results). Writes
+reports/events_cv.json and reports/events_cv.md.
+"""
+
+import argparse
+import itertools
+import json
+import warnings
+
+import numpy as np
+import torch
+from _data import REPORTS, ROOT, require_data
+
+from core.activity import ActivityConfig, frame_gains_db, frame_levels, window_activity_of
+from core.audio import decode
+from core.events import EventConfig, detect
+from core.features import FrontendConfig, log_mel, patches
+from training.data import find_audio, scan_labeled
+from training.run import load_checkpoint
+
+ESC10 = require_data("esc10")
+BACKGROUND = require_data("unlabeled")
+SCENE_S, PER_SCENE, MIN_GAP_S, BACKGROUND_DB, REFERENCE_DB = 30.0, 3, 1.0, -25.0, 20.0
+GRID = {"on": [0.4, 0.5, 0.6, 0.7], "off": [0.2, 0.3, 0.4], "median_windows": [1, 3, 5],
+        "min_duration_s": [0.25, 0.5, 1.0], "max_gap_s": [0.25, 0.5, 1.0], "edge_db": [0.0, 20.0]}
+
+
+def sound_span(y: np.ndarray, frontend: FrontendConfig) -> tuple[int, int]:
+    """The samples from the first to the last frame within REFERENCE_DB of the clip's loudest."""
+    levels = frame_levels(log_mel(y, frontend), frontend, frame_gains_db(y, frontend))
+    loud = np.flatnonzero(levels > levels.max() - REFERENCE_DB)
+    return int(loud[0] * frontend.hop_length), int(min(len(y), (loud[-1] + 1) * frontend.hop_length))
+
+
+def rms_db(y: np.ndarray) -> float:
+    return 20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2)) + 1e-12)
+
+
+def compose(clips, background: np.ndarray, rng, frontend) -> tuple[np.ndarray, list[dict]]:
+    """clips: [(label, waveform cut to its sound)] -> a SCENE_S soundscape and its reference events."""
+    sr = frontend.sample_rate
+    n = int(SCENE_S * sr)
+    scene = np.resize(background, n).astype(np.float32)
+    level = np.mean([rms_db(y) for _, y in clips])
+    scene *= 10 ** ((level + BACKGROUND_DB - rms_db(scene)) / 20)
+    lengths = [len(y) / sr for _, y in clips]
+    slack = SCENE_S - sum(lengths) - MIN_GAP_S * (len(clips) + 1)
+    cuts = np.sort(rng.uniform(0, max(slack, 0), len(clips)))  # random spacing, in order
+    reference, t = [], MIN_GAP_S
+    for (label, y), extra, previous in zip(clips, cuts, np.concatenate([[0], cuts[:-1]])):
+        t += extra - previous
+        start = int(t * sr)
+        scene[start:start + len(y)] += y[: n - start]
+        reference.append({"event_label": label, "onset": start / sr, "offset": min(n, start + len(y)) / sr})
+        t += len(y) / sr + MIN_GAP_S
+    return scene, reference
+
+
+@torch.no_grad()
+def window_probs(model, y: np.ndarray, frontend, activity) -> tuple:
+    """(N, C) softmax, (N,) activity, (N,) start times (s) of a waveform's windows and (F,) frame
+    levels (dB), as the service computes them."""
+    logmel = log_mel(y, frontend)
+    windows, starts = patches(logmel, frontend)
+    probs = torch.softmax(model.classifier(model.encoder(torch.from_numpy(windows)[:, None])), dim=1).numpy()
+    gains = frame_gains_db(y, frontend)
+    active = window_activity_of(logmel, frontend, activity, gains)
+    levels = frame_levels(logmel, frontend, gains)
+    return probs.astype(np.float64), active, starts * frontend.hop_length / frontend.sample_rate, levels
+
+
+def f1_scores(references: list[list[dict]], estimates: list[list[dict]], labels) -> dict:
+    import sed_eval
+
+    segment = sed_eval.sound_event.SegmentBasedMetrics(event_label_list=list(labels), time_resolution=1.0)
+    event = sed_eval.sound_event.EventBasedMetrics(event_label_list=list(labels), t_collar=0.2,
+                                                   percentage_of_length=0.2)
+    for i, (ref, est) in enumerate(zip(references, estimates)):
+        ref = [{**e, "filename": f"s{i}"} for e in ref]
+        est = [{**e, "filename": f"s{i}"} for e in est]
+        segment.evaluate(ref, est)
+        event.evaluate(ref, est)
+    return {"segment_f1": segment.results_overall_metrics()["f_measure"]["f_measure"],
+            "event_f1": event.results_overall_metrics()["f_measure"]["f_measure"]}
+
+
+def candidates() -> list[EventConfig]:
+    return [EventConfig(**dict(zip(GRID, values))) for values in itertools.product(*GRID.values())
+            if values[1] <= values[0]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--scenes-per-run", type=int, default=26)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    runs = sorted((ROOT / "runs" / "cv" / args.arm).glob("*/cv.json"))
+    if not runs:
+        raise SystemExit(f"no CV runs of {args.arm}: run benchmarks/cv_study.py --arms {args.arm}")
+    rng = np.random.default_rng(args.seed)
+    clips, names = scan_labeled(ESC10)
+    background = [decode(p, FrontendConfig().sample_rate) for p in find_audio(BACKGROUND)[:60]]
+    configs = candidates()
+    per_run = []
+    for cv_file in runs:
+        run = cv_file.parent
+        fold = json.loads(cv_file.read_text())["fold"]
+        model, info = load_checkpoint(run)
+        frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+        held = [c for c in clips if c.fold == fold]
+        order = rng.permutation(len(held))
+        scenes = []
+        for s in range(min(args.scenes_per_run, len(held) // PER_SCENE)):
+            picked = [held[i] for i in order[s * PER_SCENE:(s + 1) * PER_SCENE]]
+            cut = []
+            for clip in picked:
+                y = decode(clip.path, frontend.sample_rate)
+                a, b = sound_span(y, frontend)
+                cut.append((clip.label, y[a:b]))
+            scene, reference = compose(cut, background[rng.integers(len(background))], rng, frontend)
+            scenes.append((window_probs(model, scene, frontend, activity), reference))
+        window_s, fps = frontend.patch_seconds, frontend.sample_rate / frontend.hop_length
+        references = [ref for _, ref in scenes]
+        result = {"run": run.name, "fold": fold, "scenes": len(scenes), "configs": []}
+        for cfg in configs:
+            estimates = [[{"event_label": e.label, "onset": e.start_s, "offset": e.end_s}
+                          for e in detect(p, act, st, window_s, names, cfg, lv if cfg.edge_db else None, fps)]
+                         for (p, act, st, lv), _ in scenes]
+            result["configs"].append({**cfg.to_dict(), **f1_scores(references, estimates, names)})
+        per_run.append(result)
+        print(f"{run.name}: {len(scenes)} soundscapes, best event F1 "
+              f"{max(c['event_f1'] for c in result['configs']):.3f}", flush=True)
+    write_report(args.arm, per_run, configs)
+
+
+def write_report(arm: str, per_run: list[dict], configs: list[EventConfig]) -> None:
+    table = []
+    for i, cfg in enumerate(configs):
+        event = np.array([r["configs"][i]["event_f1"] for r in per_run])
+        segment = np.array([r["configs"][i]["segment_f1"] for r in per_run])
+        table.append({**cfg.to_dict(), "event_f1": float(event.mean()), "event_f1_std": float(event.std()),
+                      "segment_f1": float(segment.mean()), "segment_f1_std": float(segment.std())})
+    table.sort(key=lambda row: -row["event_f1"])
+    default = next(row for row in table if EventConfig.from_dict(row) == EventConfig())
+    best = table[0]
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "events_cv.json").write_text(json.dumps({
+        "arm": arm, "runs": [{k: r[k] for k in ("run", "fold", "scenes")} for r in per_run],
+        "protocol": {"scene_s": SCENE_S, "clips_per_scene": PER_SCENE, "min_gap_s": MIN_GAP_S,
+                     "background_db": BACKGROUND_DB, "reference_db": REFERENCE_DB,
+                     "segment_s": 1.0, "collar_s": 0.2, "offset_share": 0.2},
+        "chosen": {k: best[k] for k in EventConfig().to_dict()}, "best": best, "defaults": default,
+        "table": table}, indent=1))
+    unsharpened = next(row for row in table if row["edge_db"] == 0.0)
+    lines = ["| parameters | on | off | median | min dur (s) | max gap (s) | edge (dB) | event F1 | segment F1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, row in (("chosen (best)", best), ("best without sharpened edges", unsharpened),
+                       ("the code's defaults", default)):
+        lines.append(f"| {label} | {row['on']} | {row['off']} | {row['median_windows']} | {row['min_duration_s']} | "
+                     f"{row['max_gap_s']} | {row['edge_db']:g} | {100 * row['event_f1']:.1f} ± "
+                     f"{100 * row['event_f1_std']:.1f} | {100 * row['segment_f1']:.1f} ± {100 * row['segment_f1_std']:.1f} |")
+    (REPORTS / "events_cv.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
