@@ -14,6 +14,7 @@ from soundarc import version
 COMMANDS = {
     "train": ("training.cli", "train an encoder: pretrain (SSL), finetune, eval"),
     "export": ("export.cli", "export a training run to a validated ONNX artifact"),
+    "quantize": ("export.quantize", "an int8 artifact for CPUs from an fp32 one, calibrated and validated on real clips"),
     "serve": ("service.serve_cli", "serve an artifact over HTTP (BentoML)"),
     "score": ("batch.score_cli", "score directories, archives and lists offline: one row per input"),
     "index": ("batch.index_cli", "build or query a vector index of scored embeddings"),
