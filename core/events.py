@@ -69,7 +69,7 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
         runs = _merge(_hysteresis(p[:, k], cfg.on, cfg.off), bounds, cfg.max_gap_s)
         for first, last in runs:  # windows first..last inclusive
             start, end = bounds[first], bounds[last + 1]
-            if end - start < cfg.min_duration_s:  # judged on the windows: a short bark, well found, stays
+            if end - start < cfg.min_duration_s - 1e-9:  # judged on the windows, before the edges are sharpened
                 continue
             if levels is not None:
                 start, end = _sharpen(levels, frames_per_s, starts_s[first], starts_s[last] + window_s, cfg.edge_db)
