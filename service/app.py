@@ -176,6 +176,7 @@ class SoundArc:
                 raise errors.SilentAudio(f"example {name!r} holds no sound (every window is below the activity "
                                          "thresholds): it cannot teach a class")
             embeddings.append(clip_embedding(window_embeddings[clip.active]))
+
         def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
             if len(classes.enrolled) >= SETTINGS.max_enrolled_classes:
                 raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
