@@ -17,7 +17,7 @@ from core.artifact import Artifact, sha256_file
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -31,7 +31,8 @@ OPTIMIZATION_LEVELS = {
 class RuntimeConfig:
     device: str = "auto"  # auto: CUDA when a GPU is visible, else CPU; tensorrt: TensorRT -> CUDA -> CPU
     require_gpu: bool = False  # fail instead of running on the CPU when the GPU is not usable
-    precision: str = "fp32"  # fp16 uses the artifact's fp16 variant (meant for CUDA)
+    precision: str = "auto"  # auto: the int8 variant on a CPU when the artifact has one, else fp32;
+    # fp16 and int8 name the artifact's variants (fp16 is meant for CUDA, int8 for CPUs)
     intra_op_threads: int = 0  # 0: ONNX Runtime's default
     inter_op_threads: int = 0
     graph_optimization: str = "all"
@@ -46,8 +47,9 @@ class RuntimeConfig:
 class Runtime:
     """One inference session over an artifact: run(patches) -> (logits, embeddings)."""
 
-    def __init__(self, artifact: Artifact, session: ort.InferenceSession, requested: list[str]):
-        self.artifact = artifact
+    def __init__(self, artifact: Artifact, session: ort.InferenceSession, requested: list[str],
+                 precision: str = "fp32"):
+        self.artifact, self.precision = artifact, precision
         self.session = session
         self.requested_providers = requested
         self.providers = session.get_providers()
@@ -71,7 +73,8 @@ class Runtime:
         return logits, embeddings
 
     def describe(self) -> dict:
-        return {"providers": self.providers, "requested_providers": self.requested_providers, "on_gpu": self.on_gpu}
+        return {"providers": self.providers, "requested_providers": self.requested_providers, "on_gpu": self.on_gpu,
+                "precision": self.precision}
 
 
 def requested_providers(device: str) -> list[str]:
@@ -93,8 +96,12 @@ def gpu_visible() -> bool:
 
 def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> Runtime:
     """Build the session; log loudly (or raise errors.GPUUnavailable) when a GPU was wanted but is not in use."""
-    model_path = _model_file(artifact, cfg.precision)
     providers = requested_providers(cfg.device)
+    precision = cfg.precision
+    if precision == "auto":
+        on_cpu = not any(p in GPU_PROVIDERS for p in providers)
+        precision = "int8" if on_cpu and "int8" in artifact.manifest.get("variants", {}) else "fp32"
+    model_path = _model_file(artifact, precision)
     if any(p in GPU_PROVIDERS for p in providers):
         _preload_cuda_libraries()
     options = ort.SessionOptions()
@@ -103,7 +110,7 @@ def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> 
     options.inter_op_num_threads = cfg.inter_op_threads
     options.log_severity_level = 3  # ORT's own fallback warnings are replaced by ours below
     session = ort.InferenceSession(str(model_path), options, providers=providers)
-    runtime = Runtime(artifact, session, providers)
+    runtime = Runtime(artifact, session, providers, precision)
     _report(runtime, cfg)
     return runtime
 
@@ -111,12 +118,13 @@ def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> 
 def _model_file(artifact: Artifact, precision: str):
     if precision == "fp32":
         return artifact.model_path  # its sha256 was checked by load_artifact
-    variant = artifact.manifest.get("variants", {}).get("fp16")
+    variant = artifact.manifest.get("variants", {}).get(precision)
     if not variant:
-        raise errors.ArtifactError(f"{artifact.path} has no fp16 variant; export it with --fp16")
+        how = "export it with --fp16" if precision == "fp16" else "make it with `soundarc quantize`"
+        raise errors.ArtifactError(f"{artifact.path} has no {precision} variant; {how}")
     path = artifact.path / variant["file"]
     if not path.is_file() or sha256_file(path) != variant["sha256"]:
-        raise errors.ArtifactError(f"the fp16 model {path} is missing or does not match its sha256 in the manifest")
+        raise errors.ArtifactError(f"the {precision} model {path} is missing or does not match its sha256 in the manifest")
     return path
 
 
@@ -140,4 +148,4 @@ def _report(runtime: Runtime, cfg: RuntimeConfig) -> None:
         log.error("%s: running on the CPU", message)
     elif cfg.device == "auto" and "CUDAExecutionProvider" in runtime.requested_providers and not runtime.on_gpu:
         log.error("a GPU is visible but CUDA could not be used (missing CUDA/cuDNN libraries?): running on the CPU")
-    log.info("model %s on %s", runtime.artifact.model_id, runtime.providers)
+    log.info("model %s (%s) on %s", runtime.artifact.model_id, runtime.precision, runtime.providers)

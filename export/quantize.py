@@ -1,16 +1,17 @@
-"""`soundarc quantize FP32_ARTIFACT OUT_DIR --audio CLIPS...`: an int8 artifact for CPUs.
+"""`soundarc quantize ARTIFACT --audio CLIPS...`: an int8 variant of an artifact, for CPUs.
 
-    fp32 model.onnx ─▶ quant_pre_process (shapes, graph optimisation)
+    fp32 model.onnx ─▶ quant_pre_process (graph optimisation)
                     ─▶ quantize_static: QDQ, int8 weights per output channel, uint8 activations
                        (U8S8: the fast path of x86 CPUs, 3x fp32 here; S8S8 was slower than fp32),
                        ranges calibrated on real windows (the windows with sound of the given clips)
-                    ─▶ validation against the fp32 artifact on the same clips, through core.answer:
-                       window top-1 agreement, embedding cosine, clip label, "unknown" and accuracy
-                    ─▶ OUT_DIR: the fp32 artifact's files with the int8 model, its own model id and a
-                       `quantization` section in the manifest (written only when the contract holds)
+                    ─▶ validation against fp32 on the same clips, through core.answer: window top-1
+                       agreement, embedding cosine, clip label and "unknown", accuracy when labelled
+                    ─▶ model.int8.onnx + `variants.int8` in the manifest (sha256, validation), written
+                       only when the contract holds
 
-The service serves it like any artifact (SOUNDARC_MODEL=OUT_DIR). Dynamic quantization is not
-offered: it slows convolutional networks on CPUs. Torch-free.
+The variant keeps the model id (its answers are the fp32 model's, within the contract): enrolled
+classes and indexes stay valid. The runtime picks it on a CPU (precision "auto", SOUNDARC_PRECISION);
+GPUs keep fp32. Dynamic quantization is not offered: it slows convolutional networks. Torch-free.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +31,20 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from core import errors
 from core.answer import AnswerOptions, answer
-from core.artifact import MANIFEST_FILE, MODEL_FILE, load_artifact, sha256_file, write_json_atomic
+from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from core.audio import AUDIO_SUFFIXES
 from core.classes import ClassSet
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 
 log = logging.getLogger(__name__)
+INT8_FILE = "model.int8.onnx"
 CONTRACT = {"min_embedding_cosine_p01": 0.99, "min_window_top1_agreement": 0.97, "min_clip_label_agreement": 0.98,
             "max_accuracy_drop": 0.005}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("artifact", help="the fp32 artifact directory (e.g. models/default)")
-    parser.add_argument("out_dir", help="the int8 artifact directory to write (replaced when it exists)")
+    parser.add_argument("artifact", help="the artifact directory to add the int8 variant to (e.g. models/default)")
     parser.add_argument("--audio", nargs="+", required=True,
                         help="real clips (files or folders) to calibrate on and validate with; in the ESC-50 "
                              "layout (audio/ + meta/*.csv) the clip accuracy is compared too")
@@ -51,45 +52,49 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    report = quantize_artifact(args.artifact, args.out_dir, [Path(a) for a in args.audio], args.max_calibration_windows)
+    report = quantize_artifact(args.artifact, [Path(a) for a in args.audio], args.max_calibration_windows)
     print(json.dumps(report, indent=2))
     return 0
 
 
-def quantize_artifact(src: str | Path, out_dir: str | Path, audio: list[Path], max_windows: int = 2000) -> dict:
-    fp32 = load_artifact(src)
+def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: int = 2000) -> dict:
+    """Add (or replace) the int8 variant of an artifact; returns its manifest entry."""
+    root = Path(artifact_dir)
+    fp32 = load_artifact(root)
     clips = _clips(audio)
     prepared = [prepare(path, fp32.frontend, fp32.activity) for path, _ in clips]
     windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in prepared])
-    rng = np.random.default_rng(0)
-    calibration = windows[rng.permutation(len(windows))[:max_windows]]
-    with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp) / "artifact"
-        shutil.copytree(fp32.path, staging, ignore=shutil.ignore_patterns("enrolled.json", "*.fp16.onnx"))
-        started = time.perf_counter()
-        _quantize(fp32.model_path, staging / MODEL_FILE, calibration, Path(tmp))
+    calibration = windows[np.random.default_rng(0).permutation(len(windows))[:max_windows]]
+    target, staging = root / INT8_FILE, root / f".{INT8_FILE}.tmp"
+    started = time.perf_counter()
+    try:
+        _quantize(fp32.model_path, staging, calibration)
         seconds = time.perf_counter() - started
-        manifest = dict(fp32.manifest)
-        manifest.pop("variants", None)
-        sha = sha256_file(staging / MODEL_FILE)
-        manifest.update(sha256=sha, model_id=f"{fp32.model_id}-int8-{sha[:8]}")
-        write_json_atomic(staging / MANIFEST_FILE, manifest)
-        validation = validate(fp32, load_artifact(staging), prepared, [label for _, label in clips])
+        int8 = create_runtime(_with_variant(fp32, staging), RuntimeConfig(device="cpu", precision="int8"))
+        validation = validate(create_runtime(fp32, RuntimeConfig(device="cpu", precision="fp32")), int8, prepared,
+                              [label for _, label in clips])
         failures = [k for k, ok in _contract(validation).items() if not ok]
         if failures:
             raise errors.ExportValidationError(f"the int8 model misses its contract ({CONTRACT}) on {', '.join(failures)}: "
                                                f"{validation}")
-        manifest["quantization"] = {
-            "format": "QDQ, int8 weights per output channel, uint8 activations (ONNX Runtime static quantization)",
-            "calibration": {"clips": len(clips), "windows": len(calibration), "method": "MinMax"},
-            "validation": validation, "contract": CONTRACT, "from_model_id": fp32.model_id,
-            "seconds": round(seconds, 1), "onnxruntime": ort.__version__}
-        write_json_atomic(staging / MANIFEST_FILE, manifest)
-        out = Path(out_dir)
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(staging, out)
-    return {"artifact": str(out), "model_id": manifest["model_id"], "validation": validation}
+        staging.replace(target)
+    finally:
+        staging.unlink(missing_ok=True)
+    entry = {"file": INT8_FILE, "sha256": sha256_file(target),
+             "format": "QDQ, int8 weights per output channel, uint8 activations (ONNX Runtime static quantization)",
+             "calibration": {"clips": len(clips), "windows": len(calibration), "method": "MinMax"},
+             "validation": validation, "contract": CONTRACT, "seconds": round(seconds, 1), "onnxruntime": ort.__version__}
+    manifest = load_artifact(root).manifest
+    manifest.setdefault("variants", {})["int8"] = entry
+    write_json_atomic(root / MANIFEST_FILE, manifest)
+    load_artifact(root)  # still whole
+    return {"artifact": str(root), "model_id": fp32.model_id, "int8": entry}
+
+
+def _with_variant(artifact, path: Path):
+    """The artifact with `path` as its int8 variant (in memory), to run it before it is written."""
+    variants = {**artifact.manifest.get("variants", {}), "int8": {"file": path.name, "sha256": sha256_file(path)}}
+    return replace(artifact, manifest={**artifact.manifest, "variants": variants})
 
 
 class _Windows(CalibrationDataReader):
@@ -101,26 +106,27 @@ class _Windows(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def _quantize(src: Path, dst: Path, calibration: np.ndarray, tmp: Path) -> None:
-    prepared = tmp / "prepared.onnx"
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # its symbolic pass fails on Expand
-    input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    quantize_static(str(prepared), str(dst), _Windows(input_name, calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+def _quantize(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # its symbolic pass fails on Expand
+        input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        quantize_static(str(prepared), str(dst), _Windows(input_name, calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def validate(fp32, int8, prepared: list, labels: list[str | None]) -> dict:
-    """The int8 artifact against the fp32 one on the same prepared clips."""
-    runtimes = [create_runtime(a, RuntimeConfig(device="cpu")) for a in (fp32, int8)]
-    classes = [None if a.open_set is None else ClassSet.of(a) for a in (fp32, int8)]
+    """The int8 runtime against the fp32 one (of the same artifact) on the same prepared clips."""
+    runtimes, artifact = (fp32, int8), fp32.artifact
+    classes = None if artifact.open_set is None else ClassSet.of(artifact)
     agree, cosines, same_label, same_unknown, correct = [], [], [], [], [[], []]
     for clip, label in zip(prepared, labels):
         outputs = [rt.run(clip.patches) for rt in runtimes]  # [(logits, embeddings)] fp32, int8
         (l32, e32), (l8, e8) = outputs
         agree.append(l32.argmax(axis=1) == l8.argmax(axis=1))
         cosines.append(np.einsum("nd,nd->n", _unit(e32), _unit(e8)))
-        answers = [answer(lg, e, clip.active, clip.starts_s, fp32.frontend.patch_seconds, a.labels, c, AnswerOptions())
-                   for (lg, e), a, c in zip(outputs, (fp32, int8), classes)]
+        answers = [answer(lg, e, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels, classes,
+                          AnswerOptions()) for lg, e in outputs]
         same_label.append(answers[0].label == answers[1].label)
         same_unknown.append((answers[0].open_set or {}).get("unknown") == (answers[1].open_set or {}).get("unknown"))
         if label is not None:

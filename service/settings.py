@@ -27,6 +27,7 @@ class ServiceSettings:
     max_latency_ms: int = 10000  # the batcher refuses (503) windows queued longer than this
     max_in_flight: int = 32  # requests being processed at once; more get 503 + Retry-After
     device: str = "auto"  # auto, cpu, cuda, tensorrt
+    precision: str = "auto"  # auto (int8 on a CPU when the model has it, else fp32), fp32, fp16, int8
     require_gpu: bool = False
     intra_op_threads: int = 0
     request_timeout_s: int = 120
@@ -39,7 +40,7 @@ class ServiceSettings:
         try:
             self.runtime  # noqa: B018 - RuntimeConfig checks the device
         except ConfigError as e:
-            raise ConfigError(f"{PREFIX}DEVICE={self.device!r}: {e}") from None
+            raise ConfigError(f"{PREFIX}DEVICE={self.device!r} / {PREFIX}PRECISION={self.precision!r}: {e}") from None
 
     @classmethod
     def from_env(cls, env=os.environ) -> ServiceSettings:
@@ -64,7 +65,8 @@ class ServiceSettings:
 
     @property
     def runtime(self) -> RuntimeConfig:
-        return RuntimeConfig(device=self.device, require_gpu=self.require_gpu, intra_op_threads=self.intra_op_threads)
+        return RuntimeConfig(device=self.device, require_gpu=self.require_gpu, precision=self.precision,
+                             intra_op_threads=self.intra_op_threads)
 
 
 def _parse(raw: str, type_name: str):

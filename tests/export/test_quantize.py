@@ -1,7 +1,8 @@
-"""`soundarc quantize`: an int8 artifact, calibrated on real clips, validated against fp32, served
-like any artifact; a model that misses the contract is refused and nothing is written."""
+"""`soundarc quantize`: an int8 variant, calibrated on real clips, validated against fp32, picked by
+the runtime on a CPU; a variant that misses the contract is refused and nothing is written."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -14,31 +15,43 @@ from core.runtime import RuntimeConfig, create_runtime
 from export import quantize
 
 
-def test_int8_artifact_agrees_with_fp32(test_artifact, fixtures, tmp_path):
-    report = quantize.quantize_artifact(test_artifact, tmp_path / "int8", [fixtures])
-    int8, fp32 = load_artifact(tmp_path / "int8"), load_artifact(test_artifact)  # checksums hold
-    assert int8.model_id != fp32.model_id and int8.model_id.startswith(fp32.model_id + "-int8-")
-    section = int8.manifest["quantization"]
-    assert section["from_model_id"] == fp32.model_id and section["validation"] == report["validation"]
-    assert section["validation"]["embedding_cosine_p01"] >= 0.99
-    ops = {node.op_type for node in onnx.load(str(int8.model_path)).graph.node}
+@pytest.fixture
+def artifact(test_artifact, tmp_path):
+    shutil.copytree(test_artifact, tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures):
+    before = load_artifact(artifact).model_id
+    report = quantize.quantize_artifact(artifact, [fixtures])
+    loaded = load_artifact(artifact)  # checksums hold
+    variant = loaded.manifest["variants"]["int8"]
+    assert loaded.model_id == before and report["int8"] == variant
+    assert variant["validation"]["embedding_cosine_p01"] >= 0.99
+    ops = {node.op_type for node in onnx.load(str(artifact / variant["file"])).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ, not dynamic quantization
-    clip = prepare(fixtures / "1-27724-A-1.ogg", fp32.frontend)
-    _, e32 = create_runtime(fp32, RuntimeConfig(device="cpu")).run(clip.patches)
-    _, e8 = create_runtime(int8, RuntimeConfig(device="cpu")).run(clip.patches)
+
+    auto = create_runtime(loaded, RuntimeConfig(device="cpu"))
+    fp32 = create_runtime(loaded, RuntimeConfig(device="cpu", precision="fp32"))
+    assert auto.precision == "int8" and fp32.precision == "fp32" and auto.describe()["precision"] == "int8"
+    clip = prepare(fixtures / "1-27724-A-1.ogg", loaded.frontend)
+    (_, e8), (_, e32) = auto.run(clip.patches), fp32.run(clip.patches)
     cos = np.sum(e32 * e8, axis=1) / np.linalg.norm(e32, axis=1) / np.linalg.norm(e8, axis=1)
     assert cos.min() > 0.98
 
 
-def test_a_model_that_misses_the_contract_is_refused(test_artifact, fixtures, tmp_path, monkeypatch):
+def test_a_variant_that_misses_the_contract_is_refused(artifact, fixtures, monkeypatch):
     monkeypatch.setitem(quantize.CONTRACT, "min_embedding_cosine_p01", 1.01)  # no model can meet it
     with pytest.raises(errors.ExportValidationError, match="embedding_cosine_p01"):
-        quantize.quantize_artifact(test_artifact, tmp_path / "int8", [fixtures])
-    assert not (tmp_path / "int8").exists()
+        quantize.quantize_artifact(artifact, [fixtures])
+    assert "int8" not in load_artifact(artifact).manifest.get("variants", {})
+    assert not list(artifact.glob("*int8*"))
+    with pytest.raises(errors.ArtifactError, match="no int8 variant"):
+        create_runtime(load_artifact(artifact), RuntimeConfig(device="cpu", precision="int8"))
 
 
-def test_cli(test_artifact, fixtures, tmp_path, capsys):
+def test_cli(artifact, fixtures, capsys):
     from soundarc.cli import main
 
-    assert main(["quantize", str(test_artifact), str(tmp_path / "q"), "--audio", str(fixtures)]) == 0
-    assert json.loads(capsys.readouterr().out)["model_id"] == load_artifact(tmp_path / "q").model_id
+    assert main(["quantize", str(artifact), "--audio", str(fixtures)]) == 0
+    assert json.loads(capsys.readouterr().out)["int8"]["file"] == quantize.INT8_FILE
