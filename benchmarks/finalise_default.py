@@ -3,7 +3,8 @@
     python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
-cross-validation of its recipe: reports/openset_cv.json) and a `default_model` section: data,
+cross-validation of its recipe: reports/openset_cv.json), the sound-event parameters chosen by
+cross-validation (reports/events_cv.json) and a `default_model` section: data,
 recipe, commands, and the recipe's cross-validated figures (reports/cv_study.json), clean and
 under the recording conditions. The final run trains on all four folds, so it has no validation of
 its own: the recipe's CV figures stand for it.
@@ -29,11 +30,18 @@ def main(final_run: str, arm: str, out: str) -> None:
         sys.exit(f"{calibration} was made for another recipe: run benchmarks/openset_cv.py --arm {arm}")
     attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
     study = json.loads((ROOT / "reports" / "cv_study.json").read_text())
+    events = json.loads((ROOT / "reports" / "events_cv.json").read_text())
+    if events["arm"] != arm:
+        sys.exit(f"reports/events_cv.json was made for another recipe: run benchmarks/events_cv.py --arm {arm}")
     manifest = load_artifact(out_dir).manifest
+    manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {arm}: best mean "
+                          f"event-based F1 over its CV runs ({100 * events['best']['event_f1']:.1f} %)"}
+    loss = ("cross-entropy" if config["loss"] == "ce" else
+            f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
     manifest["default_model"] = {
         "data": "ESC-10 folds 1-4 (../shared/data/esc10, 320 clips, 10 classes); noise for augmentation from "
                 "../shared/data/unlabeled_more" if config.get("augment") == "robust" else "ESC-10 folds 1-4",
-        "recipe": f"{arm}: {config['loss']} loss, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
+        "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
                   f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']} "
                   "(configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
         "commands": "benchmarks/train_default.sh",
