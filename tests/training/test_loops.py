@@ -119,7 +119,8 @@ def test_torchrun_two_processes_on_cpu(tiny_esc, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "soundarc.cli", "train", "finetune", "--out", str(tmp_path / "ddp"), *(a for s in sets for a in ("--set", s))]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = "\n".join(line for line in result.stderr.splitlines() if "[rank0]" in line or "rank: 0" in line)
+    assert result.returncode == 0, f"rank 0:\n{rank0[-3000:]}\n---\n{result.stderr[-3000:]}"
     history = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2]  # written once, by rank 0
     assert [r["steps"] for r in history] == [2, 2]  # 12 clips: 6 per process, batches of 4 and 2
