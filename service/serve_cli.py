@@ -13,8 +13,19 @@ from core.artifact import DEFAULT_MODEL
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default=os.environ.get("SOUNDARC_MODEL", DEFAULT_MODEL), help="artifact directory")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=3000, help="port to listen on")
+    parser.epilog = settings_help()
+
+
+def settings_help() -> str:
+    """The SOUNDARC_* settings with their defaults (service.settings), for --help."""
+    from dataclasses import fields
+
+    from service.settings import PREFIX, ServiceSettings
+
+    names = ", ".join(f"{PREFIX}{f.name.upper()}={f.default}" for f in fields(ServiceSettings))
+    return f"settings (environment variables, with their defaults; README.md explains each): {names}"
 
 
 def run(args) -> int:

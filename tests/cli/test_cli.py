@@ -12,6 +12,10 @@ def soundarc(*args, code=""):
 def test_version_and_defaults_in_help():
     assert soundarc("--version").stdout.startswith("soundarc ")
     assert "(default: models/default)" in soundarc("score", "--help").stdout
+    serve = " ".join(soundarc("serve", "--help").stdout.split())
+    assert "SOUNDARC_MAX_UPLOAD_MB=50.0" in serve and "SOUNDARC_PRECISION=auto" in serve  # the settings, named
+    index = soundarc("index", "query", "--help").stdout
+    assert "(default: 5)" in index and "an audio file to search with" in index
 
 
 def test_a_missing_extra_is_one_line_saying_what_to_install():
