@@ -102,6 +102,16 @@ class MethodNotAllowed(SoundarcError):
         return {"Allow": self.allow}
 
 
+class UpgradeRequired(SoundarcError):
+    """426: a plain HTTP request to a WebSocket route (/stream)."""
+
+    status_code = 426
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Upgrade": "websocket", "Connection": "Upgrade"}
+
+
 class Conflict(SoundarcError):
     """409: the request clashes with what exists (a duplicate class name, a built-in class)."""
 

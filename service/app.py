@@ -233,7 +233,7 @@ class SoundArc:
 
 
 SPEC = openapi.build(SETTINGS.max_top_k, SETTINGS.max_upload_mb, version())
-SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None, SPEC), path="/")
+SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None, SPEC, SETTINGS), path="/")
 SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
                              max_in_flight=SETTINGS.max_in_flight, routes=ROUTES, ready_info=lambda: dict(_READY) or None)
 

@@ -18,6 +18,7 @@ ERROR_STATUSES = {
     413: "the upload or the audio is over the configured limit",
     415: "the body is not multipart/form-data",
     422: "a form field is unknown, repeated, of the wrong type or out of range",
+    426: "a plain HTTP request to the WebSocket route: connect with ws://",
     503: "overloaded or starting (`Retry-After` says when to retry)",
 }
 UPLOAD_ERRORS = (400, 405, 413, 415, 422, 503)
@@ -59,6 +60,17 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
             "summary": "Delete an enrolled class", "operationId": "delete_class", "tags": ["Custom classes"],
             "parameters": [{"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json("deleted", "Deleted"), **_errors((404, 405, 409, 503))}}},
+        "/stream": {"get": {
+            "summary": "Live audio over a WebSocket", "operationId": "stream", "tags": ["Audio"],
+            "description": "Connect with ws://HOST:PORT/stream. First message (text JSON): {sample_rate, encoding "
+                           "(pcm_s16le or f32le), channels, top_k, open_set}; the server answers {type: ready, "
+                           "window_s, hop_s}. Then binary PCM of any length; for every final window the server "
+                           "sends {type: window, start_s, end_s, label, score, labels}, and {type: event, label, "
+                           "start_s, end_s, score} once an event is over. The text {\"type\": \"end\"} ends the "
+                           "stream: the server sends {type: summary}, the answer POST /classify gives for the same "
+                           "audio, and closes with 1000. Close codes: 1008 a bad set-up, 1003 audio before it, 1007 "
+                           "a frame that is not whole samples, 1013 too many streams or too long, 1001 idle.",
+            "responses": {"101": {"description": "switched to the WebSocket protocol"}, **_errors((426,))}}},
         "/stats": {"get": _get("Providers, model calls and windows scored since start", "Stats")},
         "/readyz": {"get": _get("Ready: the model is loaded and warm", "Ready", errors=(503,))},
         "/livez": {"get": _plain("livez", "Alive")},

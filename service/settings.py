@@ -31,6 +31,8 @@ class ServiceSettings:
     require_gpu: bool = False
     intra_op_threads: int = 0
     request_timeout_s: int = 120
+    max_streams: int = 64  # WebSocket /stream sessions open at once; more are closed with 1013
+    stream_idle_s: float = 30.0  # a stream that sends nothing for this long is closed (1001)
 
     def __post_init__(self) -> None:
         for f in fields(self):

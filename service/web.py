@@ -7,6 +7,7 @@
     GET    /ui               the web page (plain HTML/JS/CSS in service/ui/, nothing to build)
     GET    /docs             the API page (service/ui/docs.html, renders /openapi.json; works offline)
     GET    /openapi.json     the OpenAPI document of every route (service.openapi)
+    WS     /stream           live audio in, window answers, events and the clip's answer out (service.stream)
 
 Errors are the service's JSON errors with their status.
 """
@@ -19,18 +20,20 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from core import errors
 from service.http import UPLOAD_FIELD, error_response
+from service.stream import serve_stream
 
 UI_DIR = Path(__file__).parent / "ui"
 UI_FILES = {"index.html", "app.js", "style.css", "docs.html", "docs.js"}
 
 
-def build_app(get_service, spec: dict) -> Starlette:
+def build_app(get_service, spec: dict, settings=None) -> Starlette:
     """`get_service()` -> the SoundArc instance of this process, or None before it exists; `spec`
-    the OpenAPI document (service.openapi)."""
+    the OpenAPI document (service.openapi); `settings` (service.settings) bound the streams."""
+    streams: list = []  # the /stream sessions open now
 
     def with_service(handler):
         @functools.wraps(handler)
@@ -73,6 +76,10 @@ def build_app(get_service, spec: dict) -> Starlette:
     async def remove(service, request):
         return JSONResponse(await service.remove_class(request.path_params["label"]))
 
+    async def stream_over_http(request):
+        return error_response(errors.UpgradeRequired(
+            "/stream is a WebSocket: connect with ws://HOST:PORT/stream (see /docs, or `soundarc stream`)"))
+
     async def docs(request):
         return FileResponse(UI_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
 
@@ -84,6 +91,8 @@ def build_app(get_service, spec: dict) -> Starlette:
 
     return Starlette(routes=[
         Route("/stats", stats, methods=["GET"]),
+        WebSocketRoute("/stream", lambda websocket: serve_stream(websocket, get_service(), settings, streams)),
+        Route("/stream", stream_over_http, methods=["GET"]),
         Route("/classes", classes, methods=["GET", "POST"]),
         Route("/classes/{label:path}", remove, methods=["DELETE"]),
         Route("/ui", page, methods=["GET"]),

@@ -18,6 +18,7 @@ COMMANDS = {
     "serve": ("service.serve_cli", "serve an artifact over HTTP (BentoML)"),
     "score": ("batch.score_cli", "score directories, archives and lists offline: one row per input"),
     "index": ("batch.index_cli", "build or query a vector index of scored embeddings"),
+    "stream": ("soundarc.stream_cli", "play an audio file to a server's /stream and print the live answers"),
 }
 
 

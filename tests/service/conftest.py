@@ -16,6 +16,8 @@ SERVER_SETTINGS = {  # small limits so that the 413 and 503 paths are cheap to r
     "SOUNDARC_MAX_DURATION_S": "20",
     "SOUNDARC_MAX_IN_FLIGHT": "16",
     "SOUNDARC_MAX_BATCH_SIZE": "256",
+    "SOUNDARC_MAX_STREAMS": "2",
+    "SOUNDARC_STREAM_IDLE_S": "3",
 }
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_route_is_documented_with_its_fields(server):
     spec = requests.get(f"{server}/openapi.json", timeout=10).json()
     assert requests.get(f"{server}/docs.json", timeout=10).json() == spec  # in place of BentoML's partial one
-    assert {"/classify", "/embed", "/search", "/classes", "/classes/{label}", "/stats", "/ui", "/docs",
+    assert {"/classify", "/embed", "/search", "/classes", "/classes/{label}", "/stats", "/ui", "/docs", "/stream",
             "/readyz", "/livez", "/metrics"} <= set(spec["paths"])
     for path, fields in ROUTES.items():
         schema = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]

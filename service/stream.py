@@ -1,0 +1,213 @@
+"""`ws://HOST:PORT/stream`: live audio in, an answer for every window out, the clip's answer at the end.
+
+    client: {"sample_rate": 16000, "encoding": "pcm_s16le" | "f32le", "channels": 1, "top_k": 5,
+             "open_set": true}                                  (first message, text JSON)
+    server: {"type": "ready", "model": {...}, "window_s": 1.01, "hop_s": 0.5}
+    client: binary messages of interleaved PCM, any length (whole samples)
+    server: {"type": "window", "start_s", "end_s", "label", "score", "labels": [{"label", "score"}]}
+            for every window as soon as it is final (core.stream: the upload path's windows);
+            {"type": "event", "label", "start_s", "end_s", "score"} once an event is over
+    client: {"type": "end"}
+    server: {"type": "summary", ...the answer POST /classify gives for the same audio..., "duration_s",
+             "windows", "events"}, then close 1000
+
+A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
+"silence"). Windows go through the service's cross-request batcher: streams and uploads share
+model calls. Close codes: 1008 a bad set-up message (the reason says which field), 1003 audio
+before the set-up, 1007 a frame that is not whole samples, 1013 over SOUNDARC_MAX_STREAMS streams or
+over the duration limit, 1001 no message for SOUNDARC_STREAM_IDLE_S seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from core.answer import AnswerOptions, answer, class_logits, softmax
+from core.events import detect
+from core.stream import StreamFrontend
+
+log = logging.getLogger("soundarc")
+ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+class StreamSession:
+    """One stream: its set-up, its front-end, and the window outputs kept for the summary."""
+
+    def __init__(self, service, settings, setup: dict):
+        self.service, self.artifact = service, service.artifact
+        self.rate, self.channels, self.dtype, self.options = _check_setup(setup, settings)
+        self.frontend = StreamFrontend(self.rate, self.artifact.frontend, self.artifact.activity)
+        self.logits, self.embeddings, self.active, self.starts = [], [], [], []
+        self.sent_events: set[tuple] = set()
+
+    def ready(self) -> dict:
+        fe = self.artifact.frontend
+        return {"type": "ready", "model": self.service._model_info(), "window_s": round(fe.patch_seconds, 3),
+                "hop_s": round(fe.eval_hop_frames / fe.frames_per_s, 3)}
+
+    def samples(self, data: bytes) -> np.ndarray:
+        """A binary message -> (n, channels) float32; 1007 when it is not whole samples."""
+        frame = self.dtype.itemsize * self.channels
+        if len(data) % frame:
+            raise _Close(1007, f"{len(data)} bytes is not a whole number of {self.channels}-channel "
+                               f"{self.dtype.itemsize}-byte samples")
+        x = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.channels)
+        return x.astype(np.float32) / 32768.0 if self.dtype.kind == "i" else x.astype(np.float32)
+
+    async def windows(self, windows) -> list[dict]:
+        """Run new windows through the batcher; their messages, and those of events now over."""
+        if not len(windows.patches):
+            return []
+        logits, embeddings = await self.service.batcher.infer(windows.patches)
+        self.logits.append(logits), self.embeddings.append(embeddings)
+        self.active.append(windows.active), self.starts.append(windows.starts_s)
+        classes = self.service._current_classes()
+        window_s = self.artifact.frontend.patch_seconds
+        messages = []
+        for i, start in enumerate(windows.starts_s):
+            one = answer(logits[i:i + 1], embeddings[i:i + 1], windows.active[i:i + 1], windows.starts_s[i:i + 1],
+                         window_s, self.artifact.labels, classes, AnswerOptions(self.options.top_k, self.options.open_set))
+            messages.append({"type": "window", "start_s": round(float(start), 3),
+                             "end_s": round(float(start) + window_s, 3), "label": one.label,
+                             "score": None if one.score is None else round(one.score, 6),
+                             "labels": [{"label": k, "score": round(p, 6)} for k, p in one.ranking]})
+        return messages + self._events(final_before_s=float(windows.starts_s[-1]) - window_s)
+
+    def summary(self) -> dict:
+        fe = self.artifact.frontend
+        options = AnswerOptions(self.options.top_k, self.options.open_set, events=self.artifact.events)
+        result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service._current_classes(),
+                        options, self.frontend.all_levels(), fe.frames_per_s)
+        return {"type": "summary", **result.to_dict(), "labels": result.to_dict()["ranking"],
+                "duration_s": round(self.frontend.duration_s, 3), "windows": result.n_windows}
+
+    def _events(self, final_before_s: float) -> list[dict]:
+        """Events of the stream so far that can no longer grow (they ended well before the last window)."""
+        cfg = self.artifact.events
+        logits, embeddings, active, starts = self._outputs()
+        classes = self.service._current_classes()
+        probs = softmax(class_logits(logits, embeddings, classes))
+        names = self.artifact.labels if classes is None else classes.labels
+        out = []
+        for event in detect(probs, active, starts, self.artifact.frontend.patch_seconds, names, cfg,
+                            self.frontend.all_levels(), self.artifact.frontend.frames_per_s):
+            key = (event.label, round(event.start_s, 2))
+            if event.end_s + cfg.max_gap_s < final_before_s and key not in self.sent_events:
+                self.sent_events.add(key)
+                out.append({"type": "event", **event.to_dict()})
+        return out
+
+    def _outputs(self):
+        return (np.concatenate(self.logits), np.concatenate(self.embeddings), np.concatenate(self.active),
+                np.concatenate(self.starts))
+
+
+class _Close(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+async def serve_stream(websocket: WebSocket, service, settings, streams: list) -> None:
+    """One WebSocket connection, from accept to close. `service`: the SoundArc instance (None while it
+    starts); `streams`: the sessions open now (shared by the connections)."""
+    await websocket.accept()
+    try:
+        if service is None:
+            raise _Close(1013, "the service is starting: retry shortly")
+        session = StreamSession(service, settings, _setup_message(await _receive(websocket, settings.stream_idle_s)))
+        if len(streams) >= settings.max_streams:  # counted once set up: a connection alone costs little
+            raise _Close(1013, f"{len(streams)} streams are open (SOUNDARC_MAX_STREAMS={settings.max_streams}): "
+                               "retry later")
+        streams.append(session)
+        try:
+            await websocket.send_json(session.ready())
+            await _loop(websocket, session, settings)
+        finally:
+            streams.remove(session)
+    except _Close as e:
+        log.info("stream closed %d: %s", e.code, e.reason)
+        await websocket.close(e.code, e.reason[:120])  # a close reason is at most 123 bytes
+    except WebSocketDisconnect:
+        pass
+
+
+async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
+    while True:
+        message = await _receive(websocket, settings.stream_idle_s)
+        if message.get("bytes") is not None:
+            windows = session.frontend.push(session.samples(message["bytes"]))
+            if session.frontend.duration_s > settings.max_duration_s:
+                raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
+            for out in await session.windows(windows):
+                await websocket.send_json(out)
+        elif _is_end(message.get("text")):
+            if session.frontend.samples == 0:
+                raise _Close(1007, "the stream ended before any audio")
+            for out in await session.windows(session.frontend.end()):
+                await websocket.send_json(out)
+            for out in session._events(final_before_s=float("inf")):
+                await websocket.send_json(out)
+            await websocket.send_json(session.summary())
+            await websocket.close(1000)
+            return
+        else:
+            raise _Close(1008, 'expected binary PCM or the text {"type": "end"}')
+
+
+async def _receive(websocket: WebSocket, idle_s: float) -> dict:
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout=idle_s)
+    except TimeoutError:
+        raise _Close(1001, f"no message for {idle_s:g} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    return message
+
+
+def _setup_message(message: dict) -> dict:
+    if message.get("text") is None:
+        raise _Close(1003, "the first message must be the text JSON set-up, before any audio")
+    try:
+        setup = json.loads(message["text"])
+    except ValueError:
+        raise _Close(1008, "the set-up message is not JSON") from None
+    if not isinstance(setup, dict):
+        raise _Close(1008, "the set-up message must be a JSON object")
+    return setup
+
+
+def _check_setup(setup: dict, settings) -> tuple:
+    """(sample rate, channels, numpy dtype, AnswerOptions) of a set-up message; 1008 naming the field."""
+    known = {"sample_rate", "encoding", "channels", "top_k", "open_set"}
+    if set(setup) - known:
+        raise _Close(1008, f"unknown set-up fields {sorted(set(setup) - known)}; known: {sorted(known)}")
+
+    def integer(name, lo, hi, default=None):
+        value = setup.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise _Close(1008, f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+        return value
+
+    rate = integer("sample_rate", 1000, 384_000)
+    channels = integer("channels", 1, settings.max_channels, 1)
+    top_k = integer("top_k", 1, settings.max_top_k, 5)
+    if setup.get("encoding") not in ENCODINGS:
+        raise _Close(1008, f"encoding must be one of {list(ENCODINGS)}, got {setup.get('encoding')!r}")
+    open_set = setup.get("open_set", True)
+    if not isinstance(open_set, bool):
+        raise _Close(1008, f"open_set must be true or false, got {open_set!r}")
+    return rate, channels, ENCODINGS[setup["encoding"]], AnswerOptions(top_k, open_set)
+
+
+def _is_end(text: str | None) -> bool:
+    try:
+        return text is not None and json.loads(text) == {"type": "end"}
+    except ValueError:
+        return False
+

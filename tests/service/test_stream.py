@@ -1,0 +1,121 @@
+"""ws://.../stream against a real server: the same windows and answer as POST /classify for the same
+audio, sent in pieces of any size; the close codes of the protocol."""
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+import soxr
+from httpx_ws import WebSocketDisconnect, connect_ws
+
+RATE = 16_000
+
+
+def pcm16(fixtures, names=("1-27724-A-1.ogg", "1-17367-A-10.ogg")) -> bytes:
+    clips = [soxr.resample(*sf.read(fixtures / name, dtype="float32"), RATE) for name in names]
+    y = np.concatenate([clips[0], np.zeros(2 * RATE, np.float32), *clips[1:]])
+    return (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def stream(url, setup: dict, pieces: list[bytes], end=True) -> tuple[list[dict], int, str]:
+    """(messages, close code, reason) of one stream."""
+    messages = []
+    with httpx.Client() as client, connect_ws(f"{url}/stream", client) as ws:
+        ws.send_text(json.dumps(setup) if isinstance(setup, dict) else setup)
+        try:
+            for piece in pieces:
+                ws.send_bytes(piece)
+            if end:
+                ws.send_text(json.dumps({"type": "end"}))
+            while True:
+                messages.append(ws.receive_json())
+        except WebSocketDisconnect as e:
+            return messages, e.code, e.reason
+    raise AssertionError("the server did not close")
+
+
+def test_stream_gives_the_upload_answer(server, fixtures):
+    audio = pcm16(fixtures)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(2, len(audio), 2), 40, replace=False))  # pieces of any (even) size
+    pieces = [audio[a:b] for a, b in zip([0, *cuts], [*cuts, len(audio)])]
+    setup = {"sample_rate": RATE, "encoding": "pcm_s16le", "channels": 1, "top_k": 3, "open_set": False}
+    messages, code, _ = stream(server, setup, pieces)
+    assert code == 1000 and messages[0]["type"] == "ready" and messages[-1]["type"] == "summary"
+
+    wav = io.BytesIO()
+    sf.write(wav, np.frombuffer(audio, "<i2"), RATE, format="WAV", subtype="PCM_16")
+    upload = requests.post(f"{server}/classify", files={"audio": ("a.wav", wav.getvalue())},
+                           data={"top_k": "3", "windows": "true", "open_set": "false"}, timeout=60).json()
+    windows = [m for m in messages if m["type"] == "window"]
+    assert [(w["start_s"], w["label"]) for w in windows] == [(u["start_s"], u["label"]) for u in upload["windows"]]
+    summary = messages[-1]
+    assert summary["label"] == upload["label"] and summary["score"] == pytest.approx(upload["score"], abs=1e-5)
+    assert [r["label"] for r in summary["labels"]] == [r["label"] for r in upload["ranking"]]
+    assert summary["windows"] == len(upload["windows"]) and summary["duration_s"] == upload["duration_s"]
+
+
+def test_stereo_float_stream(server, fixtures):
+    y = np.frombuffer(pcm16(fixtures, ("1-27724-A-1.ogg",)), "<i2").astype(np.float32) / 32768
+    stereo = np.stack([y, y], axis=1).astype("<f4").tobytes()
+    setup = {"sample_rate": RATE, "encoding": "f32le", "channels": 2}
+    messages, code, _ = stream(server, setup, [stereo[i:i + 8000] for i in range(0, len(stereo), 8000)])
+    assert code == 1000 and messages[-1]["type"] == "summary" and messages[-1]["duration_s"] > 4.9
+
+
+@pytest.mark.parametrize("setup,pieces,code,needle", [
+    ({"sample_rate": 16000, "encoding": "mp3", "channels": 1}, [], 1008, "encoding"),
+    ({"sample_rate": 5, "encoding": "f32le"}, [], 1008, "sample_rate"),
+    ({"sample_rate": 16000, "encoding": "f32le", "colour": "red"}, [], 1008, "unknown set-up fields"),
+    ("not json", [], 1008, "not JSON"),
+    ({"sample_rate": 16000, "encoding": "pcm_s16le", "channels": 2}, [b"\x00\x01\x02"], 1007, "whole number"),
+])
+def test_bad_streams_are_closed_with_their_code(server, setup, pieces, code, needle):
+    messages, got, reason = stream(server, setup, pieces, end=False)
+    assert got == code and needle in reason, (got, reason, messages)
+
+
+def test_audio_before_the_setup_is_1003(server):
+    with httpx.Client() as client, connect_ws(f"{server}/stream", client) as ws:
+        ws.send_bytes(b"\x00\x00")
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+    assert info.value.code == 1003
+
+
+def test_too_many_streams_and_an_idle_one(server):
+    setup = json.dumps({"sample_rate": 16000, "encoding": "pcm_s16le"})
+    with httpx.Client() as client, connect_ws(f"{server}/stream", client) as a, \
+            connect_ws(f"{server}/stream", client) as b, connect_ws(f"{server}/stream", client) as c:
+        for ws in (a, b):
+            ws.send_text(setup)
+            assert ws.receive_json()["type"] == "ready"
+        c.send_text(setup)
+        with pytest.raises(WebSocketDisconnect) as third:
+            c.receive_json()
+        assert third.value.code == 1013  # SOUNDARC_MAX_STREAMS=2 in the test server
+        with pytest.raises(WebSocketDisconnect) as idle:
+            a.receive_json()  # nothing sent for SOUNDARC_STREAM_IDLE_S=3 s
+        assert idle.value.code == 1001
+
+
+def test_plain_http_to_the_stream_route_is_426(server):
+    r = requests.get(f"{server}/stream", timeout=10)
+    assert r.status_code == 426 and r.headers["upgrade"] == "websocket" and "ws://" in r.json()["message"]
+
+
+def test_the_stream_command(server, fixtures):
+    import subprocess
+    import sys
+
+    url = server.replace("http://", "ws://") + "/stream"
+    result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "1-27724-A-1.ogg"), "--url", url,
+                             "--fast", "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert messages[0]["type"] == "ready" and messages[-1]["type"] == "summary"
+    assert sum(m["type"] == "window" for m in messages) == messages[-1]["windows"] == 10
