@@ -179,6 +179,71 @@ function wav(chunks, sampleRate) {
   return new Blob([view], { type: "audio/wav" });
 }
 
+// --- listen live: microphone -> ws /stream -> a scrolling timeline ------------------------------
+let live = null;
+
+async function toggleLive() {
+  if (live) {
+    live.stop();
+    return;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const context = new AudioContext();
+    const node = context.createScriptProcessor(4096, 1, 1);
+    const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/stream`);
+    socket.binaryType = "arraybuffer";
+    const colour = colours([]);
+    $("live-timeline").replaceChildren();
+    $("live-events").replaceChildren();
+    $("live-summary").textContent = "";
+    socket.onopen = () => {
+      socket.send(JSON.stringify({ sample_rate: context.sampleRate, encoding: "f32le", channels: 1, top_k: 3 }));
+      node.onaudioprocess = (e) => {
+        if (socket.readyState === WebSocket.OPEN) socket.send(new Float32Array(e.inputBuffer.getChannelData(0)).buffer);
+      };
+      context.createMediaStreamSource(stream).connect(node);
+      node.connect(context.destination);
+    };
+    socket.onmessage = (e) => showLive(JSON.parse(e.data), colour);
+    socket.onclose = (e) => {
+      if (e.code !== 1000) status(`the stream closed (${e.code}): ${e.reason}`, true, "live-status");
+      release();
+    };
+    const release = () => {
+      node.disconnect();
+      stream.getTracks().forEach((t) => t.stop());
+      context.close();
+      live = null;
+      $("listen").textContent = "● Listen live";
+      $("listen").classList.remove("recording");
+    };
+    live = { stop: () => socket.readyState === WebSocket.OPEN ? socket.send(JSON.stringify({ type: "end" })) : release() };
+    $("listen").textContent = "■ Stop";
+    $("listen").classList.add("recording");
+    status("listening… (answers come as each 5 s of audio completes)", false, "live-status");
+  } catch (e) {
+    status(`the microphone is not available: ${e.message}`, true, "live-status");
+  }
+}
+
+function showLive(message, colour) {
+  if (message.type === "window") {
+    const cell = element("div", "window", `${message.start_s.toFixed(1)} s\n${message.label}`);
+    cell.style.background = message.label === "silence" ? "#eee" : colour(message.label);
+    if (message.label === "silence") cell.style.color = "#777";
+    cell.title = message.labels.map((l) => `${l.label} ${percent(l.score)}`).join(", ");
+    $("live-timeline").append(cell);
+    cell.scrollIntoView({ block: "nearest", inline: "end" });
+  } else if (message.type === "event") {
+    $("live-events").append(element("li", "", `${message.label}: ${message.start_s.toFixed(2)}-${message.end_s.toFixed(2)} s`));
+  } else if (message.type === "summary") {
+    $("live-summary").textContent = `${message.label}` + (message.score === null ? "" : ` (${percent(message.score)})`) +
+      ` over ${message.duration_s} s`;
+    status(`${message.windows} windows, ${message.events.length} events`, false, "live-status");
+  }
+}
+
 // --- custom classes ----------------------------------------------------------------------------
 async function showClasses() {
   const { classes, enrolment } = await call("GET", "/classes");
@@ -261,6 +326,7 @@ $("file").onchange = (e) => { // choosing a file classifies it
   classify();
 };
 $("record").onclick = toggleRecording;
+$("listen").onclick = toggleLive;
 $("classify").onclick = classify;
 $("enrol").onclick = enrol;
 showModel();

@@ -91,6 +91,13 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     assert page.text_content("#label") != ""
     assert "error" not in (page.get_attribute("#clip-status", "class") or "")
     page.screenshot(path=str(tmp_path / "recorded.png"), full_page=True)
+
+    page.click("#listen")  # the fake microphone, streamed live to /stream
+    page.wait_for_timeout(6500)  # windows come once a 5 s segment and the next second are in
+    page.click("#listen")
+    page.wait_for_function("document.getElementById('live-summary').textContent.includes(' s')")
+    assert page.locator("#live-timeline .window").count() >= 10
+    assert "error" not in (page.get_attribute("#live-status", "class") or "")
     assert (tmp_path / "classified.png").stat().st_size > 10_000
     if os.environ.get("SOUNDARC_SCREENSHOTS"):
         shutil.copy(tmp_path / "classified.png", Path(os.environ["SOUNDARC_SCREENSHOTS"]) / "ui.png")
