@@ -34,7 +34,7 @@ from training.run import load_checkpoint
 GROUPS = {"horse": r"animal_horse", "elephant": r"animal_elephant", "goat": r"death_goat", "cattle": r"animal_cattle",
           "trade": r"amb_trade", "port": r"amb_port", "farm": r"amb_farm"}
 SHOTS = 5
-MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2)
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def windows(model, path, frontend, activity):
     return model.classifier(h).numpy(), torch.nn.functional.normalize(h, dim=1).numpy(), clip
 
 
-def run_one(run_dir, fold, esc10, unlabeled) -> dict:
+def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS) -> dict:
     model, info = load_checkpoint(run_dir)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
@@ -83,7 +83,7 @@ def run_one(run_dir, fold, esc10, unlabeled) -> dict:
               "built-in, none enrolled": float(np.mean([top1(builtin, c.path) == t for c, t in zip(held, truth)])),
               "built-in, all cosine": float(np.mean([top1(enrolled, c.path, True) == t for c, t in zip(held, truth)])),
               "enrolled recognised, all cosine": float(np.mean([top1(enrolled, p, True) == g for g, p in leftover]))}
-    for margin in MARGINS:
+    for margin in margins:
         classes = replace(enrolled, builtin=replace(open_set, enrol_margin=margin))
         result[f"built-in, margin {margin}"] = float(np.mean([top1(classes, c.path) == t for c, t in zip(held, truth)]))
         result[f"enrolled recognised, margin {margin}"] = float(np.mean([top1(classes, p) == g for g, p in leftover]))
@@ -99,13 +99,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     args = parser.parse_args()
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
     runs = sorted((ROOT / "runs" / "cv" / args.arm).glob(f"fold*-seed{args.seed}"))
     runs = [r for r in runs if (r / "cv.json").exists()]
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, int(r.name[4]), esc10, unlabeled) for r in runs]
+    results = [run_one(r, int(r.name[4]), esc10, unlabeled, args.margins) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}

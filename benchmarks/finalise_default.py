@@ -12,13 +12,26 @@ its own: the recipe's CV figures stand for it.
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from export.onnx_export import export_artifact, smoke_test
-from export.open_set import attach_open_set
+from export.open_set import attach_open_set, save_open_set
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def enrol_margin(arm: str, max_cost: float = 0.02) -> float:
+    """The smallest margin whose enrolled classes cost the built-in ones at most `max_cost` of
+    accuracy (reports/enrol_cost.json of benchmarks/enrol_cost.py, the rule of BENCHMARKS.md)."""
+    report = json.loads((ROOT / "reports" / "enrol_cost.json").read_text())
+    if report["arm"] != arm:
+        sys.exit(f"reports/enrol_cost.json was made for another recipe: run benchmarks/enrol_cost.py --arm {arm}")
+    summary = report["summary"]
+    none = summary["built-in, none enrolled"]["mean"]
+    margins = sorted(float(k.rsplit(" ", 1)[1]) for k in summary if k.startswith("built-in, margin "))
+    return next(m for m in margins if none - summary[f"built-in, margin {m}"]["mean"] <= max_cost)
 
 
 def main(final_run: str, arm: str, out: str) -> None:
@@ -28,7 +41,8 @@ def main(final_run: str, arm: str, out: str) -> None:
     calibration = ROOT / "reports" / "openset_cv.json"
     if json.loads(calibration.read_text())["arm"] != arm:
         sys.exit(f"{calibration} was made for another recipe: run benchmarks/openset_cv.py --arm {arm}")
-    attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
+    open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
+    save_open_set(out_dir, replace(open_set, enrol_margin=enrol_margin(arm)))
     study = json.loads((ROOT / "reports" / "cv_study.json").read_text())
     events = json.loads((ROOT / "reports" / "events_cv.json").read_text())
     if events["arm"] != arm:

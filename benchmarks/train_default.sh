@@ -16,6 +16,7 @@ CV_SEEDS=${CV_SEEDS:-"0 1"}
 $BIN/python benchmarks/cv_study.py --arms ce-robust acl-robust --seeds $CV_SEEDS
 $BIN/python benchmarks/openset_cv.py --arm "$ARM"
 $BIN/python benchmarks/events_cv.py --arm "$ARM"
+$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0
 SETS=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import cv_study; print(' '.join(cv_study.ARMS['$ARM']))")
 ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
 $BIN/soundarc train finetune --config configs/default-model.yaml "${ARGS[@]}" --set seed="$SEED" \
