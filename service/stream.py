@@ -64,8 +64,9 @@ class StreamSession:
         if not len(windows.patches):
             return []
         logits, embeddings = await self.service.batcher.infer(windows.patches)
-        self.logits.append(logits), self.embeddings.append(embeddings)
-        self.active.append(windows.active), self.starts.append(windows.starts_s)
+        for kept, new in ((self.logits, logits), (self.embeddings, embeddings), (self.active, windows.active),
+                          (self.starts, windows.starts_s)):
+            kept.append(new)
         classes = self.service._current_classes()
         window_s = self.artifact.frontend.patch_seconds
         messages = []
