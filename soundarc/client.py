@@ -7,10 +7,12 @@
         print(answer.label, answer.score, answer.ranking)      # "dog" 0.93 [("dog", 0.93), ...]
         vector = server.embed("dog.wav").embedding              # list of floats, or None for silence
         server.enrol("door knock", ["knock1.wav", "knock2.wav"])
+        for message in server.stream(pcm_chunks, sample_rate=16000):   # ws /stream: windows, events,
+            print(message)                                               # then the summary
 
 Audio is a path or bytes. A server error raises `ServerError` (its HTTP status, kind and message);
-503 (overloaded or starting) is retried after its Retry-After, `retries` times. Needs only httpx
-(`pip install 'soundarc[client]'`).
+503 (overloaded or starting) is retried after its Retry-After, `retries` times. Needs only httpx and
+httpx-ws (`pip install 'soundarc[client]'`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,31 @@ class Client:
 
     def delete_class(self, label: str) -> dict:
         return self._request("DELETE", f"/classes/{httpx.URL(path=label).raw_path.decode()}")
+
+    # -- live audio -----------------------------------------------------------------------------
+    def stream(self, chunks, sample_rate: int, encoding: str = "pcm_s16le", channels: int = 1, top_k: int = 5,
+               open_set: bool = True):
+        """Send `chunks` (bytes of interleaved PCM, as they come) to ws /stream; yields the server's
+        messages ("window", "event", and last "summary"). A close other than 1000 raises ServerError
+        with the close code as its status."""
+        from httpx_ws import WebSocketDisconnect, connect_ws
+
+        setup = {"sample_rate": sample_rate, "encoding": encoding, "channels": channels, "top_k": top_k,
+                 "open_set": open_set}
+        with connect_ws("/stream", self.http) as ws:
+            ws.send_json(setup)
+            try:
+                ws.receive_json()  # {"type": "ready", ...}
+                for chunk in chunks:
+                    ws.send_bytes(chunk)
+                ws.send_json({"type": "end"})
+                while True:
+                    message = ws.receive_json()
+                    yield message
+                    if message["type"] == "summary":
+                        return
+            except WebSocketDisconnect as e:
+                raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
 
     # -- the service ----------------------------------------------------------------------------
     def ready(self) -> dict:

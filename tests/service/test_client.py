@@ -34,3 +34,17 @@ def test_errors_are_server_errors(server):
         with pytest.raises(ServerError) as info:
             client.delete_class("never enrolled")
         assert info.value.status == 404
+
+
+def test_stream(server, fixtures):
+    import soundfile as sf
+
+    y, rate = sf.read(fixtures / "1-27724-A-1.ogg", dtype="int16")
+    pcm = y.astype("<i2").tobytes()
+    with Client(server) as client:
+        messages = list(client.stream((pcm[i:i + 8820] for i in range(0, len(pcm), 8820)), sample_rate=rate))
+        assert messages[-1]["type"] == "summary" and messages[-1]["windows"] == 10
+        assert sum(m["type"] == "window" for m in messages) == 10
+        with pytest.raises(ServerError) as info:
+            list(client.stream([b"\x00"], sample_rate=rate))  # half a sample
+        assert info.value.status == 1007
