@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def _cached_log_mel(path: Path, frontend: FrontendConfig, cache: Path) -> np.nda
     if target.exists():
         return np.load(target)
     features = log_mel(decode(data, frontend.sample_rate), frontend)
-    tmp = target.with_suffix(".tmp.npy")
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")  # one per process: ranks share the cache
     np.save(tmp, features)
     tmp.replace(target)
     return features
