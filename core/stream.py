@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels
+from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels, window_activity
 from core.features import FrontendConfig, log_mel, patch_starts, tile_to_patch
 
 
@@ -96,10 +96,7 @@ class StreamFrontend:
         local = starts - self.first
         patches = np.stack([frames[s:s + fe.patch_frames] for s in local]) if len(starts) else \
             np.zeros((0, fe.patch_frames, fe.n_mels), np.float32)
-        counts = np.concatenate([[0], np.cumsum(self.frame_active)])
-        ends = np.minimum(local + fe.patch_frames, len(self.frame_active))
-        needed = max(1, int(np.ceil(self.activity.min_active_s * fe.frames_per_s)))
-        active = counts[ends] - counts[local] >= needed
+        active = window_activity(self.frame_active, local, fe, self.activity)
         if len(starts):
             self.last_start = int(starts[-1])
             self.next_start = self.last_start + fe.eval_hop_frames

@@ -1,0 +1,42 @@
+"""core.stream: audio pushed in pieces gives the windows, starts and activity of core.clip.prepare on
+the whole clip, bit for bit, for any piece size, length and sample rate."""
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.clip import prepare
+from core.features import FrontendConfig
+from core.stream import StreamFrontend
+
+FRONTEND = FrontendConfig()
+
+
+@pytest.mark.parametrize("seconds,rate,piece", [(13.3, 16_000, 3000), (0.4, 16_000, 777), (5.9, 22_050, 4410),
+                                                (10.0, 44_100, 100_000), (6.02, 22_050, 1000), (5.0, 8_000, 1)])
+def test_pieces_give_the_upload_windows(seconds, rate, piece):
+    n = int(seconds * rate)
+    rng = np.random.default_rng(0)
+    y = (rng.standard_normal(n) * 0.1 * np.sin(np.arange(n) / rate * 3)).astype(np.float32)
+    y[: n // 3] *= 1e-4  # a quiet start: some windows without sound
+    wav = io.BytesIO()
+    sf.write(wav, y, rate, format="WAV", subtype="FLOAT")
+    whole = prepare(wav.getvalue(), FRONTEND)
+    stream = StreamFrontend(rate, FRONTEND)
+    parts = [stream.push(y[i:i + piece, None]) for i in range(0, n, piece)] + [stream.end()]
+    patches = np.concatenate([p.patches for p in parts])
+    assert np.array_equal(patches, whole.patches)
+    assert np.array_equal(np.concatenate([p.starts_s for p in parts]), whole.starts_s)
+    assert np.array_equal(np.concatenate([p.active for p in parts]), whole.active)
+    assert np.array_equal(stream.all_levels(), whole.levels)
+    assert stream.duration_s == pytest.approx(whole.duration_s, abs=1e-3)
+
+
+def test_memory_is_bounded():
+    stream = StreamFrontend(16_000, FRONTEND)
+    y = np.random.default_rng(1).standard_normal((16_000 * 60, 1)).astype(np.float32) * 0.1
+    for i in range(0, len(y), 16_000):
+        stream.push(y[i:i + 16_000])
+    assert len(stream.frames) < 2 * 502 + 101  # frames of at most two segments kept, not a minute's 6000
