@@ -106,7 +106,7 @@ class SoundArc:
             options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None)
             clip, result = await self._answer(audio, "classify", options)
             body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                    "model": self._model_info()}
+                    "model": self.model_info()}
             if spectrogram:
                 body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel,
                                                                      self.frontend.frames_per_s)
@@ -126,7 +126,7 @@ class SoundArc:
             body = {"embedding": None if result.embedding is None else result.embedding.tolist(),
                     "dim": self.artifact.embedding_dim, "activity": result.to_dict()["activity"],
                     "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                    "model": self._model_info()}
+                    "model": self.model_info()}
             if result.label == SILENCE:
                 body["label"] = SILENCE
             if windows:
@@ -147,7 +147,7 @@ class SoundArc:
             clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
             found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
             body = {"results": found, "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                    "model": self._model_info(), "index": {k: self.index.meta[k] for k in ("kind", "count")}}
+                    "model": self.model_info(), "index": {k: self.index.meta[k] for k in ("kind", "count")}}
             if result.label == SILENCE:
                 body["label"] = SILENCE
             return body
@@ -159,7 +159,7 @@ class SoundArc:
         if self.classes is None:
             return {"classes": [{"label": name, "kind": "built-in"} for name in self.artifact.labels],
                     "enrolment": False}
-        return {"classes": self._current_classes().describe(), "enrolment": True}
+        return {"classes": self.current_classes().describe(), "enrolment": True}
 
     async def enrol(self, label: str, clips: list[tuple[str, bytes]]) -> dict:
         """Enrol `label` from (filename, bytes) example clips; persists before it answers."""
@@ -198,7 +198,7 @@ class SoundArc:
             self.classes = await anyio.to_thread.run_sync(self.class_store.update, self.classes, change)
         return self.classes
 
-    def _current_classes(self) -> ClassSet | None:
+    def current_classes(self) -> ClassSet | None:
         """The enrolled classes as the store holds them now (another replica may have changed them)."""
         if self.classes is not None:
             self.classes = self.class_store.current(self.classes)
@@ -215,7 +215,7 @@ class SoundArc:
 
     async def _answer(self, audio: Path | bytes, endpoint: str, options: AnswerOptions) -> tuple[PreparedClip, ClipAnswer]:
         clip, logits, embeddings = await self._run(audio, endpoint)
-        classes = self._current_classes()  # this request's view, whatever enrolment does meanwhile
+        classes = self.current_classes()  # this request's view, whatever enrolment does meanwhile
         return clip, answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
                             self.artifact.labels, classes, options, clip.levels, self.frontend.frames_per_s)
 
@@ -227,7 +227,7 @@ class SoundArc:
         except errors.SoundarcError as e:
             return _error(ctx, e)
 
-    def _model_info(self) -> dict:
+    def model_info(self) -> dict:
         return {"id": self.artifact.model_id, "labels": len(self.artifact.labels),
                 "embedding_dim": self.artifact.embedding_dim, "providers": _READY.get("providers")}
 

@@ -47,7 +47,7 @@ class StreamSession:
 
     def ready(self) -> dict:
         fe = self.artifact.frontend
-        return {"type": "ready", "model": self.service._model_info(), "window_s": round(fe.patch_seconds, 3),
+        return {"type": "ready", "model": self.service.model_info(), "window_s": round(fe.patch_seconds, 3),
                 "hop_s": round(fe.eval_hop_frames / fe.frames_per_s, 3)}
 
     def samples(self, data: bytes) -> np.ndarray:
@@ -67,7 +67,7 @@ class StreamSession:
         for kept, new in ((self.logits, logits), (self.embeddings, embeddings), (self.active, windows.active),
                           (self.starts, windows.starts_s)):
             kept.append(new)
-        classes = self.service._current_classes()
+        classes = self.service.current_classes()
         window_s = self.artifact.frontend.patch_seconds
         messages = []
         for i, start in enumerate(windows.starts_s):
@@ -82,7 +82,7 @@ class StreamSession:
     def summary(self) -> dict:
         fe = self.artifact.frontend
         options = AnswerOptions(self.options.top_k, self.options.open_set, events=self.artifact.events)
-        result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service._current_classes(),
+        result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
                         options, self.frontend.all_levels(), fe.frames_per_s)
         return {"type": "summary", **result.to_dict(), "labels": result.to_dict()["ranking"],
                 "duration_s": round(self.frontend.duration_s, 3), "windows": result.n_windows}
@@ -91,7 +91,7 @@ class StreamSession:
         """Events of the stream so far that can no longer grow (they ended well before the last window)."""
         cfg = self.artifact.events
         logits, embeddings, active, starts = self._outputs()
-        classes = self.service._current_classes()
+        classes = self.service.current_classes()
         probs = softmax(class_logits(logits, embeddings, classes))
         names = self.artifact.labels if classes is None else classes.labels
         out = []
