@@ -63,7 +63,7 @@ def decode_with_warnings(
         with sf.SoundFile(source) as f:
             rate, channels = _check_header(f.samplerate, f.channels, limits)
             mono, stopped = _read_mono(f, rate, limits)
-            declared = f.frames
+            declared, container = f.frames, f.format
     except errors.SoundarcError:
         raise
     except _DECODE_ERRORS as e:
@@ -78,7 +78,7 @@ def decode_with_warnings(
     elif declared > mono.size * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
         warnings.append(f"the header declares {declared / rate:.3f} s, but only {mono.size / rate:.3f} s could be read: "
                         "the file is cut short")
-    else:
+    elif container in ("WAV", "WAVEX", "AIFF"):  # their readers shorten a file cut short without a word
         cut = _data_chunk_shortfall(source)
         if cut:
             warnings.append(cut)

@@ -192,7 +192,7 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: fl
     numbers of librosa.filters.mel(htk=False, norm=None) (a test holds them equal), without
     librosa and what it brings (numba, llvmlite, scikit-learn) on the serving path."""
     fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)  # (F,)
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # (n_mels + 2,)
+    edges_hz = mel_band_edges(n_mels, fmin, fmax)  # (n_mels + 2,)
     widths = np.diff(edges_hz)
     ramps = np.subtract.outer(edges_hz, fft_hz)  # (n_mels + 2, F)
     rising = -ramps[:-2] / widths[:-1, None]
@@ -203,6 +203,11 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: fl
 # The Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per 6.4x).
 _HZ_PER_MEL, _LOG_HZ, _LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
 _LOG_MEL = _LOG_HZ / _HZ_PER_MEL
+
+
+def mel_band_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_mels + 2,) Hz: the lower edge, the centre of each band, the upper edge (equal steps in mel)."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
 
 
 def hz_to_mel(hz: float) -> float:

@@ -148,7 +148,6 @@ def random_patch(logmel: np.ndarray, frontend: FrontendConfig, rng: np.random.Ge
 
 def mel_frequencies(frontend: FrontendConfig) -> np.ndarray:
     """(M,) centre frequency (Hz) of each mel band of the front-end."""
-    from core.features import hz_to_mel, mel_to_hz
+    from core.features import mel_band_edges
 
-    edges = mel_to_hz(np.linspace(hz_to_mel(frontend.fmin), hz_to_mel(frontend.fmax), frontend.n_mels + 2))
-    return edges[1:-1]
+    return mel_band_edges(frontend.n_mels, frontend.fmin, frontend.fmax)[1:-1]
