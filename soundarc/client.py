@@ -100,9 +100,9 @@ class Client:
     # -- live audio -----------------------------------------------------------------------------
     def stream(self, chunks, sample_rate: int, encoding: str = "pcm_s16le", channels: int = 1, top_k: int = 5,
                open_set: bool = True):
-        """Send `chunks` (bytes of interleaved PCM, as they come) to ws /stream; yields the server's
-        messages ("window", "event", and last "summary"). A close other than 1000 raises ServerError
-        with the close code as its status."""
+        """Send `chunks` (bytes of interleaved PCM, as they come: a generator may pace them) to ws
+        /stream; yields the server's messages as they arrive ("ready", "window", "event", and last
+        "summary"). A close other than 1000 raises ServerError with the close code as its status."""
         from httpx_ws import WebSocketDisconnect, connect_ws
 
         setup = {"sample_rate": sample_rate, "encoding": encoding, "channels": channels, "top_k": top_k,
@@ -110,9 +110,11 @@ class Client:
         with connect_ws("/stream", self.http) as ws:
             ws.send_json(setup)
             try:
-                ws.receive_json()  # {"type": "ready", ...}
+                yield ws.receive_json()  # {"type": "ready", ...}
                 for chunk in chunks:
                     ws.send_bytes(chunk)
+                    while (message := _ready_message(ws)) is not None:
+                        yield message
                 ws.send_json({"type": "end"})
                 while True:
                     message = ws.receive_json()
@@ -149,6 +151,16 @@ class Client:
             raise ServerError(response.status_code, error["error"], error["message"])
         except (ValueError, KeyError, TypeError):
             raise ServerError(response.status_code, "HTTPError", response.text[:500]) from None
+
+
+def _ready_message(ws) -> dict | None:
+    """A message the server has already sent, or None (never waits)."""
+    from queue import Empty
+
+    try:
+        return ws.receive_json(timeout=0.001)
+    except (Empty, TimeoutError):
+        return None
 
 
 def _upload(clip: Audio, index: int) -> tuple[str, bytes, str]:

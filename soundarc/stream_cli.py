@@ -20,46 +20,32 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import logging
 
-    import httpx
     import numpy as np
     import soundfile as sf
-    from httpx_ws import WebSocketDisconnect, connect_ws
+
+    from soundarc.client import Client, ServerError
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     audio, rate = sf.read(args.file, dtype="float32", always_2d=True)  # (n, channels)
     pcm = np.ascontiguousarray(audio).astype("<f4")
     step = max(1, rate * args.chunk_ms // 1000)
-    setup = {"sample_rate": int(rate), "encoding": "f32le", "channels": int(pcm.shape[1]), "top_k": args.top_k}
-    url = args.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    with httpx.Client(timeout=60) as client, connect_ws(url, client) as ws:
-        ws.send_text(json.dumps(setup))
-        show(ws.receive_json(), args.json)
+
+    def chunks():  # at real-time pace unless --fast: never ahead of the audio's own clock
         started = time.monotonic()
         for i in range(0, len(pcm), step):
-            ws.send_bytes(pcm[i:i + step].tobytes())
-            if not args.fast:  # real-time pace: never ahead of the audio's own clock
+            yield pcm[i:i + step].tobytes()
+            if not args.fast:
                 time.sleep(max(0.0, (i + step) / rate - (time.monotonic() - started)))
-            while (message := _poll(ws)) is not None:
-                show(message, args.json)
-        ws.send_text(json.dumps({"type": "end"}))
-        try:
-            while True:
-                show(ws.receive_json(), args.json)
-        except WebSocketDisconnect as e:
-            if e.code != 1000:
-                print(f"soundarc stream: closed {e.code}: {e.reason}", file=sys.stderr)
-                return 1
-    return 0
 
-
-def _poll(ws):
-    """A message the server has sent already, or None (never waits)."""
-    from queue import Empty
-
+    url = args.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).removesuffix("/stream")
     try:
-        return ws.receive_json(timeout=0.001)
-    except (Empty, TimeoutError):
-        return None
+        with Client(url, timeout_s=60) as client:
+            for message in client.stream(chunks(), int(rate), "f32le", int(pcm.shape[1]), args.top_k):
+                show(message, args.json)
+    except ServerError as e:
+        print(f"soundarc stream: closed {e.status}: {e.message}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def show(message: dict, as_json: bool) -> None:
