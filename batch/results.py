@@ -54,14 +54,25 @@ class PartWriter:
             write_json_atomic(run_file, identity)
         self.rows: list[dict] = []
         self.next_part = len(self.parts())
+        self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added
+        for part in self.parts():
+            for row in read_part(part):
+                self._count(row)
 
     def parts(self) -> list[Path]:
         return sorted(self.out.glob(f"part-*.{self.fmt}"))
 
     def done_ids(self) -> set[str]:
-        return {row["id"] for part in self.parts() for row in read_part(part)}
+        """The ids of the committed rows."""
+        return self.ids - {row["id"] for row in self.rows}
+
+    def _count(self, row: dict) -> None:
+        self.ids.add(row["id"])
+        if row.get("error_kind"):
+            self.errors_by_kind[row["error_kind"]] += 1
 
     def add(self, row: dict) -> None:
+        self._count(row)
         self.rows.append(row)
         if len(self.rows) >= self.rows_per_part or time.monotonic() - self.last_commit >= self.seconds_per_part:
             self.commit()
@@ -81,10 +92,9 @@ class PartWriter:
     def close(self, this_run: dict) -> dict:
         """Commit what is left; write and return the summary of OUT as a whole, with `this_run`."""
         self.commit()
-        rows = [row for part in self.parts() for row in read_part(part)]
-        errors_by_kind = Counter(row["error_kind"] for row in rows if row.get("error_kind"))
-        summary = {"rows": len(rows), "errors": dict(errors_by_kind),
-                   "error_rate": round(sum(errors_by_kind.values()) / max(len(rows), 1), 4), "this_run": this_run}
+        rows = len(self.ids)
+        summary = {"rows": rows, "errors": dict(self.errors_by_kind),
+                   "error_rate": round(sum(self.errors_by_kind.values()) / max(rows, 1), 4), "this_run": this_run}
         write_json_atomic(self.out / "_summary.json", summary)
         return summary
 
