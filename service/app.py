@@ -16,16 +16,17 @@ import asyncio
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import bentoml
 import numpy as np
 
-from batch.index import load_index
+from batch.index import VectorIndex, load_index
 from core import errors
 from core.answer import SILENCE, AnswerOptions, ClipAnswer, answer, clip_embedding
-from core.artifact import load_artifact
+from core.artifact import Artifact, load_artifact
 from core.classes import ClassSet, ClassStore
 from core.clip import PreparedClip, prepare
 from core.clip import spectrogram as spectrogram_image
@@ -40,26 +41,37 @@ from soundarc import version
 log = logging.getLogger("soundarc")
 
 
-def _settings_or_exit() -> ServiceSettings:
-    """The settings, once the model, index and classes file they name are known to load. A problem
-    ends the process here, at import, with one line naming it: `bentoml serve` imports this module
-    before it starts workers, and would restart a worker that fails in __init__ forever."""
+@dataclass(frozen=True)
+class _Startup:
+    """What the settings name, loaded once per process: the service starts from it."""
+
+    settings: ServiceSettings
+    artifact: Artifact
+    index: VectorIndex | None
+    class_store: ClassStore
+    classes: ClassSet | None  # None for a model without prototypes (no enrolment)
+
+
+def _startup_or_exit() -> _Startup:
+    """The settings and the model, index and classes file they name. A problem ends the process
+    here, at import, with one line naming it: `bentoml serve` imports this module before it starts
+    workers, and would restart a worker that fails in __init__ forever."""
     try:
         settings = ServiceSettings.from_env()
         artifact = load_artifact(settings.model)
-        if settings.index:
-            load_index(settings.index, artifact.model_id)
-        if artifact.open_set is not None:
-            ClassStore(settings.classes_path, artifact.model_id).load(ClassSet.of(artifact))
+        index = load_index(settings.index, artifact.model_id) if settings.index else None
+        class_store = ClassStore(settings.classes_path, artifact.model_id)
+        classes = class_store.load(ClassSet.of(artifact)) if artifact.open_set is not None else None
         if settings.require_gpu:
             create_runtime(artifact, settings.runtime)  # GPUUnavailable when no GPU can be used
     except errors.SoundarcError as e:
         print(f"soundarc: cannot start: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return settings
+    return _Startup(settings, artifact, index, class_store, classes)
 
 
-SETTINGS = _settings_or_exit()
+STARTUP = _startup_or_exit()
+SETTINGS = STARTUP.settings
 # POSTs with an upload -> the form fields each accepts (the request guard refuses any other)
 ROUTES = {"/classify": ("audio", "top_k", "windows", "open_set", "spectrogram", "events"), "/embed": ("audio", "windows"),
           "/search": ("audio", "top_k"), "/classes": ("label", "audio")}
@@ -70,20 +82,18 @@ _SERVICE: list = []  # the SoundArc instance of this process, for the routes of 
 @bentoml.service(name="soundarc", traffic={"timeout": SETTINGS.request_timeout_s})
 class SoundArc:
     def __init__(self) -> None:
-        self.artifact = load_artifact(SETTINGS.model)
+        self.artifact = STARTUP.artifact
         self.frontend = self.artifact.frontend
         self.runtime = create_runtime(self.artifact, SETTINGS.runtime)
         self.runtime.run(np.zeros((2, self.frontend.patch_frames, self.frontend.n_mels), np.float32))  # warm-up
         self.metrics = _Metrics()
         self.batcher = Batcher(self.runtime.run, SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1000,
                                self.metrics.batch.observe)  # (B, T, M) -> logits (B, C), embeddings (B, D)
-        self.index = load_index(SETTINGS.index, self.artifact.model_id) if SETTINGS.index else None
-        self.classes, self.class_store = None, ClassStore(SETTINGS.classes_path, self.artifact.model_id)
-        if self.artifact.open_set is not None:  # prototypes of the built-in classes: enrolment possible
-            self.classes = self.class_store.load(ClassSet.of(self.artifact))
+        self.index = STARTUP.index
+        self.class_store, self.classes = STARTUP.class_store, STARTUP.classes  # classes: None without prototypes
         self.class_lock = asyncio.Lock()
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
-        log_mel(noise, self.frontend)  # warm-up: librosa's mel filters, this thread's FFTW plan
+        log_mel(noise, self.frontend)  # warm-up: the mel filters, this thread's FFTW plan
         _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
         _SERVICE[:] = [self]
 
