@@ -81,13 +81,13 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
             "/stream is a WebSocket: connect with ws://HOST:PORT/stream (see /docs, or `soundarc stream`)"))
 
     async def docs(request):
-        return FileResponse(UI_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+        return _ui_file("docs.html")
 
     async def page(request):
         name = request.path_params.get("name", "index.html")
         if name not in UI_FILES:
             return error_response(errors.NotFound(f"no such file /ui/{name}"))
-        return FileResponse(UI_DIR / name, headers={"Cache-Control": "no-cache"})
+        return _ui_file(name)
 
     return Starlette(routes=[
         Route("/stats", stats, methods=["GET"]),
@@ -101,3 +101,8 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
         Route("/docs", docs, methods=["GET"]),
         Route("/openapi.json", lambda request: JSONResponse(spec), methods=["GET"]),
     ])
+
+
+def _ui_file(name: str) -> FileResponse:
+    """A file of service/ui/, never cached (the page changes with the server)."""
+    return FileResponse(UI_DIR / name, headers={"Cache-Control": "no-cache"})
