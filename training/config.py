@@ -24,6 +24,8 @@ class TrainConfig:
     # data
     labeled: str = "../shared/data/esc10"  # ESC-50 layout or a folder tree of labels
     unlabeled: tuple[str, ...] = ()  # folders of unlabelled audio: pre-training clips; the fine-tune's noise pool
+    pretrain_labeled: bool = True  # pretrain: the labelled training folds join the pool (false: one
+    #   pre-training on unlabelled audio alone, fair to every cross-validation fold)
     train_folds: tuple[int, ...] = (1, 2, 3)
     val_folds: tuple[int, ...] = (4,)
     cache_dir: str = "cache/logmel"
@@ -72,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"train_folds {self.train_folds} and val_folds {self.val_folds} share a fold")
         if not self.train_folds:
             raise ConfigError("train_folds is empty")
+        if mode == "pretrain" and not self.pretrain_labeled and not self.unlabeled:
+            raise ConfigError("pretrain_labeled: false pre-trains on unlabelled audio alone: give `unlabeled` folders")
         if mode == "finetune" and self.probe and not self.init:
             raise ConfigError("probe: true needs init: a pre-training run to take the frozen encoder from")
         if not 0 <= self.average_last <= self.epochs or (self.average_last and (mode != "finetune" or self.probe)):

@@ -98,11 +98,13 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
 
 
 class SelfSupervisedStep:
-    """Two augmented views of each clip of the pool (labelled training folds + unlabelled audio)."""
+    """Two augmented views of each clip of the pool (labelled training folds, unless
+    pretrain_labeled is false, + unlabelled audio)."""
 
     def __init__(self, cfg: TrainConfig, splits: Splits, frontend, activity, device, rng, gen):
         self.cfg, self.splits, self.frontend, self.device, self.rng, self.gen = cfg, splits, frontend, device, rng, gen
-        self.pool = ClipSet(splits.train.clips + splits.unlabeled.clips, splits.train.features + splits.unlabeled.features)
+        labeled = splits.train if cfg.pretrain_labeled else ClipSet([], [])
+        self.pool = ClipSet(labeled.clips + splits.unlabeled.clips, labeled.features + splits.unlabeled.features)
         self.clips = len(self.pool)
         self.model = SoundModel(ModelConfig(width=cfg.width)).to(device)
         self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
