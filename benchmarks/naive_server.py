@@ -18,7 +18,8 @@ from core.artifact import DEFAULT_MODEL, load_artifact
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 
-runtime = create_runtime(load_artifact(os.environ.get("SOUNDARC_MODEL", DEFAULT_MODEL)), RuntimeConfig(device="cpu"))
+runtime = create_runtime(load_artifact(os.environ.get("SOUNDARC_MODEL", DEFAULT_MODEL)),
+                         RuntimeConfig(device="cpu", precision=os.environ.get("SOUNDARC_PRECISION", "auto")))
 lock = threading.Lock()
 
 

@@ -1,14 +1,16 @@
 """Service throughput and latency on real ESC-10 clips, side by side with the limits it is judged by.
 
-    python benchmarks/serve_bench.py [--model models/default] [--requests 96]
+    python benchmarks/serve_bench.py [--model models/default] [--requests 96] [--precisions fp32 int8] [--intra-op 0 1]
 
-In one run:
-  (a) in-process pipeline: decode + features + ONNX at its best batch size (the machine's limit),
-      and single-clip latency;
+In one run, for each precision (fp32 and the int8 variant by default):
+  (a) in-process pipeline: decode + features in one thread per core, ONNX at its best batch size
+      in this thread (the machine's limit), and one thread alone; single-clip latency and the
+      median time of each stage (decode, features, model);
   (b) a naive server (benchmarks/naive_server.py: same core, one model call per request, no
       cross-request batching) at concurrency 32;
-  (c) the BentoML service (`bentoml serve service.app:SoundArc`) at concurrency 1, 8 and 32:
-      clips/s, p50/p95/p99 latency, mean batch size (patches per model call, from /stats).
+  (c) the BentoML service (`bentoml serve service.app:SoundArc`) at concurrency 1, 8 and 32, for
+      each `--intra-op` thread count: clips/s, p50/p95/p99 latency, mean batch size (patches per
+      model call, from /stats).
 Servers listen on 127.0.0.1 only. Writes reports/serve_bench.json and prints a markdown table.
 """
 
@@ -32,28 +34,37 @@ from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 
 
-def in_process(model: Path, clips: list[bytes], batch: int) -> dict:
-    """Clips/s of the whole pipeline with windows batched `batch` at a time; single-clip latency."""
-    runtime = create_runtime(load_artifact(model), RuntimeConfig(device="cpu"))
+def in_process(model: Path, clips: list[bytes], batch: int, precision: str = "auto", workers: int = 1) -> dict:
+    """The machine's limit for this pipeline: `workers` threads decode and featurise clips while
+    this thread runs the model on their windows, `batch` at a time (clips/s). Also, one clip at a
+    time: its latency and each stage's median time (decode, features, model)."""
+    runtime = create_runtime(load_artifact(model), RuntimeConfig(device="cpu", precision=precision))
     fe = runtime.artifact.frontend
     for data in clips[:3]:  # warm-up
         runtime.run(prepare(data, fe).patches)
-    latencies = []
+    stages, latencies = {"decode": [], "features": [], "model": []}, []
     for data in clips[:20]:
         start = time.perf_counter()
-        runtime.run(prepare(data, fe).patches)
+        clip = prepare(data, fe)
+        model_start = time.perf_counter()
+        runtime.run(clip.patches)
         latencies.append(time.perf_counter() - start)
+        for stage, seconds in {**clip.timings, "model": time.perf_counter() - model_start}.items():
+            stages[stage].append(seconds)
     start = time.perf_counter()
     pending = []
-    for data in clips:
-        pending.append(prepare(data, fe).patches)
-        if sum(len(p) for p in pending) >= batch:
-            runtime.run(np.concatenate(pending))
-            pending = []
+    with ThreadPoolExecutor(workers) as pool:
+        for clip in pool.map(lambda data: prepare(data, fe), clips):
+            pending.append(clip.patches)
+            if sum(len(p) for p in pending) >= batch:
+                runtime.run(np.concatenate(pending))
+                pending = []
     if pending:
         runtime.run(np.concatenate(pending))
     elapsed = time.perf_counter() - start
-    return {"clips_per_s": len(clips) / elapsed, "single_clip_latency_ms": 1000 * float(np.median(latencies))}
+    return {"precision": runtime.precision, "workers": workers, "clips_per_s": len(clips) / elapsed,
+            "single_clip_latency_ms": 1000 * float(np.median(latencies)),
+            "stage_ms": {k: round(1000 * float(np.median(v)), 2) for k, v in stages.items()}}
 
 
 def load(url: str, clips: list[bytes], concurrency: int, total: int) -> dict:
@@ -117,48 +128,81 @@ def main():
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "default")
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "fp16", "int8"])
+    parser.add_argument("--intra-op", nargs="+", type=int, default=[0],
+                        help="service runs with each SOUNDARC_INTRA_OP_THREADS (0: ONNX Runtime's default)")
     args = parser.parse_args()
     audio = require_data("esc10") / "audio"
     clips = [p.read_bytes() for p in sorted(audio.glob("*.ogg"))[:64]]
-    env = {**os.environ, "SOUNDARC_MODEL": str(args.model.resolve()), "BENTOML_DO_NOT_TRACK": "True",
-           "BENTOML_HOME": str(ROOT / "reports" / "tmp" / "bentoml")}
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "model": load_artifact(args.model).model_id,
-              "in_process": in_process(args.model, clips, args.batch)}
-
-    proc, url = serve([sys.executable, "benchmarks/naive_server.py"], env)
-    try:
-        report["naive_c32"] = load(url, clips, 32, args.requests)
-    finally:
-        stop(proc)
-    proc, url = serve([sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc"], env)
-    try:
-        report["service"] = [load(url, clips, c, args.requests) for c in (1, 8, 32)]
-    finally:
-        stop(proc)
-
-    limit, naive = report["in_process"]["clips_per_s"], report["naive_c32"]["clips_per_s"]
-    c32, c1 = report["service"][2], report["service"][0]
-    report["ratios"] = {"c32_vs_in_process": c32["clips_per_s"] / limit, "c32_vs_naive": c32["clips_per_s"] / naive,
-                        "p50_c1_vs_single_clip": c1["p50_ms"] / report["in_process"]["single_clip_latency_ms"]}
+    cores = os.cpu_count() or 1
+    report = {"machine": f"{platform.machine()}, {cores} cores", "model": load_artifact(args.model).model_id, "runs": {}}
+    for precision in args.precisions:
+        env = {**os.environ, "SOUNDARC_MODEL": str(args.model.resolve()), "BENTOML_DO_NOT_TRACK": "True",
+               "SOUNDARC_PRECISION": precision, "BENTOML_HOME": str(ROOT / "reports" / "tmp" / "bentoml")}
+        run = {"in_process": in_process(args.model, clips, args.batch, precision, workers=cores),
+               "in_process_one_thread": in_process(args.model, clips, args.batch, precision, workers=1)}
+        proc, url = serve([sys.executable, "benchmarks/naive_server.py"], env)
+        try:
+            run["naive_c32"] = load(url, clips, 32, args.requests)
+        finally:
+            stop(proc)
+        run["service"] = {}
+        for threads in args.intra_op:
+            proc, url = serve([sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc"],
+                              {**env, "SOUNDARC_INTRA_OP_THREADS": str(threads)})
+            try:
+                run["service"][f"intra_op_{threads}"] = [load(url, clips, c, args.requests) for c in (1, 8, 32)]
+            finally:
+                stop(proc)
+        run["ratios"] = ratios(run)
+        report["runs"][precision] = run
+    if {"fp32", "int8"} <= set(report["runs"]):
+        fp32, int8 = report["runs"]["fp32"], report["runs"]["int8"]
+        report["int8_vs_fp32"] = {"in_process": int8["in_process"]["clips_per_s"] / fp32["in_process"]["clips_per_s"],
+                                  "service_c32": best_c32(int8) / best_c32(fp32)}
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "serve_bench.json").write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
 
 
+def best_c32(run: dict) -> float:
+    return max(levels[2]["clips_per_s"] for levels in run["service"].values())
+
+
+def ratios(run: dict) -> dict:
+    """Per service setting: c32 against the in-process limit and the naive server; p50 at c1 against one clip."""
+    limit, naive = run["in_process"]["clips_per_s"], run["naive_c32"]["clips_per_s"]
+    single = run["in_process"]["single_clip_latency_ms"]
+    return {name: {"c32_vs_in_process": levels[2]["clips_per_s"] / limit, "c32_vs_naive": levels[2]["clips_per_s"] / naive,
+                   "p50_c1_vs_single_clip": levels[0]["p50_ms"] / single} for name, levels in run["service"].items()}
+
+
 def markdown(r: dict) -> str:
-    lines = ["| setup | concurrency | clips/s | p50 ms | p95 ms | p99 ms | mean batch (windows) | errors |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| in-process pipeline, batch {64} | — | {r['in_process']['clips_per_s']:.1f} | "
-             f"{r['in_process']['single_clip_latency_ms']:.1f} (one clip) | | | | |"]
-    n = r["naive_c32"]
-    lines.append(f"| naive server (no batching) | 32 | {n['clips_per_s']:.1f} | {n['p50_ms']:.0f} | {n['p95_ms']:.0f} | "
-                 f"{n['p99_ms']:.0f} | 1 request | {n['errors']} |")
-    for row in r["service"]:
-        lines.append(f"| soundarc service | {row['concurrency']} | {row['clips_per_s']:.1f} | {row['p50_ms']:.0f} | "
-                     f"{row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {row.get('mean_batch_patches', 0):.1f} | {row['errors']} |")
-    q = r["ratios"]
-    lines.append(f"\nc32 / in-process = {q['c32_vs_in_process']:.2f} (target ≥ 0.8), c32 / naive = "
-                 f"{q['c32_vs_naive']:.2f} (target ≥ 2), p50 c1 / single clip = {q['p50_c1_vs_single_clip']:.2f} (target ≤ 1.3)")
+    lines = ["| precision | setup | concurrency | clips/s | p50 ms | p95 ms | p99 ms | mean batch (windows) | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for precision, run in r["runs"].items():
+        for key in ("in_process", "in_process_one_thread"):
+            p = run[key]
+            lines.append(f"| {precision} | in-process pipeline, {p['workers']} decoding thread(s), batch 64 | — | "
+                         f"{p['clips_per_s']:.1f} | {p['single_clip_latency_ms']:.1f} (one clip) | | | | |")
+        n = run["naive_c32"]
+        lines.append(f"| {precision} | naive server (no batching) | 32 | {n['clips_per_s']:.1f} | {n['p50_ms']:.0f} | "
+                     f"{n['p95_ms']:.0f} | {n['p99_ms']:.0f} | 1 request | {n['errors']} |")
+        for name, levels in run["service"].items():
+            for row in levels:
+                lines.append(f"| {precision} | soundarc service, {name} | {row['concurrency']} | {row['clips_per_s']:.1f} | "
+                             f"{row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | "
+                             f"{row.get('mean_batch_patches', 0):.1f} | {row['errors']} |")
+    lines.append("")
+    for precision, run in r["runs"].items():
+        stages = ", ".join(f"{k} {v} ms" for k, v in run["in_process"]["stage_ms"].items())
+        lines.append(f"- {precision}, one 5 s clip: {stages}")
+        for name, q in run["ratios"].items():
+            lines.append(f"- {precision}, {name}: c32 / in-process = {q['c32_vs_in_process']:.2f} (target ≥ 0.9), "
+                         f"c32 / naive = {q['c32_vs_naive']:.2f}, p50 c1 / one clip = {q['p50_c1_vs_single_clip']:.2f} (≤ 1.2)")
+    if "int8_vs_fp32" in r:
+        q = r["int8_vs_fp32"]
+        lines.append(f"- int8 / fp32: in-process {q['in_process']:.2f}x, service c32 {q['service_c32']:.2f}x")
     return "\n".join(lines)
 
 

@@ -138,6 +138,17 @@ class Overloaded(SoundarcError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class FrameworkError(SoundarcError):
+    """An error answer of the frameworks under the service (BentoML, Starlette) with no class of
+    its own here: its status is kept, its text becomes the message."""
+
+    status_code = 500
+
+    def __init__(self, message: str, status_code: int = 500):
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class GPUUnavailable(SoundarcError):
     """503: a GPU was required (SOUNDARC_REQUIRE_GPU) but ONNX Runtime could not use one."""
 

@@ -1,6 +1,7 @@
-"""The BentoML service: a thin adapter over core.clip.
+"""The BentoML service: the model, its batcher, the class store; every route is in service.web.
 
-    multipart upload -> decode + log-mel patches (worker thread) -> Batcher -> ONNX (worker thread)
+    multipart upload (service.web) -> decode + log-mel patches (worker thread, one per core at a
+    time) -> Batcher -> ONNX (worker thread) -> core.answer
 
 The model runs in the API process: the windows of concurrent requests are batched by
 service.batcher, with no hop to a separate model worker (measured: the hop, pickling the windows
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import bentoml
@@ -72,9 +73,6 @@ def _startup_or_exit() -> _Startup:
 
 STARTUP = _startup_or_exit()
 SETTINGS = STARTUP.settings
-# POSTs with an upload -> the form fields each accepts (the request guard refuses any other)
-ROUTES = {"/classify": ("audio", "top_k", "windows", "open_set", "spectrogram", "events"), "/embed": ("audio", "windows"),
-          "/search": ("audio", "top_k"), "/classes": ("label", "audio")}
 _READY: dict = {}  # filled once the model is warm; /readyz shows it
 _SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
 
@@ -92,6 +90,8 @@ class SoundArc:
         self.index = STARTUP.index
         self.class_store, self.classes = STARTUP.class_store, STARTUP.classes  # classes: None without prototypes
         self.class_lock = asyncio.Lock()
+        # decoding more clips at once than there are cores only adds contention (BENCHMARKS.md)
+        self.prepare_limiter = anyio.CapacityLimiter(SETTINGS.prepare_threads or os.cpu_count() or 1)
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
         log_mel(noise, self.frontend)  # warm-up: the mel filters, this thread's FFTW plan
         _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
@@ -102,67 +102,54 @@ class SoundArc:
         return {"model_id": self.artifact.model_id, **self.runtime.describe(),
                 "model_calls": self.batcher.calls, "patches_scored": self.batcher.patches}
 
-    @bentoml.api(route="/classify")
-    async def classify(self, audio: Path, top_k: int = 5, windows: bool = False, open_set: bool = True,
-                       spectrogram: bool = False, events: bool = False, ctx: bentoml.Context = None) -> dict:
+    # -- the upload routes (routed by service.web, which parses the form) ----------------------------
+    async def classify(self, audio: bytes, top_k: int = 5, windows: bool = False, open_set: bool = True,
+                       spectrogram: bool = False, events: bool = False) -> dict:
         """The clip's answer (core.answer): `label` (a class, "unknown" or "silence") and `score`, its
         probability; `ranking`, the top_k classes of the closed-set distribution; `activity`;
         `open_set` (unknown, nearest class, angle). `windows` adds a timeline, `spectrogram` a small
         log-mel image, `events` the sound events (label, start_s, end_s, score; core.events);
         `open_set=false` answers among the known classes only. `warnings`: what was wrong with a
         file that decoded only in part."""
-        async def handle():
-            _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
-            options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None)
-            clip, result = await self._answer(audio, "classify", options)
-            body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                    "model": self.model_info()}
-            if spectrogram:
-                body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel,
-                                                                     self.frontend.frames_per_s)
-            return body
+        _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
+        options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None)
+        clip, result = await self._answer(audio, "classify", options)
+        body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
+                "model": self.model_info()}
+        if spectrogram:
+            body["spectrogram"] = await anyio.to_thread.run_sync(spectrogram_image, clip.logmel, self.frontend.frames_per_s)
+        return body
 
-        return await self._respond(handle, ctx)
-
-    @bentoml.api(route="/embed")
-    async def embed(self, audio: Path, windows: bool = False, ctx: bentoml.Context = None) -> dict:
+    async def embed(self, audio: bytes, windows: bool = False) -> dict:
         """L2-normalised clip embedding: the mean of the embeddings of the windows with sound. A clip
         without sound answers `"label": "silence"` and `"embedding": null`. `windows` adds each
         window's embedding and activity."""
-        async def handle():
-            clip, logits, embeddings = await self._run(audio, "embed")
-            result = answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
-                            self.artifact.labels, None, AnswerOptions(open_set=False))
-            body = {"embedding": None if result.embedding is None else result.embedding.tolist(),
-                    "dim": self.artifact.embedding_dim, "activity": result.to_dict()["activity"],
-                    "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                    "model": self.model_info()}
-            if result.label == SILENCE:
-                body["label"] = SILENCE
-            if windows:
-                body["windows"] = [{"start_s": round(float(s), 3), "active": bool(a), "embedding": e.tolist()}
-                                   for s, a, e in zip(clip.starts_s, clip.active, embeddings)]
-            return body
+        clip, logits, embeddings = await self._run(audio, "embed")
+        result = answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
+                        self.artifact.labels, None, AnswerOptions(open_set=False))
+        body = {"embedding": None if result.embedding is None else result.embedding.tolist(),
+                "dim": self.artifact.embedding_dim, "activity": result.to_dict()["activity"],
+                "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings, "model": self.model_info()}
+        if result.label == SILENCE:
+            body["label"] = SILENCE
+        if windows:
+            body["windows"] = [{"start_s": round(float(s), 3), "active": bool(a), "embedding": e.tolist()}
+                               for s, a, e in zip(clip.starts_s, clip.active, embeddings)]
+        return body
 
-        return await self._respond(handle, ctx)
-
-    @bentoml.api(route="/search")
-    async def search(self, audio: Path, top_k: int = 5, ctx: bentoml.Context = None) -> dict:
+    async def search(self, audio: bytes, top_k: int = 5) -> dict:
         """The top_k most similar items of the loaded vector index (none for a clip without sound)."""
-        async def handle():
-            if self.index is None:
-                raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
-                                      "and set SOUNDARC_INDEX to its directory")
-            _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
-            clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
-            found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
-            body = {"results": found, "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                    "model": self.model_info(), "index": {k: self.index.meta[k] for k in ("kind", "count")}}
-            if result.label == SILENCE:
-                body["label"] = SILENCE
-            return body
-
-        return await self._respond(handle, ctx)
+        if self.index is None:
+            raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
+                                  "and set SOUNDARC_INDEX to its directory")
+        _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
+        clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
+        found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
+        body = {"results": found, "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
+                "model": self.model_info(), "index": {k: self.index.meta[k] for k in ("kind", "count")}}
+        if result.label == SILENCE:
+            body["label"] = SILENCE
+        return body
 
     # -- custom classes (routed by service.web) -----------------------------------------------------
     def list_classes(self) -> dict:
@@ -215,27 +202,20 @@ class SoundArc:
         return self.classes
 
     # -- plumbing ---------------------------------------------------------------------------------
-    async def _run(self, audio: Path | bytes, endpoint: str) -> tuple[PreparedClip, np.ndarray, np.ndarray]:
+    async def _run(self, audio: bytes, endpoint: str) -> tuple[PreparedClip, np.ndarray, np.ndarray]:
         """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
-        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, self.artifact.activity, SETTINGS.limits)
+        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, self.artifact.activity, SETTINGS.limits,
+                                              limiter=self.prepare_limiter)
         started = time.perf_counter()
         logits, embeddings = await self.batcher.infer(clip.patches)  # (N, C), (N, D)
         self.metrics.observe(endpoint, clip, time.perf_counter() - started)
         return clip, logits, embeddings
 
-    async def _answer(self, audio: Path | bytes, endpoint: str, options: AnswerOptions) -> tuple[PreparedClip, ClipAnswer]:
+    async def _answer(self, audio: bytes, endpoint: str, options: AnswerOptions) -> tuple[PreparedClip, ClipAnswer]:
         clip, logits, embeddings = await self._run(audio, endpoint)
         classes = self.current_classes()  # this request's view, whatever enrolment does meanwhile
         return clip, answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
                             self.artifact.labels, classes, options, clip.levels, self.frontend.frames_per_s)
-
-    async def _respond(self, handle, ctx: bentoml.Context) -> dict:
-        """The handler's answer, or its SoundarcError as JSON with the error's status. (The request
-        guard has already refused what is over the in-flight limit.)"""
-        try:
-            return await handle()
-        except errors.SoundarcError as e:
-            return _error(ctx, e)
 
     def model_info(self) -> dict:
         return {"id": self.artifact.model_id, "labels": len(self.artifact.labels),
@@ -245,15 +225,8 @@ class SoundArc:
 SPEC = openapi.build(SETTINGS.max_top_k, SETTINGS.max_upload_mb, version())
 SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None, SPEC, SETTINGS), path="/")
 SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
-                             max_in_flight=SETTINGS.max_in_flight, routes=ROUTES, ready_info=lambda: dict(_READY) or None)
-
-
-def _error(ctx: bentoml.Context, error: errors.SoundarcError) -> dict:
-    """A BentoML route's form of service.http.error_response: the same status, headers and body."""
-    ctx.response.status_code = error.status_code
-    ctx.response.headers.update(error.headers)
-    log.info("%s %d: %s", error.kind, error.status_code, error)
-    return error.to_dict()
+                             max_in_flight=SETTINGS.max_in_flight, upload_paths=web.UPLOAD_PATHS,
+                             ready_info=lambda: dict(_READY) or None)
 
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:

@@ -3,17 +3,19 @@
 - 503 (with Retry-After) for an upload beyond `max_in_flight` being processed at once, before its
   body is read: this bounds the memory of buffered uploads to max_in_flight x the upload limit;
 - 415 for a body that is not multipart/form-data, 413 for a body over the upload limit (from
-  Content-Length, or counted while reading), 400 for a malformed multipart body, 422 for an `audio`
-  field that is not a file: BentoML would answer 500 for the first, and treat a text `audio` as a
-  URL to fetch for the second;
-- every other error answer becomes our JSON format: request-validation errors (pydantic, answered
-  400 by BentoML) become 422, plain-text 404 and 405 (with Allow) become JSON;
+  Content-Length, or counted while reading);
+- every other error answer becomes our JSON format: plain-text 404 and 405 of BentoML and Starlette
+  (with Allow) become JSON;
 - a ready /readyz answers JSON naming the model id and the active execution providers;
 - `/` serves the web page and `/docs.json` the whole OpenAPI document, in place of BentoML's.
+
+`form_of` is how a route reads its form: parsed once, 400 when malformed, 422 for an unknown,
+repeated or mistyped field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -28,12 +30,12 @@ FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a
 
 
 class RequestGuard:
-    def __init__(self, app, max_bytes: int, max_in_flight: int, routes: dict[str, tuple[str, ...]], ready_info):
+    def __init__(self, app, max_bytes: int, max_in_flight: int, upload_paths: set[str], ready_info):
         self.app = app
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
         self.in_flight = 0  # uploads being read or processed now
-        self.routes = routes  # path -> the form fields it accepts
+        self.upload_paths = upload_paths  # the POST routes that take a form upload
         self.ready_info = ready_info  # () -> dict | None
 
     async def __call__(self, scope, receive, send):
@@ -44,7 +46,7 @@ class RequestGuard:
         if scope["path"] in TAKEN_OVER and scope["method"] in ("GET", "HEAD"):
             scope = {**scope, "path": TAKEN_OVER[scope["path"]], "raw_path": TAKEN_OVER[scope["path"]].encode()}
         send = _errors_as_json(scope, send)
-        if scope["path"] not in self.routes or scope["method"] != "POST":
+        if scope["path"] not in self.upload_paths or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         if self.in_flight >= self.max_in_flight:
             return await _reply(send, errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})"))
@@ -68,9 +70,6 @@ class RequestGuard:
         body = await _read_bounded(receive, self.max_bytes)
         if body is None:
             return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
-        problem = await _check_form(scope, body, self.routes[scope["path"]])
-        if problem is not None:
-            return await _reply(send, problem)
         return await self.app(scope, _replay(body), send)
 
     def _readyz_send(self, send):
@@ -121,29 +120,28 @@ async def _read_bounded(receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _check_form(scope, body: bytes, accepted: tuple[str, ...]) -> errors.SoundarcError | None:
-    """Parse the multipart body once here; None when BentoML can take it: only `accepted` fields,
-    one clip in `audio` (enrolment takes several), each named field once."""
+@contextlib.asynccontextmanager
+async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...] = ()):
+    """The request's multipart form, parsed once and closed after use: only `accepted` fields, each
+    once (but those in `repeatable`), the clip field a file."""
     from starlette.datastructures import UploadFile
-    from starlette.requests import Request
 
     try:
-        form = await Request(scope, _replay(body)).form()
+        form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
-        return errors.BadRequest(f"the multipart/form-data body could not be parsed: {e}")
+        raise errors.BadRequest(f"the multipart/form-data body could not be parsed: {e}") from None
     try:
         names = [name for name, _ in form.multi_items()]
         unknown = sorted(set(names) - set(accepted))
         if unknown:
-            return errors.InvalidParameter(f"unknown form field(s) {unknown}: this endpoint accepts {list(accepted)} "
-                                           f"(the clip goes in the field '{UPLOAD_FIELD}')")
-        repeated = sorted({n for n in names if names.count(n) > 1} - ({UPLOAD_FIELD} if "label" in accepted else set()))
+            raise errors.InvalidParameter(f"unknown form field(s) {unknown}: this endpoint accepts {list(accepted)} "
+                                          f"(the clip goes in the field '{UPLOAD_FIELD}')")
+        repeated = sorted({n for n in names if names.count(n) > 1} - set(repeatable))
         if repeated:
-            return errors.InvalidParameter(f"form field(s) {repeated} sent more than once: send each once")
-        value = form.get(UPLOAD_FIELD)
-        if value is not None and not isinstance(value, UploadFile):
-            return errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, got a text value")
-        return None
+            raise errors.InvalidParameter(f"form field(s) {repeated} sent more than once: send each once")
+        if any(not isinstance(v, UploadFile) for v in form.getlist(UPLOAD_FIELD)):
+            raise errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, got a text value")
+        yield form
     finally:
         await form.close()
 
@@ -188,17 +186,13 @@ def _errors_as_json(scope, send):
 
 
 def _as_error(scope, start, body: bytes) -> errors.SoundarcError | None:
-    """The error a held response means (BentoML's validation 400 -> 422, 404, 405, else its text),
-    or None for one of our own JSON errors."""
+    """The error a held response means (404, 405, else its text), or None for one of our own JSON errors."""
     status, headers = start["status"], dict(start.get("headers", []))
     where = f"{scope['method']} {scope['path']}"
     try:
         payload = json.loads(body or b"{}")
     except ValueError:
         payload = body.decode("utf-8", "replace").strip()
-    if status == 400 and isinstance(payload, dict) and "validation error" in str(payload.get("error", "")):
-        details = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in payload.get("detail", []))
-        return errors.InvalidParameter(f"invalid request parameters: {details or payload['error']}")
     if isinstance(payload, dict) and "message" in payload:
         return None  # ours (core.errors.to_dict)
     if status == 404:
@@ -206,6 +200,4 @@ def _as_error(scope, start, body: bytes) -> errors.SoundarcError | None:
     if status == 405:
         allow = headers.get(b"allow", b"").decode("latin-1")
         return errors.MethodNotAllowed(f"{where} is not allowed; this route takes {allow or 'other methods'}", allow)
-    error = errors.SoundarcError(payload.get("error", payload) if isinstance(payload, dict) else payload or where)
-    error.status_code = status
-    return error
+    return errors.FrameworkError(str(payload.get("error", payload)) if isinstance(payload, dict) else payload or where, status)

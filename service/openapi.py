@@ -3,7 +3,7 @@ the API page at /docs: every route, its form fields with their ranges, what it a
 error it can give, as the server really answers them (tests/service/test_openapi.py runs
 schemathesis over it against a real server).
 
-BentoML's own spec knows its @api routes only, with a generic answer and none of our errors; this
+BentoML's own spec knows only `@api` routes (the service has none: every route is in service.web); this
 one is written here, and a test keeps its form fields equal to the fields the routes accept.
 """
 

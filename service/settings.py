@@ -30,13 +30,14 @@ class ServiceSettings:
     precision: str = "auto"  # auto (int8 on a CPU when the model has it, else fp32), fp32, fp16, int8
     require_gpu: bool = False
     intra_op_threads: int = 0
+    prepare_threads: int = 0  # clips decoded and featurised at once; 0: one per CPU core
     request_timeout_s: int = 120
     max_streams: int = 64  # WebSocket /stream sessions open at once; more are closed with 1013
     stream_idle_s: float = 30.0  # a stream that sends nothing for this long is closed (1001)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value, zero_ok = getattr(self, f.name), f.name == "intra_op_threads"  # 0: ONNX Runtime's default
+            value, zero_ok = getattr(self, f.name), f.name in ("intra_op_threads", "prepare_threads")  # 0: default
             if f.type in ("int", "float") and (value < 0 if zero_ok else value <= 0):
                 raise ConfigError(f"{PREFIX}{f.name.upper()}={value}: must be {'>= 0' if zero_ok else '> 0'}")
         try:

@@ -1,5 +1,8 @@
-"""Routes beside the BentoML APIs, mounted on the same server: custom classes and the web page.
+"""Every route of the server, one Starlette app mounted on the BentoML service (the one routing layer).
 
+    POST   /classify         multipart: `audio` + the fields of FORMS -> the clip's answer
+    POST   /embed            multipart: `audio` (+ windows) -> the clip's embedding
+    POST   /search           multipart: `audio` (+ top_k) -> similar items of the vector index
     GET    /stats            the providers, model calls and windows scored since start
     GET    /classes          the model's classes and the enrolled ones
     POST   /classes          multipart: `label` + 1-20 files in `audio` -> enrols a class (201)
@@ -9,7 +12,8 @@
     GET    /openapi.json     the OpenAPI document of every route (service.openapi)
     WS     /stream           live audio in, window answers, events and the clip's answer out (service.stream)
 
-Errors are the service's JSON errors with their status.
+BentoML adds /readyz, /livez, /healthz and /metrics. Errors are the service's JSON errors with
+their status (service.http.error_response).
 """
 
 from __future__ import annotations
@@ -23,11 +27,20 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route, WebSocketRoute
 
 from core import errors
-from service.http import UPLOAD_FIELD, error_response
+from service.http import UPLOAD_FIELD, error_response, form_of
 from service.stream import serve_stream
 
 UI_DIR = Path(__file__).parent / "ui"
 UI_FILES = {"index.html", "app.js", "style.css", "docs.html", "docs.js"}
+# POST routes that score one clip -> their form fields beside `audio`, with defaults (which give the types)
+FORMS = {
+    "/classify": {"top_k": 5, "windows": False, "open_set": True, "spectrogram": False, "events": False},
+    "/embed": {"windows": False},
+    "/search": {"top_k": 5},
+}
+ENROL_FIELDS = ("label", UPLOAD_FIELD)
+UPLOAD_PATHS = {*FORMS, "/classes"}  # the POST routes that take a form upload (service.http.RequestGuard)
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def build_app(get_service, spec: dict, settings=None) -> Starlette:
@@ -49,6 +62,18 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
         return route
 
     @with_service
+    async def score(service, request):
+        """/classify, /embed, /search: the form parsed once, then the service's method of that name."""
+        fields = FORMS[request.url.path]
+        async with form_of(request, (UPLOAD_FIELD, *fields)) as form:
+            upload = form.get(UPLOAD_FIELD)
+            if upload is None:
+                raise errors.InvalidParameter(f"the form needs the clip as a file in the field '{UPLOAD_FIELD}'")
+            params = {name: _parse_field(name, form.get(name), default) for name, default in fields.items()}
+            audio = await upload.read()
+        return JSONResponse(await getattr(service, request.url.path.strip("/"))(audio, **params))
+
+    @with_service
     async def stats(service, request):
         return JSONResponse(service.stats())
 
@@ -59,8 +84,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
         return await enrol(service, request)
 
     async def enrol(service, request):
-        form = await request.form()  # the request guard has checked size and syntax
-        try:
+        async with form_of(request, ENROL_FIELDS, repeatable=(UPLOAD_FIELD,)) as form:
             label = form.get("label")
             if not isinstance(label, str):
                 raise errors.InvalidParameter("the form needs a text field 'label' naming the class")
@@ -68,8 +92,6 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
             if any(not isinstance(u, UploadFile) for u in uploads):
                 raise errors.InvalidParameter(f"every '{UPLOAD_FIELD}' field must be a file upload")
             clips = [(u.filename or f"clip {i + 1}", await u.read()) for i, u in enumerate(uploads)]
-        finally:
-            await form.close()
         return JSONResponse(await service.enrol(label, clips), status_code=201)
 
     @with_service
@@ -90,6 +112,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
         return _ui_file(name)
 
     return Starlette(routes=[
+        *(Route(path, score, methods=["POST"]) for path in FORMS),
         Route("/stats", stats, methods=["GET"]),
         WebSocketRoute("/stream", lambda websocket: serve_stream(websocket, get_service(), settings, streams)),
         Route("/stream", stream_over_http, methods=["GET"]),
@@ -101,6 +124,23 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
         Route("/docs", docs, methods=["GET"]),
         Route("/openapi.json", lambda request: JSONResponse(spec), methods=["GET"]),
     ])
+
+
+def _parse_field(name: str, raw, default):
+    """A form value as the type of its default (bool or int); absent: the default."""
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        raise errors.InvalidParameter(f"'{name}' must be a text value, not a file")
+    text = raw.strip().lower()
+    if isinstance(default, bool):
+        if text in TRUE + FALSE:
+            return text in TRUE
+        raise errors.InvalidParameter(f"'{name}' must be true or false, got {raw!r}")
+    try:
+        return int(text)
+    except ValueError:
+        raise errors.InvalidParameter(f"'{name}' must be an integer, got {raw!r}") from None
 
 
 def _ui_file(name: str) -> FileResponse:

@@ -1,8 +1,6 @@
 """The HTTP service through real clients: results, formats, errors, batching, overload, metrics."""
 
-import gc
 import io
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,19 +81,6 @@ def test_silence_is_an_answer(server, endpoint):
         assert body["embedding"] is None and body["dim"] == 128
     if endpoint == "search":
         assert body["results"] == []
-
-
-def test_bentoml_client(server, fixtures):
-    import bentoml
-
-    with bentoml.SyncHTTPClient(server) as client:
-        result = client.classify(audio=fixtures / "1-100032-A-0.ogg", top_k=3)
-    with warnings.catch_warnings():  # the client leaves its temporary directory to the garbage collector
-        warnings.simplefilter("ignore", ResourceWarning)
-        del client
-        gc.collect()
-    assert sorted(x["label"] for x in result["ranking"]) == sorted(LABELS)
-    assert sum(x["score"] for x in result["ranking"]) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_embed_is_normalised_and_bit_identical(server, fixtures):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from service.app import ROUTES
+from service.web import ENROL_FIELDS, FORMS, UPLOAD_FIELD
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,8 @@ def test_every_route_is_documented_with_its_fields(server):
     assert requests.get(f"{server}/docs.json", timeout=10).json() == spec  # in place of BentoML's partial one
     assert {"/classify", "/embed", "/search", "/classes", "/classes/{label}", "/stats", "/ui", "/docs", "/stream",
             "/readyz", "/livez", "/metrics"} <= set(spec["paths"])
-    for path, fields in ROUTES.items():
+    routes = {**{path: (UPLOAD_FIELD, *fields) for path, fields in FORMS.items()}, "/classes": ENROL_FIELDS}
+    for path, fields in routes.items():
         schema = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
         assert set(schema["properties"]) == set(fields) and schema["additionalProperties"] is False, path
     for path, ops in spec["paths"].items():

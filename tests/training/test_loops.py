@@ -126,3 +126,25 @@ def test_torchrun_two_processes_on_cpu(tiny_esc, tmp_path):
     assert [r["steps"] for r in history] == [2, 2]  # 12 clips: 6 per process, batches of 4 and 2
     model, _ = load_checkpoint(tmp_path / "ddp")
     assert all(bool(p.isfinite().all()) for p in model.parameters())
+
+
+def test_pretraining_on_unlabelled_audio_alone(tiny_esc, tmp_path, monkeypatch):
+    """pretrain_labeled=false: the pool is the unlabelled folders only (one encoder for every CV fold)."""
+    from training import loop
+
+    pools = []
+    real = loop.SelfSupervisedStep.__init__
+
+    def spy(self, *args):
+        real(self, *args)
+        pools.append([c.path for c in self.pool.clips])
+
+    monkeypatch.setattr(loop.SelfSupervisedStep, "__init__", spy)
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for clip in sorted((tiny_esc / "audio").glob("*"))[:4]:
+        (unlabeled / clip.name).write_bytes(clip.read_bytes())
+    pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(unlabeled)], pretrain_labeled=False, epochs=1), tmp_path / "pre")
+    assert sorted(p.parent for p in pools[0]) == [unlabeled] * 4
+    with pytest.raises(ConfigError, match="pretrain_labeled"):
+        pretrain(tiny(tiny_esc, tmp_path, pretrain_labeled=False), tmp_path / "bad")
