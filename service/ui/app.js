@@ -3,6 +3,9 @@
 
 const $ = (id) => document.getElementById(id);
 let clip = null; // {blob, name}: the clip to classify
+let shown = null; // the answer on screen, redrawn when the timeline is zoomed
+let zoom = 1; // the timeline's width in widths of its view (1: the whole clip in view)
+const MAX_ZOOM = 256;
 
 function status(text, isError = false, where = "clip-status") { // shown next to the action it is about
   $(where).textContent = text;
@@ -30,6 +33,7 @@ async function classify() {
   form.append("audio", clip.blob, clip.name);
   form.append("top_k", $("top-k").value);
   form.append("windows", "true");
+  form.append("events", "true");
   form.append("spectrogram", "true");
   form.append("open_set", $("open-set").checked ? "true" : "false");
   status("classifying…");
@@ -63,16 +67,66 @@ function showResult(result) {
     return row;
   }));
   bars.title = "if it is one of the classes it knows: the probability of each";
-  $("timeline").replaceChildren(...segments(result.windows).map((s) => {
-    const cell = element("div", "window", `${s.start_s.toFixed(1)}-${s.end_s.toFixed(1)} s\n${s.label}`);
-    cell.style.flexGrow = s.windows; // width in proportion to its duration
+  shown = { result, colour };
+  zoom = 1;
+  drawTimeline();
+  const events = result.events || [];
+  $("events-summary").textContent = events.length
+    ? `${events.length} sound event${events.length > 1 ? "s" : ""} (click one to play it)`
+    : "no sound event (no class held long enough)";
+  drawSpectrogram(result.spectrogram);
+}
+
+// --- the timeline: window runs, events and a time axis, zoomable ---------------------------------
+function drawTimeline() {
+  const { result, colour } = shown;
+  const duration = Math.max(result.duration_s, 1e-3);
+  const at = (seconds) => `${(100 * seconds) / duration}%`; // a position on the track
+  $("track").style.width = `${100 * zoom}%`;
+  $("zoom-level").textContent = zoom === 1 ? "" : `×${+zoom.toFixed(1)}`;
+  const runs = segments(result.windows);
+  $("timeline").replaceChildren(...runs.map((s, i) => {
+    const end = i + 1 < runs.length ? runs[i + 1].start_s : s.end_s; // windows overlap: a run ends where the next starts
+    const cell = element("div", "window", `${s.label}\n${s.start_s.toFixed(1)}-${s.end_s.toFixed(1)} s`);
+    Object.assign(cell.style, { left: at(s.start_s), width: at(end - s.start_s) });
     cell.style.background = s.label === "silence" ? "#eee" : colour(s.label);
     if (s.label === "silence") cell.style.color = "#777";
+    cell.dataset.windows = s.windows;
     cell.title = `${s.start_s}-${s.end_s} s: ${s.label} (${s.windows} windows` +
       (s.score === null ? ")" : `, mean ${percent(s.score)})`);
     return cell;
   }));
-  drawSpectrogram(result.spectrogram);
+  $("events").replaceChildren(...(result.events || []).map((e) => {
+    const bar = element("div", "event", `${e.label} ${percent(e.score)}`);
+    Object.assign(bar.style, { left: at(e.start_s), width: at(e.end_s - e.start_s), background: colour(e.label) });
+    bar.title = `${e.label}: ${e.start_s.toFixed(2)}-${e.end_s.toFixed(2)} s, ${percent(e.score)}`;
+    bar.onclick = () => { $("player").currentTime = e.start_s; $("player").play().catch(() => {}); };
+    return bar;
+  }));
+  const step = tickStep(duration, $("track").clientWidth);
+  const ticks = [];
+  for (let t = 0; t <= duration + 1e-9; t += step) {
+    const tick = element("span", "tick", clock(t));
+    tick.style.left = at(t);
+    ticks.push(tick);
+  }
+  $("axis").replaceChildren(...ticks);
+}
+
+function tickStep(duration, pixels) { // the first round step that leaves >= 70 px between ticks
+  const steps = [0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
+  return steps.find((s) => (s * pixels) / duration >= 70) ?? 600;
+}
+
+function clock(t) { return t >= 60 ? `${Math.floor(t / 60)}:${String(Math.round(t % 60)).padStart(2, "0")}` : `${+t.toFixed(2)} s`; }
+
+function setZoom(next, anchor = 0.5) { // keeps the time under `anchor` (0-1 of the view) in place
+  if (!shown) return;
+  const view = $("track-view");
+  const time = (view.scrollLeft + anchor * view.clientWidth) / view.scrollWidth; // fraction of the clip
+  zoom = Math.min(MAX_ZOOM, Math.max(1, next));
+  drawTimeline();
+  view.scrollLeft = time * view.scrollWidth - anchor * view.clientWidth;
 }
 
 function segments(windows) { // consecutive windows with the same label, as one segment each
@@ -328,6 +382,16 @@ $("file").onchange = (e) => { // choosing a file classifies it
 $("record").onclick = toggleRecording;
 $("listen").onclick = toggleLive;
 $("classify").onclick = classify;
+$("zoom-in").onclick = () => setZoom(zoom * 2);
+$("zoom-out").onclick = () => setZoom(zoom / 2);
+$("zoom-fit").onclick = () => setZoom(1);
+$("track-view").addEventListener("wheel", (e) => { // Ctrl (or ⌘) + wheel zooms around the pointer
+  if (!e.ctrlKey && !e.metaKey) return;
+  e.preventDefault();
+  const box = $("track-view").getBoundingClientRect();
+  setZoom(e.deltaY < 0 ? zoom * 1.5 : zoom / 1.5, (e.clientX - box.left) / box.width);
+}, { passive: false });
+window.addEventListener("resize", () => shown && drawTimeline());
 $("enrol").onclick = enrol;
 showModel();
 showClasses().catch((e) => status(e.message, true, "class-status"));

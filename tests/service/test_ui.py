@@ -41,10 +41,28 @@ def default_server(tmp_path_factory):
     model = ROOT / "models" / "default"
     score([str(FIXTURES)], model, root / "scores", ScoreOptions(workers=0, embeddings=True))
     build_index(root / "scores", root / "index")
-    settings = {**SERVER_SETTINGS, "SOUNDARC_INDEX": str(root / "index"), "SOUNDARC_CLASSES": str(root / "enrolled.json")}
+    settings = {**SERVER_SETTINGS, "SOUNDARC_INDEX": str(root / "index"), "SOUNDARC_CLASSES": str(root / "enrolled.json"),
+                "SOUNDARC_MAX_UPLOAD_MB": "20", "SOUNDARC_MAX_DURATION_S": "600"}  # the long clip
     proc, url = start_server(model, settings, root / "server.log")
     yield url
     stop_server(proc)
+
+
+def write_long_clip(fixtures, path, seconds):
+    """Fixture clips one after another, with silence between them, to `seconds` (22.05 kHz WAV)."""
+    import numpy as np
+    import soundfile as sf
+
+    from core.audio import decode
+
+    rate = 22_050
+    clips = [decode(p, rate) for p in sorted(fixtures.glob("*.ogg"))]
+    parts, total, i = [], 0, 0
+    while total < seconds * rate:
+        parts += [clips[i % len(clips)], np.zeros(7 * rate, np.float32)]
+        total += parts[-2].size + parts[-1].size
+        i += 1
+    sf.write(path, np.concatenate(parts)[: seconds * rate], rate, subtype="PCM_16")
 
 
 def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
@@ -57,13 +75,33 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.wait_for_function("document.getElementById('label').textContent !== ''")
     assert page.text_content("#label") == "rooster"
     assert page.locator("#bars .bar").count() == 5
-    grow = page.eval_on_selector_all("#timeline .window", "cells => cells.map(c => Number(c.style.flexGrow))")
-    assert sum(grow) == 10 and len(grow) < 10  # 5 s: 10 windows, runs of the same answer as one segment
+    runs = page.eval_on_selector_all("#timeline .window", "cells => cells.map(c => Number(c.dataset.windows))")
+    assert sum(runs) == 10 and len(runs) < 10  # 5 s: 10 windows, runs of the same answer as one segment
     assert page.locator("#timeline .window", has_text="silence").last.get_attribute("title").endswith("(5 windows)")
+    assert "rooster" in page.locator("#events .event").first.text_content()  # the sound events, on the same track
     assert page.eval_on_selector("#spectrogram", "c => c.width") > 100
     page.wait_for_function("document.querySelectorAll('#similar li').length > 0")
     assert ROOSTER in page.locator("#similar li").first.text_content()
     page.screenshot(path=str(tmp_path / "classified.png"), full_page=True)
+
+    long_clip = tmp_path / "three_minutes.wav"  # a long clip: events on a timeline that zooms
+    write_long_clip(fixtures, long_clip, seconds=180)
+    page.set_input_files("#file", str(long_clip))
+    page.wait_for_function("document.getElementById('clip-status').textContent.startsWith('180')")
+    assert page.locator("#events .event").count() >= 2
+    ticks = page.locator("#axis .tick").count()
+    assert 3 <= ticks <= 15  # a readable axis for the whole clip
+    assert page.eval_on_selector("#track-view", "v => v.scrollWidth <= v.clientWidth + 1")  # the whole clip in view
+    for _ in range(3):
+        page.click("#zoom-in")
+    assert page.eval_on_selector("#track", "t => t.style.width") == "800%"
+    assert page.eval_on_selector("#track-view", "v => v.scrollWidth > 7 * v.clientWidth")
+    assert page.locator("#axis .tick").count() > ticks  # finer steps when zoomed in
+    page.screenshot(path=str(tmp_path / "zoomed.png"), full_page=True)
+    if os.environ.get("SOUNDARC_SCREENSHOTS"):
+        shutil.copy(tmp_path / "zoomed.png", Path(os.environ["SOUNDARC_SCREENSHOTS"]) / "ui-zoomed.png")
+    page.click("#zoom-fit")
+    assert page.eval_on_selector("#track", "t => t.style.width") == "100%"
 
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio\n")
