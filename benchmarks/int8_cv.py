@@ -1,0 +1,65 @@
+"""The int8 variant's accuracy by cross-validation (issue 17): for each CV run of a recipe
+(benchmarks/cv_study.py), export its checkpoint, quantize it with ranges from its own training folds
+(never the held-out fold), and score the held-out fold with fp32 and with int8 through core.answer.
+
+    python benchmarks/int8_cv.py [--arm acl-robust]
+
+Per run: clip accuracy fp32 and int8, window top-1 agreement, embedding cosine. The contract of
+`soundarc quantize` asks for an accuracy drop <= 0.5 point. Writes reports/int8_cv.json.
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _data import REPORTS, ROOT, require_data
+
+from core.artifact import load_artifact
+from core.clip import prepare
+from core.runtime import RuntimeConfig, create_runtime
+from export.onnx_export import export_artifact
+from export.quantize import INT8_FILE, _quantize, _with_variant, validate
+from training.data import scan_labeled
+
+
+def evaluate_run(run: Path, fold: int, clips: list, out: Path) -> dict:
+    fp32 = load_artifact(export_artifact(run, out))
+    prepared = {c.path: prepare(c.path, fp32.frontend, fp32.activity) for c in clips}
+    train = [p for c in clips if c.fold != fold for p in [prepared[c.path]]]
+    windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in train])
+    calibration = windows[np.random.default_rng(0).permutation(len(windows))[:2000]]
+    _quantize(fp32.model_path, out / INT8_FILE, calibration)
+    int8 = create_runtime(_with_variant(fp32, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
+    held = [c for c in clips if c.fold == fold]
+    return validate(create_runtime(fp32, RuntimeConfig(device="cpu", precision="fp32")), int8,
+                    [prepared[c.path] for c in held], [c.label for c in held])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", default="acl-robust")
+    args = parser.parse_args()
+    clips, _ = scan_labeled(require_data("esc10"))
+    runs = sorted(p for p in (ROOT / "runs" / "cv" / args.arm).glob("fold*-seed*") if (p / "cv.json").exists())
+    results = {}
+    for run in runs:
+        fold = int(run.name.split("-")[0].removeprefix("fold"))
+        with tempfile.TemporaryDirectory() as tmp:
+            results[run.name] = evaluate_run(run, fold, clips, Path(tmp) / "artifact")
+        print(run.name, json.dumps(results[run.name]), flush=True)
+    drops = [100 * (r["accuracy_fp32"] - r["accuracy_int8"]) for r in results.values()]
+    summary = {"arm": args.arm, "runs": len(results),
+               "accuracy_fp32_mean": float(np.mean([r["accuracy_fp32"] for r in results.values()])),
+               "accuracy_int8_mean": float(np.mean([r["accuracy_int8"] for r in results.values()])),
+               "drop_points_mean": float(np.mean(drops)), "drop_points_max": float(np.max(drops)),
+               "window_top1_agreement_min": min(r["window_top1_agreement"] for r in results.values()),
+               "embedding_cosine_p01_min": min(r["embedding_cosine_p01"] for r in results.values())}
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "int8_cv.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
