@@ -1,0 +1,134 @@
+"""Embedding metrics per recipe, from the cross-validation runs of benchmarks/cv_study.py (issue 19).
+
+    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...]
+
+Each CV run's clip embeddings (mean over the windows with sound, L2-normalised, as the service
+computes them) of its held-out fold, clean:
+- retrieval: each held-out clip queries the other 79; P@1 and mAP by cosine;
+- few-shot: 1 and 5 clips per class drawn from the held-out fold (20 draws) make the prototypes,
+  the fold's other clips are classified by the nearest prototype (the enrolment path, on classes
+  the model was trained on but clips it never saw);
+- open set: AUROC of the held-out clips' angles to the training-fold prototypes against those of
+  the unlabelled game sounds of unlabeled/ (never in training), from each run's cv.json.
+Mean ± std over the runs of each arm. Classes left out of training altogether are measured by
+benchmarks/enrol_bench.py, which needs its own training runs. Writes reports/embedding_cv.json,
+reports/embedding_cv.md and reports/study/angles_per_arm.png (angle distributions per arm).
+"""
+
+import argparse
+import json
+
+import numpy as np
+from _data import REPORTS, ROOT, require_data
+from cv_study import RUNS, outputs
+
+from core.activity import ActivityConfig
+from core.features import FrontendConfig
+from core.openset import auroc
+from training.data import scan_labeled
+from training.robustness import condition_features
+from training.run import load_checkpoint
+
+SHOTS = (1, 5)
+DRAWS = 20
+
+
+def retrieval(h: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """P@1 and mAP of every clip querying the others by cosine; h (N, D) unit rows."""
+    sims = h @ h.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1)[:, :-1]  # (N, N-1): the others, most similar first
+    hits = y[order] == y[:, None]  # (N, N-1)
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    ap = (precision_at * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
+    return float(hits[:, 0].mean()), float(ap.mean())
+
+
+def few_shot(h: np.ndarray, y: np.ndarray, shots: int, rng: np.random.Generator) -> float:
+    """Nearest-prototype accuracy with `shots` clips per class as prototypes, mean over DRAWS draws."""
+    classes = np.unique(y)
+    accuracies = []
+    for _ in range(DRAWS):
+        chosen = np.concatenate([rng.choice(np.flatnonzero(y == k), shots, replace=False) for k in classes])
+        rest = np.setdiff1d(np.arange(len(y)), chosen)
+        protos = np.stack([h[chosen][y[chosen] == k].mean(axis=0) for k in classes])
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+        accuracies.append(float((classes[(h[rest] @ protos.T).argmax(axis=1)] == y[rest]).mean()))
+    return float(np.mean(accuracies))
+
+
+def run_metrics(run, clips, index) -> dict:
+    result = json.loads((run / "cv.json").read_text())
+    fold = result["fold"]
+    model, info = load_checkpoint(run)
+    frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+    held = [c for c in clips if c.fold == fold]
+    y = np.array([index[c.label] for c in held])
+    features = condition_features([c.path for c in held], [], frontend, ROOT / "cache", ("clean",))["clean"]
+    _, h = outputs(model, features, frontend, activity)
+    p1, m_ap = retrieval(h, y)
+    rng = np.random.default_rng(0)
+    known, unknown = np.array(result["conditions"]["clean"]["angles"]), np.array(result["unknown_angles"])
+    return {"fold": fold, "retrieval_p1": p1, "retrieval_map": m_ap,
+            **{f"few_shot_{k}": few_shot(h, y, k, rng) for k in SHOTS},
+            "open_set_auroc": float(auroc(known, unknown)), "known_angles": known.tolist(),
+            "unknown_angles": unknown.tolist()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", default=sorted(p.name for p in RUNS.iterdir() if p.is_dir()))
+    args = parser.parse_args()
+    clips, names = scan_labeled(require_data("esc10"))
+    index = {n: i for i, n in enumerate(names)}
+    report = {}
+    for arm in args.arms:
+        runs = sorted(p for p in (RUNS / arm).glob("fold*-seed*") if (p / "cv.json").exists())
+        if runs:
+            report[arm] = {run.name: run_metrics(run, clips, index) for run in runs}
+            print(arm, summary(report[arm]), flush=True)
+    table = {arm: summary(runs) for arm, runs in report.items()}
+    REPORTS.mkdir(exist_ok=True)
+    compact = {arm: {k: {m: v for m, v in r.items() if not m.endswith("angles")} for k, r in runs.items()}
+               for arm, runs in report.items()}
+    (REPORTS / "embedding_cv.json").write_text(json.dumps({"summary": table, "runs": compact}, indent=1) + "\n")
+    metrics = list(next(iter(table.values())))
+    lines = ["| recipe | runs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for arm, row in table.items():
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in metrics]
+        lines.append(f"| {arm} | {len(report[arm])} | " + " | ".join(cells) + " |")
+    (REPORTS / "embedding_cv.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_angles(report, REPORTS / "study" / "angles_per_arm.png")
+
+
+def summary(runs: dict) -> dict:
+    keys = ("retrieval_p1", "retrieval_map", *(f"few_shot_{k}" for k in SHOTS), "open_set_auroc")
+    return {k: {"mean": float(np.mean([r[k] for r in runs.values()])), "std": float(np.std([r[k] for r in runs.values()]))}
+            for k in keys}
+
+
+def plot_angles(report: dict, path) -> None:
+    """Per arm: the held-out known clips' angles to the nearest prototype against the unknown clips'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report), figsize=(3.6 * len(report), 3), sharey=True, squeeze=False)
+    bins = np.linspace(0, 1.6, 41)
+    for ax, (arm, runs) in zip(axes[0], report.items()):
+        known = np.concatenate([r["known_angles"] for r in runs.values()])
+        unknown = np.concatenate([r["unknown_angles"] for r in runs.values()])
+        ax.hist(known, bins, density=True, alpha=0.6, label="held-out known clips")
+        ax.hist(unknown, bins, density=True, alpha=0.6, label="unknown (unlabeled/)")
+        ax.set(title=arm, xlabel="angle to the nearest class prototype (rad)")
+    axes[0][0].legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
