@@ -1,0 +1,55 @@
+"""Weight averaging across seeds ("model soup"), measured by cross-validation (issue 19).
+
+    python benchmarks/soup_cv.py --arm ssl-acl-acl-robust --seeds 0 1
+
+For each fold, the weights of the arm's runs with those seeds (benchmarks/cv_study.py) are averaged,
+BatchNorm statistics included, into one model of the same size, which is scored like any CV run:
+clean and under the recording conditions, with the open-set angles. Runs fine-tuned from one
+pre-trained encoder start from the same weights and may average well; runs from different random
+starts are not expected to (the control). The result is the arm `<arm>-soup` in
+reports/cv_study.json; its runs are in runs/cv/<arm>-soup/.
+"""
+
+import argparse
+import json
+import shutil
+
+import torch
+from cv_study import RUNS, evaluate, write_report
+from safetensors.torch import load_file, save_file
+
+
+def soup(runs: list, out) -> None:
+    """The uniform mean of the runs' float tensors (integer ones, e.g. BatchNorm's counter, from the first)."""
+    states = [load_file(run / "checkpoint" / "model.safetensors") for run in runs]
+    mean = {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    shutil.copy(runs[0] / "checkpoint" / "checkpoint.json", out / "checkpoint" / "checkpoint.json")
+    save_file(mean, out / "checkpoint" / "model.safetensors")
+    (out / "soup.json").write_text(json.dumps({"runs": [str(r) for r in runs]}, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    args = parser.parse_args()
+    name, results = f"{args.arm}-soup", {}
+    for fold in args.folds:
+        runs = [RUNS / args.arm / f"fold{fold}-seed{s}" for s in args.seeds]
+        missing = [str(r) for r in runs if not (r / "cv.json").exists()]
+        if missing:
+            raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
+        out = RUNS / name / f"fold{fold}-seed{'+'.join(map(str, args.seeds))}"
+        if not (out / "cv.json").exists():
+            soup(runs, out)
+            (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
+        results[out.name] = json.loads((out / "cv.json").read_text())
+        print(out.name, {c: round(r["accuracy"], 4) for c, r in results[out.name]["conditions"].items()}, flush=True)
+    write_report({name: results})
+
+
+if __name__ == "__main__":
+    main()
