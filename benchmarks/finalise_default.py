@@ -34,6 +34,19 @@ def enrol_margin(arm: str, max_cost: float = 0.02) -> float:
     return next(m for m in margins if none - summary[f"built-in, margin {m}"]["mean"] <= max_cost)
 
 
+def data_of(config: dict) -> str:
+    """What the final run learnt from: labelled folds, the augmentation's noise pool, the pre-training."""
+    data = "ESC-10 folds 1-4 (../shared/data/esc10, 320 clips, 10 classes)"
+    if config.get("augment") == "robust":
+        data += "; noise for augmentation from " + ", ".join(config["unlabeled"])
+    if config.get("init"):
+        pre = json.loads((Path(config["init"]) / "checkpoint" / "checkpoint.json").read_text())["config"]
+        loss = "InfoNCE" if pre["ssl_alpha"] == 1 else f"ACL (ssl_alpha {pre['ssl_alpha']}, margin {pre['margin']})"
+        pool = ", ".join(pre["unlabeled"]) + ("" if not pre.get("pretrain_labeled", True) else " + the labelled folds")
+        data += f"; encoder pre-trained self-supervised with {loss}, {pre['epochs']} epochs, on {pool} (no labels)"
+    return data
+
+
 def main(final_run: str, arm: str, out: str) -> None:
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures)
@@ -44,6 +57,9 @@ def main(final_run: str, arm: str, out: str) -> None:
     open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
     save_open_set(out_dir, replace(open_set, enrol_margin=enrol_margin(arm)))
     study = json.loads((ROOT / "reports" / "cv_study.json").read_text())
+    int8_cv = json.loads((ROOT / "reports" / "int8_cv.json").read_text())["summary"]
+    if int8_cv["arm"] != arm:
+        sys.exit(f"reports/int8_cv.json was made for another recipe: run benchmarks/int8_cv.py --arm {arm}")
     events = json.loads((ROOT / "reports" / "events_cv.json").read_text())
     if events["arm"] != arm:
         sys.exit(f"reports/events_cv.json was made for another recipe: run benchmarks/events_cv.py --arm {arm}")
@@ -53,8 +69,7 @@ def main(final_run: str, arm: str, out: str) -> None:
     loss = ("cross-entropy" if config["loss"] == "ce" else
             f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
     manifest["default_model"] = {
-        "data": "ESC-10 folds 1-4 (../shared/data/esc10, 320 clips, 10 classes); noise for augmentation from "
-                "../shared/data/unlabeled_more" if config.get("augment") == "robust" else "ESC-10 folds 1-4",
+        "data": data_of(config),
         "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
                   f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']} "
                   "(configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
@@ -62,6 +77,7 @@ def main(final_run: str, arm: str, out: str) -> None:
         "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
                                          "clip accuracy as the service answers (windows with sound vote)",
                              **study["summary"][arm]},
+        "int8_cross_validation": int8_cv,
     }
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
