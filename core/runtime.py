@@ -15,6 +15,7 @@ from core import errors
 from core.artifact import Artifact, sha256_file
 
 log = logging.getLogger(__name__)
+ort.disable_telemetry_events()  # nothing leaves the machine (ONNX Runtime 1.31 logs telemetry on Linux too)
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
