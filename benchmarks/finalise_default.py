@@ -79,6 +79,11 @@ def main(final_run: str, arm: str, out: str) -> None:
                              **study["summary"][arm]},
         "int8_cross_validation": int8_cv,
     }
+    soup = Path(final_run) / "soup.json"
+    if soup.exists():
+        runs = json.loads(soup.read_text())["runs"]
+        manifest["default_model"]["weights"] = (f"the uniform average of {len(runs)} final runs with different seeds "
+                                                f"(benchmarks/soup_cv.py): {', '.join(runs)}")
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))

@@ -1,6 +1,7 @@
 """Weight averaging across seeds ("model soup"), measured by cross-validation (issue 19).
 
     python benchmarks/soup_cv.py --arm ssl-acl-acl-robust --seeds 0 1
+    python benchmarks/soup_cv.py --runs RUN... --out SOUP_RUN     # just average these runs (the final model)
 
 For each fold, the weights of the arm's runs with those seeds (benchmarks/cv_study.py) are averaged,
 BatchNorm statistics included, into one model of the same size, which is scored like any CV run:
@@ -13,6 +14,7 @@ reports/cv_study.json; its runs are in runs/cv/<arm>-soup/.
 import argparse
 import json
 import shutil
+from pathlib import Path
 
 import torch
 from cv_study import RUNS, evaluate, write_report
@@ -32,10 +34,14 @@ def soup(runs: list, out) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arm", required=True)
+    parser.add_argument("--arm")
+    parser.add_argument("--runs", nargs="+", type=Path, help="with --out: average these runs' weights, nothing else")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     args = parser.parse_args()
+    if args.runs:
+        return soup(args.runs, args.out)
     name, results = f"{args.arm}-soup", {}
     for fold in args.folds:
         runs = [RUNS / args.arm / f"fold{fold}-seed{s}" for s in args.seeds]

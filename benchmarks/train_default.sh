@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENTOML_DO_NOT_TRACK=True
 BIN=.venv/bin
-ARM=${ARM:-acl-robust}
-SEED=${SEED:-0}
+ARM=${ARM:-ssl-acl-acl-robust}
+FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: that run)
 CV_SEEDS=${CV_SEEDS:-"0 1"}
 CV_ARMS=${CV_ARMS:-"ce-robust acl-robust ssl-acl-acl-robust"}
 # shellcheck disable=SC2086
@@ -22,7 +22,12 @@ $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0
 $BIN/python benchmarks/int8_cv.py --arm "$ARM"
 SETS=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import cv_study; print(' '.join(cv_study.ARMS['$ARM']))")
 ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
-$BIN/soundarc train finetune --config configs/default-model.yaml "${ARGS[@]}" --set seed="$SEED" \
-    --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$ARM"
+FINAL=()  # one final run per seed on folds 1-4, then their weights averaged (benchmarks/soup_cv.py)
+for seed in $FINAL_SEEDS; do
+  $BIN/soundarc train finetune --config configs/default-model.yaml "${ARGS[@]}" --set seed="$seed" \
+      --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$ARM-seed$seed"
+  FINAL+=("runs/default-$ARM-seed$seed")
+done
+$BIN/python benchmarks/soup_cv.py --runs "${FINAL[@]}" --out "runs/default-$ARM"
 $BIN/python benchmarks/finalise_default.py "runs/default-$ARM" "$ARM" models/default
 $BIN/soundarc quantize models/default --audio ../shared/data/esc10

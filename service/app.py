@@ -82,16 +82,17 @@ class SoundArc:
     def __init__(self) -> None:
         self.artifact = STARTUP.artifact
         self.frontend = self.artifact.frontend
-        self.runtime = create_runtime(self.artifact, SETTINGS.runtime)
+        self.settings = settings = STARTUP.settings  # read once, at start-up; everything below takes it from here
+        self.runtime = create_runtime(self.artifact, settings.runtime)
         self.runtime.run(np.zeros((2, self.frontend.patch_frames, self.frontend.n_mels), np.float32))  # warm-up
         self.metrics = _Metrics()
-        self.batcher = Batcher(self.runtime.run, SETTINGS.max_batch_size, SETTINGS.max_latency_ms / 1000,
+        self.batcher = Batcher(self.runtime.run, settings.max_batch_size, settings.max_latency_ms / 1000,
                                self.metrics.batch.observe)  # (B, T, M) -> logits (B, C), embeddings (B, D)
         self.index = STARTUP.index
         self.class_store, self.classes = STARTUP.class_store, STARTUP.classes  # classes: None without prototypes
         self.class_lock = asyncio.Lock()
         # decoding more clips at once than there are cores only adds contention (BENCHMARKS.md)
-        self.prepare_limiter = anyio.CapacityLimiter(SETTINGS.prepare_threads or os.cpu_count() or 1)
+        self.prepare_limiter = anyio.CapacityLimiter(settings.prepare_threads or os.cpu_count() or 1)
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
         log_mel(noise, self.frontend)  # warm-up: the mel filters, this thread's FFTW plan
         _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
@@ -111,7 +112,7 @@ class SoundArc:
         log-mel image, `events` the sound events (label, start_s, end_s, score; core.events);
         `open_set=false` answers among the known classes only. `warnings`: what was wrong with a
         file that decoded only in part."""
-        _check_range("top_k", top_k, 1, SETTINGS.max_top_k)  # more than the labels: all of them
+        _check_range("top_k", top_k, 1, self.settings.max_top_k)  # more than the labels: all of them
         options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None)
         clip, result = await self._answer(audio, "classify", options)
         body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
@@ -142,7 +143,7 @@ class SoundArc:
         if self.index is None:
             raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
                                   "and set SOUNDARC_INDEX to its directory")
-        _check_range("top_k", top_k, 1, SETTINGS.max_top_k)
+        _check_range("top_k", top_k, 1, self.settings.max_top_k)
         clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
         found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
         body = {"results": found, "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
@@ -175,8 +176,8 @@ class SoundArc:
             embeddings.append(clip_embedding(window_embeddings[clip.active]))
 
         def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
-            if len(classes.enrolled) >= SETTINGS.max_enrolled_classes:
-                raise errors.Conflict(f"{SETTINGS.max_enrolled_classes} classes are enrolled (the limit); delete one first")
+            if len(classes.enrolled) >= self.settings.max_enrolled_classes:
+                raise errors.Conflict(f"{self.settings.max_enrolled_classes} classes are enrolled (the limit); delete one first")
             return classes.enrol(label, np.stack(embeddings))
 
         updated = await self._change_classes(add)
@@ -204,7 +205,7 @@ class SoundArc:
     # -- plumbing ---------------------------------------------------------------------------------
     async def _run(self, audio: bytes, endpoint: str) -> tuple[PreparedClip, np.ndarray, np.ndarray]:
         """Decode + features in a worker thread, then the batched model; (clip, logits, embeddings)."""
-        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, self.artifact.activity, SETTINGS.limits,
+        clip = await anyio.to_thread.run_sync(prepare, audio, self.frontend, self.artifact.activity, self.settings.limits,
                                               limiter=self.prepare_limiter)
         started = time.perf_counter()
         logits, embeddings = await self.batcher.infer(clip.patches)  # (N, C), (N, D)
