@@ -14,3 +14,11 @@ def require_data(sub: str) -> Path:
         print(f"skipped: {path} not found (benchmarks read ../shared/data or $SOUNDARC_DATA)", file=sys.stderr)
         sys.exit(0)
     return path
+
+
+def recipe_table(table: dict, runs: dict, columns: list, cell) -> str:
+    """A markdown table, a row per recipe: `table[arm][column]` ({"mean", "std"}) formatted by `cell`."""
+    lines = ["| recipe | runs | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for arm, row in table.items():
+        lines.append(f"| {arm} | {runs[arm]} | " + " | ".join(cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"

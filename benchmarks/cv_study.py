@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, ROOT, recipe_table, require_data
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patches
@@ -156,12 +156,10 @@ def write_report(results: dict) -> None:
     table = summarise(runs)
     REPORTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"summary": table, "runs": runs}, indent=1))
-    lines = ["| recipe | runs | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
-    for arm, row in table.items():
-        cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" for c in CONDITIONS]
-        lines.append(f"| {arm} | {row['clean']['runs']} | " + " | ".join(cells) + " |")
-    (REPORTS / "cv_study.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    markdown = recipe_table(table, {arm: row["clean"]["runs"] for arm, row in table.items()}, list(CONDITIONS),
+                            lambda m: f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}")
+    (REPORTS / "cv_study.md").write_text(markdown)
+    print(markdown)
 
 
 def main() -> None:

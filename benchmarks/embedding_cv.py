@@ -1,6 +1,6 @@
 """Embedding metrics per recipe, from the cross-validation runs of benchmarks/cv_study.py (issue 19).
 
-    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...]
+    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge]
 
 Each CV run's clip embeddings (mean over the windows with sound, L2-normalised, as the service
 computes them) of its held-out fold, clean:
@@ -12,14 +12,16 @@ computes them) of its held-out fold, clean:
   the unlabelled game sounds of unlabeled/ (never in training), from each run's cv.json.
 Mean ± std over the runs of each arm. Classes left out of training altogether are measured by
 benchmarks/enrol_bench.py, which needs its own training runs. Writes reports/embedding_cv.json,
-reports/embedding_cv.md and reports/study/angles_per_arm.png (angle distributions per arm).
+reports/embedding_cv.md and reports/study/angles_per_arm.png (angle distributions per arm); with
+--merge the arms of the existing report that are not measured now are kept, and the plot of the
+arms measured now goes to reports/study/angles_<arms>.png.
 """
 
 import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, ROOT, recipe_table, require_data
 from cv_study import RUNS, outputs
 
 from core.activity import ActivityConfig
@@ -78,6 +80,7 @@ def run_metrics(run, clips, index) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", default=sorted(p.name for p in RUNS.iterdir() if p.is_dir()))
+    parser.add_argument("--merge", action="store_true", help="keep the other arms of reports/embedding_cv.json")
     args = parser.parse_args()
     clips, names = scan_labeled(require_data("esc10"))
     index = {n: i for i, n in enumerate(names)}
@@ -87,19 +90,19 @@ def main() -> None:
         if runs:
             report[arm] = {run.name: run_metrics(run, clips, index) for run in runs}
             print(arm, summary(report[arm]), flush=True)
-    table = {arm: summary(runs) for arm, runs in report.items()}
-    REPORTS.mkdir(exist_ok=True)
     compact = {arm: {k: {m: v for m, v in r.items() if not m.endswith("angles")} for k, r in runs.items()}
                for arm, runs in report.items()}
-    (REPORTS / "embedding_cv.json").write_text(json.dumps({"summary": table, "runs": compact}, indent=1) + "\n")
-    metrics = list(next(iter(table.values())))
-    lines = ["| recipe | runs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for arm, row in table.items():
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in metrics]
-        lines.append(f"| {arm} | {len(report[arm])} | " + " | ".join(cells) + " |")
-    (REPORTS / "embedding_cv.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    plot_angles(report, REPORTS / "study" / "angles_per_arm.png")
+    path = REPORTS / "embedding_cv.json"
+    if args.merge and path.exists():
+        compact = {**json.loads(path.read_text())["runs"], **compact}
+    table = {arm: summary(runs) for arm, runs in compact.items()}
+    REPORTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"summary": table, "runs": compact}, indent=1) + "\n")
+    markdown = recipe_table(table, {arm: len(runs) for arm, runs in compact.items()}, list(next(iter(table.values()))),
+                            lambda m: f"{m['mean']:.3f} ± {m['std']:.3f}")
+    (REPORTS / "embedding_cv.md").write_text(markdown)
+    print(markdown)
+    plot_angles(report, REPORTS / "study" / ("angles_" + "_".join(report) + ".png" if args.merge else "angles_per_arm.png"))
 
 
 def summary(runs: dict) -> dict:

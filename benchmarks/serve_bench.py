@@ -1,6 +1,6 @@
 """Service throughput and latency on real ESC-10 clips, side by side with the limits it is judged by.
 
-    python benchmarks/serve_bench.py [--model models/default] [--requests 96] [--precisions fp32 int8] [--intra-op 0 1]
+    python benchmarks/serve_bench.py [--model models/default] [--requests 96] [--precisions fp32 int8] [--workers 1 0]
 
 In one run, for each precision (fp32 and the int8 variant by default):
   (a) in-process pipeline: decode + features in one thread per core, ONNX at its best batch size
@@ -9,23 +9,30 @@ In one run, for each precision (fp32 and the int8 variant by default):
   (b) a naive server (benchmarks/naive_server.py: same core, one model call per request, no
       cross-request batching) at concurrency 32;
   (c) the BentoML service (`bentoml serve service.app:SoundArc`) at concurrency 1, 8 and 32, for
-      each `--intra-op` thread count: clips/s, p50/p95/p99 latency, mean batch size (patches per
-      model call, from /stats).
-Servers listen on 127.0.0.1 only. Writes reports/serve_bench.json and prints a markdown table.
+      each `--workers` setting (SOUNDARC_WORKERS; 0: the default, one per core on a CPU): clips/s,
+      p50/p95/p99 latency, mean batch size (windows per model call, from /metrics, summed over the
+      workers) and the server's CPU use (cores busy, CPU ms per request, its processes together).
+Each client thread keeps its connection open (as soundarc.client and load balancers do) and sends
+forms encoded beforehand, so that the load generator takes little of the cores it shares. Servers
+listen on 127.0.0.1 only. Writes reports/serve_bench.json and prints a markdown table.
 """
 
 import argparse
+import http.client
 import json
 import os
 import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import psutil
 import requests
 from _data import REPORTS, ROOT, require_data
 
@@ -67,35 +74,66 @@ def in_process(model: Path, clips: list[bytes], batch: int, precision: str = "au
             "stage_ms": {k: round(1000 * float(np.median(v)), 2) for k, v in stages.items()}}
 
 
-def load(url: str, clips: list[bytes], concurrency: int, total: int) -> dict:
-    def one(i: int) -> tuple[float, int, str]:
-        start = time.perf_counter()
-        r = requests.post(f"{url}/classify", files={"audio": ("clip.ogg", clips[i % len(clips)])}, timeout=120)
-        return time.perf_counter() - start, r.status_code, "" if r.status_code == 200 else r.text[:300]
+def load(url: str, clips: list[bytes], concurrency: int, total: int, server: subprocess.Popen | None = None) -> dict:
+    """`total` requests of the clips from `concurrency` threads, each with its own kept-alive
+    connection and the bodies encoded beforehand (the client's CPU is the server's to lose on a
+    small machine); with `server`, its CPU use and mean batch size (windows per model call) too."""
+    bodies = [multipart(clip) for clip in clips]
+    host, port = url.removeprefix("http://").split(":")
+    connections = threading.local()
 
-    stats_before = _stats(url)
+    def one(i: int) -> tuple[float, int, str]:
+        if not hasattr(connections, "c"):
+            connections.c = http.client.HTTPConnection(host, int(port), timeout=120)
+        body, content_type = bodies[i % len(bodies)]
+        start = time.perf_counter()
+        connections.c.request("POST", "/classify", body, {"Content-Type": content_type})
+        response = connections.c.getresponse()
+        text = response.read()
+        return time.perf_counter() - start, response.status, "" if response.status == 200 else text[:300].decode()
+
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(concurrency)))  # warm-up round
-        stats_before = _stats(url)
+        batches, cpu = (_batch_totals(url), _cpu_seconds(server)) if server else (None, None)
         start = time.perf_counter()
         results = list(pool.map(one, range(total)))
         elapsed = time.perf_counter() - start
-    stats_after = _stats(url)
     latencies = np.array([r[0] for r in results]) * 1000
     ok = sum(r[1] == 200 for r in results)
     row = {"concurrency": concurrency, "requests": total, "clips_per_s": ok / elapsed,
            "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
            "p99_ms": float(np.percentile(latencies, 99)), "errors": sum(r[1] != 200 for r in results),
            "error_examples": sorted({f"{r[1]} {r[2]}" for r in results if r[1] != 200})[:3]}
-    if stats_before and stats_after:
-        calls = stats_after["model_calls"] - stats_before["model_calls"]
-        row["mean_batch_patches"] = (stats_after["patches_scored"] - stats_before["patches_scored"]) / max(calls, 1)
+    if server is not None:
+        used = _cpu_seconds(server) - cpu
+        row.update(server_cores_busy=used / elapsed, server_cpu_ms_per_request=1000 * used / total)
+        (windows, calls), (windows_before, calls_before) = _batch_totals(url), batches
+        row["mean_batch_patches"] = (windows - windows_before) / max(calls - calls_before, 1)
     return row
 
 
-def _stats(url: str) -> dict | None:
-    r = requests.get(f"{url}/stats", timeout=10)
-    return r.json() if r.status_code == 200 else None
+def multipart(clip: bytes) -> tuple[bytes, str]:
+    """A /classify form with the clip in `audio`: (body, content type)."""
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="clip.ogg"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n")
+    return head.encode() + clip + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _batch_totals(url: str) -> tuple[float, float]:
+    """(windows, model calls) since start, summed over the workers (the soundarc_batch_size histogram)."""
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in requests.get(f"{url}/metrics", timeout=10).text.splitlines():
+        for kind in totals:
+            if line.startswith(f"soundarc_batch_size_{kind}"):
+                totals[kind] += float(line.rsplit(" ", 1)[1])
+    return totals["sum"], totals["count"]
+
+
+def _cpu_seconds(server: subprocess.Popen) -> float:
+    """User + system CPU seconds of the server and its worker processes so far."""
+    root = psutil.Process(server.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 def serve(cmd: list[str], env: dict) -> tuple[subprocess.Popen, str]:
@@ -129,8 +167,8 @@ def main():
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "fp16", "int8"])
-    parser.add_argument("--intra-op", nargs="+", type=int, default=[0],
-                        help="service runs with each SOUNDARC_INTRA_OP_THREADS (0: ONNX Runtime's default)")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 0],
+                        help="service runs with each SOUNDARC_WORKERS (0: the default, one per core on a CPU)")
     args = parser.parse_args()
     audio = require_data("esc10") / "audio"
     clips = [p.read_bytes() for p in sorted(audio.glob("*.ogg"))[:64]]
@@ -147,11 +185,12 @@ def main():
         finally:
             stop(proc)
         run["service"] = {}
-        for threads in args.intra_op:
+        for workers in args.workers:
             proc, url = serve([sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc"],
-                              {**env, "SOUNDARC_INTRA_OP_THREADS": str(threads)})
+                              {**env, "SOUNDARC_WORKERS": str(workers)})
             try:
-                run["service"][f"intra_op_{threads}"] = [load(url, clips, c, args.requests) for c in (1, 8, 32)]
+                name = f"workers {workers or f'0 ({cores}, one per core)'}"
+                run["service"][name] = [load(url, clips, c, args.requests, proc) for c in (1, 8, 32)]
             finally:
                 stop(proc)
         run["ratios"] = ratios(run)
@@ -178,21 +217,22 @@ def ratios(run: dict) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = ["| precision | setup | concurrency | clips/s | p50 ms | p95 ms | p99 ms | mean batch (windows) | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| precision | setup | concurrency | clips/s | p50 ms | p95 ms | p99 ms | mean batch (windows) | "
+             "server cores busy | server CPU ms / request | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for precision, run in r["runs"].items():
         for key in ("in_process", "in_process_one_thread"):
             p = run[key]
             lines.append(f"| {precision} | in-process pipeline, {p['workers']} decoding thread(s), batch 64 | — | "
-                         f"{p['clips_per_s']:.1f} | {p['single_clip_latency_ms']:.1f} (one clip) | | | | |")
+                         f"{p['clips_per_s']:.1f} | {p['single_clip_latency_ms']:.1f} (one clip) | | | | | | |")
         n = run["naive_c32"]
         lines.append(f"| {precision} | naive server (no batching) | 32 | {n['clips_per_s']:.1f} | {n['p50_ms']:.0f} | "
-                     f"{n['p95_ms']:.0f} | {n['p99_ms']:.0f} | 1 request | {n['errors']} |")
+                     f"{n['p95_ms']:.0f} | {n['p99_ms']:.0f} | 1 request | | | {n['errors']} |")
         for name, levels in run["service"].items():
             for row in levels:
                 lines.append(f"| {precision} | soundarc service, {name} | {row['concurrency']} | {row['clips_per_s']:.1f} | "
                              f"{row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | "
-                             f"{row.get('mean_batch_patches', 0):.1f} | {row['errors']} |")
+                             f"{row['mean_batch_patches']:.1f} | {row['server_cores_busy']:.2f} | "
+                             f"{row['server_cpu_ms_per_request']:.1f} | {row['errors']} |")
     lines.append("")
     for precision, run in r["runs"].items():
         stages = ", ".join(f"{k} {v} ms" for k, v in run["in_process"]["stage_ms"].items())

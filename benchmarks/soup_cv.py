@@ -13,7 +13,7 @@ reports/cv_study.json; its runs are in runs/cv/<arm>-soup/.
 
 import argparse
 import json
-import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -27,7 +27,9 @@ def soup(runs: list, out) -> None:
     mean = {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    shutil.copy(runs[0] / "checkpoint" / "checkpoint.json", out / "checkpoint" / "checkpoint.json")
+    info = json.loads((runs[0] / "checkpoint" / "checkpoint.json").read_text())  # the same recipe but the seed
+    info["run_id"] = f"{out.name}-{int(time.time())}"  # the soup's own id, not its first run's
+    (out / "checkpoint" / "checkpoint.json").write_text(json.dumps(info, indent=1))
     save_file(mean, out / "checkpoint" / "model.safetensors")
     (out / "soup.json").write_text(json.dumps({"runs": [str(r) for r in runs]}, indent=1))
 

@@ -77,7 +77,7 @@ _READY: dict = {}  # filled once the model is warm; /readyz shows it
 _SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
 
 
-@bentoml.service(name="soundarc", traffic={"timeout": SETTINGS.request_timeout_s})
+@bentoml.service(name="soundarc", workers=SETTINGS.worker_count, traffic={"timeout": SETTINGS.request_timeout_s})
 class SoundArc:
     def __init__(self) -> None:
         self.artifact = STARTUP.artifact
@@ -92,16 +92,18 @@ class SoundArc:
         self.class_store, self.classes = STARTUP.class_store, STARTUP.classes  # classes: None without prototypes
         self.class_lock = asyncio.Lock()
         # decoding more clips at once than there are cores only adds contention (BENCHMARKS.md)
-        self.prepare_limiter = anyio.CapacityLimiter(settings.prepare_threads or os.cpu_count() or 1)
+        self.prepare_limiter = anyio.CapacityLimiter(settings.prepare_threads or settings.cores_per_worker)
         noise = np.random.default_rng(0).standard_normal(2 * self.frontend.sample_rate).astype(np.float32)
         log_mel(noise, self.frontend)  # warm-up: the mel filters, this thread's FFTW plan
         _READY.update({"model_id": self.artifact.model_id, **self.runtime.describe()})
         _SERVICE[:] = [self]
 
     def stats(self) -> dict:
-        """The providers, and the model calls and windows scored since start (batching evidence)."""
-        return {"model_id": self.artifact.model_id, **self.runtime.describe(),
-                "model_calls": self.batcher.calls, "patches_scored": self.batcher.patches}
+        """The providers, and the model calls and windows scored since start by this worker (batching
+        evidence; /metrics has them summed over the workers)."""
+        return {"model_id": self.artifact.model_id, **self.runtime.describe(), "worker_pid": os.getpid(),
+                "workers": self.settings.worker_count, "model_calls": self.batcher.calls,
+                "patches_scored": self.batcher.patches}
 
     # -- the upload routes (routed by service.web, which parses the form) ----------------------------
     async def classify(self, audio: bytes, top_k: int = 5, windows: bool = False, open_set: bool = True,

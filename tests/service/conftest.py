@@ -12,6 +12,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_SETTINGS = {  # small limits so that the 413 and 503 paths are cheap to reach
+    "SOUNDARC_WORKERS": "1",  # the limits below are per worker; tests/service/test_workers.py runs two
     "SOUNDARC_MAX_UPLOAD_MB": "1",
     "SOUNDARC_MAX_DURATION_S": "20",
     "SOUNDARC_MAX_IN_FLIGHT": "16",
