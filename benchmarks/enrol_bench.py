@@ -1,16 +1,20 @@
 """Few-shot enrolment of classes the model never saw: leave two ESC-10 classes out of training,
 enrol them from 1 or 5 clips each, and classify their remaining clips among all ten classes.
 
-    python benchmarks/enrol_bench.py [--leave-out crying_baby helicopter] [--draws 20]
+    python benchmarks/enrol_bench.py [--arm ssl-acl-acl-robust] [--leave-out crying_baby helicopter] [--draws 20]
 
-1) Trains the default recipe (configs/default-model.yaml, cross-entropy) on the other eight classes,
-   folds 1-3 (validation fold 4), in runs/leaveout-<classes> (resumable), and exports it with its
-   class prototypes (training clips).
+Without --leave-out, all five disjoint pairs of ESC-10 classes (PAIRS), one after the other.
+1) Trains the recipe (a CV arm of benchmarks/cv_study.py; without --arm, configs/default-model.yaml
+   with cross-entropy, the first recipe measured this way) on the other eight classes, folds 1-3
+   (validation fold 4), seed 0, in runs/leaveout[-<arm>]-<classes> (resumable), and exports it
+   with its class prototypes (training clips).
 2) For each shot count and `--draws` random draws: enrols the left-out classes through
    core.classes (the code behind POST /classes) and classifies, by cosine to every prototype:
    the left-out classes' remaining clips (folds 1-4 less the enrolment clips) and the eight known
    classes' fold-4 clips (to show what enrolment costs them).
-Writes reports/enrol_bench_<classes>.json.
+3) Retrieval among the left-out classes' clips: each queries the others (P@1, mAP by cosine).
+Writes reports/enrol_bench[_<arm>]_<classes>.json and, for --arm, a table over the pairs in
+reports/enrol_bench_<arm>.md.
 """
 
 import argparse
@@ -21,6 +25,8 @@ import sys
 
 import numpy as np
 from _data import REPORTS, ROOT, require_data
+from cv_study import ARMS, pretrain_for
+from embedding_cv import retrieval
 
 from core.artifact import load_artifact
 from core.classes import ClassSet
@@ -45,9 +51,15 @@ def write_subset(esc, leave_out: list[str], out):
         writer.writerows(kept)
 
 
-def train(data, run):
+PAIRS = [("crying_baby", "helicopter"), ("rooster", "sea_waves"), ("dog", "chainsaw"), ("rain", "sneezing"),
+         ("crackling_fire", "clock_tick")]  # every ESC-10 class left out once
+
+
+def train(data, run, arm: str | None):
+    sets = ["train_folds=[1,2,3]", "val_folds=[4]", *(ARMS[arm] if arm else ["loss=ce"])]
     cmd = [sys.executable, "-m", "soundarc.cli", "train", "finetune", "--config", "configs/default-model.yaml",
-           "--set", "loss=ce", "--set", "seed=0", "--set", f"labeled={data.relative_to(ROOT)}", "--out", str(run)]
+           *(a for s in sets for a in ("--set", s)), "--set", "seed=0", "--set", f"labeled={data.relative_to(ROOT)}",
+           "--out", str(run)]
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
@@ -58,16 +70,26 @@ def predict(classes: ClassSet, embeddings: np.ndarray) -> np.ndarray:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--leave-out", nargs=2, default=["crying_baby", "helicopter"])
+    parser.add_argument("--arm", choices=list(ARMS), help="the recipe (default: cross-entropy, the default config)")
+    parser.add_argument("--leave-out", nargs=2, help="one pair (default: all of PAIRS)")
     parser.add_argument("--shots", type=int, nargs="*", default=[1, 5])
     parser.add_argument("--draws", type=int, default=20)
     args = parser.parse_args()
+    if args.arm:
+        pretrain_for(args.arm, threads=2)
+    reports = [measure(args.arm, list(pair), args.shots, args.draws) for pair in ([args.leave_out] if args.leave_out else PAIRS)]
+    if args.arm and not args.leave_out:
+        (REPORTS / f"enrol_bench_{args.arm}.md").write_text(table(args.arm, reports))
+        print(table(args.arm, reports))
+
+
+def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws: int) -> dict:
     esc = require_data("esc10")
-    name = "leaveout-" + "-".join(args.leave_out)
-    data, run = ROOT / "cache" / name, ROOT / "runs" / name
-    write_subset(esc, args.leave_out, data)
-    train(data, run)
-    model = export_artifact(run, ROOT / "reports" / "tmp" / f"{name}-model")
+    data = ROOT / "cache" / ("leaveout-" + "-".join(leave_out))
+    run = ROOT / "runs" / ("leaveout-" + (f"{arm}-" if arm else "") + "-".join(leave_out))
+    write_subset(esc, leave_out, data)
+    train(data, run, arm)
+    model = export_artifact(run, ROOT / "reports" / "tmp" / f"{run.name}-model")
     attach_open_set(model, str(data), (1, 2, 3))
     artifact = load_artifact(model)
     runtime = create_runtime(artifact, RuntimeConfig("cpu"))
@@ -75,21 +97,23 @@ def main():
     embeddings = clip_embeddings(runtime, [c.path for c in clips])  # (N, D), every ESC-10 clip once
     labels = np.array([c.label for c in clips])
     folds = np.array([c.fold for c in clips])
-    known_val = np.flatnonzero(~np.isin(labels, args.leave_out) & (folds == 4))
+    known_val = np.flatnonzero(~np.isin(labels, leave_out) & (folds == 4))
+    left_out = np.flatnonzero(np.isin(labels, leave_out))
+    p1, mean_ap = retrieval(embeddings[left_out], labels[left_out])
 
     rng = np.random.default_rng(0)
     results = {}
-    for shots in args.shots:
-        new_acc, known_acc, per_class = [], [], {c: [] for c in args.leave_out}
-        for _ in range(args.draws):
+    for shots in shots_list:
+        new_acc, known_acc, per_class = [], [], {c: [] for c in leave_out}
+        for _ in range(draws):
             classes = ClassSet.of(artifact)
-            enrolled = {c: rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in args.leave_out}
+            enrolled = {c: rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in leave_out}
             for c, idx in enrolled.items():
                 classes = classes.enrol(c, embeddings[idx])
-            test = np.setdiff1d(np.flatnonzero(np.isin(labels, args.leave_out)), np.concatenate(list(enrolled.values())))
+            test = np.setdiff1d(left_out, np.concatenate(list(enrolled.values())))
             predicted = predict(classes, embeddings[test])
             new_acc.append(float((predicted == labels[test]).mean()))
-            for c in args.leave_out:
+            for c in leave_out:
                 mask = labels[test] == c
                 per_class[c].append(float((predicted[mask] == c).mean()))
             known_acc.append(float((predict(classes, embeddings[known_val]) == labels[known_val]).mean()))
@@ -98,13 +122,29 @@ def main():
             "per_class_mean": {c: float(np.mean(v)) for c, v in per_class.items()},
             "known_fold4_accuracy_mean": float(np.mean(known_acc)), "known_fold4_accuracy_std": float(np.std(known_acc))}
     base_pred = predict(ClassSet.of(artifact), embeddings[known_val])
-    report = {"leave_out": args.leave_out, "run": str(run.relative_to(ROOT)), "draws": args.draws,
-              "classes_total": len(artifact.labels) + len(args.leave_out), "chance": 1 / (len(artifact.labels) + 2),
+    report = {"arm": arm or "ce (configs/default-model.yaml)", "leave_out": leave_out, "run": str(run.relative_to(ROOT)),
+              "draws": draws, "classes_total": len(artifact.labels) + len(leave_out), "chance": 1 / (len(artifact.labels) + 2),
               "known_fold4_accuracy_prototypes_only_builtins": float((base_pred == labels[known_val]).mean()),
+              "left_out_retrieval": {"p_at_1": p1, "map": mean_ap, "clips": len(left_out)},
               "results": results}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / f"enrol_bench_{'-'.join(args.leave_out)}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    name = f"enrol_bench_{f'{arm}_' if arm else ''}{'-'.join(leave_out)}.json"
+    (REPORTS / name).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2), flush=True)
+    return report
+
+
+def table(arm: str, reports: list[dict]) -> str:
+    """A row per left-out pair and their mean: 1/5-shot accuracy on the left-out classes, retrieval among them."""
+    rows = [(" + ".join(r["leave_out"]), r["results"]["1-shot"]["left_out_accuracy_mean"],
+             r["results"]["5-shot"]["left_out_accuracy_mean"], r["left_out_retrieval"]["p_at_1"],
+             r["left_out_retrieval"]["map"], r["known_fold4_accuracy_prototypes_only_builtins"]) for r in reports]
+    rows.append(("mean", *(float(np.mean([row[i] for row in rows])) for i in range(1, 6))))
+    lines = [f"Recipe `{arm}`, trained without the pair (folds 1-3, seed 0); 10-way nearest prototype.", "",
+             "| left out | 1-shot | 5-shot | retrieval P@1 | retrieval mAP | known classes, fold 4 |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {a:.1%} | {b:.1%} | {c:.3f} | {d:.3f} | {e:.1%} |" for n, a, b, c, d, e in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
