@@ -1,11 +1,12 @@
 """The BentoML service: the model, its batcher, the class store; every route is in service.web.
 
-    multipart upload (service.web) -> decode + log-mel patches (worker thread, one per core at a
-    time) -> Batcher -> ONNX (worker thread) -> core.answer
+    multipart upload (service.web) -> decode + log-mel patches (worker thread, the worker's share
+    of the cores at a time) -> Batcher -> ONNX (worker thread) -> core.answer
 
-The model runs in the API process: the windows of concurrent requests are batched by
-service.batcher, with no hop to a separate model worker (measured: the hop, pickling the windows
-out and JSON back, cost more than the model call on a CPU; see BENCHMARKS.md).
+BentoML runs this class in SOUNDARC_WORKERS processes (one per core on a CPU, one on a GPU), each
+with its own model: the windows of its concurrent requests are batched by service.batcher, with no
+hop to a separate model worker (measured: the hop, pickling the windows out and JSON back, cost
+more than the model call on a CPU; see BENCHMARKS.md). The workers share the enrolled-classes file.
 
 Settings come from SOUNDARC_* environment variables (service.settings). Every error is JSON
 {"error", "message"} with the status of its class in errors.
