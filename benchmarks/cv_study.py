@@ -45,6 +45,13 @@ ARMS = {
                            f"unlabeled=[{NOISE_TRAIN}]"],
     "ssl-infonce-acl-robust": ["init=runs/pretrain/ssl-infonce", "loss=acl", "sup_alpha=0.7", "augment=robust",
                                f"unlabeled=[{NOISE_TRAIN}]"],
+    # mixup, schedule length, width: the chosen recipe with mixup (Beta(0.5, 0.5)), fine-tuned twice as
+    # long; acl-robust at width 64
+    "ssl-acl-acl-robust-mixup": ["init=runs/pretrain/ssl-acl", "loss=acl", "sup_alpha=0.7", "augment=robust",
+                                 f"unlabeled=[{NOISE_TRAIN}]", "mixup=0.5"],
+    "ssl-acl-acl-robust-e80": ["init=runs/pretrain/ssl-acl", "loss=acl", "sup_alpha=0.7", "augment=robust",
+                               f"unlabeled=[{NOISE_TRAIN}]", "epochs=80"],
+    "acl-robust-w64": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]", "width=64"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).

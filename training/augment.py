@@ -6,6 +6,8 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
     resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M)
     compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
+    mixup           x <- log10(λ·10^x + (1 − λ)·(E_x / E_y)·10^y), y another patch of the batch: the
+                    two sounds at equal energy, weighted λ and 1 − λ (the loss is weighted the same)
 """
 
 from __future__ import annotations
@@ -124,6 +126,15 @@ def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torc
             band = (idx >= start.view(-1, 1)) & (idx < (start + width).view(-1, 1))  # (B, length)
             keep &= ~(band.view(b, 1, -1, 1) if axis == 2 else band.view(b, 1, 1, -1))
     return torch.where(keep.to(x.device), x, fill)
+
+
+def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    """Each patch of (B, 1, T, M) mixed with patch perm[i] of the batch, energy-matched, in the linear domain."""
+    lin_x = 10.0**x
+    lin_y = lin_x[perm]
+    energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
+    energy_y = lin_y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    return torch.log10(lam * lin_x + (1 - lam) * (energy_x / energy_y) * lin_y)
 
 
 def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, views: AugmentConfig,

@@ -40,6 +40,7 @@ class TrainConfig:
     patches_per_clip: int = 1  # random patches drawn from each clip per epoch
     augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
+    mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
     average_last: int = 0  # finetune: average the weights of the last N epochs (training.averaging); 0: off
     # losses
     loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain is always ACL (ssl_alpha = 1: InfoNCE)
@@ -81,6 +82,8 @@ class TrainConfig:
         if not 0 <= self.average_last <= self.epochs or (self.average_last and (mode != "finetune" or self.probe)):
             raise ConfigError(f"average_last must be from 0 to epochs ({self.epochs}), and only for a fine-tune, "
                               f"got {self.average_last} ({mode})")
+        if self.mixup < 0 or (self.mixup and (mode != "finetune" or self.probe)):
+            raise ConfigError(f"mixup must be >= 0, and only for a fine-tune, got {self.mixup} ({mode})")
         for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -3,7 +3,9 @@
     pretrain   B clips -> two random patches each -> SSL views (2B, 1, T, M) -> h -> z
                -> ssl_alpha·InfoNCE(z) + (1 − ssl_alpha)·L_AM(h; two views of one clip)
     finetune   B random patches of labelled clips, drawn only where there is sound -> augmented
-               -> h -> logits -> sup_alpha·CE + (1 − sup_alpha)·L_AM(h; same label)  (CE alone: loss "ce")
+               [-> mixup with a partner patch, λ] -> h -> logits
+               -> sup_alpha·CE + (1 − sup_alpha)·L_AM(h; same label)  (CE alone: loss "ce"),
+                  with mixup λ·loss(own labels) + (1 − λ)·loss(partners' labels)
 
 Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
 (kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from core.activity import ActivityConfig, active_starts
 from core.errors import ConfigError
 from core.features import FrontendConfig
-from training.augment import AugmentConfig, RobustConfig, make_view, make_views, robust_view
+from training.augment import AugmentConfig, RobustConfig, make_view, make_views, mixup, robust_view
 from training.averaging import WeightAverage
 from training.config import TrainConfig
 from training.data import ClipSet, mel_frequencies, normalisation_stats, random_patch
@@ -165,11 +167,19 @@ class SupervisedStep:
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
         x = self.inputs(idx)  # (B, 1, T, M)
+        y = self.labels[idx].to(self.device)
+        lam, perm = 1.0, None
+        if self.cfg.mixup:
+            lam, perm = float(self.rng.beta(self.cfg.mixup, self.cfg.mixup)), torch.randperm(len(x), generator=self.gen)
+            x = mixup(x, perm.to(x.device), lam)
         with autocast(self.device, self.cfg.amp):
             h = self.model.encoder(x)  # (B, D)
             logits = self.model.classifier(h)  # (B, C)
-        y = self.labels[idx].to(self.device)
-        return acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction), len(x)
+        loss = acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction)
+        if perm is not None:  # the mixed patch is λ of its own clip and 1 − λ of its partner's
+            loss = lam * loss + (1 - lam) * acl_supervised_loss(logits, h, y[perm.to(y.device)], self.alpha,
+                                                                self.cfg.margin, self.cfg.reduction)
+        return loss, len(x)
 
     def inputs(self, idx: np.ndarray) -> torch.Tensor:
         """One random (augmented) patch with sound of each clip of `idx`: (B, 1, T, M)."""

@@ -103,6 +103,13 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, mon
         finetune(tiny(tiny_esc, tmp_path, epochs=3, average_last=4), tmp_path / "bad")
 
 
+def test_mixup_finetune(tiny_esc, tmp_path):
+    run = finetune(tiny(tiny_esc, tmp_path, loss="acl", mixup=0.4, augment="none"), tmp_path / "mix")
+    assert [r["epoch"] for r in run.history()] == [1, 2] and all(r["loss"] > 0 for r in run.history())
+    with pytest.raises(ConfigError, match="mixup"):
+        pretrain(tiny(tiny_esc, tmp_path, mixup=0.4, unlabeled=[str(tiny_esc / "audio")]), tmp_path / "bad")
+
+
 def test_missing_fold_fails_fast(tiny_esc, tmp_path):
     with pytest.raises(ConfigError, match="fold 7"):
         finetune(tiny(tiny_esc, tmp_path, val_folds=[7]), tmp_path / "x")

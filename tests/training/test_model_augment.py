@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from training.augment import AugmentConfig, make_view, make_views, random_resized_crop
@@ -66,3 +68,17 @@ def test_robust_view_parts():
     assert masked.shape == x.shape and torch.isfinite(masked).all()
     view = robust_view(x, noise, mel_hz, 1e-8, AugmentConfig(), RobustConfig(), g)
     assert view.shape == x.shape and torch.isfinite(view).all()
+
+
+def test_mixup_is_energy_matched_and_weighted():
+    from training.augment import mixup
+
+    low, high = torch.full((1, 1, 101, 96), -8.0), torch.full((1, 1, 101, 96), -8.0)
+    low[..., :10], high[..., -10:] = 0.0, 3.0  # two sounds in different bands, 1000x apart in energy
+    x, perm = torch.cat([low, high]), torch.tensor([1, 0])
+    torch.testing.assert_close(mixup(x, perm, 1.0), x)  # λ = 1: unchanged
+    mixed = mixup(x, perm, 0.5)
+    # the quiet sound keeps its own band and gains the loud one's band at its own level, not 1000x louder
+    torch.testing.assert_close(mixed[0, ..., :10], torch.full_like(mixed[0, ..., :10], math.log10(0.5)), atol=1e-2, rtol=0)
+    assert (mixed[0, ..., -10:] - mixed[0, ..., :10]).abs().max() < 0.05
+    assert (mixed[0, ..., 10:-10] < -1).all()
