@@ -128,13 +128,14 @@ def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torc
     return torch.where(keep.to(x.device), x, fill)
 
 
-def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
-    """Each patch of (B, 1, T, M) mixed with patch perm[i] of the batch, energy-matched, in the linear domain."""
-    lin_x = 10.0**x
+def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float, floor: float) -> torch.Tensor:
+    """Each patch of (B, 1, T, M) mixed with patch perm[i] of the batch, energy-matched, in the linear
+    domain; `floor` is the front-end's log offset, kept as the floor of the mix."""
+    lin_x = (10.0**x - floor).clamp_min(0)
     lin_y = lin_x[perm]
     energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
     energy_y = lin_y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return torch.log10(lam * lin_x + (1 - lam) * (energy_x / energy_y) * lin_y)
+    return torch.log10(lam * lin_x + (1 - lam) * (energy_x / energy_y) * lin_y + floor)
 
 
 def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, views: AugmentConfig,

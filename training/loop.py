@@ -171,7 +171,7 @@ class SupervisedStep:
         lam, perm = 1.0, None
         if self.cfg.mixup:
             lam, perm = float(self.rng.beta(self.cfg.mixup, self.cfg.mixup)), torch.randperm(len(x), generator=self.gen)
-            x = mixup(x, perm.to(x.device), lam)
+            x = mixup(x, perm.to(x.device), lam, self.frontend.log_offset)
         with autocast(self.device, self.cfg.amp):
             h = self.model.encoder(x)  # (B, D)
             logits = self.model.classifier(h)  # (B, C)

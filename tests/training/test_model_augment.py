@@ -76,8 +76,9 @@ def test_mixup_is_energy_matched_and_weighted():
     low, high = torch.full((1, 1, 101, 96), -8.0), torch.full((1, 1, 101, 96), -8.0)
     low[..., :10], high[..., -10:] = 0.0, 3.0  # two sounds in different bands, 1000x apart in energy
     x, perm = torch.cat([low, high]), torch.tensor([1, 0])
-    torch.testing.assert_close(mixup(x, perm, 1.0), x)  # λ = 1: unchanged
-    mixed = mixup(x, perm, 0.5)
+    torch.testing.assert_close(mixup(x, perm, 1.0, 1e-8), x)  # λ = 1: unchanged
+    mixed = mixup(x, perm, 0.5, 1e-8)
+    assert mixed.min() >= -8.0 - 1e-4  # never below the front-end's floor
     # the quiet sound keeps its own band and gains the loud one's band at its own level, not 1000x louder
     torch.testing.assert_close(mixed[0, ..., :10], torch.full_like(mixed[0, ..., :10], math.log10(0.5)), atol=1e-2, rtol=0)
     assert (mixed[0, ..., -10:] - mixed[0, ..., :10]).abs().max() < 0.05
