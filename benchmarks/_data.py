@@ -6,6 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__import__("os").environ.get("SOUNDARC_DATA", ROOT.parent / "shared" / "data"))
 REPORTS = ROOT / "reports"
+CV_RUNS = ROOT / "runs" / "cv"  # benchmarks/cv_study.py: CV_RUNS/<arm>/fold<F>-seed<S>
 
 
 def require_data(sub: str) -> Path:
@@ -14,6 +15,17 @@ def require_data(sub: str) -> Path:
         print(f"skipped: {path} not found (benchmarks read ../shared/data or $SOUNDARC_DATA)", file=sys.stderr)
         sys.exit(0)
     return path
+
+
+def cv_runs(arm: str, seed: int | None = None) -> list[Path]:
+    """The finished cross-validation runs of an arm (those with a cv.json), of one seed or all."""
+    pattern = "fold*-seed*" if seed is None else f"fold*-seed{seed}"
+    return sorted(p for p in (CV_RUNS / arm).glob(pattern) if (p / "cv.json").exists())
+
+
+def fold_of(run: Path) -> int:
+    """The held-out fold of a CV run directory named fold<F>-seed<S>."""
+    return int(run.name.split("-")[0].removeprefix("fold"))
 
 
 def recipe_table(table: dict, runs: dict, columns: list, cell) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, recipe_table, require_data
+from _data import CV_RUNS, REPORTS, ROOT, recipe_table, require_data
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patches
@@ -27,31 +27,28 @@ from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_checkpoint
 
-RUNS = ROOT / "runs" / "cv"
+RUNS = CV_RUNS
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
 ESC10 = require_data("esc10")
 NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: never in training
 NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
+ROBUST = ["augment=robust", f"unlabeled=[{NOISE_TRAIN}]"]  # robust augmentation, its noise from unlabeled_more/
+ACL_ROBUST = ["loss=acl", "sup_alpha=0.7", *ROBUST]
 ARMS = {
-    "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of the last session
-    "ce-robust": ["loss=ce", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]"],
-    "acl-robust": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]"],
+    "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of an early session
+    "ce-robust": ["loss=ce", *ROBUST],
+    "acl-robust": ACL_ROBUST,
     # the same, with the weights of the last 10 of 40 epochs averaged (training.averaging)
-    "ce-robust-avg": ["loss=ce", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]", "average_last=10"],
-    "acl-robust-avg": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]", "average_last=10"],
-    # acl-robust / ce-robust fine-tuned from a self-supervised encoder (PRETRAININGS)
-    "ssl-acl-acl-robust": ["init=runs/pretrain/ssl-acl", "loss=acl", "sup_alpha=0.7", "augment=robust",
-                           f"unlabeled=[{NOISE_TRAIN}]"],
-    "ssl-infonce-acl-robust": ["init=runs/pretrain/ssl-infonce", "loss=acl", "sup_alpha=0.7", "augment=robust",
-                               f"unlabeled=[{NOISE_TRAIN}]"],
-    # mixup, schedule length, width: the chosen recipe with mixup (Beta(0.5, 0.5)), fine-tuned twice as
-    # long; acl-robust at width 64
-    "ssl-acl-acl-robust-mixup": ["init=runs/pretrain/ssl-acl", "loss=acl", "sup_alpha=0.7", "augment=robust",
-                                 f"unlabeled=[{NOISE_TRAIN}]", "mixup=0.5"],
-    "ssl-acl-acl-robust-e80": ["init=runs/pretrain/ssl-acl", "loss=acl", "sup_alpha=0.7", "augment=robust",
-                               f"unlabeled=[{NOISE_TRAIN}]", "epochs=80"],
-    "acl-robust-w64": ["loss=acl", "sup_alpha=0.7", "augment=robust", f"unlabeled=[{NOISE_TRAIN}]", "width=64"],
+    "ce-robust-avg": ["loss=ce", *ROBUST, "average_last=10"],
+    "acl-robust-avg": [*ACL_ROBUST, "average_last=10"],
+    # acl-robust fine-tuned from a self-supervised encoder (PRETRAININGS)
+    "ssl-acl-acl-robust": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST],
+    "ssl-infonce-acl-robust": ["init=runs/pretrain/ssl-infonce", *ACL_ROBUST],
+    # the chosen recipe with mixup (Beta(0.5, 0.5)), fine-tuned twice as long; acl-robust at width 64
+    "ssl-acl-acl-robust-mixup": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "mixup=0.5"],
+    "ssl-acl-acl-robust-e80": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "epochs=80"],
+    "acl-robust-w64": [*ACL_ROBUST, "width=64"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
@@ -79,10 +76,9 @@ def run(cmd: list[str]) -> None:
 def pretrain_for(arm: str, threads: int) -> None:
     """Runs (or resumes) the pre-training an arm starts from; a finished one is kept."""
     name = next((n for n in PRETRAININGS if f"init=runs/pretrain/{n}" in ARMS[arm]), None)
-    out = PRETRAIN_RUNS / str(name)
-    if name and not (out / "done").exists():
-        run(train_command("pretrain", [*PRETRAININGS[name], f"threads={threads}"], out))
-        (out / "done").touch()
+    if name and not (PRETRAIN_RUNS / name / "done").exists():
+        run(train_command("pretrain", [*PRETRAININGS[name], f"threads={threads}"], PRETRAIN_RUNS / name))
+        (PRETRAIN_RUNS / name / "done").touch()
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, ROOT, recipe_table, require_data
+from _data import REPORTS, ROOT, cv_runs, recipe_table, require_data
 from cv_study import RUNS, outputs
 
 from core.activity import ActivityConfig
@@ -86,7 +86,7 @@ def main() -> None:
     index = {n: i for i, n in enumerate(names)}
     report = {}
     for arm in args.arms:
-        runs = sorted(p for p in (RUNS / arm).glob("fold*-seed*") if (p / "cv.json").exists())
+        runs = cv_runs(arm)
         if runs:
             report[arm] = {run.name: run_metrics(run, clips, index) for run in runs}
             print(arm, summary(report[arm]), flush=True)

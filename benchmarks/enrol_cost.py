@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, cv_runs, fold_of, require_data
 
 from core.activity import ActivityConfig
 from core.answer import AnswerOptions, answer
@@ -102,11 +102,10 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     args = parser.parse_args()
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
-    runs = sorted((ROOT / "runs" / "cv" / args.arm).glob(f"fold*-seed{args.seed}"))
-    runs = [r for r in runs if (r / "cv.json").exists()]
+    runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, int(r.name[4]), esc10, unlabeled, args.margins) for r in runs]
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, cv_runs, require_data
 
 from core.activity import ActivityConfig, frame_gains_db, frame_levels, window_activity_of
 from core.audio import decode
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    runs = sorted((ROOT / "runs" / "cv" / args.arm).glob("*/cv.json"))
+    runs = [run / "cv.json" for run in cv_runs(args.arm)]
     if not runs:
         raise SystemExit(f"no CV runs of {args.arm}: run benchmarks/cv_study.py --arms {args.arm}")
     rng = np.random.default_rng(args.seed)

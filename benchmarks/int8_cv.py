@@ -14,24 +14,24 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, cv_runs, fold_of, require_data
 
 from core.artifact import load_artifact
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
-from export.quantize import INT8_FILE, _quantize, _with_variant, validate
+from export.quantize import INT8_FILE, quantize_model, validate, with_variant
 from training.data import scan_labeled
 
 
 def evaluate_run(run: Path, fold: int, clips: list, out: Path) -> dict:
     fp32 = load_artifact(export_artifact(run, out))
     prepared = {c.path: prepare(c.path, fp32.frontend, fp32.activity) for c in clips}
-    train = [p for c in clips if c.fold != fold for p in [prepared[c.path]]]
+    train = [prepared[c.path] for c in clips if c.fold != fold]
     windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in train])
     calibration = windows[np.random.default_rng(0).permutation(len(windows))[:2000]]
-    _quantize(fp32.model_path, out / INT8_FILE, calibration)
-    int8 = create_runtime(_with_variant(fp32, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
+    quantize_model(fp32.model_path, out / INT8_FILE, calibration)
+    int8 = create_runtime(with_variant(fp32, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
     held = [c for c in clips if c.fold == fold]
     return validate(create_runtime(fp32, RuntimeConfig(device="cpu", precision="fp32")), int8,
                     [prepared[c.path] for c in held], [c.label for c in held])
@@ -42,12 +42,13 @@ def main() -> None:
     parser.add_argument("--arm", default="acl-robust")
     args = parser.parse_args()
     clips, _ = scan_labeled(require_data("esc10"))
-    runs = sorted(p for p in (ROOT / "runs" / "cv" / args.arm).glob("fold*-seed*") if (p / "cv.json").exists())
+    runs = cv_runs(args.arm)
+    if not runs:
+        raise SystemExit(f"no finished CV runs of {args.arm}: run benchmarks/cv_study.py --arms {args.arm}")
     results = {}
     for run in runs:
-        fold = int(run.name.split("-")[0].removeprefix("fold"))
         with tempfile.TemporaryDirectory() as tmp:
-            results[run.name] = evaluate_run(run, fold, clips, Path(tmp) / "artifact")
+            results[run.name] = evaluate_run(run, fold_of(run), clips, Path(tmp) / "artifact")
         print(run.name, json.dumps(results[run.name]), flush=True)
     drops = [100 * (r["accuracy_fp32"] - r["accuracy_int8"]) for r in results.values()]
     summary = {"arm": args.arm, "runs": len(results),

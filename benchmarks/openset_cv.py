@@ -17,7 +17,7 @@ import json
 import sys
 
 import numpy as np
-from _data import REPORTS, ROOT
+from _data import REPORTS, cv_runs
 
 from core.openset import auroc
 
@@ -26,7 +26,7 @@ MAX_LOSS = 0.02  # answered-label accuracy may fall this far below top-1 accurac
 
 
 def load_runs(arm: str) -> list[dict]:
-    runs = [json.loads(p.read_text()) for p in sorted((ROOT / "runs" / "cv" / arm).glob("*/cv.json"))]
+    runs = [json.loads((run / "cv.json").read_text()) for run in cv_runs(arm)]
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{arm}: run benchmarks/cv_study.py first")
     return runs

@@ -22,7 +22,7 @@ from _data import REPORTS, ROOT, require_data
 
 from core.artifact import load_artifact
 from core.clip import prepare
-from core.runtime import _model_file
+from core.runtime import model_file
 
 # name -> SessionOptions changes (the runtime's default first: intra-op threads = cores, ORT_ENABLE_ALL)
 SETTINGS = {
@@ -108,7 +108,7 @@ def main() -> None:
     report = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "onnxruntime": ort.__version__,
               "model_id": artifact.model_id, "windows": len(windows), "precisions": {}}
     for precision in ("fp32", "int8"):
-        path = _model_file(artifact, precision)
+        path = model_file(artifact, precision)
         rows = {}
         for name, changes in SETTINGS.items():
             sess = session(path, changes)

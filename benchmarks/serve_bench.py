@@ -77,19 +77,27 @@ def in_process(model: Path, clips: list[bytes], batch: int, precision: str = "au
 def load(url: str, clips: list[bytes], concurrency: int, total: int, server: subprocess.Popen | None = None) -> dict:
     """`total` requests of the clips from `concurrency` threads, each with its own kept-alive
     connection and the bodies encoded beforehand (the client's CPU is the server's to lose on a
-    small machine); with `server`, its CPU use and mean batch size (windows per model call) too."""
+    small machine); with `server`, its CPU use and mean batch size (windows per model call) too.
+    The kernel spreads the connections over the server's workers (SO_REUSEPORT), each stays with one.
+    A failed connection counts as an error (status 0) and is opened again for the next request."""
     bodies = [multipart(clip) for clip in clips]
     host, port = url.removeprefix("http://").split(":")
-    connections = threading.local()
+    local, opened = threading.local(), []
 
     def one(i: int) -> tuple[float, int, str]:
-        if not hasattr(connections, "c"):
-            connections.c = http.client.HTTPConnection(host, int(port), timeout=120)
+        if getattr(local, "c", None) is None:
+            local.c = http.client.HTTPConnection(host, int(port), timeout=120)
+            opened.append(local.c)
         body, content_type = bodies[i % len(bodies)]
         start = time.perf_counter()
-        connections.c.request("POST", "/classify", body, {"Content-Type": content_type})
-        response = connections.c.getresponse()
-        text = response.read()
+        try:
+            local.c.request("POST", "/classify", body, {"Content-Type": content_type})
+            response = local.c.getresponse()
+            text = response.read()
+        except (http.client.HTTPException, OSError) as e:
+            local.c.close()
+            local.c = None
+            return time.perf_counter() - start, 0, repr(e)
         return time.perf_counter() - start, response.status, "" if response.status == 200 else text[:300].decode()
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -98,6 +106,8 @@ def load(url: str, clips: list[bytes], concurrency: int, total: int, server: sub
         start = time.perf_counter()
         results = list(pool.map(one, range(total)))
         elapsed = time.perf_counter() - start
+    for connection in opened:
+        connection.close()
     latencies = np.array([r[0] for r in results]) * 1000
     ok = sum(r[1] == 200 for r in results)
     row = {"concurrency": concurrency, "requests": total, "clips_per_s": ok / elapsed,

@@ -42,8 +42,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     args = parser.parse_args()
-    if args.runs:
+    if args.runs or args.out:
+        if not (args.runs and args.out):
+            parser.error("--runs and --out go together")
         return soup(args.runs, args.out)
+    if not args.arm:
+        parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
     name, results = f"{args.arm}-soup", {}
     for fold in args.folds:
         runs = [RUNS / args.arm / f"fold{fold}-seed{s}" for s in args.seeds]

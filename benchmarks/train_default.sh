@@ -5,13 +5,13 @@
 #    (BENCHMARKS.md); 2) the open-set threshold, the sound-event parameters, the enrolment margin and
 #    the int8 check from the CV runs of ARM; 3) the final run on folds 1-4; 4) export, with the open
 #    set, the event parameters and the CV figures in the manifest; 5) the int8 variant for CPUs.
-#    Every step resumes or skips.
+#    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENTOML_DO_NOT_TRACK=True
 BIN=.venv/bin
 ARM=${ARM:-ssl-acl-acl-robust}
-FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: that run)
+FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: its weights)
 CV_SEEDS=${CV_SEEDS:-"0 1"}
 CV_ARMS=${CV_ARMS:-"ce-robust acl-robust ssl-acl-acl-robust"}
 # shellcheck disable=SC2086

@@ -38,7 +38,8 @@ class RuntimeConfig:
     inter_op_threads: int = 0
     graph_optimization: str = "all"
     # ONNX Runtime's intra-op threads spin between calls by default, taking the cores that decode
-    # the next clips: off, the service scores 20 % more clips/s on 2 cores (reports/ort_settings.json)
+    # the next clips (a decoding thread beside the default session decoded 36 % fewer clips/s than
+    # beside a one-thread one, reports/ort_settings.json); off, a call is no slower (BENCHMARKS.md)
     spinning: bool = False
 
     def __post_init__(self):
@@ -105,7 +106,7 @@ def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> 
     if precision == "auto":
         on_cpu = not any(p in GPU_PROVIDERS for p in providers)
         precision = "int8" if on_cpu and "int8" in artifact.manifest.get("variants", {}) else "fp32"
-    model_path = _model_file(artifact, precision)
+    model_path = model_file(artifact, precision)
     if any(p in GPU_PROVIDERS for p in providers):
         _preload_cuda_libraries()
     options = ort.SessionOptions()
@@ -121,7 +122,7 @@ def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> 
     return runtime
 
 
-def _model_file(artifact: Artifact, precision: str):
+def model_file(artifact: Artifact, precision: str):
     if precision == "fp32":
         return artifact.model_path  # its sha256 was checked by load_artifact
     variant = artifact.manifest.get("variants", {}).get(precision)

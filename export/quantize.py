@@ -68,9 +68,9 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     target, staging = root / INT8_FILE, root / f".{INT8_FILE}.tmp"
     started = time.perf_counter()
     try:
-        _quantize(fp32.model_path, staging, calibration)
+        quantize_model(fp32.model_path, staging, calibration)
         seconds = time.perf_counter() - started
-        int8 = create_runtime(_with_variant(fp32, staging), RuntimeConfig(device="cpu", precision="int8"))
+        int8 = create_runtime(with_variant(fp32, staging), RuntimeConfig(device="cpu", precision="int8"))
         validation = validate(create_runtime(fp32, RuntimeConfig(device="cpu", precision="fp32")), int8, prepared,
                               [label for _, label in clips])
         failures = [k for k, ok in _contract(validation).items() if not ok]
@@ -91,7 +91,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     return {"artifact": str(root), "model_id": fp32.model_id, "int8": entry}
 
 
-def _with_variant(artifact, path: Path):
+def with_variant(artifact, path: Path):
     """The artifact with `path` as its int8 variant (in memory), to run it before it is written."""
     variants = {**artifact.manifest.get("variants", {}), "int8": {"file": path.name, "sha256": sha256_file(path)}}
     return replace(artifact, manifest={**artifact.manifest, "variants": variants})
@@ -106,7 +106,7 @@ class _Windows(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def _quantize(src: Path, dst: Path, calibration: np.ndarray) -> None:
+def quantize_model(src: Path, dst: Path, calibration: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # its symbolic pass fails on Expand

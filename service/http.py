@@ -1,7 +1,8 @@
-"""ASGI middleware in front of the BentoML app: what must be answered before BentoML parses a body.
+"""ASGI middleware in front of every route: what must be answered before a body is read.
 
-- 503 (with Retry-After) for an upload beyond `max_in_flight` being processed at once, before its
-  body is read: this bounds the memory of buffered uploads to max_in_flight x the upload limit;
+- 503 (with Retry-After) for an upload beyond `max_in_flight` being processed at once by this worker,
+  before its body is read: this bounds the memory of buffered uploads to max_in_flight x the upload
+  limit per worker;
 - 415 for a body that is not multipart/form-data, 413 for a body over the upload limit (from
   Content-Length, or counted while reading);
 - every other error answer becomes our JSON format: plain-text 404 and 405 of BentoML and Starlette
@@ -9,8 +10,8 @@
 - a ready /readyz answers JSON naming the model id and the active execution providers;
 - `/` serves the web page and `/docs.json` the whole OpenAPI document, in place of BentoML's.
 
-`form_of` is how a route reads its form: parsed once, 400 when malformed, 422 for an unknown,
-repeated or mistyped field.
+`form_of` is how a route reads its form: parsed once, 400 when malformed, 422 for an unknown or
+repeated field or an `audio` that is not a file (service.web checks the other fields' types).
 """
 
 from __future__ import annotations
@@ -161,8 +162,8 @@ def _replay(body: bytes):
 
 def _errors_as_json(scope, send):
     """Every error answer in our JSON format: hold each response of status >= 400 (error bodies are
-    small) and answer what is not ours (BentoML's and Starlette's plain-text 404 and 405, BentoML's
-    400 for request validation, which becomes 422) as the matching error. Ours pass unchanged."""
+    small) and answer what is not ours (BentoML's and Starlette's plain-text 404 and 405, any other
+    foreign error as FrameworkError) as the matching error. Ours pass unchanged."""
     held = {}
 
     async def wrapped(message):

@@ -71,7 +71,8 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                            "audio, and closes with 1000. Close codes: 1008 a bad set-up, 1003 audio before it, 1007 "
                            "a frame that is not whole samples, 1013 too many streams or too long, 1001 idle.",
             "responses": {"101": {"description": "switched to the WebSocket protocol"}, **_errors((426,))}}},
-        "/stats": {"get": _get("Providers, model calls and windows scored since start", "Stats")},
+        "/stats": {"get": _get("Providers, model calls and windows scored since start by the worker that answers",
+                               "Stats")},
         "/readyz": {"get": _get("Ready: the model is loaded and warm", "Ready", errors=(503,))},
         "/livez": {"get": _plain("livez", "Alive")},
         "/healthz": {"get": _plain("healthz", "Alive (the older name of /livez)")},
@@ -197,6 +198,7 @@ SCHEMAS = {
                 "properties": {"deleted": {"type": "string"}, "classes": {"type": "integer"}}},
     "Stats": {"type": "object", "required": ["model_id", "providers", "model_calls", "patches_scored"],
               "properties": {"model_id": {"type": "string"}, "providers": {"type": "array", "items": {"type": "string"}},
+                             "worker_pid": {"type": "integer"}, "workers": {"type": "integer"},
                              "model_calls": {"type": "integer"}, "patches_scored": {"type": "integer"}}},
     "Ready": {"type": "object", "required": ["status"],
               "properties": {"status": {"type": "string"}, "model_id": {"type": "string"},

@@ -25,7 +25,7 @@ class ServiceSettings:
     max_top_k: int = 100
     max_batch_size: int = 64  # patches per model call
     max_latency_ms: int = 10000  # the batcher refuses (503) windows queued longer than this
-    max_in_flight: int = 32  # requests being processed at once; more get 503 + Retry-After
+    max_in_flight: int = 32  # requests being processed at once by one worker; more get 503 + Retry-After
     device: str = "auto"  # auto, cpu, cuda, tensorrt
     precision: str = "auto"  # auto (int8 on a CPU when the model has it, else fp32), fp32, fp16, int8
     require_gpu: bool = False
@@ -37,7 +37,7 @@ class ServiceSettings:
     intra_op_threads: int = 0
     prepare_threads: int = 0  # clips decoded and featurised at once per worker; 0: the cores shared among the workers
     request_timeout_s: int = 120
-    max_streams: int = 64  # WebSocket /stream sessions open at once; more are closed with 1013
+    max_streams: int = 64  # WebSocket /stream sessions open at once per worker; more are closed with 1013
     stream_idle_s: float = 30.0  # a stream that sends nothing for this long is closed (1001)
 
     def __post_init__(self) -> None:

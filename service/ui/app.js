@@ -105,8 +105,9 @@ function drawTimeline() {
   }));
   const step = tickStep(duration, $("track").clientWidth);
   const ticks = [];
-  for (let t = 0; t <= duration + 1e-9; t += step) {
-    const tick = element("span", "tick", clock(t));
+  for (let i = 0; i * step <= duration + 1e-9; i++) {
+    const t = Math.round(i * step * 100) / 100; // a multiple of the step, without float drift
+    const tick = element("span", "tick", clock(t, step));
     tick.style.left = at(t);
     ticks.push(tick);
   }
@@ -118,7 +119,12 @@ function tickStep(duration, pixels) { // the first round step that leaves >= 70 
   return steps.find((s) => (s * pixels) / duration >= 70) ?? 600;
 }
 
-function clock(t) { return t >= 60 ? `${Math.floor(t / 60)}:${String(Math.round(t % 60)).padStart(2, "0")}` : `${+t.toFixed(2)} s`; }
+function clock(t, step) { // "12.5 s" or "1:05.5", as precise as the tick step
+  const digits = step >= 1 ? 0 : step >= 0.5 ? 1 : 2;
+  if (t < 60) return `${+t.toFixed(digits)} s`;
+  const minutes = Math.floor(t / 60), seconds = (t - 60 * minutes).toFixed(digits);
+  return `${minutes}:${seconds.padStart(digits ? 3 + digits : 2, "0")}`;
+}
 
 function setZoom(next, anchor = 0.5) { // keeps the time under `anchor` (0-1 of the view) in place
   if (!shown) return;
