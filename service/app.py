@@ -15,7 +15,6 @@ Settings come from SOUNDARC_* environment variables (service.settings). Every er
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -39,8 +38,6 @@ from service.batcher import Batcher
 from service.http import RequestGuard
 from service.settings import ServiceSettings
 from soundarc import version
-
-log = logging.getLogger("soundarc")
 
 
 @dataclass(frozen=True)
