@@ -18,9 +18,9 @@ def fixtures() -> Path:
 
 @pytest.fixture(scope="session")
 def test_artifact(tmp_path_factory) -> Path:
-    """A small random model (width 16; the batching test uses a wider one of its own) with an open set whose prototypes are the clip embeddings of the
-    three committed fixtures, labelled dog, rain and siren: each fixture is near its own prototype,
-    other audio is mostly "unknown"."""
+    """A small random model (width 16; the batching test uses a wider one of its own) with an open
+    set whose prototypes are the clip embeddings of the three committed fixtures, labelled dog, rain
+    and siren: each fixture is near its own prototype, other audio is mostly "unknown"."""
     import numpy as np
 
     from core.answer import clip_embedding
