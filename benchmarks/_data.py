@@ -1,12 +1,22 @@
 """Where benchmarks find ../shared/data; they skip with a clear message when it is absent."""
 
+import os
+import platform
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__import__("os").environ.get("SOUNDARC_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("SOUNDARC_DATA", ROOT.parent / "shared" / "data"))
 REPORTS = ROOT / "reports"
 CV_RUNS = ROOT / "runs" / "cv"  # benchmarks/cv_study.py: CV_RUNS/<arm>/fold<F>-seed<S>
+
+
+def machine() -> str:
+    """This machine for a report: the CPU model (figures differ between CPUs of one kind) and its cores."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
 
 
 def require_data(sub: str) -> Path:

@@ -8,12 +8,11 @@ resampled waveform; the parity of the two is re-checked on every clip.
 
 import argparse
 import json
-import platform
 import time
 
 import librosa
 import numpy as np
-from _data import REPORTS, require_data
+from _data import REPORTS, machine, require_data
 
 from core.audio import decode
 from core.features import FrontendConfig, log_mel, normalise
@@ -54,7 +53,7 @@ def main():
     report = {
         "clips": len(clips), "clip_seconds": 5.0, "soundarc_ms_per_clip": round(ours, 3),
         "librosa_ms_per_clip": round(ref, 3), "speedup": round(ref / ours, 2),
-        "max_abs_log_diff": max_err, "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
+        "max_abs_log_diff": max_err, "machine": machine(),
         "librosa": librosa.__version__, "numpy": np.__version__,
     }
     REPORTS.mkdir(exist_ok=True)

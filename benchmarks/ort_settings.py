@@ -11,14 +11,13 @@ Writes reports/ort_settings.json and prints a table.
 
 import argparse
 import json
-import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, ROOT, machine, require_data
 
 from core.artifact import load_artifact
 from core.clip import prepare
@@ -105,7 +104,7 @@ def main() -> None:
     paths = [p for p in sorted((require_data("esc10") / "audio").glob("*.ogg"))[:40]]
     clips = [p.read_bytes() for p in paths]
     windows = np.concatenate([prepare(c, artifact.frontend).patches for c in clips])[:384]  # (384, T, M)
-    report = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "onnxruntime": ort.__version__,
+    report = {"machine": machine(), "onnxruntime": ort.__version__,
               "model_id": artifact.model_id, "windows": len(windows), "precisions": {}}
     for precision in ("fp32", "int8"):
         path = model_file(artifact, precision)

@@ -13,13 +13,12 @@ largest log-mel difference from HQ. Writes reports/pipeline_profile.json and pri
 import argparse
 import io
 import json
-import os
 import time
 
 import numpy as np
 import soundfile as sf
 import soxr
-from _data import REPORTS, require_data
+from _data import REPORTS, machine, require_data
 
 from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels, window_activity
 from core.audio import decode
@@ -79,7 +78,7 @@ def main() -> None:
     paths = sorted((require_data("esc10") / "audio").glob("*.ogg"))[: 6 * args.clips]
     clips = [decode(p, 44_100) for p in paths]  # 5 s each, 44.1 kHz
     long = [np.concatenate(clips[i:i + 6]) for i in range(0, len(clips) - 5, 6)]
-    report = {"machine": f"{os.uname().machine}, {os.cpu_count()} cores", "rows": []}
+    report = {"machine": machine(), "rows": []}
     for fmt in FORMATS:
         for seconds, waves in ((5, clips[: args.clips]), (30, long)):
             files = [encode(y, 44_100, fmt) for y in waves]

@@ -15,7 +15,6 @@ Writes reports/score_bench.json and prints a markdown table.
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, ROOT, machine, require_data
 from serve_bench import in_process
 
 WORK = ROOT / "reports" / "tmp" / "score_bench"
@@ -77,7 +76,7 @@ def main():
     files = sorted(audio.glob("*.ogg"))
     WORK.mkdir(parents=True, exist_ok=True)
     model = str(args.model)
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "clips": len(files),
+    report = {"machine": machine(), "clips": len(files),
               "in_process_clips_per_s": in_process(args.model, files, batch=256)["clips_per_s"]}
     local = run_scoring([str(audio), "--model", model])  # default workers: one per core but one
     report["local"] = {**local, "clips_per_s": len(files) / local["seconds"],

@@ -21,7 +21,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import requests
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, ROOT, machine, require_data
 
 from core.artifact import load_artifact
 from core.clip import prepare
@@ -183,7 +182,7 @@ def main():
     audio = require_data("esc10") / "audio"
     clips = [p.read_bytes() for p in sorted(audio.glob("*.ogg"))[:64]]
     cores = os.cpu_count() or 1
-    report = {"machine": f"{platform.machine()}, {cores} cores", "model": load_artifact(args.model).model_id, "runs": {}}
+    report = {"machine": machine(), "model": load_artifact(args.model).model_id, "runs": {}}
     for precision in args.precisions:
         env = {**os.environ, "SOUNDARC_MODEL": str(args.model.resolve()), "BENTOML_DO_NOT_TRACK": "True",
                "SOUNDARC_PRECISION": precision, "BENTOML_HOME": str(ROOT / "reports" / "tmp" / "bentoml")}

@@ -8,12 +8,10 @@ Synthetic log-mel patches: the speed does not depend on the data. Writes reports
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
-from _data import REPORTS
+from _data import REPORTS, machine
 
 from training.augment import AugmentConfig, make_views
 from training.losses import acl_ssl_loss, acl_supervised_loss
@@ -56,7 +54,7 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = [{"width": w, "supervised_patches_per_s": round(measure(w, args.batch, args.steps, False), 1),
              "ssl_patches_per_s": round(measure(w, args.batch, args.steps, True), 1)} for w in args.widths]
-    report = {"device": device, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    report = {"device": device, "machine": f"{machine()}, torch {torch.__version__}",
               "threads": torch.get_num_threads(), "batch": args.batch, "rows": rows}
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "train_speed.json").write_text(json.dumps(report, indent=2) + "\n")
