@@ -228,8 +228,9 @@ def test_service_and_offline_scoring_agree(server, fixtures, fixture_index):
 
 def test_concurrent_requests_are_batched(fixtures, tmp_path):
     """Where the model is the bottleneck, the windows of concurrent requests share model calls. A
-    model of width 64 takes longer per clip than decoding one on any CPU (with the small shared test
-    model, a fast CPU finishes each call before the next clip is decoded: nothing to batch)."""
+    model of width 64 takes longer per clip than decoding one (with the small shared test model, a
+    CPU that decodes slowly next to its model speed ends each call before the next clip is decoded:
+    nothing to batch)."""
     from tests.helpers import make_artifact
 
     model = make_artifact(tmp_path / "wide", width=64)
