@@ -33,8 +33,13 @@ def cv_runs(arm: str, seed: int | None = None) -> list[Path]:
     return sorted(p for p in (CV_RUNS / arm).glob(pattern) if (p / "cv.json").exists())
 
 
+def cv_run(arm: str, fold: int, seed: int | str) -> Path:
+    """The directory of one cross-validation run: fold `fold` held out, seed `seed` (a soup: "0+1")."""
+    return CV_RUNS / arm / f"fold{fold}-seed{seed}"
+
+
 def fold_of(run: Path) -> int:
-    """The held-out fold of a CV run directory named fold<F>-seed<S>."""
+    """The held-out fold of a CV run directory (cv_run)."""
     return int(run.name.split("-")[0].removeprefix("fold"))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import CV_RUNS, REPORTS, ROOT, recipe_table, require_data
+from _data import REPORTS, ROOT, cv_run, recipe_table, require_data
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patches
@@ -27,7 +27,6 @@ from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_checkpoint
 
-RUNS = CV_RUNS
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
 ESC10 = require_data("esc10")
@@ -61,7 +60,7 @@ PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *PRETRAIN], "ssl-infonce": ["ssl_al
 def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:
     train = [f for f in (1, 2, 3, 4) if f != fold]
     sets = [*ARMS[arm], f"train_folds={train}", f"val_folds=[{fold}]", f"seed={seed}", f"threads={threads}"]
-    return train_command("finetune", sets, RUNS / arm / f"fold{fold}-seed{seed}")
+    return train_command("finetune", sets, cv_run(arm, fold, seed))
 
 
 def train_command(mode: str, sets: list[str], out: Path) -> list[str]:
@@ -176,12 +175,12 @@ def main() -> None:
     for seed in args.seeds:
         for arm in args.arms:
             for fold in args.folds:
-                out = RUNS / arm / f"fold{fold}-seed{seed}"
+                out = cv_run(arm, fold, seed)
                 if not (out / "cv.json").exists():
                     pretrain_for(arm, args.threads)
                     run(command(arm, fold, seed, args.threads))
                     (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
-                results[arm][f"fold{fold}-seed{seed}"] = json.loads((out / "cv.json").read_text())
+                results[arm][out.name] = json.loads((out / "cv.json").read_text())
             write_report({a: r for a, r in results.items() if r})
 
 

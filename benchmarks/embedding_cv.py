@@ -21,8 +21,8 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, ROOT, cv_runs, recipe_table, require_data
-from cv_study import RUNS, outputs
+from _data import CV_RUNS, REPORTS, ROOT, cv_runs, recipe_table, require_data
+from cv_study import outputs
 
 from core.activity import ActivityConfig
 from core.features import FrontendConfig
@@ -79,7 +79,7 @@ def run_metrics(run, clips, index) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arms", nargs="+", default=sorted(p.name for p in RUNS.iterdir() if p.is_dir()))
+    parser.add_argument("--arms", nargs="+", default=sorted(p.name for p in CV_RUNS.iterdir() if p.is_dir()))
     parser.add_argument("--merge", action="store_true", help="keep the other arms of reports/embedding_cv.json")
     args = parser.parse_args()
     clips, names = scan_labeled(require_data("esc10"))

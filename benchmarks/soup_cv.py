@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from cv_study import RUNS, evaluate, write_report
+from _data import cv_run
+from cv_study import evaluate, write_report
 from safetensors.torch import load_file, save_file
 
 
@@ -50,11 +51,11 @@ def main() -> None:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
     name, results = f"{args.arm}-soup", {}
     for fold in args.folds:
-        runs = [RUNS / args.arm / f"fold{fold}-seed{s}" for s in args.seeds]
+        runs = [cv_run(args.arm, fold, s) for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
         if missing:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
-        out = RUNS / name / f"fold{fold}-seed{'+'.join(map(str, args.seeds))}"
+        out = cv_run(name, fold, "+".join(map(str, args.seeds)))
         if not (out / "cv.json").exists():
             soup(runs, out)
             (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
