@@ -11,7 +11,7 @@ import soundfile as sf
 import soxr
 
 from tests.helpers import LABELS
-from tests.service.conftest import start_server, stop_server
+from tests.service.conftest import SERVER_SETTINGS, start_server, stop_server
 
 
 def post(url, endpoint, data: bytes | None = None, filename="clip.ogg", fields=None, **kw):
@@ -234,8 +234,7 @@ def test_concurrent_requests_are_batched(fixtures, tmp_path):
     from tests.helpers import make_artifact
 
     model = make_artifact(tmp_path / "wide", width=64)
-    proc, server = start_server(model, {"SOUNDARC_WORKERS": "1", "SOUNDARC_MAX_BATCH_SIZE": "256"},
-                                tmp_path / "server.log")
+    proc, server = start_server(model, SERVER_SETTINGS, tmp_path / "server.log")  # the shared server's, another model
     data = encoded(fixtures, "WAV", "PCM_16", seconds=15)
     try:
         windows = len(post(server, "classify", data, fields={"windows": "true"}).json()["windows"])
