@@ -33,13 +33,16 @@ def uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.T
     return (lo + (hi - lo) * torch.rand(n, generator=g)).to(device).view(n, 1, 1, 1)
 
 
+def energy_ratio(lin_x: torch.Tensor, lin_y: torch.Tensor) -> torch.Tensor:
+    """E_x / E_y (B, 1, 1, 1): the mean linear energies of two batches of patches (B, 1, T, M)."""
+    return lin_x.mean(dim=(1, 2, 3), keepdim=True) / lin_y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+
+
 def mix_back(x: torch.Tensor, background: torch.Tensor, max_ratio: float, g: torch.Generator) -> torch.Tensor:
     """Mix each patch with a background patch, energy-matched in the linear domain."""
     lin_x, lin_b = 10.0**x, 10.0**background  # (B, 1, T, M)
-    energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
-    energy_b = lin_b.mean(dim=(1, 2, 3), keepdim=True)
     a = uniform(x.shape[0], 0.0, max_ratio, g, x.device)
-    return torch.log10((1 - a) * lin_x + a * (energy_x / energy_b) * lin_b)
+    return torch.log10((1 - a) * lin_x + a * energy_ratio(lin_x, lin_b) * lin_b)
 
 
 def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Generator) -> torch.Tensor:
@@ -96,11 +99,9 @@ class RobustConfig:
 def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, g: torch.Generator) -> torch.Tensor:
     """Mix a background patch (B, 1, T, M) into each patch at a random SNR, in the linear domain."""
     lin_x, lin_n = 10.0**x, 10.0**noise
-    energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
-    energy_n = lin_n.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     snr = uniform(x.shape[0], *snr_db, g, x.device)
     on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
-    return torch.log10(lin_x + on * (energy_x / energy_n) * 10.0 ** (-snr / 10) * lin_n)
+    return torch.log10(lin_x + on * energy_ratio(lin_x, lin_n) * 10.0 ** (-snr / 10) * lin_n)
 
 
 def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: float, floor: float,
@@ -133,9 +134,7 @@ def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float, floor: float) -> torc
     domain; `floor` is the front-end's log offset, kept as the floor of the mix."""
     lin_x = (10.0**x - floor).clamp_min(0)
     lin_y = lin_x[perm]
-    energy_x = lin_x.mean(dim=(1, 2, 3), keepdim=True)
-    energy_y = lin_y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return torch.log10(lam * lin_x + (1 - lam) * (energy_x / energy_y) * lin_y + floor)
+    return torch.log10(lam * lin_x + (1 - lam) * energy_ratio(lin_x, lin_y) * lin_y + floor)
 
 
 def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, views: AugmentConfig,
