@@ -48,6 +48,8 @@ ARMS = {
     "ssl-acl-acl-robust-mixup": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "mixup=0.5"],
     "ssl-acl-acl-robust-e80": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "epochs=80"],
     "acl-robust-w64": [*ACL_ROBUST, "width=64"],
+    # acl-robust with outlier exposure: unlabeled_more/ patches as open-set negatives (uniform target)
+    "acl-robust-oe": [*ACL_ROBUST, "outlier_weight=0.5"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).

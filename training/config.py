@@ -41,6 +41,8 @@ class TrainConfig:
     augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
+    outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
+    #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
     average_last: int = 0  # finetune: average the weights of the last N epochs (training.averaging); 0: off
     # losses
     loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain is always ACL (ssl_alpha = 1: InfoNCE)
@@ -84,6 +86,9 @@ class TrainConfig:
                               f"got {self.average_last} ({mode})")
         if self.mixup < 0 or (self.mixup and (mode != "finetune" or self.probe)):
             raise ConfigError(f"mixup must be >= 0, and only for a fine-tune, got {self.mixup} ({mode})")
+        if self.outlier_weight < 0 or (self.outlier_weight and (mode != "finetune" or self.probe or not self.unlabeled)):
+            raise ConfigError(f"outlier_weight must be >= 0, and only for a fine-tune with `unlabeled` folders (its "
+                              f"negatives), got {self.outlier_weight} ({mode})")
         for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -5,7 +5,8 @@
     finetune   B random patches of labelled clips, drawn only where there is sound -> augmented
                [-> mixup with a partner patch, λ] -> h -> logits
                -> sup_alpha·CE + (1 − sup_alpha)·L_AM(h; same label)  (CE alone: loss "ce"),
-                  with mixup λ·loss(own labels) + (1 − λ)·loss(partners' labels)
+                  with mixup λ·loss(own labels) + (1 − λ)·loss(partners' labels),
+                  with outlier_weight + λ_o·CE(logits of B unlabelled patches, uniform)
 
 Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
 (kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
@@ -172,24 +173,37 @@ class SupervisedStep:
         if self.cfg.mixup:
             lam, perm = float(self.rng.beta(self.cfg.mixup, self.cfg.mixup)), torch.randperm(len(x), generator=self.gen)
             x = mixup(x, perm.to(x.device), lam, self.frontend.log_offset)
+        outliers = self.outliers(len(x)) if self.cfg.outlier_weight else x[:0]  # (B or 0, 1, T, M)
         with autocast(self.device, self.cfg.amp):
-            h = self.model.encoder(x)  # (B, D)
-            logits = self.model.classifier(h)  # (B, C)
+            h = self.model.encoder(torch.cat([x, outliers]))  # (B + B_o, D): one batch for BatchNorm
+            logits = self.model.classifier(h)  # (B + B_o, C)
+        h, logits, outlier_logits = h[: len(x)], logits[: len(x)], logits[len(x):]
         loss = acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction)
         if perm is not None:  # the mixed patch is λ of its own clip and 1 − λ of its partner's
             loss = lam * loss + (1 - lam) * acl_supervised_loss(logits, h, y[perm.to(y.device)], self.alpha,
                                                                 self.cfg.margin, self.cfg.reduction)
-        return loss, len(x)
+        if len(outliers):  # no class for sounds of none of them: cross-entropy to the uniform distribution
+            loss = loss - self.cfg.outlier_weight * torch.log_softmax(outlier_logits.float(), dim=1).mean()
+        return loss, len(x) + len(outliers)
 
     def inputs(self, idx: np.ndarray) -> torch.Tensor:
         """One random (augmented) patch with sound of each clip of `idx`: (B, 1, T, M)."""
         x = np.stack([random_patch(self.train.features[i], self.frontend, self.rng, self.starts[i]) for i in idx])
-        x = torch.from_numpy(x)[:, None].to(self.device)  # (B, 1, T, M)
+        return self.augment(torch.from_numpy(x)[:, None].to(self.device))
+
+    def outliers(self, n: int) -> torch.Tensor:
+        """n random patches of the unlabelled pool, augmented as the labelled ones: (n, 1, T, M)."""
+        pool = self.splits.unlabeled.features
+        x = np.stack([random_patch(pool[i], self.frontend, self.rng) for i in self.rng.integers(0, len(pool), n)])
+        return self.augment(torch.from_numpy(x)[:, None].to(self.device))
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The training view of a batch of patches (B, 1, T, M), as `augment` says."""
         if self.cfg.augment == "views":
             x = make_view(x, x.roll(1, dims=0), self.views, self.gen)
         elif self.cfg.augment == "robust":
             noise = self.splits.unlabeled.features
-            picks = self.rng.integers(0, len(noise), len(idx))
+            picks = self.rng.integers(0, len(noise), len(x))
             noise = np.stack([random_patch(noise[i], self.frontend, self.rng) for i in picks])
             noise = torch.from_numpy(noise)[:, None].to(self.device)
             floor = self.frontend.log_offset

@@ -1,0 +1,104 @@
+"""Which score tells unknown sounds best? (issue 19) From the cross-validation runs of benchmarks/cv_study.py.
+
+    python benchmarks/openset_scores_cv.py --arms ARM... [--seeds S...]
+
+The service calls a clip "unknown" when its angle to the nearest class prototype exceeds a threshold.
+Per CV run, the held-out fold's clips (known classes) against the unlabelled game sounds of
+unlabeled/ (never in training), each clip scored as the service scores it (windows with sound) by:
+- angle: to the nearest prototype of the training folds' classes (the service's rule);
+- msp: 1 − the ranking's top probability (mean softmax over the windows);
+- max_logit: − the largest class logit averaged over the windows;
+- energy: − logsumexp of the window-averaged logits;
+- angle_x_msp: the angle divided by the top probability (far and unsure both count).
+AUROC of each (1: every unknown clip scores above every known one). Writes
+reports/openset_scores_cv.json and prints the table.
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from _data import REPORTS, ROOT, cv_runs, machine, require_data
+from scipy.special import logsumexp, softmax
+
+from core.activity import ActivityConfig, window_activity_of
+from core.features import FrontendConfig, patches
+from core.openset import auroc, class_prototypes
+from training.data import find_audio, scan_labeled
+from training.robustness import condition_features
+from training.run import load_checkpoint
+
+SCORES = ("angle", "msp", "max_logit", "energy", "angle_x_msp")
+
+
+@torch.no_grad()
+def clip_outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip (log-mel, gains) -> window-averaged logits (K, C) and clip embeddings (K, D), over
+    the windows with sound (all when none), the embedding as the service computes it."""
+    logits, embeddings = [], []
+    for logmel, gains in clips:
+        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None])  # (N, D)
+        z, u = model.classifier(h).numpy(), torch.nn.functional.normalize(h, dim=1).numpy()
+        active = window_activity_of(logmel, frontend, activity, gains)
+        keep = active if active.any() else np.ones_like(active)
+        logits.append(z[keep].mean(axis=0))
+        e = u[keep].mean(axis=0)
+        embeddings.append(e / np.linalg.norm(e))
+    return np.stack(logits), np.stack(embeddings)
+
+
+def scores(logits: np.ndarray, embeddings: np.ndarray, prototypes: np.ndarray) -> dict[str, np.ndarray]:
+    """(K, C) mean logits, (K, D) clip embeddings -> {score: (K,)}, higher = more likely unknown.
+    msp uses the mean of window softmaxes, as the service ranks; here from the mean logits, a close
+    stand-in (the same top class for nearly every clip)."""
+    angle = np.arccos(np.clip(embeddings @ prototypes.T, -1, 1).max(axis=1))
+    top = softmax(logits, axis=1).max(axis=1)
+    return {"angle": angle, "msp": 1 - top, "max_logit": -logits.max(axis=1), "energy": -logsumexp(logits, axis=1),
+            "angle_x_msp": angle / top}
+
+
+def run_metrics(run, clips, index, unknown_features) -> dict:
+    fold = json.loads((run / "cv.json").read_text())["fold"]
+    model, info = load_checkpoint(run)
+    frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+
+    def outputs(subset):
+        features = condition_features([c.path for c in subset], [], frontend, ROOT / "cache", ("clean",))["clean"]
+        return clip_outputs(model, features, frontend, activity)
+
+    train = [c for c in clips if c.fold != fold]
+    _, train_e = outputs(train)
+    prototypes = class_prototypes(train_e, np.array([index[c.label] for c in train]), len(index))
+    known = scores(*outputs([c for c in clips if c.fold == fold]), prototypes)
+    unknown = scores(*clip_outputs(model, unknown_features, frontend, activity), prototypes)
+    return {"fold": fold, **{s: auroc(known[s], unknown[s]) for s in SCORES}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: every seed run")
+    args = parser.parse_args()
+    clips, names = scan_labeled(require_data("esc10"))
+    index = {n: i for i, n in enumerate(names)}
+    path = REPORTS / "openset_scores_cv.json"
+    report = json.loads(path.read_text())["runs"] if path.exists() else {}
+    for arm in args.arms:
+        runs = [r for s in (args.seeds or [None]) for r in cv_runs(arm, s)]
+        if not runs:
+            continue
+        frontend = FrontendConfig.from_dict(load_checkpoint(runs[0])[1]["frontend"])
+        unknown = condition_features(find_audio(require_data("unlabeled")), [], frontend, ROOT / "cache", ("clean",))["clean"]
+        report.setdefault(arm, {}).update({run.name: run_metrics(run, clips, index, unknown) for run in runs})
+    summary = {arm: {s: {"mean": float(np.mean([r[s] for r in runs.values()])),
+                         "std": float(np.std([r[s] for r in runs.values()]))} for s in SCORES} | {"runs": len(runs)}
+               for arm, runs in report.items()}
+    path.write_text(json.dumps({"machine": machine(), "summary": summary, "runs": report}, indent=1) + "\n")
+    print("| recipe | runs | " + " | ".join(f"AUROC {s}" for s in SCORES) + " |")
+    for arm, row in summary.items():
+        print(f"| {arm} | {row['runs']} | " + " | ".join(f"{row[s]['mean']:.3f} ± {row[s]['std']:.3f}" for s in SCORES) + " |")
+
+
+if __name__ == "__main__":
+    main()
