@@ -18,30 +18,18 @@ import argparse
 import json
 
 import numpy as np
-import torch
-from _data import REPORTS, ROOT, cv_runs, machine, require_data
+from _data import REPORTS, ROOT, machine
+from cv_study import measure_runs, window_outputs
 from embedding_cv import SHOTS, few_shot, retrieval
 
-from core.activity import ActivityConfig, window_activity_of
-from core.features import FrontendConfig, patches
+from core.activity import ActivityConfig
+from core.features import FrontendConfig
 from core.openset import auroc
-from training.data import find_audio, scan_labeled
 from training.robustness import condition_features
 from training.run import load_checkpoint
 
 VARIANTS = ("plain", "centred", "centred_h")
 METRICS = ("retrieval_p1", "retrieval_map", *(f"few_shot_{k}" for k in SHOTS), "open_set_auroc")
-
-
-@torch.no_grad()
-def window_h(model, clips, frontend, activity) -> list[np.ndarray]:
-    """Per clip (log-mel, gains): the encoder's h (N, D) of its windows with sound (all when none)."""
-    out = []
-    for logmel, gains in clips:
-        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None]).numpy()  # (N, D)
-        active = window_activity_of(logmel, frontend, activity, gains)
-        out.append(h[active] if active.any() else h)
-    return out
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -70,13 +58,16 @@ def run_metrics(run, clips, index, unknown_features) -> dict:
     model, info = load_checkpoint(run)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
 
+    def window_h(features) -> list[np.ndarray]:  # per clip, h (N, D) of its windows with sound
+        return [h for _, h in window_outputs(model, features, frontend, activity)]
+
     def embed(subset):
         features = condition_features([c.path for c in subset], [], frontend, ROOT / "cache", ("clean",))["clean"]
-        return window_h(model, features, frontend, activity), np.array([index[c.label] for c in subset])
+        return window_h(features), np.array([index[c.label] for c in subset])
 
     train_h, train_y = embed([c for c in clips if c.fold != fold])
     held_h, held_y = embed([c for c in clips if c.fold == fold])
-    unknown_h = window_h(model, unknown_features, frontend, activity)
+    unknown_h = window_h(unknown_features)
     served = [[unit(h) for h in hs] for hs in (train_h, held_h, unknown_h)]  # u = h/|h|, as the model serves
     out = {"fold": fold}
     for variant, (train, held, unknown) in zip(VARIANTS, (served, served, (train_h, held_h, unknown_h))):
@@ -91,17 +82,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, help="default: every seed run")
     args = parser.parse_args()
-    clips, names = scan_labeled(require_data("esc10"))
-    index = {n: i for i, n in enumerate(names)}
     path = REPORTS / "centring_cv.json"
-    report = json.loads(path.read_text())["runs"] if path.exists() else {}
-    for arm in args.arms:
-        runs = [r for s in (args.seeds or [None]) for r in cv_runs(arm, s)]
-        if not runs:
-            continue
-        frontend = FrontendConfig.from_dict(load_checkpoint(runs[0])[1]["frontend"])
-        unknown = condition_features(find_audio(require_data("unlabeled")), [], frontend, ROOT / "cache", ("clean",))["clean"]
-        report.setdefault(arm, {}).update({run.name: run_metrics(run, clips, index, unknown) for run in runs})
+    report = measure_runs(path, args.arms, args.seeds, run_metrics)
     summary = {arm: {variant: {m: {"mean": float(np.mean([r[variant][m] for r in runs.values()])),
                                    "std": float(np.std([r[variant][m] for r in runs.values()]))} for m in METRICS}
                      for variant in VARIANTS} | {"runs": len(runs)} for arm, runs in report.items()}

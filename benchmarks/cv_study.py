@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, cv_run, recipe_table, require_data
+from _data import REPORTS, ROOT, cv_run, cv_runs, recipe_table, require_data
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patches
@@ -48,8 +48,10 @@ ARMS = {
     "ssl-acl-acl-robust-mixup": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "mixup=0.5"],
     "ssl-acl-acl-robust-e80": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "epochs=80"],
     "acl-robust-w64": [*ACL_ROBUST, "width=64"],
-    # acl-robust with outlier exposure: unlabeled_more/ patches as open-set negatives (uniform target)
+    # outlier exposure: unlabeled_more/ patches as open-set negatives (uniform target), from scratch
+    # and on the shipped recipe
     "acl-robust-oe": [*ACL_ROBUST, "outlier_weight=0.5"],
+    "ssl-acl-acl-robust-oe": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
@@ -83,20 +85,43 @@ def pretrain_for(arm: str, threads: int) -> None:
 
 
 @torch.no_grad()
+def window_outputs(model, clips, frontend, activity) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per clip (log-mel, gains): the logits (N, C) and encoder output h (N, D) of its windows with
+    sound (all windows when none), as the service keeps them."""
+    out = []
+    for logmel, gains in clips:
+        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None])  # (N, D)
+        active = window_activity_of(logmel, frontend, activity, gains)
+        keep = active if active.any() else np.ones_like(active)
+        out.append((model.classifier(h).numpy()[keep], h.numpy()[keep]))
+    return out
+
+
 def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
     """Per clip (log-mel, gains): mean softmax (K, C) and L2-normalised mean embedding (K, D) over
     the windows with sound (all windows when none)."""
     probs, embeddings = [], []
-    for logmel, gains in clips:
-        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None])  # (N, D)
-        p = torch.softmax(model.classifier(h), dim=1).numpy()
-        h = torch.nn.functional.normalize(h, dim=1).numpy()
-        active = window_activity_of(logmel, frontend, activity, gains)
-        keep = active if active.any() else np.ones_like(active)
-        probs.append(p[keep].mean(axis=0))
-        e = h[keep].mean(axis=0)
+    for logits, h in window_outputs(model, clips, frontend, activity):
+        probs.append(torch.softmax(torch.from_numpy(logits), dim=1).numpy().mean(axis=0))
+        e = torch.nn.functional.normalize(torch.from_numpy(h), dim=1).numpy().mean(axis=0)
         embeddings.append(e / np.linalg.norm(e))
     return np.stack(probs), np.stack(embeddings)
+
+
+def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure) -> dict:
+    """{arm: {run: measure(run, clips, index, unknown)}} for the CV runs of `arms` (of `seeds`, or all),
+    merged into the runs of the JSON report at `report`. `clips`, `index`: ESC-10 and its label
+    index; `unknown`: the clean features of unlabeled/ (never in training)."""
+    clips, names = scan_labeled(ESC10)
+    index = {n: i for i, n in enumerate(names)}
+    runs = json.loads(report.read_text())["runs"] if report.exists() else {}
+    for arm in arms:
+        arm_runs = [r for s in (seeds or [None]) for r in cv_runs(arm, s)]
+        if arm_runs:
+            frontend = FrontendConfig.from_dict(load_checkpoint(arm_runs[0])[1]["frontend"])
+            unknown = condition_features(find_audio(NOISE), [], frontend, ROOT / "cache", ("clean",))["clean"]
+            runs.setdefault(arm, {}).update({r.name: measure(r, clips, index, unknown) for r in arm_runs})
+    return runs
 
 
 def evaluate(run: Path, fold: int) -> dict:

@@ -18,34 +18,28 @@ import argparse
 import json
 
 import numpy as np
-import torch
-from _data import REPORTS, ROOT, cv_runs, machine, require_data
+from _data import REPORTS, ROOT, machine
+from cv_study import measure_runs, window_outputs
 from scipy.special import logsumexp, softmax
 
-from core.activity import ActivityConfig, window_activity_of
-from core.features import FrontendConfig, patches
+from core.activity import ActivityConfig
+from core.features import FrontendConfig
 from core.openset import auroc, class_prototypes
-from training.data import find_audio, scan_labeled
 from training.robustness import condition_features
 from training.run import load_checkpoint
 
 SCORES = ("angle", "msp", "max_logit", "energy", "angle_x_msp")
 
 
-@torch.no_grad()
 def clip_outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
     """Per clip (log-mel, gains) -> window-averaged logits (K, C) and clip embeddings (K, D), over
-    the windows with sound (all when none), the embedding as the service computes it."""
-    logits, embeddings = [], []
-    for logmel, gains in clips:
-        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None])  # (N, D)
-        z, u = model.classifier(h).numpy(), torch.nn.functional.normalize(h, dim=1).numpy()
-        active = window_activity_of(logmel, frontend, activity, gains)
-        keep = active if active.any() else np.ones_like(active)
-        logits.append(z[keep].mean(axis=0))
-        e = u[keep].mean(axis=0)
-        embeddings.append(e / np.linalg.norm(e))
-    return np.stack(logits), np.stack(embeddings)
+    the windows with sound, the embedding as the service computes it."""
+    windows = window_outputs(model, clips, frontend, activity)
+    return np.stack([z.mean(axis=0) for z, _ in windows]), np.stack([unit(unit(h).mean(axis=0)) for _, h in windows])
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def scores(logits: np.ndarray, embeddings: np.ndarray, prototypes: np.ndarray) -> dict[str, np.ndarray]:
@@ -80,17 +74,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, help="default: every seed run")
     args = parser.parse_args()
-    clips, names = scan_labeled(require_data("esc10"))
-    index = {n: i for i, n in enumerate(names)}
     path = REPORTS / "openset_scores_cv.json"
-    report = json.loads(path.read_text())["runs"] if path.exists() else {}
-    for arm in args.arms:
-        runs = [r for s in (args.seeds or [None]) for r in cv_runs(arm, s)]
-        if not runs:
-            continue
-        frontend = FrontendConfig.from_dict(load_checkpoint(runs[0])[1]["frontend"])
-        unknown = condition_features(find_audio(require_data("unlabeled")), [], frontend, ROOT / "cache", ("clean",))["clean"]
-        report.setdefault(arm, {}).update({run.name: run_metrics(run, clips, index, unknown) for run in runs})
+    report = measure_runs(path, args.arms, args.seeds, run_metrics)
     summary = {arm: {s: {"mean": float(np.mean([r[s] for r in runs.values()])),
                          "std": float(np.std([r[s] for r in runs.values()]))} for s in SCORES} | {"runs": len(runs)}
                for arm, runs in report.items()}
