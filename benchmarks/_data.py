@@ -5,6 +5,8 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SOUNDARC_DATA", ROOT.parent / "shared" / "data"))
 REPORTS = ROOT / "reports"
@@ -41,6 +43,11 @@ def cv_run(arm: str, fold: int, seed: int | str) -> Path:
 def fold_of(run: Path) -> int:
     """The held-out fold of a CV run directory (cv_run)."""
     return int(run.name.split("-")[0].removeprefix("fold"))
+
+
+def mean_std(values) -> dict:
+    """{"mean", "std"} of a sequence of numbers, as the reports store a figure over runs."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
 def recipe_table(table: dict, runs: dict, columns: list, cell) -> str:

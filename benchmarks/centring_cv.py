@@ -18,14 +18,14 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, ROOT, machine
-from cv_study import measure_runs, window_outputs
+from _data import REPORTS, machine, mean_std
+from cv_study import clean_features, measure_runs, window_outputs
 from embedding_cv import SHOTS, few_shot, retrieval
 
 from core.activity import ActivityConfig
+from core.answer import clip_embedding
 from core.features import FrontendConfig
 from core.openset import auroc
-from training.robustness import condition_features
 from training.run import load_checkpoint
 
 VARIANTS = ("plain", "centred", "centred_h")
@@ -37,8 +37,8 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def clip_embeddings(hs: list[np.ndarray], centre: np.ndarray) -> np.ndarray:
-    """(K, D): per clip, its windows' (h − centre) unit-normalised, averaged, normalised."""
-    return np.stack([unit(unit(h - centre).mean(axis=0)) for h in hs])
+    """(K, D): per clip, its windows' (h − centre) unit-normalised, then the service's clip embedding."""
+    return np.stack([clip_embedding(unit(h - centre)) for h in hs])
 
 
 def metrics(train_e, train_y, held_e, held_y, unknown_e) -> dict:
@@ -62,8 +62,7 @@ def run_metrics(run, clips, index, unknown_features) -> dict:
         return [h for _, h in window_outputs(model, features, frontend, activity)]
 
     def embed(subset):
-        features = condition_features([c.path for c in subset], [], frontend, ROOT / "cache", ("clean",))["clean"]
-        return window_h(features), np.array([index[c.label] for c in subset])
+        return window_h(clean_features([c.path for c in subset], frontend)), np.array([index[c.label] for c in subset])
 
     train_h, train_y = embed([c for c in clips if c.fold != fold])
     held_h, held_y = embed([c for c in clips if c.fold == fold])
@@ -84,8 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     path = REPORTS / "centring_cv.json"
     report = measure_runs(path, args.arms, args.seeds, run_metrics)
-    summary = {arm: {variant: {m: {"mean": float(np.mean([r[variant][m] for r in runs.values()])),
-                                   "std": float(np.std([r[variant][m] for r in runs.values()]))} for m in METRICS}
+    summary = {arm: {variant: {m: mean_std([r[variant][m] for r in runs.values()]) for m in METRICS}
                      for variant in VARIANTS} | {"runs": len(runs)} for arm, runs in report.items()}
     path.write_text(json.dumps({"machine": machine(), "summary": summary, "runs": report}, indent=1) + "\n")
     print("| recipe | runs | embedding | " + " | ".join(METRICS) + " |")

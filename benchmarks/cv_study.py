@@ -108,6 +108,11 @@ def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(probs), np.stack(embeddings)
 
 
+def clean_features(paths: list[Path], frontend: FrontendConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per audio file, its (log-mel, frame gains) as recorded (cached under cache/)."""
+    return condition_features(paths, [], frontend, ROOT / "cache", ("clean",))["clean"]
+
+
 def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure) -> dict:
     """{arm: {run: measure(run, clips, index, unknown)}} for the CV runs of `arms` (of `seeds`, or all),
     merged into the runs of the JSON report at `report`. `clips`, `index`: ESC-10 and its label
@@ -119,7 +124,7 @@ def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure
         arm_runs = [r for s in (seeds or [None]) for r in cv_runs(arm, s)]
         if arm_runs:
             frontend = FrontendConfig.from_dict(load_checkpoint(arm_runs[0])[1]["frontend"])
-            unknown = condition_features(find_audio(NOISE), [], frontend, ROOT / "cache", ("clean",))["clean"]
+            unknown = clean_features(find_audio(NOISE), frontend)
             runs.setdefault(arm, {}).update({r.name: measure(r, clips, index, unknown) for r in arm_runs})
     return runs
 

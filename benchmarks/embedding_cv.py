@@ -21,14 +21,13 @@ import argparse
 import json
 
 import numpy as np
-from _data import CV_RUNS, REPORTS, ROOT, cv_runs, recipe_table, require_data
-from cv_study import outputs
+from _data import CV_RUNS, REPORTS, cv_runs, mean_std, recipe_table, require_data
+from cv_study import clean_features, outputs
 
 from core.activity import ActivityConfig
 from core.features import FrontendConfig
 from core.openset import auroc
 from training.data import scan_labeled
-from training.robustness import condition_features
 from training.run import load_checkpoint
 
 SHOTS = (1, 5)
@@ -66,8 +65,7 @@ def run_metrics(run, clips, index) -> dict:
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     held = [c for c in clips if c.fold == fold]
     y = np.array([index[c.label] for c in held])
-    features = condition_features([c.path for c in held], [], frontend, ROOT / "cache", ("clean",))["clean"]
-    _, h = outputs(model, features, frontend, activity)
+    _, h = outputs(model, clean_features([c.path for c in held], frontend), frontend, activity)
     p1, m_ap = retrieval(h, y)
     rng = np.random.default_rng(0)
     known, unknown = np.array(result["conditions"]["clean"]["angles"]), np.array(result["unknown_angles"])
@@ -107,8 +105,7 @@ def main() -> None:
 
 def summary(runs: dict) -> dict:
     keys = ("retrieval_p1", "retrieval_map", *(f"few_shot_{k}" for k in SHOTS), "open_set_auroc")
-    return {k: {"mean": float(np.mean([r[k] for r in runs.values()])), "std": float(np.std([r[k] for r in runs.values()]))}
-            for k in keys}
+    return {k: mean_std([r[k] for r in runs.values()]) for k in keys}
 
 
 def plot_angles(report: dict, path) -> None:

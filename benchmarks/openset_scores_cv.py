@@ -18,14 +18,14 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, ROOT, machine
-from cv_study import measure_runs, window_outputs
+from _data import REPORTS, machine, mean_std
+from cv_study import clean_features, measure_runs, window_outputs
 from scipy.special import logsumexp, softmax
 
 from core.activity import ActivityConfig
+from core.answer import clip_embedding
 from core.features import FrontendConfig
 from core.openset import auroc, class_prototypes
-from training.robustness import condition_features
 from training.run import load_checkpoint
 
 SCORES = ("angle", "msp", "max_logit", "energy", "angle_x_msp")
@@ -35,7 +35,7 @@ def clip_outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarr
     """Per clip (log-mel, gains) -> window-averaged logits (K, C) and clip embeddings (K, D), over
     the windows with sound, the embedding as the service computes it."""
     windows = window_outputs(model, clips, frontend, activity)
-    return np.stack([z.mean(axis=0) for z, _ in windows]), np.stack([unit(unit(h).mean(axis=0)) for _, h in windows])
+    return np.stack([z.mean(axis=0) for z, _ in windows]), np.stack([clip_embedding(unit(h)) for _, h in windows])
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -58,8 +58,7 @@ def run_metrics(run, clips, index, unknown_features) -> dict:
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
 
     def outputs(subset):
-        features = condition_features([c.path for c in subset], [], frontend, ROOT / "cache", ("clean",))["clean"]
-        return clip_outputs(model, features, frontend, activity)
+        return clip_outputs(model, clean_features([c.path for c in subset], frontend), frontend, activity)
 
     train = [c for c in clips if c.fold != fold]
     _, train_e = outputs(train)
@@ -76,8 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     path = REPORTS / "openset_scores_cv.json"
     report = measure_runs(path, args.arms, args.seeds, run_metrics)
-    summary = {arm: {s: {"mean": float(np.mean([r[s] for r in runs.values()])),
-                         "std": float(np.std([r[s] for r in runs.values()]))} for s in SCORES} | {"runs": len(runs)}
+    summary = {arm: {s: mean_std([r[s] for r in runs.values()]) for s in SCORES} | {"runs": len(runs)}
                for arm, runs in report.items()}
     path.write_text(json.dumps({"machine": machine(), "summary": summary, "runs": report}, indent=1) + "\n")
     print("| recipe | runs | " + " | ".join(f"AUROC {s}" for s in SCORES) + " |")
