@@ -39,6 +39,8 @@ def data_of(config: dict) -> str:
     data = "ESC-10 folds 1-4 (../shared/data/esc10, 320 clips, 10 classes)"
     if config.get("augment") == "robust":
         data += "; noise for augmentation from " + ", ".join(config["unlabeled"])
+    if config.get("outlier_weight"):
+        data += "; open-set negatives (outlier exposure, no labels) from " + ", ".join(config["unlabeled"])
     if config.get("init"):
         pre = json.loads((Path(config["init"]) / "checkpoint" / "checkpoint.json").read_text())["config"]
         loss = "InfoNCE" if pre["ssl_alpha"] == 1 else f"ACL (ssl_alpha {pre['ssl_alpha']}, margin {pre['margin']})"
@@ -71,8 +73,9 @@ def main(final_run: str, arm: str, out: str) -> None:
     manifest["default_model"] = {
         "data": data_of(config),
         "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
-                  f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']} "
-                  "(configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
+                  f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']}"
+                  + (f", outlier exposure (weight {config['outlier_weight']})" if config.get("outlier_weight") else "")
+                  + " (configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
         "commands": "benchmarks/train_default.sh",
         "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
                                          "clip accuracy as the service answers (windows with sound vote)",
