@@ -52,6 +52,7 @@ ARMS = {
     # and on the shipped recipe
     "acl-robust-oe": [*ACL_ROBUST, "outlier_weight=0.5"],
     "ssl-acl-acl-robust-oe": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5"],
+    "ssl-acl-acl-robust-oe-e80": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "epochs=80"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
