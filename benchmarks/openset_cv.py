@@ -47,7 +47,7 @@ def evaluate(runs: list[dict], frr: float, calibration: list[str]) -> dict:
     row = {"frr": frr, "threshold_rad": threshold, "unknown_accepted": float((unknown <= threshold).mean()),
            "rejected": {}, "top1": {}, "answered": {}}
     for condition in runs[0]["conditions"]:
-        angles = np.concatenate([r["conditions"][condition]["angles"] for r in runs])
+        angles = known_angles(runs, [condition])
         correct = np.concatenate([r["conditions"][condition]["correct"] for r in runs])
         row["rejected"][condition] = float((angles > threshold).mean())
         row["top1"][condition] = float(correct.mean())
