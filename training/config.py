@@ -40,6 +40,7 @@ class TrainConfig:
     patches_per_clip: int = 1  # random patches drawn from each clip per epoch
     augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
+    band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
     outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
@@ -68,7 +69,7 @@ class TrainConfig:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        for name in ("ssl_alpha", "sup_alpha"):
+        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.augment not in AUGMENTS:

@@ -74,5 +74,7 @@ def test_config_strict(tmp_path):
         TrainConfig(train_folds=(1, 2), val_folds=(2,)).validate("finetune")
     with pytest.raises(ConfigError, match="unknown loss"):
         TrainConfig(loss="mse").validate("finetune")
+    with pytest.raises(ConfigError, match=r"band_limit_prob must be in \[0, 1\]"):
+        TrainConfig(band_limit_prob=1.5).validate("finetune")
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(None, ["epochs"])
