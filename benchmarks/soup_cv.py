@@ -8,7 +8,7 @@ BatchNorm statistics included, into one model of the same size, which is scored 
 clean and under the recording conditions, with the open-set angles. Runs fine-tuned from one
 pre-trained encoder start from the same weights and may average well; runs from different random
 starts are not expected to (the control). The result is the arm `<arm>-soup` in
-reports/cv_study.json; its runs are in runs/cv/<arm>-soup/.
+reports/cv_study.json (`<arm>-soup3` for three seeds); its runs are in runs/cv/<arm>-soup/.
 """
 
 import argparse
@@ -49,7 +49,8 @@ def main() -> None:
         return soup(args.runs, args.out)
     if not args.arm:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
-    name, results = f"{args.arm}-soup", {}
+    count = "" if len(args.seeds) == 2 else str(len(args.seeds))  # "-soup": two seeds, "-soup3": three
+    name, results = f"{args.arm}-soup{count}", {}
     for fold in args.folds:
         runs = [cv_run(args.arm, fold, s) for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
