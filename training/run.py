@@ -53,7 +53,8 @@ class Run:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         config_file = self.path / "config.yaml"
-        if config_file.exists() and yaml.safe_load(config_file.read_text()) != cfg.to_dict():
+        # a key added to TrainConfig after the run started counts as its default
+        if config_file.exists() and {**TrainConfig().to_dict(), **yaml.safe_load(config_file.read_text())} != cfg.to_dict():
             raise ConfigError(f"{self.path} holds a run with another config; resume with the same config or use a new --out")
         config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
         meta_file = self.path / "meta.json"

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from core.errors import ConfigError
 from training.config import from_dict
@@ -77,6 +78,9 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, mo
         torch.testing.assert_close(x, y, msg=name)
     with pytest.raises(ConfigError, match="another config"):
         finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=4), tmp_path / "resumed")
+    config = tmp_path / "resumed" / "config.yaml"  # written before `mixup` existed: the same run
+    config.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(config.read_text()).items() if k != "mixup"}))
+    assert [r["epoch"] for r in finetune(cfg, tmp_path / "resumed").history()] == [1, 2, 3]
 
 
 def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, monkeypatch):
