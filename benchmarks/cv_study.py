@@ -55,6 +55,8 @@ ARMS = {
     "ssl-acl-acl-robust-oe-e80": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "epochs=80"],
     # the shipped recipe with 80 % of patches low-passed (was 50 %): aimed at its weakest column
     "ssl-acl-acl-robust-oe-bl8": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_prob=0.8"],
+    # ... or with a 16th-order low-pass (nearly the brick wall of resampling) instead of a 4th-order one
+    "ssl-acl-acl-robust-oe-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_order=16"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).

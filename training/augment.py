@@ -90,6 +90,7 @@ class RobustConfig:
     snr_db: tuple[float, float] = (3.0, 30.0)  # real background audio mixed in at this SNR
     band_limit_prob: float = 0.5
     cutoff_hz: tuple[float, float] = (2_500.0, 8_000.0)  # low-pass: phones, low sample rates, low bit rates
+    band_limit_order: int = 4  # 4: a 24 dB/octave roll-off (a cheap microphone); 16: nearly resampling's brick wall
     time_masks: int = 2
     max_time_mask: int = 12  # frames
     freq_masks: int = 2
@@ -105,10 +106,10 @@ def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, 
 
 
 def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: float, floor: float,
-               g: torch.Generator) -> torch.Tensor:
-    """A 4th-order low-pass at a random cutoff on the mel bands (M,) centred at mel_hz."""
+               g: torch.Generator, order: int = 4) -> torch.Tensor:
+    """A Butterworth low-pass of this order at a random cutoff on the mel bands (M,) centred at mel_hz."""
     cutoff = uniform(x.shape[0], *cutoff_hz, g, x.device)  # (B, 1, 1, 1)
-    gain = 1.0 / (1.0 + (mel_hz.to(x.device).view(1, 1, 1, -1) / cutoff) ** 8)  # |H|², (B, 1, 1, M)
+    gain = 1.0 / (1.0 + (mel_hz.to(x.device).view(1, 1, 1, -1) / cutoff) ** (2 * order))  # |H|², (B, 1, 1, M)
     on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
     gain = on * gain + (1 - on)
     return torch.log10(10.0**x * gain + floor)
@@ -144,5 +145,5 @@ def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floo
     x = random_resized_crop(x, views.crop_area, views.crop_ratio, g)
     x = x * uniform(x.shape[0], *views.compander, g, x.device)
     x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, g)
-    x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, floor, g)
+    x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, floor, g, cfg.band_limit_order)
     return spec_augment(x, cfg, g)

@@ -41,6 +41,7 @@ class TrainConfig:
     augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
+    band_limit_order: int = 4  # ... by a Butterworth filter of this order (16: nearly resampling's brick wall)
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
     outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
@@ -90,7 +91,7 @@ class TrainConfig:
         if self.outlier_weight < 0 or (self.outlier_weight and (mode != "finetune" or self.probe or not self.unlabeled)):
             raise ConfigError(f"outlier_weight must be >= 0, and only for a fine-tune with `unlabeled` folders (its "
                               f"negatives), got {self.outlier_weight} ({mode})")
-        for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every"):
+        for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         return self

@@ -64,6 +64,9 @@ def test_robust_view_parts():
     mel_hz = torch.linspace(50, 10_500, 96)
     low = band_limit(x, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g)
     assert (low[..., -1] < x[..., -1] - 3).all() and torch.allclose(low[..., 0], x[..., 0], atol=1e-3)
+    above = mel_hz > 2_400  # 20 % above the cutoff: 16th order is nearly resampling's brick wall, 4th is not
+    steep = band_limit(x, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g, order=16)
+    assert (steep[..., above] < -2.0 - 2.0).all() and (low[..., above & (mel_hz < 2_600)] > -2.0 - 1.0).all()
     masked = spec_augment(x + torch.randn(x.shape, generator=g), RobustConfig(max_time_mask=20, max_freq_mask=20), g)
     assert masked.shape == x.shape and torch.isfinite(masked).all()
     view = robust_view(x, noise, mel_hz, 1e-8, AugmentConfig(), RobustConfig(), g)
