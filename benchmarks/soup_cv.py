@@ -1,6 +1,7 @@
 """Weight averaging across seeds ("model soup"), measured by cross-validation (issue 19).
 
     python benchmarks/soup_cv.py --arm ssl-acl-acl-robust --seeds 0 1
+    python benchmarks/soup_cv.py --arm ARM_A ARM_B --seeds 0     # across recipes fine-tuned from one encoder
     python benchmarks/soup_cv.py --runs RUN... --out SOUP_RUN     # just average these runs (the final model)
 
 For each fold, the weights of the arm's runs with those seeds (benchmarks/cv_study.py) are averaged,
@@ -8,7 +9,8 @@ BatchNorm statistics included, into one model of the same size, which is scored 
 clean and under the recording conditions, with the open-set angles. Runs fine-tuned from one
 pre-trained encoder start from the same weights and may average well; runs from different random
 starts are not expected to (the control). The result is the arm `<arm>-soup` in
-reports/cv_study.json (`<arm>-soup3` for three seeds); its runs are in runs/cv/<arm>-soup/.
+reports/cv_study.json (`<arm>-soup3` for three seeds); its runs are in runs/cv/<arm>-soup/. Given
+several arms, every arm's runs of those seeds are averaged together: `<arm>+<arm>...-soup`.
 """
 
 import argparse
@@ -37,7 +39,7 @@ def soup(runs: list, out) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arm")
+    parser.add_argument("--arm", nargs="+", help="one arm, or several whose runs are averaged together")
     parser.add_argument("--runs", nargs="+", type=Path, help="with --out: average these runs' weights, nothing else")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -49,10 +51,10 @@ def main() -> None:
         return soup(args.runs, args.out)
     if not args.arm:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
-    count = "" if len(args.seeds) == 2 else str(len(args.seeds))  # "-soup": two seeds, "-soup3": three
-    name, results = f"{args.arm}-soup{count}", {}
+    count = "" if len(args.seeds) * len(args.arm) == 2 else str(len(args.seeds) * len(args.arm))
+    name, results = "+".join(args.arm) + f"-soup{count}", {}  # "-soup": two runs, "-soup3": three
     for fold in args.folds:
-        runs = [cv_run(args.arm, fold, s) for s in args.seeds]
+        runs = [cv_run(arm, fold, s) for arm in args.arm for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
         if missing:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
