@@ -57,6 +57,8 @@ ARMS = {
     "ssl-acl-acl-robust-oe-bl8": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_prob=0.8"],
     # ... or with a 16th-order low-pass (nearly the brick wall of resampling) instead of a 4th-order one
     "ssl-acl-acl-robust-oe-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_order=16"],
+    # ... or with the pre-trained encoder fine-tuned at 0.3 times the heads' learning rate (keeps more of it)
+    "ssl-acl-acl-robust-oe-elr3": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "encoder_lr_scale=0.3"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).

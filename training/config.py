@@ -37,6 +37,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
+    encoder_lr_scale: float = 1.0  # the encoder's learning rate as a share of lr (a pre-trained
+    #   encoder fine-tuned below 1 keeps more of what it learnt); the heads train at lr
     patches_per_clip: int = 1  # random patches drawn from each clip per epoch
     augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
@@ -91,6 +93,9 @@ class TrainConfig:
         if self.outlier_weight < 0 or (self.outlier_weight and (mode != "finetune" or self.probe or not self.unlabeled)):
             raise ConfigError(f"outlier_weight must be >= 0, and only for a fine-tune with `unlabeled` folders (its "
                               f"negatives), got {self.outlier_weight} ({mode})")
+        if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):
+            raise ConfigError(f"encoder_lr_scale must be in (0, 1], and below 1 only for a fine-tune from a pre-trained "
+                              f"encoder (init), got {self.encoder_lr_scale} ({mode})")
         for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -16,6 +16,7 @@ from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.config import TrainConfig
 from training.data import ClipSet, load_features, scan_labeled, scan_unlabeled
+from training.model import SoundModel
 from training.run import Run
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,14 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
     return Splits(train, val, unlabeled)
 
 
-def make_optimizer(parameters, cfg: TrainConfig, items_per_epoch: int):
-    """AdamW with linear warm-up then cosine decay over the run, stepped once per batch."""
+def make_optimizer(model: SoundModel, cfg: TrainConfig, items_per_epoch: int):
+    """AdamW with linear warm-up then cosine decay over the run, stepped once per batch; the encoder
+    at `encoder_lr_scale` times the learning rate of the heads."""
+    parameters = model.parameters()
+    if cfg.encoder_lr_scale != 1.0:  # two groups; one otherwise, as runs made before the knob resume with
+        encoder = set(model.encoder.parameters())
+        parameters = [{"params": list(model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
+                      {"params": [p for p in model.parameters() if p not in encoder]}]
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = items_per_epoch * cfg.patches_per_clip // cfg.batch_size or 1
     return optimizer, cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)

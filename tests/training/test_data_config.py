@@ -6,6 +6,8 @@ from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
+from training.model import ModelConfig, SoundModel
+from training.setup import make_optimizer
 
 
 def test_esc50_layout_builds_contiguous_labels(tiny_esc):
@@ -78,3 +80,19 @@ def test_config_strict(tmp_path):
         TrainConfig(band_limit_prob=1.5).validate("finetune")
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(None, ["epochs"])
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        TrainConfig(encoder_lr_scale=0.3).validate("finetune")  # from scratch: nothing to keep
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        TrainConfig(encoder_lr_scale=0.0, init="runs/x").validate("finetune")
+
+
+def test_encoder_learning_rate_scale():
+    model = SoundModel(ModelConfig(width=8, num_classes=3))
+    optimizer, scheduler = make_optimizer(model, TrainConfig(lr=1e-3, encoder_lr_scale=0.1), items_per_epoch=64)
+    encoder, heads = optimizer.param_groups  # (encoder, projection + classifier), every parameter once
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in model.encoder.parameters()}
+    assert len(encoder["params"]) + len(heads["params"]) == len(list(model.parameters()))
+    lr_encoder, lr_heads = scheduler.get_last_lr()  # the schedule scales both alike
+    assert lr_encoder == pytest.approx(0.1 * lr_heads) and lr_heads > 0
+    optimizer, _ = make_optimizer(model, TrainConfig(), items_per_epoch=64)
+    assert len(optimizer.param_groups) == 1  # the default: one group, as runs from before the knob
