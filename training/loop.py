@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
             seen += patches
             bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
         record = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)),
-                  "lr": scheduler.get_last_lr()[0], "patches_per_s": seen / (time.perf_counter() - started)}
+                  "lr": scheduler.get_last_lr()[-1], "patches_per_s": seen / (time.perf_counter() - started)}
         if rank != 0:  # rank 0 alone evaluates and writes the run
             continue
         if cfg.average_last:
