@@ -30,7 +30,7 @@ def soup(runs: list, out) -> None:
     mean = {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    info = json.loads((runs[0] / "checkpoint" / "checkpoint.json").read_text())  # the same recipe but the seed
+    info = json.loads((runs[0] / "checkpoint" / "checkpoint.json").read_text())  # the first run's; soup.json names all
     info["run_id"] = f"{out.name}-{int(time.time())}"  # the soup's own id, not its first run's
     (out / "checkpoint" / "checkpoint.json").write_text(json.dumps(info, indent=1))
     save_file(mean, out / "checkpoint" / "model.safetensors")
@@ -51,8 +51,8 @@ def main() -> None:
         return soup(args.runs, args.out)
     if not args.arm:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
-    count = "" if len(args.seeds) * len(args.arm) == 2 else str(len(args.seeds) * len(args.arm))
-    name, results = "+".join(args.arm) + f"-soup{count}", {}  # "-soup": two runs, "-soup3": three
+    models = len(args.arm) * len(args.seeds)
+    name, results = "+".join(args.arm) + f"-soup{'' if models == 2 else models}", {}  # "-soup": two, "-soup3": three
     for fold in args.folds:
         runs = [cv_run(arm, fold, s) for arm in args.arm for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
