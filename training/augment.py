@@ -3,7 +3,8 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
 
     mix-back        x <- log10((1 − a)·10^x + a·(E_x / E_b)·10^b), b a patch of another clip,
                     a ~ U(0, 0.05), E the mean linear energy
-    resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M)
+    resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M); with crop_mel
+                    false, the time axis only (area ∈ [0.8, 1] of it; every mel band kept in place)
     compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
     mixup           x <- log10(λ·10^x + (1 − λ)·(E_x / E_y)·10^y), y another patch of the batch: the
@@ -25,6 +26,7 @@ class AugmentConfig:
     crop_area: tuple[float, float] = (0.8, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     compander: tuple[float, float] = (0.75, 1.0)
+    crop_mel: bool = True  # the resized crop also shifts and stretches the mel axis (false: time only)
     noise_max: float = 0.01
 
 
@@ -45,14 +47,17 @@ def mix_back(x: torch.Tensor, background: torch.Tensor, max_ratio: float, g: tor
     return torch.log10((1 - a) * lin_x + a * energy_ratio(lin_x, lin_b) * lin_b)
 
 
-def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Generator) -> torch.Tensor:
-    """Crop a random box of `area` of the patch (time × mel aspect `ratio`), resize back."""
+def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Generator, mel: bool = True) -> torch.Tensor:
+    """Crop a random box of `area` of the patch (time × mel aspect `ratio`), resize back; with `mel`
+    false, a random `area` share of the time axis and every mel band."""
     b = x.shape[0]
     s = area[0] + (area[1] - area[0]) * torch.rand(b, generator=g)
     log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(b, generator=g)
     r = torch.exp(log_r)
     scale_t = torch.sqrt(s * r).clamp(max=1.0)  # fraction of the time axis kept
     scale_m = torch.sqrt(s / r).clamp(max=1.0)  # fraction of the mel axis kept
+    if not mel:
+        scale_t, scale_m = s, torch.ones(b)
     shift_t = (1 - scale_t) * (2 * torch.rand(b, generator=g) - 1)
     shift_m = (1 - scale_m) * (2 * torch.rand(b, generator=g) - 1)
     theta = torch.zeros(b, 2, 3)
@@ -65,7 +70,7 @@ def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Gen
 def make_view(x: torch.Tensor, background: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
     """One augmented view of a batch of log-mel patches (B, 1, T, M)."""
     x = mix_back(x, background, cfg.mixback_max, g)
-    x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g)
+    x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g, cfg.crop_mel)
     x = x * uniform(x.shape[0], *cfg.compander, g, x.device)
     sigma = uniform(x.shape[0], 0.0, cfg.noise_max, g, x.device)
     noise = torch.randn(x.shape, generator=g).to(x.device)
@@ -142,7 +147,7 @@ def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floo
                 cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
     """The supervised training view of a batch (B, 1, T, M): crop, compander, real noise at a random
     SNR, a random low-pass, SpecAugment masks."""
-    x = random_resized_crop(x, views.crop_area, views.crop_ratio, g)
+    x = random_resized_crop(x, views.crop_area, views.crop_ratio, g, views.crop_mel)
     x = x * uniform(x.shape[0], *views.compander, g, x.device)
     x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, g)
     x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, floor, g, cfg.band_limit_order)

@@ -44,6 +44,8 @@ class TrainConfig:
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
     band_limit_order: int = 4  # ... by a Butterworth filter of this order (16: nearly resampling's brick wall)
+    crop_mel: bool = True  # finetune: the random resized crop also shifts and stretches the mel axis (false: the
+    #   time axis only; every sound's spectral envelope stays where it is)
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
     outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off

@@ -157,7 +157,7 @@ class SupervisedStep:
         self.labels = torch.from_numpy(self.train.labels())
         self.model = build_model(cfg, splits, frontend).to(device)
         self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
-        self.views = AugmentConfig()
+        self.views = AugmentConfig(crop_mel=cfg.crop_mel)
         self.robust = RobustConfig(band_limit_prob=cfg.band_limit_prob, band_limit_order=cfg.band_limit_order)
         if cfg.augment == "robust" and not len(splits.unlabeled):
             raise ConfigError("augment: robust mixes in real background audio: give `unlabeled` folders as its noise pool")

@@ -42,6 +42,15 @@ def test_identity_crop_and_no_augment_is_identity():
     torch.testing.assert_close(make_view(x, x.flip(0), off, torch.Generator()), x, atol=1e-4, rtol=0)
 
 
+def test_time_only_crop_keeps_every_mel_band_in_place():
+    envelope = torch.linspace(-3.0, 0.0, 96).view(1, 1, 1, 96).expand(4, 1, 101, 96)  # a steady sound: (B, 1, T, M)
+    g = torch.Generator().manual_seed(0)
+    kept = random_resized_crop(envelope, (0.8, 0.8), (3 / 4, 4 / 3), g, mel=False)
+    torch.testing.assert_close(kept, envelope, atol=1e-4, rtol=0)
+    moved = random_resized_crop(envelope, (0.8, 0.8), (3 / 4, 4 / 3), g)  # both axes: the envelope stretches
+    assert (moved - envelope).abs().amax() > 0.1
+
+
 def test_mix_back_is_energy_matched():
     quiet, loud = torch.full((1, 1, 101, 96), -6.0), torch.full((1, 1, 101, 96), 2.0)
     cfg = AugmentConfig(mixback_max=0.05, crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), compander=(1.0, 1.0), noise_max=0.0)

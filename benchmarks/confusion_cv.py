@@ -1,0 +1,68 @@
+"""Where a recipe's errors are: per-class accuracy and the confusion matrix over its CV runs (issue 19).
+
+    python benchmarks/confusion_cv.py [--arms ssl-acl-acl-robust-oe-soup ...]
+
+Each cross-validation run of benchmarks/cv_study.py (or soup_cv.py) classifies its held-out fold's
+clean clips as the service ranks them (mean softmax over the windows with sound); the matrices of
+an arm's runs are summed (every clip counted once per seed). Writes reports/confusion_cv.json
+and reports/confusion_cv.md (arms of an earlier report that are not measured now are kept).
+"""
+
+import argparse
+import json
+
+import numpy as np
+from _data import REPORTS, cv_runs, fold_of, require_data
+from cv_study import clean_features, outputs
+
+from core.activity import ActivityConfig
+from core.features import FrontendConfig
+from training.data import scan_labeled
+from training.run import load_checkpoint
+
+
+def confusion(arm: str, clips, names: list[str]) -> np.ndarray:
+    """(C, C) counts, true class by row, the top-ranked class by column, over the arm's CV runs."""
+    index = {n: i for i, n in enumerate(names)}
+    matrix = np.zeros((len(names), len(names)), dtype=int)
+    for run in cv_runs(arm):
+        model, info = load_checkpoint(run)
+        frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+        held = [c for c in clips if c.fold == fold_of(run)]
+        probs, _ = outputs(model, clean_features([c.path for c in held], frontend), frontend, activity)  # (K, C)
+        np.add.at(matrix, ([index[c.label] for c in held], probs.argmax(axis=1)), 1)
+    return matrix
+
+
+def markdown(report: dict, names: list[str]) -> str:
+    short = [n.replace("_", " ")[:9] for n in names]
+    lines = ["Per-class accuracy on held-out clean clips (all runs of each arm):", "",
+             "| recipe | runs | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(names)]
+    for arm, r in report.items():
+        m = np.array(r["confusion"])
+        lines.append(f"| {arm} | {r['runs']} | " + " | ".join(f"{a:.0%}" for a in m.diagonal() / m.sum(axis=1)) + " |")
+    for arm, r in report.items():
+        lines += ["", f"`{arm}`: true class by row, answered class by column.", "",
+                  "| | " + " | ".join(short) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {short[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(r["confusion"])]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", default=["ssl-acl-acl-robust-oe", "ssl-acl-acl-robust-oe-soup"])
+    args = parser.parse_args()
+    clips, names = scan_labeled(require_data("esc10"))
+    path = REPORTS / "confusion_cv.json"
+    report = json.loads(path.read_text())["arms"] if path.exists() else {}
+    for arm in args.arms:
+        if cv_runs(arm):
+            report[arm] = {"runs": len(cv_runs(arm)), "confusion": confusion(arm, clips, names).tolist()}
+    REPORTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"labels": names, "arms": report}, indent=1) + "\n")
+    (REPORTS / "confusion_cv.md").write_text(markdown(report, names))
+    print(markdown(report, names))
+
+
+if __name__ == "__main__":
+    main()
