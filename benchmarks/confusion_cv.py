@@ -4,12 +4,14 @@
 
 Each cross-validation run of benchmarks/cv_study.py (or soup_cv.py) classifies its held-out fold's
 clean clips as the service ranks them (mean softmax over the windows with sound); the matrices of
-an arm's runs are summed (every clip counted once per seed). Writes reports/confusion_cv.json
-and reports/confusion_cv.md (arms of an earlier report that are not measured now are kept).
+an arm's runs are summed (every clip counted once per seed). Also the clips an arm gets wrong in
+more than half of its runs, from the runs' cv.json. Writes reports/confusion_cv.json and
+reports/confusion_cv.md (arms of an earlier report that are not measured now are kept).
 """
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 from _data import REPORTS, cv_runs, fold_of, require_data
@@ -34,13 +36,28 @@ def confusion(arm: str, clips, names: list[str]) -> np.ndarray:
     return matrix
 
 
+def hard_clips(arm: str, clips) -> dict[str, float]:
+    """{file name: share of the arm's runs that answered it right}, for the clips wrong in most runs."""
+    right: dict[str, list[bool]] = {}
+    for run in cv_runs(arm):
+        held = [c for c in clips if c.fold == fold_of(run)]
+        correct = json.loads((run / "cv.json").read_text())["conditions"]["clean"]["correct"]
+        for clip, ok in zip(held, correct):
+            right.setdefault(Path(clip.path).name, []).append(ok)
+    return {name: float(np.mean(oks)) for name, oks in sorted(right.items()) if np.mean(oks) < 0.5}
+
+
 def markdown(report: dict, names: list[str]) -> str:
-    short = [n.replace("_", " ")[:9] for n in names]
+    short = [n.replace("_", " ") for n in names]
     lines = ["Per-class accuracy on held-out clean clips (all runs of each arm):", "",
              "| recipe | runs | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(names)]
     for arm, r in report.items():
         m = np.array(r["confusion"])
         lines.append(f"| {arm} | {r['runs']} | " + " | ".join(f"{a:.0%}" for a in m.diagonal() / m.sum(axis=1)) + " |")
+    lines += ["", "Clips wrong in most runs (ESC-50 names: fold-source-take-class; a source is one recording):", ""]
+    by_class = lambda name: (name.split("-")[-1], name)  # noqa: E731 - the ESC-50 target number ends the name
+    lines += [f"- `{arm}`: " + ", ".join(sorted(r["hard_clips"], key=by_class)) for arm, r in report.items()
+              if "hard_clips" in r]
     for arm, r in report.items():
         lines += ["", f"`{arm}`: true class by row, answered class by column.", "",
                   "| | " + " | ".join(short) + " |", "|---|" + "---|" * len(names)]
@@ -57,7 +74,8 @@ def main() -> None:
     report = json.loads(path.read_text())["arms"] if path.exists() else {}
     for arm in args.arms:
         if cv_runs(arm):
-            report[arm] = {"runs": len(cv_runs(arm)), "confusion": confusion(arm, clips, names).tolist()}
+            report[arm] = {"runs": len(cv_runs(arm)), "confusion": confusion(arm, clips, names).tolist(),
+                           "hard_clips": hard_clips(arm, clips)}
     REPORTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"labels": names, "arms": report}, indent=1) + "\n")
     (REPORTS / "confusion_cv.md").write_text(markdown(report, names))
