@@ -59,8 +59,8 @@ ARMS = {
     "ssl-acl-acl-robust-oe-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_order=16"],
     # ... or with the pre-trained encoder fine-tuned at 0.3 times the heads' learning rate (keeps more of it)
     "ssl-acl-acl-robust-oe-elr3": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "encoder_lr_scale=0.3"],
-    # ... or with the resized crop on the time axis only (the mel axis neither shifted nor stretched): rain and
-    # helicopter, the recipes' weakest classes, are told from sea waves and each other by their spectral envelope
+    # ... or with the resized crop on the time axis only (the mel axis neither shifted nor stretched), to test
+    # whether the stretch blurs what tells rain, helicopter and sea waves apart (BENCHMARKS.md: it does not)
     "ssl-acl-acl-robust-oe-tcrop": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "crop_mel=false"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
