@@ -73,8 +73,8 @@ def main() -> None:
     path = REPORTS / "confusion_cv.json"
     report = json.loads(path.read_text())["arms"] if path.exists() else {}
     for arm in args.arms:
-        if cv_runs(arm):
-            report[arm] = {"runs": len(cv_runs(arm)), "confusion": confusion(arm, clips, names).tolist(),
+        if runs := cv_runs(arm):
+            report[arm] = {"runs": len(runs), "confusion": confusion(arm, clips, names).tolist(),
                            "hard_clips": hard_clips(arm, clips)}
     REPORTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"labels": names, "arms": report}, indent=1) + "\n")

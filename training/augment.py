@@ -25,8 +25,8 @@ class AugmentConfig:
     mixback_max: float = 0.05
     crop_area: tuple[float, float] = (0.8, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    compander: tuple[float, float] = (0.75, 1.0)
     crop_mel: bool = True  # the resized crop also shifts and stretches the mel axis (false: time only)
+    compander: tuple[float, float] = (0.75, 1.0)
     noise_max: float = 0.01
 
 
