@@ -78,8 +78,9 @@ def main() -> None:
                            "hard_clips": hard_clips(arm, clips)}
     REPORTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({"labels": names, "arms": report}, indent=1) + "\n")
-    (REPORTS / "confusion_cv.md").write_text(markdown(report, names))
-    print(markdown(report, names))
+    text = markdown(report, names)
+    (REPORTS / "confusion_cv.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

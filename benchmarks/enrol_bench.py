@@ -92,8 +92,9 @@ def main():
     pairs = [args.leave_out] if args.leave_out else PAIRS
     reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed) for pair in pairs]
     if args.arm and not args.leave_out and {1, 5} <= set(args.shots):  # the table's columns
-        (REPORTS / f"enrol_bench_{args.arm}{seed_suffix(args.seed, '_')}.md").write_text(table(args.arm, reports, args.seed))
-        print(table(args.arm, reports, args.seed))
+        text = table(args.arm, reports, args.seed)
+        (REPORTS / f"enrol_bench_{args.arm}{seed_suffix(args.seed, '_')}.md").write_text(text)
+        print(text)
 
 
 def seed_suffix(seed: int, sep: str) -> str:
