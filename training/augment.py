@@ -7,6 +7,8 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
                     false, the time axis only (area ∈ [0.8, 1] of it; every mel band kept in place)
     compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
+    random EQ       (robust view) x <- log10((10^x − floor)·10^(c/10) + floor), c (M,) a smooth random
+                    curve in dB: eq_points anchors ~ U(−eq_db, eq_db), linear between them
     mixup           x <- log10(λ·10^x + (1 − λ)·(E_x / E_y)·10^y), y another patch of the batch: the
                     two sounds at equal energy, weighted λ and 1 − λ (the loss is weighted the same)
 """
@@ -96,6 +98,9 @@ class RobustConfig:
     band_limit_prob: float = 0.5
     cutoff_hz: tuple[float, float] = (2_500.0, 8_000.0)  # low-pass: phones, low sample rates, low bit rates
     band_limit_order: int = 4  # 4: a 24 dB/octave roll-off (a cheap microphone); 16: nearly resampling's brick wall
+    eq_prob: float = 0.0  # share of patches given a random smooth frequency response (a microphone, a room); 0: off
+    eq_db: float = 6.0  # ... whose gain at each of eq_points mel-spaced anchors is U(−eq_db, eq_db) dB
+    eq_points: int = 5
     time_masks: int = 2
     max_time_mask: int = 12  # frames
     freq_masks: int = 2
@@ -118,6 +123,17 @@ def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: fl
     on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
     gain = on * gain + (1 - on)
     return torch.log10(10.0**x * gain + floor)
+
+
+def random_eq(x: torch.Tensor, floor: float, max_db: float, points: int, prob: float, g: torch.Generator) -> torch.Tensor:
+    """A random smooth gain curve over the mel bands of each patch (B, 1, T, M): `points` gains of
+    U(−max_db, max_db) dB at equal mel spacing, linearly interpolated between; in the linear domain."""
+    b, m = x.shape[0], x.shape[-1]
+    anchors_db = (2 * torch.rand(b, 1, points, generator=g) - 1) * max_db  # (B, 1, K)
+    curve_db = F.interpolate(anchors_db, size=m, mode="linear", align_corners=True)  # (B, 1, M)
+    on = (torch.rand(b, generator=g) < prob).to(curve_db.dtype).view(-1, 1, 1)
+    gain = (10.0 ** (on * curve_db / 10)).view(b, 1, 1, m).to(x.device, x.dtype)
+    return torch.log10((10.0**x - floor).clamp_min(0) * gain + floor)
 
 
 def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
@@ -146,9 +162,11 @@ def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float, floor: float) -> torc
 def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, views: AugmentConfig,
                 cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
     """The supervised training view of a batch (B, 1, T, M): crop, compander, real noise at a random
-    SNR, a random low-pass, SpecAugment masks."""
+    SNR, a random frequency response (when eq_prob > 0), a random low-pass, SpecAugment masks."""
     x = random_resized_crop(x, views.crop_area, views.crop_ratio, g, views.crop_mel)
     x = x * uniform(x.shape[0], *views.compander, g, x.device)
     x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, g)
+    if cfg.eq_prob > 0:  # off draws nothing: the recipes without it keep their random sequence
+        x = random_eq(x, floor, cfg.eq_db, cfg.eq_points, cfg.eq_prob, g)
     x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, floor, g, cfg.band_limit_order)
     return spec_augment(x, cfg, g)

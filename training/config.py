@@ -44,6 +44,9 @@ class TrainConfig:
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
     band_limit_order: int = 4  # ... by a Butterworth filter of this order (16: nearly resampling's brick wall)
+    eq_prob: float = 0.0  # finetune, augment "robust": share of patches given a random smooth frequency
+    #   response (microphones, rooms), up to ±eq_db dB at five mel-spaced anchors; 0: off
+    eq_db: float = 6.0
     crop_mel: bool = True  # finetune: the random resized crop also shifts and stretches the mel axis (false: the
     #   time axis only; every sound's spectral envelope stays where it is)
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
@@ -74,7 +77,7 @@ class TrainConfig:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob"):
+        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob", "eq_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.augment not in AUGMENTS:
@@ -98,6 +101,8 @@ class TrainConfig:
         if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):
             raise ConfigError(f"encoder_lr_scale must be in (0, 1], and below 1 only for a fine-tune from a pre-trained "
                               f"encoder (init), got {self.encoder_lr_scale} ({mode})")
+        if self.eq_db < 0:
+            raise ConfigError(f"eq_db must be >= 0, got {self.eq_db}")
         for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -95,3 +95,17 @@ def test_mixup_is_energy_matched_and_weighted():
     torch.testing.assert_close(mixed[0, ..., :10], torch.full_like(mixed[0, ..., :10], math.log10(0.5)), atol=1e-2, rtol=0)
     assert (mixed[0, ..., -10:] - mixed[0, ..., :10]).abs().max() < 0.05
     assert (mixed[0, ..., 10:-10] < -1).all()
+
+
+def test_random_eq_is_a_smooth_bounded_gain_per_patch():
+    from training.augment import random_eq
+
+    x = torch.full((8, 1, 101, 96), -2.0)  # a flat log-mel
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(random_eq(x, 1e-8, 6.0, 5, 0.0, g), x)  # prob 0: unchanged
+    out = random_eq(x, 1e-8, 6.0, 5, 1.0, g)
+    change_db = 10 * (out - x)  # the gain in dB, per band: (B, 1, T, M)
+    assert torch.equal(change_db, change_db[:, :, :1].expand_as(change_db))  # the same curve in every frame
+    assert change_db.abs().amax() <= 6.0 + 1e-3 and change_db.abs().amax() > 1.0  # bounded, not idle
+    assert (change_db.diff(dim=-1).abs() <= 12.0 / (95 / 4) + 1e-3).all()  # linear between 5 anchors: smooth
+    assert not torch.allclose(change_db[0], change_db[1])  # a response of its own per patch
