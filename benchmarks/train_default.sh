@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 export BENTOML_DO_NOT_TRACK=True
 BIN=.venv/bin
 $BIN/pip install --quiet -e '.[bench]'  # sed_eval for events_cv.py
-ARM=${ARM:-ssl-acl-acl-robust-oe}
+ARM=${ARM:-ssl-acl-acl-robust-oe-eq}
 FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: its weights)
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
 CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, each with its command
