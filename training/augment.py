@@ -37,6 +37,11 @@ def uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.T
     return (lo + (hi - lo) * torch.rand(n, generator=g)).to(device).view(n, 1, 1, 1)
 
 
+def coin(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+    """(B, 1, 1, 1) 1.0 for each patch of x (B, 1, T, M) chosen with probability prob, else 0.0."""
+    return (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+
 def energy_ratio(lin_x: torch.Tensor, lin_y: torch.Tensor) -> torch.Tensor:
     """E_x / E_y (B, 1, 1, 1): the mean linear energies of two batches of patches (B, 1, T, M)."""
     return lin_x.mean(dim=(1, 2, 3), keepdim=True) / lin_y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
@@ -111,7 +116,7 @@ def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, 
     """Mix a background patch (B, 1, T, M) into each patch at a random SNR, in the linear domain."""
     lin_x, lin_n = 10.0**x, 10.0**noise
     snr = uniform(x.shape[0], *snr_db, g, x.device)
-    on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
+    on = coin(x, prob, g)
     return torch.log10(lin_x + on * energy_ratio(lin_x, lin_n) * 10.0 ** (-snr / 10) * lin_n)
 
 
@@ -120,7 +125,7 @@ def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: fl
     """A Butterworth low-pass of this order at a random cutoff on the mel bands (M,) centred at mel_hz."""
     cutoff = uniform(x.shape[0], *cutoff_hz, g, x.device)  # (B, 1, 1, 1)
     gain = 1.0 / (1.0 + (mel_hz.to(x.device).view(1, 1, 1, -1) / cutoff) ** (2 * order))  # |H|², (B, 1, 1, M)
-    on = (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
+    on = coin(x, prob, g)
     gain = on * gain + (1 - on)
     return torch.log10(10.0**x * gain + floor)
 
@@ -131,8 +136,7 @@ def random_eq(x: torch.Tensor, floor: float, max_db: float, points: int, prob: f
     b, m = x.shape[0], x.shape[-1]
     anchors_db = (2 * torch.rand(b, 1, points, generator=g) - 1) * max_db  # (B, 1, K)
     curve_db = F.interpolate(anchors_db, size=m, mode="linear", align_corners=True)  # (B, 1, M)
-    on = (torch.rand(b, generator=g) < prob).to(curve_db.dtype).view(-1, 1, 1)
-    gain = (10.0 ** (on * curve_db / 10)).view(b, 1, 1, m).to(x.device, x.dtype)
+    gain = 10.0 ** (coin(x, prob, g) * curve_db.view(b, 1, 1, m).to(x.device, x.dtype) / 10)  # (B, 1, 1, M)
     return torch.log10((10.0**x - floor).clamp_min(0) * gain + floor)
 
 
