@@ -65,6 +65,9 @@ ARMS = {
     # ... or with half the windows given a random smooth frequency response (±6 dB, five mel-spaced anchors),
     # aimed at other microphones and rooms: the shipped recipe since (BENCHMARKS.md)
     "ssl-acl-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5"],
+    # ... and with the steep low-pass too (the two changes that each helped a recording condition, together)
+    "ssl-acl-acl-robust-oe-eq-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
+                                       "band_limit_order=16"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
