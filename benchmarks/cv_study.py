@@ -84,6 +84,7 @@ def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:
 
 
 def train_command(mode: str, sets: list[str], out: Path) -> list[str]:
+    sets = [f"labeled={ESC10}", *sets]  # the config names ../shared/data/esc10; this follows SOUNDARC_DATA
     return ["soundarc", "train", mode, "--config", CONFIG, *(a for s in sets for a in ("--set", s)), "--out", str(out)]
 
 

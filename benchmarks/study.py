@@ -19,6 +19,7 @@ import numpy as np
 from _data import REPORTS, ROOT, require_data
 
 RUNS = ROOT / "runs" / "study"
+ESC10 = require_data("esc10")
 SUPERVISED = "configs/study-supervised.yaml"
 PRETRAIN = "configs/study-pretrain.yaml"
 PROBE = ["probe=true", "probe_epochs=300", "lr=0.01"]
@@ -35,12 +36,14 @@ ARMS = {
     "ssl-infonce+ft": ("finetune", SUPERVISED, ["loss=ce"], "ssl-infonce"),
     "ssl-acl-a0.3+ft": ("finetune", SUPERVISED, ["loss=ce"], "ssl-acl-a0.3"),
 }
+# The configs name ../shared/data; these follow SOUNDARC_DATA (benchmarks/_data.py) instead.
+DATA_SETS = {SUPERVISED: [f"labeled={ESC10}"], PRETRAIN: [f"labeled={ESC10}", f"unlabeled=[{require_data('unlabeled')}]"]}
 METRICS = ("clip_accuracy", "balanced_accuracy", "patch_accuracy", "uniformity", "tolerance", "knn_accuracy")
 
 
 def command(arm: str, seed: int) -> list[str]:
     mode, config, overrides, base = ARMS[arm]
-    sets = [*overrides, f"seed={seed}"] + ([f"init={RUNS / base / f'seed{seed}'}"] if base else [])
+    sets = [*DATA_SETS[config], *overrides, f"seed={seed}"] + ([f"init={RUNS / base / f'seed{seed}'}"] if base else [])
     return ["soundarc", "train", mode, "--config", config, *(a for s in sets for a in ("--set", s)),
             "--out", str(RUNS / arm / f"seed{seed}")]
 
@@ -97,7 +100,6 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", choices=list(ARMS), default=list(ARMS))
     args = parser.parse_args()
-    require_data("esc10")
     results = {arm: {} for arm in args.only}
     for seed in args.seeds:  # seed-major: the first seed of every arm finishes first
         for arm in args.only:
