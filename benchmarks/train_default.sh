@@ -11,7 +11,6 @@ cd "$(dirname "$0")/.."
 export BENTOML_DO_NOT_TRACK=True
 BIN=.venv/bin
 $BIN/pip install --quiet -e '.[bench]'  # sed_eval for events_cv.py
-DATA=${SOUNDARC_DATA:-../shared/data}  # as benchmarks/_data.py
 ARM=${ARM:-ssl-acl-acl-robust-oe-eq}
 FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: its weights)
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
@@ -22,14 +21,16 @@ $BIN/python benchmarks/openset_cv.py --arm "$ARM"
 $BIN/python benchmarks/events_cv.py --arm "$ARM"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0
 $BIN/python benchmarks/int8_cv.py --arm "$ARM"
-SETS=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import cv_study; print(' '.join(cv_study.ARMS['$ARM']))")
+STUDY="import sys; sys.path.insert(0, 'benchmarks'); import cv_study"
+SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
+ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
 ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
 FINAL=()  # one final run per seed on folds 1-4, then their weights averaged (benchmarks/soup_cv.py)
 for seed in $FINAL_SEEDS; do
-  $BIN/soundarc train finetune --config configs/default-model.yaml --set labeled="$DATA/esc10" "${ARGS[@]}" --set seed="$seed" \
+  $BIN/soundarc train finetune --config configs/default-model.yaml --set labeled="$ESC10" "${ARGS[@]}" --set seed="$seed" \
       --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$ARM-seed$seed"
   FINAL+=("runs/default-$ARM-seed$seed")
 done
 $BIN/python benchmarks/soup_cv.py --runs "${FINAL[@]}" --out "runs/default-$ARM"
 $BIN/python benchmarks/finalise_default.py "runs/default-$ARM" "$ARM" models/default
-$BIN/soundarc quantize models/default --audio "$DATA/esc10"
+$BIN/soundarc quantize models/default --audio "$ESC10"
