@@ -54,5 +54,5 @@ def recipe_table(table: dict, runs: dict, columns: list, cell) -> str:
     """A markdown table, a row per recipe: `table[arm][column]` ({"mean", "std"}) formatted by `cell`."""
     lines = ["| recipe | runs | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for arm, row in table.items():
-        lines.append(f"| {arm} | {runs[arm]} | " + " | ".join(cell(row[c]) for c in columns) + " |")
+        lines.append(f"| {arm} | {runs[arm]} | " + " | ".join(cell(row[c]) if c in row else "–" for c in columns) + " |")
     return "\n".join(lines) + "\n"

@@ -1,13 +1,14 @@
 """Recipes compared by 4-fold cross-validation over ESC-10 folds 1-4 (issue 19), seeds as given.
 
-    python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2]
+    python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2] [--rescore]
 
 Each run trains on three folds and is scored on the fourth, as the service scores (windows with
 sound vote), clean and under the recording conditions of training.robustness; it also records, for
 the open-set threshold, every held-out clip's angle to the nearest class prototype of its training
 folds and the angles of the unknown clips (unlabeled/, never used in training). Every run is one
 `soundarc train finetune` command; a finished run (its cv.json exists) is skipped and an
-interrupted one resumes, so rerunning continues the study. Order: seed-major, so that a partial
+interrupted one resumes, so rerunning continues the study (`--rescore` scores finished runs again,
+under a condition added since). Order: seed-major, so that a partial
 study is balanced. Writes reports/cv_study.json and reports/cv_study.md.
 """
 
@@ -68,6 +69,12 @@ ARMS = {
     # ... and with the steep low-pass too (the two changes that each helped a recording condition, together)
     "ssl-acl-acl-robust-oe-eq-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
                                        "band_limit_order=16"],
+    # ... with a stronger frequency response (up to ±12 dB at each anchor instead of ±6)
+    "ssl-acl-acl-robust-oe-eq12-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
+                                         "eq_db=12", "band_limit_order=16"],
+    # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
+    "ssl-acl-acl-robust-oe-eq-steep-rev": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
+                                           "band_limit_order=16", "reverb_prob=0.5"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
@@ -182,16 +189,19 @@ def evaluate(run: Path, fold: int) -> dict:
 
 def compact(results: dict) -> dict:
     """{arm: {run: {fold, condition: accuracy}}}: what the report keeps of each run."""
-    return {arm: {k: {"fold": r["fold"], **{c: r["conditions"][c]["accuracy"] for c in CONDITIONS}}
+    return {arm: {k: {"fold": r["fold"], **{c: r["conditions"][c]["accuracy"] for c in CONDITIONS if c in r["conditions"]}}
                   for k, r in runs.items()} for arm, runs in results.items()}
 
 
 def summarise(runs: dict) -> dict:
-    """{arm: {condition: mean, std over runs, runs}} (std over the fold x seed runs)."""
+    """{arm: {condition: mean, std over runs, runs}} (std over the fold x seed runs); a condition
+    some run was not scored under (added after it ran: `--rescore`) is left out of its arm's row."""
     table = {}
     for arm, arm_runs in runs.items():
         row = {}
         for condition in CONDITIONS:
+            if not all(condition in r for r in arm_runs.values()):
+                continue
             acc = np.array([r[condition] for r in arm_runs.values()])
             row[condition] = {"mean": float(acc.mean()), "std": float(acc.std()), "runs": len(acc)}
         table[arm] = row
@@ -219,15 +229,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rescore", action="store_true", help="score finished runs again (a condition added since)")
     args = parser.parse_args()
     results = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         for arm in args.arms:
             for fold in args.folds:
                 out = cv_run(arm, fold, seed)
-                if not (out / "cv.json").exists():
+                trained = (out / "cv.json").exists()
+                if not trained:
                     pretrain_for(arm, args.threads)
                     run(command(arm, fold, seed, args.threads))
+                if not trained or args.rescore:
                     (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
                 results[arm][out.name] = json.loads((out / "cv.json").read_text())
             write_report({a: r for a, r in results.items() if r})

@@ -9,6 +9,9 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
     random EQ       (robust view) x <- log10((10^x − floor)·10^(c/10) + floor), c (M,) a smooth random
                     curve in dB: eq_points anchors ~ U(−eq_db, eq_db), linear between them
+    reverb          (robust view) x <- log10(P + w·Σ_k≥1 a^k·P[t − k] + floor), P = 10^x − floor per mel band,
+                    a = 10^(−6·hop / rt60) the power decay a frame, rt60 ~ U(rt60_s), w such that the tail
+                    holds 10^(−drr/10) of the direct energy, drr ~ U(drr_db): a room's late reverberation
     mixup           x <- log10(λ·10^x + (1 − λ)·(E_x / E_y)·10^y), y another patch of the batch: the
                     two sounds at equal energy, weighted λ and 1 − λ (the loss is weighted the same)
 """
@@ -106,6 +109,9 @@ class RobustConfig:
     eq_prob: float = 0.0  # share of patches given a random smooth frequency response (a microphone, a room); 0: off
     eq_db: float = 6.0  # ... whose gain at each of eq_points mel-spaced anchors is U(−eq_db, eq_db) dB
     eq_points: int = 5
+    reverb_prob: float = 0.0  # share of patches given a room's exponentially decaying tail; 0: off
+    rt60_s: tuple[float, float] = (0.2, 1.2)  # reverberation time (60 dB decay): small rooms to halls
+    drr_db: tuple[float, float] = (-3.0, 12.0)  # direct-to-reverberant energy ratio: a far to a near microphone
     time_masks: int = 2
     max_time_mask: int = 12  # frames
     freq_masks: int = 2
@@ -140,6 +146,23 @@ def random_eq(x: torch.Tensor, floor: float, max_db: float, points: int, prob: f
     return torch.log10((10.0**x - floor).clamp_min(0) * gain + floor)
 
 
+def reverb(x: torch.Tensor, floor: float, hop_s: float, rt60_s: tuple, drr_db: tuple, prob: float,
+           g: torch.Generator) -> torch.Tensor:
+    """Late reverberation on the mel power of each patch (B, 1, T, M): every band's energy decays
+    exponentially after it (a causal convolution along time, by FFT), at a random RT60 and
+    direct-to-reverberant ratio."""
+    b, t = x.shape[0], x.shape[2]
+    decay = 10.0 ** (-6 * hop_s / uniform(b, *rt60_s, g, x.device))  # (B, 1, 1, 1) power kept a frame
+    drr = uniform(b, *drr_db, g, x.device)
+    k = torch.arange(t, device=x.device, dtype=x.dtype).view(1, 1, t, 1)
+    kernel = torch.where(k > 0, decay**k, torch.zeros_like(k))  # (B, 1, T, 1); sums to decay / (1 − decay)
+    kernel = kernel * 10.0 ** (-drr / 10) * (1 - decay) / decay * coin(x, prob, g)
+    lin = (10.0**x - floor).clamp_min(0)
+    n = 2 * t  # zero-padded: no wrap-around
+    tail = torch.fft.irfft(torch.fft.rfft(lin, n=n, dim=2) * torch.fft.rfft(kernel, n=n, dim=2), n=n, dim=2)[:, :, :t]
+    return torch.log10(lin + tail.clamp_min(0) + floor)
+
+
 def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
     """Time and mel-band masks filled with each patch's mean value."""
     b, _, t, m = x.shape
@@ -163,12 +186,15 @@ def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float, floor: float) -> torc
     return torch.log10(lam * lin_x + (1 - lam) * energy_ratio(lin_x, lin_y) * lin_y + floor)
 
 
-def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, views: AugmentConfig,
-                cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
-    """The supervised training view of a batch (B, 1, T, M): crop, compander, real noise at a random
-    SNR, a random frequency response (when eq_prob > 0), a random low-pass, SpecAugment masks."""
+def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, hop_s: float,
+                views: AugmentConfig, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
+    """The supervised training view of a batch (B, 1, T, M): crop, compander, a room's reverberation
+    (when reverb_prob > 0), real noise at a random SNR, a random frequency response (when eq_prob > 0),
+    a random low-pass, SpecAugment masks."""
     x = random_resized_crop(x, views.crop_area, views.crop_ratio, g, views.crop_mel)
     x = x * uniform(x.shape[0], *views.compander, g, x.device)
+    if cfg.reverb_prob > 0:  # off draws nothing: the recipes without it keep their random sequence
+        x = reverb(x, floor, hop_s, cfg.rt60_s, cfg.drr_db, cfg.reverb_prob, g)
     x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, g)
     if cfg.eq_prob > 0:  # off draws nothing: the recipes without it keep their random sequence
         x = random_eq(x, floor, cfg.eq_db, cfg.eq_points, cfg.eq_prob, g)

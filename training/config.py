@@ -47,6 +47,8 @@ class TrainConfig:
     eq_prob: float = 0.0  # finetune, augment "robust": share of patches given a random smooth frequency
     #   response (microphones, rooms), up to ±eq_db dB at five mel-spaced anchors; 0: off
     eq_db: float = 6.0
+    reverb_prob: float = 0.0  # finetune, augment "robust": share of patches given a room's late reverberation
+    #   (RT60 0.2-1.2 s, direct-to-reverberant ratio -3 to 12 dB, on the mel power); 0: off
     crop_mel: bool = True  # finetune: the random resized crop also shifts and stretches the mel axis (false: the
     #   time axis only; every sound's spectral envelope stays where it is)
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
@@ -77,7 +79,7 @@ class TrainConfig:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob", "eq_prob"):
+        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob", "eq_prob", "reverb_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.augment not in AUGMENTS:

@@ -159,7 +159,7 @@ class SupervisedStep:
         self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
         self.views = AugmentConfig(crop_mel=cfg.crop_mel)
         self.robust = RobustConfig(band_limit_prob=cfg.band_limit_prob, band_limit_order=cfg.band_limit_order,
-                                   eq_prob=cfg.eq_prob, eq_db=cfg.eq_db)
+                                   eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, reverb_prob=cfg.reverb_prob)
         if cfg.augment == "robust" and not len(splits.unlabeled):
             raise ConfigError("augment: robust mixes in real background audio: give `unlabeled` folders as its noise pool")
         self.mel_hz = torch.from_numpy(mel_frequencies(frontend)).float()
@@ -209,7 +209,8 @@ class SupervisedStep:
             noise = np.stack([random_patch(noise[i], self.frontend, self.rng) for i in picks])
             noise = torch.from_numpy(noise)[:, None].to(self.device)
             floor = self.frontend.log_offset
-            x = robust_view(x, noise, self.mel_hz, floor, self.views, self.robust, self.gen)
+            hop_s = 1 / self.frontend.frames_per_s
+            x = robust_view(x, noise, self.mel_hz, floor, hop_s, self.views, self.robust, self.gen)
         return x
 
     def evaluate(self) -> dict:

@@ -5,6 +5,8 @@
     noise_10db  real background audio (clips of a pool never used in training) at 10 dB SNR
     gain_-30db  30 dB quieter
     mp3_24k     re-encoded as MP3 at 24 kbit/s (libsndfile's LAME, compression level 0.9)
+    reverb      played in a room: convolved with a synthetic impulse response (the direct path, then
+                Gaussian noise decaying 60 dB in 0.6 s, as much energy as the direct path; fixed seed)
 
 Each condition's log-mels (with the gains the activity decision needs) are computed once per clip
 and cached; the clip answer is the mean softmax over its windows with sound (all windows when none).
@@ -17,6 +19,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import scipy.signal
 import soundfile as sf
 import soxr
 
@@ -25,8 +28,17 @@ from core.answer import softmax
 from core.audio import decode
 from core.features import FrontendConfig, log_mel, patches
 
-CONDITIONS = ("clean", "lowpass_4k", "noise_10db", "gain_-30db", "mp3_24k")
+CONDITIONS = ("clean", "lowpass_4k", "noise_10db", "gain_-30db", "mp3_24k", "reverb")
 VERSION = 1  # bump when a perturbation changes: the cache key
+
+
+def room_response(rate: int, rt60_s: float = 0.6, drr_db: float = 0.0, seed: int = 0) -> np.ndarray:
+    """(samples,) a synthetic room impulse response: 1 (the direct path), then Gaussian noise whose
+    amplitude decays 60 dB in rt60_s, scaled to 10^(-drr_db/10) of the direct path's energy."""
+    t = np.arange(1, int(rt60_s * rate)) / rate
+    tail = np.random.default_rng(seed).standard_normal(t.size) * 10 ** (-3 * t / rt60_s)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail**2))
+    return np.concatenate([[1.0], tail])
 
 
 def perturb(y: np.ndarray, condition: str, rate: int, noise: np.ndarray | None = None) -> np.ndarray:
@@ -45,6 +57,8 @@ def perturb(y: np.ndarray, condition: str, rate: int, noise: np.ndarray | None =
         buffer = io.BytesIO()
         sf.write(buffer, np.clip(y, -1, 1), rate, format="MP3", compression_level=0.9, bitrate_mode="CONSTANT")
         return decode(buffer.getvalue(), rate)[: y.size]
+    if condition == "reverb":
+        return scipy.signal.fftconvolve(y, room_response(rate))[: y.size].astype(np.float32)
     raise ValueError(f"unknown condition {condition!r}; valid: {CONDITIONS}")
 
 

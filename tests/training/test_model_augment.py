@@ -78,8 +78,9 @@ def test_robust_view_parts():
     assert (steep[..., above] < -2.0 - 2.0).all() and (low[..., above & (mel_hz < 2_600)] > -2.0 - 1.0).all()
     masked = spec_augment(x + torch.randn(x.shape, generator=g), RobustConfig(max_time_mask=20, max_freq_mask=20), g)
     assert masked.shape == x.shape and torch.isfinite(masked).all()
-    view = robust_view(x, noise, mel_hz, 1e-8, AugmentConfig(), RobustConfig(), g)
-    assert view.shape == x.shape and torch.isfinite(view).all()
+    for cfg in (RobustConfig(), RobustConfig(eq_prob=1.0, reverb_prob=1.0)):
+        view = robust_view(x, noise, mel_hz, 1e-8, 0.01, AugmentConfig(), cfg, g)
+        assert view.shape == x.shape and torch.isfinite(view).all()
 
 
 def test_mixup_is_energy_matched_and_weighted():
@@ -109,3 +110,20 @@ def test_random_eq_is_a_smooth_bounded_gain_per_patch():
     assert change_db.abs().amax() <= 6.0 + 1e-3 and change_db.abs().amax() > 1.0  # bounded, not idle
     assert (change_db.diff(dim=-1).abs() <= 12.0 / (95 / 4) + 1e-3).all()  # linear between 5 anchors: smooth
     assert not torch.allclose(change_db[0], change_db[1])  # a response of its own per patch
+
+
+def test_reverb_is_a_decaying_tail_at_the_drawn_ratio():
+    from training.augment import reverb
+
+    floor, hop_s = 1e-8, 0.01
+    x = torch.full((2, 1, 101, 96), math.log10(floor))  # silence ...
+    x[:, :, 10, :] = 0.0  # ... but one frame of energy 1 in every band
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(reverb(x, floor, hop_s, (0.5, 0.5), (0.0, 0.0), 0.0, g), x)  # prob 0: unchanged
+    out = reverb(x, floor, hop_s, (0.5, 0.5), (0.0, 0.0), 1.0, g)  # RT60 0.5 s, tail energy = direct energy
+    lin = 10.0 ** out[0, 0, :, 0] - floor  # (T,)
+    torch.testing.assert_close(lin[:11], 10.0 ** x[0, 0, :11, 0] - floor, atol=1e-6, rtol=0)  # causal: nothing before
+    decay = 10 ** (-6 * hop_s / 0.5)  # 60 dB in 0.5 s, power a frame
+    torch.testing.assert_close(lin[12:40] / lin[11:39], torch.full((28,), decay), rtol=1e-3, atol=0)
+    # DRR 0 dB: the whole tail holds the direct energy (1), less the part past the patch's last frame
+    assert abs(lin[11:].sum().item() - (1 - decay ** 90)) < 1e-3

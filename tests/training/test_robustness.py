@@ -1,0 +1,31 @@
+"""The recording conditions of the robustness table (training.robustness)."""
+
+import numpy as np
+import pytest
+
+from training.robustness import CONDITIONS, perturb, room_response
+
+
+def test_room_response_has_its_decay_and_ratio():
+    rate = 8_000
+    h = room_response(rate, rt60_s=0.5, drr_db=3.0)
+    assert h[0] == 1.0 and h.size == 4_000  # the direct path, then 0.5 s of tail
+    assert np.sum(h[1:] ** 2) == pytest.approx(10 ** (-3 / 10))  # 3 dB below the direct path
+    first, last = np.sum(h[1:400] ** 2), np.sum(h[-400:] ** 2)  # the first and last 50 ms
+    assert 10 * np.log10(first / last) == pytest.approx(54, abs=3)  # 60 dB a 0.5 s, less the 50 ms a window
+    np.testing.assert_array_equal(h, room_response(rate, rt60_s=0.5, drr_db=3.0))  # one room: a fixed seed
+
+
+def test_every_condition_keeps_the_clip_length():
+    rate = 22_050
+    t = np.arange(rate) / rate
+    y = (0.3 * np.sin(2 * np.pi * 440 * t) * (t < 0.2)).astype(np.float32)  # a 0.2 s tone, then silence
+    noise = np.random.default_rng(0).standard_normal(rate // 3).astype(np.float32)
+    for condition in CONDITIONS:
+        z = perturb(y, condition, rate, noise)
+        assert z.shape == y.shape and z.dtype == np.float32 and np.isfinite(z).all(), condition
+    reverberant = perturb(y, "reverb", rate)
+    assert np.abs(reverberant[int(0.3 * rate):]).max() > 0.01  # the room rings on after the tone ...
+    assert np.abs(reverberant[int(0.3 * rate):]).max() < 0.3  # ... and dies away
+    with pytest.raises(ValueError, match="unknown condition"):
+        perturb(y, "underwater", rate)
