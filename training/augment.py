@@ -11,7 +11,8 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
                     curve in dB: eq_points anchors ~ U(−eq_db, eq_db), linear between them
     reverb          (robust view) x <- log10(P + w·Σ_k≥1 a^k·P[t − k] + floor), P = 10^x − floor per mel band,
                     a = 10^(−6·hop / rt60) the power decay a frame, rt60 ~ U(rt60_s), w such that the tail
-                    holds 10^(−drr/10) of the direct energy, drr ~ U(drr_db): a room's late reverberation
+                    holds 10^(−drr/10) of the direct energy, drr ~ U(drr_db): a room's late reverberation;
+                    then scaled to the patch's peak energy (the front-end peak-normalises each clip)
     mixup           x <- log10(λ·10^x + (1 − λ)·(E_x / E_y)·10^y), y another patch of the batch: the
                     two sounds at equal energy, weighted λ and 1 − λ (the loss is weighted the same)
 """
@@ -150,7 +151,7 @@ def reverb(x: torch.Tensor, floor: float, hop_s: float, rt60_s: tuple, drr_db: t
            g: torch.Generator) -> torch.Tensor:
     """Late reverberation on the mel power of each patch (B, 1, T, M): every band's energy decays
     exponentially after it (a causal convolution along time, by FFT), at a random RT60 and
-    direct-to-reverberant ratio."""
+    direct-to-reverberant ratio; the result keeps the patch's peak energy."""
     b, t = x.shape[0], x.shape[2]
     decay = 10.0 ** (-6 * hop_s / uniform(b, *rt60_s, g, x.device))  # (B, 1, 1, 1) power kept a frame
     drr = uniform(b, *drr_db, g, x.device)
@@ -160,7 +161,9 @@ def reverb(x: torch.Tensor, floor: float, hop_s: float, rt60_s: tuple, drr_db: t
     lin = (10.0**x - floor).clamp_min(0)
     n = 2 * t  # zero-padded: no wrap-around
     tail = torch.fft.irfft(torch.fft.rfft(lin, n=n, dim=2) * torch.fft.rfft(kernel, n=n, dim=2), n=n, dim=2)[:, :, :t]
-    return torch.log10(lin + tail.clamp_min(0) + floor)
+    wet = lin + tail.clamp_min(0)
+    peak = lin.amax(dim=(1, 2, 3), keepdim=True) / wet.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-20)
+    return torch.log10(wet * peak + floor)  # back to the patch's peak, as the front-end peak-normalises
 
 
 def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
