@@ -163,6 +163,7 @@ class SupervisedStep:
         if cfg.augment == "robust" and not len(splits.unlabeled):
             raise ConfigError("augment: robust mixes in real background audio: give `unlabeled` folders as its noise pool")
         self.mel_hz = torch.from_numpy(mel_frequencies(frontend)).float()
+        self.hop_s = 1 / frontend.frames_per_s  # seconds a frame: the reverb's decay per frame
 
     def describe(self) -> str:
         return (f"{self.clips} clips ({self.device}), width {self.model.cfg.width}, loss {self.cfg.loss}, "
@@ -209,8 +210,7 @@ class SupervisedStep:
             noise = np.stack([random_patch(noise[i], self.frontend, self.rng) for i in picks])
             noise = torch.from_numpy(noise)[:, None].to(self.device)
             floor = self.frontend.log_offset
-            hop_s = 1 / self.frontend.frames_per_s
-            x = robust_view(x, noise, self.mel_hz, floor, hop_s, self.views, self.robust, self.gen)
+            x = robust_view(x, noise, self.mel_hz, floor, self.hop_s, self.views, self.robust, self.gen)
         return x
 
     def evaluate(self) -> dict:
