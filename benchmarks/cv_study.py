@@ -69,6 +69,9 @@ ARMS = {
     # ... and with the steep low-pass too (the two changes that each helped a recording condition, together)
     "ssl-acl-acl-robust-oe-eq-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
                                        "band_limit_order=16"],
+    # ... with the encoder fine-tuned at 0.3 times the heads' learning rate (-elr3 named new classes better)
+    "ssl-acl-acl-robust-oe-eq-elr3": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
+                                      "encoder_lr_scale=0.3"],
     # ... with a stronger frequency response (up to ±12 dB at each anchor instead of ±6)
     "ssl-acl-acl-robust-oe-eq12-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
                                          "eq_db=12", "band_limit_order=16"],
