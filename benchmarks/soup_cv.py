@@ -3,6 +3,7 @@
     python benchmarks/soup_cv.py --arm ssl-acl-acl-robust --seeds 0 1
     python benchmarks/soup_cv.py --arm ARM_A ARM_B --seeds 0     # across recipes fine-tuned from one encoder
     python benchmarks/soup_cv.py --runs RUN... --out SOUP_RUN     # just average these runs (the final model)
+    python benchmarks/soup_cv.py --arm ARM --seeds 0 1 2 --toward-init 0.3   # each run moved back to its encoder
 
 For each fold, the weights of the arm's runs with those seeds (benchmarks/cv_study.py) are averaged,
 BatchNorm statistics included, into one model of the same size, which is scored like any CV run:
@@ -11,6 +12,10 @@ pre-trained encoder start from the same weights and may average well; runs from 
 starts are not expected to (the control). The result is the arm `<arm>-soup` in
 reports/cv_study.json (`<arm>-soup3` for three seeds); its runs are in runs/cv/<arm>-soup/. Given
 several arms, every arm's runs of those seeds are averaged together: `<arm>+<arm>...-soup`.
+
+With --toward-init A (weight-space ensembling of the fine-tune and its start, WiSE-FT, Wortsman et al.
+2022), each run is scored on its own with its encoder's weights moved a share A of the way back to the
+self-supervised encoder it was fine-tuned from (the classifier as fine-tuned): arm `<arm>-wise<A>`.
 """
 
 import argparse
@@ -19,8 +24,8 @@ import time
 from pathlib import Path
 
 import torch
-from _data import cv_run
-from cv_study import evaluate, write_report
+from _data import ROOT, cv_run
+from cv_study import ARMS, evaluate, write_report
 from safetensors.torch import load_file, save_file
 
 
@@ -29,12 +34,51 @@ def soup(runs: list, out) -> None:
     states = [load_file(run / "checkpoint" / "model.safetensors") for run in runs]
     mean = {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}
+    save_model(mean, runs[0], out, {"runs": [str(r) for r in runs]})
+
+
+def save_model(state: dict, first, out, recipe: dict) -> None:
+    """A run directory `out` holding `state`, with the first run's checkpoint.json under an id of its own
+    and soup.json saying how it was made."""
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    info = json.loads((runs[0] / "checkpoint" / "checkpoint.json").read_text())  # the first run's; soup.json names all
+    info = json.loads((first / "checkpoint" / "checkpoint.json").read_text())
     info["run_id"] = f"{out.name}-{int(time.time())}"  # the soup's own id, not its first run's
     (out / "checkpoint" / "checkpoint.json").write_text(json.dumps(info, indent=1))
-    save_file(mean, out / "checkpoint" / "model.safetensors")
-    (out / "soup.json").write_text(json.dumps({"runs": [str(r) for r in runs]}, indent=1))
+    save_file(state, out / "checkpoint" / "model.safetensors")
+    (out / "soup.json").write_text(json.dumps(recipe, indent=1))
+
+
+def toward_init(run, init, share: float, out) -> None:
+    """The run's weights with every encoder tensor moved `share` of the way back to `init`'s (a
+    pre-training run); the classifier, the projection head and integer tensors as the run has them."""
+    start = load_file(init / "checkpoint" / "model.safetensors")
+    state = load_file(run / "checkpoint" / "model.safetensors")
+    mixed = {k: torch.lerp(v.float(), start[k].float(), share).to(v.dtype)
+             if k.startswith("encoder.") and v.is_floating_point() else v for k, v in state.items()}
+    save_model(mixed, run, out, {"runs": [str(run)], "toward": str(init), "share": share})
+
+
+def init_of(arm: str):
+    """The pre-training run an arm fine-tunes from (its `init=` setting)."""
+    inits = [s.removeprefix("init=") for s in ARMS[arm] if s.startswith("init=")]
+    if not inits:
+        raise SystemExit(f"{arm} starts from random weights: --toward-init needs a pre-trained arm")
+    return ROOT / inits[0]
+
+
+def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float) -> None:
+    name, results = f"{arm}-wise{share:g}", {}
+    for seed in seeds:
+        for fold in folds:
+            run, out = cv_run(arm, fold, seed), cv_run(name, fold, seed)
+            if not (run / "cv.json").exists():
+                raise SystemExit(f"unfinished run: {run}: run benchmarks/cv_study.py first")
+            if not (out / "cv.json").exists():
+                toward_init(run, init_of(arm), share, out)
+                (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
+            results[out.name] = json.loads((out / "cv.json").read_text())
+            print(out.name, {c: round(r["accuracy"], 4) for c, r in results[out.name]["conditions"].items()}, flush=True)
+    write_report({name: results})
 
 
 def main() -> None:
@@ -44,6 +88,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--toward-init", type=float, metavar="A",
+                        help="score each run of one --arm with its encoder moved a share A back to its pre-training")
     args = parser.parse_args()
     if args.runs or args.out:
         if not (args.runs and args.out):
@@ -51,6 +97,10 @@ def main() -> None:
         return soup(args.runs, args.out)
     if not args.arm:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
+    if args.toward_init is not None:
+        if len(args.arm) != 1 or not 0 <= args.toward_init <= 1:
+            parser.error("--toward-init takes one --arm and a share between 0 and 1")
+        return score_toward_init(args.arm[0], args.seeds, args.folds, args.toward_init)
     models = len(args.arm) * len(args.seeds)
     name, results = "+".join(args.arm) + f"-soup{'' if models == 2 else models}", {}  # "-soup": two, "-soup3": three
     for fold in args.folds:
