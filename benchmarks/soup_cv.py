@@ -21,6 +21,7 @@ self-supervised encoder it was fine-tuned from (the classifier as fine-tuned): a
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ def soup(runs: list, out) -> None:
     save_model(mean, runs[0], out, {"runs": [str(r) for r in runs]})
 
 
-def save_model(state: dict, first, out, recipe: dict) -> None:
+def save_model(state: dict, first, out, made_of: dict) -> None:
     """A run directory `out` holding `state`, with the first run's checkpoint.json under an id of its own
     and soup.json saying how it was made."""
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,7 @@ def save_model(state: dict, first, out, recipe: dict) -> None:
     info["run_id"] = f"{out.name}-{int(time.time())}"  # the soup's own id, not its first run's
     (out / "checkpoint" / "checkpoint.json").write_text(json.dumps(info, indent=1))
     save_file(state, out / "checkpoint" / "model.safetensors")
-    (out / "soup.json").write_text(json.dumps(recipe, indent=1))
+    (out / "soup.json").write_text(json.dumps(made_of, indent=1))
 
 
 def toward_init(run, init, share: float, out) -> None:
@@ -73,12 +74,18 @@ def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float
             run, out = cv_run(arm, fold, seed), cv_run(name, fold, seed)
             if not (run / "cv.json").exists():
                 raise SystemExit(f"unfinished run: {run}: run benchmarks/cv_study.py first")
-            if not (out / "cv.json").exists():
-                toward_init(run, init_of(arm), share, out)
-                (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
-            results[out.name] = json.loads((out / "cv.json").read_text())
-            print(out.name, {c: round(r["accuracy"], 4) for c, r in results[out.name]["conditions"].items()}, flush=True)
+            results[out.name] = scored(out, fold, partial(toward_init, run, init_of(arm), share))
     write_report({name: results})
+
+
+def scored(out, fold: int, make) -> dict:
+    """The CV result of the model in `out`, made by `make(out)` and scored first if it has none."""
+    if not (out / "cv.json").exists():
+        make(out)
+        (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
+    result = json.loads((out / "cv.json").read_text())
+    print(out.name, {c: round(r["accuracy"], 4) for c, r in result["conditions"].items()}, flush=True)
+    return result
 
 
 def main() -> None:
@@ -109,11 +116,7 @@ def main() -> None:
         if missing:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
         out = cv_run(name, fold, "+".join(map(str, args.seeds)))
-        if not (out / "cv.json").exists():
-            soup(runs, out)
-            (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
-        results[out.name] = json.loads((out / "cv.json").read_text())
-        print(out.name, {c: round(r["accuracy"], 4) for c, r in results[out.name]["conditions"].items()}, flush=True)
+        results[out.name] = scored(out, fold, partial(soup, runs))
     write_report({name: results})
 
 
