@@ -35,6 +35,8 @@ NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: nev
 NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
 ROBUST = ["augment=robust", f"unlabeled=[{NOISE_TRAIN}]"]  # robust augmentation, its noise from unlabeled_more/
 ACL_ROBUST = ["loss=acl", "sup_alpha=0.7", *ROBUST]
+SSL_OE = ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5"]  # pre-trained, outlier exposure
+EQ = [*SSL_OE, "eq_prob=0.5"]  # ... and the random frequency response: the shipped recipe
 ARMS = {
     "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of an early session
     "ce-robust": ["loss=ce", *ROBUST],
@@ -52,32 +54,28 @@ ARMS = {
     # outlier exposure: unlabeled_more/ patches as open-set negatives (uniform target), from scratch
     # and on the shipped recipe
     "acl-robust-oe": [*ACL_ROBUST, "outlier_weight=0.5"],
-    "ssl-acl-acl-robust-oe": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5"],
-    "ssl-acl-acl-robust-oe-e80": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "epochs=80"],
+    "ssl-acl-acl-robust-oe": SSL_OE,
+    "ssl-acl-acl-robust-oe-e80": [*SSL_OE, "epochs=80"],
     # the shipped recipe with 80 % of patches low-passed (was 50 %): aimed at its weakest column
-    "ssl-acl-acl-robust-oe-bl8": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_prob=0.8"],
+    "ssl-acl-acl-robust-oe-bl8": [*SSL_OE, "band_limit_prob=0.8"],
     # ... or with a 16th-order low-pass (nearly the brick wall of resampling) instead of a 4th-order one
-    "ssl-acl-acl-robust-oe-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "band_limit_order=16"],
+    "ssl-acl-acl-robust-oe-steep": [*SSL_OE, "band_limit_order=16"],
     # ... or with the pre-trained encoder fine-tuned at 0.3 times the heads' learning rate (keeps more of it)
-    "ssl-acl-acl-robust-oe-elr3": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "encoder_lr_scale=0.3"],
+    "ssl-acl-acl-robust-oe-elr3": [*SSL_OE, "encoder_lr_scale=0.3"],
     # ... or with the resized crop on the time axis only (the mel axis neither shifted nor stretched), to test
     # whether the stretch blurs what tells rain, helicopter and sea waves apart (BENCHMARKS.md: it does not)
-    "ssl-acl-acl-robust-oe-tcrop": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "crop_mel=false"],
+    "ssl-acl-acl-robust-oe-tcrop": [*SSL_OE, "crop_mel=false"],
     # ... or with half the windows given a random smooth frequency response (±6 dB, five mel-spaced anchors),
     # aimed at other microphones and rooms: the shipped recipe since (BENCHMARKS.md)
-    "ssl-acl-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5"],
+    "ssl-acl-acl-robust-oe-eq": EQ,
     # ... and with the steep low-pass too (the two changes that each helped a recording condition, together)
-    "ssl-acl-acl-robust-oe-eq-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
-                                       "band_limit_order=16"],
+    "ssl-acl-acl-robust-oe-eq-steep": [*EQ, "band_limit_order=16"],
     # ... with the encoder fine-tuned at 0.3 times the heads' learning rate (-elr3 named new classes better)
-    "ssl-acl-acl-robust-oe-eq-elr3": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
-                                      "encoder_lr_scale=0.3"],
+    "ssl-acl-acl-robust-oe-eq-elr3": [*EQ, "encoder_lr_scale=0.3"],
     # ... with a stronger frequency response (up to ±12 dB at each anchor instead of ±6)
-    "ssl-acl-acl-robust-oe-eq12-steep": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
-                                         "eq_db=12", "band_limit_order=16"],
+    "ssl-acl-acl-robust-oe-eq12-steep": [*EQ, "eq_db=12", "band_limit_order=16"],
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
-    "ssl-acl-acl-robust-oe-eq-steep-rev": ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5", "eq_prob=0.5",
-                                           "band_limit_order=16", "reverb_prob=0.5"],
+    "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).

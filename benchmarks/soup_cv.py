@@ -68,13 +68,13 @@ def init_of(arm: str):
 
 
 def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float) -> None:
-    name, results = f"{arm}-wise{share:g}", {}
+    name, init, results = f"{arm}-wise{share:g}", init_of(arm), {}
     for seed in seeds:
         for fold in folds:
             run, out = cv_run(arm, fold, seed), cv_run(name, fold, seed)
             if not (run / "cv.json").exists():
                 raise SystemExit(f"unfinished run: {run}: run benchmarks/cv_study.py first")
-            results[out.name] = scored(out, fold, partial(toward_init, run, init_of(arm), share))
+            results[out.name] = scored(out, fold, partial(toward_init, run, init, share))
     write_report({name: results})
 
 
