@@ -76,13 +76,16 @@ ARMS = {
     "ssl-acl-acl-robust-oe-eq12-steep": [*EQ, "eq_db=12", "band_limit_order=16"],
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
     "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
+    # the shipped recipe fine-tuned from a pre-training whose views have the random EQ too (each view its own curve)
+    "ssl-acl-eq-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-eq", *EQ[1:]],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
 # Folds 1-3 / 4 only feed its kNN monitor.
 PRETRAIN = ["pretrain_labeled=false", f"unlabeled=[{NOISE_TRAIN}]", "width=32", "epochs=50", "patches_per_clip=1",
             "eval_every=10", "train_folds=[1,2,3]", "val_folds=[4]", "seed=0"]
-PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *PRETRAIN], "ssl-infonce": ["ssl_alpha=1.0", *PRETRAIN]}
+PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *PRETRAIN], "ssl-infonce": ["ssl_alpha=1.0", *PRETRAIN],
+                "ssl-acl-eq": ["ssl_alpha=0.3", *PRETRAIN, "eq_prob=0.5"]}
 
 
 def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:

@@ -5,6 +5,7 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
                     a ~ U(0, 0.05), E the mean linear energy
     resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M); with crop_mel
                     false, the time axis only (area ∈ [0.8, 1] of it; every mel band kept in place)
+    random EQ       (views, when eq_prob > 0) as in the robust view below: each view its own curve
     compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
     random EQ       (robust view) x <- log10((10^x − floor)·10^(c/10) + floor), c (M,) a smooth random
@@ -34,6 +35,9 @@ class AugmentConfig:
     crop_mel: bool = True  # the resized crop also shifts and stretches the mel axis (false: time only)
     compander: tuple[float, float] = (0.75, 1.0)
     noise_max: float = 0.01
+    eq_prob: float = 0.0  # share of views given a random smooth frequency response (random_eq); 0: off
+    eq_db: float = 6.0
+    floor: float = 1.1e-8  # the front-end's log offset, which the random EQ keeps as the floor
 
 
 def uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
@@ -82,6 +86,8 @@ def make_view(x: torch.Tensor, background: torch.Tensor, cfg: AugmentConfig, g: 
     """One augmented view of a batch of log-mel patches (B, 1, T, M)."""
     x = mix_back(x, background, cfg.mixback_max, g)
     x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g, cfg.crop_mel)
+    if cfg.eq_prob > 0:  # off draws nothing: the views without it keep their random sequence
+        x = random_eq(x, cfg.floor, cfg.eq_db, 5, cfg.eq_prob, g)
     x = x * uniform(x.shape[0], *cfg.compander, g, x.device)
     sigma = uniform(x.shape[0], 0.0, cfg.noise_max, g, x.device)
     noise = torch.randn(x.shape, generator=g).to(x.device)

@@ -44,8 +44,8 @@ class TrainConfig:
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
     band_limit_order: int = 4  # ... by a Butterworth filter of this order (16: nearly resampling's brick wall)
-    eq_prob: float = 0.0  # finetune, augment "robust": share of patches given a random smooth frequency
-    #   response (microphones, rooms), up to ±eq_db dB at five mel-spaced anchors; 0: off
+    eq_prob: float = 0.0  # finetune, augment "robust" (pretrain: each view): share of patches given a random
+    #   smooth frequency response (microphones, rooms), up to ±eq_db dB at five mel-spaced anchors; 0: off
     eq_db: float = 6.0
     reverb_prob: float = 0.0  # finetune, augment "robust": share of patches given a room's late reverberation
     #   (RT60 0.2-1.2 s, direct-to-reverberant ratio -3 to 12 dB, on the mel power); 0: off

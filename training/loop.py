@@ -111,11 +111,12 @@ class SelfSupervisedStep:
         self.clips = len(self.pool)
         self.model = SoundModel(ModelConfig(width=cfg.width)).to(device)
         self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
-        self.views = AugmentConfig()
+        self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, floor=frontend.log_offset)
 
     def describe(self) -> str:
         loss = "InfoNCE" if self.cfg.ssl_alpha == 1 else f"ACL, ssl_alpha {self.cfg.ssl_alpha:.2f}"
-        return f"{self.clips} clips ({self.device}), width {self.cfg.width}, {loss}"
+        eq = f", random EQ on {self.views.eq_prob:.0%} of views" if self.views.eq_prob else ""
+        return f"{self.clips} clips ({self.device}), width {self.cfg.width}, {loss}{eq}"
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
         first, second = (self._patches(idx) for _ in range(2))  # (B, 1, T, M) each

@@ -127,3 +127,13 @@ def test_reverb_is_a_decaying_tail_at_the_drawn_ratio():
     torch.testing.assert_close(lin[12:40] / lin[11:39], torch.full((28,), decay), rtol=1e-3, atol=0)
     # DRR 0 dB: the whole tail holds the direct energy (1), less the part past the patch's last frame
     assert abs(lin[11:].sum().item() - (1 - decay ** 90)) < 1e-3
+
+
+def test_view_eq_is_a_smooth_gain_per_band_within_its_range():
+    x = torch.randn(8, 1, 101, 96) * 0.3 - 2  # far above the floor: (B, 1, T, M)
+    off = dict(mixback_max=0.0, crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), compander=(1.0, 1.0), noise_max=0.0)
+    out = make_view(x, x.flip(0), AugmentConfig(**off, eq_prob=1.0, eq_db=6.0), torch.Generator().manual_seed(0))
+    gain = out - x  # log10 gain: constant over time in each band, at most ±0.6 (6 dB)
+    torch.testing.assert_close(gain, gain[:, :, :1].expand_as(gain), atol=1e-4, rtol=0)
+    assert gain.abs().amax() <= 0.6 + 1e-4 and gain.abs().amax() > 0.1
+    assert (gain[..., 1:] - gain[..., :-1]).abs().amax() < 0.1  # smooth across bands
