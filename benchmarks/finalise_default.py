@@ -45,7 +45,8 @@ def data_of(config: dict) -> str:
         pre = json.loads((Path(config["init"]) / "checkpoint" / "checkpoint.json").read_text())["config"]
         loss = "InfoNCE" if pre["ssl_alpha"] == 1 else f"ACL (ssl_alpha {pre['ssl_alpha']}, margin {pre['margin']})"
         pool = ", ".join(pre["unlabeled"]) + ("" if not pre.get("pretrain_labeled", True) else " + the labelled folds")
-        data += f"; encoder pre-trained self-supervised with {loss}, {pre['epochs']} epochs, on {pool} (no labels)"
+        eq = f", a random frequency response on {pre['eq_prob']:.0%} of its views" if pre.get("eq_prob") else ""
+        data += f"; encoder pre-trained self-supervised with {loss}, {pre['epochs']} epochs{eq}, on {pool} (no labels)"
     return data
 
 
