@@ -37,6 +37,7 @@ class AugmentConfig:
     noise_max: float = 0.01
     eq_prob: float = 0.0  # share of views given a random smooth frequency response (random_eq); 0: off
     eq_db: float = 6.0
+    eq_points: int = 5
     floor: float = 1.1e-8  # the front-end's log offset, which the random EQ keeps as the floor
 
 
@@ -87,7 +88,7 @@ def make_view(x: torch.Tensor, background: torch.Tensor, cfg: AugmentConfig, g: 
     x = mix_back(x, background, cfg.mixback_max, g)
     x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g, cfg.crop_mel)
     if cfg.eq_prob > 0:  # off draws nothing: the views without it keep their random sequence
-        x = random_eq(x, cfg.floor, cfg.eq_db, 5, cfg.eq_prob, g)
+        x = random_eq(x, cfg.floor, cfg.eq_db, cfg.eq_points, cfg.eq_prob, g)
     x = x * uniform(x.shape[0], *cfg.compander, g, x.device)
     sigma = uniform(x.shape[0], 0.0, cfg.noise_max, g, x.device)
     noise = torch.randn(x.shape, generator=g).to(x.device)
