@@ -35,8 +35,10 @@ NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: nev
 NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
 ROBUST = ["augment=robust", f"unlabeled=[{NOISE_TRAIN}]"]  # robust augmentation, its noise from unlabeled_more/
 ACL_ROBUST = ["loss=acl", "sup_alpha=0.7", *ROBUST]
-SSL_OE = ["init=runs/pretrain/ssl-acl", *ACL_ROBUST, "outlier_weight=0.5"]  # pre-trained, outlier exposure
-EQ = [*SSL_OE, "eq_prob=0.5"]  # ... and the random frequency response: the shipped recipe
+OE = [*ACL_ROBUST, "outlier_weight=0.5"]  # ... with outlier exposure
+EQ_FINETUNE = [*OE, "eq_prob=0.5"]  # ... and the random frequency response
+SSL_OE = ["init=runs/pretrain/ssl-acl", *OE]  # fine-tuned from the ACL pre-training
+EQ = ["init=runs/pretrain/ssl-acl", *EQ_FINETUNE]  # the shipped recipe
 ARMS = {
     "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of an early session
     "ce-robust": ["loss=ce", *ROBUST],
@@ -53,7 +55,7 @@ ARMS = {
     "acl-robust-w64": [*ACL_ROBUST, "width=64"],
     # outlier exposure: unlabeled_more/ patches as open-set negatives (uniform target), from scratch
     # and on the shipped recipe
-    "acl-robust-oe": [*ACL_ROBUST, "outlier_weight=0.5"],
+    "acl-robust-oe": OE,
     "ssl-acl-acl-robust-oe": SSL_OE,
     "ssl-acl-acl-robust-oe-e80": [*SSL_OE, "epochs=80"],
     # the shipped recipe with 80 % of patches low-passed (was 50 %): aimed at its weakest column
@@ -77,7 +79,7 @@ ARMS = {
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
     "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
     # the shipped recipe fine-tuned from a pre-training whose views have the random EQ too (each view its own curve)
-    "ssl-acl-eq-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-eq", *EQ[1:]],
+    "ssl-acl-eq-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-eq", *EQ_FINETUNE],
 }
 # One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
 # encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
