@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from core.features import FrontendConfig
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -38,7 +40,7 @@ class AugmentConfig:
     eq_prob: float = 0.0  # share of views given a random smooth frequency response (random_eq); 0: off
     eq_db: float = 6.0
     eq_points: int = 5
-    floor: float = 1.1e-8  # the front-end's log offset, which the random EQ keeps as the floor
+    floor: float = FrontendConfig.log_offset  # the front-end's log offset, which the random EQ keeps as the floor
 
 
 def uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
