@@ -84,14 +84,19 @@ ARMS = {
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window
     "ssl-acl-w64-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-w64", *EQ_FINETUNE, "width=64"],
 }
-# One self-supervised pre-training per loss on unlabeled_more/ alone (no ESC-10 clip, so one
-# encoder is fair to every held-out fold; unlabeled/ stays out for the noise and open-set tests).
-# Folds 1-3 / 4 only feed its kNN monitor.
-PRETRAIN = ["pretrain_labeled=false", f"unlabeled=[{NOISE_TRAIN}]", "width=32", "epochs=50", "patches_per_clip=1",
-            "eval_every=10", "train_folds=[1,2,3]", "val_folds=[4]", "seed=0"]
-PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *PRETRAIN], "ssl-infonce": ["ssl_alpha=1.0", *PRETRAIN],
-                "ssl-acl-eq": ["ssl_alpha=0.3", *PRETRAIN, "eq_prob=0.5"],
-                "ssl-acl-w64": ["ssl_alpha=0.3", *PRETRAIN, "width=64", "epochs=25"]}
+
+
+def pretrain_sets(width: int = 32, epochs: int = 50) -> list[str]:
+    """A self-supervised pre-training on unlabeled_more/ alone (no ESC-10 clip, so one encoder is fair to
+    every held-out fold; unlabeled/ stays out for the noise and open-set tests). Folds 1-3 / 4 only feed
+    its kNN monitor."""
+    return ["pretrain_labeled=false", f"unlabeled=[{NOISE_TRAIN}]", f"width={width}", f"epochs={epochs}",
+            "patches_per_clip=1", "eval_every=10", "train_folds=[1,2,3]", "val_folds=[4]", "seed=0"]
+
+
+PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *pretrain_sets()], "ssl-infonce": ["ssl_alpha=1.0", *pretrain_sets()],
+                "ssl-acl-eq": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5"],
+                "ssl-acl-w64": ["ssl_alpha=0.3", *pretrain_sets(width=64, epochs=25)]}
 
 
 def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:
