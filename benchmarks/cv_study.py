@@ -83,6 +83,9 @@ ARMS = {
     # the shipped recipe at width 64 (the paper's), pre-trained at that width (PRETRAININGS: 25 epochs of 100 s
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window
     "ssl-acl-w64-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-w64", *EQ_FINETUNE, "width=64"],
+    # the shipped recipe fine-tuned from ssl-acl continued on the held-out fold's three training folds (their
+    # audio, not their labels: PRETRAININGS), so the encoder has heard the recordings it is fine-tuned on
+    "ssl-acl-dapt-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-dapt/fold{fold}", *EQ_FINETUNE],
 }
 
 
@@ -94,15 +97,32 @@ def pretrain_sets(width: int = 32, epochs: int = 50) -> list[str]:
             "patches_per_clip=1", "eval_every=10", "train_folds=[1,2,3]", "val_folds=[4]", "seed=0"]
 
 
+def adapt_sets(epochs: int = 100) -> list[str]:
+    """ssl-acl continued on the labelled training folds' audio alone (domain-adaptive pre-training; the
+    labels unused). One run per held-out fold (`{fold}` in the arm's init): 240 clips, 4 steps an epoch."""
+    return ["init=runs/pretrain/ssl-acl", "ssl_alpha=0.3", "pretrain_labeled=true", "width=32", f"epochs={epochs}",
+            "patches_per_clip=1", "eval_every=25", "seed=0"]
+
+
 PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *pretrain_sets()], "ssl-infonce": ["ssl_alpha=1.0", *pretrain_sets()],
                 "ssl-acl-eq": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5"],
-                "ssl-acl-w64": ["ssl_alpha=0.3", *pretrain_sets(width=64, epochs=25)]}
+                "ssl-acl-w64": ["ssl_alpha=0.3", *pretrain_sets(width=64, epochs=25)],
+                "ssl-acl-dapt": adapt_sets()}
 
 
 def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:
-    train = [f for f in (1, 2, 3, 4) if f != fold]
-    sets = [*ARMS[arm], f"train_folds={train}", f"val_folds=[{fold}]", f"seed={seed}", f"threads={threads}"]
+    sets = [*(s.format(fold=fold) for s in ARMS[arm]), *fold_sets(fold), f"seed={seed}", f"threads={threads}"]
     return train_command("finetune", sets, cv_run(arm, fold, seed))
+
+
+def fold_sets(fold: int) -> list[str]:
+    """Train on the other three folds, validate on `fold`."""
+    return [f"train_folds={[f for f in (1, 2, 3, 4) if f != fold]}", f"val_folds=[{fold}]"]
+
+
+def init_of(sets: list[str], fold: int) -> str | None:
+    """The pre-training run (runs/pretrain/...) a list of settings starts from for held-out `fold`, if any."""
+    return next((s.removeprefix("init=").format(fold=fold) for s in sets if s.startswith("init=runs/pretrain/")), None)
 
 
 def train_command(mode: str, sets: list[str], out: Path) -> list[str]:
@@ -115,12 +135,24 @@ def run(cmd: list[str]) -> None:
     subprocess.run([str(Path(sys.executable).parent / cmd[0]), *cmd[1:]], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-def pretrain_for(arm: str, threads: int) -> None:
-    """Runs (or resumes) the pre-training an arm starts from; a finished one is kept."""
-    name = next((n for n in PRETRAININGS if f"init=runs/pretrain/{n}" in ARMS[arm]), None)
-    if name and not (PRETRAIN_RUNS / name / "done").exists():
-        run(train_command("pretrain", [*PRETRAININGS[name], f"threads={threads}"], PRETRAIN_RUNS / name))
-        (PRETRAIN_RUNS / name / "done").touch()
+def pretrain_for(arm: str, fold: int, threads: int) -> None:
+    """Runs (or resumes) the pre-training an arm starts from for held-out `fold`; a finished one is kept."""
+    if init := init_of(ARMS[arm], fold):
+        pretrain(init, fold, threads)
+
+
+def pretrain(init: str, fold: int, threads: int) -> None:
+    """Runs (or resumes) runs/pretrain/NAME or, per held-out fold, runs/pretrain/NAME/foldK, after the
+    pre-training it continues, if any."""
+    out = ROOT / init
+    if (out / "done").exists():
+        return
+    per_fold = out.parent != PRETRAIN_RUNS
+    sets = PRETRAININGS[(out.parent if per_fold else out).name]
+    if base := init_of(sets, fold):
+        pretrain(base, fold, threads)
+    run(train_command("pretrain", [*sets, *(fold_sets(fold) if per_fold else []), f"threads={threads}"], out))
+    (out / "done").touch()
 
 
 @torch.no_grad()
@@ -253,7 +285,7 @@ def main() -> None:
                 out = cv_run(arm, fold, seed)
                 trained = (out / "cv.json").exists()
                 if not trained:
-                    pretrain_for(arm, args.threads)
+                    pretrain_for(arm, fold, args.threads)
                     run(command(arm, fold, seed, args.threads))
                 if not trained or args.rescore:
                     (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))

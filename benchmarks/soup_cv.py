@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from _data import ROOT, cv_run
-from cv_study import ARMS, evaluate, write_report
+from cv_study import ARMS, evaluate, init_of, write_report
 from safetensors.torch import load_file, save_file
 
 
@@ -59,21 +59,16 @@ def toward_init(run, init, share: float, out) -> None:
     save_model(mixed, run, out, {"runs": [str(run)], "toward": str(init), "share": share})
 
 
-def init_of(arm: str):
-    """The pre-training run an arm fine-tunes from (its `init=` setting)."""
-    inits = [s.removeprefix("init=") for s in ARMS[arm] if s.startswith("init=")]
-    if not inits:
-        raise SystemExit(f"{arm} starts from random weights: --toward-init needs a pre-trained arm")
-    return ROOT / inits[0]
-
-
 def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float) -> None:
-    name, init, results = f"{arm}-wise{share:g}", init_of(arm), {}
+    name, results = f"{arm}-wise{share:g}", {}
+    if not init_of(ARMS[arm], 1):
+        raise SystemExit(f"{arm} starts from random weights: --toward-init needs a pre-trained arm")
     for seed in seeds:
         for fold in folds:
             run, out = cv_run(arm, fold, seed), cv_run(name, fold, seed)
             if not (run / "cv.json").exists():
                 raise SystemExit(f"unfinished run: {run}: run benchmarks/cv_study.py first")
+            init = ROOT / init_of(ARMS[arm], fold)
             results[out.name] = scored(out, fold, partial(toward_init, run, init, share))
     write_report({name: results})
 

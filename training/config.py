@@ -63,7 +63,8 @@ class TrainConfig:
     margin: float = 0.5
     reduction: str = "mean"
     # fine-tuning
-    init: str = ""  # a pre-training run directory, or "" to start from scratch
+    init: str = ""  # a pre-training run directory: finetune starts from its encoder, pretrain continues it
+    #   (on this pool, e.g. the labelled training folds: domain-adaptive); "" to start from scratch
     probe: bool = False  # linear probe: frozen encoder, train only the classifier
     probe_epochs: int = 200
     # monitoring and run control

@@ -109,14 +109,17 @@ class SelfSupervisedStep:
         labeled = splits.train if cfg.pretrain_labeled else ClipSet([], [])
         self.pool = ClipSet(labeled.clips + splits.unlabeled.clips, labeled.features + splits.unlabeled.features)
         self.clips = len(self.pool)
-        self.model = SoundModel(ModelConfig(width=cfg.width)).to(device)
-        self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
+        self.model = pretrained_model(cfg.init, frontend) if cfg.init else SoundModel(ModelConfig(width=cfg.width))
+        if not cfg.init:  # a continued pre-training keeps its encoder's input normalisation
+            self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
+        self.model.to(device)
         self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, floor=frontend.log_offset)
 
     def describe(self) -> str:
         loss = "InfoNCE" if self.cfg.ssl_alpha == 1 else f"ACL, ssl_alpha {self.cfg.ssl_alpha:.2f}"
         eq = f", random EQ on {self.views.eq_prob:.0%} of views" if self.views.eq_prob else ""
-        return f"{self.clips} clips ({self.device}), width {self.cfg.width}, {loss}{eq}"
+        init = f", continued from {self.cfg.init}" if self.cfg.init else ""
+        return f"{self.clips} clips ({self.device}), width {self.model.cfg.width}, {loss}{eq}{init}"
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
         first, second = (self._patches(idx) for _ in range(2))  # (B, 1, T, M) each
@@ -225,12 +228,19 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
         model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes))
         model.encoder.set_normalisation(*normalisation_stats(splits.train.features))
         return model
-    pretrained, info = load_checkpoint(cfg.init)
-    if FrontendConfig.from_dict(info["frontend"]) != frontend:
-        raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
+    pretrained = pretrained_model(cfg.init, frontend)
     model = SoundModel(ModelConfig(width=pretrained.cfg.width, blocks=pretrained.cfg.blocks, num_classes=n_classes))
     model.encoder.load_state_dict(pretrained.encoder.state_dict())
     model.projection.load_state_dict(pretrained.projection.state_dict())
     if cfg.width != pretrained.cfg.width:
         log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
     return model
+
+
+def pretrained_model(init: str, frontend: FrontendConfig) -> SoundModel:
+    """The model of a pre-training run (encoder with its normalisation, projection head), checked to
+    share the front-end."""
+    pretrained, info = load_checkpoint(init)
+    if FrontendConfig.from_dict(info["frontend"]) != frontend:
+        raise ConfigError(f"{init} was trained with another front-end: {info['frontend']}")
+    return pretrained

@@ -161,6 +161,31 @@ def test_pretraining_on_unlabelled_audio_alone(tiny_esc, tmp_path, monkeypatch):
         pretrain(tiny(tiny_esc, tmp_path, pretrain_labeled=False), tmp_path / "bad")
 
 
+def test_pretraining_continues_from_init(tiny_esc, tmp_path, monkeypatch):
+    """init in pretrain mode: the run starts from that encoder and projection, keeps its input
+    normalisation (the new pool's statistics would shift every input), and then moves on."""
+    import torch
+
+    from training import loop
+
+    first = pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_esc / "audio")], pretrain_labeled=False, epochs=1),
+                     tmp_path / "pre")
+    start, _ = load_checkpoint(first.path)
+    starts = []
+    real = loop.SelfSupervisedStep.__init__
+
+    def spy(self, *args):
+        real(self, *args)
+        starts.append({k: v.clone() for k, v in self.model.state_dict().items()})
+
+    monkeypatch.setattr(loop.SelfSupervisedStep, "__init__", spy)
+    pretrain(tiny(tiny_esc, tmp_path, init=str(first.path), epochs=1), tmp_path / "adapted")
+    assert all(torch.equal(v, starts[0][k]) for k, v in start.state_dict().items())
+    adapted, _ = load_checkpoint(tmp_path / "adapted")
+    assert adapted.encoder.input_mean == start.encoder.input_mean
+    assert not torch.equal(adapted.encoder.stem[0].weight, start.encoder.stem[0].weight)
+
+
 def test_outlier_exposure_flattens_the_head_on_unlabelled_sounds(tiny_esc, tmp_path):
     """Tones are the classes, clicks the unlabelled pool: with outlier_weight the head's answer to a
     click (eval mode, as served) is near uniform, without it near certain. Seeded: at this tiny size
