@@ -93,7 +93,8 @@ def make_optimizer(model: SoundModel, cfg: TrainConfig, items_per_epoch: int):
         parameters = [{"params": list(model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
                       {"params": [p for p in model.parameters() if p not in encoder]}]
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = items_per_epoch * cfg.patches_per_clip // cfg.batch_size or 1
+    order = np.arange(items_per_epoch * cfg.patches_per_clip)
+    steps_per_epoch = sum(1 for _ in batches(order, cfg.batch_size)) or 1  # the last, partial batch too
     return optimizer, cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
 
 

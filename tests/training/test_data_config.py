@@ -7,7 +7,7 @@ from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
 from training.model import ModelConfig, SoundModel
-from training.setup import make_optimizer
+from training.setup import batches, make_optimizer
 
 
 def test_esc50_layout_builds_contiguous_labels(tiny_esc):
@@ -96,3 +96,19 @@ def test_encoder_learning_rate_scale():
     assert lr_encoder == pytest.approx(0.1 * lr_heads) and lr_heads > 0
     optimizer, _ = make_optimizer(model, TrainConfig(), items_per_epoch=64)
     assert len(optimizer.param_groups) == 1  # the default: one group, as runs from before the knob
+
+
+@pytest.mark.parametrize("items", [240, 3047, 65])
+def test_schedule_decays_over_every_batch_of_the_run(items):
+    """The cosine reaches zero at the run's last batch, partial batches counted (240 clips at batch 64
+    are 4 batches, not 3: the schedule must not end a quarter of the run early)."""
+    model = SoundModel(ModelConfig(width=4, num_classes=3))
+    cfg = TrainConfig(epochs=3, warmup_epochs=1, patches_per_clip=1)
+    optimizer, scheduler = make_optimizer(model, cfg, items_per_epoch=items)
+    steps = cfg.epochs * len(list(batches(np.arange(items), cfg.batch_size)))
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[-1] > 0 and scheduler.get_last_lr()[0] == 0
