@@ -255,9 +255,9 @@ def summarise(runs: dict) -> dict:
     return table
 
 
-def write_report(results: dict) -> None:
-    """Merges these runs into reports/cv_study.json (arms and runs of earlier studies are kept)."""
-    path = REPORTS / "cv_study.json"
+def write_report(results: dict, name: str = "cv_study") -> None:
+    """Merges these runs into reports/NAME.json and .md (arms and runs of earlier studies are kept)."""
+    path = REPORTS / f"{name}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else {}
     for arm, arm_runs in compact(results).items():
         runs.setdefault(arm, {}).update(arm_runs)
@@ -266,7 +266,7 @@ def write_report(results: dict) -> None:
     path.write_text(json.dumps({"summary": table, "runs": runs}, indent=1))
     markdown = recipe_table(table, {arm: row["clean"]["runs"] for arm, row in table.items()}, list(CONDITIONS),
                             lambda m: f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}")
-    (REPORTS / "cv_study.md").write_text(markdown)
+    (REPORTS / f"{name}.md").write_text(markdown)
     print(markdown)
 
 
@@ -277,6 +277,8 @@ def main() -> None:
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rescore", action="store_true", help="score finished runs again (a condition added since)")
+    parser.add_argument("--report", default="cv_study", help="reports/REPORT.json and .md (another machine's encoder "
+                        "draw: its own report, so that its runs do not replace the same-named ones)")
     args = parser.parse_args()
     results = {arm: {} for arm in args.arms}
     for seed in args.seeds:
@@ -290,7 +292,7 @@ def main() -> None:
                 if not trained or args.rescore:
                     (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
                 results[arm][out.name] = json.loads((out / "cv.json").read_text())
-            write_report({a: r for a, r in results.items() if r})
+            write_report({a: r for a, r in results.items() if r}, args.report)
 
 
 if __name__ == "__main__":

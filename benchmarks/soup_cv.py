@@ -59,7 +59,7 @@ def toward_init(run, init, share: float, out) -> None:
     save_model(mixed, run, out, {"runs": [str(run)], "toward": str(init), "share": share})
 
 
-def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float) -> None:
+def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float, report: str) -> None:
     name, results = f"{arm}-wise{share:g}", {}
     if not init_of(ARMS[arm], 1):
         raise SystemExit(f"{arm} starts from random weights: --toward-init needs a pre-trained arm")
@@ -70,7 +70,7 @@ def score_toward_init(arm: str, seeds: list[int], folds: list[int], share: float
                 raise SystemExit(f"unfinished run: {run}: run benchmarks/cv_study.py first")
             init = ROOT / init_of(ARMS[arm], fold)
             results[out.name] = scored(out, fold, partial(toward_init, run, init, share))
-    write_report({name: results})
+    write_report({name: results}, report)
 
 
 def scored(out, fold: int, make) -> dict:
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--report", default="cv_study", help="reports/REPORT.json and .md (as cv_study.py's)")
     parser.add_argument("--toward-init", type=float, metavar="A",
                         help="score each run of one --arm with its encoder moved a share A back to its pre-training")
     args = parser.parse_args()
@@ -102,7 +103,7 @@ def main() -> None:
     if args.toward_init is not None:
         if len(args.arm) != 1 or not 0 <= args.toward_init <= 1:
             parser.error("--toward-init takes one --arm and a share between 0 and 1")
-        return score_toward_init(args.arm[0], args.seeds, args.folds, args.toward_init)
+        return score_toward_init(args.arm[0], args.seeds, args.folds, args.toward_init, args.report)
     models = len(args.arm) * len(args.seeds)
     name, results = "+".join(args.arm) + f"-soup{'' if models == 2 else models}", {}  # "-soup": two, "-soup3": three
     for fold in args.folds:
@@ -112,7 +113,7 @@ def main() -> None:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
         out = cv_run(name, fold, "+".join(map(str, args.seeds)))
         results[out.name] = scored(out, fold, partial(soup, runs))
-    write_report({name: results})
+    write_report({name: results}, args.report)
 
 
 if __name__ == "__main__":
