@@ -109,8 +109,10 @@ class SelfSupervisedStep:
         labeled = splits.train if cfg.pretrain_labeled else ClipSet([], [])
         self.pool = ClipSet(labeled.clips + splits.unlabeled.clips, labeled.features + splits.unlabeled.features)
         self.clips = len(self.pool)
-        self.model = pretrained_model(cfg.init, frontend) if cfg.init else SoundModel(ModelConfig(width=cfg.width))
-        if not cfg.init:  # a continued pre-training keeps its encoder's input normalisation
+        if cfg.init:  # a continued pre-training keeps its encoder's input normalisation
+            self.model = pretrained_model(cfg, frontend)
+        else:
+            self.model = SoundModel(ModelConfig(width=cfg.width))
             self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
         self.model.to(device)
         self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, floor=frontend.log_offset)
@@ -228,19 +230,19 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
         model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes))
         model.encoder.set_normalisation(*normalisation_stats(splits.train.features))
         return model
-    pretrained = pretrained_model(cfg.init, frontend)
+    pretrained = pretrained_model(cfg, frontend)
     model = SoundModel(ModelConfig(width=pretrained.cfg.width, blocks=pretrained.cfg.blocks, num_classes=n_classes))
     model.encoder.load_state_dict(pretrained.encoder.state_dict())
     model.projection.load_state_dict(pretrained.projection.state_dict())
-    if cfg.width != pretrained.cfg.width:
-        log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
     return model
 
 
-def pretrained_model(init: str, frontend: FrontendConfig) -> SoundModel:
-    """The model of a pre-training run (encoder with its normalisation, projection head), checked to
-    share the front-end."""
-    pretrained, info = load_checkpoint(init)
+def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
+    """The model of the pre-training run `cfg.init` (encoder with its normalisation, projection head),
+    checked to share the front-end; its width overrides the config's."""
+    pretrained, info = load_checkpoint(cfg.init)
     if FrontendConfig.from_dict(info["frontend"]) != frontend:
-        raise ConfigError(f"{init} was trained with another front-end: {info['frontend']}")
+        raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
+    if cfg.width != pretrained.cfg.width:
+        log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
     return pretrained
