@@ -1,6 +1,7 @@
 """Recipes compared by 4-fold cross-validation over ESC-10 folds 1-4 (issue 19), seeds as given.
 
     python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2] [--rescore]
+        [--report NAME]
 
 Each run trains on three folds and is scored on the fourth, as the service scores (windows with
 sound vote), clean and under the recording conditions of training.robustness; it also records, for
@@ -9,7 +10,8 @@ folds and the angles of the unknown clips (unlabeled/, never used in training). 
 `soundarc train finetune` command; a finished run (its cv.json exists) is skipped and an
 interrupted one resumes, so rerunning continues the study (`--rescore` scores finished runs again,
 under a condition added since). Order: seed-major, so that a partial
-study is balanced. Writes reports/cv_study.json and reports/cv_study.md.
+study is balanced. Writes reports/cv_study.json and reports/cv_study.md (--report NAME: reports/NAME.*,
+for runs from another machine's pre-training, which is another encoder draw).
 """
 
 import argparse
@@ -30,6 +32,7 @@ from training.run import load_checkpoint
 
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
+REPORT = "cv_study"  # reports/REPORT.json and .md: the study's runs (the Xeon encoder draw)
 ESC10 = require_data("esc10")
 NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: never in training
 NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
@@ -255,7 +258,7 @@ def summarise(runs: dict) -> dict:
     return table
 
 
-def write_report(results: dict, name: str = "cv_study") -> None:
+def write_report(results: dict, name: str = REPORT) -> None:
     """Merges these runs into reports/NAME.json and .md (arms and runs of earlier studies are kept)."""
     path = REPORTS / f"{name}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else {}
@@ -277,7 +280,7 @@ def main() -> None:
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rescore", action="store_true", help="score finished runs again (a condition added since)")
-    parser.add_argument("--report", default="cv_study", help="reports/REPORT.json and .md (another machine's encoder "
+    parser.add_argument("--report", default=REPORT, help="reports/REPORT.json and .md (another machine's encoder "
                         "draw: its own report, so that its runs do not replace the same-named ones)")
     args = parser.parse_args()
     results = {arm: {} for arm in args.arms}

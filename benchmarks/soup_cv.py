@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from _data import ROOT, cv_run
-from cv_study import ARMS, evaluate, init_of, write_report
+from cv_study import ARMS, REPORT, evaluate, init_of, write_report
 from safetensors.torch import load_file, save_file
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
-    parser.add_argument("--report", default="cv_study", help="reports/REPORT.json and .md (as cv_study.py's)")
+    parser.add_argument("--report", default=REPORT, help="reports/REPORT.json and .md (as cv_study.py's)")
     parser.add_argument("--toward-init", type=float, metavar="A",
                         help="score each run of one --arm with its encoder moved a share A back to its pre-training")
     args = parser.parse_args()
