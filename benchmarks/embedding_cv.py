@@ -1,6 +1,6 @@
 """Embedding metrics per recipe, from the cross-validation runs of benchmarks/cv_study.py (issue 19).
 
-    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge]
+    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge] [--report NAME]
 
 Each CV run's clip embeddings (mean over the windows with sound, L2-normalised, as the service
 computes them) of its held-out fold, clean:
@@ -14,7 +14,8 @@ Mean ± std over the runs of each arm. Classes left out of training altogether a
 benchmarks/enrol_bench.py, which needs its own training runs. Writes reports/embedding_cv.json,
 reports/embedding_cv.md and reports/study/angles_per_arm.png (angle distributions per arm); with
 --merge the arms of the existing report that are not measured now are kept, and the plot of the
-arms measured now goes to reports/study/angles_<arms>.png.
+arms measured now goes to reports/study/angles_<arms>.png. `--report NAME` writes reports/NAME.{json,md}
+instead (another machine's encoder draw, as cv_study.py's --report).
 """
 
 import argparse
@@ -78,7 +79,8 @@ def run_metrics(run, clips, index) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", default=sorted(p.name for p in CV_RUNS.iterdir() if p.is_dir()))
-    parser.add_argument("--merge", action="store_true", help="keep the other arms of reports/embedding_cv.json")
+    parser.add_argument("--merge", action="store_true", help="keep the other arms of the report")
+    parser.add_argument("--report", default="embedding_cv", help="reports/REPORT.json and .md")
     args = parser.parse_args()
     clips, names = scan_labeled(require_data("esc10"))
     index = {n: i for i, n in enumerate(names)}
@@ -90,7 +92,7 @@ def main() -> None:
             print(arm, summary(report[arm]), flush=True)
     compact = {arm: {k: {m: v for m, v in r.items() if not m.endswith("angles")} for k, r in runs.items()}
                for arm, runs in report.items()}
-    path = REPORTS / "embedding_cv.json"
+    path = REPORTS / f"{args.report}.json"
     if args.merge and path.exists():
         compact = {**json.loads(path.read_text())["runs"], **compact}
     table = {arm: summary(runs) for arm, runs in compact.items()}
@@ -98,7 +100,7 @@ def main() -> None:
     path.write_text(json.dumps({"summary": table, "runs": compact}, indent=1) + "\n")
     markdown = recipe_table(table, {arm: len(runs) for arm, runs in compact.items()}, list(next(iter(table.values()))),
                             lambda m: f"{m['mean']:.3f} ± {m['std']:.3f}")
-    (REPORTS / "embedding_cv.md").write_text(markdown)
+    path.with_suffix(".md").write_text(markdown)
     print(markdown)
     plot_angles(report, REPORTS / "study" / ("angles_" + "_".join(report) + ".png" if args.merge else "angles_per_arm.png"))
 
