@@ -77,6 +77,8 @@ ARMS = {
     "ssl-acl-acl-robust-oe-eq-steep": [*EQ, "band_limit_order=16"],
     # ... with the encoder fine-tuned at 0.3 times the heads' learning rate (-elr3 named new classes better)
     "ssl-acl-acl-robust-oe-eq-elr3": [*EQ, "encoder_lr_scale=0.3"],
+    # ... with more of the angular margin in the supervised loss: 0.4·CE + 0.6·L_AM instead of 0.7·CE + 0.3·L_AM
+    "ssl-acl-acl-robust-oe-eq-a4": [*EQ, "sup_alpha=0.4"],
     # ... with a stronger frequency response (up to ±12 dB at each anchor instead of ±6)
     "ssl-acl-acl-robust-oe-eq12-steep": [*EQ, "eq_db=12", "band_limit_order=16"],
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
