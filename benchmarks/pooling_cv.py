@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from _data import REPORTS, cv_run, machine, mean_std
 from cv_study import ESC10, NOISE, ROOT, window_outputs
+from soup_cv import soup_arm
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patch_starts, tile_to_patch
@@ -52,10 +53,6 @@ def pooled(model, features, frontend, activity) -> dict[str, np.ndarray]:
             "softmax": softmax}
 
 
-def soup_name(arm: str, seeds: list[int]) -> str:
-    return f"{arm}-soup{'' if len(seeds) == 2 else len(seeds)}"
-
-
 def measure(arm: str, seeds: list[int], folds: list[int]) -> dict:
     """{"pooling": {pooling: {condition: [accuracy per run]}}, "ensemble"/"soup": {condition: [per fold]}}."""
     clips, names = scan_labeled(ESC10)
@@ -73,14 +70,20 @@ def measure(arm: str, seeds: list[int], folds: list[int]) -> dict:
                 for p in POOLINGS:
                     result["pooling"][p].setdefault(condition, []).append(float((scores[p].argmax(1) == labels).mean()))
                 softmax.setdefault(condition, []).append(scores["softmax"])
-        soup = cv_run(soup_name(arm, seeds), fold, "+".join(map(str, seeds)))
-        for condition, per_seed in softmax.items() if len(seeds) > 1 else ():
-            answers = [torch.stack([s[k].mean(dim=0) for s in per_seed]).mean(dim=0).argmax() for k in range(len(held))]
-            result["ensemble"].setdefault(condition, []).append(float((np.array(answers) == labels).mean()))
-            if (soup / "cv.json").exists():
-                accuracy = json.loads((soup / "cv.json").read_text())["conditions"][condition]["accuracy"]
-                result["soup"].setdefault(condition, []).append(accuracy)
+        if len(seeds) > 1:
+            add_ensemble(result, softmax, labels, cv_run(soup_arm([arm], seeds), fold, "+".join(map(str, seeds))))
     return result
+
+
+def add_ensemble(result: dict, softmax: dict, labels: np.ndarray, soup) -> None:
+    """Append one fold's ensemble accuracy (the seeds' window softmaxes averaged) per condition, and the
+    soup run's (soup_cv.py) where it was made."""
+    for condition, per_seed in softmax.items():
+        answers = [torch.stack([s[k].mean(dim=0) for s in per_seed]).mean(dim=0).argmax() for k in range(len(labels))]
+        result["ensemble"].setdefault(condition, []).append(float((np.array(answers) == labels).mean()))
+        if (soup / "cv.json").exists():
+            accuracy = json.loads((soup / "cv.json").read_text())["conditions"][condition]["accuracy"]
+            result["soup"].setdefault(condition, []).append(accuracy)
 
 
 def markdown(arm: str, seeds: list[int], result: dict) -> str:

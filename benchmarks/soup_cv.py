@@ -30,6 +30,12 @@ from cv_study import ARMS, REPORT, evaluate, init_of, write_report
 from safetensors.torch import load_file, save_file
 
 
+def soup_arm(arms: list[str], seeds: list[int]) -> str:
+    """The CV arm of the average of `arms`' runs of `seeds`: "<arm>-soup" for two runs, "<arm>-soup3" for three."""
+    models = len(arms) * len(seeds)
+    return "+".join(arms) + f"-soup{'' if models == 2 else models}"
+
+
 def soup(runs: list, out) -> None:
     """The uniform mean of the runs' float tensors (integer ones, e.g. BatchNorm's counter, from the first)."""
     states = [load_file(run / "checkpoint" / "model.safetensors") for run in runs]
@@ -104,8 +110,7 @@ def main() -> None:
         if len(args.arm) != 1 or not 0 <= args.toward_init <= 1:
             parser.error("--toward-init takes one --arm and a share between 0 and 1")
         return score_toward_init(args.arm[0], args.seeds, args.folds, args.toward_init, args.report)
-    models = len(args.arm) * len(args.seeds)
-    name, results = "+".join(args.arm) + f"-soup{'' if models == 2 else models}", {}  # "-soup": two, "-soup3": three
+    name, results = soup_arm(args.arm, args.seeds), {}
     for fold in args.folds:
         runs = [cv_run(arm, fold, s) for arm in args.arm for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
