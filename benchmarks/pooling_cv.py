@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from _data import REPORTS, cv_run, machine, mean_std
 from cv_study import ESC10, NOISE, ROOT, window_outputs
-from soup_cv import soup_arm
+from soup_cv import soup_run
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patch_starts, tile_to_patch
@@ -71,7 +71,7 @@ def measure(arm: str, seeds: list[int], folds: list[int]) -> dict:
                     result["pooling"][p].setdefault(condition, []).append(float((scores[p].argmax(1) == labels).mean()))
                 softmax.setdefault(condition, []).append(scores["softmax"])
         if len(seeds) > 1:
-            add_ensemble(result, softmax, labels, cv_run(soup_arm([arm], seeds), fold, "+".join(map(str, seeds))))
+            add_ensemble(result, softmax, labels, soup_run([arm], seeds, fold))
     return result
 
 

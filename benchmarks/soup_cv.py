@@ -36,6 +36,11 @@ def soup_arm(arms: list[str], seeds: list[int]) -> str:
     return "+".join(arms) + f"-soup{'' if models == 2 else models}"
 
 
+def soup_run(arms: list[str], seeds: list[int], fold: int) -> Path:
+    """The run directory of that average for held-out `fold`: runs/cv/<soup arm>/fold<F>-seed0+1."""
+    return cv_run(soup_arm(arms, seeds), fold, "+".join(map(str, seeds)))
+
+
 def soup(runs: list, out) -> None:
     """The uniform mean of the runs' float tensors (integer ones, e.g. BatchNorm's counter, from the first)."""
     states = [load_file(run / "checkpoint" / "model.safetensors") for run in runs]
@@ -116,7 +121,7 @@ def main() -> None:
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
         if missing:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
-        out = cv_run(name, fold, "+".join(map(str, args.seeds)))
+        out = soup_run(args.arm, args.seeds, fold)
         results[out.name] = scored(out, fold, partial(soup, runs))
     write_report({name: results}, args.report)
 
