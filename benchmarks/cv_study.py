@@ -81,6 +81,9 @@ ARMS = {
     "ssl-acl-acl-robust-oe-eq-a4": [*EQ, "sup_alpha=0.4"],
     # ... with a stronger frequency response (up to ±12 dB at each anchor instead of ±6)
     "ssl-acl-acl-robust-oe-eq12-steep": [*EQ, "eq_db=12", "band_limit_order=16"],
+    # ... with the encoder's window twice as long (2.01 s, scored every 1 s): steady textures (rain, sea waves,
+    # helicopter, most of the errors) heard over more of their swell; the encoder pre-trained on 1 s windows
+    "ssl-acl-acl-robust-oe-eq-2s": [*EQ, "patch_frames=201", "eval_hop_frames=100"],
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
     "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
     # the shipped recipe fine-tuned from a pre-training whose views have the random EQ too (each view its own curve)

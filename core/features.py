@@ -20,6 +20,8 @@ import scipy.signal
 
 from core import errors
 
+WINDOW_FIELDS = ("patch_frames", "eval_hop_frames")  # how the log-mel is cut into the encoder's windows
+
 
 @dataclass(frozen=True)
 class FrontendConfig:
@@ -40,6 +42,12 @@ class FrontendConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def log_mel_json(self) -> str:
+        """The fields that shape the log-mel, without how it is cut into windows: what feature caches
+        and a pre-trained encoder (which takes windows of any length) need to match."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in WINDOW_FIELDS}
+        return json.dumps(fields, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> FrontendConfig:

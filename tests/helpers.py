@@ -39,7 +39,8 @@ def write_esc50(root: Path, clips_per_class_per_fold=2, folds=(1, 2, 3), seconds
     return root
 
 
-def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, labeled: str | None = None) -> Path:
+def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, labeled: str | None = None,
+             frontend: FrontendConfig = FrontendConfig()) -> Path:
     torch.manual_seed(0)
     model = SoundModel(ModelConfig(width=width, num_classes=len(labels))).eval()
     model.encoder.set_normalisation(-2.0, 1.5)
@@ -48,7 +49,7 @@ def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, label
         bn.running_var.uniform_(0.5, 2.0)
     config = TrainConfig(width=width, **({"labeled": labeled} if labeled else {}))
     run = Run(root, config, "finetune")
-    run.save_checkpoint(model, FrontendConfig(), ActivityConfig(), labels, {"val_clip_accuracy": 0.5})
+    run.save_checkpoint(model, frontend, ActivityConfig(), labels, {"val_clip_accuracy": 0.5})
     return root
 
 

@@ -29,6 +29,9 @@ class TrainConfig:
     train_folds: tuple[int, ...] = (1, 2, 3)
     val_folds: tuple[int, ...] = (4,)
     cache_dir: str = "cache/logmel"
+    patch_frames: int = 101  # the encoder's window in log-mel frames (101: 1.01 s); the checkpoint's front-end
+    #   keeps it, and the service and export follow it
+    eval_hop_frames: int = 50  # the hop between a clip's windows when it is scored
     # model
     width: int = 32
     # optimisation
@@ -106,7 +109,8 @@ class TrainConfig:
                               f"encoder (init), got {self.encoder_lr_scale} ({mode})")
         if self.eq_db < 0:
             raise ConfigError(f"eq_db must be >= 0, got {self.eq_db}")
-        for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order"):
+        for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order",
+                     "patch_frames", "eval_hop_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         return self

@@ -57,7 +57,8 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
     rank, world = init_distributed(device)
     run = open_run(out, cfg, mode, rank)
     rng, gen = seed_everything(cfg.seed)
-    frontend, activity = FrontendConfig(), ActivityConfig()
+    frontend = FrontendConfig(patch_frames=cfg.patch_frames, eval_hop_frames=cfg.eval_hop_frames)
+    activity = ActivityConfig()
     splits = load_splits(cfg, frontend, with_unlabeled=bool(cfg.unlabeled))
     step = SelfSupervisedStep if mode == "pretrain" else SupervisedStep
     step = step(cfg, splits, frontend, activity, device, rng, gen)
@@ -241,7 +242,7 @@ def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
     """The model of the pre-training run `cfg.init` (encoder with its normalisation, projection head),
     checked to share the front-end; its width overrides the config's."""
     pretrained, info = load_checkpoint(cfg.init)
-    if FrontendConfig.from_dict(info["frontend"]) != frontend:
+    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
         raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
     if cfg.width != pretrained.cfg.width:
         log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)

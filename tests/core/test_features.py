@@ -148,3 +148,10 @@ def test_config_json_round_trip_and_strict_keys():
     assert FrontendConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(errors.ConfigError, match="valid keys"):
         FrontendConfig.from_dict({"n_mel": 64})
+
+
+def test_the_window_length_is_not_part_of_the_log_mel():
+    """Feature caches and a pre-trained encoder are shared across window lengths, not across log-mels."""
+    longer = dataclasses.replace(CFG, patch_frames=201, eval_hop_frames=100)
+    assert longer.log_mel_json() == CFG.log_mel_json() and longer.to_json() != CFG.to_json()
+    assert dataclasses.replace(CFG, n_mels=64).log_mel_json() != CFG.log_mel_json()

@@ -12,22 +12,25 @@ from core.features import FrontendConfig
 from core.stream import StreamFrontend
 
 FRONTEND = FrontendConfig()
+LONG_WINDOWS = FrontendConfig(patch_frames=201, eval_hop_frames=100)  # a model trained on 2 s windows
 
 
-@pytest.mark.parametrize("seconds,rate,piece", [(13.3, 16_000, 3000), (0.4, 16_000, 777), (5.9, 22_050, 4410),
-                                                (10.0, 44_100, 100_000), (6.02, 22_050, 1000), (5.0, 8_000, 1)])
-def test_pieces_give_the_upload_windows(seconds, rate, piece):
+@pytest.mark.parametrize("seconds,rate,piece,frontend", [
+    (13.3, 16_000, 3000, FRONTEND), (0.4, 16_000, 777, FRONTEND), (5.9, 22_050, 4410, FRONTEND),
+    (10.0, 44_100, 100_000, FRONTEND), (6.02, 22_050, 1000, FRONTEND), (5.0, 8_000, 1, FRONTEND),
+    (13.3, 16_000, 3000, LONG_WINDOWS), (1.5, 22_050, 999, LONG_WINDOWS), (7.1, 44_100, 4410, LONG_WINDOWS)])
+def test_pieces_give_the_upload_windows(seconds, rate, piece, frontend):
     n = int(seconds * rate)
     rng = np.random.default_rng(0)
     y = (rng.standard_normal(n) * 0.1 * np.sin(np.arange(n) / rate * 3)).astype(np.float32)
     y[: n // 3] *= 1e-4  # a quiet start: some windows without sound
     wav = io.BytesIO()
     sf.write(wav, y, rate, format="WAV", subtype="FLOAT")
-    whole = prepare(wav.getvalue(), FRONTEND)
-    stream = StreamFrontend(rate, FRONTEND)
+    whole = prepare(wav.getvalue(), frontend)
+    stream = StreamFrontend(rate, frontend)
     parts = [stream.push(y[i:i + piece, None]) for i in range(0, n, piece)] + [stream.end()]
     patches = np.concatenate([p.patches for p in parts])
-    assert np.array_equal(patches, whole.patches)
+    assert patches.shape[1] == frontend.patch_frames and np.array_equal(patches, whole.patches)
     assert np.array_equal(np.concatenate([p.starts_s for p in parts]), whole.starts_s)
     assert np.array_equal(np.concatenate([p.active for p in parts]), whole.active)
     assert np.array_equal(stream.all_levels(), whole.levels)

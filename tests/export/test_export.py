@@ -38,6 +38,24 @@ def test_runtime_matches_pytorch_at_any_batch(artifact_dir, run_dir, batch):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
+def test_a_model_of_longer_windows_exports_and_answers_with_them(fixtures, tmp_path):
+    """The window length is the checkpoint's: export traces it and a clip is cut into windows of it."""
+    from core.answer import AnswerOptions, answer
+    from core.clip import prepare
+    from core.features import FrontendConfig
+    from tests.helpers import make_run
+
+    frontend = FrontendConfig(patch_frames=201, eval_hop_frames=100)
+    art = load_artifact(export_artifact(make_run(tmp_path / "run", frontend=frontend), tmp_path / "model"))
+    assert art.frontend == frontend and art.manifest["input"]["shape"][2] == 201
+    clip = prepare(fixtures / "1-27724-A-1.ogg", art.frontend, art.activity)  # 5 s: windows at 0, 1, 2, 3 s, end
+    assert clip.patches.shape == (5, 201, 96)
+    assert clip.starts_s[:4].tolist() == pytest.approx([0.0, 0.998, 1.995, 2.993], abs=1e-3)
+    logits, emb = create_runtime(art, RuntimeConfig(device="cpu")).run(clip.patches)
+    result = answer(logits, emb, clip.active, clip.starts_s, art.frontend.patch_seconds, art.labels, None, AnswerOptions())
+    assert result.label in art.labels
+
+
 def test_fp16_variant_runs(artifact_dir):
     runtime = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cpu", precision="fp16"))
     x = np.random.default_rng(0).normal(-2, 1.5, size=(4, 101, 96)).astype(np.float32)
