@@ -84,6 +84,9 @@ ARMS = {
     # ... with the encoder's window twice as long (2.01 s, scored every 1 s): steady textures (rain, sea waves,
     # helicopter, most of the errors) heard over more of their swell; the encoder pre-trained on 1 s windows
     "ssl-acl-acl-robust-oe-eq-2s": [*EQ, "patch_frames=201", "eval_hop_frames=100"],
+    # ... with a second input channel, each mel band less its mean over the window (a microphone's or room's
+    # fixed response removed; training.model), its stem weights zero at the start of the fine-tune
+    "ssl-acl-acl-robust-oe-eq-bc": [*EQ, "band_centring=true"],
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
     "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
     # the shipped recipe fine-tuned from a pre-training whose views have the random EQ too (each view its own curve)

@@ -40,9 +40,9 @@ def write_esc50(root: Path, clips_per_class_per_fold=2, folds=(1, 2, 3), seconds
 
 
 def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, labeled: str | None = None,
-             frontend: FrontendConfig = FrontendConfig()) -> Path:
+             frontend: FrontendConfig = FrontendConfig(), band_centring: bool = False) -> Path:
     torch.manual_seed(0)
-    model = SoundModel(ModelConfig(width=width, num_classes=len(labels))).eval()
+    model = SoundModel(ModelConfig(width=width, num_classes=len(labels), band_centring=band_centring)).eval()
     model.encoder.set_normalisation(-2.0, 1.5)
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
         bn.running_mean.uniform_(-0.5, 0.5)

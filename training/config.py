@@ -34,6 +34,8 @@ class TrainConfig:
     eval_hop_frames: int = 50  # the hop between a clip's windows when it is scored
     # model
     width: int = 32
+    band_centring: bool = False  # the encoder also sees each mel band less its mean over the window (a second
+    #   input channel; a fine-tune adds it to a pre-trained encoder with zero weights, so it starts as pre-trained)
     # optimisation
     epochs: int = 30
     batch_size: int = 64

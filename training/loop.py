@@ -112,8 +112,11 @@ class SelfSupervisedStep:
         self.clips = len(self.pool)
         if cfg.init:  # a continued pre-training keeps its encoder's input normalisation
             self.model = pretrained_model(cfg, frontend)
+            if cfg.band_centring != self.model.cfg.band_centring:
+                raise ConfigError(f"band_centring is {cfg.band_centring} but {cfg.init} was pre-trained with "
+                                  f"{self.model.cfg.band_centring}: a continued pre-training keeps its encoder's input")
         else:
-            self.model = SoundModel(ModelConfig(width=cfg.width))
+            self.model = SoundModel(ModelConfig(width=cfg.width, band_centring=cfg.band_centring))
             self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
         self.model.to(device)
         self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, floor=frontend.log_offset)
@@ -228,12 +231,18 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
     """A classifier model: the pre-trained encoder (with its normalisation) or a fresh one."""
     n_classes = len(splits.train.label_names)
     if not cfg.init:
-        model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes))
+        model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes, band_centring=cfg.band_centring))
         model.encoder.set_normalisation(*normalisation_stats(splits.train.features))
         return model
     pretrained = pretrained_model(cfg, frontend)
-    model = SoundModel(ModelConfig(width=pretrained.cfg.width, blocks=pretrained.cfg.blocks, num_classes=n_classes))
-    model.encoder.load_state_dict(pretrained.encoder.state_dict())
+    centring = cfg.band_centring or pretrained.cfg.band_centring
+    model = SoundModel(ModelConfig(width=pretrained.cfg.width, blocks=pretrained.cfg.blocks, num_classes=n_classes,
+                                   band_centring=centring))
+    encoder = pretrained.encoder.state_dict()
+    if centring and not pretrained.cfg.band_centring:  # the centred channel's stem weights start at zero
+        stem = encoder["stem.0.weight"]  # (w, 1, 7, 7) -> (w, 2, 7, 7)
+        encoder["stem.0.weight"] = torch.cat([stem, torch.zeros_like(stem)], dim=1)
+    model.encoder.load_state_dict(encoder)
     model.projection.load_state_dict(pretrained.projection.state_dict())
     return model
 

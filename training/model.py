@@ -1,6 +1,7 @@
 """The encoder: a one-channel ResNet-18 over log-mel patches, a projection head, a classifier.
 
-    logmel (B, 1, T, M) -> normalise (training mean/std) -> ResNet-18 -> avg pool -> h (B, 8w)
+    logmel (B, 1, T, M) -> normalise (training mean/std) [-> and centred per band: (B, 2, T, M)]
+      -> ResNet-18 -> avg pool -> h (B, 8w)
     h -> projection head (SSL only, dropped at export) -> z (B, 512), L2-normalised
     h -> classifier -> logits (B, C)
 """
@@ -20,6 +21,8 @@ class ModelConfig:
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     projection_dim: int = 512
     num_classes: int = 0  # 0: no classifier (pre-training)
+    band_centring: bool = False  # the stem also sees each mel band less its mean over the window: a second
+    #   channel without the fixed response of a microphone or room (cepstral mean normalisation)
 
     @property
     def embedding_dim(self) -> int:
@@ -49,10 +52,12 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         w = cfg.width
+        self.band_centring = cfg.band_centring
         self.register_buffer("input_mean", torch.zeros(()))
         self.register_buffer("input_std", torch.ones(()))
         self.stem = nn.Sequential(
-            nn.Conv2d(1, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+            nn.Conv2d(2 if cfg.band_centring else 1, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
         )
         layers, cin = [], w
         for i, n in enumerate(cfg.blocks):
@@ -68,6 +73,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.input_mean) / self.input_std
+        if self.band_centring:  # (B, 1, T, M) -> (B, 2, T, M): as heard, and each band less its mean over time
+            x = torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
         x = self.layers(self.stem(x))  # (B, 1, T, M) -> (B, D, T/32, M/32)
         return x.mean(dim=(2, 3))  # (B, D)
 

@@ -39,14 +39,16 @@ def test_runtime_matches_pytorch_at_any_batch(artifact_dir, run_dir, batch):
 
 
 def test_a_model_of_longer_windows_exports_and_answers_with_them(fixtures, tmp_path):
-    """The window length is the checkpoint's: export traces it and a clip is cut into windows of it."""
+    """The window length is the checkpoint's: export traces it (here with the centred channel, which
+    export validates as any model) and a clip is cut into windows of it."""
     from core.answer import AnswerOptions, answer
     from core.clip import prepare
     from core.features import FrontendConfig
     from tests.helpers import make_run
 
     frontend = FrontendConfig(patch_frames=201, eval_hop_frames=100)
-    art = load_artifact(export_artifact(make_run(tmp_path / "run", frontend=frontend), tmp_path / "model"))
+    run = make_run(tmp_path / "run", frontend=frontend, band_centring=True)
+    art = load_artifact(export_artifact(run, tmp_path / "model"))
     assert art.frontend == frontend and art.manifest["input"]["shape"][2] == 201
     clip = prepare(fixtures / "1-27724-A-1.ogg", art.frontend, art.activity)  # 5 s: windows at 0, 1, 2, 3 s, end
     assert clip.patches.shape == (5, 201, 96)

@@ -25,6 +25,20 @@ def test_normalisation_is_inside_the_encoder():
     torch.testing.assert_close(model.encoder(x * 2.0 + 3.0), before)
 
 
+def test_the_centred_channel_does_not_hear_a_fixed_response():
+    """With band_centring the stem's second channel is each band less its mean over the window: with the
+    first channel's weights at zero, a fixed gain per mel band (a microphone's response) changes nothing."""
+    torch.manual_seed(0)
+    model = SoundModel(ModelConfig(width=4, band_centring=True)).eval()
+    with torch.no_grad():
+        model.encoder.stem[0].weight[:, 0] = 0.0
+    x = torch.randn(2, 1, 101, 96)
+    response = torch.linspace(-1.0, 1.0, 96)  # (M,) a tilt in log-mel
+    torch.testing.assert_close(model.encoder(x + response), model.encoder(x))
+    model.encoder.stem[0].weight.data.normal_()
+    assert not torch.allclose(model.encoder(x + response), model.encoder(x))  # the first channel hears it
+
+
 def test_views_shape_seeded_and_different():
     a, b = torch.randn(4, 1, 101, 96) - 3, torch.randn(4, 1, 101, 96) - 3
     v1 = make_views(a, b, AugmentConfig(), torch.Generator().manual_seed(0))
