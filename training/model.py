@@ -1,4 +1,4 @@
-"""The encoder: a one-channel ResNet-18 over log-mel patches, a projection head, a classifier.
+"""The encoder: a ResNet-18 over log-mel patches, a projection head, a classifier.
 
     logmel (B, 1, T, M) -> normalise (training mean/std) [-> and centred per band: (B, 2, T, M)]
       -> ResNet-18 -> avg pool -> h (B, 8w)
@@ -75,7 +75,7 @@ class Encoder(nn.Module):
         x = (x - self.input_mean) / self.input_std
         if self.band_centring:  # (B, 1, T, M) -> (B, 2, T, M): as heard, and each band less its mean over time
             x = torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
-        x = self.layers(self.stem(x))  # (B, 1, T, M) -> (B, D, T/32, M/32)
+        x = self.layers(self.stem(x))  # (B, 1 or 2, T, M) -> (B, D, T/32, M/32)
         return x.mean(dim=(2, 3))  # (B, D)
 
 
