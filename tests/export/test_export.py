@@ -6,10 +6,14 @@ import pytest
 import torch
 
 from core import errors
+from core.answer import AnswerOptions, answer
 from core.artifact import load_artifact
+from core.clip import prepare
 from core.errors import ExportValidationError, GPUUnavailable
+from core.features import FrontendConfig
 from core.runtime import RuntimeConfig, create_runtime, gpu_visible
 from export.onnx_export import Tolerances, export_artifact
+from tests.helpers import make_run
 from training.model import InferenceModel
 from training.run import load_checkpoint
 
@@ -41,11 +45,6 @@ def test_runtime_matches_pytorch_at_any_batch(artifact_dir, run_dir, batch):
 def test_a_model_of_longer_windows_exports_and_answers_with_them(fixtures, tmp_path):
     """The window length is the checkpoint's: export traces it (here with the centred channel, which
     export validates as any model) and a clip is cut into windows of it."""
-    from core.answer import AnswerOptions, answer
-    from core.clip import prepare
-    from core.features import FrontendConfig
-    from tests.helpers import make_run
-
     frontend = FrontendConfig(patch_frames=201, eval_hop_frames=100)
     run = make_run(tmp_path / "run", frontend=frontend, band_centring=True)
     art = load_artifact(export_artifact(run, tmp_path / "model"))
