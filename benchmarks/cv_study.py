@@ -87,6 +87,8 @@ ARMS = {
     # ... with a second input channel, each mel band less its mean over the window (a microphone's or room's
     # fixed response removed; training.model), its stem weights zero at the start of the fine-tune
     "ssl-acl-acl-robust-oe-eq-bc": [*EQ, "band_centring=true"],
+    # ... and with the steep low-pass too (the two single-run gains, aimed at different columns, together)
+    "ssl-acl-acl-robust-oe-eq-bc-steep": [*EQ, "band_centring=true", "band_limit_order=16"],
     # ... or with half the windows given a room's late reverberation (training.augment.reverb), aimed at other rooms
     "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
     # the shipped recipe fine-tuned from a pre-training whose views have the random EQ too (each view its own curve)

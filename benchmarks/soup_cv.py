@@ -3,6 +3,7 @@
     python benchmarks/soup_cv.py --arm ssl-acl-acl-robust --seeds 0 1
     python benchmarks/soup_cv.py --arm ARM_A ARM_B --seeds 0     # across recipes fine-tuned from one encoder
     python benchmarks/soup_cv.py --runs RUN... --out SOUP_RUN     # just average these runs (the final model)
+    python benchmarks/soup_cv.py --arm ARM --seeds 0 1 --renorm   # BatchNorm statistics recomputed, not averaged
     python benchmarks/soup_cv.py --arm ARM --seeds 0 1 2 --toward-init 0.3   # each run moved back to its encoder
 
 For each fold, the weights of the arm's runs with those seeds (benchmarks/cv_study.py) are averaged,
@@ -12,6 +13,11 @@ pre-trained encoder start from the same weights and may average well; runs from 
 starts are not expected to (the control). The result is the arm `<arm>-soup` in
 reports/cv_study.json (`<arm>-soup3` for three seeds); its runs are in runs/cv/<arm>-soup/. Given
 several arms, every arm's runs of those seeds are averaged together: `<arm>+<arm>...-soup`.
+
+With --renorm, the average's BatchNorm running statistics are not the mean of the runs' but measured
+again for the averaged weights, on one epoch of the training batches the first run was trained on
+(augmented, outliers included; training.loop.recompute_norms), as weight averaging over epochs does:
+arm `<arm>-soup-bn`. The mean of two runs' statistics need not be the statistics of their mean weights.
 
 With --toward-init A (weight-space ensembling of the fine-tune and its start, WiSE-FT, Wortsman et al.
 2022), each run is scored on its own with its encoder's weights moved a share A of the way back to the
@@ -29,24 +35,31 @@ from _data import ROOT, cv_run
 from cv_study import ARMS, REPORT, evaluate, init_of, write_report
 from safetensors.torch import load_file, save_file
 
+from training.loop import recompute_norms
 
-def soup_arm(arms: list[str], seeds: list[int]) -> str:
-    """The CV arm of the average of `arms`' runs of `seeds`: "<arm>-soup" for two runs, "<arm>-soup3" for three."""
+
+def soup_arm(arms: list[str], seeds: list[int], renorm: bool = False) -> str:
+    """The CV arm of the average of `arms`' runs of `seeds`: "<arm>-soup" for two runs, "<arm>-soup3" for
+    three; "-bn" after it when its BatchNorm statistics are recomputed."""
     models = len(arms) * len(seeds)
-    return "+".join(arms) + f"-soup{'' if models == 2 else models}"
+    return "+".join(arms) + f"-soup{'' if models == 2 else models}" + ("-bn" if renorm else "")
 
 
-def soup_run(arms: list[str], seeds: list[int], fold: int) -> Path:
+def soup_run(arms: list[str], seeds: list[int], fold: int, renorm: bool = False) -> Path:
     """The run directory of that average for held-out `fold`: runs/cv/<soup arm>/fold<F>-seed0+1."""
-    return cv_run(soup_arm(arms, seeds), fold, "+".join(map(str, seeds)))
+    return cv_run(soup_arm(arms, seeds, renorm), fold, "+".join(map(str, seeds)))
 
 
-def soup(runs: list, out) -> None:
-    """The uniform mean of the runs' float tensors (integer ones, e.g. BatchNorm's counter, from the first)."""
+def soup(runs: list, out, renorm: bool = False) -> None:
+    """The uniform mean of the runs' float tensors (integer ones, e.g. BatchNorm's counter, from the first);
+    with `renorm`, BatchNorm statistics recomputed for the mean weights on the first run's training batches
+    instead of averaged."""
     states = [load_file(run / "checkpoint" / "model.safetensors") for run in runs]
     mean = {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}
-    save_model(mean, runs[0], out, {"runs": [str(r) for r in runs]})
+    save_model(mean, runs[0], out, {"runs": [str(r) for r in runs], "batchnorm": "recomputed" if renorm else "averaged"})
+    if renorm:
+        recompute_norms(out)
 
 
 def save_model(state: dict, first, out, made_of: dict) -> None:
@@ -102,27 +115,29 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--report", default=REPORT, help="reports/REPORT.json and .md (as cv_study.py's)")
+    parser.add_argument("--renorm", action="store_true",
+                        help="recompute the average's BatchNorm statistics on its training batches (else averaged)")
     parser.add_argument("--toward-init", type=float, metavar="A",
                         help="score each run of one --arm with its encoder moved a share A back to its pre-training")
     args = parser.parse_args()
     if args.runs or args.out:
         if not (args.runs and args.out):
             parser.error("--runs and --out go together")
-        return soup(args.runs, args.out)
+        return soup(args.runs, args.out, args.renorm)
     if not args.arm:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
     if args.toward_init is not None:
         if len(args.arm) != 1 or not 0 <= args.toward_init <= 1:
             parser.error("--toward-init takes one --arm and a share between 0 and 1")
         return score_toward_init(args.arm[0], args.seeds, args.folds, args.toward_init, args.report)
-    name, results = soup_arm(args.arm, args.seeds), {}
+    name, results = soup_arm(args.arm, args.seeds, args.renorm), {}
     for fold in args.folds:
         runs = [cv_run(arm, fold, s) for arm in args.arm for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
         if missing:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
-        out = soup_run(args.arm, args.seeds, fold)
-        results[out.name] = scored(out, fold, partial(soup, runs))
+        out = soup_run(args.arm, args.seeds, fold, args.renorm)
+        results[out.name] = scored(out, fold, partial(soup, runs, renorm=args.renorm))
     write_report({name: results}, args.report)
 
 

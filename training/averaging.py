@@ -42,13 +42,20 @@ class WeightAverage:
         state = model.state_dict()
         for name, total in self.sum.items():
             state[name].copy_(total / self.count)
-        norms = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative mean over the pass
-        model.train()
-        with torch.no_grad():
-            for x in batches:
-                model.encoder(x)
-        for norm, momentum in norms.items():
-            norm.momentum = momentum
+        recompute_batchnorm(model, batches)
+
+
+def recompute_batchnorm(model: SoundModel, batches: Iterable[torch.Tensor]) -> None:
+    """Replace the encoder's BatchNorm running statistics by their plain mean over `batches` of
+    training inputs (B, 1, T, M): averaged weights do not match averaged statistics."""
+    norms = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative mean over the pass
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model.encoder(x)
+    for norm, momentum in norms.items():
+        norm.momentum = momentum
+    model.eval()

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from core.activity import ActivityConfig, active_starts
 from core.errors import ConfigError
 from core.features import FrontendConfig
+from training import config as train_config
 from training.augment import AugmentConfig, RobustConfig, make_view, make_views, mixup, robust_view
-from training.averaging import WeightAverage
+from training.averaging import WeightAverage, recompute_batchnorm
 from training.config import TrainConfig
 from training.data import ClipSet, mel_frequencies, normalisation_stats, random_patch
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
@@ -89,8 +92,7 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
         if cfg.average_last:
             average.update(model, epoch)
             if epoch + 1 == cfg.epochs:
-                order = epoch_order(rng, step.clips, cfg.patches_per_clip, 0, 1)
-                average.apply(model, (step.inputs(idx) for idx in batches(order, cfg.batch_size)))
+                average.apply(model, step.norm_batches())
                 record["averaged_epochs"] = average.count
         if len(splits.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record.update(step.evaluate())
@@ -99,6 +101,20 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
         run.save_checkpoint(model, frontend, activity, splits.train.label_names, record)
         run.save_resume(epoch + 1, optimizer, scheduler, gen, rng)
     return run
+
+
+def recompute_norms(run_dir) -> None:
+    """Recompute the BatchNorm statistics of the weights in `run_dir` (an average of fine-tunes, say)
+    on one epoch of the training batches its config describes, and save them in place."""
+    model, info = load_checkpoint(run_dir)
+    cfg = train_config.from_dict(info["config"]).validate("finetune")
+    frontend = FrontendConfig.from_dict(info["frontend"])
+    rng, gen = seed_everything(cfg.seed)
+    splits = load_splits(cfg, frontend, with_unlabeled=bool(cfg.unlabeled))
+    step = SupervisedStep(cfg, splits, frontend, ActivityConfig.from_dict(info["activity"]), torch.device("cpu"), rng, gen)
+    recompute_batchnorm(model, step.norm_batches())
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, Path(run_dir) / "checkpoint" / "model.safetensors")
 
 
 class SelfSupervisedStep:
@@ -203,6 +219,13 @@ class SupervisedStep:
         """One random (augmented) patch with sound of each clip of `idx`: (B, 1, T, M)."""
         x = np.stack([random_patch(self.train.features[i], self.frontend, self.rng, self.starts[i]) for i in idx])
         return self.augment(torch.from_numpy(x)[:, None].to(self.device))
+
+    def norm_batches(self):
+        """One epoch of training batches as BatchNorm sees them in a step, outliers included: (B + B_o, 1, T, M)."""
+        order = epoch_order(self.rng, self.clips, self.cfg.patches_per_clip, 0, 1)
+        for idx in batches(order, self.cfg.batch_size):
+            x = self.inputs(idx)
+            yield torch.cat([x, self.outliers(len(x))]) if self.cfg.outlier_weight else x
 
     def outliers(self, n: int) -> torch.Tensor:
         """n random patches of the unlabelled pool, augmented as the labelled ones: (n, 1, T, M)."""

@@ -113,6 +113,31 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, mon
         finetune(tiny(tiny_esc, tmp_path, epochs=3, average_last=4), tmp_path / "bad")
 
 
+def test_recomputed_batchnorm_statistics_depend_on_the_weights_alone(tiny_esc, tmp_path):
+    """An average of runs gets statistics measured for its weights (benchmarks/soup_cv.py --renorm)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from training.loop import recompute_norms
+
+    run = finetune(tiny(tiny_esc, tmp_path, loss="ce"), tmp_path / "ft")
+    weights = run.path / "checkpoint" / "model.safetensors"
+    trained = load_file(weights)
+    spoilt = tmp_path / "spoilt" / "checkpoint" / "model.safetensors"
+    shutil.copytree(run.path, tmp_path / "spoilt")
+    save_file({k: v * 3 + 5 if "running" in k else v for k, v in trained.items()}, spoilt)
+    recompute_norms(run.path)
+    recompute_norms(tmp_path / "spoilt")
+    a, b = load_file(weights), load_file(spoilt)
+    for name, value in trained.items():
+        torch.testing.assert_close(a[name], b[name], msg=name)  # whatever the statistics were before
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(a[name], value), name  # the weights themselves untouched
+    assert not all(torch.equal(a[k], trained[k]) for k in trained if k.endswith("running_mean"))
+
+
 def test_mixup_finetune(tiny_esc, tmp_path):
     run = finetune(tiny(tiny_esc, tmp_path, loss="acl", mixup=0.4, augment="none"), tmp_path / "mix")
     assert [r["epoch"] for r in run.history()] == [1, 2] and all(r["loss"] > 0 for r in run.history())
