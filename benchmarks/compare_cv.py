@@ -70,6 +70,8 @@ def paired(a: dict[str, float], b: dict[str, float], rng) -> dict:
 
 
 def write_report(pair: str, result: dict, name: str) -> None:
+    """Merges {condition: paired(...)} of "A vs B" into reports/NAME.json and rewrites NAME.md, a row per
+    pair and condition."""
     path = REPORTS / f"{name}.json"
     pairs = json.loads(path.read_text()) if path.exists() else {}
     pairs[pair] = result
