@@ -55,9 +55,10 @@ def paired(a: dict[str, float], b: dict[str, float], rng) -> dict:
     names = sorted(set(a) & set(b))
     sources = sorted({source_of(n) for n in names})
     index = {s: i for i, s in enumerate(sources)}
+    source = np.array([index[source_of(n)] for n in names])  # (N,) each clip's source
     per_source = np.zeros(len(sources))  # (S,) summed differences of each source's clips
-    np.add.at(per_source, [index[source_of(n)] for n in names], [a[n] - b[n] for n in names])
-    clips = np.bincount([index[source_of(n)] for n in names], minlength=len(sources))  # (S,)
+    np.add.at(per_source, source, [a[n] - b[n] for n in names])
+    clips = np.bincount(source, minlength=len(sources))  # (S,)
     picks = rng.integers(0, len(sources), (RESAMPLES, len(sources)))  # (R, S)
     boot = per_source[picks].sum(axis=1) / clips[picks].sum(axis=1)  # (R,)
     signs = rng.choice([-1.0, 1.0], (RESAMPLES, len(sources)))  # (R, S)
