@@ -17,6 +17,7 @@ resumes from its last finished epoch. `average_last: N` averages the weights of 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def recompute_norms(run_dir) -> None:
     step = SupervisedStep(cfg, splits, frontend, ActivityConfig.from_dict(info["activity"]), torch.device("cpu"), rng, gen)
     recompute_batchnorm(model, step.norm_batches())
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, Path(run_dir) / "checkpoint" / "model.safetensors")
+    weights = Path(run_dir) / "checkpoint" / "model.safetensors"
+    save_file(state, weights.with_suffix(".safetensors.tmp"))  # as Run.save_checkpoint: never half a file
+    os.replace(weights.with_suffix(".safetensors.tmp"), weights)
 
 
 class SelfSupervisedStep:
