@@ -35,6 +35,11 @@ def cv_runs(arm: str, seed: int | None = None) -> list[Path]:
     return sorted(p for p in (CV_RUNS / arm).glob(pattern) if (p / "cv.json").exists())
 
 
+def cv_result(run: Path, pretrained_share: float = 0.0) -> Path:
+    """A CV run's scores: cv.json, or cv-share<S>.json for its joint embedding (cv_study.py --pretrained-share)."""
+    return run / (f"cv-share{pretrained_share:g}.json" if pretrained_share else "cv.json")
+
+
 def cv_run(arm: str, fold: int, seed: int | str) -> Path:
     """The directory of one cross-validation run: fold `fold` held out, seed `seed` (a soup: "0+1")."""
     return CV_RUNS / arm / f"fold{fold}-seed{seed}"

@@ -1,7 +1,7 @@
 """Recipes compared by 4-fold cross-validation over ESC-10 folds 1-4 (issue 19), seeds as given.
 
     python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2] [--rescore]
-        [--report NAME]
+        [--report NAME] [--pretrained-share S]
 
 Each run trains on three folds and is scored on the fourth, as the service scores (windows with
 sound vote), clean and under the recording conditions of training.robustness; it also records, for
@@ -11,7 +11,9 @@ folds and the angles of the unknown clips (unlabeled/, never used in training). 
 interrupted one resumes, so rerunning continues the study (`--rescore` scores finished runs again,
 under a condition added since). Order: seed-major, so that a partial
 study is balanced. Writes reports/cv_study.json and reports/cv_study.md (--report NAME: reports/NAME.*,
-for runs from another machine's pre-training, which is another encoder draw).
+for runs from another machine's pre-training, which is another encoder draw). `--pretrained-share S`
+scores the finished runs again as served with the joint embedding (training.model.InferenceModel)
+into their cv-share<S>.json, for openset_cv.py and embedding_cv.py; the accuracies are the same.
 """
 
 import argparse
@@ -22,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, cv_run, cv_runs, recipe_table, require_data
+from _data import REPORTS, ROOT, cv_result, cv_run, cv_runs, recipe_table, require_data
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patches
 from training.data import find_audio, scan_labeled
+from training.model import InferenceModel
 from training.robustness import CONDITIONS, condition_features
-from training.run import load_checkpoint
+from training.run import load_checkpoint, load_inference_model
 
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
@@ -171,13 +174,19 @@ def pretrain(init: str, fold: int, threads: int) -> None:
 @torch.no_grad()
 def window_outputs(model, clips, frontend, activity) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per clip (log-mel, gains): the logits (N, C) and encoder output h (N, D) of its windows with
-    sound (all windows when none), as the service keeps them."""
+    sound (all windows when none), as the service keeps them; for an InferenceModel, its served
+    embedding in place of h."""
     out = []
     for logmel, gains in clips:
-        h = model.encoder(torch.from_numpy(patches(logmel, frontend)[0])[:, None])  # (N, D)
+        x = torch.from_numpy(patches(logmel, frontend)[0])[:, None]
+        if isinstance(model, InferenceModel):
+            logits, h = (t.numpy() for t in model(x))
+        else:
+            h = model.encoder(x)  # (N, D)
+            logits, h = model.classifier(h).numpy(), h.numpy()
         active = window_activity_of(logmel, frontend, activity, gains)
         keep = active if active.any() else np.ones_like(active)
-        out.append((model.classifier(h).numpy()[keep], h.numpy()[keep]))
+        out.append((logits[keep], h[keep]))
     return out
 
 
@@ -213,8 +222,8 @@ def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure
     return runs
 
 
-def evaluate(run: Path, fold: int) -> dict:
-    model, info = load_checkpoint(run)
+def evaluate(run: Path, fold: int, pretrained_share: float = 0.0) -> dict:
+    model, info = load_inference_model(run, pretrained_share) if pretrained_share else load_checkpoint(run)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(ESC10)
     index = {n: i for i, n in enumerate(names)}
@@ -235,7 +244,7 @@ def evaluate(run: Path, fold: int) -> dict:
     def angles(h):
         return np.arccos(np.clip(h @ prototypes.T, -1, 1).max(axis=1))
 
-    result = {"run": run.name, "fold": fold, "labels": list(names), "conditions": {}}
+    result = {"run": run.name, "fold": fold, "labels": list(names), "pretrained_share": pretrained_share, "conditions": {}}
     for condition, features in held_features.items():
         probs, h = outputs(model, features, frontend, activity)
         result["conditions"][condition] = {
@@ -292,7 +301,11 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true", help="score finished runs again (a condition added since)")
     parser.add_argument("--report", default=REPORT, help="reports/REPORT.json and .md (another machine's encoder "
                         "draw: its own report, so that its runs do not replace the same-named ones)")
+    parser.add_argument("--pretrained-share", type=float, default=0.0,
+                        help="score the finished runs again with the joint embedding, into cv-share<S>.json")
     args = parser.parse_args()
+    if args.pretrained_share:
+        return score_joint(args.arms, args.seeds, args.folds, args.pretrained_share, args.rescore)
     results = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         for arm in args.arms:
@@ -306,6 +319,17 @@ def main() -> None:
                     (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
                 results[arm][out.name] = json.loads((out / "cv.json").read_text())
             write_report({a: r for a, r in results.items() if r}, args.report)
+
+
+def score_joint(arms: list[str], seeds: list[int], folds: list[int], share: float, rescore: bool) -> None:
+    """cv-share<S>.json beside each finished run's cv.json: the same runs served with the joint embedding."""
+    for seed in seeds:
+        for arm in arms:
+            for fold in folds:
+                out = cv_run(arm, fold, seed)
+                if (out / "cv.json").exists() and (rescore or not cv_result(out, share).exists()):
+                    cv_result(out, share).write_text(json.dumps(evaluate(out, fold, share)))
+                    print(f"scored {out} with pre-trained share {share:g}", flush=True)
 
 
 if __name__ == "__main__":

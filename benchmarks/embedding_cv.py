@@ -1,6 +1,6 @@
 """Embedding metrics per recipe, from the cross-validation runs of benchmarks/cv_study.py (issue 19).
 
-    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge] [--report NAME]
+    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge] [--report NAME] [--pretrained-share S]
 
 Each CV run's clip embeddings (mean over the windows with sound, L2-normalised, as the service
 computes them) of its held-out fold, clean:
@@ -9,7 +9,12 @@ computes them) of its held-out fold, clean:
   the fold's other clips are classified by the nearest prototype (the enrolment path, on classes
   the model was trained on but clips it never saw);
 - open set: AUROC of the held-out clips' angles to the training-fold prototypes against those of
-  the unlabelled game sounds of unlabeled/ (never in training), from each run's cv.json.
+  the unlabelled game sounds of unlabeled/ (never in training), from each run's cv.json;
+- sounds never heard: retrieval P@1 / mAP among the clips of unlabeled/ whose file names share a
+  stem (the variants of one game sound, NEW_SOUNDS_MIN or more of them), what /search meets in an
+  archive of sounds the model was never taught.
+`--pretrained-share S`: each run served with the joint embedding (training.model.InferenceModel; the
+angles from its cv-share<S>.json), reported as the row "ARM (joint S)".
 Mean ± std over the runs of each arm. Classes left out of training altogether are measured by
 benchmarks/enrol_bench.py, which needs its own training runs. Writes reports/embedding_cv.json,
 reports/embedding_cv.md and reports/study/angles_per_arm.png (angle distributions per arm); with
@@ -20,19 +25,31 @@ instead (another machine's encoder draw, as cv_study.py's --report).
 
 import argparse
 import json
+import re
 
 import numpy as np
-from _data import CV_RUNS, REPORTS, cv_runs, mean_std, recipe_table, require_data
+from _data import CV_RUNS, REPORTS, cv_result, cv_runs, mean_std, recipe_table, require_data
 from cv_study import clean_features, outputs
 
 from core.activity import ActivityConfig
 from core.features import FrontendConfig
 from core.openset import auroc
-from training.data import scan_labeled
-from training.run import load_checkpoint
+from training.data import find_audio, scan_labeled
+from training.run import load_inference_model
 
 SHOTS = (1, 5)
 DRAWS = 20
+NEW_SOUNDS_MIN = 4  # clips per file-name stem of unlabeled/ to count as a sound
+
+
+def new_sounds() -> tuple[list, np.ndarray]:
+    """The clips of unlabeled/ grouped by file-name stem (e.g. wesnoth_horn-2.ogg: wesnoth_horn), the
+    groups of NEW_SOUNDS_MIN or more: (paths, (N,) group index)."""
+    stems = {p: re.sub(r"[-_0-9]*$", "", p.stem) for p in find_audio(require_data("unlabeled"))}
+    counts = {s: list(stems.values()).count(s) for s in set(stems.values())}
+    kept = sorted(p for p, s in stems.items() if counts[s] >= NEW_SOUNDS_MIN)
+    groups = sorted({stems[p] for p in kept})
+    return kept, np.array([groups.index(stems[p]) for p in kept])
 
 
 def retrieval(h: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -59,20 +76,22 @@ def few_shot(h: np.ndarray, y: np.ndarray, shots: int, rng: np.random.Generator)
     return float(np.mean(accuracies))
 
 
-def run_metrics(run, clips, index) -> dict:
-    result = json.loads((run / "cv.json").read_text())
+def run_metrics(run, clips, index, new: tuple[list, np.ndarray], pretrained_share: float = 0.0) -> dict:
+    result = json.loads(cv_result(run, pretrained_share).read_text())
     fold = result["fold"]
-    model, info = load_checkpoint(run)
+    model, info = load_inference_model(run, pretrained_share)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     held = [c for c in clips if c.fold == fold]
     y = np.array([index[c.label] for c in held])
     _, h = outputs(model, clean_features([c.path for c in held], frontend), frontend, activity)
     p1, m_ap = retrieval(h, y)
+    new_p1, new_map = retrieval(outputs(model, clean_features(new[0], frontend), frontend, activity)[1], new[1])
     rng = np.random.default_rng(0)
     known, unknown = np.array(result["conditions"]["clean"]["angles"]), np.array(result["unknown_angles"])
     return {"fold": fold, "retrieval_p1": p1, "retrieval_map": m_ap,
             **{f"few_shot_{k}": few_shot(h, y, k, rng) for k in SHOTS},
-            "open_set_auroc": float(auroc(known, unknown)), "known_angles": known.tolist(),
+            "open_set_auroc": float(auroc(known, unknown)), "new_sounds_p1": new_p1, "new_sounds_map": new_map,
+            "known_angles": known.tolist(),
             "unknown_angles": unknown.tolist()}
 
 
@@ -81,15 +100,19 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=sorted(p.name for p in CV_RUNS.iterdir() if p.is_dir()))
     parser.add_argument("--merge", action="store_true", help="keep the other arms of the report")
     parser.add_argument("--report", default="embedding_cv", help="reports/REPORT.json and .md")
+    parser.add_argument("--seeds", nargs="+", type=int, help="the runs of these seeds (default: all)")
+    parser.add_argument("--pretrained-share", type=float, default=0.0, help="serve each run with the joint embedding")
     args = parser.parse_args()
     clips, names = scan_labeled(require_data("esc10"))
     index = {n: i for i, n in enumerate(names)}
+    new, share = new_sounds(), args.pretrained_share
     report = {}
     for arm in args.arms:
-        runs = cv_runs(arm)
+        runs = [r for s in (args.seeds or [None]) for r in cv_runs(arm, s)]
         if runs:
-            report[arm] = {run.name: run_metrics(run, clips, index) for run in runs}
-            print(arm, summary(report[arm]), flush=True)
+            row = f"{arm} (joint {share:g})" if share else arm
+            report[row] = {run.name: run_metrics(run, clips, index, new, share) for run in runs}
+            print(row, summary(report[row]), flush=True)
     compact = {arm: {k: {m: v for m, v in r.items() if not m.endswith("angles")} for k, r in runs.items()}
                for arm, runs in report.items()}
     path = REPORTS / f"{args.report}.json"
@@ -102,12 +125,14 @@ def main() -> None:
                             lambda m: f"{m['mean']:.3f} ± {m['std']:.3f}")
     path.with_suffix(".md").write_text(markdown)
     print(markdown)
-    plot_angles(report, REPORTS / "study" / ("angles_" + "_".join(report) + ".png" if args.merge else "angles_per_arm.png"))
+    name = re.sub(r"[^\w.+-]+", "-", "_".join(report)).strip("-")  # "ARM (joint 0.75)" -> ARM-joint-0.75
+    plot_angles(report, REPORTS / "study" / (f"angles_{name}.png" if args.merge else "angles_per_arm.png"))
 
 
 def summary(runs: dict) -> dict:
-    keys = ("retrieval_p1", "retrieval_map", *(f"few_shot_{k}" for k in SHOTS), "open_set_auroc")
-    return {k: mean_std([r[k] for r in runs.values()]) for k in keys}
+    keys = ("retrieval_p1", "retrieval_map", *(f"few_shot_{k}" for k in SHOTS), "open_set_auroc", "new_sounds_p1",
+            "new_sounds_map")
+    return {k: mean_std([r[k] for r in runs.values()]) for k in keys if all(k in r for r in runs.values())}
 
 
 def plot_angles(report: dict, path) -> None:

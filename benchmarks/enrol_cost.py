@@ -1,6 +1,6 @@
 """What enrolled classes cost the built-in ones (issue 20), on the runs of benchmarks/cv_study.py.
 
-    python benchmarks/enrol_cost.py --arm ce-robust
+    python benchmarks/enrol_cost.py --arm ce-robust [--pretrained-share S]
 
 Per CV run: the built-in prototypes and the cosine→logit line (a, b) come from its training folds,
 as `soundarc export --open-set` makes them. Seven classes are enrolled from 5 example clips each,
@@ -8,7 +8,8 @@ taken from unlabeled/ (game sounds: horse, elephant, goat, cattle, and three amb
 farm). Then the held-out fold is answered three ways: no enrolled class (the head's softmax), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin).
-Also: the enrolled classes' own left-over clips, recognised as their class. Writes
+Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
+every run is served with the joint embedding (training.model.InferenceModel). Writes
 reports/enrol_cost.json.
 """
 
@@ -29,7 +30,7 @@ from core.clip import prepare
 from core.features import FrontendConfig
 from core.openset import OpenSet, class_prototypes, fit_cosine_logit
 from training.data import find_audio, scan_labeled
-from training.run import load_checkpoint
+from training.run import load_inference_model
 
 GROUPS = {"horse": r"animal_horse", "elephant": r"animal_elephant", "goat": r"death_goat", "cattle": r"animal_cattle",
           "trade": r"amb_trade", "port": r"amb_port", "farm": r"amb_farm"}
@@ -41,12 +42,12 @@ MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 def windows(model, path, frontend, activity):
     """(logits (N, C), L2-normalised embeddings (N, D), clip) of one file, as the service computes them."""
     clip = prepare(path, frontend, activity)
-    h = model.encoder(torch.from_numpy(clip.patches)[:, None])
-    return model.classifier(h).numpy(), torch.nn.functional.normalize(h, dim=1).numpy(), clip
+    logits, embeddings = model(torch.from_numpy(clip.patches)[:, None])
+    return logits.numpy(), embeddings.numpy(), clip
 
 
-def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS) -> dict:
-    model, info = load_checkpoint(run_dir)
+def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0) -> dict:
+    model, info = load_inference_model(run_dir, pretrained_share)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
     index = {n: i for i, n in enumerate(names)}
@@ -100,17 +101,19 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    parser.add_argument("--pretrained-share", type=float, default=0.0, help="serve each run with the joint embedding")
     args = parser.parse_args()
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins) for r in runs]
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, args.pretrained_share) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "groups": GROUPS, "shots": SHOTS,
+    (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": args.pretrained_share,
+                                                         "groups": GROUPS, "shots": SHOTS,
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():
         print(f"{k}: {100 * v['mean']:.1f} ± {100 * v['std']:.1f}")

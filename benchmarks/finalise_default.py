@@ -1,15 +1,18 @@
 """Export the final default run and record in its manifest what the shipped model is.
 
-    python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR
+    python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR [--pretrained-share S] [--report cv_study]
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json), the sound-event parameters chosen by
 cross-validation (reports/events_cv.json) and a `default_model` section: data,
-recipe, commands, and the recipe's cross-validated figures (reports/cv_study.json), clean and
-under the recording conditions. The final run trains on all four folds, so it has no validation of
-its own: the recipe's CV figures stand for it.
+recipe, commands, and the recipe's cross-validated figures (reports/<report>.json of cv_study.py,
+the runs of this machine's pre-training), clean and under the recording conditions. With
+--pretrained-share, the joint embedding (export --pretrained-share); the open-set threshold and
+the enrolment margin must then come from the same joint embedding. The final run trains on all
+four folds, so it has no validation of its own: the recipe's CV figures stand for it.
 """
 
+import argparse
 import json
 import sys
 from dataclasses import replace
@@ -22,19 +25,27 @@ from export.open_set import attach_open_set, save_open_set
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def enrol_margin(arm: str, max_cost: float = 0.02) -> float:
+def made_for(name: str, arm: str, share: float | None = None) -> dict:
+    """reports/<name>.json, if it was made for this recipe (and this joint embedding), else exit naming the command."""
+    report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
+    summary = report.get("summary", report)
+    if summary.get("arm", report.get("arm")) != arm or (share is not None and report.get("pretrained_share", 0.0) != share):
+        joint = f" --pretrained-share {share:g}" if share else ""
+        sys.exit(f"reports/{name}.json was made for another recipe: run benchmarks/{name}.py --arm {arm}{joint}")
+    return report
+
+
+def enrol_margin(arm: str, share: float, max_cost: float = 0.02) -> float:
     """The smallest margin whose enrolled classes cost the built-in ones at most `max_cost` of
     accuracy (reports/enrol_cost.json of benchmarks/enrol_cost.py, the rule of BENCHMARKS.md)."""
-    report = json.loads((ROOT / "reports" / "enrol_cost.json").read_text())
-    if report["arm"] != arm:
-        sys.exit(f"reports/enrol_cost.json was made for another recipe: run benchmarks/enrol_cost.py --arm {arm}")
+    report = made_for("enrol_cost", arm, share)
     summary = report["summary"]
     none = summary["built-in, none enrolled"]["mean"]
     margins = sorted(float(k.rsplit(" ", 1)[1]) for k in summary if k.startswith("built-in, margin "))
     return next(m for m in margins if none - summary[f"built-in, margin {m}"]["mean"] <= max_cost)
 
 
-def data_of(config: dict) -> str:
+def data_of(config: dict, share: float) -> str:
     """What the final run learnt from: labelled folds, the augmentation's noise pool, the pre-training."""
     data = "ESC-10 folds 1-4 (../shared/data/esc10, 320 clips, 10 classes)"
     if config.get("augment") == "robust":
@@ -47,37 +58,36 @@ def data_of(config: dict) -> str:
         pool = ", ".join(pre["unlabeled"]) + ("" if not pre.get("pretrain_labeled", True) else " + the labelled folds")
         eq = f", a random frequency response on {pre['eq_prob']:.0%} of its views" if pre.get("eq_prob") else ""
         data += f"; encoder pre-trained self-supervised with {loss}, {pre['epochs']} epochs{eq}, on {pool} (no labels)"
+        if share:
+            data += f", whose own embedding joins the fine-tuned one ({share:g} of the cosine)"
     return data
 
 
-def main(final_run: str, arm: str, out: str) -> None:
+def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study") -> None:
+    made_for("openset_cv", arm, share)
+    margin = enrol_margin(arm, share)
+    int8_cv = made_for("int8_cv", arm)["summary"]
+    events = made_for("events_cv", arm)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
-    out_dir = export_artifact(final_run, out, real_audio=fixtures)
+    out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
     calibration = ROOT / "reports" / "openset_cv.json"
-    if json.loads(calibration.read_text())["arm"] != arm:
-        sys.exit(f"{calibration} was made for another recipe: run benchmarks/openset_cv.py --arm {arm}")
     open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
-    save_open_set(out_dir, replace(open_set, enrol_margin=enrol_margin(arm)))
-    study = json.loads((ROOT / "reports" / "cv_study.json").read_text())
-    int8_cv = json.loads((ROOT / "reports" / "int8_cv.json").read_text())["summary"]
-    if int8_cv["arm"] != arm:
-        sys.exit(f"reports/int8_cv.json was made for another recipe: run benchmarks/int8_cv.py --arm {arm}")
-    events = json.loads((ROOT / "reports" / "events_cv.json").read_text())
-    if events["arm"] != arm:
-        sys.exit(f"reports/events_cv.json was made for another recipe: run benchmarks/events_cv.py --arm {arm}")
+    save_open_set(out_dir, replace(open_set, enrol_margin=margin))
+    study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
     manifest = load_artifact(out_dir).manifest
     manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {arm}: best mean "
                           f"event-based F1 over its CV runs ({100 * events['best']['event_f1']:.1f} %)"}
     loss = ("cross-entropy" if config["loss"] == "ce" else
             f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
     manifest["default_model"] = {
-        "data": data_of(config),
+        "data": data_of(config, share),
         "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
                   f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']}"
                   + (f", outlier exposure (weight {config['outlier_weight']})" if config.get("outlier_weight") else "")
                   + " (configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
         "commands": "benchmarks/train_default.sh",
+        "cross_validation_report": f"reports/{report}.md",
         "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
                                          "clip accuracy as the service answers (windows with sound vote)",
                              **study["summary"][arm]},
@@ -94,4 +104,11 @@ def main(final_run: str, arm: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("final_run")
+    parser.add_argument("arm")
+    parser.add_argument("out_dir")
+    parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding (export --pretrained-share)")
+    parser.add_argument("--report", default="cv_study", help="the CV figures: reports/REPORT.json of cv_study.py")
+    args = parser.parse_args()
+    main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report)

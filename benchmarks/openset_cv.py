@@ -1,6 +1,6 @@
 """The open-set threshold by cross-validation (issue 20), from the runs of benchmarks/cv_study.py.
 
-    python benchmarks/openset_cv.py --arm ce-robust
+    python benchmarks/openset_cv.py --arm ce-robust [--pretrained-share S]
 
 Known: every held-out clip of every CV run (its angle to the nearest class prototype of the
 run's own training folds), clean and under each recording condition of the robustness table.
@@ -11,7 +11,8 @@ ones), the unknown clips accepted, the known clips rejected under each condition
 answered-label accuracy (the right class and not rejected, as core.answer answers). Operating point:
 the largest of those FRRs whose answered-label accuracy, pooled over the conditions, stays within 2
 points of the top-1 accuracy. A second table calibrates on clean clips alone (the rule until the
-outlier-exposure recipe, whose degraded known clips lie further out; BENCHMARKS.md). Writes
+outlier-exposure recipe, whose degraded known clips lie further out; BENCHMARKS.md). With
+--pretrained-share, the angles of the joint embedding (cv-share<S>.json of cv_study.py). Writes
 reports/openset_cv.json (what `soundarc export --calibration` reads) and reports/openset_cv.md.
 """
 
@@ -20,7 +21,7 @@ import json
 import sys
 
 import numpy as np
-from _data import REPORTS, cv_runs
+from _data import REPORTS, cv_result, cv_runs
 
 from core.openset import auroc
 
@@ -28,11 +29,12 @@ FRRS = (0.01, 0.02, 0.05, 0.1, 0.2)
 MAX_LOSS = 0.02  # answered-label accuracy may fall this far below top-1 accuracy
 
 
-def load_runs(arm: str) -> list[dict]:
-    runs = [json.loads((run / "cv.json").read_text()) for run in cv_runs(arm)]
-    if not runs:
-        sys.exit(f"no finished runs in runs/cv/{arm}: run benchmarks/cv_study.py first")
-    return runs
+def load_runs(arm: str, pretrained_share: float = 0.0) -> list[dict]:
+    files = [cv_result(run, pretrained_share) for run in cv_runs(arm)]
+    if not files or not all(f.exists() for f in files):
+        sys.exit(f"runs/cv/{arm} lacks runs or their {files[0].name if files else 'cv.json'}: run benchmarks/cv_study.py "
+                 f"--arms {arm}" + (f" --pretrained-share {pretrained_share:g}" if pretrained_share else "") + " first")
+    return [json.loads(f.read_text()) for f in files]
 
 
 def known_angles(runs: list[dict], conditions: list[str]) -> np.ndarray:
@@ -70,8 +72,9 @@ def markdown(table: list[dict], chosen: dict | None, conditions: list[str]) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", required=True)
+    parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding's angles")
     args = parser.parse_args()
-    runs = load_runs(args.arm)
+    runs = load_runs(args.arm, args.pretrained_share)
     conditions = list(runs[0]["conditions"])
     known = known_angles(runs, ["clean"])
     unknown = np.concatenate([r["unknown_angles"] for r in runs])
@@ -79,7 +82,8 @@ def main() -> None:
     clean_table = [evaluate(runs, frr, ["clean"]) for frr in FRRS]
     fitting = [r for r in table if r["answer_loss"] <= MAX_LOSS]
     chosen = max(fitting, key=lambda r: r["frr"]) if fitting else table[0]
-    report = {"arm": args.arm, "runs": [r["run"] for r in runs], "known_clips": len(known), "unknown_clips": len(unknown),
+    report = {"arm": args.arm, "pretrained_share": args.pretrained_share, "runs": [r["run"] for r in runs],
+              "known_clips": len(known), "unknown_clips": len(unknown),
               "auroc": auroc(known, unknown), "auroc_all_conditions": auroc(known_angles(runs, conditions), unknown),
               "table": table, "clean_calibrated_table": clean_table,
               "threshold_rad": chosen["threshold_rad"], "frr": chosen["frr"],
@@ -88,7 +92,8 @@ def main() -> None:
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "openset_cv.json").write_text(json.dumps(report, indent=1))
     top1 = " / ".join(f"{table[0]['top1'][c]:.1%}" for c in conditions)
-    lines = [f"Recipe `{args.arm}`, {len(runs)} CV runs, {len(known)} known clips, {len(unknown)} unknown clips; "
+    joint = f", joint embedding (pre-trained share {args.pretrained_share:g})" if args.pretrained_share else ""
+    lines = [f"Recipe `{args.arm}`{joint}, {len(runs)} CV runs, {len(known)} known clips, {len(unknown)} unknown clips; "
              f"AUROC {report['auroc']:.3f} clean, {report['auroc_all_conditions']:.3f} over all conditions. "
              f"Top-1 ({' / '.join(conditions)}): {top1}.", "",
              "Threshold calibrated on the known clips under all conditions (the rule):", "",

@@ -36,7 +36,7 @@ from core.audio import decode
 from core.features import FrontendConfig, log_mel, patches
 from core.runtime import RuntimeConfig, create_runtime
 from training.model import InferenceModel
-from training.run import load_checkpoint
+from training.run import load_inference_model
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ class ParityReport:
 
 
 def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, opset: int = 18,
-                    real_audio: list[Path] | None = None, tolerances: Tolerances = Tolerances()) -> Path:
-    """Export a run's checkpoint to OUT_DIR; raises ExportValidationError (no manifest) on a parity failure."""
-    model, info = load_checkpoint(run_dir)
-    net = InferenceModel(model).eval()
+                    real_audio: list[Path] | None = None, tolerances: Tolerances = Tolerances(),
+                    pretrained_share: float = 0.0) -> Path:
+    """Export a run's checkpoint to OUT_DIR; raises ExportValidationError (no manifest) on a parity failure.
+    `pretrained_share` > 0: a joint embedding with the run's pre-trained encoder (training.model.InferenceModel)."""
+    net, info = load_inference_model(run_dir, pretrained_share)
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +195,10 @@ def build_manifest(staging: Path, info: dict, opset: int, reports: list[ParityRe
                      "metrics": info.get("metrics", {}), "config": info.get("config", {})},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if "pretrained" in info:  # a joint embedding (training.model.InferenceModel)
+        pre = info["pretrained"]
+        manifest["embedding"] = {"pretrained_share": pre["share"], "cosine": f"{1 - pre['share']:g}·cos(fine-tuned) + "
+                                 f"{pre['share']:g}·cos(pre-trained)", "pretrained_encoder": pre}
     if fp16:
         manifest["variants"] = {"fp16": {"file": FP16_FILE, "sha256": sha256_file(staging / FP16_FILE)}}
     return manifest

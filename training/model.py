@@ -4,10 +4,14 @@
       -> ResNet-18 -> avg pool -> h (B, 8w)
     h -> projection head (SSL only, dropped at export) -> z (B, 512), L2-normalised
     h -> classifier -> logits (B, C)
+
+Served (InferenceModel): logits and the L2-normalised h, or a joint embedding that adds the
+pre-trained encoder's (see InferenceModel).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -107,14 +111,27 @@ class SoundModel(nn.Module):
 
 
 class InferenceModel(nn.Module):
-    """What export traces: logmel (B, 1, T, M) -> logits (B, C), embedding (B, D) L2-normalised."""
+    """What export traces: logmel (B, 1, T, M) -> logits (B, C), embedding (B, D) L2-normalised.
 
-    def __init__(self, model: SoundModel):
+    With `pretrained` (the self-supervised encoder the model was fine-tuned from) and its share s,
+    the embedding is joint: [√(1−s)·u, √s·v] (B, D + D'), u and v the two encoders' L2-normalised
+    outputs, so the cosine of two clips is (1 − s)·cos_u + s·cos_v. Fine-tuning packs the trained
+    classes tightly and collapses sounds it was never taught onto them; the pre-trained encoder
+    keeps them apart (BENCHMARKS.md, "Joint embedding"). The logits are the fine-tuned model's alone."""
+
+    def __init__(self, model: SoundModel, pretrained: Encoder | None = None, pretrained_share: float = 0.0):
         super().__init__()
         if model.classifier is None:
             raise ValueError("export needs a model with a classifier; fine-tune or linear-probe first")
-        self.encoder, self.classifier = model.encoder, model.classifier
+        if (pretrained is None) != (pretrained_share == 0.0) or not 0.0 <= pretrained_share < 1.0:
+            raise ValueError(f"a pre-trained encoder goes with a share in (0, 1), got {pretrained_share}")
+        self.encoder, self.classifier, self.pretrained = model.encoder, model.classifier, pretrained
+        self.weights = (math.sqrt(1.0 - pretrained_share), math.sqrt(pretrained_share))
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(logmel)
-        return self.classifier(h), F.normalize(h, dim=1)
+        h = self.encoder(logmel)  # (B, D)
+        embedding = F.normalize(h, dim=1)
+        if self.pretrained is not None:  # (B, D + D')
+            own, other = self.weights
+            embedding = torch.cat([own * embedding, other * F.normalize(self.pretrained(logmel), dim=1)], dim=1)
+        return self.classifier(h), embedding

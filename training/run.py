@@ -28,7 +28,7 @@ from core.artifact import write_json_atomic
 from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.config import TrainConfig
-from training.model import ModelConfig, SoundModel
+from training.model import InferenceModel, ModelConfig, SoundModel
 
 CHECKPOINT_VERSION = 1
 
@@ -132,3 +132,22 @@ def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel
     model = SoundModel(model_cfg)
     model.load_state_dict(load_file(folder / "model.safetensors", device=str(map_location)))
     return model.eval(), info
+
+
+def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0) -> tuple[InferenceModel, dict]:
+    """What a run serves: (InferenceModel, checkpoint.json contents). With `pretrained_share` > 0 the
+    embedding joins that of the pre-trained encoder the run was fine-tuned from (its config's init),
+    and the contents gain `pretrained`: the share, that run's path, run id and config."""
+    model, info = load_checkpoint(run_dir)
+    if not pretrained_share:
+        return InferenceModel(model).eval(), info
+    init = info.get("config", {}).get("init")
+    if not init:
+        raise ConfigError(f"{run_dir} was not fine-tuned from a pre-trained encoder (no init in its config): "
+                          "its embedding cannot be joined with one")
+    pretrained, pre_info = load_checkpoint(init)
+    if pre_info["frontend"] != info["frontend"]:
+        raise ConfigError(f"{init} was trained on other log-mel patches than {run_dir}")
+    pre = {"share": pretrained_share, "run": str(init), "run_id": pre_info["run_id"], "config": pre_info.get("config", {})}
+    info = {**info, "pretrained": pre}
+    return InferenceModel(model, pretrained.encoder, pretrained_share).eval(), info

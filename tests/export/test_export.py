@@ -57,6 +57,22 @@ def test_a_model_of_longer_windows_exports_and_answers_with_them(fixtures, tmp_p
     assert result.label in art.labels
 
 
+def test_a_joint_embedding_exports_validated_with_its_pretrained_encoder(tmp_path):
+    """--pretrained-share: the embedding joins the run's init encoder's; parity checks the whole graph."""
+    pretrained = make_run(tmp_path / "pre", width=8, seed=1)
+    run = make_run(tmp_path / "run", init=str(pretrained))
+    art = load_artifact(export_artifact(run, tmp_path / "model", pretrained_share=0.75))
+    m = art.manifest
+    assert art.embedding_dim == 32 + 64 and m["parity"]["fp32"]["max_abs_embedding"] <= 1e-4
+    assert m["embedding"]["pretrained_share"] == 0.75 and m["embedding"]["pretrained_encoder"]["run"] == str(pretrained)
+    x = np.random.default_rng(0).normal(-2, 1.5, size=(2, 101, 96)).astype(np.float32)
+    _, joint = create_runtime(art, RuntimeConfig(device="cpu")).run(x)
+    _, own = create_runtime(load_artifact(export_artifact(run, tmp_path / "own")), RuntimeConfig(device="cpu")).run(x)
+    np.testing.assert_allclose(joint[:, :32], 0.5 * own, atol=1e-5)  # √(1 − 0.75) of the fine-tuned embedding
+    with pytest.raises(errors.ConfigError, match="not fine-tuned from a pre-trained encoder"):
+        export_artifact(pretrained, tmp_path / "none", pretrained_share=0.5)
+
+
 def test_fp16_variant_runs(artifact_dir):
     runtime = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cpu", precision="fp16"))
     x = np.random.default_rng(0).normal(-2, 1.5, size=(4, 101, 96)).astype(np.float32)

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from training.augment import AugmentConfig, make_view, make_views, random_resized_crop
@@ -15,6 +16,22 @@ def test_encoder_shapes():
     assert z.shape == (3, 512) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
     logits, emb = InferenceModel(model.eval())(x)
     assert logits.shape == (3, 5) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_the_joint_embedding_weighs_the_two_cosines_by_the_share():
+    """cos of joint embeddings = (1 − s)·cos(fine-tuned) + s·cos(pre-trained); the logits stay the model's."""
+    torch.manual_seed(0)
+    model, pretrained = SoundModel(ModelConfig(width=4, num_classes=3)).eval(), SoundModel(ModelConfig(width=8)).eval()
+    x = torch.randn(2, 1, 101, 96)
+    logits, joint = InferenceModel(model, pretrained.encoder, 0.75)(x)
+    own_logits, u = InferenceModel(model)(x)
+    v = torch.nn.functional.normalize(pretrained.encoder(x), dim=1)
+    assert joint.shape == (2, 32 + 64) and torch.allclose(joint.norm(dim=1), torch.ones(2), atol=1e-5)
+    torch.testing.assert_close(logits, own_logits)
+    torch.testing.assert_close(joint[0] @ joint[1], 0.25 * (u[0] @ u[1]) + 0.75 * (v[0] @ v[1]))
+    for share in (0.0, 1.0):
+        with pytest.raises(ValueError):
+            InferenceModel(model, pretrained.encoder, share)
 
 
 def test_normalisation_is_inside_the_encoder():
