@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def made_for(name: str, arm: str, share: float | None = None) -> dict:
     """reports/<name>.json, if it was made for this recipe (and this joint embedding), else exit naming the command."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
-    summary = report.get("summary", report)
-    if summary.get("arm", report.get("arm")) != arm or (share is not None and report.get("pretrained_share", 0.0) != share):
+    made = report.get("arm") or report["summary"]["arm"]  # int8_cv.json keeps it in its summary
+    if made != arm or (share is not None and report.get("pretrained_share", 0.0) != share):
         joint = f" --pretrained-share {share:g}" if share else ""
         sys.exit(f"reports/{name}.json was made for another recipe: run benchmarks/{name}.py --arm {arm}{joint}")
     return report
