@@ -91,8 +91,7 @@ def run_metrics(run, clips, index, new: tuple[list, np.ndarray], pretrained_shar
     return {"fold": fold, "retrieval_p1": p1, "retrieval_map": m_ap,
             **{f"few_shot_{k}": few_shot(h, y, k, rng) for k in SHOTS},
             "open_set_auroc": float(auroc(known, unknown)), "new_sounds_p1": new_p1, "new_sounds_map": new_map,
-            "known_angles": known.tolist(),
-            "unknown_angles": unknown.tolist()}
+            "known_angles": known.tolist(), "unknown_angles": unknown.tolist()}
 
 
 def main() -> None:
