@@ -223,7 +223,7 @@ def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure
 
 
 def evaluate(run: Path, fold: int, pretrained_share: float = 0.0) -> dict:
-    model, info = load_inference_model(run, pretrained_share) if pretrained_share else load_checkpoint(run)
+    model, info = load_inference_model(run, pretrained_share)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(ESC10)
     index = {n: i for i, n in enumerate(names)}

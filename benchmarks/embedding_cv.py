@@ -26,6 +26,7 @@ instead (another machine's encoder draw, as cv_study.py's --report).
 import argparse
 import json
 import re
+from collections import Counter
 
 import numpy as np
 from _data import CV_RUNS, REPORTS, cv_result, cv_runs, mean_std, recipe_table, require_data
@@ -46,7 +47,7 @@ def new_sounds() -> tuple[list, np.ndarray]:
     """The clips of unlabeled/ grouped by file-name stem (e.g. wesnoth_horn-2.ogg: wesnoth_horn), the
     groups of NEW_SOUNDS_MIN or more: (paths, (N,) group index)."""
     stems = {p: re.sub(r"[-_0-9]*$", "", p.stem) for p in find_audio(require_data("unlabeled"))}
-    counts = {s: list(stems.values()).count(s) for s in set(stems.values())}
+    counts = Counter(stems.values())
     kept = sorted(p for p, s in stems.items() if counts[s] >= NEW_SOUNDS_MIN)
     groups = sorted({stems[p] for p in kept})
     return kept, np.array([groups.index(stems[p]) for p in kept])

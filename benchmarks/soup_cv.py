@@ -33,9 +33,10 @@ from pathlib import Path
 import torch
 from _data import ROOT, cv_run
 from cv_study import ARMS, REPORT, evaluate, init_of, write_report
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from training.loop import recompute_norms
+from training.run import save_weights
 
 
 def soup_arm(arms: list[str], seeds: list[int], renorm: bool = False) -> str:
@@ -69,7 +70,7 @@ def save_model(state: dict, first, out, made_of: dict) -> None:
     info = json.loads((first / "checkpoint" / "checkpoint.json").read_text())
     info["run_id"] = f"{out.name}-{int(time.time())}"  # the soup's own id, not its first run's
     (out / "checkpoint" / "checkpoint.json").write_text(json.dumps(info, indent=1))
-    save_file(state, out / "checkpoint" / "model.safetensors")
+    save_weights(state, out)
     (out / "soup.json").write_text(json.dumps(made_of, indent=1))
 
 

@@ -17,13 +17,10 @@ resumes from its last finished epoch. `average_last: N` averages the weights of 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from core.activity import ActivityConfig, active_starts
@@ -37,7 +34,7 @@ from training.data import ClipSet, mel_frequencies, normalisation_stats, random_
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
 from training.losses import acl_ssl_loss, acl_supervised_loss
 from training.model import ModelConfig, SoundModel
-from training.run import Run, load_checkpoint
+from training.run import Run, load_checkpoint, save_weights
 from training.setup import (
     Splits,
     autocast,
@@ -114,10 +111,7 @@ def recompute_norms(run_dir) -> None:
     splits = load_splits(cfg, frontend, with_unlabeled=bool(cfg.unlabeled))
     step = SupervisedStep(cfg, splits, frontend, ActivityConfig.from_dict(info["activity"]), torch.device("cpu"), rng, gen)
     recompute_batchnorm(model, step.norm_batches())
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    weights = Path(run_dir) / "checkpoint" / "model.safetensors"
-    save_file(state, weights.with_suffix(".safetensors.tmp"))  # as Run.save_checkpoint: never half a file
-    os.replace(weights.with_suffix(".safetensors.tmp"), weights)
+    save_weights(model.state_dict(), run_dir)
 
 
 class SelfSupervisedStep:

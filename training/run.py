@@ -80,9 +80,7 @@ class Run:
                         metrics: dict) -> None:
         folder = self.path / "checkpoint"
         folder.mkdir(exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, folder / "model.safetensors.tmp")
-        os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+        save_weights(model.state_dict(), self.path)
         write_json_atomic(folder / "checkpoint.json", {
             "version": CHECKPOINT_VERSION, "run_id": self.run_id, "mode": self.mode,
             "model": dataclasses.asdict(model.cfg), "frontend": dataclasses.asdict(frontend),
@@ -111,6 +109,13 @@ class Run:
         generator.set_state(state["generator"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         return int(state["epoch"])
+
+
+def save_weights(state: dict, run_dir: str | Path) -> None:
+    """RUN/checkpoint/model.safetensors from a state dict, whole or not at all (a temporary file, renamed)."""
+    weights = Path(run_dir) / "checkpoint" / "model.safetensors"
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, weights.with_suffix(".safetensors.tmp"))
+    os.replace(weights.with_suffix(".safetensors.tmp"), weights)
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
