@@ -35,9 +35,12 @@ def cv_runs(arm: str, seed: int | None = None) -> list[Path]:
     return sorted(p for p in (CV_RUNS / arm).glob(pattern) if (p / "cv.json").exists())
 
 
-def cv_result(run: Path, pretrained_share: float = 0.0) -> Path:
-    """A CV run's scores: cv.json, or cv-share<S>.json for its joint embedding (cv_study.py --pretrained-share)."""
-    return run / (f"cv-share{pretrained_share:g}.json" if pretrained_share else "cv.json")
+def cv_result(run: Path, pretrained_share: float = 0.0, pretrained: str | Path | None = None) -> Path:
+    """A CV run's scores: cv.json, or cv-share<S>.json for its joint embedding (cv_study.py --pretrained-share),
+    cv-share<S>-<NAME>.json where the joint encoder is runs/pretrain/NAME rather than the run's own init."""
+    if not pretrained_share:
+        return run / "cv.json"
+    return run / f"cv-share{pretrained_share:g}{'-' + Path(pretrained).name if pretrained else ''}.json"
 
 
 def cv_run(arm: str, fold: int, seed: int | str) -> Path:

@@ -1,7 +1,7 @@
 """Recipes compared by 4-fold cross-validation over ESC-10 folds 1-4 (issue 19), seeds as given.
 
     python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2] [--rescore]
-        [--report NAME] [--pretrained-share S]
+        [--report NAME] [--pretrained-share S [--pretrained runs/pretrain/NAME]]
 
 Each run trains on three folds and is scored on the fourth, as the service scores (windows with
 sound vote), clean and under the recording conditions of training.robustness; it also records, for
@@ -14,6 +14,7 @@ study is balanced. Writes reports/cv_study.json and reports/cv_study.md (--repor
 for runs from another machine's pre-training, which is another encoder draw). `--pretrained-share S`
 scores the finished runs again as served with the joint embedding (training.model.InferenceModel)
 into their cv-share<S>.json, for openset_cv.py and embedding_cv.py; the accuracies are the same.
+`--pretrained runs/pretrain/NAME` joins that encoder instead of each run's own init (cv-share<S>-NAME.json).
 """
 
 import argparse
@@ -122,6 +123,9 @@ def adapt_sets(epochs: int = 100) -> list[str]:
 
 PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *pretrain_sets()], "ssl-infonce": ["ssl_alpha=1.0", *pretrain_sets()],
                 "ssl-acl-eq": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5"],
+                # views under recording conditions: the random EQ and the steep low-pass of the fine-tune, half each
+                "ssl-acl-rc": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5", "view_band_limit_prob=0.5",
+                               "band_limit_order=16"],
                 "ssl-acl-w64": ["ssl_alpha=0.3", *pretrain_sets(width=64, epochs=25)],
                 "ssl-acl-dapt": adapt_sets()}
 
@@ -222,8 +226,8 @@ def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure
     return runs
 
 
-def evaluate(run: Path, fold: int, pretrained_share: float = 0.0) -> dict:
-    model, info = load_inference_model(run, pretrained_share)
+def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: str | None = None) -> dict:
+    model, info = load_inference_model(run, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(ESC10)
     index = {n: i for i, n in enumerate(names)}
@@ -303,9 +307,11 @@ def main() -> None:
                         "draw: its own report, so that its runs do not replace the same-named ones)")
     parser.add_argument("--pretrained-share", type=float, default=0.0,
                         help="score the finished runs again with the joint embedding, into cv-share<S>.json")
+    parser.add_argument("--pretrained", help="with --pretrained-share: join this pre-training run's encoder instead "
+                        "of the run's own init, into cv-share<S>-<its name>.json")
     args = parser.parse_args()
     if args.pretrained_share:
-        return score_joint(args.arms, args.seeds, args.folds, args.pretrained_share, args.rescore)
+        return score_joint(args.arms, args.seeds, args.folds, args.pretrained_share, args.rescore, args.pretrained)
     results = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         for arm in args.arms:
@@ -321,15 +327,17 @@ def main() -> None:
             write_report({a: r for a, r in results.items() if r}, args.report)
 
 
-def score_joint(arms: list[str], seeds: list[int], folds: list[int], share: float, rescore: bool) -> None:
-    """cv-share<S>.json beside each finished run's cv.json: the same runs served with the joint embedding."""
+def score_joint(arms: list[str], seeds: list[int], folds: list[int], share: float, rescore: bool,
+                pretrained: str | None = None) -> None:
+    """cv-share<S>[-NAME].json beside each finished run's cv.json: the same runs served with the joint embedding."""
     for seed in seeds:
         for arm in arms:
             for fold in folds:
                 out = cv_run(arm, fold, seed)
-                if (out / "cv.json").exists() and (rescore or not cv_result(out, share).exists()):
-                    cv_result(out, share).write_text(json.dumps(evaluate(out, fold, share)))
-                    print(f"scored {out} with pre-trained share {share:g}", flush=True)
+                result = cv_result(out, share, pretrained)
+                if (out / "cv.json").exists() and (rescore or not result.exists()):
+                    result.write_text(json.dumps(evaluate(out, fold, share, pretrained)))
+                    print(f"scored {out} into {result.name}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import argparse
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from _data import CV_RUNS, REPORTS, cv_result, cv_runs, mean_std, recipe_table, require_data
@@ -77,10 +78,11 @@ def few_shot(h: np.ndarray, y: np.ndarray, shots: int, rng: np.random.Generator)
     return float(np.mean(accuracies))
 
 
-def run_metrics(run, clips, index, new: tuple[list, np.ndarray], pretrained_share: float = 0.0) -> dict:
-    result = json.loads(cv_result(run, pretrained_share).read_text())
+def run_metrics(run, clips, index, new: tuple[list, np.ndarray], pretrained_share: float = 0.0,
+                pretrained: str | None = None) -> dict:
+    result = json.loads(cv_result(run, pretrained_share, pretrained).read_text())
     fold = result["fold"]
-    model, info = load_inference_model(run, pretrained_share)
+    model, info = load_inference_model(run, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     held = [c for c in clips if c.fold == fold]
     y = np.array([index[c.label] for c in held])
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--report", default="embedding_cv", help="reports/REPORT.json and .md")
     parser.add_argument("--seeds", nargs="+", type=int, help="the runs of these seeds (default: all)")
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="serve each run with the joint embedding")
+    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (cv_study.py --pretrained)")
     args = parser.parse_args()
     clips, names = scan_labeled(require_data("esc10"))
     index = {n: i for i, n in enumerate(names)}
@@ -110,8 +113,8 @@ def main() -> None:
     for arm in args.arms:
         runs = [r for s in (args.seeds or [None]) for r in cv_runs(arm, s)]
         if runs:
-            row = f"{arm} (joint {share:g})" if share else arm
-            report[row] = {run.name: run_metrics(run, clips, index, new, share) for run in runs}
+            row = f"{arm} (joint {share:g}{', ' + Path(args.pretrained).name if args.pretrained else ''})" if share else arm
+            report[row] = {run.name: run_metrics(run, clips, index, new, share, args.pretrained) for run in runs}
             print(row, summary(report[row]), flush=True)
     compact = {arm: {k: {m: v for m, v in r.items() if not m.endswith("angles")} for k, r in runs.items()}
                for arm, runs in report.items()}

@@ -2,14 +2,14 @@
 enrol them from 1 or 5 clips each, and classify their remaining clips among all ten classes.
 
     python benchmarks/enrol_bench.py [--arm ssl-acl-acl-robust] [--leave-out crying_baby helicopter] [--draws 20] [--seed 0]
-                                     [--pretrained-share 0.75]
+                                     [--pretrained-share 0.75 [--pretrained runs/pretrain/NAME]]
 
 Without --leave-out, all five disjoint pairs of ESC-10 classes (PAIRS), one after the other.
 1) Trains the recipe (a CV arm of benchmarks/cv_study.py; without --arm, configs/default-model.yaml
    with cross-entropy, the first recipe measured this way) on the other eight classes, folds 1-3
    (validation fold 4), seed `--seed`, in runs/leaveout[-<arm>]-<classes>[-seed<N>] (resumable), and exports it
    with its class prototypes (training clips); with --pretrained-share, with the joint embedding
-   (training.model.InferenceModel: the same run, its pre-trained encoder beside it).
+   (training.model.InferenceModel: the same run, its pre-trained encoder beside it, or --pretrained).
 2) For each shot count and `--draws` random draws: enrols the left-out classes through
    core.classes (the code behind POST /classes) and classifies the left-out classes' remaining
    clips (folds 1-4 less the enrolment clips) and the eight known classes' fold-4 clips (to show
@@ -17,8 +17,8 @@ Without --leave-out, all five disjoint pairs of ESC-10 classes (PAIRS), one afte
    and as the service answers (core.answer: enrolled classes on the head's scale, the open set
    off) at each enrolment margin of MARGINS.
 3) Retrieval among the left-out classes' clips: each queries the others (P@1, mAP by cosine).
-Writes reports/enrol_bench[_<arm>]_<classes>[_seed<N>][_share<S>].json and, for --arm, a table over the
-pairs in reports/enrol_bench_<arm>[_seed<N>][_share<S>].md (seed 0 keeps the names without the suffix).
+Writes reports/enrol_bench[_<arm>]_<classes>[_seed<N>][_share<S>[-NAME]].json and, for --arm, a table over
+the pairs in reports/enrol_bench_<arm>[_seed<N>][_share<S>[-NAME]].md (seed 0 keeps the names without the suffix).
 """
 
 import argparse
@@ -27,6 +27,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from _data import REPORTS, ROOT, require_data
@@ -90,17 +91,19 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="the fine-tune's seed (the draws keep theirs)")
     parser.add_argument("--pretrained-share", type=float, default=0.0,
                         help="export with the joint embedding (the same runs; export --pretrained-share)")
+    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (default: each run's init)")
     args = parser.parse_args()
     if args.arm and "{fold}" in " ".join(ARMS[args.arm]):
         parser.error(f"{args.arm} pre-trains on the training folds' audio, the left-out classes' too: no fair leave-out")
     if args.arm:
         pretrain_for(args.arm, fold=4, threads=2)
     pairs = [args.leave_out] if args.leave_out else PAIRS
-    share = args.pretrained_share
-    reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share) for pair in pairs]
+    share, pretrained = args.pretrained_share, args.pretrained
+    reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained) for pair in pairs]
     if args.arm and not args.leave_out and {1, 5} <= set(args.shots):  # the table's columns
         text = table(args.arm, reports, args.seed, share)
-        (REPORTS / f"enrol_bench_{args.arm}{seed_suffix(args.seed, '_')}{share_suffix(share)}.md").write_text(text)
+        suffix = f"{seed_suffix(args.seed, '_')}{share_suffix(share, pretrained)}"
+        (REPORTS / f"enrol_bench_{args.arm}{suffix}.md").write_text(text)
         print(text)
 
 
@@ -109,19 +112,21 @@ def seed_suffix(seed: int, sep: str) -> str:
     return f"{sep}seed{seed}" if seed else ""
 
 
-def share_suffix(share: float) -> str:
-    """'' for the fine-tuned embedding alone, else e.g. '_share0.75'."""
-    return f"_share{share:g}" if share else ""
+def share_suffix(share: float, pretrained: str | None = None) -> str:
+    """'' for the fine-tuned embedding alone, else e.g. '_share0.75' (joined with the run's own pre-trained
+    encoder) or '_share0.75-ssl-acl-rc' (with runs/pretrain/ssl-acl-rc)."""
+    return f"_share{share:g}{'-' + Path(pretrained).name if pretrained else ''}" if share else ""
 
 
 def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws: int, seed: int,
-            share: float = 0.0) -> dict:
+            share: float = 0.0, pretrained: str | None = None) -> dict:
     esc = require_data("esc10")
     data = ROOT / "cache" / ("leaveout-" + "-".join(leave_out))
     run = ROOT / "runs" / ("leaveout-" + (f"{arm}-" if arm else "") + "-".join(leave_out) + seed_suffix(seed, "-"))
     write_subset(esc, leave_out, data)
     train(data, run, arm, seed)
-    model = export_artifact(run, ROOT / "reports" / "tmp" / f"{run.name}{share_suffix(share)}-model", pretrained_share=share)
+    model = export_artifact(run, ROOT / "reports" / "tmp" / f"{run.name}{share_suffix(share, pretrained)}-model",
+                            pretrained_share=share, pretrained=pretrained)
     attach_open_set(model, str(data), (1, 2, 3))
     artifact = load_artifact(model)
     runtime = create_runtime(artifact, RuntimeConfig("cpu"))
@@ -164,6 +169,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
     base_pred = predict(ClassSet.of(artifact), embeddings[known_val])
     head_pred = answered(ClassSet.of(artifact), [outputs[i] for i in known_val], artifact.labels)
     report = {"arm": arm or "ce (configs/default-model.yaml)", "leave_out": leave_out, "seed": seed, "pretrained_share": share,
+              "pretrained": pretrained,
               "run": str(run.relative_to(ROOT)),
               "draws": draws, "classes_total": len(artifact.labels) + len(leave_out), "chance": 1 / (len(artifact.labels) + 2),
               "known_fold4_accuracy_prototypes_only_builtins": float((base_pred == labels[known_val]).mean()),
@@ -171,7 +177,8 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
               "left_out_retrieval": {"p_at_1": p1, "map": mean_ap, "clips": len(left_out)},
               "results": results}
     REPORTS.mkdir(exist_ok=True)
-    name = f"enrol_bench_{f'{arm}_' if arm else ''}{'-'.join(leave_out)}{seed_suffix(seed, '_')}{share_suffix(share)}.json"
+    suffix = f"{seed_suffix(seed, '_')}{share_suffix(share, pretrained)}"
+    name = f"enrol_bench_{f'{arm}_' if arm else ''}{'-'.join(leave_out)}{suffix}.json"
     (REPORTS / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2), flush=True)
     return report

@@ -46,8 +46,8 @@ def windows(model, path, frontend, activity):
     return logits.numpy(), embeddings.numpy(), clip
 
 
-def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0) -> dict:
-    model, info = load_inference_model(run_dir, pretrained_share)
+def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None) -> dict:
+    model, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
     index = {n: i for i, n in enumerate(names)}
@@ -102,17 +102,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="serve each run with the joint embedding")
+    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (default: each run's init)")
     args = parser.parse_args()
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, args.pretrained_share) for r in runs]
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, args.pretrained_share, args.pretrained)
+               for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": args.pretrained_share,
+                                                         "pretrained": args.pretrained,
                                                          "groups": GROUPS, "shots": SHOTS,
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():

@@ -1,14 +1,16 @@
 """Export the final default run and record in its manifest what the shipped model is.
 
-    python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR [--pretrained-share S] [--report cv_study]
+    python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR [--pretrained-share S [--pretrained RUN]]
+        [--report cv_study]
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json), the sound-event parameters chosen by
 cross-validation (reports/events_cv.json) and a `default_model` section: data,
 recipe, commands, and the recipe's cross-validated figures (reports/<report>.json of cv_study.py,
 the runs of this machine's pre-training), clean and under the recording conditions. With
---pretrained-share, the joint embedding (export --pretrained-share); the open-set threshold and
-the enrolment margin must then come from the same joint embedding. The final run trains on all
+--pretrained-share, the joint embedding (export --pretrained-share, joined with --pretrained or the
+final run's own pre-trained encoder); the open-set threshold and the enrolment margin must then come
+from the same joint embedding. The final run trains on all
 four folds, so it has no validation of its own: the recipe's CV figures stand for it.
 """
 
@@ -25,27 +27,41 @@ from export.open_set import attach_open_set, save_open_set
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def made_for(name: str, arm: str, share: float | None = None) -> dict:
+def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None) -> dict:
     """reports/<name>.json, if it was made for this recipe (and this joint embedding), else exit naming the command."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
     made = report.get("arm") or report["summary"]["arm"]  # int8_cv.json keeps it in its summary
-    if made != arm or (share is not None and report.get("pretrained_share", 0.0) != share):
+    joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
+    if made != arm or (share is not None and joined != (share, pretrained)):
         joint = f" --pretrained-share {share:g}" if share else ""
+        joint += f" --pretrained {pretrained}" if pretrained else ""
         sys.exit(f"reports/{name}.json was made for another recipe: run benchmarks/{name}.py --arm {arm}{joint}")
     return report
 
 
-def enrol_margin(arm: str, share: float, max_cost: float = 0.02) -> float:
+def enrol_margin(arm: str, share: float, pretrained: str | None, max_cost: float = 0.02) -> float:
     """The smallest margin whose enrolled classes cost the built-in ones at most `max_cost` of
     accuracy (reports/enrol_cost.json of benchmarks/enrol_cost.py, the rule of BENCHMARKS.md)."""
-    report = made_for("enrol_cost", arm, share)
+    report = made_for("enrol_cost", arm, share, pretrained)
     summary = report["summary"]
     none = summary["built-in, none enrolled"]["mean"]
     margins = sorted(float(k.rsplit(" ", 1)[1]) for k in summary if k.startswith("built-in, margin "))
     return next(m for m in margins if none - summary[f"built-in, margin {m}"]["mean"] <= max_cost)
 
 
-def data_of(config: dict, share: float) -> str:
+def pretraining_of(run: str) -> str:
+    """A self-supervised pre-training run in words: loss, epochs, view augmentations, pool."""
+    pre = json.loads((Path(run) / "checkpoint" / "checkpoint.json").read_text())["config"]
+    loss = "InfoNCE" if pre["ssl_alpha"] == 1 else f"ACL (ssl_alpha {pre['ssl_alpha']}, margin {pre['margin']})"
+    pool = ", ".join(pre["unlabeled"]) + ("" if not pre.get("pretrain_labeled", True) else " + the labelled folds")
+    views = ([f"a random frequency response on {pre['eq_prob']:.0%}"] if pre.get("eq_prob") else []) + (
+        [f"a low-pass (order {pre['band_limit_order']}) on {pre['view_band_limit_prob']:.0%}"]
+        if pre.get("view_band_limit_prob") else [])
+    views_text = f", {' and '.join(views)} of its views" if views else ""
+    return f"self-supervised with {loss}, {pre['epochs']} epochs{views_text}, on {pool} (no labels; {run})"
+
+
+def data_of(config: dict, share: float, pretrained: str | None) -> str:
     """What the final run learnt from: labelled folds, the augmentation's noise pool, the pre-training."""
     data = "ESC-10 folds 1-4 (../shared/data/esc10, 320 clips, 10 classes)"
     if config.get("augment") == "robust":
@@ -53,23 +69,22 @@ def data_of(config: dict, share: float) -> str:
     if config.get("outlier_weight"):
         data += "; open-set negatives (outlier exposure, no labels) from " + ", ".join(config["unlabeled"])
     if config.get("init"):
-        pre = json.loads((Path(config["init"]) / "checkpoint" / "checkpoint.json").read_text())["config"]
-        loss = "InfoNCE" if pre["ssl_alpha"] == 1 else f"ACL (ssl_alpha {pre['ssl_alpha']}, margin {pre['margin']})"
-        pool = ", ".join(pre["unlabeled"]) + ("" if not pre.get("pretrain_labeled", True) else " + the labelled folds")
-        eq = f", a random frequency response on {pre['eq_prob']:.0%} of its views" if pre.get("eq_prob") else ""
-        data += f"; encoder pre-trained self-supervised with {loss}, {pre['epochs']} epochs{eq}, on {pool} (no labels)"
-        if share:
-            data += f", whose own embedding joins the fine-tuned one ({share:g} of the cosine)"
+        data += f"; encoder pre-trained {pretraining_of(config['init'])}"
+    if share and (not pretrained or pretrained == config.get("init")):
+        data += f", whose own embedding joins the fine-tuned one ({share:g} of the cosine)"
+    elif share:
+        data += f"; the embedding joined ({share:g} of the cosine) with an encoder pre-trained {pretraining_of(pretrained)}"
     return data
 
 
-def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study") -> None:
-    made_for("openset_cv", arm, share)
-    margin = enrol_margin(arm, share)
+def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
+         pretrained: str | None = None) -> None:
+    made_for("openset_cv", arm, share, pretrained)
+    margin = enrol_margin(arm, share, pretrained)
     int8_cv = made_for("int8_cv", arm)["summary"]
     events = made_for("events_cv", arm)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
-    out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share)
+    out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
     calibration = ROOT / "reports" / "openset_cv.json"
     open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
@@ -81,7 +96,7 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     loss = ("cross-entropy" if config["loss"] == "ce" else
             f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
     manifest["default_model"] = {
-        "data": data_of(config, share),
+        "data": data_of(config, share, pretrained),
         "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
                   f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']}"
                   + (f", outlier exposure (weight {config['outlier_weight']})" if config.get("outlier_weight") else "")
@@ -109,6 +124,7 @@ if __name__ == "__main__":
     parser.add_argument("arm")
     parser.add_argument("out_dir")
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding (export --pretrained-share)")
+    parser.add_argument("--pretrained", help="join this pre-training run's encoder (default: the final run's own)")
     parser.add_argument("--report", default="cv_study", help="the CV figures: reports/REPORT.json of cv_study.py")
     args = parser.parse_args()
-    main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report)
+    main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained)

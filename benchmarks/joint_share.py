@@ -1,6 +1,7 @@
 """How much of the joint embedding should be the pre-trained encoder's? (issue 19)
 
     python benchmarks/joint_share.py [--arm ssl-acl-acl-robust-oe-eq] [--shares 0 0.25 0.5 0.6 0.75 0.9 1]
+        [--pretrained runs/pretrain/NAME] [--report joint_share]
 
 On the leave-out runs of benchmarks/enrol_bench.py (run it first: each run is trained without two
 ESC-10 classes, all five pairs): every ESC-10 clip embedded as the service would with the joint
@@ -31,10 +32,10 @@ DRAWS, SHOTS = 20, 5
 
 
 @torch.no_grad()
-def window_means(run, paths) -> tuple[np.ndarray, np.ndarray]:
+def window_means(run, paths, pretrained=None) -> tuple[np.ndarray, np.ndarray]:
     """Per clip, the mean over its windows with sound of the fine-tuned (N, D) and the pre-trained
     (N, D') L2-normalised window embeddings."""
-    net, info = load_inference_model(run, 0.5)  # any share: both encoders
+    net, info = load_inference_model(run, 0.5, pretrained)  # any share: both encoders
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     own, pre = [], []
     for path in paths:
@@ -69,6 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", default="ssl-acl-acl-robust-oe-eq")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.6, 0.75, 0.9, 1.0])
+    parser.add_argument("--pretrained", help="join this pre-training run's encoder instead of each run's own init")
+    parser.add_argument("--report", default="joint_share", help="reports/REPORT.json and .md")
     args = parser.parse_args()
     clips, _ = scan_labeled(require_data("esc10"))
     labels, folds = np.array([c.label for c in clips]), np.array([c.fold for c in clips])
@@ -77,7 +80,7 @@ def main() -> None:
         run = ROOT / "runs" / f"leaveout-{args.arm}-{'-'.join(pair)}"
         if not (run / "checkpoint").is_dir():
             raise SystemExit(f"{run} is missing: run benchmarks/enrol_bench.py --arm {args.arm} first")
-        own, pre = window_means(run, [c.path for c in clips])
+        own, pre = window_means(run, [c.path for c in clips], args.pretrained)
         for share in args.shares:
             rng = np.random.default_rng(0)
             draws = np.array([enrol(joint(own, pre, share), labels, folds, pair, rng) for _ in range(DRAWS)])
@@ -86,15 +89,17 @@ def main() -> None:
     mean = {s: {k: float(np.mean(v)) for k, v in r.items()} for s, r in results.items()}
     allowed = [s for s in args.shares if mean[s]["known"] >= mean[0.0]["known"]] if 0.0 in mean else args.shares
     chosen = max(allowed, key=lambda s: mean[s]["left_out"])
-    lines = [f"Recipe `{args.arm}`, its five leave-out runs; {SHOTS}-shot prototypes of the two left-out classes beside "
+    encoder = f"; pre-trained encoder {args.pretrained}" if args.pretrained else ""
+    lines = [f"Recipe `{args.arm}`, its five leave-out runs{encoder}; {SHOTS}-shot prototypes of the two left-out classes beside "
              "the eight known ones, nearest prototype (20 draws).", "",
              "| pre-trained share | left-out clips named | known classes, fold 4 | per pair (left-out) |", "|---|---|---|---|"]
     lines += [f"| {s:g}{' (chosen)' if s == chosen else ''} | {mean[s]['left_out']:.1%} | {mean[s]['known']:.1%} | "
               + " / ".join(f"{v:.0%}" for v in results[s]["left_out"]) + " |" for s in args.shares]
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "joint_share.json").write_text(json.dumps({"arm": args.arm, "pairs": PAIRS, "chosen": chosen,
-                                                          "results": {str(s): r for s, r in results.items()}}, indent=1))
-    (REPORTS / "joint_share.md").write_text("\n".join(lines) + "\n")
+    (REPORTS / f"{args.report}.json").write_text(json.dumps({"arm": args.arm, "pretrained": args.pretrained, "pairs": PAIRS,
+                                                             "chosen": chosen,
+                                                             "results": {str(s): r for s, r in results.items()}}, indent=1))
+    (REPORTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,6 +1,6 @@
 """The open-set threshold by cross-validation (issue 20), from the runs of benchmarks/cv_study.py.
 
-    python benchmarks/openset_cv.py --arm ce-robust [--pretrained-share S]
+    python benchmarks/openset_cv.py --arm ce-robust [--pretrained-share S [--pretrained RUN]] [--report openset_cv]
 
 Known: every held-out clip of every CV run (its angle to the nearest class prototype of the
 run's own training folds), clean and under each recording condition of the robustness table.
@@ -12,8 +12,9 @@ answered-label accuracy (the right class and not rejected, as core.answer answer
 the largest of those FRRs whose answered-label accuracy, pooled over the conditions, stays within 2
 points of the top-1 accuracy. A second table calibrates on clean clips alone (the rule until the
 outlier-exposure recipe, whose degraded known clips lie further out; BENCHMARKS.md). With
---pretrained-share, the angles of the joint embedding (cv-share<S>.json of cv_study.py). Writes
-reports/openset_cv.json (what `soundarc export --calibration` reads) and reports/openset_cv.md.
+--pretrained-share, the angles of the joint embedding (cv-share<S>[-NAME].json of cv_study.py). Writes
+reports/openset_cv.json (what `soundarc export --calibration` reads) and reports/openset_cv.md
+(--report NAME: reports/NAME.*).
 """
 
 import argparse
@@ -29,11 +30,12 @@ FRRS = (0.01, 0.02, 0.05, 0.1, 0.2)
 MAX_LOSS = 0.02  # answered-label accuracy may fall this far below top-1 accuracy
 
 
-def load_runs(arm: str, pretrained_share: float = 0.0) -> list[dict]:
-    files = [cv_result(run, pretrained_share) for run in cv_runs(arm)]
+def load_runs(arm: str, pretrained_share: float = 0.0, pretrained: str | None = None) -> list[dict]:
+    files = [cv_result(run, pretrained_share, pretrained) for run in cv_runs(arm)]
     if not files or not all(f.exists() for f in files):
         sys.exit(f"runs/cv/{arm} lacks runs or their {files[0].name if files else 'cv.json'}: run benchmarks/cv_study.py "
-                 f"--arms {arm}" + (f" --pretrained-share {pretrained_share:g}" if pretrained_share else "") + " first")
+                 f"--arms {arm}" + (f" --pretrained-share {pretrained_share:g}" if pretrained_share else "")
+                 + (f" --pretrained {pretrained}" if pretrained else "") + " first")
     return [json.loads(f.read_text()) for f in files]
 
 
@@ -73,8 +75,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", required=True)
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding's angles")
+    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (cv_study.py --pretrained)")
+    parser.add_argument("--report", default="openset_cv", help="reports/REPORT.json and .md")
     args = parser.parse_args()
-    runs = load_runs(args.arm, args.pretrained_share)
+    runs = load_runs(args.arm, args.pretrained_share, args.pretrained)
     conditions = list(runs[0]["conditions"])
     known = known_angles(runs, ["clean"])
     unknown = np.concatenate([r["unknown_angles"] for r in runs])
@@ -82,7 +86,8 @@ def main() -> None:
     clean_table = [evaluate(runs, frr, ["clean"]) for frr in FRRS]
     fitting = [r for r in table if r["answer_loss"] <= MAX_LOSS]
     chosen = max(fitting, key=lambda r: r["frr"]) if fitting else table[0]
-    report = {"arm": args.arm, "pretrained_share": args.pretrained_share, "runs": [r["run"] for r in runs],
+    report = {"arm": args.arm, "pretrained_share": args.pretrained_share, "pretrained": args.pretrained,
+              "runs": [r["run"] for r in runs],
               "known_clips": len(known), "unknown_clips": len(unknown),
               "auroc": auroc(known, unknown), "auroc_all_conditions": auroc(known_angles(runs, conditions), unknown),
               "table": table, "clean_calibrated_table": clean_table,
@@ -90,16 +95,17 @@ def main() -> None:
               "calibrated_on": f"4-fold cross-validation of recipe {args.arm} ({len(runs)} runs: held-out folds under "
                                f"{len(conditions)} recording conditions vs unlabeled/), operating point FRR {chosen['frr']:.0%}"}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "openset_cv.json").write_text(json.dumps(report, indent=1))
+    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1))
     top1 = " / ".join(f"{table[0]['top1'][c]:.1%}" for c in conditions)
-    joint = f", joint embedding (pre-trained share {args.pretrained_share:g})" if args.pretrained_share else ""
+    joint = f", joint embedding (pre-trained share {args.pretrained_share:g}" if args.pretrained_share else ""
+    joint += (f", encoder {args.pretrained})" if args.pretrained else ")") if joint else ""
     lines = [f"Recipe `{args.arm}`{joint}, {len(runs)} CV runs, {len(known)} known clips, {len(unknown)} unknown clips; "
              f"AUROC {report['auroc']:.3f} clean, {report['auroc_all_conditions']:.3f} over all conditions. "
              f"Top-1 ({' / '.join(conditions)}): {top1}.", "",
              "Threshold calibrated on the known clips under all conditions (the rule):", "",
              *markdown(table, chosen, conditions), "", "Calibrated on clean known clips alone:", "",
              *markdown(clean_table, None, conditions)]
-    (REPORTS / "openset_cv.md").write_text("\n".join(lines) + "\n")
+    (REPORTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pretrained-share", type=float, default=0.0,
                         help="join the embedding with the run's pre-trained encoder (its init), this share of the "
                              "cosine (0: the fine-tuned embedding alone; BENCHMARKS.md, 'Joint embedding')")
+    parser.add_argument("--pretrained", help="with --pretrained-share: join this pre-training run's encoder instead")
     parser.add_argument("--open-set", action="store_true",
                         help="add class prototypes and an 'unknown' threshold (reads the run's training data)")
     parser.add_argument("--frr", type=float, default=0.05, help="open set: false-rejection rate to calibrate for")
@@ -33,7 +34,7 @@ def run(args) -> int:
     from export.onnx_export import export_artifact, smoke_test
 
     out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,
-                          pretrained_share=args.pretrained_share)
+                          pretrained_share=args.pretrained_share, pretrained=args.pretrained)
     if args.open_set:
         from export.open_set import attach_open_set
 

@@ -66,10 +66,11 @@ class ParityReport:
 
 def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, opset: int = 18,
                     real_audio: list[Path] | None = None, tolerances: Tolerances = Tolerances(),
-                    pretrained_share: float = 0.0) -> Path:
+                    pretrained_share: float = 0.0, pretrained: str | Path | None = None) -> Path:
     """Export a run's checkpoint to OUT_DIR; raises ExportValidationError (no manifest) on a parity failure.
-    `pretrained_share` > 0: a joint embedding with the run's pre-trained encoder (training.model.InferenceModel)."""
-    net, info = load_inference_model(run_dir, pretrained_share)
+    `pretrained_share` > 0: a joint embedding with a pre-trained encoder (training.model.InferenceModel):
+    `pretrained`, by default the one the run was fine-tuned from."""
+    net, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ whatever device the batch is on. Randomness comes from the torch.Generator passe
     resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M); with crop_mel
                     false, the time axis only (area ∈ [0.8, 1] of it; every mel band kept in place)
     random EQ       (views, when eq_prob > 0) as in the robust view below: each view its own curve
+    low-pass        (views, when band_limit_prob > 0) as in the robust view below: each view its own cutoff
     compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
     random EQ       (robust view) x <- log10((10^x − floor)·10^(c/10) + floor), c (M,) a smooth random
@@ -40,6 +41,10 @@ class AugmentConfig:
     eq_prob: float = 0.0  # share of views given a random smooth frequency response (random_eq); 0: off
     eq_db: float = 6.0
     eq_points: int = 5
+    band_limit_prob: float = 0.0  # share of views low-passed at a random cutoff (band_limit); 0: off
+    band_limit_order: int = 4
+    cutoff_hz: tuple[float, float] = (2_500.0, 8_000.0)
+    mel_hz: tuple[float, ...] = ()  # the mel bands' centre frequencies, needed by the low-pass
     floor: float = FrontendConfig.log_offset  # the front-end's log offset, which the random EQ keeps as the floor
 
 
@@ -91,6 +96,9 @@ def make_view(x: torch.Tensor, background: torch.Tensor, cfg: AugmentConfig, g: 
     x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g, cfg.crop_mel)
     if cfg.eq_prob > 0:  # off draws nothing: the views without it keep their random sequence
         x = random_eq(x, cfg.floor, cfg.eq_db, cfg.eq_points, cfg.eq_prob, g)
+    if cfg.band_limit_prob > 0:  # off draws nothing, as the EQ
+        mel_hz = torch.tensor(cfg.mel_hz, dtype=x.dtype)
+        x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, cfg.floor, g, cfg.band_limit_order)
     x = x * uniform(x.shape[0], *cfg.compander, g, x.device)
     sigma = uniform(x.shape[0], 0.0, cfg.noise_max, g, x.device)
     noise = torch.randn(x.shape, generator=g).to(x.device)

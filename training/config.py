@@ -49,6 +49,7 @@ class TrainConfig:
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
     band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
     band_limit_order: int = 4  # ... by a Butterworth filter of this order (16: nearly resampling's brick wall)
+    view_band_limit_prob: float = 0.0  # pretrain: share of views low-passed the same way (band_limit_order); 0: off
     eq_prob: float = 0.0  # finetune, augment "robust" (pretrain: each view): share of patches given a random
     #   smooth frequency response (microphones, rooms), up to ±eq_db dB at five mel-spaced anchors; 0: off
     eq_db: float = 6.0
@@ -85,7 +86,7 @@ class TrainConfig:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob", "eq_prob", "reverb_prob"):
+        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob", "view_band_limit_prob", "eq_prob", "reverb_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.augment not in AUGMENTS:

@@ -132,11 +132,15 @@ class SelfSupervisedStep:
             self.model = SoundModel(ModelConfig(width=cfg.width, band_centring=cfg.band_centring))
             self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
         self.model.to(device)
-        self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, floor=frontend.log_offset)
+        self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, band_limit_prob=cfg.view_band_limit_prob,
+                                   band_limit_order=cfg.band_limit_order,
+                                   mel_hz=tuple(mel_frequencies(frontend).tolist()), floor=frontend.log_offset)
 
     def describe(self) -> str:
         loss = "InfoNCE" if self.cfg.ssl_alpha == 1 else f"ACL, ssl_alpha {self.cfg.ssl_alpha:.2f}"
         eq = f", random EQ on {self.views.eq_prob:.0%} of views" if self.views.eq_prob else ""
+        if self.views.band_limit_prob:
+            eq += f", low-pass (order {self.views.band_limit_order}) on {self.views.band_limit_prob:.0%} of views"
         init = f", continued from {self.cfg.init}" if self.cfg.init else ""
         return f"{self.clips} clips ({self.device}), width {self.model.cfg.width}, {loss}{eq}{init}"
 

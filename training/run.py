@@ -139,20 +139,22 @@ def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel
     return model.eval(), info
 
 
-def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0) -> tuple[InferenceModel, dict]:
+def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
+                         pretrained: str | Path | None = None) -> tuple[InferenceModel, dict]:
     """What a run serves: (InferenceModel, checkpoint.json contents). With `pretrained_share` > 0 the
-    embedding joins that of the pre-trained encoder the run was fine-tuned from (its config's init),
-    and the contents gain `pretrained`: the share, that run's path, run id and config."""
+    embedding joins that of a pre-trained encoder: `pretrained` (a pre-training run), by default the one
+    the run was fine-tuned from (its config's init); the contents gain `pretrained`: the share, that
+    run's path, run id and config."""
     model, info = load_checkpoint(run_dir)
     if not pretrained_share:
         return InferenceModel(model).eval(), info
-    init = info.get("config", {}).get("init")
+    init = pretrained or info.get("config", {}).get("init")
     if not init:
         raise ConfigError(f"{run_dir} was not fine-tuned from a pre-trained encoder (no init in its config): "
-                          "its embedding cannot be joined with one")
-    pretrained, pre_info = load_checkpoint(init)
+                          "name the encoder to join its embedding with")
+    pretrained_model, pre_info = load_checkpoint(init)
     if pre_info["frontend"] != info["frontend"]:
         raise ConfigError(f"{init} was trained on other log-mel patches than {run_dir}")
     pre = {"share": pretrained_share, "run": str(init), "run_id": pre_info["run_id"], "config": pre_info.get("config", {})}
     info = {**info, "pretrained": pre}
-    return InferenceModel(model, pretrained.encoder, pretrained_share).eval(), info
+    return InferenceModel(model, pretrained_model.encoder, pretrained_share).eval(), info

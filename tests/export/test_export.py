@@ -71,6 +71,9 @@ def test_a_joint_embedding_exports_validated_with_its_pretrained_encoder(tmp_pat
     np.testing.assert_allclose(joint[:, :32], 0.5 * own, atol=1e-5)  # √(1 − 0.75) of the fine-tuned embedding
     with pytest.raises(errors.ConfigError, match="not fine-tuned from a pre-trained encoder"):
         export_artifact(pretrained, tmp_path / "none", pretrained_share=0.5)
+    other = make_run(tmp_path / "other", width=4, seed=2)  # --pretrained: another encoder than the run's init
+    art = load_artifact(export_artifact(run, tmp_path / "joined", pretrained_share=0.5, pretrained=other))
+    assert art.embedding_dim == 32 + 32 and art.manifest["embedding"]["pretrained_encoder"]["run"] == str(other)
 
 
 def test_fp16_variant_runs(artifact_dir):

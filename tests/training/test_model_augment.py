@@ -168,3 +168,13 @@ def test_view_eq_is_a_smooth_gain_per_band_within_its_range():
     torch.testing.assert_close(gain, gain[:, :, :1].expand_as(gain), atol=1e-4, rtol=0)
     assert gain.abs().amax() <= 0.6 + 1e-4 and gain.abs().amax() > 0.1
     assert (gain[..., 1:] - gain[..., :-1]).abs().amax() < 0.1  # smooth across bands
+
+
+def test_view_low_pass_cuts_the_top_bands_and_keeps_the_bottom_ones():
+    x = torch.randn(8, 1, 101, 96) * 0.3 - 2  # (B, 1, T, M)
+    mel_hz = tuple(torch.linspace(50.0, 10_500.0, 96).tolist())
+    off = dict(mixback_max=0.0, crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0), compander=(1.0, 1.0), noise_max=0.0)
+    views = AugmentConfig(**off, band_limit_prob=1.0, band_limit_order=16, mel_hz=mel_hz)
+    gain = make_view(x, x.flip(0), views, torch.Generator().manual_seed(0)) - x  # log10 gain
+    assert gain[..., :10].abs().amax() < 1e-3  # below 1.1 kHz: untouched (cutoffs are 2.5-8 kHz)
+    assert (gain[..., -5:] < -1.0).all()  # above 10 kHz: at least 10 dB down
