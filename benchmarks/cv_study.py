@@ -97,6 +97,8 @@ ARMS = {
     "ssl-acl-acl-robust-oe-eq-steep-rev": [*EQ, "band_limit_order=16", "reverb_prob=0.5"],
     # the shipped recipe fine-tuned from a pre-training whose views have the random EQ too (each view its own curve)
     "ssl-acl-eq-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-eq", *EQ_FINETUNE],
+    # ... from a pre-training whose views have the random EQ and the steep low-pass (recording conditions)
+    "ssl-acl-rc-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
     # the shipped recipe at width 64 (the paper's), pre-trained at that width (PRETRAININGS: 25 epochs of 100 s
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window
     "ssl-acl-w64-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-w64", *EQ_FINETUNE, "width=64"],

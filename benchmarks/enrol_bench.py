@@ -190,7 +190,8 @@ def table(arm: str, reports: list[dict], seed: int, share: float = 0.0) -> str:
              r["results"]["5-shot"]["left_out_accuracy_mean"], r["left_out_retrieval"]["p_at_1"],
              r["left_out_retrieval"]["map"], r["known_fold4_accuracy_prototypes_only_builtins"]) for r in reports]
     rows.append(("mean", *(float(np.mean([row[i] for row in rows])) for i in range(1, 6))))
-    joint = f", joint embedding (pre-trained share {share:g})" if share else ""
+    encoder = reports[0].get("pretrained")
+    joint = f", joint embedding (pre-trained share {share:g}{f', encoder {encoder}' if encoder else ''})" if share else ""
     lines = [f"Recipe `{arm}`, trained without the pair (folds 1-3, seed {seed}){joint}; 10-way nearest prototype.", "",
              "| left out | 1-shot | 5-shot | retrieval P@1 | retrieval mAP | known classes, fold 4 |",
              "|---|---|---|---|---|---|"]

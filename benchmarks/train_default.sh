@@ -4,9 +4,10 @@
 #    fine-tuned from a self-supervised encoder pre-trains it first), which chose ARM by its rule
 #    (BENCHMARKS.md); 2) the open-set threshold, the sound-event parameters, the enrolment margin and
 #    the int8 check from the CV runs of ARM (the first two served with the joint embedding of
-#    SHARE, as the model will be); 3) the final run on folds 1-4; 4) export, with the joint
-#    embedding, the open set, the event parameters and the CV figures in the manifest; 5) the int8
-#    variant for CPUs.
+#    SHARE, as the model will be: the fine-tuned encoder beside the self-supervised encoder
+#    PRETRAINED, pre-trained first if missing); 3) the final run on folds 1-4; 4) export, with the
+#    joint embedding, the open set, the event parameters and the CV figures in the manifest; 5) the
+#    int8 variant for CPUs.
 #    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,17 +18,23 @@ ARM=${ARM:-ssl-acl-acl-robust-oe-eq}
 FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: its weights)
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
 CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, each with its command
-SHARE=${SHARE:-0.75}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
+SHARE=${SHARE:-0.9}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
+PRETRAINED=${PRETRAINED:-ssl-acl-rc}  # ... that encoder: runs/pretrain/NAME of cv_study.PRETRAININGS
 REPORT=${REPORT:-cv_study}  # reports/REPORT.*: the CV study of this machine's pre-training (another draw elsewhere)
 # shellcheck disable=SC2086
 $BIN/python benchmarks/cv_study.py --arms $CV_ARMS --seeds $CV_SEEDS --report "$REPORT"
-# shellcheck disable=SC2086
-[ "$SHARE" = 0 ] || $BIN/python benchmarks/cv_study.py --arms "$ARM" --seeds $CV_SEEDS --pretrained-share "$SHARE"
-$BIN/python benchmarks/openset_cv.py --arm "$ARM" --pretrained-share "$SHARE"
-$BIN/python benchmarks/events_cv.py --arm "$ARM"
-$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 --pretrained-share "$SHARE"
-$BIN/python benchmarks/int8_cv.py --arm "$ARM"
 STUDY="import sys; sys.path.insert(0, 'benchmarks'); import cv_study"
+JOINT=()
+if [ "$SHARE" != 0 ]; then
+  $BIN/python -c "$STUDY; cv_study.pretrain('runs/pretrain/$PRETRAINED', 1, 2)"  # skipped once done
+  JOINT=(--pretrained-share "$SHARE" --pretrained "runs/pretrain/$PRETRAINED")
+  # shellcheck disable=SC2086
+  $BIN/python benchmarks/cv_study.py --arms "$ARM" --seeds $CV_SEEDS "${JOINT[@]}"
+fi
+$BIN/python benchmarks/openset_cv.py --arm "$ARM" "${JOINT[@]}"
+$BIN/python benchmarks/events_cv.py --arm "$ARM"
+$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}"
+$BIN/python benchmarks/int8_cv.py --arm "$ARM"
 SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
 ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
@@ -38,6 +45,5 @@ for seed in $FINAL_SEEDS; do
   FINAL+=("runs/default-$ARM-seed$seed")
 done
 $BIN/python benchmarks/soup_cv.py --runs "${FINAL[@]}" --out "runs/default-$ARM"
-$BIN/python benchmarks/finalise_default.py "runs/default-$ARM" "$ARM" models/default --pretrained-share "$SHARE" \
-    --report "$REPORT"
+$BIN/python benchmarks/finalise_default.py "runs/default-$ARM" "$ARM" models/default "${JOINT[@]}" --report "$REPORT"
 $BIN/soundarc quantize models/default --audio "$ESC10"
