@@ -145,6 +145,8 @@ def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
     embedding joins that of a pre-trained encoder: `pretrained` (a pre-training run), by default the one
     the run was fine-tuned from (its config's init); the contents gain `pretrained`: the share, that
     run's path, run id and config."""
+    if pretrained and not pretrained_share:
+        raise ConfigError(f"a pre-trained encoder ({pretrained}) joins the embedding only with a share above 0")
     model, info = load_checkpoint(run_dir)
     if not pretrained_share:
         return InferenceModel(model).eval(), info

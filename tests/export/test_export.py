@@ -74,6 +74,8 @@ def test_a_joint_embedding_exports_validated_with_its_pretrained_encoder(tmp_pat
     other = make_run(tmp_path / "other", width=4, seed=2)  # --pretrained: another encoder than the run's init
     art = load_artifact(export_artifact(run, tmp_path / "joined", pretrained_share=0.5, pretrained=other))
     assert art.embedding_dim == 32 + 32 and art.manifest["embedding"]["pretrained_encoder"]["run"] == str(other)
+    with pytest.raises(errors.ConfigError, match="only with a share"):
+        export_artifact(run, tmp_path / "no-share", pretrained=other)
 
 
 def test_fp16_variant_runs(artifact_dir):
