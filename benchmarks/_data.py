@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SOUNDARC_DATA", ROOT.parent / "shared" / "data"))
 REPORTS = ROOT / "reports"
 CV_RUNS = ROOT / "runs" / "cv"  # benchmarks/cv_study.py: CV_RUNS/<arm>/fold<F>-seed<S>
+PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 
 
 def machine() -> str:
@@ -35,12 +36,36 @@ def cv_runs(arm: str, seed: int | None = None) -> list[Path]:
     return sorted(p for p in (CV_RUNS / arm).glob(pattern) if (p / "cv.json").exists())
 
 
+def add_joint_arguments(parser, share_help: str) -> None:
+    """--pretrained-share S [--pretrained RUN]: served with the joint embedding (training.model.InferenceModel)."""
+    parser.add_argument("--pretrained-share", type=float, default=0.0, help=share_help)
+    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (runs/pretrain/NAME) "
+                        "instead of each run's own init")
+
+
+def joint_arguments(parser, args) -> tuple[float, str | None]:
+    """(share, pretrained) of add_joint_arguments; an encoder without a share is an error."""
+    if args.pretrained and not args.pretrained_share:
+        parser.error("--pretrained joins an encoder to the embedding: give --pretrained-share too")
+    return args.pretrained_share, args.pretrained
+
+
+def encoder_tag(pretrained: str | Path | None) -> str:
+    """'' for a run's own init, else '-' + the encoder's path under runs/pretrain with '/' as '-'
+    (runs/pretrain/ssl-acl-rc -> '-ssl-acl-rc', runs/pretrain/ssl-acl-dapt/fold1 -> '-ssl-acl-dapt-fold1')."""
+    if not pretrained:
+        return ""
+    path = Path(pretrained).resolve()
+    name = path.relative_to(PRETRAIN_RUNS) if path.is_relative_to(PRETRAIN_RUNS) else Path(path.name)
+    return "-" + "-".join(name.parts)
+
+
 def cv_result(run: Path, pretrained_share: float = 0.0, pretrained: str | Path | None = None) -> Path:
     """A CV run's scores: cv.json, or cv-share<S>.json for its joint embedding (cv_study.py --pretrained-share),
     cv-share<S>-<NAME>.json where the joint encoder is runs/pretrain/NAME rather than the run's own init."""
     if not pretrained_share:
         return run / "cv.json"
-    return run / f"cv-share{pretrained_share:g}{'-' + Path(pretrained).name if pretrained else ''}.json"
+    return run / f"cv-share{pretrained_share:g}{encoder_tag(pretrained)}.json"
 
 
 def cv_run(arm: str, fold: int, seed: int | str) -> Path:

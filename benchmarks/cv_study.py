@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, cv_result, cv_run, cv_runs, recipe_table, require_data
+from _data import REPORTS, ROOT, add_joint_arguments, cv_result, cv_run, cv_runs, joint_arguments, recipe_table, require_data
 
 from core.activity import ActivityConfig, window_activity_of
 from core.features import FrontendConfig, patches
@@ -250,7 +250,8 @@ def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: st
     def angles(h):
         return np.arccos(np.clip(h @ prototypes.T, -1, 1).max(axis=1))
 
-    result = {"run": run.name, "fold": fold, "labels": list(names), "pretrained_share": pretrained_share, "conditions": {}}
+    result = {"run": run.name, "fold": fold, "labels": list(names), "pretrained_share": pretrained_share,
+              "pretrained": info.get("pretrained", {}).get("run"), "conditions": {}}
     for condition, features in held_features.items():
         probs, h = outputs(model, features, frontend, activity)
         result["conditions"][condition] = {
@@ -307,13 +308,11 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true", help="score finished runs again (a condition added since)")
     parser.add_argument("--report", default=REPORT, help="reports/REPORT.json and .md (another machine's encoder "
                         "draw: its own report, so that its runs do not replace the same-named ones)")
-    parser.add_argument("--pretrained-share", type=float, default=0.0,
-                        help="score the finished runs again with the joint embedding, into cv-share<S>.json")
-    parser.add_argument("--pretrained", help="with --pretrained-share: join this pre-training run's encoder instead "
-                        "of the run's own init, into cv-share<S>-<its name>.json")
+    add_joint_arguments(parser, "score the finished runs again with the joint embedding, into cv-share<S>[-NAME].json")
     args = parser.parse_args()
-    if args.pretrained_share:
-        return score_joint(args.arms, args.seeds, args.folds, args.pretrained_share, args.rescore, args.pretrained)
+    share, pretrained = joint_arguments(parser, args)
+    if share:
+        return score_joint(args.arms, args.seeds, args.folds, share, args.rescore, pretrained)
     results = {arm: {} for arm in args.arms}
     for seed in args.seeds:
         for arm in args.arms:

@@ -1,6 +1,7 @@
 """Embedding metrics per recipe, from the cross-validation runs of benchmarks/cv_study.py (issue 19).
 
-    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge] [--report NAME] [--pretrained-share S]
+    python benchmarks/embedding_cv.py [--arms ce-robust acl-robust ...] [--merge] [--report NAME]
+        [--pretrained-share S [--pretrained runs/pretrain/NAME]]
 
 Each CV run's clip embeddings (mean over the windows with sound, L2-normalised, as the service
 computes them) of its held-out fold, clean:
@@ -27,10 +28,20 @@ import argparse
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-from _data import CV_RUNS, REPORTS, cv_result, cv_runs, mean_std, recipe_table, require_data
+from _data import (
+    CV_RUNS,
+    REPORTS,
+    add_joint_arguments,
+    cv_result,
+    cv_runs,
+    encoder_tag,
+    joint_arguments,
+    mean_std,
+    recipe_table,
+    require_data,
+)
 from cv_study import clean_features, outputs
 
 from core.activity import ActivityConfig
@@ -103,18 +114,19 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="keep the other arms of the report")
     parser.add_argument("--report", default="embedding_cv", help="reports/REPORT.json and .md")
     parser.add_argument("--seeds", nargs="+", type=int, help="the runs of these seeds (default: all)")
-    parser.add_argument("--pretrained-share", type=float, default=0.0, help="serve each run with the joint embedding")
-    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (cv_study.py --pretrained)")
+    add_joint_arguments(parser, "serve each run with the joint embedding (cv_study.py --pretrained-share first)")
     args = parser.parse_args()
+    share, pretrained = joint_arguments(parser, args)
     clips, names = scan_labeled(require_data("esc10"))
     index = {n: i for i, n in enumerate(names)}
-    new, share = new_sounds(), args.pretrained_share
+    new = new_sounds()
     report = {}
     for arm in args.arms:
         runs = [r for s in (args.seeds or [None]) for r in cv_runs(arm, s)]
         if runs:
-            row = f"{arm} (joint {share:g}{', ' + Path(args.pretrained).name if args.pretrained else ''})" if share else arm
-            report[row] = {run.name: run_metrics(run, clips, index, new, share, args.pretrained) for run in runs}
+            encoder = f", {encoder_tag(pretrained)[1:]}" if pretrained else ""
+            row = f"{arm} (joint {share:g}{encoder})" if share else arm
+            report[row] = {run.name: run_metrics(run, clips, index, new, share, pretrained) for run in runs}
             print(row, summary(report[row]), flush=True)
     compact = {arm: {k: {m: v for m, v in r.items() if not m.endswith("angles")} for k, r in runs.items()}
                for arm, runs in report.items()}

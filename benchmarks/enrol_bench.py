@@ -27,10 +27,9 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, ROOT, require_data
+from _data import REPORTS, ROOT, add_joint_arguments, encoder_tag, joint_arguments, require_data
 from cv_study import ARMS, pretrain_for
 from embedding_cv import retrieval
 
@@ -89,16 +88,14 @@ def main():
     parser.add_argument("--shots", type=int, nargs="*", default=[1, 5])
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="the fine-tune's seed (the draws keep theirs)")
-    parser.add_argument("--pretrained-share", type=float, default=0.0,
-                        help="export with the joint embedding (the same runs; export --pretrained-share)")
-    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (default: each run's init)")
+    add_joint_arguments(parser, "export with the joint embedding (the same runs; export --pretrained-share)")
     args = parser.parse_args()
+    share, pretrained = joint_arguments(parser, args)
     if args.arm and "{fold}" in " ".join(ARMS[args.arm]):
         parser.error(f"{args.arm} pre-trains on the training folds' audio, the left-out classes' too: no fair leave-out")
     if args.arm:
         pretrain_for(args.arm, fold=4, threads=2)
     pairs = [args.leave_out] if args.leave_out else PAIRS
-    share, pretrained = args.pretrained_share, args.pretrained
     reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained) for pair in pairs]
     if args.arm and not args.leave_out and {1, 5} <= set(args.shots):  # the table's columns
         text = table(args.arm, reports, args.seed, share)
@@ -115,7 +112,7 @@ def seed_suffix(seed: int, sep: str) -> str:
 def share_suffix(share: float, pretrained: str | None = None) -> str:
     """'' for the fine-tuned embedding alone, else e.g. '_share0.75' (joined with the run's own pre-trained
     encoder) or '_share0.75-ssl-acl-rc' (with runs/pretrain/ssl-acl-rc)."""
-    return f"_share{share:g}{'-' + Path(pretrained).name if pretrained else ''}" if share else ""
+    return f"_share{share:g}{encoder_tag(pretrained)}" if share else ""
 
 
 def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws: int, seed: int,

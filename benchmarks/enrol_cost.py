@@ -1,6 +1,6 @@
 """What enrolled classes cost the built-in ones (issue 20), on the runs of benchmarks/cv_study.py.
 
-    python benchmarks/enrol_cost.py --arm ce-robust [--pretrained-share S]
+    python benchmarks/enrol_cost.py --arm ce-robust [--pretrained-share S [--pretrained runs/pretrain/NAME]]
 
 Per CV run: the built-in prototypes and the cosine→logit line (a, b) come from its training folds,
 as `soundarc export --open-set` makes them. Seven classes are enrolled from 5 example clips each,
@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from _data import REPORTS, cv_runs, fold_of, require_data
+from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, require_data
 
 from core.activity import ActivityConfig
 from core.answer import AnswerOptions, answer
@@ -101,21 +101,20 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
-    parser.add_argument("--pretrained-share", type=float, default=0.0, help="serve each run with the joint embedding")
-    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (default: each run's init)")
+    add_joint_arguments(parser, "serve each run with the joint embedding")
     args = parser.parse_args()
+    share, pretrained = joint_arguments(parser, args)
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, args.pretrained_share, args.pretrained)
-               for r in runs]
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": args.pretrained_share,
-                                                         "pretrained": args.pretrained,
+    (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": share,
+                                                         "pretrained": pretrained,
                                                          "groups": GROUPS, "shots": SHOTS,
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():

@@ -11,7 +11,8 @@ pre-trained encoder alone). Then, as enrol_bench measures it, 5 clips of each le
 (20 draws) make its prototype beside the eight known classes' prototypes (their folds 1-3 clips),
 and the left-out classes' other clips and the known classes' fold-4 clips are named by the nearest
 prototype. Rule, stated before the results: the share with the best left-out accuracy among those
-whose known-class accuracy is not below the fine-tuned embedding's. Writes reports/joint_share.{json,md}.
+whose known-class accuracy is not below the fine-tuned embedding's. Writes reports/joint_share.{json,md}
+(--report NAME: reports/NAME.*).
 """
 
 import argparse
@@ -70,7 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", default="ssl-acl-acl-robust-oe-eq")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.6, 0.75, 0.9, 1.0])
-    parser.add_argument("--pretrained", help="join this pre-training run's encoder instead of each run's own init")
+    parser.add_argument("--pretrained", help="join this pre-training run's encoder (runs/pretrain/NAME) instead of each "
+                        "run's own init")
     parser.add_argument("--report", default="joint_share", help="reports/REPORT.json and .md")
     args = parser.parse_args()
     clips, _ = scan_labeled(require_data("esc10"))

@@ -22,7 +22,7 @@ import json
 import sys
 
 import numpy as np
-from _data import REPORTS, cv_result, cv_runs
+from _data import REPORTS, add_joint_arguments, cv_result, cv_runs, joint_arguments
 
 from core.openset import auroc
 
@@ -74,11 +74,10 @@ def markdown(table: list[dict], chosen: dict | None, conditions: list[str]) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", required=True)
-    parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding's angles")
-    parser.add_argument("--pretrained", help="... joined with this pre-training run's encoder (cv_study.py --pretrained)")
+    add_joint_arguments(parser, "the joint embedding's angles (cv_study.py --pretrained-share)")
     parser.add_argument("--report", default="openset_cv", help="reports/REPORT.json and .md")
     args = parser.parse_args()
-    runs = load_runs(args.arm, args.pretrained_share, args.pretrained)
+    runs = load_runs(args.arm, *joint_arguments(parser, args))
     conditions = list(runs[0]["conditions"])
     known = known_angles(runs, ["clean"])
     unknown = np.concatenate([r["unknown_angles"] for r in runs])

@@ -3,9 +3,9 @@
 # 1) the recipe comparison by 4-fold cross-validation (benchmarks/cv_study.py, resumable; an arm
 #    fine-tuned from a self-supervised encoder pre-trains it first), which chose ARM by its rule
 #    (BENCHMARKS.md); 2) the open-set threshold, the sound-event parameters, the enrolment margin and
-#    the int8 check from the CV runs of ARM (the first two served with the joint embedding of
-#    SHARE, as the model will be: the fine-tuned encoder beside the self-supervised encoder
-#    PRETRAINED, pre-trained first if missing); 3) the final run on folds 1-4; 4) export, with the
+#    the int8 check from the CV runs of ARM (the threshold and the margin served with the joint
+#    embedding of SHARE, as the model will be: the fine-tuned encoder beside the self-supervised
+#    encoder PRETRAINED, pre-trained first if missing; empty: the one ARM was fine-tuned from); 3) the final run on folds 1-4; 4) export, with the
 #    joint embedding, the open set, the event parameters and the CV figures in the manifest; 5) the
 #    int8 variant for CPUs.
 #    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
@@ -19,15 +19,18 @@ FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of thes
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
 CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, each with its command
 SHARE=${SHARE:-0.9}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
-PRETRAINED=${PRETRAINED:-ssl-acl-rc}  # ... that encoder: runs/pretrain/NAME of cv_study.PRETRAININGS
+PRETRAINED=${PRETRAINED-ssl-acl-rc}  # ... that encoder: runs/pretrain/NAME of cv_study.PRETRAININGS ('': ARM's own)
 REPORT=${REPORT:-cv_study}  # reports/REPORT.*: the CV study of this machine's pre-training (another draw elsewhere)
 # shellcheck disable=SC2086
 $BIN/python benchmarks/cv_study.py --arms $CV_ARMS --seeds $CV_SEEDS --report "$REPORT"
 STUDY="import sys; sys.path.insert(0, 'benchmarks'); import cv_study"
 JOINT=()
-if [ "$SHARE" != 0 ]; then
-  $BIN/python -c "$STUDY; cv_study.pretrain('runs/pretrain/$PRETRAINED', 1, 2)"  # skipped once done
-  JOINT=(--pretrained-share "$SHARE" --pretrained "runs/pretrain/$PRETRAINED")
+if awk "BEGIN { exit !($SHARE > 0) }"; then
+  JOINT=(--pretrained-share "$SHARE")
+  if [ -n "$PRETRAINED" ]; then
+    $BIN/python -c "$STUDY; cv_study.pretrain('runs/pretrain/$PRETRAINED', 1, 2)"  # skipped once done
+    JOINT+=(--pretrained "runs/pretrain/$PRETRAINED")
+  fi
   # shellcheck disable=SC2086
   $BIN/python benchmarks/cv_study.py --arms "$ARM" --seeds $CV_SEEDS "${JOINT[@]}"
 fi

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 from core.features import FrontendConfig
 
+LOW_PASS_CUTOFF_HZ = (2_500.0, 8_000.0)  # random low-pass cutoffs: phones, low sample rates, low bit rates
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -43,7 +45,7 @@ class AugmentConfig:
     eq_points: int = 5
     band_limit_prob: float = 0.0  # share of views low-passed at a random cutoff (band_limit); 0: off
     band_limit_order: int = 4
-    cutoff_hz: tuple[float, float] = (2_500.0, 8_000.0)
+    cutoff_hz: tuple[float, float] = LOW_PASS_CUTOFF_HZ
     mel_hz: tuple[float, ...] = ()  # the mel bands' centre frequencies, needed by the low-pass
     floor: float = FrontendConfig.log_offset  # the front-end's log offset, which the random EQ keeps as the floor
 
@@ -122,7 +124,7 @@ class RobustConfig:
     noise_prob: float = 0.5
     snr_db: tuple[float, float] = (3.0, 30.0)  # real background audio mixed in at this SNR
     band_limit_prob: float = 0.5
-    cutoff_hz: tuple[float, float] = (2_500.0, 8_000.0)  # low-pass: phones, low sample rates, low bit rates
+    cutoff_hz: tuple[float, float] = LOW_PASS_CUTOFF_HZ
     band_limit_order: int = 4  # 4: a 24 dB/octave roll-off (a cheap microphone); 16: nearly resampling's brick wall
     eq_prob: float = 0.0  # share of patches given a random smooth frequency response (a microphone, a room); 0: off
     eq_db: float = 6.0  # ... whose gain at each of eq_points mel-spaced anchors is U(−eq_db, eq_db) dB

@@ -113,7 +113,8 @@ class SoundModel(nn.Module):
 class InferenceModel(nn.Module):
     """What export traces: logmel (B, 1, T, M) -> logits (B, C), embedding (B, D) L2-normalised.
 
-    With `pretrained` (the self-supervised encoder the model was fine-tuned from) and its share s,
+    With `pretrained` (a self-supervised encoder: the one the model was fine-tuned from, or another
+    pre-training's) and its share s,
     the embedding is joint: [√(1−s)·u, √s·v] (B, D + D'), u and v the two encoders' L2-normalised
     outputs, so the cosine of two clips is (1 − s)·cos_u + s·cos_v. Fine-tuning packs the trained
     classes tightly and collapses sounds it was never taught onto them; the pre-trained encoder
