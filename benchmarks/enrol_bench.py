@@ -98,7 +98,7 @@ def main():
     pairs = [args.leave_out] if args.leave_out else PAIRS
     reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained) for pair in pairs]
     if args.arm and not args.leave_out and {1, 5} <= set(args.shots):  # the table's columns
-        text = table(args.arm, reports, args.seed, share)
+        text = table(args.arm, reports, args.seed)
         suffix = f"{seed_suffix(args.seed, '_')}{share_suffix(share, pretrained)}"
         (REPORTS / f"enrol_bench_{args.arm}{suffix}.md").write_text(text)
         print(text)
@@ -181,13 +181,13 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
     return report
 
 
-def table(arm: str, reports: list[dict], seed: int, share: float = 0.0) -> str:
+def table(arm: str, reports: list[dict], seed: int) -> str:
     """A row per left-out pair and their mean: 1/5-shot accuracy on the left-out classes, retrieval among them."""
     rows = [(" + ".join(r["leave_out"]), r["results"]["1-shot"]["left_out_accuracy_mean"],
              r["results"]["5-shot"]["left_out_accuracy_mean"], r["left_out_retrieval"]["p_at_1"],
              r["left_out_retrieval"]["map"], r["known_fold4_accuracy_prototypes_only_builtins"]) for r in reports]
     rows.append(("mean", *(float(np.mean([row[i] for row in rows])) for i in range(1, 6))))
-    encoder = reports[0].get("pretrained")
+    share, encoder = reports[0]["pretrained_share"], reports[0]["pretrained"]
     joint = f", joint embedding (pre-trained share {share:g}{f', encoder {encoder}' if encoder else ''})" if share else ""
     lines = [f"Recipe `{arm}`, trained without the pair (folds 1-3, seed {seed}){joint}; 10-way nearest prototype.", "",
              "| left out | 1-shot | 5-shot | retrieval P@1 | retrieval mAP | known classes, fold 4 |",
