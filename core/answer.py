@@ -103,17 +103,17 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
 
     An enrolled class is measured against the head's own choice: its logit is the head's top logit
     plus a·(cos(h, its prototype) − cos(h, the prototype of the head's top class) − margin), so it
-    outranks the head's class exactly when the window is closer to it by the margin, and the
-    built-in classes keep the head's order among themselves."""
+    outranks the head's class exactly when the window is closer to it by the margin (the class's
+    own, else the model's), and the built-in classes keep the head's order among themselves."""
     logits = logits.astype(np.float64)
     if classes is None or not classes.enrolled:
         return logits
-    scale, margin = classes.builtin.cosine_logit[0], classes.builtin.enrol_margin
+    scale = classes.builtin.cosine_logit[0]
     h = _unit(embeddings)  # (N, D)
     top = logits.argmax(axis=1)  # (N,)
     top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
     enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
-    relative = enrolled - top_cosine[:, None] - margin  # (N, E)
+    relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
     return np.concatenate([logits, logits.max(axis=1, keepdims=True) + scale * relative], axis=1)
 
 

@@ -38,14 +38,17 @@ class EnrolledClass:
     prototype: np.ndarray  # (D,) float32, L2-normalised mean of the examples' clip embeddings
     examples: int
     enrolled_at: str  # ISO 8601, UTC
+    margin: float | None = None  # its own enrolment margin (core.answer); None: the model's
 
     def to_dict(self) -> dict:
         return {"label": self.label, "prototype": self.prototype.tolist(), "examples": self.examples,
-                "enrolled_at": self.enrolled_at}
+                "enrolled_at": self.enrolled_at, "margin": self.margin}
 
     @classmethod
     def from_dict(cls, d: dict) -> EnrolledClass:
-        return cls(d["label"], np.asarray(d["prototype"], dtype=np.float32), int(d["examples"]), d["enrolled_at"])
+        margin = d.get("margin")  # files written before per-class margins have none
+        return cls(d["label"], np.asarray(d["prototype"], dtype=np.float32), int(d["examples"]), d["enrolled_at"],
+                   None if margin is None else float(margin))
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,12 @@ class ClassSet:
         prototypes = np.vstack([self.builtin.prototypes] + [c.prototype[None] for c in self.enrolled])  # (K, D)
         return replace(self.builtin, prototypes=prototypes, labels=self.labels)
 
+    @property
+    def margins(self) -> np.ndarray:
+        """(E,) the enrolment margin of each enrolled class: its own, else the model's."""
+        default = self.builtin.enrol_margin
+        return np.array([default if c.margin is None else c.margin for c in self.enrolled], dtype=np.float64)
+
     def check_new(self, label: str, examples: int) -> str:
         """The cleaned label of a class that may be enrolled from `examples` clips, else a 4xx error."""
         label = check_label(label)
@@ -81,12 +90,15 @@ class ClassSet:
             raise errors.InvalidParameter(f"enrol a class with 1 to {MAX_EXAMPLES} example clips, got {examples}")
         return label
 
-    def enrol(self, label: str, embeddings: np.ndarray) -> ClassSet:
-        """A new set with `label` enrolled from (K, D) clip embeddings of its examples."""
+    def enrol(self, label: str, embeddings: np.ndarray, margin: float | None = None) -> ClassSet:
+        """A new set with `label` enrolled from (K, D) clip embeddings of its examples, with its own
+        enrolment `margin` (None: the model's)."""
         label = self.check_new(label, len(embeddings))
+        check_margin(margin)
         prototype = _unit(_unit(embeddings).mean(axis=0))
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return replace(self, enrolled=self.enrolled + (EnrolledClass(label, prototype, len(embeddings), now),))
+        new = EnrolledClass(label, prototype, len(embeddings), now, margin)
+        return replace(self, enrolled=self.enrolled + (new,))
 
     def remove(self, label: str) -> ClassSet:
         """A new set without the enrolled class `label` (matched ignoring case, as enrolment does)."""
@@ -109,8 +121,15 @@ class ClassSet:
     def describe(self) -> list[dict]:
         """JSON-ready list for GET /classes."""
         return ([{"label": name, "kind": "built-in"} for name in self.builtin.labels]
-                + [{"label": c.label, "kind": "enrolled", "examples": c.examples, "enrolled_at": c.enrolled_at}
-                   for c in self.enrolled])
+                + [{"label": c.label, "kind": "enrolled", "examples": c.examples, "enrolled_at": c.enrolled_at,
+                    "margin": float(m)} for c, m in zip(self.enrolled, self.margins, strict=True)])
+
+
+def check_margin(margin: float | None) -> None:
+    """An enrolment margin is a difference of cosines: a finite number in [-1, 1] (or None)."""
+    if margin is not None and not (np.isfinite(margin) and -1.0 <= margin <= 1.0):
+        raise errors.InvalidParameter(f"invalid margin {margin!r}: a cosine difference in [-1, 1] (the model's "
+                                      "own is served when the field is left out)")
 
 
 def check_label(label: str) -> str:

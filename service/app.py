@@ -28,7 +28,7 @@ from batch.index import VectorIndex, load_index
 from core import errors
 from core.answer import SILENCE, AnswerOptions, ClipAnswer, answer, clip_embedding
 from core.artifact import Artifact, load_artifact
-from core.classes import ClassSet, ClassStore
+from core.classes import ClassSet, ClassStore, check_margin
 from core.clip import PreparedClip, prepare
 from core.clip import spectrogram as spectrogram_image
 from core.features import log_mel
@@ -159,11 +159,13 @@ class SoundArc:
                     "enrolment": False}
         return {"classes": self.current_classes().describe(), "enrolment": True}
 
-    async def enrol(self, label: str, clips: list[tuple[str, bytes]]) -> dict:
-        """Enrol `label` from (filename, bytes) example clips; persists before it answers."""
+    async def enrol(self, label: str, clips: list[tuple[str, bytes]], margin: float | None = None) -> dict:
+        """Enrol `label` from (filename, bytes) example clips, with its own enrolment margin (None:
+        the model's); persists before it answers."""
         if self.classes is None:
             ClassSet.of(self.artifact)  # raises the explanation
         label = self.classes.check_new(label, len(clips))  # before any decoding
+        check_margin(margin)
         embeddings = []
         for name, data in clips:
             try:
@@ -178,7 +180,7 @@ class SoundArc:
         def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
             if len(classes.enrolled) >= self.settings.max_enrolled_classes:
                 raise errors.Conflict(f"{self.settings.max_enrolled_classes} classes are enrolled (the limit); delete one first")
-            return classes.enrol(label, np.stack(embeddings))
+            return classes.enrol(label, np.stack(embeddings), margin)
 
         updated = await self._change_classes(add)
         entry = next(c for c in updated.describe() if c["label"] == label)

@@ -53,6 +53,10 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                 "Enrol a class", "A class of your own from 1-20 example clips (201).",
                 {"label": {"type": "string", "minLength": 1, "maxLength": 64,
                            "pattern": "^[A-Za-z0-9][A-Za-z0-9 _.-]*$", "description": "the new class's name"},
+                 "margin": {"type": "number", "minimum": -1, "maximum": 1,
+                            "description": "how much closer (cosine) a window must be to this class than to the "
+                                           "model's own answer for this class to win; lower names it more often, "
+                                           "at some cost to the built-in classes (default: the model's)"},
                  "audio": {"type": "array", "items": audio, "minItems": 1, "maxItems": 20}},
                 "Enrolled", status=201, extra_errors=(409,), required=("label", "audio")),
         },
@@ -190,10 +194,10 @@ SCHEMAS = {
         "properties": {"enrolment": {"type": "boolean"}, "classes": {"type": "array", "items": {
             "type": "object", "required": ["label", "kind"], "properties": {
                 "label": {"type": "string"}, "kind": {"type": "string", "enum": ["built-in", "enrolled"]},
-                "examples": {"type": "integer"}, "enrolled_at": {"type": "string"}}}}}},
+                "examples": {"type": "integer"}, "enrolled_at": {"type": "string"}, "margin": _number}}}}},
     "Enrolled": {"type": "object", "required": ["label", "kind", "classes"],
                  "properties": {"label": {"type": "string"}, "kind": {"type": "string"}, "examples": {"type": "integer"},
-                                "enrolled_at": {"type": "string"}, "classes": {"type": "integer"}}},
+                                "enrolled_at": {"type": "string"}, "margin": _number, "classes": {"type": "integer"}}},
     "Deleted": {"type": "object", "required": ["deleted", "classes"],
                 "properties": {"deleted": {"type": "string"}, "classes": {"type": "integer"}}},
     "Stats": {"type": "object", "required": ["model_id", "providers", "model_calls", "patches_scored"],

@@ -26,6 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route, WebSocketRoute
 
 from core import errors
+from core.classes import check_margin
 from service.http import UPLOAD_FIELD, error_response, form_of
 from service.stream import serve_stream
 
@@ -37,7 +38,7 @@ FORMS = {
     "/embed": {"windows": False},
     "/search": {"top_k": 5},
 }
-ENROL_FIELDS = ("label", UPLOAD_FIELD)
+ENROL_FIELDS = ("label", "margin", UPLOAD_FIELD)
 UPLOAD_PATHS = {*FORMS, "/classes"}  # the POST routes that take a form upload (service.http.RequestGuard)
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -91,9 +92,10 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
             label = form.get("label")
             if not isinstance(label, str):
                 raise errors.InvalidParameter("the form needs a text field 'label' naming the class")
+            margin = _parse_margin(form.get("margin"))
             uploads = form.getlist(UPLOAD_FIELD)  # files only (form_of)
             clips = [(u.filename or f"clip {i + 1}", await u.read()) for i, u in enumerate(uploads)]
-        return JSONResponse(await service.enrol(label, clips), status_code=201)
+        return JSONResponse(await service.enrol(label, clips, margin), status_code=201)
 
     @with_service
     async def remove(service, request):
@@ -142,6 +144,20 @@ def _parse_field(name: str, raw, default):
         return int(text)
     except ValueError:
         raise errors.InvalidParameter(f"'{name}' must be an integer, got {raw!r}") from None
+
+
+def _parse_margin(raw) -> float | None:
+    """The optional enrolment margin of POST /classes; absent or empty: None (the model's)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if not isinstance(raw, str):
+        raise errors.InvalidParameter("'margin' must be a text value, not a file")
+    try:
+        margin = float(raw)
+    except ValueError:
+        raise errors.InvalidParameter(f"'margin' must be a number, got {raw!r}") from None
+    check_margin(margin)
+    return margin
 
 
 def _ui_file(name: str) -> FileResponse:

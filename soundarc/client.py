@@ -91,8 +91,10 @@ class Client:
         """The model's classes and the enrolled ones: {"label", "kind", ...}."""
         return self._request("GET", "/classes")["classes"]
 
-    def enrol(self, label: str, examples: list[Audio]) -> dict:
-        return self._post("/classes", examples, {"label": label})
+    def enrol(self, label: str, examples: list[Audio], margin: float | None = None) -> dict:
+        """A new class from 1-20 example clips; `margin`: its own enrolment margin (None: the model's)."""
+        fields = {"label": label} | ({} if margin is None else {"margin": margin})
+        return self._post("/classes", examples, fields)
 
     def delete_class(self, label: str) -> dict:
         return self._request("DELETE", f"/classes/{httpx.URL(path=label).raw_path.decode()}")

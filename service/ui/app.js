@@ -311,7 +311,8 @@ async function showClasses() {
   if (!enrolment) status("this model has no class prototypes: export it with --open-set to enrol classes", false, "class-status");
   $("class-list").replaceChildren(...classes.map((c) => {
     const item = element("li", "", `${c.label} `);
-    item.append(element("span", "kind", c.kind === "enrolled" ? `(enrolled from ${c.examples} clips) ` : "(built-in)"));
+    item.append(element("span", "kind", c.kind === "enrolled"
+      ? `(enrolled from ${c.examples} clips, margin ${c.margin}) ` : "(built-in)"));
     if (c.kind === "enrolled") {
       const remove = element("button", "secondary", "delete");
       remove.onclick = () => deleteClass(c.label);
@@ -324,6 +325,7 @@ async function showClasses() {
 async function enrol() {
   const form = new FormData();
   form.append("label", $("enrol-label").value);
+  if ($("enrol-margin").value !== "") form.append("margin", $("enrol-margin").value);
   for (const f of $("enrol-files").files) form.append("audio", f, f.name);
   if ($("enrol-current").checked && clip) form.append("audio", clip.blob, clip.name);
   status("enrolling…", false, "class-status");

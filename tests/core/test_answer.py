@@ -2,6 +2,7 @@
 enrolled classes on the head's scale."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -85,3 +86,15 @@ def test_enrolled_classes_share_the_head_scale_and_leave_built_ins_alone():
     assert dict(dog.ranking)["whistle"] == pytest.approx(dict(dog.ranking)["rain"], rel=1e-6)
     heard = run(*windows(3, [0, 0, 0], angle=-math.pi / 2), classes=classes)
     assert heard.label == "whistle" and heard.open_set["nearest_label"] == "whistle"
+
+
+def test_each_enrolled_class_is_held_to_its_own_margin():
+    # a window 0.07 closer (in cosine) to the enrolled whistle than to the head's dog
+    between = windows(3, [1, 0, 0], angle=-math.pi / 4 - 0.05)
+    whistle = unit(-math.pi / 2)[None]
+    by_model = CLASSES.enrol("whistle", whistle)  # the model's margin: 0 here
+    strict = CLASSES.enrol("whistle", whistle, margin=0.1)
+    assert run(*between, classes=by_model, open_set=False).label == "whistle"
+    assert run(*between, classes=strict, open_set=False).label == "dog"
+    lenient = replace(CLASSES, builtin=replace(CLASSES.builtin, enrol_margin=0.1)).enrol("whistle", whistle, margin=0.0)
+    assert run(*between, classes=lenient, open_set=False).label == "whistle"  # its own margin, not the model's

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -77,13 +78,27 @@ def test_remove(builtin):
         classes.remove("nothing")
 
 
+@pytest.mark.parametrize("margin", [-1.5, 1.01, float("nan"), float("inf")])
+def test_a_margin_is_a_cosine_difference(builtin, margin):
+    with pytest.raises(errors.InvalidParameter, match="margin"):
+        builtin.enrol("whistle", unit(math.pi)[None], margin=margin)
+
+
+def test_a_class_keeps_its_own_margin_or_the_models(builtin):
+    model = replace(builtin, builtin=replace(builtin.builtin, enrol_margin=0.03))
+    classes = model.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None], margin=-0.02)
+    np.testing.assert_allclose(classes.margins, [0.03, -0.02])
+    assert [c.get("margin") for c in classes.describe()] == [None, None, 0.03, -0.02]
+
+
 def test_store_round_trip_and_refusals(builtin, tmp_path):
     store = ClassStore(tmp_path / "sub" / "enrolled.json", "model-a")
     assert store.load(builtin) == builtin  # no file yet
-    classes = builtin.enrol("whistle", np.stack([unit(math.pi), unit(3.0)]))
+    classes = builtin.enrol("whistle", np.stack([unit(math.pi), unit(3.0)])).enrol("bell", unit(2.0)[None], margin=0.01)
     store.save(classes)
     loaded = store.load(builtin)
     assert loaded.labels == classes.labels and loaded.enrolled[0].examples == 2
+    assert [c.margin for c in loaded.enrolled] == [None, 0.01]
     np.testing.assert_array_equal(loaded.enrolled[0].prototype, classes.enrolled[0].prototype)  # exact
     assert json.loads(store.path.read_text())["model_id"] == "model-a"
 

@@ -17,8 +17,8 @@ def test_every_route(server, fixtures):
         assert vector is not None and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
         assert client.search(rooster, top_k=2)[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
         assert client.stats()["model_calls"] >= 1
-        enrolled = client.enrol("client test class", [rooster, fixtures / "1-100032-A-0.ogg"])
-        assert enrolled["label"] == "client test class" and enrolled["examples"] == 2
+        enrolled = client.enrol("client test class", [rooster, fixtures / "1-100032-A-0.ogg"], margin=0.02)
+        assert enrolled["label"] == "client test class" and enrolled["examples"] == 2 and enrolled["margin"] == 0.02
         assert "client test class" in [c["label"] for c in client.classes()]
         assert client.delete_class("client test class")["deleted"] == "client test class"
 

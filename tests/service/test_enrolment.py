@@ -12,10 +12,11 @@ from tests.service.conftest import SERVER_SETTINGS, start_server, stop_server
 ROOSTER, DOG, RAIN = "1-27724-A-1.ogg", "1-100032-A-0.ogg", "1-17367-A-10.ogg"
 
 
-def enrol(url, label, files, fixtures=None):
+def enrol(url, label, files, fixtures=None, **fields):
     uploads = [("audio", (name, data if isinstance(data, bytes) else (fixtures / data).read_bytes(), "audio/ogg"))
                for name, data in files]
-    return requests.post(f"{url}/classes", data={"label": label} if label is not None else {}, files=uploads, timeout=60)
+    data = ({"label": label} if label is not None else {}) | fields
+    return requests.post(f"{url}/classes", data=data, files=uploads, timeout=60)
 
 
 def tone(seconds: float = 0.5, rate: int = 16_000) -> bytes:
@@ -42,9 +43,10 @@ def test_enrol_classify_delete(server, fixtures):
     assert sum(s["score"] for s in before) == pytest.approx(1.0, abs=1e-5)
 
     whistle = tone(2.0)
-    made = enrol(server, "whistle", [("w.wav", whistle)], fixtures)
+    made = enrol(server, "whistle", [("w.wav", whistle)], fixtures, margin="-0.01")
     assert made.status_code == 201, made.text
     assert made.json()["label"] == "whistle" and made.json()["examples"] == 1 and made.json()["classes"] == 4
+    assert made.json()["margin"] == -0.01  # its own; without the field, the model's
     try:
         result = classify(server, fixtures, ROOSTER, open_set="false", windows="true", top_k=4)
         assert {r["label"] for r in result["ranking"]} == {"dog", "rain", "siren", "whistle"}
@@ -67,6 +69,9 @@ def test_enrolment_errors_are_4xx(server, fixtures):
         "no label": (enrol(server, None, [("r.ogg", ROOSTER)], fixtures), 422),
         "bad label": (enrol(server, "../../etc/passwd", [("r.ogg", ROOSTER)], fixtures), 422),
         "built-in name": (enrol(server, "Dog", [("r.ogg", ROOSTER)], fixtures), 409),
+        "margin not a number": (enrol(server, "m", [("r.ogg", ROOSTER)], fixtures, margin="close"), 422),
+        "margin out of range": (enrol(server, "m", [("r.ogg", ROOSTER)], fixtures, margin="2"), 422),
+        "margin nan": (enrol(server, "m", [("r.ogg", ROOSTER)], fixtures, margin="nan"), 422),
         "no clips": (requests.post(f"{server}/classes", data={"label": "x"}, timeout=10), 422),
         "21 clips": (enrol(server, "many", [(f"{i}.wav", tone()) for i in range(21)], fixtures), 422),
         "undecodable": (enrol(server, "noise", [("good.ogg", DOG), ("bad.ogg", b"not audio at all")], fixtures), 400),

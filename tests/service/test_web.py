@@ -22,7 +22,7 @@ class StandIn:
     def list_classes(self):
         return {"classes": [{"label": "dog", "kind": "built-in"}], "enrolment": False}
 
-    async def enrol(self, label, clips):
+    async def enrol(self, label, clips, margin=None):
         raise errors.Conflict(f"cannot enrol {label!r} from {len(clips)} clips")
 
     async def remove_class(self, label):
