@@ -1,5 +1,6 @@
 """Where benchmarks find ../shared/data; they skip with a clear message when it is absent."""
 
+import json
 import os
 import platform
 import sys
@@ -47,7 +48,16 @@ def joint_arguments(parser, args) -> tuple[float, str | None]:
     """(share, pretrained) of add_joint_arguments; an encoder without a share is an error."""
     if args.pretrained and not args.pretrained_share:
         parser.error("--pretrained joins an encoder to the embedding: give --pretrained-share too")
+    if args.pretrained and heard_labelled_folds(args.pretrained):
+        parser.error(f"--pretrained {args.pretrained} was pre-trained on the labelled folds too: joined to every "
+                     "CV run, it would have heard each held-out fold (pre-train it with pretrain_labeled=false)")
     return args.pretrained_share, args.pretrained
+
+
+def heard_labelled_folds(pretrained: str | Path) -> bool:
+    """Whether a pre-training run's pool held the labelled clips (its config's pretrain_labeled)."""
+    config = json.loads((Path(pretrained) / "checkpoint" / "checkpoint.json").read_text())["config"]
+    return config.get("pretrain_labeled", True)
 
 
 def encoder_tag(pretrained: str | Path | None) -> str:
