@@ -164,7 +164,7 @@ class SoundArc:
         the model's); persists before it answers."""
         if self.classes is None:
             ClassSet.of(self.artifact)  # raises the explanation
-        label = self.classes.check_new(label, len(clips))  # before any decoding
+        label = self.current_classes().check_new(label, len(clips))  # before any decoding, on the store as it is now
         check_margin(margin)
         embeddings = []
         for name, data in clips:
