@@ -1,6 +1,6 @@
 """How much of the joint embedding should be the pre-trained encoder's? (issue 19)
 
-    python benchmarks/joint_share.py [--arm ssl-acl-acl-robust-oe-eq] [--shares 0 0.25 0.5 0.6 0.75 0.9 1]
+    python benchmarks/joint_share.py [--arm ssl-acl-rc-acl-robust-oe-eq] [--shares 0 0.25 0.5 0.6 0.75 0.9 1]
         [--pretrained runs/pretrain/NAME] [--report joint_share]
 
 On the leave-out runs of benchmarks/enrol_bench.py (run it first: each run is trained without two
@@ -69,7 +69,7 @@ def enrol(x, labels, folds, pair, rng) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arm", default="ssl-acl-acl-robust-oe-eq")
+    parser.add_argument("--arm", default="ssl-acl-rc-acl-robust-oe-eq")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.6, 0.75, 0.9, 1.0])
     parser.add_argument("--pretrained", help="join this pre-training run's encoder (runs/pretrain/NAME) instead of each "
                         "run's own init")

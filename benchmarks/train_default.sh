@@ -14,12 +14,12 @@ cd "$(dirname "$0")/.."
 export BENTOML_DO_NOT_TRACK=True
 BIN=.venv/bin
 $BIN/pip install --quiet -e '.[bench]'  # sed_eval for events_cv.py
-ARM=${ARM:-ssl-acl-acl-robust-oe-eq}
+ARM=${ARM:-ssl-acl-rc-acl-robust-oe-eq}
 FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: its weights)
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
 CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, each with its command
-SHARE=${SHARE:-0.9}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
-PRETRAINED=${PRETRAINED-ssl-acl-rc}  # ... that encoder: runs/pretrain/NAME of cv_study.PRETRAININGS ('': ARM's own)
+SHARE=${SHARE:-0.6}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
+PRETRAINED=${PRETRAINED-}  # ... that encoder: runs/pretrain/NAME of cv_study.PRETRAININGS ('': ARM's own)
 REPORT=${REPORT:-cv_study}  # reports/REPORT.*: the CV study of this machine's pre-training (another draw elsewhere)
 # shellcheck disable=SC2086
 $BIN/python benchmarks/cv_study.py --arms $CV_ARMS --seeds $CV_SEEDS --report "$REPORT"
