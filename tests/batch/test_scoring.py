@@ -138,6 +138,15 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     with pytest.raises(errors.ConfigError, match="no such file"):
         score([str(fixtures)], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, classes=str(tmp_path / "x")))
 
+    # a class's own margin travels in the file: a lower one scores it higher, offline as online
+    store.save(ClassSet.of(artifact).enrol("whistle", prototype, margin=artifact.open_set.enrol_margin - 0.2))
+    score([str(fixtures)], test_artifact, tmp_path / "m", options)
+    def whistle(out):  # {clip id: its whistle score}
+        return {r["id"]: dict(zip(r["top_labels"], r["top_scores"], strict=True))["whistle"] for r in read_results(out)}
+
+    by_model, lenient = whistle(tmp_path / "o"), whistle(tmp_path / "m")
+    assert by_model.keys() == lenient.keys() and all(lenient[k] > by_model[k] for k in by_model)
+
 
 def test_another_model_cannot_resume_into_the_same_output(corpus, tmp_path, test_artifact):
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
