@@ -55,9 +55,13 @@ def joint_arguments(parser, args) -> tuple[float, str | None]:
 
 
 def heard_labelled_folds(pretrained: str | Path) -> bool:
-    """Whether a pre-training run's pool held the labelled clips (its config's pretrain_labeled)."""
-    config = json.loads((Path(pretrained) / "checkpoint" / "checkpoint.json").read_text())["config"]
-    return config.get("pretrain_labeled", True)
+    """Whether a pre-training run, or one it continued from (init), had the labelled clips in its pool
+    (pretrain_labeled). A path that is no run: False (loading it says why)."""
+    checkpoint = Path(pretrained) / "checkpoint" / "checkpoint.json"
+    if not checkpoint.is_file():
+        return False
+    config = json.loads(checkpoint.read_text())["config"]
+    return config.get("pretrain_labeled", True) or bool(config.get("init") and heard_labelled_folds(config["init"]))
 
 
 def encoder_tag(pretrained: str | Path | None) -> str:

@@ -47,8 +47,10 @@ class EnrolledClass:
     @classmethod
     def from_dict(cls, d: dict) -> EnrolledClass:
         margin = d.get("margin")  # files written before per-class margins have none
-        return cls(d["label"], np.asarray(d["prototype"], dtype=np.float32), int(d["examples"]), d["enrolled_at"],
-                   None if margin is None else float(margin))
+        margin = None if margin is None else float(margin)
+        if not margin_ok(margin):
+            raise ValueError(f"class {d['label']!r}: margin {margin!r} is not a cosine difference in [-1, 1]")
+        return cls(d["label"], np.asarray(d["prototype"], dtype=np.float32), int(d["examples"]), d["enrolled_at"], margin)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class ClassSet:
         check_margin(margin)
         prototype = _unit(_unit(embeddings).mean(axis=0))
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        new = EnrolledClass(label, prototype, len(embeddings), now, margin)
+        new = EnrolledClass(label, prototype, len(embeddings), now, None if margin is None else float(margin))
         return replace(self, enrolled=self.enrolled + (new,))
 
     def remove(self, label: str) -> ClassSet:
@@ -125,11 +127,15 @@ class ClassSet:
                     "margin": float(m)} for c, m in zip(self.enrolled, self.margins, strict=True)])
 
 
+def margin_ok(margin: float | None) -> bool:
+    """An enrolment margin is a difference of cosines: a finite number in [-1, 1] (None: the model's)."""
+    return margin is None or bool(np.isfinite(margin) and -1.0 <= margin <= 1.0)
+
+
 def check_margin(margin: float | None) -> None:
-    """An enrolment margin is a difference of cosines: a finite number in [-1, 1] (or None)."""
-    if margin is not None and not (np.isfinite(margin) and -1.0 <= margin <= 1.0):
-        raise errors.InvalidParameter(f"invalid margin {margin!r}: a cosine difference in [-1, 1] (the model's "
-                                      "own is served when the field is left out)")
+    if not margin_ok(margin):
+        raise errors.InvalidParameter(f"invalid margin {margin!r}: a cosine difference in [-1, 1] (or none, "
+                                      "for the model's own)")
 
 
 def check_label(label: str) -> str:

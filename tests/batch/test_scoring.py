@@ -138,7 +138,7 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     with pytest.raises(errors.ConfigError, match="no such file"):
         score([str(fixtures)], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, classes=str(tmp_path / "x")))
 
-    # a class's own margin travels in the file: a lower one scores it higher, offline as online
+    # a class's own margin travels in the file (as the service writes it): a lower one scores it higher
     store.save(ClassSet.of(artifact).enrol("whistle", prototype, margin=artifact.open_set.enrol_margin - 0.2))
     score([str(fixtures)], test_artifact, tmp_path / "m", options)
     def whistle(out):  # {clip id: its whistle score}

@@ -86,9 +86,10 @@ def test_a_margin_is_a_cosine_difference(builtin, margin):
 
 def test_a_class_keeps_its_own_margin_or_the_models(builtin):
     model = replace(builtin, builtin=replace(builtin.builtin, enrol_margin=0.03))
-    classes = model.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None], margin=-0.02)
+    classes = model.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None], margin=np.float32(-0.02))
+    assert type(classes.enrolled[1].margin) is float  # JSON-ready whatever the caller passed
     np.testing.assert_allclose(classes.margins, [0.03, -0.02])
-    assert [c.get("margin") for c in classes.describe()] == [None, None, 0.03, -0.02]
+    assert [c.get("margin") for c in classes.describe()] == [None, None, 0.03, pytest.approx(-0.02)]
 
 
 def test_store_round_trip_and_refusals(builtin, tmp_path):
@@ -101,6 +102,13 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
     assert [c.margin for c in loaded.enrolled] == [None, 0.01]
     np.testing.assert_array_equal(loaded.enrolled[0].prototype, classes.enrolled[0].prototype)  # exact
     assert json.loads(store.path.read_text())["model_id"] == "model-a"
+
+    stored = json.loads(store.path.read_text())
+    stored["classes"][1]["margin"] = float("nan")
+    store.path.write_text(json.dumps(stored))
+    with pytest.raises(errors.ArtifactError, match="margin nan"):
+        store.load(builtin)
+    store.save(classes)
 
     with pytest.raises(errors.ArtifactError, match="model 'model-a', not 'model-b'"):
         ClassStore(store.path, "model-b").load(builtin)
