@@ -10,6 +10,8 @@ Memory stays bounded: at most `workers × PREFETCH` clips are in flight and one 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -171,9 +173,13 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
 def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
     """What shapes the rows: a resumed run must match it (results.PartWriter)."""
     classes = load_classes(artifact, options.classes)
-    return {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
-            "embeddings": options.embeddings, "open_set": options.open_set, "events": options.events,
-            "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
+    identity = {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
+                "embeddings": options.embeddings, "open_set": options.open_set, "events": options.events,
+                "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
+    if classes is not None and classes.enrolled:  # a class enrolled again (other examples or margin) answers otherwise
+        enrolled = json.dumps([{**c.to_dict(), "enrolled_at": None} for c in classes.enrolled], sort_keys=True)
+        identity["enrolled_sha256"] = hashlib.sha256(enrolled.encode()).hexdigest()
+    return identity
 
 
 def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreOptions = ScoreOptions()) -> Summary:

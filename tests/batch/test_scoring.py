@@ -140,6 +140,8 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
 
     # a class's own margin travels in the file (as the service writes it): a lower one scores it higher
     store.save(ClassSet.of(artifact).enrol("whistle", prototype, margin=artifact.open_set.enrol_margin - 0.2))
+    with pytest.raises(errors.ConfigError, match="enrolled_sha256"):  # resuming would mix the two answers
+        score([str(fixtures)], test_artifact, tmp_path / "o", options)
     score([str(fixtures)], test_artifact, tmp_path / "m", options)
     def whistle(out):  # {clip id: its whistle score}
         return {r["id"]: dict(zip(r["top_labels"], r["top_scores"], strict=True))["whistle"] for r in read_results(out)}
