@@ -99,6 +99,8 @@ ARMS = {
     "ssl-acl-eq-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-eq", *EQ_FINETUNE],
     # ... from a pre-training whose views have the random EQ and the steep low-pass (recording conditions)
     "ssl-acl-rc-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
+    # ... from that pre-training run twice as long (100 epochs; its kNN monitor was still rising at 50)
+    "ssl-acl-rc-e100-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc-e100", *EQ_FINETUNE],
     # the shipped recipe at width 64 (the paper's), pre-trained at that width (PRETRAININGS: 25 epochs of 100 s
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window
     "ssl-acl-w64-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-w64", *EQ_FINETUNE, "width=64"],
@@ -123,11 +125,12 @@ def adapt_sets(epochs: int = 100) -> list[str]:
             "patches_per_clip=1", "eval_every=25", "seed=0"]
 
 
+# views under recording conditions: the random EQ and the steep low-pass of the fine-tune, half each
+RC_VIEWS = ["eq_prob=0.5", "view_band_limit_prob=0.5", "band_limit_order=16"]
 PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *pretrain_sets()], "ssl-infonce": ["ssl_alpha=1.0", *pretrain_sets()],
                 "ssl-acl-eq": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5"],
-                # views under recording conditions: the random EQ and the steep low-pass of the fine-tune, half each
-                "ssl-acl-rc": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5", "view_band_limit_prob=0.5",
-                               "band_limit_order=16"],
+                "ssl-acl-rc": ["ssl_alpha=0.3", *pretrain_sets(), *RC_VIEWS],
+                "ssl-acl-rc-e100": ["ssl_alpha=0.3", *pretrain_sets(epochs=100), *RC_VIEWS],
                 "ssl-acl-w64": ["ssl_alpha=0.3", *pretrain_sets(width=64, epochs=25)],
                 "ssl-acl-dapt": adapt_sets()}
 

@@ -129,12 +129,14 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
 
 
 def _parse_field(name: str, raw, default):
-    """A form value as the type of its default (bool or int); absent: the default."""
+    """A form value as the type of its default (bool or int); absent or empty (a form's blank box): the default."""
     if raw is None:
         return default
     if not isinstance(raw, str):
         raise errors.InvalidParameter(f"'{name}' must be a text value, not a file")
     text = raw.strip().lower()
+    if not text:
+        return default
     if isinstance(default, bool):
         if text in TRUE + FALSE:
             return text in TRUE

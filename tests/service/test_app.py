@@ -52,6 +52,12 @@ def test_classify(server, fixtures):
     assert body["model"]["id"] and body["model"]["labels"] == 3
 
 
+def test_blank_form_fields_mean_the_defaults(server, fixtures):
+    rooster = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    blank = post(server, "classify", rooster, fields={"top_k": " ", "windows": "", "open_set": ""}).json()
+    assert blank == post(server, "classify", rooster).json()  # an HTML form sends a blank box as ""
+
+
 def test_open_set_unknown_and_its_switch(server, fixtures):
     rooster = (fixtures / "1-27724-A-1.ogg").read_bytes()  # the test model's "siren" prototype
     body = post(server, "classify", rooster).json()
