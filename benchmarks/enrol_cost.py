@@ -1,16 +1,18 @@
 """What enrolled classes cost the built-in ones (issue 20), on the runs of benchmarks/cv_study.py.
 
     python benchmarks/enrol_cost.py --arm ce-robust [--pretrained-share S [--pretrained runs/pretrain/NAME]]
+        [--prototype-weight W]
 
 Per CV run: the built-in prototypes and the cosine→logit line (a, b) come from its training folds,
 as `soundarc export --open-set` makes them. Seven classes are enrolled from 5 example clips each,
 taken from unlabeled/ (game sounds: horse, elephant, goat, cattle, and three ambiences: trade, port,
-farm). Then the held-out fold is answered three ways: no enrolled class (the head's softmax), the
+farm). Then the held-out fold is answered three ways: no enrolled class (the built-in classes as served), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin).
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
-every run is served with the joint embedding (training.model.InferenceModel). Writes
-reports/enrol_cost.json.
+every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
+its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py).
+Writes reports/enrol_cost.json.
 """
 
 import argparse
@@ -46,7 +48,8 @@ def windows(model, path, frontend, activity):
     return logits.numpy(), embeddings.numpy(), clip
 
 
-def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None) -> dict:
+def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None,
+            prototype_weight=0.0) -> dict:
     model, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
@@ -58,7 +61,8 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
     prototypes = class_prototypes(emb, np.array([index[c.label] for c in train]), len(names))
     logits = np.concatenate([lg[k.active] for lg, _, k in outs])
     cos = np.concatenate([e[k.active] for _, e, k in outs]) @ prototypes.T
-    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", fit_cosine_logit(logits, cos))
+    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", fit_cosine_logit(logits, cos),
+                       prototype_weight=prototype_weight)
     builtin = ClassSet(open_set)
 
     audio = find_audio(unlabeled)
@@ -102,19 +106,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     add_joint_arguments(parser, "serve each run with the joint embedding")
+    parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained) for r in runs]
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight)
+               for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": share,
                                                          "pretrained": pretrained,
+                                                         "prototype_weight": args.prototype_weight,
                                                          "groups": GROUPS, "shots": SHOTS,
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():

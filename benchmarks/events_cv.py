@@ -1,6 +1,7 @@
 """Sound-event parameters by cross-validation (issue 14), on soundscapes of real clips.
 
     python benchmarks/events_cv.py --arm acl-robust [--scenes-per-run 26]
+        [--pretrained-share S [--pretrained runs/pretrain/NAME]] [--prototype-weight W]
 
 For each CV run of an arm (benchmarks/cv_study.py: trained on three of folds 1-4), soundscapes are
 composed from its held-out fold: 30 s of real background (clips of unlabeled/, never in training,
@@ -10,8 +11,10 @@ that span is its reference event. The run's model scores each soundscape's windo
 does (log-mel, 1 s windows every 0.5 s, activity, softmax); core.events turns them into events for
 every candidate parameter set; sed_eval scores them: segment-based F1 (1 s segments) and
 event-based F1 (onset collar 200 ms, offset collar 200 ms or 20 % of the event). The parameters with
-the best mean event-based F1 over the runs are the choice (rule stated before the results). Writes
-reports/events_cv.json and reports/events_cv.md.
+the best mean event-based F1 over the runs are the choice (rule stated before the results). With
+--prototype-weight, the window probabilities are those of the built-in classes blended with their
+prototypes in the served embedding (--pretrained-share; core.answer.class_logits, benchmarks/fusion_cv.py).
+Writes reports/events_cv.json and reports/events_cv.md.
 """
 
 import argparse
@@ -21,14 +24,17 @@ import warnings
 
 import numpy as np
 import torch
-from _data import REPORTS, cv_runs, require_data
+from _data import REPORTS, add_joint_arguments, cv_runs, joint_arguments, require_data
+from fusion_cv import served_classes
 
 from core.activity import ActivityConfig, frame_gains_db, frame_levels, window_activity_of
+from core.answer import class_logits, softmax
 from core.audio import decode
+from core.classes import ClassSet
 from core.events import EventConfig, detect
 from core.features import FrontendConfig, log_mel, patches
 from training.data import find_audio, scan_labeled
-from training.run import load_checkpoint
+from training.run import load_inference_model
 
 ESC10 = require_data("esc10")
 BACKGROUND = require_data("unlabeled")
@@ -69,16 +75,17 @@ def compose(clips, background: np.ndarray, rng, frontend) -> tuple[np.ndarray, l
 
 
 @torch.no_grad()
-def window_probs(model, y: np.ndarray, frontend, activity) -> tuple:
+def window_probs(model, y: np.ndarray, frontend, activity, classes: ClassSet | None) -> tuple:
     """(N, C) softmax, (N,) activity, (N,) start times (s) of a waveform's windows and (F,) frame
-    levels (dB), as the service computes them."""
+    levels (dB), as the service computes them (`classes`: the built-in classes, None: the head alone)."""
     logmel = log_mel(y, frontend)
     windows, starts = patches(logmel, frontend)
-    probs = torch.softmax(model.classifier(model.encoder(torch.from_numpy(windows)[:, None])), dim=1).numpy()
+    logits, embeddings = (t.numpy() for t in model(torch.from_numpy(windows)[:, None]))
+    probs = softmax(class_logits(logits, embeddings, classes))
     gains = frame_gains_db(y, frontend)
     active = window_activity_of(logmel, frontend, activity, gains)
     levels = frame_levels(logmel, frontend, gains)
-    return probs.astype(np.float64), active, starts * frontend.hop_length / frontend.sample_rate, levels
+    return probs, active, starts * frontend.hop_length / frontend.sample_rate, levels
 
 
 def f1_scores(references: list[list[dict]], estimates: list[list[dict]], labels) -> dict:
@@ -106,7 +113,10 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--scenes-per-run", type=int, default=26)
     parser.add_argument("--seed", type=int, default=0)
+    add_joint_arguments(parser, "serve each run with the joint embedding")
+    parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
     args = parser.parse_args()
+    share, pretrained = joint_arguments(parser, args)
     warnings.filterwarnings("ignore")
     runs = [run / "cv.json" for run in cv_runs(args.arm)]
     if not runs:
@@ -119,8 +129,9 @@ def main() -> None:
     for cv_file in runs:
         run = cv_file.parent
         fold = json.loads(cv_file.read_text())["fold"]
-        model, info = load_checkpoint(run)
+        model, info = load_inference_model(run, share, pretrained)
         frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+        classes = served_classes(model, run, frontend, activity, args.prototype_weight) if args.prototype_weight else None
         held = [c for c in clips if c.fold == fold]
         order = rng.permutation(len(held))
         scenes = []
@@ -132,7 +143,7 @@ def main() -> None:
                 a, b = sound_span(y, frontend)
                 cut.append((clip.label, y[a:b]))
             scene, reference = compose(cut, background[rng.integers(len(background))], rng, frontend)
-            scenes.append((window_probs(model, scene, frontend, activity), reference))
+            scenes.append((window_probs(model, scene, frontend, activity, classes), reference))
         window_s, fps = frontend.patch_seconds, frontend.sample_rate / frontend.hop_length
         references = [ref for _, ref in scenes]
         result = {"run": run.name, "fold": fold, "scenes": len(scenes), "configs": []}
@@ -144,10 +155,12 @@ def main() -> None:
         per_run.append(result)
         print(f"{run.name}: {len(scenes)} soundscapes, best event F1 "
               f"{max(c['event_f1'] for c in result['configs']):.3f}", flush=True)
-    write_report(args.arm, per_run, configs)
+    write_report(args.arm, per_run, configs, {"pretrained_share": share, "pretrained": pretrained,
+                                              "prototype_weight": args.prototype_weight})
 
 
-def write_report(arm: str, per_run: list[dict], configs: list[EventConfig]) -> None:
+def write_report(arm: str, per_run: list[dict], configs: list[EventConfig], served: dict) -> None:
+    """reports/events_cv.{json,md}; `served`: how the runs were served (joint embedding, prototype weight)."""
     table = []
     for i, cfg in enumerate(configs):
         event = np.array([r["configs"][i]["event_f1"] for r in per_run])
@@ -159,7 +172,8 @@ def write_report(arm: str, per_run: list[dict], configs: list[EventConfig]) -> N
     best = table[0]
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "events_cv.json").write_text(json.dumps({
-        "arm": arm, "runs": [{k: r[k] for k in ("run", "fold", "scenes")} for r in per_run],
+        "arm": arm, **served,
+        "runs": [{k: r[k] for k in ("run", "fold", "scenes")} for r in per_run],
         "protocol": {"scene_s": SCENE_S, "clips_per_scene": PER_SCENE, "min_gap_s": MIN_GAP_S,
                      "background_db": BACKGROUND_DB, "reference_db": REFERENCE_DB,
                      "segment_s": 1.0, "collar_s": 0.2, "offset_share": 0.2},

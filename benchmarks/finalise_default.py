@@ -4,8 +4,9 @@
         [--report cv_study]
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
-cross-validation of its recipe: reports/openset_cv.json), the sound-event parameters chosen by
-cross-validation (reports/events_cv.json) and a `default_model` section: data,
+cross-validation of its recipe: reports/openset_cv.json, the prototype weight from reports/fusion_cv.json),
+the sound-event parameters chosen by cross-validation (reports/events_cv.json, made at that weight) and a
+`default_model` section: data,
 recipe, commands, and the recipe's cross-validated figures (reports/<report>.json of cv_study.py,
 the runs of this machine's pre-training), clean and under the recording conditions. With
 --pretrained-share, the joint embedding (export --pretrained-share, joined with --pretrained or the
@@ -77,18 +78,29 @@ def data_of(config: dict, share: float, pretrained: str | None) -> str:
     return data
 
 
+def at_weight(name: str, report: dict, weight: float, arm: str) -> dict:
+    """The report, if it was made at this prototype weight, else exit naming the option to make it with."""
+    if report.get("prototype_weight", 0.0) != weight:
+        sys.exit(f"reports/{name}.json was made at another prototype weight: run benchmarks/{name}.py --arm {arm} "
+                 f"--prototype-weight {weight:g} (and the joint options)")
+    return report
+
+
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
          pretrained: str | None = None) -> None:
     made_for("openset_cv", arm, share, pretrained)
+    fusion = made_for("fusion_cv", arm, share, pretrained)
+    weight = fusion["prototype_weight"]
+    at_weight("enrol_cost", made_for("enrol_cost", arm, share, pretrained), weight, arm)
     margin = enrol_margin(arm, share, pretrained)
     int8_cv = made_for("int8_cv", arm)["summary"]
-    events = made_for("events_cv", arm)
+    events = at_weight("events_cv", made_for("events_cv", arm, share, pretrained), weight, arm)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
     calibration = ROOT / "reports" / "openset_cv.json"
     open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
-    save_open_set(out_dir, replace(open_set, enrol_margin=margin))
+    save_open_set(out_dir, replace(open_set, enrol_margin=margin, prototype_weight=weight))
     study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
     manifest = load_artifact(out_dir).manifest
     manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {arm}: best mean "
@@ -107,6 +119,10 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                          "clip accuracy as the service answers (windows with sound vote)",
                              **study["summary"][arm]},
         "int8_cross_validation": int8_cv,
+        "prototype_weight": {
+            "value": weight, "chosen_by": f"benchmarks/fusion_cv.py: best mean over clean and the recording conditions "
+                                          f"on {fusion['chosen_on']} (reports/fusion_cv.md)",
+            "cross_validation_as_served": fusion["at_chosen_weight"][arm]},
     }
     soup = Path(final_run) / "soup.json"
     if soup.exists():

@@ -3,9 +3,11 @@ offline rows and the stream all build it here and only serialise it.
 
     windows     logits (N, C), L2-normalised embeddings (N, D), activity (N,) bool, starts (N,) s
     classes     the model's C classes (its head) + enrolled classes (their prototypes) on one logit
-                scale, K = C + E: an enrolled class's logit is the head's top logit plus
-                a·(cos to its prototype − cos to the prototype of the head's top class), a the slope
-                of logit against cosine fitted at export (class_logits)
+                scale, K = C + E: a built-in class's logit is (1 − w)·the head's + w·(a·cos to its
+                prototype + b), a·cos + b the line of logit against cosine fitted at export and w the
+                model's prototype weight (0: the head alone); an enrolled class's logit is the top
+                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class)
+                (class_logits)
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
@@ -101,20 +103,25 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
 def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
     """(N, C) head logits + (N, E) logits of the enrolled classes -> (N, C + E).
 
-    An enrolled class is measured against the head's own choice: its logit is the head's top logit
-    plus a·(cos(h, its prototype) − cos(h, the prototype of the head's top class) − margin), so it
-    outranks the head's class exactly when the window is closer to it by the margin (the class's
-    own, else the model's), and the built-in classes keep the head's order among themselves."""
+    The built-in classes' logits are the head's blended with their prototypes' (the model's prototype
+    weight w; 0 leaves the head's). An enrolled class is measured against that top choice: its logit is
+    the top built-in logit plus a·(cos(h, its prototype) − cos(h, the prototype of the top class) −
+    margin), so it outranks the top class exactly when the window is closer to it by the margin (the
+    class's own, else the model's), and the built-in classes keep their order among themselves."""
     logits = logits.astype(np.float64)
-    if classes is None or not classes.enrolled:
+    if classes is None:
         return logits
-    scale = classes.builtin.cosine_logit[0]
+    (a, b), w = classes.builtin.cosine_logit, classes.builtin.prototype_weight
     h = _unit(embeddings)  # (N, D)
+    if w:
+        logits = (1 - w) * logits + w * (a * (h @ classes.builtin.prototypes.T) + b)  # (N, C)
+    if not classes.enrolled:
+        return logits
     top = logits.argmax(axis=1)  # (N,)
     top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
     enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
     relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
-    return np.concatenate([logits, logits.max(axis=1, keepdims=True) + scale * relative], axis=1)
+    return np.concatenate([logits, logits.max(axis=1, keepdims=True) + a * relative], axis=1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@
                   training windows; its slope a puts enrolled classes on the head's scale (core.answer)
     enrol_margin  how much closer (in cosine) a window must be to an enrolled prototype than to the
                   prototype of the head's class for the enrolled class to win (benchmarks/enrol_cost.py)
+    prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
+                  blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
 
 Stored in the artifact as `openset.json` (its sha256 in the manifest). Torch-free.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from core import errors
 
 # What export gives new artifacts unless told otherwise. It depends on how tightly the model packs a
 # class: measure it per model with benchmarks/enrol_cost.py (0.05 for the cross-entropy recipe, 0.0 for
@@ -33,6 +37,11 @@ class OpenSet:
     calibrated_on: str
     cosine_logit: tuple[float, float] = (20.0, 0.0)  # artifacts written before it was fitted get this
     enrol_margin: float = 0.0
+    prototype_weight: float = 0.0  # artifacts written before it: the head alone
+
+    def __post_init__(self):
+        if not 0.0 <= self.prototype_weight <= 1.0:  # NaN fails too
+            raise errors.ArtifactError(f"the prototype weight must be in [0, 1], got {self.prototype_weight}")
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
@@ -43,13 +52,14 @@ class OpenSet:
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
                 "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit),
-                "enrol_margin": self.enrol_margin}
+                "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
         return cls(np.asarray(d["prototypes"], dtype=np.float32), tuple(d["labels"]), float(d["threshold_rad"]),
                    float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
-                   float(d.get("enrol_margin", cls.enrol_margin)))
+                   float(d.get("enrol_margin", cls.enrol_margin)),
+                   float(d.get("prototype_weight", cls.prototype_weight)))
 
 
 def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -28,6 +28,9 @@ def add_arguments(parser) -> None:
                         "(reports/openset_cv.json of benchmarks/openset_cv.py); overrides --frr/--calibration-folds")
     parser.add_argument("--enrol-margin", type=float, default=ENROL_MARGIN,
                         help="open set: cosine by which an enrolled class must beat the head's (benchmarks/enrol_cost.py)")
+    parser.add_argument("--prototype-weight", type=float, default=0.0,
+                        help="open set: w in [0, 1], the built-in classes ranked by (1 − w)·head + w·prototypes on the "
+                             "head's scale (benchmarks/fusion_cv.py; 0: the head alone)")
 
 
 def run(args) -> int:
@@ -40,7 +43,8 @@ def run(args) -> int:
 
         config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
         attach_open_set(out, args.labeled or config["labeled"], tuple(config["train_folds"]),
-                        tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin)
+                        tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin,
+                        args.prototype_weight)
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
                       "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))

@@ -98,3 +98,26 @@ def test_each_enrolled_class_is_held_to_its_own_margin():
     assert run(*between, classes=strict, open_set=False).label == "dog"
     lenient = replace(CLASSES, builtin=replace(CLASSES.builtin, enrol_margin=0.1)).enrol("whistle", whistle, margin=0.0)
     assert run(*between, classes=lenient, open_set=False).label == "whistle"  # its own margin, not the model's
+
+
+def test_the_prototype_weight_blends_the_head_with_the_prototypes():
+    # the head says rain, the windows lie on the dog prototype (a = 5, b = 0: prototype logits 5·cos)
+    head_rain = windows(3, [0, 2, 0], angle=0.0)
+    blend = lambda w: replace(CLASSES, builtin=replace(CLASSES.builtin, prototype_weight=w))  # noqa: E731
+    assert run(*head_rain, classes=blend(0.0), open_set=False).label == "rain"  # the head alone
+    assert run(*head_rain, classes=blend(1.0), open_set=False).label == "dog"  # the prototypes alone
+    half = run(*head_rain, classes=blend(0.5), open_set=False, top_k=3)  # logits (2.5, 1, -2.5)
+    expected = softmax(np.array([[2.5, 1.0, -2.5]]))[0]
+    np.testing.assert_allclose([p for _, p in half.ranking], expected)
+    assert [label for label, _ in half.ranking] == ["dog", "rain", "siren"]
+    # an enrolled class is measured against the blended top class (dog), not the head's (rain)
+    whistle = blend(0.5).enrol("whistle", unit(-0.3)[None])  # nearer the window than rain, farther than dog
+    assert run(*head_rain, classes=whistle, open_set=False).label == "dog"
+
+
+def test_a_prototype_weight_outside_0_1_is_refused():
+    from core import errors
+
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(errors.ArtifactError, match="prototype weight"):
+            replace(CLASSES.builtin, prototype_weight=bad)

@@ -48,9 +48,11 @@ def test_attach_open_set_to_an_artifact(tmp_path):
     data = write_esc50(tmp_path / "esc")
     run = make_run(tmp_path / "run", labels=("low", "mid", "high"), labeled=str(data))
     artifact_dir = export_artifact(run, tmp_path / "model")
-    open_set = attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration_folds=(3,), frr=0.2)
+    open_set = attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration_folds=(3,), frr=0.2,
+                               prototype_weight=0.5)
     art = load_artifact(artifact_dir)
     assert art.open_set is not None and art.open_set.labels == ("low", "mid", "high")
+    assert art.open_set.prototype_weight == 0.5
     assert art.manifest["openset"]["calibrated_on"] == "folds [3]" and 0 < open_set.threshold_rad < math.pi
     with open(artifact_dir / "openset.json", "a") as f:
         f.write(" ")
@@ -61,3 +63,10 @@ def test_attach_open_set_to_an_artifact(tmp_path):
 def test_cosine_logit_line():
     cos = np.random.default_rng(1).uniform(-1, 1, (50, 4))
     assert fit_cosine_logit(3.0 * cos - 1.0, cos) == (pytest.approx(3.0), pytest.approx(-1.0))
+
+
+def test_the_prototype_weight_is_stored_and_defaults_to_the_head():
+    open_set = OpenSet(np.stack([unit(0.0)]), ("a",), 0.3, 0.05, "test", (5.0, -1.0), 0.02, 0.75)
+    assert OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict()))).prototype_weight == 0.75
+    older = {k: v for k, v in open_set.to_dict().items() if k != "prototype_weight"}
+    assert OpenSet.from_dict(older).prototype_weight == 0.0
