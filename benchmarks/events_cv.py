@@ -99,8 +99,9 @@ def f1_scores(references: list[list[dict]], estimates: list[list[dict]], labels)
         est = [{**e, "filename": f"s{i}"} for e in est]
         segment.evaluate(ref, est)
         event.evaluate(ref, est)
-    return {"segment_f1": segment.results_overall_metrics()["f_measure"]["f_measure"],
-            "event_f1": event.results_overall_metrics()["f_measure"]["f_measure"]}
+    f1 = {"segment_f1": segment.results_overall_metrics()["f_measure"]["f_measure"],
+          "event_f1": event.results_overall_metrics()["f_measure"]["f_measure"]}
+    return {k: 0.0 if np.isnan(v) else float(v) for k, v in f1.items()}  # nan: no event found, so none right
 
 
 def candidates() -> list[EventConfig]:

@@ -5,7 +5,8 @@
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json, the prototype weight from reports/fusion_cv.json),
-the sound-event parameters chosen by cross-validation (reports/events_cv.json, made at that weight) and a
+the sound-event parameters chosen by cross-validation (reports/events_cv.json, made at that weight on the
+CV runs averaged as the final runs are) and a
 `default_model` section: data,
 recipe, commands, and the recipe's cross-validated figures (reports/<report>.json of cv_study.py,
 the runs of this machine's pre-training), clean and under the recording conditions. With
@@ -20,6 +21,8 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+from soup_cv import soup_arm
 
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from export.onnx_export import export_artifact, smoke_test
@@ -94,7 +97,11 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     at_weight("enrol_cost", made_for("enrol_cost", arm, share, pretrained), weight, arm)
     margin = enrol_margin(arm, share, pretrained)
     int8_cv = made_for("int8_cv", arm)["summary"]
-    events = at_weight("events_cv", made_for("events_cv", arm, share, pretrained), weight, arm)
+    soup = Path(final_run) / "soup.json"
+    final_runs = json.loads(soup.read_text())["runs"] if soup.exists() else [final_run]
+    # the event parameters of the form that ships: the CV runs averaged per fold as the final runs are
+    events_arm = soup_arm([arm], list(range(len(final_runs)))) if len(final_runs) > 1 else arm
+    events = at_weight("events_cv", made_for("events_cv", events_arm, share, pretrained), weight, events_arm)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
@@ -103,7 +110,7 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     save_open_set(out_dir, replace(open_set, enrol_margin=margin, prototype_weight=weight))
     study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
     manifest = load_artifact(out_dir).manifest
-    manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {arm}: best mean "
+    manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {events_arm}: best mean "
                           f"event-based F1 over its CV runs ({100 * events['best']['event_f1']:.1f} %)"}
     loss = ("cross-entropy" if config["loss"] == "ce" else
             f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
@@ -124,11 +131,9 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                           f"on {fusion['chosen_on']} (reports/fusion_cv.md)",
             "cross_validation_as_served": fusion["at_chosen_weight"][arm]},
     }
-    soup = Path(final_run) / "soup.json"
     if soup.exists():
-        runs = json.loads(soup.read_text())["runs"]
-        manifest["default_model"]["weights"] = (f"the uniform average of {len(runs)} final runs with different seeds "
-                                                f"(benchmarks/soup_cv.py): {', '.join(runs)}")
+        manifest["default_model"]["weights"] = (f"the uniform average of {len(final_runs)} final runs with different seeds "
+                                                f"(benchmarks/soup_cv.py): {', '.join(final_runs)}")
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))

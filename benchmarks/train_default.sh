@@ -38,7 +38,14 @@ $BIN/python benchmarks/openset_cv.py --arm "$ARM" "${JOINT[@]}"
 # the prototype weight of the built-in classes: chosen on seeds 0 and 1, seed 2 beside it (reports/fusion_cv.md)
 $BIN/python benchmarks/fusion_cv.py "$ARM:0,1" "$ARM:2" "${JOINT[@]}"
 WEIGHT=$($BIN/python -c "import json; print(json.load(open('reports/fusion_cv.json'))['prototype_weight'])")
-$BIN/python benchmarks/events_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+# the event parameters on the form that ships: per fold, the CV runs of FINAL_SEEDS averaged as the final runs are
+EVENTS_ARM=$ARM
+if [ "$(echo "$FINAL_SEEDS" | wc -w)" -gt 1 ]; then
+  # shellcheck disable=SC2086
+  $BIN/python benchmarks/soup_cv.py --arm "$ARM" --seeds $FINAL_SEEDS --report "$REPORT"
+  EVENTS_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split()))")
+fi
+$BIN/python benchmarks/events_cv.py --arm "$EVENTS_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT"
 $BIN/python benchmarks/int8_cv.py --arm "$ARM"
 SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
