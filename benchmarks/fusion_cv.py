@@ -157,12 +157,13 @@ def main() -> None:
     parser.add_argument("--report", default="fusion_cv", help="reports/REPORT.json and .md")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
+    weights = sorted({0.0, *args.weights})  # w = 0, the head alone, is what every other w is compared with
     rng = np.random.default_rng(0)
-    groups = {g: group_runs(g, share, pretrained, args.weights) for g in args.groups}
-    tables = {g: (len(runs), summarise(runs, args.weights, rng)) for g, runs in groups.items()}
+    groups = {g: group_runs(g, share, pretrained, weights) for g in args.groups}
+    tables = {g: (len(runs), summarise(runs, weights, rng)) for g, runs in groups.items()}
     if len(groups) > 2:
         confirming = {k: v for g in args.groups[1:] for k, v in groups[g].items()}
-        tables["pooled: " + " + ".join(args.groups[1:])] = (len(confirming), summarise(confirming, args.weights, rng))
+        tables["pooled: " + " + ".join(args.groups[1:])] = (len(confirming), summarise(confirming, weights, rng))
     chosen = choose(tables[args.groups[0]][1])
     by_arm = {}  # every run of each arm, whichever group it came in
     for runs in groups.values():
