@@ -176,6 +176,10 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
     identity = {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
                 "embeddings": options.embeddings, "open_set": options.open_set, "events": options.events,
                 "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
+    if artifact.open_set is not None:  # a model exported again with the same weights (threshold, prototype weight)
+        identity["openset_sha256"] = artifact.manifest["openset"]["sha256"]
+    if options.events:
+        identity["event_parameters"] = artifact.events.to_dict()
     if classes is not None and classes.enrolled:  # a class enrolled again (other examples or margin) answers otherwise
         enrolled = json.dumps([{**c.to_dict(), "enrolled_at": None} for c in classes.enrolled], sort_keys=True)
         identity["enrolled_sha256"] = hashlib.sha256(enrolled.encode()).hexdigest()

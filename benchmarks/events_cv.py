@@ -39,8 +39,8 @@ from training.run import load_inference_model
 ESC10 = require_data("esc10")
 BACKGROUND = require_data("unlabeled")
 SCENE_S, PER_SCENE, MIN_GAP_S, BACKGROUND_DB, REFERENCE_DB = 30.0, 3, 1.0, -25.0, 20.0
-GRID = {"on": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "off": [0.1, 0.2, 0.3, 0.4], "median_windows": [1, 3, 5, 7],
-        "min_duration_s": [0.25, 0.5, 1.0], "max_gap_s": [0.25, 0.5, 1.0], "edge_db": [0.0, 20.0]}
+GRID = {"on": [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "off": [0.05, 0.1, 0.2, 0.3, 0.4], "median_windows": [1, 3, 5, 7],
+        "min_duration_s": [0.25, 0.5, 1.0, 1.5, 2.0], "max_gap_s": [0.25, 0.5, 1.0, 1.5, 2.0], "edge_db": [0.0, 20.0]}
 
 
 def sound_span(y: np.ndarray, frontend: FrontendConfig) -> tuple[int, int]:

@@ -150,6 +150,20 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     assert by_model.keys() == lenient.keys() and all(lenient[k] > by_model[k] for k in by_model)
 
 
+def test_a_model_exported_again_cannot_resume_into_the_same_output(corpus, tmp_path, test_artifact):
+    import shutil
+
+    from core.artifact import load_artifact
+    from export.open_set import save_open_set
+
+    again = shutil.copytree(test_artifact, tmp_path / "again")  # the same weights and model id ...
+    score([str(corpus["dir"])], again, tmp_path / "o", OPTIONS)
+    open_set = load_artifact(again).open_set
+    save_open_set(again, dataclasses.replace(open_set, prototype_weight=0.5))  # ... ranked otherwise
+    with pytest.raises(errors.ConfigError, match="openset_sha256"):
+        score([str(corpus["dir"])], again, tmp_path / "o", OPTIONS)
+
+
 def test_another_model_cannot_resume_into_the_same_output(corpus, tmp_path, test_artifact):
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
     run = json.loads((tmp_path / "o" / "_run.json").read_text())
