@@ -3,8 +3,9 @@
     python benchmarks/cv_study.py [--arms ARM...] [--seeds 0 1] [--folds 1 2 3 4] [--threads 2] [--rescore]
         [--report NAME] [--pretrained-share S [--pretrained runs/pretrain/NAME]]
 
-Each run trains on three folds and is scored on the fourth, as the service scores (windows with
-sound vote), clean and under the recording conditions of training.robustness; it also records, for
+Each run trains on three folds and is scored on the fourth by its head alone (windows with sound
+vote, as the service pools them; the service also blends in the prototypes: benchmarks/fusion_cv.py),
+clean and under the recording conditions of training.robustness; it also records, for
 the open-set threshold, every held-out clip's angle to the nearest class prototype of its training
 folds and the angles of the unknown clips (unlabeled/, never used in training). Every run is one
 `soundarc train finetune` command; a finished run (its cv.json exists) is skipped and an

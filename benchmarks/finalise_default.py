@@ -31,15 +31,18 @@ from export.open_set import attach_open_set, save_open_set
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None) -> dict:
-    """reports/<name>.json, if it was made for this recipe (and this joint embedding), else exit naming the command."""
+def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
+             command: str | None = None) -> dict:
+    """reports/<name>.json, if it was made for this recipe (and this joint embedding), else exit naming the
+    command (`command`: the benchmark's arguments before the joint options, default `--arm ARM`)."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
     made = report.get("arm") or report["summary"]["arm"]  # int8_cv.json keeps it in its summary
     joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
     if made != arm or (share is not None and joined != (share, pretrained)):
         joint = f" --pretrained-share {share:g}" if share else ""
         joint += f" --pretrained {pretrained}" if pretrained else ""
-        sys.exit(f"reports/{name}.json was made for another recipe: run benchmarks/{name}.py --arm {arm}{joint}")
+        sys.exit(f"reports/{name}.json was made for another recipe: run benchmarks/{name}.py "
+                 f"{command or '--arm ' + arm}{joint}")
     return report
 
 
@@ -92,7 +95,7 @@ def at_weight(name: str, report: dict, weight: float, arm: str) -> dict:
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
          pretrained: str | None = None) -> None:
     made_for("openset_cv", arm, share, pretrained)
-    fusion = made_for("fusion_cv", arm, share, pretrained)
+    fusion = made_for("fusion_cv", arm, share, pretrained, f"{arm}:0,1 {arm}:2")
     weight = fusion["prototype_weight"]
     at_weight("enrol_cost", made_for("enrol_cost", arm, share, pretrained), weight, arm)
     margin = enrol_margin(arm, share, pretrained)
@@ -101,7 +104,8 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     final_runs = json.loads(soup.read_text())["runs"] if soup.exists() else [final_run]
     # the event parameters of the form that ships: the CV runs averaged per fold as the final runs are
     events_arm = soup_arm([arm], list(range(len(final_runs)))) if len(final_runs) > 1 else arm
-    events = at_weight("events_cv", made_for("events_cv", events_arm, share, pretrained), weight, events_arm)
+    hint = f"--arm {events_arm} (its runs from benchmarks/soup_cv.py --arm {arm})" if events_arm != arm else None
+    events = at_weight("events_cv", made_for("events_cv", events_arm, share, pretrained, hint), weight, events_arm)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
@@ -123,7 +127,8 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
         "commands": "benchmarks/train_default.sh",
         "cross_validation_report": f"reports/{report}.md",
         "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
-                                         "clip accuracy as the service answers (windows with sound vote)",
+                                         "clip accuracy by the head alone (prototype weight 0; windows with sound "
+                                         "vote); as served: prototype_weight.cross_validation_as_served",
                              **study["summary"][arm]},
         "int8_cross_validation": int8_cv,
         "prototype_weight": {

@@ -90,8 +90,11 @@ def measure_run(run: Path, share: float, pretrained: str | None, weights: list[f
 def group_runs(group: str, share: float, pretrained: str | None, weights: list[float]) -> dict[str, dict]:
     """{arm/run: measure_run(...)} for ARM:SEEDS (cached in each run's cv-fusion<S>[-NAME].json)."""
     arm, _, seeds = group.partition(":")
+    runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
+    if not runs:
+        raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py --arms {arm})")
     out = {}
-    for run in [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]:
+    for run in runs:
         path = run / f"cv-fusion{share:g}{encoder_tag(pretrained)}.json"
         result = json.loads(path.read_text()) if path.exists() else None
         if result is None or any(str(w) not in result["correct"] for w in weights):

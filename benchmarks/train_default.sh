@@ -2,12 +2,13 @@
 # Trains and exports the shipped model (models/default) with the project's own commands.
 # 1) the recipe comparison by 4-fold cross-validation (benchmarks/cv_study.py, resumable; an arm
 #    fine-tuned from a self-supervised encoder pre-trains it first), which chose ARM by its rule
-#    (BENCHMARKS.md); 2) the open-set threshold, the sound-event parameters, the enrolment margin and
-#    the int8 check from the CV runs of ARM (the threshold and the margin served with the joint
-#    embedding of SHARE, as the model will be: the fine-tuned encoder beside the self-supervised
-#    encoder PRETRAINED, pre-trained first if missing; empty: the one ARM was fine-tuned from); 3) the final run on folds 1-4; 4) export, with the
-#    joint embedding, the open set, the event parameters and the CV figures in the manifest; 5) the
-#    int8 variant for CPUs.
+#    (BENCHMARKS.md); 2) the open-set threshold, the prototype weight of the built-in classes, and at
+#    that weight the sound-event parameters (on the CV runs averaged over FINAL_SEEDS per fold, the
+#    form that ships) and the enrolment margin, and the int8 check, from the CV runs of ARM (served
+#    with the joint embedding of SHARE, as the model will be: the fine-tuned encoder beside the
+#    self-supervised encoder PRETRAINED, pre-trained first if missing; empty: the one ARM was
+#    fine-tuned from); 3) the final runs on folds 1-4, averaged; 4) export, with the joint embedding,
+#    the open set, the event parameters and the CV figures in the manifest; 5) the int8 variant for CPUs.
 #    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +36,11 @@ if awk "BEGIN { exit !($SHARE > 0) }"; then
   $BIN/python benchmarks/cv_study.py --arms "$ARM" --seeds $CV_SEEDS "${JOINT[@]}"
 fi
 $BIN/python benchmarks/openset_cv.py --arm "$ARM" "${JOINT[@]}"
-# the prototype weight of the built-in classes: chosen on seeds 0 and 1, seed 2 beside it (reports/fusion_cv.md)
-$BIN/python benchmarks/fusion_cv.py "$ARM:0,1" "$ARM:2" "${JOINT[@]}"
+# the prototype weight of the built-in classes: chosen on the first two CV seeds, the others beside them
+read -r -a SEEDS <<< "$CV_SEEDS"
+FUSION_GROUPS=("$ARM:${SEEDS[0]},${SEEDS[1]}")
+if [ "${#SEEDS[@]}" -gt 2 ]; then FUSION_GROUPS+=("$ARM:$(IFS=,; echo "${SEEDS[*]:2}")"); fi
+$BIN/python benchmarks/fusion_cv.py "${FUSION_GROUPS[@]}" "${JOINT[@]}"
 WEIGHT=$($BIN/python -c "import json; print(json.load(open('reports/fusion_cv.json'))['prototype_weight'])")
 # the event parameters on the form that ships: per fold, the CV runs of FINAL_SEEDS averaged as the final runs are
 EVENTS_ARM=$ARM

@@ -109,7 +109,7 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     margin), so it outranks the top class exactly when the window is closer to it by the margin (the
     class's own, else the model's), and the built-in classes keep their order among themselves."""
     logits = logits.astype(np.float64)
-    if classes is None:
+    if classes is None or not (classes.builtin.prototype_weight or classes.enrolled):
         return logits
     (a, b), w = classes.builtin.cosine_logit, classes.builtin.prototype_weight
     h = _unit(embeddings)  # (N, D)

@@ -6,7 +6,7 @@
     cosine_logit  (a, b): the head's logit of a class ≈ a·cos(h, its prototype) + b, fitted on the
                   training windows; its slope a puts enrolled classes on the head's scale (core.answer)
     enrol_margin  how much closer (in cosine) a window must be to an enrolled prototype than to the
-                  prototype of the head's class for the enrolled class to win (benchmarks/enrol_cost.py)
+                  prototype of the top built-in class for the enrolled class to win (benchmarks/enrol_cost.py)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
 
@@ -23,8 +23,8 @@ from core import errors
 
 # What export gives new artifacts unless told otherwise. It depends on how tightly the model packs a
 # class: measure it per model with benchmarks/enrol_cost.py (0.05 for the cross-entropy recipe, 0.0 for
-# the ACL one, 0.03 for it with the joint embedding, shipped; benchmarks/finalise_default.py applies the
-# rule). Older artifacts: 0.0.
+# the ACL one, 0.005 for the shipped model at prototype weight 0.75; benchmarks/finalise_default.py
+# applies the rule). Older artifacts: 0.0.
 ENROL_MARGIN = 0.05
 
 

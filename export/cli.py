@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -28,12 +29,22 @@ def add_arguments(parser) -> None:
                         "(reports/openset_cv.json of benchmarks/openset_cv.py); overrides --frr/--calibration-folds")
     parser.add_argument("--enrol-margin", type=float, default=ENROL_MARGIN,
                         help="open set: cosine by which an enrolled class must beat the head's (benchmarks/enrol_cost.py)")
-    parser.add_argument("--prototype-weight", type=float, default=0.0,
+    parser.add_argument("--prototype-weight", type=_weight, default=0.0,
                         help="open set: w in [0, 1], the built-in classes ranked by (1 − w)·head + w·prototypes on the "
                              "head's scale (benchmarks/fusion_cv.py; 0: the head alone)")
 
 
+def _weight(text: str) -> float:
+    """--prototype-weight: a number in [0, 1], refused before anything is exported."""
+    w = float(text)
+    if not 0.0 <= w <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return w
+
+
 def run(args) -> int:
+    if args.prototype_weight and not args.open_set:
+        raise SystemExit("--prototype-weight needs --open-set (the prototypes it blends with the head)")
     from export.onnx_export import export_artifact, smoke_test
 
     out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,

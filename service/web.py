@@ -128,18 +128,23 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
     ])
 
 
-def _parse_field(name: str, raw, default):
-    """A form value as the type of its default (bool or int); absent or empty (a form's blank box): the default."""
+def _form_text(name: str, raw) -> str | None:
+    """A form field's text, stripped; None when absent or blank (a form's empty box)."""
     if raw is None:
-        return default
+        return None
     if not isinstance(raw, str):
         raise errors.InvalidParameter(f"'{name}' must be a text value, not a file")
-    text = raw.strip().lower()
-    if not text:
+    return raw.strip() or None
+
+
+def _parse_field(name: str, raw, default):
+    """A form value as the type of its default (bool or int); absent or blank: the default."""
+    text = _form_text(name, raw)
+    if text is None:
         return default
     if isinstance(default, bool):
-        if text in TRUE + FALSE:
-            return text in TRUE
+        if text.lower() in TRUE + FALSE:
+            return text.lower() in TRUE
         raise errors.InvalidParameter(f"'{name}' must be true or false, got {raw!r}")
     try:
         return int(text)
@@ -148,13 +153,12 @@ def _parse_field(name: str, raw, default):
 
 
 def _parse_margin(raw) -> float | None:
-    """The optional enrolment margin of POST /classes; absent or empty: None (the model's)."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    """The optional enrolment margin of POST /classes; absent or blank: None (the model's)."""
+    text = _form_text("margin", raw)
+    if text is None:
         return None
-    if not isinstance(raw, str):
-        raise errors.InvalidParameter("'margin' must be a text value, not a file")
     try:
-        return float(raw)  # its range: SoundArc.enrol, before any clip is decoded
+        return float(text)  # its range: SoundArc.enrol, before any clip is decoded
     except ValueError:
         raise errors.InvalidParameter(f"'margin' must be a number, got {raw!r}") from None
 

@@ -22,3 +22,12 @@ def test_a_missing_extra_is_one_line_saying_what_to_install():
     result = soundarc("train", "eval", "runs/x", code="sys.modules['torch'] = None")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "torch is not installed; pip install torch==2.13.0 && pip install -e '.[train]'" in result.stderr
+
+
+def test_a_bad_prototype_weight_is_refused_before_anything_is_exported(tmp_path):
+    out = tmp_path / "model"
+    bad = soundarc("export", str(tmp_path / "run"), str(out), "--open-set", "--prototype-weight", "2")
+    assert bad.returncode == 2 and "must be in [0, 1]" in bad.stderr
+    alone = soundarc("export", str(tmp_path / "run"), str(out), "--prototype-weight", "0.5")
+    assert alone.returncode != 0 and "needs --open-set" in alone.stderr
+    assert not out.exists()
