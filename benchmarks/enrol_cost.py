@@ -30,7 +30,8 @@ from core.answer import AnswerOptions, answer
 from core.classes import ClassSet
 from core.clip import prepare
 from core.features import FrontendConfig
-from core.openset import OpenSet, class_prototypes, fit_cosine_logit
+from core.openset import OpenSet
+from export.open_set import fit_builtin
 from training.data import find_audio, scan_labeled
 from training.run import load_inference_model
 
@@ -57,12 +58,9 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
     train = [c for c in clips if c.fold != fold]
     held = [c for c in clips if c.fold == fold]
     outs = [windows(model, c.path, frontend, activity) for c in train]
-    emb = np.stack([_unit(e[k.active].mean(axis=0)) for _, e, k in outs])
-    prototypes = class_prototypes(emb, np.array([index[c.label] for c in train]), len(names))
-    logits = np.concatenate([lg[k.active] for lg, _, k in outs])
-    cos = np.concatenate([e[k.active] for _, e, k in outs]) @ prototypes.T
-    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", fit_cosine_logit(logits, cos),
-                       prototype_weight=prototype_weight)
+    active = [(lg[k.active], e[k.active]) for lg, e, k in outs]
+    _, prototypes, line = fit_builtin(active, np.array([index[c.label] for c in train]), len(names))
+    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight)
     builtin = ClassSet(open_set)
 
     audio = find_audio(unlabeled)

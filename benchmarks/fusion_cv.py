@@ -32,10 +32,11 @@ from compare_cv import paired
 from cv_study import ESC10, NOISE, ROOT, window_outputs
 
 from core.activity import ActivityConfig
-from core.answer import class_logits, clip_embedding, softmax
+from core.answer import class_logits, softmax
 from core.classes import ClassSet
 from core.features import FrontendConfig
-from core.openset import OpenSet, class_prototypes, fit_cosine_logit
+from core.openset import OpenSet
+from export.open_set import fit_builtin
 from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_inference_model
@@ -61,11 +62,8 @@ def served_classes(model, run: Path, frontend, activity, prototype_weight: float
     index = {n: i for i, n in enumerate(names)}
     train = [c for c in clips if c.fold != fold_of(run)]
     features = condition_features([c.path for c in train], find_audio(NOISE), frontend, ROOT / "cache", ("clean",))
-    windows = window_outputs(model, features["clean"], frontend, activity)
-    train_emb = np.stack([clip_embedding(unit(h)) for _, h in windows])
-    prototypes = class_prototypes(train_emb, np.array([index[c.label] for c in train]), len(names))
-    logits, h = (np.concatenate(x) for x in zip(*windows))
-    line = fit_cosine_logit(logits, unit(h) @ prototypes.T)
+    windows = [(logits, unit(h)) for logits, h in window_outputs(model, features["clean"], frontend, activity)]
+    _, prototypes, line = fit_builtin(windows, np.array([index[c.label] for c in train]), len(names))
     return ClassSet(OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight))
 
 

@@ -47,6 +47,15 @@ def clip_embeddings(runtime, paths: list[Path]) -> np.ndarray:
     return np.stack([clip_embedding(e) for _, e in window_outputs(runtime, paths)])
 
 
+def fit_builtin(outputs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, n_classes: int):
+    """Per training clip its windows' (logits (N, C), embeddings (N, D)) and (K,) labels -> the clip
+    embeddings (K, D), the class prototypes (C, D) and the cosine-logit line (a, b) over every window."""
+    clip_emb = np.stack([clip_embedding(e) for _, e in outputs])
+    prototypes = class_prototypes(clip_emb, labels, n_classes)
+    logits, embeddings = (np.concatenate(x) for x in zip(*outputs))
+    return clip_emb, prototypes, fit_cosine_logit(logits, embeddings @ prototypes.T)
+
+
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
                     calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None,
                     enrol_margin: float = ENROL_MARGIN, prototype_weight: float = 0.0) -> OpenSet:
@@ -58,10 +67,7 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     runtime = create_runtime(artifact, RuntimeConfig(device="cpu"))
     index = {name: i for i, name in enumerate(names)}
     outputs = window_outputs(runtime, [c.path for c in train])
-    train_emb = np.stack([clip_embedding(e) for _, e in outputs])
-    prototypes = class_prototypes(train_emb, np.array([index[c.label] for c in train]), len(names))
-    logits, embeddings = (np.concatenate(x) for x in zip(*outputs))
-    cosine_logit = fit_cosine_logit(logits, embeddings @ prototypes.T)
+    train_emb, prototypes, cosine_logit = fit_builtin(outputs, np.array([index[c.label] for c in train]), len(names))
 
     if calibration:
         c = json.loads(Path(calibration).read_text())
