@@ -2,7 +2,7 @@
 enrol them from 1 or 5 clips each, and classify their remaining clips among all ten classes.
 
     python benchmarks/enrol_bench.py [--arm ssl-acl-acl-robust] [--leave-out crying_baby helicopter] [--draws 20] [--seed 0]
-                                     [--pretrained-share 0.75 [--pretrained runs/pretrain/NAME]]
+                                     [--pretrained-share 0.75 [--pretrained runs/pretrain/NAME]] [--prototype-weight W]
 
 Without --leave-out, all five disjoint pairs of ESC-10 classes (PAIRS), one after the other.
 1) Trains the recipe (a CV arm of benchmarks/cv_study.py; without --arm, configs/default-model.yaml
@@ -89,6 +89,8 @@ def main():
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="the fine-tune's seed (the draws keep theirs)")
     add_joint_arguments(parser, "export with the joint embedding (the same runs; export --pretrained-share)")
+    parser.add_argument("--prototype-weight", type=float, default=0.0,
+                        help="the built-in classes ranked with this prototype weight (export --prototype-weight)")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     if args.arm and "{fold}" in " ".join(ARMS[args.arm]):
@@ -96,10 +98,11 @@ def main():
     if args.arm:
         pretrain_for(args.arm, fold=4, threads=2)
     pairs = [args.leave_out] if args.leave_out else PAIRS
-    reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained) for pair in pairs]
+    reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained, args.prototype_weight)
+               for pair in pairs]
     if args.arm and not args.leave_out and {1, 5} <= set(args.shots):  # the table's columns
         text = table(args.arm, reports, args.seed)
-        suffix = f"{seed_suffix(args.seed, '_')}{share_suffix(share, pretrained)}"
+        suffix = f"{seed_suffix(args.seed, '_')}{share_suffix(share, pretrained)}{weight_suffix(args.prototype_weight)}"
         (REPORTS / f"enrol_bench_{args.arm}{suffix}.md").write_text(text)
         print(text)
 
@@ -115,8 +118,13 @@ def share_suffix(share: float, pretrained: str | None = None) -> str:
     return f"_share{share:g}{encoder_tag(pretrained)}" if share else ""
 
 
+def weight_suffix(weight: float) -> str:
+    """'' for the head alone, else e.g. '_w0.75'."""
+    return f"_w{weight:g}" if weight else ""
+
+
 def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws: int, seed: int,
-            share: float = 0.0, pretrained: str | None = None) -> dict:
+            share: float = 0.0, pretrained: str | None = None, prototype_weight: float = 0.0) -> dict:
     esc = require_data("esc10")
     data = ROOT / "cache" / ("leaveout-" + "-".join(leave_out))
     run = ROOT / "runs" / ("leaveout-" + (f"{arm}-" if arm else "") + "-".join(leave_out) + seed_suffix(seed, "-"))
@@ -124,7 +132,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
     train(data, run, arm, seed)
     model = export_artifact(run, ROOT / "reports" / "tmp" / f"{run.name}{share_suffix(share, pretrained)}-model",
                             pretrained_share=share, pretrained=pretrained)
-    attach_open_set(model, str(data), (1, 2, 3))
+    attach_open_set(model, str(data), (1, 2, 3), prototype_weight=prototype_weight)
     artifact = load_artifact(model)
     runtime = create_runtime(artifact, RuntimeConfig("cpu"))
     clips, _ = scan_labeled(esc)
@@ -166,7 +174,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
     base_pred = predict(ClassSet.of(artifact), embeddings[known_val])
     head_pred = answered(ClassSet.of(artifact), [outputs[i] for i in known_val], artifact.labels)
     report = {"arm": arm or "ce (configs/default-model.yaml)", "leave_out": leave_out, "seed": seed, "pretrained_share": share,
-              "pretrained": pretrained,
+              "pretrained": pretrained, "prototype_weight": prototype_weight,
               "run": str(run.relative_to(ROOT)),
               "draws": draws, "classes_total": len(artifact.labels) + len(leave_out), "chance": 1 / (len(artifact.labels) + 2),
               "known_fold4_accuracy_prototypes_only_builtins": float((base_pred == labels[known_val]).mean()),
@@ -174,7 +182,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
               "left_out_retrieval": {"p_at_1": p1, "map": mean_ap, "clips": len(left_out)},
               "results": results}
     REPORTS.mkdir(exist_ok=True)
-    suffix = f"{seed_suffix(seed, '_')}{share_suffix(share, pretrained)}"
+    suffix = f"{seed_suffix(seed, '_')}{share_suffix(share, pretrained)}{weight_suffix(prototype_weight)}"
     name = f"enrol_bench_{f'{arm}_' if arm else ''}{'-'.join(leave_out)}{suffix}.json"
     (REPORTS / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2), flush=True)
@@ -189,6 +197,8 @@ def table(arm: str, reports: list[dict], seed: int) -> str:
     rows.append(("mean", *(float(np.mean([row[i] for row in rows])) for i in range(1, 6))))
     share, encoder = reports[0]["pretrained_share"], reports[0]["pretrained"]
     joint = f", joint embedding (pre-trained share {share:g}{f', encoder {encoder}' if encoder else ''})" if share else ""
+    weight = reports[0].get("prototype_weight", 0.0)
+    joint += f", built-in classes at prototype weight {weight:g}" if weight else ""
     lines = [f"Recipe `{arm}`, trained without the pair (folds 1-3, seed {seed}){joint}; 10-way nearest prototype.", "",
              "| left out | 1-shot | 5-shot | retrieval P@1 | retrieval mAP | known classes, fold 4 |",
              "|---|---|---|---|---|---|"]
