@@ -12,16 +12,13 @@ score; 0 for calibrated scores). Writes reports/calibration_cv.{json,md}.
 
 import argparse
 import json
-from dataclasses import replace
 
 import numpy as np
 from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, machine
 from cv_study import ESC10, NOISE, ROOT, window_outputs
-from fusion_cv import served_classes
+from fusion_cv import clip_probs, served_classes
 
 from core.activity import ActivityConfig
-from core.answer import class_logits, softmax
-from core.classes import ClassSet
 from core.features import FrontendConfig
 from training.data import find_audio, scan_labeled
 from training.robustness import condition_features
@@ -37,10 +34,7 @@ def clip_scores(run, share: float, pretrained: str | None, weights: list[float])
     held = [c for c in clips if c.fold == fold_of(run)]
     features = condition_features([c.path for c in held], find_audio(NOISE), frontend, ROOT / "cache", ("clean",))
     windows = window_outputs(model, features["clean"], frontend, activity)
-    probs = {}
-    for w in weights:
-        at_w = ClassSet(replace(classes.builtin, prototype_weight=w))
-        probs[w] = np.stack([softmax(class_logits(logits, h, at_w)).mean(axis=0) for logits, h in windows])
+    probs = {w: clip_probs(windows, classes.builtin, w) for w in weights}
     return probs, np.array([names.index(c.label) for c in held])
 
 

@@ -32,24 +32,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
-             command: str | None = None) -> dict:
-    """reports/<name>.json, if it was made for this recipe (and this joint embedding), else exit naming the
-    command (`command`: the benchmark's arguments before the joint options, default `--arm ARM`)."""
+             command: str | None = None, weight: float | None = None) -> dict:
+    """reports/<name>.json, if it was made for this recipe (and this joint embedding, and this prototype
+    weight), else exit naming the command (`command`: the benchmark's arguments before the joint options,
+    default `--arm ARM`)."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
     made = report.get("arm") or report["summary"]["arm"]  # int8_cv.json keeps it in its summary
     joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
-    if made != arm or (share is not None and joined != (share, pretrained)):
-        joint = f" --pretrained-share {share:g}" if share else ""
-        joint += f" --pretrained {pretrained}" if pretrained else ""
-        sys.exit(f"reports/{name}.json was made for another recipe: run benchmarks/{name}.py "
-                 f"{command or '--arm ' + arm}{joint}")
+    weighed = weight is None or report.get("prototype_weight", 0.0) == weight
+    if made != arm or (share is not None and joined != (share, pretrained)) or not weighed:
+        options = f" --pretrained-share {share:g}" if share else ""
+        options += f" --pretrained {pretrained}" if pretrained else ""
+        options += f" --prototype-weight {weight:g}" if weight else ""
+        sys.exit(f"reports/{name}.json was made for another recipe or weight: run benchmarks/{name}.py "
+                 f"{command or '--arm ' + arm}{options}")
     return report
 
 
-def enrol_margin(arm: str, share: float, pretrained: str | None, max_cost: float = 0.02) -> float:
+def enrol_margin(report: dict, max_cost: float = 0.02) -> float:
     """The smallest margin whose enrolled classes cost the built-in ones at most `max_cost` of
     accuracy (reports/enrol_cost.json of benchmarks/enrol_cost.py, the rule of BENCHMARKS.md)."""
-    report = made_for("enrol_cost", arm, share, pretrained)
     summary = report["summary"]
     none = summary["built-in, none enrolled"]["mean"]
     margins = sorted(float(k.rsplit(" ", 1)[1]) for k in summary if k.startswith("built-in, margin "))
@@ -84,28 +86,19 @@ def data_of(config: dict, share: float, pretrained: str | None) -> str:
     return data
 
 
-def at_weight(name: str, report: dict, weight: float, arm: str) -> dict:
-    """The report, if it was made at this prototype weight, else exit naming the option to make it with."""
-    if report.get("prototype_weight", 0.0) != weight:
-        sys.exit(f"reports/{name}.json was made at another prototype weight: run benchmarks/{name}.py --arm {arm} "
-                 f"--prototype-weight {weight:g} (and the joint options)")
-    return report
-
-
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
          pretrained: str | None = None) -> None:
     made_for("openset_cv", arm, share, pretrained)
     fusion = made_for("fusion_cv", arm, share, pretrained, f"{arm}:0,1 {arm}:2")
     weight = fusion["prototype_weight"]
-    at_weight("enrol_cost", made_for("enrol_cost", arm, share, pretrained), weight, arm)
-    margin = enrol_margin(arm, share, pretrained)
+    margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, weight=weight))
     int8_cv = made_for("int8_cv", arm)["summary"]
     soup = Path(final_run) / "soup.json"
     final_runs = json.loads(soup.read_text())["runs"] if soup.exists() else [final_run]
     # the event parameters of the form that ships: the CV runs averaged per fold as the final runs are
     events_arm = soup_arm([arm], list(range(len(final_runs)))) if len(final_runs) > 1 else arm
     hint = f"--arm {events_arm} (its runs from benchmarks/soup_cv.py --arm {arm})" if events_arm != arm else None
-    events = at_weight("events_cv", made_for("events_cv", events_arm, share, pretrained, hint), weight, events_arm)
+    events = made_for("events_cv", events_arm, share, pretrained, hint, weight)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]

@@ -44,15 +44,11 @@ from training.run import load_inference_model
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def fused_answers(windows: list[tuple[np.ndarray, np.ndarray]], open_set: OpenSet, w: float) -> np.ndarray:
-    """Per clip its windows' (logits (N, C), embeddings (N, D)) -> (K,) the class the service ranks first
-    with prototype weight w (core.answer.class_logits)."""
+def clip_probs(windows: list[tuple[np.ndarray, np.ndarray]], open_set: OpenSet, w: float) -> np.ndarray:
+    """Per clip its windows' (logits (N, C), embeddings (N, D)) -> (K, C) the clip probabilities the service
+    ranks by with prototype weight w (core.answer.class_logits, the mean softmax of the windows)."""
     classes = ClassSet(replace(open_set, prototype_weight=w))
-    return np.array([softmax(class_logits(logits, h, classes)).mean(axis=0).argmax() for logits, h in windows])
+    return np.stack([softmax(class_logits(logits, h, classes)).mean(axis=0) for logits, h in windows])
 
 
 def served_classes(model, run: Path, frontend, activity, prototype_weight: float = 0.0) -> ClassSet:
@@ -62,7 +58,7 @@ def served_classes(model, run: Path, frontend, activity, prototype_weight: float
     index = {n: i for i, n in enumerate(names)}
     train = [c for c in clips if c.fold != fold_of(run)]
     features = condition_features([c.path for c in train], find_audio(NOISE), frontend, ROOT / "cache", ("clean",))
-    windows = [(logits, unit(h)) for logits, h in window_outputs(model, features["clean"], frontend, activity)]
+    windows = window_outputs(model, features["clean"], frontend, activity)  # served embeddings: unit length
     _, prototypes, line = fit_builtin(windows, np.array([index[c.label] for c in train]), len(names))
     return ClassSet(OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight))
 
@@ -81,7 +77,7 @@ def measure_run(run: Path, share: float, pretrained: str | None, weights: list[f
                                                   ROOT / "cache").items():
         windows = window_outputs(model, features, frontend, activity)
         for w in weights:
-            correct[str(w)][condition] = (fused_answers(windows, classes.builtin, w) == labels).tolist()
+            correct[str(w)][condition] = (clip_probs(windows, classes.builtin, w).argmax(axis=1) == labels).tolist()
     return {"fold": fold, "held": [c.path.name for c in held], "line": classes.builtin.cosine_logit, "correct": correct}
 
 

@@ -44,7 +44,8 @@ $BIN/python benchmarks/fusion_cv.py "${FUSION_GROUPS[@]}" "${JOINT[@]}"
 WEIGHT=$($BIN/python -c "import json; print(json.load(open('reports/fusion_cv.json'))['prototype_weight'])")
 # the event parameters on the form that ships: per fold, the CV runs of FINAL_SEEDS averaged as the final runs are
 EVENTS_ARM=$ARM
-if [ "$(echo "$FINAL_SEEDS" | wc -w)" -gt 1 ]; then
+read -r -a FINAL <<< "$FINAL_SEEDS"
+if [ "${#FINAL[@]}" -gt 1 ]; then
   # shellcheck disable=SC2086
   $BIN/python benchmarks/soup_cv.py --arm "$ARM" --seeds $FINAL_SEEDS --report "$REPORT"
   EVENTS_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split()))")

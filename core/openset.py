@@ -40,7 +40,7 @@ class OpenSet:
     prototype_weight: float = 0.0  # artifacts written before it: the head alone
 
     def __post_init__(self):
-        if not 0.0 <= self.prototype_weight <= 1.0:  # NaN fails too
+        if not weight_ok(self.prototype_weight):
             raise errors.ArtifactError(f"the prototype weight must be in [0, 1], got {self.prototype_weight}")
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
@@ -60,6 +60,11 @@ class OpenSet:
                    float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
                    float(d.get("enrol_margin", cls.enrol_margin)),
                    float(d.get("prototype_weight", cls.prototype_weight)))
+
+
+def weight_ok(weight: float) -> bool:
+    """A prototype weight is a share of the built-in logits: a number in [0, 1] (NaN is not)."""
+    return 0.0 <= weight <= 1.0
 
 
 def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from core.openset import ENROL_MARGIN
+from core.openset import ENROL_MARGIN, weight_ok
 
 
 def add_arguments(parser) -> None:
@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
 def _weight(text: str) -> float:
     """--prototype-weight: a number in [0, 1], refused before anything is exported."""
     w = float(text)
-    if not 0.0 <= w <= 1.0:
+    if not weight_ok(w):
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return w
 
