@@ -2,18 +2,20 @@
 
     python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR [--pretrained-share S [--pretrained RUN]]
         [--report cv_study]
+    python benchmarks/finalise_default.py models/default ARM --recalibrate [--pretrained-share S]
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json, the prototype weight from reports/fusion_cv.json),
-the sound-event parameters chosen by cross-validation (reports/events_cv.json, made at that weight on the
-CV runs averaged as the final runs are) and a
-`default_model` section: data,
-recipe, commands, and the recipe's cross-validated figures (reports/<report>.json of cv_study.py,
-the runs of this machine's pre-training), clean and under the recording conditions. With
---pretrained-share, the joint embedding (export --pretrained-share, joined with --pretrained or the
-final run's own pre-trained encoder); the open-set threshold and the enrolment margin must then come
-from the same joint embedding. The final run trains on all
-four folds, so it has no validation of its own: the recipe's CV figures stand for it.
+and, chosen on the CV runs averaged per fold as the final runs are (the form that ships), at that weight,
+the temperature of its scores (reports/calibration_cv.json) and the sound-event parameters at that
+temperature (reports/events_cv.json); and a `default_model` section: data, recipe, commands, and the
+recipe's cross-validated figures (reports/<report>.json of cv_study.py, the runs of this machine's
+pre-training), clean and under the recording conditions. With --pretrained-share, the joint embedding
+(export --pretrained-share, joined with --pretrained or the final run's own pre-trained encoder); the
+open-set threshold and the enrolment margin must then come from the same joint embedding. The final
+run trains on all four folds, so it has no validation of its own: the recipe's CV figures stand for it.
+--recalibrate keeps an exported model (weights, prototypes, threshold) and sets again what the reports
+choose for its scores: prototype weight, enrolment margin, temperature and event parameters.
 """
 
 import argparse
@@ -31,19 +33,22 @@ from export.open_set import attach_open_set, save_open_set
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SERVED = {"prototype_weight": 0.0, "temperature": 1.0}  # how a report's runs were served, unless it says
+
+
 def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
-             command: str | None = None, weight: float | None = None) -> dict:
-    """reports/<name>.json, if it was made for this recipe (and this joint embedding, and this prototype
-    weight), else exit naming the command (`command`: the benchmark's arguments before the joint options,
-    default `--arm ARM`)."""
+             command: str | None = None, **served: float) -> dict:
+    """reports/<name>.json, if it was made for this recipe (and this joint embedding, and served so:
+    prototype_weight, temperature), else exit naming the command (`command`: the benchmark's arguments
+    before the joint options, default `--arm ARM`)."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
     made = report.get("arm") or report["summary"]["arm"]  # int8_cv.json keeps it in its summary
     joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
-    weighed = weight is None or report.get("prototype_weight", 0.0) == weight
-    if made != arm or (share is not None and joined != (share, pretrained)) or not weighed:
+    served_so = all(report.get(k, SERVED[k]) == v for k, v in served.items())
+    if made != arm or (share is not None and joined != (share, pretrained)) or not served_so:
         options = f" --pretrained-share {share:g}" if share else ""
         options += f" --pretrained {pretrained}" if pretrained else ""
-        options += f" --prototype-weight {weight:g}" if weight else ""
+        options += "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in served.items() if v != SERVED[k])
         sys.exit(f"reports/{name}.json was made for another recipe or weight: run benchmarks/{name}.py "
                  f"{command or '--arm ' + arm}{options}")
     return report
@@ -86,29 +91,64 @@ def data_of(config: dict, share: float, pretrained: str | None) -> str:
     return data
 
 
-def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
-         pretrained: str | None = None) -> None:
+def scoring(arm: str, share: float, pretrained: str | None, n_final: int) -> dict:
+    """What the reports chose for a model of ARM averaged over n_final runs, each report checked to be
+    made for it: prototype weight, enrolment margin, temperature, event parameters, int8 figures."""
     made_for("openset_cv", arm, share, pretrained)
     fusion = made_for("fusion_cv", arm, share, pretrained, f"{arm}:0,1 {arm}:2")
     weight = fusion["prototype_weight"]
-    margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, weight=weight))
-    int8_cv = made_for("int8_cv", arm)["summary"]
+    margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight))
+    # the temperature and the event parameters of the form that ships: the CV runs averaged per fold as the
+    # final runs are
+    shipped = soup_arm([arm], list(range(n_final))) if n_final > 1 else arm
+    made_by = f" (its runs from benchmarks/soup_cv.py --arm {arm})" if shipped != arm else ""
+    seeds = "+".join(map(str, range(n_final))) if n_final > 1 else ""
+    calibration = made_for("calibration_cv", shipped, share, pretrained, f"{shipped}:{seeds}{made_by}",
+                           prototype_weight=weight)
+    temperature = calibration["temperature"]
+    events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}{made_by}", prototype_weight=weight,
+                      temperature=temperature)
+    return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
+            "temperature": temperature, "events": events, "shipped_arm": shipped,
+            "int8_cv": made_for("int8_cv", arm)["summary"]}
+
+
+def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
+    """Write the open set with the chosen weight, margin and temperature, and the manifest's event
+    parameters and the sections that say how they were chosen."""
+    save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], prototype_weight=chosen["weight"],
+                                   temperature=chosen["temperature"]))
+    manifest = {**manifest, "openset": load_artifact(out_dir).manifest["openset"]}
+    events, fusion, calibration = chosen["events"], chosen["fusion"], chosen["calibration"]
+    manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {chosen['shipped_arm']}: "
+                          "best mean event-based F1 over its CV runs, short events breaking ties within a point "
+                          f"({100 * events['chosen_row']['event_f1']:.1f} %)"}
+    manifest["default_model"]["prototype_weight"] = {
+        "value": chosen["weight"], "chosen_by": f"benchmarks/fusion_cv.py: best mean over clean and the recording "
+                                                f"conditions on {fusion['chosen_on']} (reports/fusion_cv.md)",
+        "cross_validation_as_served": fusion["at_chosen_weight"][fusion["arm"]]}
+    held_out = calibration["tables"]["T fitted on the other folds"]
+    manifest["default_model"]["temperature"] = {
+        "value": chosen["temperature"], "chosen_by": f"benchmarks/calibration_cv.py {calibration['group']}: least NLL "
+        "over held-out clips, clean and five recording conditions (reports/calibration_cv.md)",
+        "held_out_ece": {"clean": held_out["clean"]["ece"], "pooled": held_out["pooled"]["ece"]}}
+    assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
+    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))
+
+
+def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
+         pretrained: str | None = None) -> None:
     soup = Path(final_run) / "soup.json"
     final_runs = json.loads(soup.read_text())["runs"] if soup.exists() else [final_run]
-    # the event parameters of the form that ships: the CV runs averaged per fold as the final runs are
-    events_arm = soup_arm([arm], list(range(len(final_runs)))) if len(final_runs) > 1 else arm
-    hint = f"--arm {events_arm} (its runs from benchmarks/soup_cv.py --arm {arm})" if events_arm != arm else None
-    events = made_for("events_cv", events_arm, share, pretrained, hint, weight)
+    chosen = scoring(arm, share, pretrained, len(final_runs))
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
     calibration = ROOT / "reports" / "openset_cv.json"
     open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
-    save_open_set(out_dir, replace(open_set, enrol_margin=margin, prototype_weight=weight))
     study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
     manifest = load_artifact(out_dir).manifest
-    manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {events_arm}: best mean "
-                          f"event-based F1 over its CV runs ({100 * events['best']['event_f1']:.1f} %)"}
     loss = ("cross-entropy" if config["loss"] == "ce" else
             f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
     manifest["default_model"] = {
@@ -123,27 +163,44 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                          "clip accuracy by the head alone (prototype weight 0; windows with sound "
                                          "vote); as served: prototype_weight.cross_validation_as_served",
                              **study["summary"][arm]},
-        "int8_cross_validation": int8_cv,
-        "prototype_weight": {
-            "value": weight, "chosen_by": f"benchmarks/fusion_cv.py: best mean over clean and the recording conditions "
-                                          f"on {fusion['chosen_on']} (reports/fusion_cv.md)",
-            "cross_validation_as_served": fusion["at_chosen_weight"][arm]},
+        "int8_cross_validation": chosen["int8_cv"],
+        "final_runs": final_runs,
     }
     if soup.exists():
         manifest["default_model"]["weights"] = (f"the uniform average of {len(final_runs)} final runs with different seeds "
                                                 f"(benchmarks/soup_cv.py): {', '.join(final_runs)}")
-    assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
-    print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))
+    scored(out_dir, open_set, chosen, manifest)
+
+
+def recalibrate(out: str, arm: str, share: float = 0.0, pretrained: str | None = None) -> None:
+    """Keep an exported default model (its weights, prototypes, threshold and line) and set what the
+    reports now choose for it: prototype weight, enrolment margin, temperature, event parameters."""
+    artifact = load_artifact(out)
+    final_runs = artifact.manifest["default_model"].get("final_runs") or _runs_named(artifact.manifest)
+    scored(Path(out), artifact.open_set, scoring(arm, share, pretrained, len(final_runs)),
+           {**artifact.manifest, "default_model": {**artifact.manifest["default_model"], "final_runs": final_runs}})
+
+
+def _runs_named(manifest: dict) -> list[str]:
+    """The final runs of a manifest written before it listed them: those its weights text names."""
+    weights = manifest["default_model"].get("weights")
+    return weights.rsplit("): ", 1)[1].split(", ") if weights else [manifest["training"]["run_id"]]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("final_run")
+    parser.add_argument("final_run", help="the final run (or soup of runs); with --recalibrate: the exported model")
     parser.add_argument("arm")
-    parser.add_argument("out_dir")
+    parser.add_argument("out_dir", nargs="?", help="where to export (not with --recalibrate)")
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding (export --pretrained-share)")
     parser.add_argument("--pretrained", help="join this pre-training run's encoder (default: the final run's own)")
     parser.add_argument("--report", default="cv_study", help="the CV figures: reports/REPORT.json of cv_study.py")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="keep the exported model FINAL_RUN and set only what the reports choose for its scores")
     args = parser.parse_args()
-    main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained)
+    if args.recalibrate == bool(args.out_dir):
+        parser.error("give OUT_DIR to export, or --recalibrate to keep an exported model")
+    if args.recalibrate:
+        recalibrate(args.final_run, args.arm, args.pretrained_share, args.pretrained)
+    else:
+        main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained)

@@ -51,7 +51,8 @@ def clip_probs(windows: list[tuple[np.ndarray, np.ndarray]], open_set: OpenSet, 
     return np.stack([softmax(class_logits(logits, h, classes)).mean(axis=0) for logits, h in windows])
 
 
-def served_classes(model, run: Path, frontend, activity, prototype_weight: float = 0.0) -> ClassSet:
+def served_classes(model, run: Path, frontend, activity, prototype_weight: float = 0.0,
+                   temperature: float = 1.0) -> ClassSet:
     """The built-in classes a CV run would be exported with: prototypes and the cosine-logit line from its
     training folds' clean clips (export.open_set.attach_open_set), no open set (threshold π)."""
     clips, names = scan_labeled(ESC10)
@@ -60,7 +61,8 @@ def served_classes(model, run: Path, frontend, activity, prototype_weight: float
     features = condition_features([c.path for c in train], find_audio(NOISE), frontend, ROOT / "cache", ("clean",))
     windows = window_outputs(model, features["clean"], frontend, activity)  # served embeddings: unit length
     _, prototypes, line = fit_builtin(windows, np.array([index[c.label] for c in train]), len(names))
-    return ClassSet(OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight))
+    return ClassSet(OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight,
+                            temperature=temperature))
 
 
 def measure_run(run: Path, share: float, pretrained: str | None, weights: list[float]) -> dict:

@@ -3,12 +3,13 @@
 # 1) the recipe comparison by 4-fold cross-validation (benchmarks/cv_study.py, resumable; an arm
 #    fine-tuned from a self-supervised encoder pre-trains it first), which chose ARM by its rule
 #    (BENCHMARKS.md); 2) the open-set threshold, the prototype weight of the built-in classes, and at
-#    that weight the sound-event parameters (on the CV runs averaged over FINAL_SEEDS per fold, the
-#    form that ships) and the enrolment margin, and the int8 check, from the CV runs of ARM (served
+#    that weight the temperature of the scores and the sound-event parameters (on the CV runs averaged
+#    over FINAL_SEEDS per fold, the form that ships) and the enrolment margin, and the int8 check, from the CV runs of ARM (served
 #    with the joint embedding of SHARE, as the model will be: the fine-tuned encoder beside the
 #    self-supervised encoder PRETRAINED, pre-trained first if missing; empty: the one ARM was
 #    fine-tuned from); 3) the final runs on folds 1-4, averaged; 4) export, with the joint embedding,
-#    the open set, the event parameters and the CV figures in the manifest; 5) the int8 variant for CPUs.
+#    the open set, the temperature, the event parameters and the CV figures in the manifest; 5) the int8
+#    variant for CPUs.
 #    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,15 +43,18 @@ FUSION_GROUPS=("$ARM:${SEEDS[0]},${SEEDS[1]}")
 if [ "${#SEEDS[@]}" -gt 2 ]; then FUSION_GROUPS+=("$ARM:$(IFS=,; echo "${SEEDS[*]:2}")"); fi
 $BIN/python benchmarks/fusion_cv.py "${FUSION_GROUPS[@]}" "${JOINT[@]}"
 WEIGHT=$($BIN/python -c "import json; print(json.load(open('reports/fusion_cv.json'))['prototype_weight'])")
-# the event parameters on the form that ships: per fold, the CV runs of FINAL_SEEDS averaged as the final runs are
-EVENTS_ARM=$ARM
+# the temperature and the event parameters on the form that ships: per fold, the CV runs of FINAL_SEEDS
+# averaged as the final runs are
+SHIPPED_ARM=$ARM
 read -r -a FINAL <<< "$FINAL_SEEDS"
 if [ "${#FINAL[@]}" -gt 1 ]; then
   # shellcheck disable=SC2086
   $BIN/python benchmarks/soup_cv.py --arm "$ARM" --seeds $FINAL_SEEDS --report "$REPORT"
-  EVENTS_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split()))")
+  SHIPPED_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split()))")
 fi
-$BIN/python benchmarks/events_cv.py --arm "$EVENTS_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+$BIN/python benchmarks/calibration_cv.py "$SHIPPED_ARM:$(IFS=+; echo "${FINAL[*]}")" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+TEMPERATURE=$($BIN/python -c "import json; print(json.load(open('reports/calibration_cv.json'))['temperature'])")
+$BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT"
 $BIN/python benchmarks/int8_cv.py --arm "$ARM"
 SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")

@@ -6,8 +6,8 @@ offline rows and the stream all build it here and only serialise it.
                 scale, K = C + E: a built-in class's logit is (1 − w)·the head's + w·(a·cos to its
                 prototype + b), a·cos + b the line of logit against cosine fitted at export and w the
                 model's prototype weight (0: the head alone); an enrolled class's logit is the top
-                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class)
-                (class_logits)
+                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class);
+                all divided by the model's temperature T, which calibrates the scores (class_logits)
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
@@ -107,21 +107,23 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     weight w; 0 leaves the head's). An enrolled class is measured against that top choice: its logit is
     the top built-in logit plus a·(cos(h, its prototype) − cos(h, the prototype of the top class) −
     margin), so it outranks the top class exactly when the window is closer to it by the margin (the
-    class's own, else the model's), and the built-in classes keep their order among themselves."""
+    class's own, else the model's), and the built-in classes keep their order among themselves. All
+    are divided by the model's temperature (1: unchanged), which scales the scores, not the order."""
     logits = logits.astype(np.float64)
-    if classes is None or not (classes.builtin.prototype_weight or classes.enrolled):
+    if classes is None:
         return logits
     (a, b), w = classes.builtin.cosine_logit, classes.builtin.prototype_weight
-    h = _unit(embeddings)  # (N, D)
+    if w or classes.enrolled:
+        h = _unit(embeddings)  # (N, D)
     if w:
         logits = (1 - w) * logits + w * (a * (h @ classes.builtin.prototypes.T) + b)  # (N, C)
-    if not classes.enrolled:
-        return logits
-    top = logits.argmax(axis=1)  # (N,)
-    top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
-    enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
-    relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
-    return np.concatenate([logits, logits.max(axis=1, keepdims=True) + a * relative], axis=1)
+    if classes.enrolled:
+        top = logits.argmax(axis=1)  # (N,)
+        top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
+        enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
+        relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
+        logits = np.concatenate([logits, logits.max(axis=1, keepdims=True) + a * relative], axis=1)
+    return logits / classes.builtin.temperature
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

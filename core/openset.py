@@ -9,6 +9,8 @@
                   prototype of the top built-in class for the enrolled class to win (benchmarks/enrol_cost.py)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
+    temperature   T: every served logit is divided by T before the softmax, so that the scores are
+                  calibrated probabilities (fitted by cross-validation: benchmarks/calibration_cv.py); 1: as is
 
 Stored in the artifact as `openset.json` (its sha256 in the manifest). Torch-free.
 """
@@ -38,10 +40,13 @@ class OpenSet:
     cosine_logit: tuple[float, float] = (20.0, 0.0)  # artifacts written before it was fitted get this
     enrol_margin: float = 0.0
     prototype_weight: float = 0.0  # artifacts written before it: the head alone
+    temperature: float = 1.0  # artifacts written before it: the logits as they are
 
     def __post_init__(self):
         if not weight_ok(self.prototype_weight):
             raise errors.ArtifactError(f"the prototype weight must be in [0, 1], got {self.prototype_weight}")
+        if not temperature_ok(self.temperature):
+            raise errors.ArtifactError(f"the temperature must be a positive number, got {self.temperature}")
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
@@ -52,19 +57,25 @@ class OpenSet:
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
                 "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit),
-                "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight}
+                "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight,
+                "temperature": self.temperature}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
         return cls(np.asarray(d["prototypes"], dtype=np.float32), tuple(d["labels"]), float(d["threshold_rad"]),
                    float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
                    float(d.get("enrol_margin", cls.enrol_margin)),
-                   float(d.get("prototype_weight", cls.prototype_weight)))
+                   float(d.get("prototype_weight", cls.prototype_weight)), float(d.get("temperature", cls.temperature)))
 
 
 def weight_ok(weight: float) -> bool:
     """A prototype weight is a share of the built-in logits: a number in [0, 1] (NaN is not)."""
     return 0.0 <= weight <= 1.0
+
+
+def temperature_ok(temperature: float) -> bool:
+    """A temperature divides logits: a finite number above 0 (NaN and infinity are not)."""
+    return 0.0 < temperature < float("inf")
 
 
 def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from core.openset import ENROL_MARGIN, weight_ok
+from core.openset import ENROL_MARGIN, temperature_ok, weight_ok
 
 
 def add_arguments(parser) -> None:
@@ -32,6 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prototype-weight", type=_weight, default=0.0,
                         help="open set: w in [0, 1], the built-in classes ranked by (1 − w)·head + w·prototypes on the "
                              "head's scale (benchmarks/fusion_cv.py; 0: the head alone)")
+    parser.add_argument("--temperature", type=_temperature, default=1.0,
+                        help="open set: T > 0 dividing the logits, so the scores are calibrated (benchmarks/calibration_cv.py)")
 
 
 def _weight(text: str) -> float:
@@ -42,9 +44,19 @@ def _weight(text: str) -> float:
     return w
 
 
+def _temperature(text: str) -> float:
+    """--temperature: a finite number above 0, refused before anything is exported."""
+    t = float(text)
+    if not temperature_ok(t):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return t
+
+
 def run(args) -> int:
     if args.prototype_weight and not args.open_set:
         raise SystemExit("--prototype-weight needs --open-set (the prototypes it blends with the head)")
+    if args.temperature != 1.0 and not args.open_set:
+        raise SystemExit("--temperature needs --open-set (it is kept in the open set's file)")
     from export.onnx_export import export_artifact, smoke_test
 
     out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,
@@ -55,7 +67,7 @@ def run(args) -> int:
         config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
         attach_open_set(out, args.labeled or config["labeled"], tuple(config["train_folds"]),
                         tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin,
-                        args.prototype_weight)
+                        args.prototype_weight, args.temperature)
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
                       "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))

@@ -58,7 +58,8 @@ def fit_builtin(outputs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray
 
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
                     calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None,
-                    enrol_margin: float = ENROL_MARGIN, prototype_weight: float = 0.0) -> OpenSet:
+                    enrol_margin: float = ENROL_MARGIN, prototype_weight: float = 0.0,
+                    temperature: float = 1.0) -> OpenSet:
     artifact = load_artifact(artifact_dir)
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
@@ -72,15 +73,16 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     if calibration:
         c = json.loads(Path(calibration).read_text())
         open_set = OpenSet(prototypes, names, c["threshold_rad"], c["frr"], c["calibrated_on"], cosine_logit,
-                           enrol_margin, prototype_weight)
+                           enrol_margin, prototype_weight, temperature)
     else:
         calib = [c for c in clips if c.fold in calibration_folds] if calibration_folds else train
         calib_emb = train_emb if calib is train else clip_embeddings(runtime, [c.path for c in calib])
         where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
         threshold = calibrate(prototypes, calib_emb, frr)
-        open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight)
-    log.info("open set: threshold %.3f rad (frr %.2f, %s); prototype logits %.2f·cos + %.2f, weight %g",
-             open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit, prototype_weight)
+        open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight,
+                           temperature)
+    log.info("open set: threshold %.3f rad (frr %.2f, %s); prototype logits %.2f·cos + %.2f, weight %g; temperature %g",
+             open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit, prototype_weight, temperature)
     return save_open_set(artifact_dir, open_set)
 
 

@@ -31,3 +31,13 @@ def test_a_bad_prototype_weight_is_refused_before_anything_is_exported(tmp_path)
     alone = soundarc("export", str(tmp_path / "run"), str(out), "--prototype-weight", "0.5")
     assert alone.returncode != 0 and "needs --open-set" in alone.stderr
     assert not out.exists()
+
+
+def test_a_bad_temperature_is_refused_before_anything_is_exported(tmp_path):
+    out = tmp_path / "model"
+    for bad in ("0", "-1", "inf", "nan"):
+        refused = soundarc("export", str(tmp_path / "run"), str(out), "--open-set", "--temperature", bad)
+        assert refused.returncode == 2 and "must be a number above 0" in refused.stderr
+    alone = soundarc("export", str(tmp_path / "run"), str(out), "--temperature", "0.5")
+    assert alone.returncode != 0 and "needs --open-set" in alone.stderr
+    assert not out.exists()

@@ -115,6 +115,26 @@ def test_the_prototype_weight_blends_the_head_with_the_prototypes():
     assert run(*head_rain, classes=whistle, open_set=False).label == "dog"
 
 
+def test_the_temperature_scales_the_scores_not_the_order():
+    logits, emb, active, starts = windows(3, [2, 1, 0])
+    at = lambda t: replace(CLASSES, builtin=replace(CLASSES.builtin, temperature=t))  # noqa: E731
+    for t in (0.5, 2.0):
+        result = run(logits, emb, active, starts, classes=at(t), open_set=False, top_k=3)
+        np.testing.assert_allclose([p for _, p in result.ranking], softmax(np.array([[2, 1, 0]]) / t)[0])
+        assert [label for label, _ in result.ranking] == ["dog", "rain", "siren"]
+    sharper = run(logits, emb, active, starts, classes=at(0.5), open_set=False).score
+    assert sharper > run(logits, emb, active, starts, classes=at(1.0), open_set=False).score
+    # an enrolled class still wins exactly when it is nearer by the margin: T scales both sides
+    whistle = unit(-0.1)[None]  # nearer the windows (angle -0.08) than dog's prototype (angle 0)
+    near = windows(3, [2, 1, 0], angle=-0.08)
+    assert run(*near, classes=at(0.25).enrol("whistle", whistle), open_set=False).label == "whistle"
+    from core import errors
+
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(errors.ArtifactError, match="temperature"):
+            at(bad)
+
+
 def test_a_prototype_weight_outside_0_1_is_refused():
     from core import errors
 

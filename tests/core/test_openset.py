@@ -49,10 +49,10 @@ def test_attach_open_set_to_an_artifact(tmp_path):
     run = make_run(tmp_path / "run", labels=("low", "mid", "high"), labeled=str(data))
     artifact_dir = export_artifact(run, tmp_path / "model")
     open_set = attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration_folds=(3,), frr=0.2,
-                               prototype_weight=0.5)
+                               prototype_weight=0.5, temperature=0.4)
     art = load_artifact(artifact_dir)
     assert art.open_set is not None and art.open_set.labels == ("low", "mid", "high")
-    assert art.open_set.prototype_weight == 0.5
+    assert (art.open_set.prototype_weight, art.open_set.temperature) == (0.5, 0.4)
     assert art.manifest["openset"]["calibrated_on"] == "folds [3]" and 0 < open_set.threshold_rad < math.pi
     with open(artifact_dir / "openset.json", "a") as f:
         f.write(" ")
@@ -70,3 +70,10 @@ def test_the_prototype_weight_is_stored_and_defaults_to_the_head():
     assert OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict()))).prototype_weight == 0.75
     older = {k: v for k, v in open_set.to_dict().items() if k != "prototype_weight"}
     assert OpenSet.from_dict(older).prototype_weight == 0.0
+
+
+def test_the_temperature_is_stored_and_defaults_to_one():
+    open_set = OpenSet(np.stack([unit(0.0)]), ("a",), 0.3, 0.05, "test", (5.0, -1.0), 0.02, 0.75, 0.4)
+    assert OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict()))).temperature == 0.4
+    older = {k: v for k, v in open_set.to_dict().items() if k != "temperature"}
+    assert OpenSet.from_dict(older).temperature == 1.0
