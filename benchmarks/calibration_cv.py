@@ -4,15 +4,16 @@
         --prototype-weight 0.75
 
 On every CV run of the ARM:SEEDS group, each held-out clip, clean and under the five recording
-conditions, is scored as the service scores it (core.answer.class_logits at the prototype weight, the
-mean softmax of the windows with sound) with its logits divided by a temperature T, and its top score
-is set against whether that class is right: accuracy, mean top score, the negative log-likelihood of
-the true class and the expected calibration error (ten equal-width bins of the top score; 0 for
-calibrated scores). T is fitted (least NLL over a geometric grid, the six conditions pooled with equal
-weight) on three folds' clips and measured on the fourth's, each fold in turn; the temperature fitted
-on all four folds is adopted iff, so measured, NLL and ECE are both lower than at T = 1, pooled and on
-clean clips alone, and clean accuracy moves by less than 0.5 points (the rule of BENCHMARKS.md,
-stated before its results). Writes reports/calibration_cv.{json,md}.
+conditions, is scored as the service scores it (core.answer: class_logits at the prototype weight,
+the mean softmax of the windows with sound, sharpened by a temperature T: p^(1/T) renormalised, which
+changes no order), and its top score is set against whether that class is right: accuracy, mean top
+score, the negative log-likelihood of the true class and the expected calibration error (ten
+equal-width bins of the top score; 0 for calibrated scores). T is fitted (least NLL over a geometric
+grid, the six conditions pooled with equal weight) on three folds' clips and measured on the fourth's,
+each fold in turn; the temperature fitted on all four folds is adopted iff, so measured, NLL and ECE
+are both lower than at T = 1, pooled and on clean clips alone, and clean accuracy moves by less than
+0.5 points (it cannot: T changes no order; the rule of BENCHMARKS.md, stated before its results).
+Writes reports/calibration_cv.{json,md}.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from cv_study import CONDITIONS, ESC10, NOISE, ROOT, window_outputs
 from fusion_cv import served_classes
 
 from core.activity import ActivityConfig
-from core.answer import class_logits, softmax
+from core.answer import class_logits, sharpen, softmax
 from core.features import FrontendConfig
 from training.data import find_audio, scan_labeled
 from training.robustness import condition_features
@@ -34,23 +35,18 @@ GRID = 0.05 * 1.05 ** np.arange(85)  # 0.05 .. 3.0
 MAX_ACCURACY_MOVE = 0.005
 
 
-def served_logits(run, share: float, pretrained: str | None, weight: float) -> tuple[dict, np.ndarray]:
-    """({condition: [(N, C) served logits at T = 1 of each held-out clip's windows with sound]}, (K,) true
-    classes) for one CV run."""
+def served_probs(run, share: float, pretrained: str | None, weight: float) -> tuple[dict, np.ndarray]:
+    """({condition: (K, C) the held-out clips' scores at T = 1}, (K,) true classes) for one CV run."""
     model, info = load_inference_model(run, share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     classes = served_classes(model, run, frontend, activity, weight)
     clips, names = scan_labeled(ESC10)
     held = [c for c in clips if c.fold == fold_of(run)]
     features = condition_features([c.path for c in held], find_audio(NOISE), frontend, ROOT / "cache")
-    logits = {condition: [class_logits(lg, h, classes) for lg, h in window_outputs(model, f, frontend, activity)]
-              for condition, f in features.items()}
-    return logits, np.array([names.index(c.label) for c in held])
-
-
-def clip_probs(logits: list[np.ndarray], temperature: float) -> np.ndarray:
-    """Per clip its windows' (N, C) logits -> (K, C) the clip scores at this temperature."""
-    return np.stack([softmax(x / temperature).mean(axis=0) for x in logits])
+    probs = {condition: np.stack([softmax(class_logits(lg, h, classes)).mean(axis=0)
+                                  for lg, h in window_outputs(model, f, frontend, activity)])
+             for condition, f in features.items()}
+    return probs, np.array([names.index(c.label) for c in held])
 
 
 def calibration(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> dict:
@@ -67,14 +63,13 @@ def calibration(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> dict:
 def fit(runs: list[tuple[dict, np.ndarray]]) -> float:
     """The grid temperature of least NLL over these runs' clips, every condition pooled."""
     def nll(t: float) -> float:
-        return np.mean([calibration(clip_probs(logits[c], t), truth)["nll"] for logits, truth in runs for c in CONDITIONS])
+        return np.mean([calibration(sharpen(probs[c], t), truth)["nll"] for probs, truth in runs for c in CONDITIONS])
     return float(min(GRID, key=nll))
 
 
 def measure(runs: list[tuple[dict, np.ndarray]], temperatures: list[float]) -> dict:
     """{condition or "pooled": calibration(...)} of every run's clips, run i at temperatures[i]."""
-    probs = {c: np.concatenate([clip_probs(logits[c], t) for (logits, _), t in zip(runs, temperatures)])
-             for c in CONDITIONS}
+    probs = {c: np.concatenate([sharpen(p[c], t) for (p, _), t in zip(runs, temperatures)]) for c in CONDITIONS}
     truth = np.concatenate([t for _, t in runs])
     table = {c: calibration(probs[c], truth) for c in CONDITIONS}
     table["pooled"] = calibration(np.concatenate(list(probs.values())), np.tile(truth, len(CONDITIONS)))
@@ -98,7 +93,7 @@ def main() -> None:
     paths = cv_runs(arm, seed or None)
     if len(paths) < 2:
         raise SystemExit(f"{args.group}: fewer than two finished CV runs")
-    runs = [served_logits(run, share, pretrained, args.prototype_weight) for run in paths]
+    runs = [served_probs(run, share, pretrained, args.prototype_weight) for run in paths]
     held_out_t = [fit(runs[:i] + runs[i + 1:]) for i in range(len(runs))]  # each run's T from the others
     temperature = fit(runs)
     tables = {"T = 1": measure(runs, [1.0] * len(runs)),

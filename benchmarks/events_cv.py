@@ -16,7 +16,7 @@ over the runs, the one that finds the most short reference events (under SHORT_S
 sneeze, which the mostly long references let event F1 overlook), then the best event F1. With
 --prototype-weight, the window probabilities are those of the built-in classes blended with their
 prototypes in the served embedding (--pretrained-share; core.answer.class_logits, benchmarks/fusion_cv.py);
-with --temperature, of the logits divided by it (benchmarks/calibration_cv.py), as the model serves them.
+with --temperature, sharpened by it (benchmarks/calibration_cv.py), as the model serves them.
 Writes reports/events_cv.json and reports/events_cv.md.
 """
 
@@ -31,7 +31,7 @@ from _data import REPORTS, add_joint_arguments, cv_runs, joint_arguments, requir
 from fusion_cv import served_classes
 
 from core.activity import ActivityConfig, frame_gains_db, frame_levels, window_activity_of
-from core.answer import class_logits, softmax
+from core.answer import window_probabilities
 from core.audio import decode
 from core.classes import ClassSet
 from core.events import EventConfig, detect
@@ -86,7 +86,7 @@ def window_probs(model, y: np.ndarray, frontend, activity, classes: ClassSet | N
     logmel = log_mel(y, frontend)
     windows, starts = patches(logmel, frontend)
     logits, embeddings = (t.numpy() for t in model(torch.from_numpy(windows)[:, None]))
-    probs = softmax(class_logits(logits, embeddings, classes))
+    probs = window_probabilities(logits, embeddings, classes)
     gains = frame_gains_db(y, frontend)
     active = window_activity_of(logmel, frontend, activity, gains)
     levels = frame_levels(logmel, frontend, gains)

@@ -6,11 +6,14 @@ offline rows and the stream all build it here and only serialise it.
                 scale, K = C + E: a built-in class's logit is (1 − w)·the head's + w·(a·cos to its
                 prototype + b), a·cos + b the line of logit against cosine fitted at export and w the
                 model's prototype weight (0: the head alone); an enrolled class's logit is the top
-                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class);
-                all divided by the model's temperature T, which calibrates the scores (class_logits)
+                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class)
+                (class_logits)
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
+    temperature the model's T calibrates the scores without changing any order: each probability
+                vector p becomes p^(1/T), renormalised (sharpen; for one window, softmax(logits / T)),
+                the clip's after its windows are averaged
     open set    "unknown" when θ, the angle between the clip embedding and its nearest prototype (any
                 class), exceeds the threshold calibrated by cross-validation (a stated false-rejection
                 rate); off with open_set=false or for a model without prototypes
@@ -87,14 +90,17 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB), which sharpen the
     edges of events."""
     names = classes.labels if classes is not None else labels
-    probs = softmax(class_logits(logits, embeddings, classes))  # (N, K)
-    timeline = _windows(probs, active, starts_s, window_s, names) if options.windows else None
-    events = (detect(probs, active, starts_s, window_s, names, options.events, levels, frames_per_s)
+    temperature = classes.builtin.temperature if classes is not None else 1.0
+    probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these
+    window_probs = sharpen(probs, temperature)  # (N, K) = window_probabilities(...)
+    timeline = _windows(window_probs, active, starts_s, window_s, names) if options.windows else None
+    events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frames_per_s)
               if options.events else None)
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])
-    ranking = _rank(probs[active].mean(axis=0), names, options.top_k)  # from the (K,) clip probabilities
+    clip_probs = sharpen(probs[active].mean(axis=0), temperature)  # (K,)
+    ranking = _rank(clip_probs, names, options.top_k)
     verdict = _open_set(embedding, classes) if options.open_set and classes is not None else None
     label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
     return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline, events)
@@ -107,23 +113,28 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     weight w; 0 leaves the head's). An enrolled class is measured against that top choice: its logit is
     the top built-in logit plus a·(cos(h, its prototype) − cos(h, the prototype of the top class) −
     margin), so it outranks the top class exactly when the window is closer to it by the margin (the
-    class's own, else the model's), and the built-in classes keep their order among themselves. All
-    are divided by the model's temperature (1: unchanged), which scales the scores, not the order."""
+    class's own, else the model's), and the built-in classes keep their order among themselves."""
     logits = logits.astype(np.float64)
-    if classes is None:
+    if classes is None or not (classes.builtin.prototype_weight or classes.enrolled):
         return logits
     (a, b), w = classes.builtin.cosine_logit, classes.builtin.prototype_weight
-    if w or classes.enrolled:
-        h = _unit(embeddings)  # (N, D)
+    h = _unit(embeddings)  # (N, D)
     if w:
         logits = (1 - w) * logits + w * (a * (h @ classes.builtin.prototypes.T) + b)  # (N, C)
-    if classes.enrolled:
-        top = logits.argmax(axis=1)  # (N,)
-        top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
-        enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
-        relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
-        logits = np.concatenate([logits, logits.max(axis=1, keepdims=True) + a * relative], axis=1)
-    return logits / classes.builtin.temperature
+    if not classes.enrolled:
+        return logits
+    top = logits.argmax(axis=1)  # (N,)
+    top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
+    enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
+    relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
+    return np.concatenate([logits, logits.max(axis=1, keepdims=True) + a * relative], axis=1)
+
+
+def window_probabilities(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
+    """(N, C) logits, (N, D) embeddings -> (N, K) each window's served probabilities over the K classes
+    (at the model's temperature): what the timeline and events read."""
+    temperature = classes.builtin.temperature if classes is not None else 1.0
+    return sharpen(softmax(class_logits(logits, embeddings, classes)), temperature)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -131,6 +142,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     x = np.exp(x - x.max(axis=1, keepdims=True))
     return x / x.sum(axis=1, keepdims=True)
+
+
+def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """(..., K) probabilities -> p^(1/T) renormalised along the last axis: softmax(logits / T) for one
+    window's softmax, and the same order for a mean of them (T = 1: unchanged)."""
+    if temperature == 1.0:
+        return probs
+    log_p = np.log(np.maximum(probs, 1e-300)) / temperature
+    p = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
 
 
 def clip_embedding(embeddings: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from core.answer import AnswerOptions, answer, class_logits, softmax
+from core.answer import AnswerOptions, answer, window_probabilities
 from core.events import detect
 from core.stream import StreamFrontend
 
@@ -92,7 +92,7 @@ class StreamSession:
         cfg = self.artifact.events
         logits, embeddings, active, starts = self._outputs()
         classes = self.service.current_classes()
-        probs = softmax(class_logits(logits, embeddings, classes))
+        probs = window_probabilities(logits, embeddings, classes)  # (N, K)
         names = self.artifact.labels if classes is None else classes.labels
         out = []
         for event in detect(probs, active, starts, self.artifact.frontend.patch_seconds, names, cfg,

@@ -124,7 +124,12 @@ def test_the_temperature_scales_the_scores_not_the_order():
         assert [label for label, _ in result.ranking] == ["dog", "rain", "siren"]
     sharper = run(logits, emb, active, starts, classes=at(0.5), open_set=False).score
     assert sharper > run(logits, emb, active, starts, classes=at(1.0), open_set=False).score
-    # an enrolled class still wins exactly when it is nearer by the margin: T scales both sides
+    # windows that disagree: the clip's order is that of its mean softmax at any T (sharpened after the mean;
+    # softmax(logits / 10) averaged would put dog first)
+    split = np.array([[6, 0, 0], [0, 2, 0], [0, 2, 0]], np.float32), np.tile(unit(0.0), (3, 1)), np.ones(3, bool), starts
+    orders = {t: [label for label, _ in run(*split, classes=at(t), open_set=False, top_k=3).ranking] for t in (0.1, 1, 10)}
+    assert orders[0.1] == orders[1] == orders[10]
+    # an enrolled class still wins exactly when it is nearer by the margin: T changes no order
     whistle = unit(-0.1)[None]  # nearer the windows (angle -0.08) than dog's prototype (angle 0)
     near = windows(3, [2, 1, 0], angle=-0.08)
     assert run(*near, classes=at(0.25).enrol("whistle", whistle), open_set=False).label == "whistle"
