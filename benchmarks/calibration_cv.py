@@ -9,8 +9,8 @@ the mean softmax of the windows with sound, sharpened by a temperature T: p^(1/T
 changes no order), and its top score is set against whether that class is right: accuracy, mean top
 score, the negative log-likelihood of the true class and the expected calibration error (ten
 equal-width bins of the top score; 0 for calibrated scores). T is fitted (least NLL over a geometric
-grid, the six conditions pooled with equal weight) on three folds' clips and measured on the fourth's,
-each fold in turn; the temperature fitted on all four folds is adopted iff, so measured, NLL and ECE
+grid, the six conditions pooled with equal weight) on the runs of three folds and measured on the
+fourth's, each fold in turn; the temperature fitted on all four folds is adopted iff, so measured, NLL and ECE
 are both lower than at T = 1, pooled and on clean clips alone, and clean accuracy moves by less than
 0.5 points (it cannot: T changes no order; the rule of BENCHMARKS.md, stated before its results).
 Writes reports/calibration_cv.{json,md}.
@@ -22,16 +22,16 @@ import json
 import numpy as np
 from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, machine
 from cv_study import CONDITIONS, ESC10, NOISE, ROOT, window_outputs
-from fusion_cv import served_classes
+from fusion_cv import clip_probs, served_classes
 
 from core.activity import ActivityConfig
-from core.answer import class_logits, sharpen, softmax
+from core.answer import sharpen
 from core.features import FrontendConfig
 from training.data import find_audio, scan_labeled
 from training.robustness import condition_features
 from training.run import load_inference_model
 
-GRID = 0.05 * 1.05 ** np.arange(85)  # 0.05 .. 3.0
+GRID = np.round(0.05 * 1.05 ** np.arange(85), 4)  # 0.05 .. 3.0, short enough to write and read back
 MAX_ACCURACY_MOVE = 0.005
 
 
@@ -39,12 +39,11 @@ def served_probs(run, share: float, pretrained: str | None, weight: float) -> tu
     """({condition: (K, C) the held-out clips' scores at T = 1}, (K,) true classes) for one CV run."""
     model, info = load_inference_model(run, share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
-    classes = served_classes(model, run, frontend, activity, weight)
+    builtin = served_classes(model, run, frontend, activity).builtin
     clips, names = scan_labeled(ESC10)
     held = [c for c in clips if c.fold == fold_of(run)]
     features = condition_features([c.path for c in held], find_audio(NOISE), frontend, ROOT / "cache")
-    probs = {condition: np.stack([softmax(class_logits(lg, h, classes)).mean(axis=0)
-                                  for lg, h in window_outputs(model, f, frontend, activity)])
+    probs = {condition: clip_probs(window_outputs(model, f, frontend, activity), builtin, weight)
              for condition, f in features.items()}
     return probs, np.array([names.index(c.label) for c in held])
 
@@ -91,15 +90,16 @@ def main() -> None:
     share, pretrained = joint_arguments(parser, args)
     arm, _, seed = args.group.partition(":")
     paths = cv_runs(arm, seed or None)
-    if len(paths) < 2:
-        raise SystemExit(f"{args.group}: fewer than two finished CV runs")
+    folds = [fold_of(p) for p in paths]
+    if len(set(folds)) < 2:
+        raise SystemExit(f"{args.group}: finished CV runs of fewer than two folds")
     runs = [served_probs(run, share, pretrained, args.prototype_weight) for run in paths]
-    held_out_t = [fit(runs[:i] + runs[i + 1:]) for i in range(len(runs))]  # each run's T from the others
+    # each run's T from the runs of the other folds (another seed's run of its fold has seen its clips' labels)
+    held_out_t = [fit([r for r, f in zip(runs, folds) if f != fold]) for fold in folds]
     temperature = fit(runs)
-    tables = {"T = 1": measure(runs, [1.0] * len(runs)),
-              "T fitted on the other folds": measure(runs, held_out_t),
-              f"T = {temperature:.3f} (all folds, in-sample)": measure(runs, [temperature] * len(runs))}
-    adopted = adopt(tables["T = 1"], tables["T fitted on the other folds"])
+    tables = {"at_one": measure(runs, [1.0] * len(runs)), "held_out": measure(runs, held_out_t),
+              "in_sample": measure(runs, [temperature] * len(runs))}
+    adopted = adopt(tables["at_one"], tables["held_out"])
     REPORTS.mkdir(exist_ok=True)
     report = {"arm": arm, "group": args.group, "runs": [p.name for p in paths], "pretrained_share": share,
               "pretrained": pretrained, "prototype_weight": args.prototype_weight, "machine": machine(),
@@ -108,10 +108,12 @@ def main() -> None:
     (REPORTS / "calibration_cv.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"`{args.group}` ({len(paths)} runs, prototype weight {args.prototype_weight:g}, share {share:g}; "
              f"held-out clips, clean and five recording conditions; {machine()}). Temperatures fitted on the other "
-             f"folds: {', '.join(f'{t:.3f}' for t in held_out_t)}; on all folds {temperature:.3f}: "
+             f"folds: {', '.join(f'{t:g}' for t in held_out_t)}; on all folds {temperature:g}: "
              + ("adopted." if adopted else "not adopted (the rule: BENCHMARKS.md)."), "",
              "| scores | clips | accuracy | mean top score | NLL | ECE |", "|---|---|---|---|---|---|"]
-    for name, table in tables.items():
+    names = {"at_one": "T = 1", "held_out": "T fitted on the other folds", "in_sample": f"T = {temperature:g}, all folds"}
+    for key, table in tables.items():
+        name = names[key]
         for clips in ("pooled", "clean", *[c for c in CONDITIONS if c != "clean"]):
             r = table[clips]
             lines.append(f"| {name} | {clips} | {100 * r['accuracy']:.1f} % | {r['mean_top_score']:.3f} | "

@@ -81,8 +81,9 @@ def compose(clips, background: np.ndarray, rng, frontend) -> tuple[np.ndarray, l
 
 @torch.no_grad()
 def window_probs(model, y: np.ndarray, frontend, activity, classes: ClassSet | None) -> tuple:
-    """(N, C) softmax, (N,) activity, (N,) start times (s) of a waveform's windows and (F,) frame
-    levels (dB), as the service computes them (`classes`: the built-in classes, None: the head alone)."""
+    """(N, C) served window probabilities, (N,) activity, (N,) start times (s) of a waveform's windows and
+    (F,) frame levels (dB), as the service computes them (`classes`: the built-in classes with the
+    prototype weight and temperature, None: the head's softmax)."""
     logmel = log_mel(y, frontend)
     windows, starts = patches(logmel, frontend)
     logits, embeddings = (t.numpy() for t in model(torch.from_numpy(windows)[:, None]))
@@ -189,7 +190,8 @@ def main() -> None:
 
 
 def write_report(arm: str, per_run: list[dict], configs: list[EventConfig], served: dict) -> None:
-    """reports/events_cv.{json,md}; `served`: how the runs were served (joint embedding, prototype weight)."""
+    """reports/events_cv.{json,md}; `served`: how the runs were served (joint embedding, prototype weight,
+    temperature)."""
     table = []
     for i, cfg in enumerate(configs):
         event = np.array([r["configs"][i]["event_f1"] for r in per_run])
@@ -208,7 +210,7 @@ def write_report(arm: str, per_run: list[dict], configs: list[EventConfig], serv
         "runs": [{k: r[k] for k in ("run", "fold", "scenes")} for r in per_run],
         "protocol": {"scene_s": SCENE_S, "clips_per_scene": PER_SCENE, "min_gap_s": MIN_GAP_S,
                      "background_db": BACKGROUND_DB, "reference_db": REFERENCE_DB,
-                     "segment_s": 1.0, "collar_s": 0.2, "offset_share": 0.2},
+                     "segment_s": 1.0, "collar_s": 0.2, "offset_share": 0.2, "tie_f1": TIE_F1, "short_s": SHORT_S},
         "chosen": {k: chosen[k] for k in EventConfig().to_dict()}, "chosen_row": chosen, "defaults": default,
         "table_note": f"the 20 best of {len(table)} parameter sets, by mean event F1", "table": table[:20]}, indent=1))
     unsharpened = next(row for row in table if row["edge_db"] == 0.0)

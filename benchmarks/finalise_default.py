@@ -2,7 +2,7 @@
 
     python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR [--pretrained-share S [--pretrained RUN]]
         [--report cv_study]
-    python benchmarks/finalise_default.py models/default ARM --recalibrate [--pretrained-share S]
+    python benchmarks/finalise_default.py models/default ARM --recalibrate
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json, the prototype weight from reports/fusion_cv.json),
@@ -14,8 +14,9 @@ pre-training), clean and under the recording conditions. With --pretrained-share
 (export --pretrained-share, joined with --pretrained or the final run's own pre-trained encoder); the
 open-set threshold and the enrolment margin must then come from the same joint embedding. The final
 run trains on all four folds, so it has no validation of its own: the recipe's CV figures stand for it.
---recalibrate keeps an exported model (weights, prototypes, threshold) and sets again what the reports
-choose for its scores: prototype weight, enrolment margin, temperature and event parameters.
+--recalibrate keeps an exported model (weights, prototypes, threshold, joint embedding) and sets again
+what the reports choose for its scores: prototype weight, enrolment margin, temperature and event
+parameters.
 """
 
 import argparse
@@ -37,19 +38,20 @@ SERVED = {"prototype_weight": 0.0, "temperature": 1.0}  # how a report's runs we
 
 
 def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
-             command: str | None = None, **served: float) -> dict:
+             command: str | None = None, needs: tuple[str, ...] = (), **served: float) -> dict:
     """reports/<name>.json, if it was made for this recipe (and this joint embedding, and served so:
-    prototype_weight, temperature), else exit naming the command (`command`: the benchmark's arguments
-    before the joint options, default `--arm ARM`)."""
+    prototype_weight, temperature; and holds the keys `needs`, which older reports lack), else exit
+    naming the command (`command`: the benchmark's arguments before the joint options, default
+    `--arm ARM`)."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
-    made = report.get("arm") or report["summary"]["arm"]  # int8_cv.json keeps it in its summary
+    made = report.get("arm") or report.get("summary", {}).get("arm")  # int8_cv.json keeps it in its summary
     joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
-    served_so = all(report.get(k, SERVED[k]) == v for k, v in served.items())
+    served_so = all(report.get(k, SERVED[k]) == v for k, v in served.items()) and all(k in report for k in needs)
     if made != arm or (share is not None and joined != (share, pretrained)) or not served_so:
-        options = f" --pretrained-share {share:g}" if share else ""
+        options = f" --pretrained-share {share!r}" if share else ""
         options += f" --pretrained {pretrained}" if pretrained else ""
-        options += "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in served.items() if v != SERVED[k])
-        sys.exit(f"reports/{name}.json was made for another recipe or weight: run benchmarks/{name}.py "
+        options += "".join(f" --{k.replace('_', '-')} {v!r}" for k, v in served.items() if v != SERVED[k])
+        sys.exit(f"reports/{name}.json was made for another recipe, embedding or weight: run benchmarks/{name}.py "
                  f"{command or '--arm ' + arm}{options}")
     return report
 
@@ -99,39 +101,42 @@ def scoring(arm: str, share: float, pretrained: str | None, n_final: int) -> dic
     weight = fusion["prototype_weight"]
     margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight))
     # the temperature and the event parameters of the form that ships: the CV runs averaged per fold as the
-    # final runs are
+    # final runs are (their seeds 0..n-1, as train_default.sh's FINAL_SEEDS)
+    seeds = "+".join(map(str, range(n_final)))
     shipped = soup_arm([arm], list(range(n_final))) if n_final > 1 else arm
-    made_by = f" (its runs from benchmarks/soup_cv.py --arm {arm})" if shipped != arm else ""
-    seeds = "+".join(map(str, range(n_final))) if n_final > 1 else ""
-    calibration = made_for("calibration_cv", shipped, share, pretrained, f"{shipped}:{seeds}{made_by}",
+    calibration = made_for("calibration_cv", shipped, share, pretrained, f"{shipped}:{seeds}", ("tables",),
                            prototype_weight=weight)
     temperature = calibration["temperature"]
-    events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}{made_by}", prototype_weight=weight,
-                      temperature=temperature)
+    events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
+                      prototype_weight=weight, temperature=temperature)
     return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
             "temperature": temperature, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm)["summary"]}
 
 
 def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
-    """Write the open set with the chosen weight, margin and temperature, and the manifest's event
-    parameters and the sections that say how they were chosen."""
-    save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], prototype_weight=chosen["weight"],
-                                   temperature=chosen["temperature"]))
-    manifest = {**manifest, "openset": load_artifact(out_dir).manifest["openset"]}
+    """Write the open set with the chosen weight, margin and temperature, and the manifest with the event
+    parameters and the sections that say how they were chosen (all of it made before anything is written)."""
     events, fusion, calibration = chosen["events"], chosen["fusion"], chosen["calibration"]
+    protocol = events["protocol"]
     manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {chosen['shipped_arm']}: "
-                          "best mean event-based F1 over its CV runs, short events breaking ties within a point "
+                          f"within {100 * protocol['tie_f1']:g} points of the best mean event-based F1 over its CV runs, "
+                          f"the most events under {protocol['short_s']:g} s found "
                           f"({100 * events['chosen_row']['event_f1']:.1f} %)"}
     manifest["default_model"]["prototype_weight"] = {
         "value": chosen["weight"], "chosen_by": f"benchmarks/fusion_cv.py: best mean over clean and the recording "
                                                 f"conditions on {fusion['chosen_on']} (reports/fusion_cv.md)",
         "cross_validation_as_served": fusion["at_chosen_weight"][fusion["arm"]]}
-    held_out = calibration["tables"]["T fitted on the other folds"]
     manifest["default_model"]["temperature"] = {
-        "value": chosen["temperature"], "chosen_by": f"benchmarks/calibration_cv.py {calibration['group']}: least NLL "
-        "over held-out clips, clean and five recording conditions (reports/calibration_cv.md)",
-        "held_out_ece": {"clean": held_out["clean"]["ece"], "pooled": held_out["pooled"]["ece"]}}
+        "value": chosen["temperature"], "fitted": calibration["fitted_temperature"], "adopted": calibration["adopted"],
+        "chosen_by": f"benchmarks/calibration_cv.py {calibration['group']}: least NLL of held-out clips, clean and "
+                     "five recording conditions, adopted if it lowers NLL and ECE on folds it was not fitted on "
+                     "(reports/calibration_cv.md)",
+        "held_out_ece": {k: calibration["tables"]["held_out"][k]["ece"] for k in ("clean", "pooled")}}
+    manifest["default_model"]["int8_cross_validation"] = chosen["int8_cv"]
+    save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], prototype_weight=chosen["weight"],
+                                   temperature=chosen["temperature"]))
+    manifest["openset"] = load_artifact(out_dir).manifest["openset"]  # its new sha256
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))
@@ -163,7 +168,6 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                          "clip accuracy by the head alone (prototype weight 0; windows with sound "
                                          "vote); as served: prototype_weight.cross_validation_as_served",
                              **study["summary"][arm]},
-        "int8_cross_validation": chosen["int8_cv"],
         "final_runs": final_runs,
     }
     if soup.exists():
@@ -172,13 +176,24 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     scored(out_dir, open_set, chosen, manifest)
 
 
-def recalibrate(out: str, arm: str, share: float = 0.0, pretrained: str | None = None) -> None:
-    """Keep an exported default model (its weights, prototypes, threshold and line) and set what the
-    reports now choose for it: prototype weight, enrolment margin, temperature, event parameters."""
+def recalibrate(out: str, arm: str) -> None:
+    """Keep an exported default model of ARM (its weights, prototypes, threshold and line, its joint
+    embedding) and set what the reports now choose for it: prototype weight, enrolment margin,
+    temperature, event parameters."""
     artifact = load_artifact(out)
-    final_runs = artifact.manifest["default_model"].get("final_runs") or _runs_named(artifact.manifest)
-    scored(Path(out), artifact.open_set, scoring(arm, share, pretrained, len(final_runs)),
-           {**artifact.manifest, "default_model": {**artifact.manifest["default_model"], "final_runs": final_runs}})
+    manifest = artifact.manifest
+    if not manifest["default_model"]["recipe"].startswith(f"{arm}:"):
+        sys.exit(f"{out} was trained by another recipe: {manifest['default_model']['recipe']}")
+    share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
+    encoder = manifest["embedding"]["pretrained_encoder"]["run"] if share else None
+    pretrained = None if encoder == manifest["training"]["config"].get("init") else encoder
+    final_runs = manifest["default_model"].get("final_runs") or _runs_named(manifest)
+    chosen = scoring(arm, share, pretrained, len(final_runs))
+    if chosen["weight"] != artifact.open_set.prototype_weight:
+        print(f"the prototype weight changes ({artifact.open_set.prototype_weight:g} -> {chosen['weight']:g}): run "
+              f"`soundarc quantize {out}` again, its int8 check ranked at the old one", file=sys.stderr)
+    scored(Path(out), artifact.open_set, chosen,
+           {**manifest, "default_model": {**manifest["default_model"], "final_runs": final_runs}})
 
 
 def _runs_named(manifest: dict) -> list[str]:
@@ -200,7 +215,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.recalibrate == bool(args.out_dir):
         parser.error("give OUT_DIR to export, or --recalibrate to keep an exported model")
+    if args.recalibrate and (args.pretrained_share or args.pretrained):
+        parser.error("--recalibrate takes the joint embedding from the exported model")
     if args.recalibrate:
-        recalibrate(args.final_run, args.arm, args.pretrained_share, args.pretrained)
+        recalibrate(args.final_run, args.arm)
     else:
         main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained)

@@ -90,9 +90,9 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB), which sharpen the
     edges of events."""
     names = classes.labels if classes is not None else labels
-    temperature = classes.builtin.temperature if classes is not None else 1.0
+    temperature = _temperature(classes)
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these
-    window_probs = sharpen(probs, temperature)  # (N, K) = window_probabilities(...)
+    window_probs = sharpen(probs, temperature)  # (N, K), as window_probabilities
     timeline = _windows(window_probs, active, starts_s, window_s, names) if options.windows else None
     events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frames_per_s)
               if options.events else None)
@@ -133,8 +133,7 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
 def window_probabilities(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
     """(N, C) logits, (N, D) embeddings -> (N, K) each window's served probabilities over the K classes
     (at the model's temperature): what the timeline and events read."""
-    temperature = classes.builtin.temperature if classes is not None else 1.0
-    return sharpen(softmax(class_logits(logits, embeddings, classes)), temperature)
+    return sharpen(softmax(class_logits(logits, embeddings, classes)), _temperature(classes))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -180,6 +179,10 @@ def _windows(probs, active, starts_s, window_s, names) -> tuple[WindowAnswer, ..
         label, score = _rank(p, names, 1)[0] if is_active else (SILENCE, None)
         out.append(WindowAnswer(float(start), float(start) + window_s, label, score))
     return tuple(out)
+
+
+def _temperature(classes: ClassSet | None) -> float:
+    return classes.builtin.temperature if classes is not None else 1.0
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

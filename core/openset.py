@@ -9,8 +9,9 @@
                   prototype of the top built-in class for the enrolled class to win (benchmarks/enrol_cost.py)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
-    temperature   T: every served logit is divided by T before the softmax, so that the scores are
-                  calibrated probabilities (fitted by cross-validation: benchmarks/calibration_cv.py); 1: as is
+    temperature   T: the served probabilities p become p^(1/T), renormalised (a window's: softmax(logits / T);
+                  a clip's after its windows are averaged), so that the scores are calibrated without any
+                  order changing (core.answer.sharpen; fitted by cross-validation: benchmarks/calibration_cv.py)
 
 Stored in the artifact as `openset.json` (its sha256 in the manifest). Torch-free.
 """

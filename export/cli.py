@@ -33,7 +33,9 @@ def add_arguments(parser) -> None:
                         help="open set: w in [0, 1], the built-in classes ranked by (1 − w)·head + w·prototypes on the "
                              "head's scale (benchmarks/fusion_cv.py; 0: the head alone)")
     parser.add_argument("--temperature", type=_temperature, default=1.0,
-                        help="open set: T > 0 dividing the logits, so the scores are calibrated (benchmarks/calibration_cv.py)")
+                        help="open set: T > 0 that sharpens (T < 1) or flattens the scores, p^(1/T) renormalised, so "
+                             "they are calibrated; no order changes (benchmarks/calibration_cv.py; the event "
+                             "thresholds were chosen at one T: events_cv.py)")
 
 
 def _weight(text: str) -> float:

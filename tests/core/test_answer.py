@@ -122,6 +122,8 @@ def test_the_temperature_scales_the_scores_not_the_order():
         result = run(logits, emb, active, starts, classes=at(t), open_set=False, top_k=3)
         np.testing.assert_allclose([p for _, p in result.ranking], softmax(np.array([[2, 1, 0]]) / t)[0])
         assert [label for label, _ in result.ranking] == ["dog", "rain", "siren"]
+    timeline = run(logits, emb, active, starts, classes=at(0.5), open_set=False, windows=True).windows
+    assert [w.score for w in timeline] == pytest.approx([softmax(np.array([[4.0, 2, 0]]))[0, 0]] * 3)  # logits / T
     sharper = run(logits, emb, active, starts, classes=at(0.5), open_set=False).score
     assert sharper > run(logits, emb, active, starts, classes=at(1.0), open_set=False).score
     # windows that disagree: the clip's order is that of its mean softmax at any T (sharpened after the mean;
