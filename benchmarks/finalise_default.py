@@ -120,7 +120,7 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
     events, fusion, calibration = chosen["events"], chosen["fusion"], chosen["calibration"]
     protocol = events["protocol"]
     manifest["events"] = {**events["chosen"], "chosen_by": f"benchmarks/events_cv.py --arm {chosen['shipped_arm']}: "
-                          f"within {100 * protocol['tie_f1']:g} points of the best mean event-based F1 over its CV runs, "
+                          f"within {protocol['tie_f1']:g} of the best mean event-based F1 over its CV runs, "
                           f"the most events under {protocol['short_s']:g} s found "
                           f"({100 * events['chosen_row']['event_f1']:.1f} %)"}
     manifest["default_model"]["prototype_weight"] = {
