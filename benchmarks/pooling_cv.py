@@ -1,6 +1,6 @@
 """How a clip's windows become its answer, measured by cross-validation (issue 19).
 
-    python benchmarks/pooling_cv.py [--arm ssl-acl-acl-robust-oe-eq] [--seeds 0 1]
+    python benchmarks/pooling_cv.py [--arm ssl-acl-acl-robust-oe-eq] [--seeds 0 1] [--report pooling_cv]
 
 The service ranks a clip by the mean softmax over its windows with sound (core.answer). On every CV
 run of the arm (benchmarks/cv_study.py), each held-out clip under each recording condition is also
@@ -9,7 +9,7 @@ maximum softmax, and by one pass of the encoder over the frames of those windows
 ends in a mean over time, so it takes a window as long as the sound). With several seeds, the seeds'
 window softmaxes are also averaged per fold (an ensemble: N times the inference) and set beside the
 seeds' averaged weights (benchmarks/soup_cv.py: one model), which bounds what distilling the
-ensemble into one model could add to the soup. Writes reports/pooling_cv.{json,md}.
+ensemble into one model could add to the soup. Writes reports/REPORT.{json,md} (default pooling_cv).
 """
 
 import argparse
@@ -107,12 +107,13 @@ def main() -> None:
     parser.add_argument("--arm", default="ssl-acl-acl-robust-oe-eq")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--report", default="pooling_cv", help="reports/REPORT.json and .md (another machine: another name)")
     args = parser.parse_args()
     result = measure(args.arm, args.seeds, args.folds)
     REPORTS.mkdir(exist_ok=True)
     report = {"arm": args.arm, "seeds": args.seeds, "machine": machine(), **result}
-    (REPORTS / "pooling_cv.json").write_text(json.dumps(report, indent=1) + "\n")
-    (REPORTS / "pooling_cv.md").write_text(markdown(args.arm, args.seeds, result))
+    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (REPORTS / f"{args.report}.md").write_text(markdown(args.arm, args.seeds, result))
     print(markdown(args.arm, args.seeds, result))
 
 
