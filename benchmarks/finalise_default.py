@@ -187,19 +187,11 @@ def recalibrate(out: str, arm: str) -> None:
     share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
     encoder = manifest["embedding"]["pretrained_encoder"]["run"] if share else None
     pretrained = None if encoder == manifest["training"]["config"].get("init") else encoder
-    final_runs = manifest["default_model"].get("final_runs") or _runs_named(manifest)
-    chosen = scoring(arm, share, pretrained, len(final_runs))
+    chosen = scoring(arm, share, pretrained, len(manifest["default_model"]["final_runs"]))
     if chosen["weight"] != artifact.open_set.prototype_weight:
         print(f"the prototype weight changes ({artifact.open_set.prototype_weight:g} -> {chosen['weight']:g}): run "
               f"`soundarc quantize {out}` again, its int8 check ranked at the old one", file=sys.stderr)
-    scored(Path(out), artifact.open_set, chosen,
-           {**manifest, "default_model": {**manifest["default_model"], "final_runs": final_runs}})
-
-
-def _runs_named(manifest: dict) -> list[str]:
-    """The final runs of a manifest written before it listed them: those its weights text names."""
-    weights = manifest["default_model"].get("weights")
-    return weights.rsplit("): ", 1)[1].split(", ") if weights else [manifest["training"]["run_id"]]
+    scored(Path(out), artifact.open_set, chosen, manifest)
 
 
 if __name__ == "__main__":
