@@ -33,7 +33,7 @@ from core.features import FrontendConfig, patches
 from training.data import find_audio, scan_labeled
 from training.model import InferenceModel
 from training.robustness import CONDITIONS, condition_features
-from training.run import load_checkpoint, load_inference_model
+from training.run import load_inference_model, read_checkpoint_info
 
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
@@ -226,7 +226,7 @@ def measure_runs(report: Path, arms: list[str], seeds: list[int] | None, measure
     for arm in arms:
         arm_runs = [r for s in (seeds or [None]) for r in cv_runs(arm, s)]
         if arm_runs:
-            frontend = FrontendConfig.from_dict(load_checkpoint(arm_runs[0])[1]["frontend"])
+            frontend = FrontendConfig.from_dict(read_checkpoint_info(arm_runs[0])["frontend"])
             unknown = clean_features(find_audio(NOISE), frontend)
             runs.setdefault(arm, {}).update({r.name: measure(r, clips, index, unknown) for r in arm_runs})
     return runs

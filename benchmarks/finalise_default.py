@@ -6,7 +6,8 @@
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json, the prototype weight from reports/fusion_cv.json),
-and, chosen on the CV runs averaged per fold as the final runs are (the form that ships), at that weight,
+and, chosen on the CV runs in the form that ships (one run: every seed's; several final runs: the CV
+runs averaged or joined per fold as the final runs are), at that weight,
 the temperature of its scores (reports/calibration_cv.json) and the sound-event parameters at that
 temperature (reports/events_cv.json); and a `default_model` section: data, recipe, commands, and the
 recipe's cross-validated figures (reports/<report>.json of cv_study.py, the runs of this machine's
@@ -93,19 +94,30 @@ def data_of(config: dict, share: float, pretrained: str | None) -> str:
     return data
 
 
-def scoring(arm: str, share: float, pretrained: str | None, n_final: int) -> dict:
-    """What the reports chose for a model of ARM averaged over n_final runs, each report checked to be
-    made for it: prototype weight, enrolment margin, temperature, event parameters, int8 figures."""
+def form_of(final_run: str) -> tuple[str, list[str]]:
+    """How FINAL_RUN ships its final runs: ("run", [it]), ("average", runs) (soup_cv.py) or ("ensemble", runs)."""
+    soup = Path(final_run) / "soup.json"
+    if soup.exists():
+        return "average", json.loads(soup.read_text())["runs"]
+    ensemble = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text()).get("ensemble")
+    return ("ensemble", ensemble) if ensemble else ("run", [final_run])
+
+
+def scoring(arm: str, share: float, pretrained: str | None, form: str, n_final: int) -> dict:
+    """What the reports chose for a model of ARM in that form (one run, or n_final runs averaged or side by
+    side), each report checked to be made for it: prototype weight, enrolment margin, temperature, event
+    parameters, int8 figures."""
     made_for("openset_cv", arm, share, pretrained)
     fusion = made_for("fusion_cv", arm, share, pretrained, f"{arm}:0,1 {arm}:2")
     weight = fusion["prototype_weight"]
     margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight))
-    # the temperature and the event parameters of the form that ships: the CV runs averaged per fold as the
-    # final runs are (their seeds 0..n-1, as train_default.sh's FINAL_SEEDS)
-    seeds = "+".join(map(str, range(n_final)))
-    shipped = soup_arm([arm], list(range(n_final))) if n_final > 1 else arm
-    calibration = made_for("calibration_cv", shipped, share, pretrained, f"{shipped}:{seeds}", ("tables",),
-                           prototype_weight=weight)
+    # the temperature and the event parameters of the form that ships: one run's on the CV runs of every
+    # seed; several runs' on the CV runs combined per fold as the final runs are (seeds 0..n-1, FINAL_SEEDS)
+    shipped, group = arm, arm
+    if form != "run":
+        shipped = soup_arm([arm], list(range(n_final)), ensemble=form == "ensemble")
+        group = f"{shipped}:{'+'.join(map(str, range(n_final)))}"
+    calibration = made_for("calibration_cv", shipped, share, pretrained, group, ("tables",), prototype_weight=weight)
     temperature = calibration["temperature"]
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
@@ -144,9 +156,8 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
 
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
          pretrained: str | None = None) -> None:
-    soup = Path(final_run) / "soup.json"
-    final_runs = json.loads(soup.read_text())["runs"] if soup.exists() else [final_run]
-    chosen = scoring(arm, share, pretrained, len(final_runs))
+    form, final_runs = form_of(final_run)
+    chosen = scoring(arm, share, pretrained, form, len(final_runs))
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
@@ -169,10 +180,14 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                          "vote); as served: prototype_weight.cross_validation_as_served",
                              **study["summary"][arm]},
         "final_runs": final_runs,
+        "form": form,
+        "weights": {"run": f"one final run: {final_runs[0]}",
+                    "average": f"the uniform average of {len(final_runs)} final runs with different seeds "
+                               f"(benchmarks/soup_cv.py): {', '.join(final_runs)}",
+                    "ensemble": f"an ensemble of {len(final_runs)} final runs with different seeds, answering their "
+                                f"mean softmax and mean cosine (benchmarks/soup_cv.py --ensemble): "
+                                f"{', '.join(final_runs)}"}[form],
     }
-    if soup.exists():
-        manifest["default_model"]["weights"] = (f"the uniform average of {len(final_runs)} final runs with different seeds "
-                                                f"(benchmarks/soup_cv.py): {', '.join(final_runs)}")
     scored(out_dir, open_set, chosen, manifest)
 
 
@@ -187,7 +202,9 @@ def recalibrate(out: str, arm: str) -> None:
     share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
     encoder = manifest["embedding"]["pretrained_encoder"]["run"] if share else None
     pretrained = None if encoder == manifest["training"]["config"].get("init") else encoder
-    chosen = scoring(arm, share, pretrained, len(manifest["default_model"]["final_runs"]))
+    final_runs = manifest["default_model"]["final_runs"]
+    form = manifest["default_model"].get("form", "average" if len(final_runs) > 1 else "run")  # older manifests
+    chosen = scoring(arm, share, pretrained, form, len(final_runs))
     if chosen["weight"] != artifact.open_set.prototype_weight:
         print(f"the prototype weight changes ({artifact.open_set.prototype_weight:g} -> {chosen['weight']:g}): run "
               f"`soundarc quantize {out}` again, its int8 check ranked at the old one", file=sys.stderr)
@@ -196,7 +213,8 @@ def recalibrate(out: str, arm: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("final_run", help="the final run (or soup of runs); with --recalibrate: the exported model")
+    parser.add_argument("final_run", help="the final run (or an average or ensemble of runs); with --recalibrate: "
+                                          "the exported model")
     parser.add_argument("arm")
     parser.add_argument("out_dir", nargs="?", help="where to export (not with --recalibrate)")
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding (export --pretrained-share)")

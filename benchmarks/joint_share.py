@@ -43,7 +43,7 @@ def window_means(run, paths, pretrained=None) -> tuple[np.ndarray, np.ndarray]:
         clip = prepare(path, frontend, activity)
         keep = clip.active if clip.active.any() else np.ones_like(clip.active)
         x = torch.from_numpy(clip.patches[keep])[:, None]
-        own.append(torch.nn.functional.normalize(net.encoder(x), dim=1).mean(dim=0).numpy())
+        own.append(net.fine_tuned(x)[1].mean(dim=0).numpy())
         pre.append(torch.nn.functional.normalize(net.pretrained(x), dim=1).mean(dim=0).numpy())
     return np.stack(own), np.stack(pre)
 

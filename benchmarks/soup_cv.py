@@ -5,6 +5,7 @@
     python benchmarks/soup_cv.py --runs RUN... --out SOUP_RUN     # just average these runs (the final model)
     python benchmarks/soup_cv.py --arm ARM --seeds 0 1 --renorm   # BatchNorm statistics recomputed, not averaged
     python benchmarks/soup_cv.py --arm ARM --seeds 0 1 2 --toward-init 0.3   # each run moved back to its encoder
+    python benchmarks/soup_cv.py --arm ARM --seeds 0 1 --ensemble   # not averaged: an ensemble of the runs
 
 For each fold, the weights of the arm's runs with those seeds (benchmarks/cv_study.py) are averaged,
 BatchNorm statistics included, into one model of the same size, which is scored like any CV run:
@@ -18,6 +19,10 @@ With --renorm, the average's BatchNorm running statistics are not the mean of th
 again for the averaged weights, on one epoch of the training batches the first run was trained on
 (augmented, outliers included; training.loop.recompute_norms), as weight averaging over epochs does:
 arm `<arm>-soup-bn`. The mean of two runs' statistics need not be the statistics of their mean weights.
+
+With --ensemble, the runs are not averaged but kept side by side: a run directory that answers as their
+mean (training.run.save_ensemble: mean softmax, mean cosine), k times one model's inference: arm
+`<arm>-ens` (`-ens3` for three runs). With --runs and --out, the ensemble of those runs (a final model).
 
 With --toward-init A (weight-space ensembling of the fine-tune and its start, WiSE-FT, Wortsman et al.
 2022), each run is scored on its own with its encoder's weights moved a share A of the way back to the
@@ -36,19 +41,20 @@ from cv_study import ARMS, REPORT, evaluate, init_of, write_report
 from safetensors.torch import load_file
 
 from training.loop import recompute_norms
-from training.run import save_weights
+from training.run import save_ensemble, save_weights
 
 
-def soup_arm(arms: list[str], seeds: list[int], renorm: bool = False) -> str:
+def soup_arm(arms: list[str], seeds: list[int], renorm: bool = False, ensemble: bool = False) -> str:
     """The CV arm of the average of `arms`' runs of `seeds`: "<arm>-soup" for two runs, "<arm>-soup3" for
-    three; "-bn" after it when its BatchNorm statistics are recomputed."""
+    three; "-bn" after it when its BatchNorm statistics are recomputed; "-ens" in place of "-soup" for
+    their ensemble."""
     models = len(arms) * len(seeds)
-    return "+".join(arms) + f"-soup{'' if models == 2 else models}" + ("-bn" if renorm else "")
+    return "+".join(arms) + f"-{'ens' if ensemble else 'soup'}{'' if models == 2 else models}" + ("-bn" if renorm else "")
 
 
-def soup_run(arms: list[str], seeds: list[int], fold: int, renorm: bool = False) -> Path:
-    """The run directory of that average for held-out `fold`: runs/cv/<soup arm>/fold<F>-seed0+1."""
-    return cv_run(soup_arm(arms, seeds, renorm), fold, "+".join(map(str, seeds)))
+def soup_run(arms: list[str], seeds: list[int], fold: int, renorm: bool = False, ensemble: bool = False) -> Path:
+    """The run directory of that average (or ensemble) for held-out `fold`: runs/cv/<soup arm>/fold<F>-seed0+1."""
+    return cv_run(soup_arm(arms, seeds, renorm, ensemble), fold, "+".join(map(str, seeds)))
 
 
 def soup(runs: list, out, renorm: bool = False) -> None:
@@ -118,27 +124,31 @@ def main() -> None:
     parser.add_argument("--report", default=REPORT, help="reports/REPORT.json and .md (as cv_study.py's)")
     parser.add_argument("--renorm", action="store_true",
                         help="recompute the average's BatchNorm statistics on its training batches (else averaged)")
+    parser.add_argument("--ensemble", action="store_true", help="keep the runs side by side instead of averaging")
     parser.add_argument("--toward-init", type=float, metavar="A",
                         help="score each run of one --arm with its encoder moved a share A back to its pre-training")
     args = parser.parse_args()
+    if args.ensemble and (args.renorm or args.toward_init is not None):
+        parser.error("--ensemble keeps the runs' own weights: no --renorm or --toward-init")
     if args.runs or args.out:
         if not (args.runs and args.out):
             parser.error("--runs and --out go together")
-        return soup(args.runs, args.out, args.renorm)
+        return save_ensemble(args.runs, args.out) if args.ensemble else soup(args.runs, args.out, args.renorm)
     if not args.arm:
         parser.error("give --arm (a CV arm to average by fold) or --runs with --out")
     if args.toward_init is not None:
         if len(args.arm) != 1 or not 0 <= args.toward_init <= 1:
             parser.error("--toward-init takes one --arm and a share between 0 and 1")
         return score_toward_init(args.arm[0], args.seeds, args.folds, args.toward_init, args.report)
-    name, results = soup_arm(args.arm, args.seeds, args.renorm), {}
+    name, results = soup_arm(args.arm, args.seeds, args.renorm, args.ensemble), {}
     for fold in args.folds:
         runs = [cv_run(arm, fold, s) for arm in args.arm for s in args.seeds]
         missing = [str(r) for r in runs if not (r / "cv.json").exists()]
         if missing:
             raise SystemExit(f"unfinished runs: {missing}: run benchmarks/cv_study.py first")
-        out = soup_run(args.arm, args.seeds, fold, args.renorm)
-        results[out.name] = scored(out, fold, partial(soup, runs, renorm=args.renorm))
+        out = soup_run(args.arm, args.seeds, fold, args.renorm, args.ensemble)
+        make = partial(save_ensemble, runs) if args.ensemble else partial(soup, runs, renorm=args.renorm)
+        results[out.name] = scored(out, fold, make)
     write_report({name: results}, args.report)
 
 

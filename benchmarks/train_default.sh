@@ -3,11 +3,12 @@
 # 1) the recipe comparison by 4-fold cross-validation (benchmarks/cv_study.py, resumable; an arm
 #    fine-tuned from a self-supervised encoder pre-trains it first), which chose ARM by its rule
 #    (BENCHMARKS.md); 2) the open-set threshold, the prototype weight of the built-in classes, and at
-#    that weight the temperature of the scores and the sound-event parameters (on the CV runs averaged
-#    over FINAL_SEEDS per fold, the form that ships) and the enrolment margin, and the int8 check, from the CV runs of ARM (served
+#    that weight the temperature of the scores and the sound-event parameters (on the CV runs in the form
+#    that ships: single runs, or per fold those of FINAL_SEEDS averaged or side by side) and the enrolment
+#    margin, and the int8 check, from the CV runs of ARM (served
 #    with the joint embedding of SHARE, as the model will be: the fine-tuned encoder beside the
 #    self-supervised encoder PRETRAINED, pre-trained first if missing; empty: the one ARM was
-#    fine-tuned from); 3) the final runs on folds 1-4, averaged; 4) export, with the joint embedding,
+#    fine-tuned from); 3) the final run(s) on folds 1-4 (several: averaged, or an ensemble); 4) export, with the joint embedding,
 #    the open set, the temperature, the event parameters and the CV figures in the manifest; 5) the int8
 #    variant for CPUs.
 #    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
@@ -17,7 +18,9 @@ export BENTOML_DO_NOT_TRACK=True
 BIN=.venv/bin
 $BIN/pip install --quiet -e '.[bench]'  # sed_eval for events_cv.py
 ARM=${ARM:-ssl-acl-rc-acl-robust-oe-eq}
-FINAL_SEEDS=${FINAL_SEEDS:-"0 1"}  # the shipped weights are the average of these runs (one seed: its weights)
+FINAL_SEEDS=${FINAL_SEEDS:-0}  # the shipped model: one run of this seed (several: see FORM; BENCHMARKS.md)
+FORM=${FORM:-average}  # several FINAL_SEEDS: their weights averaged, or an ensemble (1 more encoder per run)
+ENSEMBLE=(); if [ "$FORM" = ensemble ]; then ENSEMBLE=(--ensemble); fi
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
 CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, each with its command
 SHARE=${SHARE:-0.6}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
@@ -43,16 +46,18 @@ FUSION_GROUPS=("$ARM:${SEEDS[0]},${SEEDS[1]}")
 if [ "${#SEEDS[@]}" -gt 2 ]; then FUSION_GROUPS+=("$ARM:$(IFS=,; echo "${SEEDS[*]:2}")"); fi
 $BIN/python benchmarks/fusion_cv.py "${FUSION_GROUPS[@]}" "${JOINT[@]}"
 WEIGHT=$($BIN/python -c "import json; print(json.load(open('reports/fusion_cv.json'))['prototype_weight'])")
-# the temperature and the event parameters on the form that ships: per fold, the CV runs of FINAL_SEEDS
-# averaged as the final runs are
+# the temperature and the event parameters on the form that ships: one final run: every CV run; several:
+# per fold, the CV runs of FINAL_SEEDS averaged (or kept side by side) as the final runs are
 SHIPPED_ARM=$ARM
+GROUP=$ARM
 read -r -a FINAL <<< "$FINAL_SEEDS"
 if [ "${#FINAL[@]}" -gt 1 ]; then
   # shellcheck disable=SC2086
-  $BIN/python benchmarks/soup_cv.py --arm "$ARM" --seeds $FINAL_SEEDS --report "$REPORT"
-  SHIPPED_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split()))")
+  $BIN/python benchmarks/soup_cv.py --arm "$ARM" --seeds $FINAL_SEEDS --report "$REPORT" "${ENSEMBLE[@]}"
+  SHIPPED_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split(), ensemble=${#ENSEMBLE[@]} > 0))")
+  GROUP="$SHIPPED_ARM:$(IFS=+; echo "${FINAL[*]}")"
 fi
-$BIN/python benchmarks/calibration_cv.py "$SHIPPED_ARM:$(IFS=+; echo "${FINAL[*]}")" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+$BIN/python benchmarks/calibration_cv.py "$GROUP" "${JOINT[@]}" --prototype-weight "$WEIGHT"
 TEMPERATURE=$($BIN/python -c "import json; print(json.load(open('reports/calibration_cv.json'))['temperature'])")
 $BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT"
@@ -60,12 +65,16 @@ $BIN/python benchmarks/int8_cv.py --arm "$ARM"
 SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
 ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
-FINAL=()  # one final run per seed on folds 1-4, then their weights averaged (benchmarks/soup_cv.py)
+FINAL=()  # one final run per seed on folds 1-4, then (several) their weights averaged or an ensemble of them
 for seed in $FINAL_SEEDS; do
   $BIN/soundarc train finetune --config configs/default-model.yaml --set labeled="$ESC10" "${ARGS[@]}" --set seed="$seed" \
       --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$ARM-seed$seed"
   FINAL+=("runs/default-$ARM-seed$seed")
 done
-$BIN/python benchmarks/soup_cv.py --runs "${FINAL[@]}" --out "runs/default-$ARM"
-$BIN/python benchmarks/finalise_default.py "runs/default-$ARM" "$ARM" models/default "${JOINT[@]}" --report "$REPORT"
+SHIPPED="${FINAL[0]}"
+if [ "${#FINAL[@]}" -gt 1 ]; then
+  $BIN/python benchmarks/soup_cv.py --runs "${FINAL[@]}" --out "runs/default-$ARM" "${ENSEMBLE[@]}"
+  SHIPPED="runs/default-$ARM"
+fi
+$BIN/python benchmarks/finalise_default.py "$SHIPPED" "$ARM" models/default "${JOINT[@]}" --report "$REPORT"
 $BIN/soundarc quantize models/default --audio "$ESC10"

@@ -6,12 +6,13 @@
     h -> classifier -> logits (B, C)
 
 Served (InferenceModel): logits and the L2-normalised h, or a joint embedding that adds the
-pre-trained encoder's (see InferenceModel).
+pre-trained encoder's; several fine-tuned models answer as their mean (see InferenceModel).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,26 +114,44 @@ class SoundModel(nn.Module):
 class InferenceModel(nn.Module):
     """What export traces: logmel (B, 1, T, M) -> logits (B, C), embedding (B, D) L2-normalised.
 
+    Given several fine-tuned models (an ensemble: runs of one recipe with other seeds, same classes),
+    it answers as their mean: the logits are the log of the mean of their softmaxes (so the service's
+    softmax is that mean) and the embedding is [u_1, ..., u_k]/√k, u_i each model's L2-normalised
+    output, so the cosine of two clips is the mean of the models' cosines. One model: its own logits and u.
+
     With `pretrained` (a self-supervised encoder: the one the model was fine-tuned from, or another
     pre-training's) and its share s,
     the embedding is joint: [√(1−s)·u, √s·v] (B, D + D'), u and v the two encoders' L2-normalised
     outputs, so the cosine of two clips is (1 − s)·cos_u + s·cos_v. Fine-tuning packs the trained
     classes tightly and collapses sounds it was never taught onto them; the pre-trained encoder
-    keeps them apart (BENCHMARKS.md, "Joint embedding"). The logits are the fine-tuned model's alone."""
+    keeps them apart (BENCHMARKS.md, "Joint embedding"). The logits are the fine-tuned models' alone."""
 
-    def __init__(self, model: SoundModel, pretrained: Encoder | None = None, pretrained_share: float = 0.0):
+    def __init__(self, model: SoundModel | Sequence[SoundModel], pretrained: Encoder | None = None,
+                 pretrained_share: float = 0.0):
         super().__init__()
-        if model.classifier is None:
-            raise ValueError("export needs a model with a classifier; fine-tune or linear-probe first")
+        models = [model] if isinstance(model, SoundModel) else list(model)
+        if not models or any(m.classifier is None for m in models):
+            raise ValueError("export needs models with a classifier; fine-tune or linear-probe first")
+        if len({m.classifier.out_features for m in models}) > 1:
+            raise ValueError("the models of an ensemble answer different numbers of classes")
         if (pretrained is None) != (pretrained_share == 0.0) or not 0.0 <= pretrained_share < 1.0:
             raise ValueError(f"a pre-trained encoder goes with a share in (0, 1), got {pretrained_share}")
-        self.encoder, self.classifier, self.pretrained = model.encoder, model.classifier, pretrained
+        self.members, self.pretrained = nn.ModuleList(models), pretrained
         self.weights = (math.sqrt(1.0 - pretrained_share), math.sqrt(pretrained_share))
 
+    def fine_tuned(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """logmel (B, 1, T, M) -> the fine-tuned models' logits (B, C) and embedding u (B, k·D), L2-normalised."""
+        hs = [m.encoder(logmel) for m in self.members]  # k x (B, D)
+        logits = [m.classifier(h) for m, h in zip(self.members, hs)]  # k x (B, C)
+        if len(self.members) > 1:  # log of the mean softmax, without underflow
+            log_probs = torch.stack([F.log_softmax(z, dim=1) for z in logits])  # (k, B, C)
+            logits = [torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))]
+        u = torch.cat([F.normalize(h, dim=1) for h in hs], dim=1) / math.sqrt(len(hs))  # (B, k·D)
+        return logits[0], u
+
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(logmel)  # (B, D)
-        embedding = F.normalize(h, dim=1)
-        if self.pretrained is not None:  # (B, D + D')
+        logits, embedding = self.fine_tuned(logmel)
+        if self.pretrained is not None:  # (B, k·D + D')
             own, other = self.weights
             embedding = torch.cat([own * embedding, other * F.normalize(self.pretrained(logmel), dim=1)], dim=1)
-        return self.classifier(h), embedding
+        return logits, embedding

@@ -6,6 +6,10 @@
     RUN/checkpoint/model.safetensors + checkpoint.json   weights and what is needed to use them
     RUN/resume.pt                optimiser/scheduler/RNG state (tensors only, loaded weights_only)
     RUN/eval.json, RUN/plots/    final evaluation and plots
+
+An ensemble is a run directory without weights of its own: RUN/checkpoint/checkpoint.json is its first
+run's under an id of its own, with "ensemble": the runs (fine-tuned with other seeds);
+load_inference_model answers with their mean (training.model.InferenceModel).
 """
 
 from __future__ import annotations
@@ -124,32 +128,60 @@ def read_history(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel, dict]:
-    """A run's weights, without pickle: (model in eval mode, checkpoint.json contents)."""
-    folder = Path(run_dir) / "checkpoint"
-    info_file = folder / "checkpoint.json"
+def read_checkpoint_info(run_dir: str | Path) -> dict:
+    """A run's (or an ensemble's) checkpoint.json, its version checked."""
+    info_file = Path(run_dir) / "checkpoint" / "checkpoint.json"
     if not info_file.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint (expected {info_file})")
     info = json.loads(info_file.read_text())
     if info.get("version") != CHECKPOINT_VERSION:
         raise ConfigError(f"checkpoint version {info.get('version')!r} in {run_dir}; expected {CHECKPOINT_VERSION}")
+    return info
+
+
+def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel, dict]:
+    """A run's weights, without pickle: (model in eval mode, checkpoint.json contents)."""
+    info = read_checkpoint_info(run_dir)
+    if "ensemble" in info:
+        raise ConfigError(f"{run_dir} is an ensemble of {len(info['ensemble'])} runs, not one model: "
+                          "load it with load_inference_model")
     model_cfg = ModelConfig(**{**info["model"], "blocks": tuple(info["model"]["blocks"])})
     model = SoundModel(model_cfg)
-    model.load_state_dict(load_file(folder / "model.safetensors", device=str(map_location)))
+    model.load_state_dict(load_file(Path(run_dir) / "checkpoint" / "model.safetensors", device=str(map_location)))
     return model.eval(), info
+
+
+def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
+    """An ensemble run directory `out` of fine-tuned `runs` (see the module docstring). They must answer the
+    same classes from the same log-mel patches and activity and start from the same encoder (their init),
+    which a joint embedding joins."""
+    infos = [read_checkpoint_info(run) for run in runs]
+    if len(runs) < 2 or any("ensemble" in i or not i["model"].get("num_classes") for i in infos):
+        raise ConfigError("an ensemble needs two or more fine-tuned runs (not ensembles)")
+    for key in ("labels", "frontend", "activity"):
+        if any(i[key] != infos[0][key] for i in infos):
+            raise ConfigError(f"the runs of an ensemble differ in their {key}")
+    if len({i.get("config", {}).get("init") for i in infos}) > 1:
+        raise ConfigError("the runs of an ensemble were fine-tuned from different encoders")
+    out = Path(out)
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "checkpoint" / "checkpoint.json",
+                      {**infos[0], "run_id": f"{out.name}-{int(time.time())}", "ensemble": [str(r) for r in runs],
+                       "metrics": {}})  # the first run's metrics are not the ensemble's
 
 
 def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
                          pretrained: str | Path | None = None) -> tuple[InferenceModel, dict]:
-    """What a run serves: (InferenceModel, checkpoint.json contents). With `pretrained_share` > 0 the
-    embedding joins that of a pre-trained encoder: `pretrained` (a pre-training run), by default the one
-    the run was fine-tuned from (its config's init); the contents gain `pretrained`: the share, that
-    run's path, run id and config."""
+    """What a run (or an ensemble of runs) serves: (InferenceModel, checkpoint.json contents). With
+    `pretrained_share` > 0 the embedding joins that of a pre-trained encoder: `pretrained` (a pre-training
+    run), by default the one the run was fine-tuned from (its config's init); the contents gain
+    `pretrained`: the share, that run's path, run id and config."""
     if pretrained and not pretrained_share:
         raise ConfigError(f"a pre-trained encoder ({pretrained}) joins the embedding only with a share above 0")
-    model, info = load_checkpoint(run_dir)
+    info = read_checkpoint_info(run_dir)
+    models = [load_checkpoint(run)[0] for run in info.get("ensemble", [run_dir])]
     if not pretrained_share:
-        return InferenceModel(model).eval(), info
+        return InferenceModel(models).eval(), info
     init = pretrained or info.get("config", {}).get("init")
     if not init:
         raise ConfigError(f"{run_dir} was not fine-tuned from a pre-trained encoder (no init in its config): "
@@ -159,4 +191,4 @@ def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
         raise ConfigError(f"{init} was trained on other log-mel patches than {run_dir}")
     pre = {"share": pretrained_share, "run": str(init), "run_id": pre_info["run_id"], "config": pre_info.get("config", {})}
     info = {**info, "pretrained": pre}
-    return InferenceModel(model, pretrained_model.encoder, pretrained_share).eval(), info
+    return InferenceModel(models, pretrained_model.encoder, pretrained_share).eval(), info

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core import errors
-from core.answer import AnswerOptions, answer
+from core.answer import AnswerOptions, answer, softmax
 from core.artifact import load_artifact
 from core.clip import prepare
 from core.errors import ExportValidationError, GPUUnavailable
@@ -15,7 +15,7 @@ from core.runtime import RuntimeConfig, create_runtime, gpu_visible
 from export.onnx_export import Tolerances, export_artifact
 from tests.helpers import make_run
 from training.model import InferenceModel
-from training.run import load_checkpoint
+from training.run import load_checkpoint, save_ensemble
 
 
 def test_manifest_records_parity_and_provenance(artifact_dir):
@@ -138,3 +138,28 @@ def test_runtime_settings_are_validated():
 def test_cuda_session_is_on_the_gpu(artifact_dir):
     runtime = create_runtime(load_artifact(artifact_dir), RuntimeConfig(device="cuda", require_gpu=True))
     assert runtime.on_gpu
+
+
+def test_an_ensemble_of_runs_exports_as_one_graph_that_answers_their_mean(tmp_path):
+    """training.run.save_ensemble: a run directory of runs, exported (joint embedding included) into one
+    validated graph whose softmax is the mean of the runs' and whose embedding holds each run's."""
+    pretrained = make_run(tmp_path / "pre", width=8, seed=1)
+    runs = [make_run(tmp_path / f"run{seed}", init=str(pretrained), seed=seed) for seed in (2, 3)]
+    save_ensemble(runs, tmp_path / "ensemble")
+    art = load_artifact(export_artifact(tmp_path / "ensemble", tmp_path / "model", pretrained_share=0.6))
+    assert art.embedding_dim == 2 * 32 + 64 and art.manifest["parity"]["fp32"]["top1_agreement"] == 1.0
+    assert art.manifest["training"]["run_id"].startswith("ensemble-")
+    x = np.random.default_rng(0).normal(-2, 1.5, size=(3, 101, 96)).astype(np.float32)
+    cpu = RuntimeConfig(device="cpu")
+    logits, _ = create_runtime(art, cpu).run(x)
+    singles = [create_runtime(load_artifact(export_artifact(run, tmp_path / f"model-{run.name}")), cpu).run(x)[0]
+               for run in runs]
+    mean = sum(softmax(z) for z in singles) / 2
+    np.testing.assert_allclose(softmax(logits), mean, atol=1e-5)
+    with pytest.raises(errors.ConfigError, match="ensemble of 2 runs"):
+        load_checkpoint(tmp_path / "ensemble")
+    other = make_run(tmp_path / "other", labels=("a", "b", "c"))
+    with pytest.raises(errors.ConfigError, match="differ in their labels"):
+        save_ensemble([runs[0], other], tmp_path / "mixed")
+    with pytest.raises(errors.ConfigError, match="different encoders"):
+        save_ensemble([runs[0], make_run(tmp_path / "plain")], tmp_path / "mixed")

@@ -34,6 +34,28 @@ def test_the_joint_embedding_weighs_the_two_cosines_by_the_share():
             InferenceModel(model, pretrained.encoder, share)
 
 
+def test_an_ensemble_answers_the_mean_softmax_and_the_mean_cosine():
+    """Two fine-tuned models: softmax(logits) is the mean of theirs, the cosine of two clips the mean of
+    theirs; the joint embedding then weighs that cosine as one model's. One model: as before."""
+    torch.manual_seed(0)
+    a, b = (SoundModel(ModelConfig(width=4, num_classes=3)).eval() for _ in range(2))
+    pretrained = SoundModel(ModelConfig(width=8)).eval()
+    x = torch.randn(2, 1, 101, 96)
+    logits, u = InferenceModel([a, b])(x)
+    (la, ua), (lb, ub) = InferenceModel(a)(x), InferenceModel(b)(x)
+    assert u.shape == (2, 64) and torch.allclose(u.norm(dim=1), torch.ones(2), atol=1e-5)
+    torch.testing.assert_close(logits.softmax(dim=1), (la.softmax(dim=1) + lb.softmax(dim=1)) / 2)
+    torch.testing.assert_close(u[0] @ u[1], (ua[0] @ ua[1] + ub[0] @ ub[1]) / 2)
+    torch.testing.assert_close(InferenceModel([a])(x)[0], la)
+    _, joint = InferenceModel([a, b], pretrained.encoder, 0.6)(x)
+    v = torch.nn.functional.normalize(pretrained.encoder(x), dim=1)
+    torch.testing.assert_close(joint[0] @ joint[1], 0.4 * (u[0] @ u[1]) + 0.6 * (v[0] @ v[1]))
+    with pytest.raises(ValueError, match="different numbers of classes"):
+        InferenceModel([a, SoundModel(ModelConfig(width=4, num_classes=4))])
+    with pytest.raises(ValueError, match="classifier"):
+        InferenceModel([a, pretrained])
+
+
 def test_normalisation_is_inside_the_encoder():
     model = SoundModel(ModelConfig(width=4)).eval()
     x = torch.randn(2, 1, 101, 96)
