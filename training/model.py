@@ -142,12 +142,11 @@ class InferenceModel(nn.Module):
     def fine_tuned(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """logmel (B, 1, T, M) -> the fine-tuned models' logits (B, C) and embedding u (B, k·D), L2-normalised."""
         hs = [m.encoder(logmel) for m in self.members]  # k x (B, D)
-        logits = [m.classifier(h) for m, h in zip(self.members, hs)]  # k x (B, C)
-        if len(self.members) > 1:  # log of the mean softmax, without underflow
-            log_probs = torch.stack([F.log_softmax(z, dim=1) for z in logits])  # (k, B, C)
-            logits = [torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))]
         u = torch.cat([F.normalize(h, dim=1) for h in hs], dim=1) / math.sqrt(len(hs))  # (B, k·D)
-        return logits[0], u
+        if len(hs) == 1:
+            return self.members[0].classifier(hs[0]), u
+        log_probs = torch.stack([F.log_softmax(m.classifier(h), dim=1) for m, h in zip(self.members, hs)])  # (k, B, C)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(hs)), u  # the log of the mean softmax, no underflow
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embedding = self.fine_tuned(logmel)
