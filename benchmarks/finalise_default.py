@@ -31,6 +31,7 @@ from soup_cv import soup_arm
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from export.onnx_export import export_artifact, smoke_test
 from export.open_set import attach_open_set, save_open_set
+from training.run import read_checkpoint_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def enrol_margin(report: dict, max_cost: float = 0.02) -> float:
 
 def pretraining_of(run: str) -> str:
     """A self-supervised pre-training run in words: loss, epochs, view augmentations, pool."""
-    pre = json.loads((Path(run) / "checkpoint" / "checkpoint.json").read_text())["config"]
+    pre = read_checkpoint_info(run)["config"]
     loss = "InfoNCE" if pre["ssl_alpha"] == 1 else f"ACL (ssl_alpha {pre['ssl_alpha']}, margin {pre['margin']})"
     pool = ", ".join(pre["unlabeled"]) + ("" if not pre.get("pretrain_labeled", True) else " + the labelled folds")
     views = ([f"a random frequency response on {pre['eq_prob']:.0%}"] if pre.get("eq_prob") else []) + (
@@ -95,29 +96,31 @@ def data_of(config: dict, share: float, pretrained: str | None) -> str:
 
 
 def form_of(final_run: str) -> tuple[str, list[str]]:
-    """How FINAL_RUN ships its final runs: ("run", [it]), ("average", runs) (soup_cv.py) or ("ensemble", runs)."""
+    """How FINAL_RUN ships its final runs: ("run", [it]), ("ensemble", runs) or ("average", runs) (soup_cv.py)."""
+    ensemble = read_checkpoint_info(final_run).get("ensemble")
     soup = Path(final_run) / "soup.json"
-    if soup.exists():
-        return "average", json.loads(soup.read_text())["runs"]
-    ensemble = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text()).get("ensemble")
-    return ("ensemble", ensemble) if ensemble else ("run", [final_run])
+    if ensemble:
+        return "ensemble", ensemble
+    return ("average", json.loads(soup.read_text())["runs"]) if soup.exists() else ("run", [final_run])
 
 
-def scoring(arm: str, share: float, pretrained: str | None, form: str, n_final: int) -> dict:
-    """What the reports chose for a model of ARM in that form (one run, or n_final runs averaged or side by
-    side), each report checked to be made for it: prototype weight, enrolment margin, temperature, event
-    parameters, int8 figures."""
+def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: list[int]) -> dict:
+    """What the reports chose for a model of ARM in that form (one run, or the runs of `seeds` averaged or
+    side by side), each report checked to be made for it: prototype weight, enrolment margin, temperature,
+    event parameters, int8 figures."""
     made_for("openset_cv", arm, share, pretrained)
     fusion = made_for("fusion_cv", arm, share, pretrained, f"{arm}:0,1 {arm}:2")
     weight = fusion["prototype_weight"]
     margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight))
     # the temperature and the event parameters of the form that ships: one run's on the CV runs of every
-    # seed; several runs' on the CV runs combined per fold as the final runs are (seeds 0..n-1, FINAL_SEEDS)
+    # seed; several runs' on the CV runs of their seeds combined per fold as the final runs are
     shipped, group = arm, arm
     if form != "run":
-        shipped = soup_arm([arm], list(range(n_final)), ensemble=form == "ensemble")
-        group = f"{shipped}:{'+'.join(map(str, range(n_final)))}"
+        shipped = soup_arm([arm], seeds, ensemble=form == "ensemble")
+        group = f"{shipped}:{'+'.join(map(str, seeds))}"
     calibration = made_for("calibration_cv", shipped, share, pretrained, group, ("tables",), prototype_weight=weight)
+    if calibration["group"] != group:
+        sys.exit(f"reports/calibration_cv.json was made on {calibration['group']}: run benchmarks/calibration_cv.py {group}")
     temperature = calibration["temperature"]
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
@@ -157,10 +160,11 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
          pretrained: str | None = None) -> None:
     form, final_runs = form_of(final_run)
-    chosen = scoring(arm, share, pretrained, form, len(final_runs))
+    seeds = [read_checkpoint_info(run)["config"]["seed"] for run in final_runs]
+    chosen = scoring(arm, share, pretrained, form, seeds)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
-    config = json.loads((Path(final_run) / "checkpoint" / "checkpoint.json").read_text())["config"]
+    config = read_checkpoint_info(final_run)["config"]
     calibration = ROOT / "reports" / "openset_cv.json"
     open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
     study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
@@ -180,6 +184,7 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                          "vote); as served: prototype_weight.cross_validation_as_served",
                              **study["summary"][arm]},
         "final_runs": final_runs,
+        "final_seeds": seeds,
         "form": form,
         "weights": {"run": f"one final run: {final_runs[0]}",
                     "average": f"the uniform average of {len(final_runs)} final runs with different seeds "
@@ -202,9 +207,10 @@ def recalibrate(out: str, arm: str) -> None:
     share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
     encoder = manifest["embedding"]["pretrained_encoder"]["run"] if share else None
     pretrained = None if encoder == manifest["training"]["config"].get("init") else encoder
-    final_runs = manifest["default_model"]["final_runs"]
-    form = manifest["default_model"].get("form", "average" if len(final_runs) > 1 else "run")  # older manifests
-    chosen = scoring(arm, share, pretrained, form, len(final_runs))
+    made = manifest["default_model"]
+    n_final = len(made["final_runs"])  # older manifests: no form or seeds (two averaged runs of seeds 0, 1)
+    form, seeds = made.get("form", "average" if n_final > 1 else "run"), made.get("final_seeds", list(range(n_final)))
+    chosen = scoring(arm, share, pretrained, form, seeds)
     if chosen["weight"] != artifact.open_set.prototype_weight:
         print(f"the prototype weight changes ({artifact.open_set.prototype_weight:g} -> {chosen['weight']:g}): run "
               f"`soundarc quantize {out}` again, its int8 check ranked at the old one", file=sys.stderr)

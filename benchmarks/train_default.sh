@@ -20,7 +20,7 @@ $BIN/pip install --quiet -e '.[bench]'  # sed_eval for events_cv.py
 ARM=${ARM:-ssl-acl-rc-acl-robust-oe-eq}
 FINAL_SEEDS=${FINAL_SEEDS:-0}  # the shipped model: one run of this seed (several: see FORM; BENCHMARKS.md)
 FORM=${FORM:-average}  # several FINAL_SEEDS: their weights averaged, or an ensemble (1 more encoder per run)
-ENSEMBLE=(); if [ "$FORM" = ensemble ]; then ENSEMBLE=(--ensemble); fi
+case "$FORM" in average) ENSEMBLE=() ;; ensemble) ENSEMBLE=(--ensemble) ;; *) echo "FORM is average or ensemble" >&2; exit 2 ;; esac
 CV_SEEDS=${CV_SEEDS:-"0 1 2"}
 CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, each with its command
 SHARE=${SHARE:-0.6}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
@@ -54,7 +54,7 @@ read -r -a FINAL <<< "$FINAL_SEEDS"
 if [ "${#FINAL[@]}" -gt 1 ]; then
   # shellcheck disable=SC2086
   $BIN/python benchmarks/soup_cv.py --arm "$ARM" --seeds $FINAL_SEEDS --report "$REPORT" "${ENSEMBLE[@]}"
-  SHIPPED_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split(), ensemble=${#ENSEMBLE[@]} > 0))")
+  SHIPPED_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split(), ensemble='$FORM' == 'ensemble'))")
   GROUP="$SHIPPED_ARM:$(IFS=+; echo "${FINAL[*]}")"
 fi
 $BIN/python benchmarks/calibration_cv.py "$GROUP" "${JOINT[@]}" --prototype-weight "$WEIGHT"

@@ -193,7 +193,8 @@ def build_manifest(staging: Path, info: dict, opset: int, reports: list[ParityRe
         "parity": {r.precision: {k: v for k, v in asdict(r).items() if k not in ("failures", "precision")}
                    for r in reports},
         "training": {"run_id": info["run_id"], "mode": info["mode"], "git_sha": info.get("git_sha"),
-                     "metrics": info.get("metrics", {}), "config": info.get("config", {})},
+                     "metrics": info.get("metrics", {}), "config": info.get("config", {}),
+                     **({"ensemble": info["ensemble"]} if "ensemble" in info else {})},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if "pretrained" in info:  # a joint embedding (training.model.InferenceModel)

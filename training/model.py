@@ -140,9 +140,10 @@ class InferenceModel(nn.Module):
         self.weights = (math.sqrt(1.0 - pretrained_share), math.sqrt(pretrained_share))
 
     def fine_tuned(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """logmel (B, 1, T, M) -> the fine-tuned models' logits (B, C) and embedding u (B, k·D), L2-normalised."""
+        """logmel (B, 1, T, M) -> the fine-tuned models' logits (B, C) and embedding u (B, D_1 + ... + D_k),
+        L2-normalised."""
         hs = [m.encoder(logmel) for m in self.members]  # k x (B, D)
-        u = torch.cat([F.normalize(h, dim=1) for h in hs], dim=1) / math.sqrt(len(hs))  # (B, k·D)
+        u = torch.cat([F.normalize(h, dim=1) for h in hs], dim=1) / math.sqrt(len(hs))  # (B, ΣD)
         if len(hs) == 1:
             return self.members[0].classifier(hs[0]), u
         log_probs = torch.stack([F.log_softmax(m.classifier(h), dim=1) for m, h in zip(self.members, hs)])  # (k, B, C)
@@ -150,7 +151,7 @@ class InferenceModel(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embedding = self.fine_tuned(logmel)
-        if self.pretrained is not None:  # (B, k·D + D')
+        if self.pretrained is not None:  # (B, ΣD + D')
             own, other = self.weights
             embedding = torch.cat([own * embedding, other * F.normalize(self.pretrained(logmel), dim=1)], dim=1)
         return logits, embedding

@@ -152,9 +152,10 @@ def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel
 
 
 def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
-    """An ensemble run directory `out` of fine-tuned `runs` (see the module docstring). They must answer the
-    same classes from the same log-mel patches and activity and start from the same encoder (their init),
-    which a joint embedding joins."""
+    """An ensemble run directory `out` of fine-tuned `runs` (see the module docstring; their paths are kept
+    as given, like a config's init: relative ones to the directory commands run from). They must answer
+    the same classes from the same log-mel patches and activity and start from the same encoder (their
+    init), which a joint embedding joins."""
     infos = [read_checkpoint_info(run) for run in runs]
     if len(runs) < 2 or any("ensemble" in i or not i["model"].get("num_classes") for i in infos):
         raise ConfigError("an ensemble needs two or more fine-tuned runs (not ensembles)")
@@ -165,6 +166,8 @@ def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
         raise ConfigError("the runs of an ensemble were fine-tuned from different encoders")
     out = Path(out)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "soup.json", out / "checkpoint" / "model.safetensors"):  # a weight average made there before
+        stale.unlink(missing_ok=True)
     write_json_atomic(out / "checkpoint" / "checkpoint.json",
                       {**infos[0], "run_id": f"{out.name}-{int(time.time())}", "ensemble": [str(r) for r in runs],
                        "metrics": {}})  # the first run's metrics are not the ensemble's

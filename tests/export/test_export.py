@@ -149,6 +149,7 @@ def test_an_ensemble_of_runs_exports_as_one_graph_that_answers_their_mean(tmp_pa
     art = load_artifact(export_artifact(tmp_path / "ensemble", tmp_path / "model", pretrained_share=0.6))
     assert art.embedding_dim == 2 * 32 + 64 and art.manifest["parity"]["fp32"]["top1_agreement"] == 1.0
     assert art.manifest["training"]["run_id"].startswith("ensemble-")
+    assert art.manifest["training"]["ensemble"] == [str(run) for run in runs]
     x = np.random.default_rng(0).normal(-2, 1.5, size=(3, 101, 96)).astype(np.float32)
     cpu = RuntimeConfig(device="cpu")
     logits, _ = create_runtime(art, cpu).run(x)
