@@ -31,7 +31,6 @@ self-supervised encoder it was fine-tuned from (the classifier as fine-tuned): a
 
 import argparse
 import json
-import time
 from functools import partial
 from pathlib import Path
 
@@ -40,8 +39,9 @@ from _data import ROOT, cv_run
 from cv_study import ARMS, REPORT, evaluate, init_of, write_report
 from safetensors.torch import load_file
 
+from core.artifact import write_json_atomic
 from training.loop import recompute_norms
-from training.run import save_ensemble, save_weights
+from training.run import new_run_id, read_checkpoint_info, save_ensemble, save_weights
 
 
 def soup_arm(arms: list[str], seeds: list[int], renorm: bool = False, ensemble: bool = False) -> str:
@@ -73,9 +73,8 @@ def save_model(state: dict, first, out, made_of: dict) -> None:
     """A run directory `out` holding `state`, with the first run's checkpoint.json under an id of its own
     and soup.json saying how it was made."""
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-    info = json.loads((first / "checkpoint" / "checkpoint.json").read_text())
-    info["run_id"] = f"{out.name}-{int(time.time())}"  # the soup's own id, not its first run's
-    (out / "checkpoint" / "checkpoint.json").write_text(json.dumps(info, indent=1))
+    info = {**read_checkpoint_info(first), "run_id": new_run_id(out)}  # the soup's own id, not its first run's
+    write_json_atomic(out / "checkpoint" / "checkpoint.json", info)
     save_weights(state, out)
     (out / "soup.json").write_text(json.dumps(made_of, indent=1))
 

@@ -48,6 +48,11 @@ def git_sha() -> str:
         return "unknown"
 
 
+def new_run_id(run_dir: str | Path) -> str:
+    """The id of a run made now in `run_dir` (trained, averaged or joined): its directory's name and the time."""
+    return f"{Path(run_dir).name}-{int(time.time())}"
+
+
 class Run:
     def __init__(self, path: str | Path, cfg: TrainConfig, mode: str, create: bool = True):
         self.path = Path(path)
@@ -64,7 +69,7 @@ class Run:
         meta_file = self.path / "meta.json"
         if not meta_file.exists():
             write_json_atomic(meta_file, {
-                "run_id": f"{self.path.name}-{int(time.time())}", "mode": mode, "git_sha": git_sha(),
+                "run_id": new_run_id(self.path), "mode": mode, "git_sha": git_sha(),
                 "argv": sys.argv, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
         self.meta = json.loads(meta_file.read_text())
@@ -169,7 +174,7 @@ def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
     for stale in (out / "soup.json", out / "checkpoint" / "model.safetensors"):  # a weight average made there before
         stale.unlink(missing_ok=True)
     write_json_atomic(out / "checkpoint" / "checkpoint.json",
-                      {**infos[0], "run_id": f"{out.name}-{int(time.time())}", "ensemble": [str(r) for r in runs],
+                      {**infos[0], "run_id": new_run_id(out), "ensemble": [str(r) for r in runs],
                        "metrics": {}})  # the first run's metrics are not the ensemble's
 
 
