@@ -126,7 +126,7 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
                       prototype_weight=weight, temperature=temperature)
     return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
             "temperature": temperature, "events": events, "shipped_arm": shipped,
-            "int8_cv": made_for("int8_cv", arm)["summary"]}
+            "int8_cv": made_for("int8_cv", arm, share, pretrained, prototype_weight=weight)["summary"]}
 
 
 def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:

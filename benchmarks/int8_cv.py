@@ -1,11 +1,15 @@
 """The int8 variant's accuracy by cross-validation (issue 17): for each CV run of a recipe
-(benchmarks/cv_study.py), export its checkpoint, quantize it with ranges from its own training folds
-(never the held-out fold), and score the held-out fold with fp32 and with int8 through core.answer.
+(benchmarks/cv_study.py), export its checkpoint as it would be served (the joint embedding of
+--pretrained-share, its built-in prototypes and open set from its own training folds, the head blended
+with the prototypes at --prototype-weight), quantize it with ranges from those training folds (never the
+held-out fold), and score the held-out fold with fp32 and with int8 through core.answer.
 
-    python benchmarks/int8_cv.py [--arm acl-robust]
+    python benchmarks/int8_cv.py [--arm acl-robust] [--pretrained-share S [--pretrained RUN]]
+        [--prototype-weight W]
 
-Per run: clip accuracy fp32 and int8, window top-1 agreement, embedding cosine. The contract of
-`soundarc quantize` asks for an accuracy drop <= 0.5 point. Writes reports/int8_cv.json.
+Per run: clip accuracy fp32 and int8, window top-1 agreement (of the head), embedding cosine, clip label
+and unknown agreement. The contract of `soundarc quantize` asks for an accuracy drop <= 0.5 point.
+Writes reports/int8_cv.json.
 """
 
 import argparse
@@ -14,18 +18,23 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, cv_runs, fold_of, require_data
+from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, require_data
 
 from core.artifact import load_artifact
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
+from export.open_set import attach_open_set
 from export.quantize import INT8_FILE, quantize_model, validate, with_variant
 from training.data import scan_labeled
 
 
-def evaluate_run(run: Path, fold: int, clips: list, out: Path) -> dict:
-    fp32 = load_artifact(export_artifact(run, out))
+def evaluate_run(run: Path, fold: int, clips: list, out: Path, share: float, pretrained: str | None,
+                 weight: float) -> dict:
+    export_artifact(run, out, pretrained_share=share, pretrained=pretrained)
+    train_folds = tuple(sorted({c.fold for c in clips} - {fold}))
+    attach_open_set(out, str(require_data("esc10")), train_folds, prototype_weight=weight)
+    fp32 = load_artifact(out)
     prepared = {c.path: prepare(c.path, fp32.frontend, fp32.activity) for c in clips}
     train = [prepared[c.path] for c in clips if c.fold != fold]
     windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in train])
@@ -40,7 +49,12 @@ def evaluate_run(run: Path, fold: int, clips: list, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", default="acl-robust")
+    add_joint_arguments(parser, "serve each run with the joint embedding, this share of the cosine its "
+                        "pre-trained encoder's")
+    parser.add_argument("--prototype-weight", type=float, default=0.0,
+                        help="the head blended with the prototypes, as served (core.answer.class_logits)")
     args = parser.parse_args()
+    share, pretrained = joint_arguments(parser, args)
     clips, _ = scan_labeled(require_data("esc10"))
     runs = cv_runs(args.arm)
     if not runs:
@@ -48,17 +62,22 @@ def main() -> None:
     results = {}
     for run in runs:
         with tempfile.TemporaryDirectory() as tmp:
-            results[run.name] = evaluate_run(run, fold_of(run), clips, Path(tmp) / "artifact")
+            results[run.name] = evaluate_run(run, fold_of(run), clips, Path(tmp) / "artifact", share, pretrained,
+                                             args.prototype_weight)
         print(run.name, json.dumps(results[run.name]), flush=True)
     drops = [100 * (r["accuracy_fp32"] - r["accuracy_int8"]) for r in results.values()]
-    summary = {"arm": args.arm, "runs": len(results),
+    served = {"arm": args.arm, "pretrained_share": share, "pretrained": pretrained,
+              "prototype_weight": args.prototype_weight}
+    summary = {**served, "runs": len(results),
                "accuracy_fp32_mean": float(np.mean([r["accuracy_fp32"] for r in results.values()])),
                "accuracy_int8_mean": float(np.mean([r["accuracy_int8"] for r in results.values()])),
                "drop_points_mean": float(np.mean(drops)), "drop_points_max": float(np.max(drops)),
                "window_top1_agreement_min": min(r["window_top1_agreement"] for r in results.values()),
-               "embedding_cosine_p01_min": min(r["embedding_cosine_p01"] for r in results.values())}
+               "embedding_cosine_p01_min": min(r["embedding_cosine_p01"] for r in results.values()),
+               "clip_label_agreement_min": min(r["clip_label_agreement"] for r in results.values()),
+               "clip_unknown_agreement_min": min(r["clip_unknown_agreement"] for r in results.values())}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "int8_cv.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
+    (REPORTS / "int8_cv.json").write_text(json.dumps({**served, "summary": summary, "runs": results}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
 

@@ -3,7 +3,10 @@
     fp32 model.onnx ─▶ quant_pre_process (graph optimisation)
                     ─▶ quantize_static: QDQ, int8 weights per output channel, uint8 activations
                        (U8S8: the fast path of x86 CPUs, 3x fp32 here; S8S8 was slower than fp32),
-                       ranges calibrated on real windows (the windows with sound of the given clips)
+                       ranges calibrated on real windows (the windows with sound of the given clips);
+                       weights in 7 bits (reduce_range: no saturation of U8S8 on x86 CPUs without
+                       VNNI); the stem convolutions that read the log-mel stay fp32 (quantizing their
+                       input made most of the int8 model's error: BENCHMARKS.md)
                     ─▶ validation against fp32 on the same clips, through core.answer: window top-1
                        agreement, embedding cosine, clip label and "unknown", accuracy when labelled
                     ─▶ model.int8.onnx + `variants.int8` in the manifest (sha256, validation), written
@@ -21,10 +24,12 @@ import json
 import logging
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -81,7 +86,8 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     finally:
         staging.unlink(missing_ok=True)
     entry = {"file": INT8_FILE, "sha256": sha256_file(target),
-             "format": "QDQ, int8 weights per output channel, uint8 activations (ONNX Runtime static quantization)",
+             "format": "QDQ, int8 weights (7 bits) per output channel, uint8 activations, the stem convolutions fp32 "
+                             "(ONNX Runtime static quantization)",
              "calibration": {"clips": len(clips), "windows": len(calibration), "method": "MinMax"},
              "validation": validation, "contract": CONTRACT, "seconds": round(seconds, 1), "onnxruntime": ort.__version__}
     manifest = load_artifact(root).manifest
@@ -107,19 +113,41 @@ class _Windows(CalibrationDataReader):
 
 
 def quantize_model(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    """The int8 QDQ model of `src` at `dst`, its activation ranges (MinMax) from `calibration`: (N, mels, frames)."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # its symbolic pass fails on Expand
         input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
         quantize_static(str(prepared), str(dst), _Windows(input_name, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=stem_convs(onnx.load(str(prepared)).graph))
+
+
+def stem_convs(graph) -> list[str]:
+    """The names of the convolutions that read the model's input (through its normalisation), before any
+    other convolution: one per encoder."""
+    readers = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+    stems, seen, tensors = [], set(), [i.name for i in graph.input]
+    while tensors:
+        for node in readers[tensors.pop()]:
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Conv":
+                stems.append(node.name)
+            else:
+                tensors.extend(node.output)
+    return stems
 
 
 def validate(fp32, int8, prepared: list, labels: list[str | None]) -> dict:
     """The int8 runtime against the fp32 one (of the same artifact) on the same prepared clips."""
     runtimes, artifact = (fp32, int8), fp32.artifact
     classes = None if artifact.open_set is None else ClassSet.of(artifact)
-    agree, cosines, same_label, same_unknown, correct = [], [], [], [], [[], []]
+    agree, cosines, same_label, same_top1, same_unknown, correct = [], [], [], [], [], [[], []]
     for clip, label in zip(prepared, labels):
         outputs = [rt.run(clip.patches) for rt in runtimes]  # [(logits, embeddings)] fp32, int8
         (l32, e32), (l8, e8) = outputs
@@ -128,15 +156,18 @@ def validate(fp32, int8, prepared: list, labels: list[str | None]) -> dict:
         answers = [answer(lg, e, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels, classes,
                           AnswerOptions()) for lg, e in outputs]
         same_label.append(answers[0].label == answers[1].label)
+        top1 = [a.ranking[0][0] if a.ranking else None for a in answers]  # answered or not
+        same_top1.append(top1[0] == top1[1])
         same_unknown.append((answers[0].open_set or {}).get("unknown") == (answers[1].open_set or {}).get("unknown"))
         if label is not None:
-            for i, a in enumerate(answers):
-                correct[i].append(a.ranking[0][0] == label if a.ranking else False)
+            for i, t in enumerate(top1):
+                correct[i].append(t == label)
     cosines = np.concatenate(cosines)
     out = {"clips": len(prepared), "windows": int(len(cosines)),
            "window_top1_agreement": float(np.concatenate(agree).mean()),  # over the windows with sound
            "embedding_cosine_mean": float(cosines.mean()), "embedding_cosine_p01": float(np.percentile(cosines, 1)),
-           "clip_label_agreement": float(np.mean(same_label)), "clip_unknown_agreement": float(np.mean(same_unknown))}
+           "clip_label_agreement": float(np.mean(same_label)), "clip_unknown_agreement": float(np.mean(same_unknown)),
+           "clip_top1_agreement": float(np.mean(same_top1))}
     if correct[0]:
         out.update(accuracy_fp32=float(np.mean(correct[0])), accuracy_int8=float(np.mean(correct[1])),
                    labelled_clips=len(correct[0]))

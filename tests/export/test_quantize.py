@@ -1,5 +1,6 @@
-"""`soundarc quantize`: an int8 variant, calibrated on real clips, validated against fp32, picked by
-the runtime on a CPU; a variant that misses the contract is refused and nothing is written."""
+"""`soundarc quantize`: an int8 variant (its stem convolutions fp32), calibrated on real clips, validated
+against fp32, picked by the runtime on a CPU; a variant that misses the contract is refused and nothing
+is written."""
 
 import json
 import shutil
@@ -28,8 +29,11 @@ def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures
     variant = loaded.manifest["variants"]["int8"]
     assert loaded.model_id == before and report["int8"] == variant
     assert variant["validation"]["embedding_cosine_p01"] >= 0.99
-    ops = {node.op_type for node in onnx.load(str(artifact / variant["file"])).graph.node}
-    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ, not dynamic quantization
+    graph = onnx.load(str(artifact / variant["file"])).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(made_by.values())  # QDQ, not dynamic quantization
+    stems, convs = set(quantize.stem_convs(graph)), [node for node in graph.node if node.op_type == "Conv"]
+    assert stems and all((made_by.get(c.input[1]) == "DequantizeLinear") == (c.name not in stems) for c in convs)
 
     auto = create_runtime(loaded, RuntimeConfig(device="cpu"))
     fp32 = create_runtime(loaded, RuntimeConfig(device="cpu", precision="fp32"))
