@@ -5,16 +5,19 @@ with the prototypes at --prototype-weight), quantize it with ranges from those t
 held-out fold), and score the held-out fold with fp32 and with int8 through core.answer.
 
     python benchmarks/int8_cv.py [--arm acl-robust] [--pretrained-share S [--pretrained RUN]]
-        [--prototype-weight W]
+        [--prototype-weight W] [--setting shipped]
 
-Per run: clip accuracy fp32 and int8, window top-1 agreement (of the head), embedding cosine, clip label
-and unknown agreement. The contract of `soundarc quantize` asks for an accuracy drop <= 0.5 point.
-Writes reports/int8_cv.json.
+Per run: clip accuracy fp32 and int8, window top-1 agreement (of the head), embedding cosine, clip label,
+first-ranked class and unknown agreement, the model's time per window (batch of 64; run it alone). The
+contract of `soundarc quantize` asks for an accuracy drop <= 0.5 point.
+--setting: the quantizer's settings (SETTINGS; `shipped`: export.quantize's defaults). Writes
+reports/int8_cv.json (another setting: reports/int8_cv_<setting>.json).
 """
 
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +31,42 @@ from export.open_set import attach_open_set
 from export.quantize import INT8_FILE, quantize_model, validate, with_variant
 from training.data import scan_labeled
 
+SETTINGS = {"shipped": {},  # the stem convolutions fp32, 7-bit weights
+            "8-bit-weights": {"reduce_range": False},
+            "stem-int8": {"stem_fp32": False},
+            "all-int8-8-bit-weights": {"stem_fp32": False, "reduce_range": False}}  # the quantizer before
+
 
 def evaluate_run(run: Path, fold: int, clips: list, out: Path, share: float, pretrained: str | None,
-                 weight: float) -> dict:
+                 weight: float, setting: dict) -> dict:
     export_artifact(run, out, pretrained_share=share, pretrained=pretrained)
     train_folds = tuple(sorted({c.fold for c in clips} - {fold}))
     attach_open_set(out, str(require_data("esc10")), train_folds, prototype_weight=weight)
-    fp32 = load_artifact(out)
-    prepared = {c.path: prepare(c.path, fp32.frontend, fp32.activity) for c in clips}
+    artifact = load_artifact(out)
+    prepared = {c.path: prepare(c.path, artifact.frontend, artifact.activity) for c in clips}
     train = [prepared[c.path] for c in clips if c.fold != fold]
     windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in train])
     calibration = windows[np.random.default_rng(0).permutation(len(windows))[:2000]]
-    quantize_model(fp32.model_path, out / INT8_FILE, calibration)
-    int8 = create_runtime(with_variant(fp32, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
+    quantize_model(artifact.model_path, out / INT8_FILE, calibration, **setting)
+    int8 = create_runtime(with_variant(artifact, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
+    fp32 = create_runtime(artifact, RuntimeConfig(device="cpu", precision="fp32"))
     held = [c for c in clips if c.fold == fold]
-    return validate(create_runtime(fp32, RuntimeConfig(device="cpu", precision="fp32")), int8,
-                    [prepared[c.path] for c in held], [c.label for c in held])
+    result = validate(fp32, int8, [prepared[c.path] for c in held], [c.label for c in held])
+    return {**result, "ms_per_window_fp32": ms_per_window(fp32, calibration[:64]),
+            "ms_per_window_int8": ms_per_window(int8, calibration[:64])}
+
+
+def ms_per_window(runtime, batch: np.ndarray, repeats: int = 5) -> float:
+    """The model's time per window on a batch (best of `repeats`, after a warm-up)."""
+    runtime.run(batch)
+    best = min(_timed(runtime.run, batch) for _ in range(repeats))
+    return 1000 * best / len(batch)
+
+
+def _timed(fn, *args) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -53,6 +76,7 @@ def main() -> None:
                         "pre-trained encoder's")
     parser.add_argument("--prototype-weight", type=float, default=0.0,
                         help="the head blended with the prototypes, as served (core.answer.class_logits)")
+    parser.add_argument("--setting", choices=SETTINGS, default="shipped")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     clips, _ = scan_labeled(require_data("esc10"))
@@ -63,11 +87,11 @@ def main() -> None:
     for run in runs:
         with tempfile.TemporaryDirectory() as tmp:
             results[run.name] = evaluate_run(run, fold_of(run), clips, Path(tmp) / "artifact", share, pretrained,
-                                             args.prototype_weight)
+                                             args.prototype_weight, SETTINGS[args.setting])
         print(run.name, json.dumps(results[run.name]), flush=True)
     drops = [100 * (r["accuracy_fp32"] - r["accuracy_int8"]) for r in results.values()]
     served = {"arm": args.arm, "pretrained_share": share, "pretrained": pretrained,
-              "prototype_weight": args.prototype_weight}
+              "prototype_weight": args.prototype_weight, "setting": args.setting}
     summary = {**served, "runs": len(results),
                "accuracy_fp32_mean": float(np.mean([r["accuracy_fp32"] for r in results.values()])),
                "accuracy_int8_mean": float(np.mean([r["accuracy_int8"] for r in results.values()])),
@@ -75,9 +99,14 @@ def main() -> None:
                "window_top1_agreement_min": min(r["window_top1_agreement"] for r in results.values()),
                "embedding_cosine_p01_min": min(r["embedding_cosine_p01"] for r in results.values()),
                "clip_label_agreement_min": min(r["clip_label_agreement"] for r in results.values()),
-               "clip_unknown_agreement_min": min(r["clip_unknown_agreement"] for r in results.values())}
+               "clip_unknown_agreement_min": min(r["clip_unknown_agreement"] for r in results.values()),
+               "clips_first_class_changed": int(sum(round((1 - r["clip_top1_agreement"]) * r["clips"])
+                                                    for r in results.values())),
+               "ms_per_window_fp32_median": float(np.median([r["ms_per_window_fp32"] for r in results.values()])),
+               "ms_per_window_int8_median": float(np.median([r["ms_per_window_int8"] for r in results.values()]))}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "int8_cv.json").write_text(json.dumps({**served, "summary": summary, "runs": results}, indent=1) + "\n")
+    name = "int8_cv" if args.setting == "shipped" else f"int8_cv_{args.setting}"
+    (REPORTS / f"{name}.json").write_text(json.dumps({**served, "summary": summary, "runs": results}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
 

@@ -4,9 +4,9 @@
                     ─▶ quantize_static: QDQ, int8 weights per output channel, uint8 activations
                        (U8S8: the fast path of x86 CPUs, 3x fp32 here; S8S8 was slower than fp32),
                        ranges calibrated on real windows (the windows with sound of the given clips);
-                       weights in 7 bits (reduce_range: no saturation of U8S8 on x86 CPUs without
-                       VNNI); the stem convolutions that read the log-mel stay fp32 (quantizing their
-                       input made most of the int8 model's error: BENCHMARKS.md)
+                       weights in 7 bits (reduce_range: ONNX Runtime's advice against U8S8 saturation
+                       on x86 CPUs without VNNI); the stem convolutions that read the log-mel stay fp32
+                       (quantizing them made most of the int8 model's error: BENCHMARKS.md)
                     ─▶ validation against fp32 on the same clips, through core.answer: window top-1
                        agreement, embedding cosine, clip label and "unknown", accuracy when labelled
                     ─▶ model.int8.onnx + `variants.int8` in the manifest (sha256, validation), written
@@ -112,15 +112,18 @@ class _Windows(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def quantize_model(src: Path, dst: Path, calibration: np.ndarray) -> None:
-    """The int8 QDQ model of `src` at `dst`, its activation ranges (MinMax) from `calibration`: (N, mels, frames)."""
+def quantize_model(src: Path, dst: Path, calibration: np.ndarray, stem_fp32: bool = True,
+                   reduce_range: bool = True) -> None:
+    """The int8 QDQ model of `src` at `dst`, its activation ranges (MinMax) from `calibration`: (N, mels, frames).
+    stem_fp32: the stem convolutions left fp32; reduce_range: 7-bit weights (the defaults ship)."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # its symbolic pass fails on Expand
         input_name = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        fp32_nodes = stem_convs(onnx.load(str(prepared)).graph) if stem_fp32 else []
         quantize_static(str(prepared), str(dst), _Windows(input_name, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=stem_convs(onnx.load(str(prepared)).graph))
+                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=fp32_nodes)
 
 
 def stem_convs(graph) -> list[str]:
