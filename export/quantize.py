@@ -2,13 +2,14 @@
 
     fp32 model.onnx ─▶ quant_pre_process (graph optimisation)
                     ─▶ quantize_static: QDQ, int8 weights per output channel, uint8 activations
-                       (U8S8: the fast path of x86 CPUs, 3x fp32 here; S8S8 was slower than fp32),
+                       (U8S8: the fast path of x86 CPUs; S8S8 was slower than fp32),
                        ranges calibrated on real windows (the windows with sound of the given clips);
                        weights in 7 bits (reduce_range: ONNX Runtime's advice against U8S8 saturation
                        on x86 CPUs without VNNI); the stem convolutions that read the log-mel stay fp32
-                       (quantizing them made most of the int8 model's error: BENCHMARKS.md)
+                       (quantizing them made most of the int8 model's error; they cost its speed: 1.5x
+                       fp32 per window, 2.4x with them int8; BENCHMARKS.md)
                     ─▶ validation against fp32 on the same clips, through core.answer: window top-1
-                       agreement, embedding cosine, clip label and "unknown", accuracy when labelled
+                       agreement, embedding cosine, clip label, first class and "unknown", accuracy when labelled
                     ─▶ model.int8.onnx + `variants.int8` in the manifest (sha256, validation), written
                        only when the contract holds
 
@@ -87,7 +88,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
         staging.unlink(missing_ok=True)
     entry = {"file": INT8_FILE, "sha256": sha256_file(target),
              "format": "QDQ, int8 weights (7 bits) per output channel, uint8 activations, the stem convolutions fp32 "
-                             "(ONNX Runtime static quantization)",
+                       "(ONNX Runtime static quantization)",
              "calibration": {"clips": len(clips), "windows": len(calibration), "method": "MinMax"},
              "validation": validation, "contract": CONTRACT, "seconds": round(seconds, 1), "onnxruntime": ort.__version__}
     manifest = load_artifact(root).manifest
