@@ -59,3 +59,14 @@ def test_cli(artifact, fixtures, capsys):
 
     assert main(["quantize", str(artifact), "--audio", str(fixtures)]) == 0
     assert json.loads(capsys.readouterr().out)["int8"]["file"] == quantize.INT8_FILE
+
+
+def test_int8_stem_quantizes_every_convolution(artifact, fixtures, capsys):
+    from soundarc.cli import main
+
+    assert main(["quantize", str(artifact), "--audio", str(fixtures), "--int8-stem"]) == 0
+    entry = json.loads(capsys.readouterr().out)["int8"]
+    graph = onnx.load(str(artifact / entry["file"])).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    assert "stem convolutions int8" in entry["format"]
+    assert all(made_by.get(node.input[1]) == "DequantizeLinear" for node in graph.node if node.op_type == "Conv")
