@@ -17,18 +17,18 @@ reports/int8_cv.json (another setting: reports/int8_cv_<setting>.json).
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, require_data
+from int8_speed import ms_per_window
 
 from core.artifact import load_artifact
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
 from export.open_set import attach_open_set
-from export.quantize import INT8_FILE, quantize_model, validate, with_variant
+from export.quantize import INT8_FILE, calibration_windows, quantize_model, validate, with_variant
 from training.data import scan_labeled
 
 SETTINGS = {"shipped": {},  # the stem convolutions fp32, 7-bit weights
@@ -44,29 +44,14 @@ def evaluate_run(run: Path, fold: int, clips: list, out: Path, share: float, pre
     attach_open_set(out, str(require_data("esc10")), train_folds, prototype_weight=weight)
     artifact = load_artifact(out)
     prepared = {c.path: prepare(c.path, artifact.frontend, artifact.activity) for c in clips}
-    train = [prepared[c.path] for c in clips if c.fold != fold]
-    windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in train])
-    calibration = windows[np.random.default_rng(0).permutation(len(windows))[:2000]]
+    calibration = calibration_windows([prepared[c.path] for c in clips if c.fold != fold])
     quantize_model(artifact.model_path, out / INT8_FILE, calibration, **setting)
     int8 = create_runtime(with_variant(artifact, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
     fp32 = create_runtime(artifact, RuntimeConfig(device="cpu", precision="fp32"))
     held = [c for c in clips if c.fold == fold]
     result = validate(fp32, int8, [prepared[c.path] for c in held], [c.label for c in held])
-    return {**result, "ms_per_window_fp32": ms_per_window(fp32, calibration[:64]),
-            "ms_per_window_int8": ms_per_window(int8, calibration[:64])}
-
-
-def ms_per_window(runtime, batch: np.ndarray, repeats: int = 5) -> float:
-    """The model's time per window on a batch (best of `repeats`, after a warm-up)."""
-    runtime.run(batch)
-    best = min(_timed(runtime.run, batch) for _ in range(repeats))
-    return 1000 * best / len(batch)
-
-
-def _timed(fn, *args) -> float:
-    started = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - started
+    return {**result, "ms_per_window_fp32": ms_per_window(fp32, calibration[:64], 64),
+            "ms_per_window_int8": ms_per_window(int8, calibration[:64], 64)}
 
 
 def main() -> None:

@@ -74,8 +74,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     fp32 = load_artifact(root)
     clips = _clips(audio)
     prepared = [prepare(path, fp32.frontend, fp32.activity) for path, _ in clips]
-    windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in prepared])
-    calibration = windows[np.random.default_rng(0).permutation(len(windows))[:max_windows]]
+    calibration = calibration_windows(prepared, max_windows)
     target, staging = root / INT8_FILE, root / f".{INT8_FILE}.tmp"
     started = time.perf_counter()
     try:
@@ -101,6 +100,13 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     write_json_atomic(root / MANIFEST_FILE, manifest)
     load_artifact(root)  # still whole
     return {"artifact": str(root), "model_id": fp32.model_id, "int8": entry}
+
+
+def calibration_windows(prepared: list, max_windows: int = 2000) -> np.ndarray:
+    """(N <= max_windows, mels, frames): a fixed random draw of the windows with sound of prepared clips
+    (all of a clip's windows where none has sound)."""
+    windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in prepared])
+    return windows[np.random.default_rng(0).permutation(len(windows))[:max_windows]]
 
 
 def with_variant(artifact, path: Path):
