@@ -47,6 +47,8 @@ class TrainConfig:
     patches_per_clip: int = 1  # random patches drawn from each clip per epoch
     augment: str = "views"  # finetune: "views" (the SSL views), "robust" (noise, low-pass, masks), "none"
     active_only: bool = True  # finetune: labelled patches only where there is sound (core.activity)
+    noise_prob: float = 0.5  # finetune, augment "robust": share of patches mixed with real background audio
+    snr_db: tuple[float, float] = (3.0, 30.0)  # ... at an SNR drawn uniformly from this range
     band_limit_prob: float = 0.5  # finetune, augment "robust": share of patches low-passed at a random cutoff
     band_limit_order: int = 4  # ... by a Butterworth filter of this order (16: nearly resampling's brick wall)
     view_band_limit_prob: float = 0.0  # pretrain: share of views low-passed the same way (band_limit_order); 0: off
@@ -86,7 +88,7 @@ class TrainConfig:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
-        for name in ("ssl_alpha", "sup_alpha", "band_limit_prob", "view_band_limit_prob", "eq_prob", "reverb_prob"):
+        for name in ("ssl_alpha", "sup_alpha", "noise_prob", "band_limit_prob", "view_band_limit_prob", "eq_prob", "reverb_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.augment not in AUGMENTS:
@@ -110,6 +112,8 @@ class TrainConfig:
         if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):
             raise ConfigError(f"encoder_lr_scale must be in (0, 1], and below 1 only for a fine-tune from a pre-trained "
                               f"encoder (init), got {self.encoder_lr_scale} ({mode})")
+        if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
+            raise ConfigError(f"snr_db must be [low, high] with low <= high, got {list(self.snr_db)}")
         if self.eq_db < 0:
             raise ConfigError(f"eq_db must be >= 0, got {self.eq_db}")
         for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order",

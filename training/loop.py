@@ -185,8 +185,9 @@ class SupervisedStep:
         self.model = build_model(cfg, splits, frontend).to(device)
         self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
         self.views = AugmentConfig(crop_mel=cfg.crop_mel)
-        self.robust = RobustConfig(band_limit_prob=cfg.band_limit_prob, band_limit_order=cfg.band_limit_order,
-                                   eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, reverb_prob=cfg.reverb_prob)
+        self.robust = RobustConfig(noise_prob=cfg.noise_prob, snr_db=cfg.snr_db, band_limit_prob=cfg.band_limit_prob,
+                                   band_limit_order=cfg.band_limit_order, eq_prob=cfg.eq_prob, eq_db=cfg.eq_db,
+                                   reverb_prob=cfg.reverb_prob)
         if cfg.augment == "robust" and not len(splits.unlabeled):
             raise ConfigError("augment: robust mixes in real background audio: give `unlabeled` folders as its noise pool")
         self.mel_hz = torch.from_numpy(mel_frequencies(frontend)).float()

@@ -78,6 +78,11 @@ def test_config_strict(tmp_path):
         TrainConfig(loss="mse").validate("finetune")
     with pytest.raises(ConfigError, match=r"band_limit_prob must be in \[0, 1\]"):
         TrainConfig(band_limit_prob=1.5).validate("finetune")
+    assert load_config(None, ["snr_db=[0, 20]"]).snr_db == (0.0, 20.0)
+    with pytest.raises(ConfigError, match="snr_db must be"):
+        load_config(None, ["snr_db=[20, 0]"]).validate("finetune")
+    with pytest.raises(ConfigError, match=r"noise_prob must be in \[0, 1\]"):
+        TrainConfig(noise_prob=-0.1).validate("finetune")
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(None, ["epochs"])
     with pytest.raises(ConfigError, match="encoder_lr_scale"):
