@@ -6,8 +6,9 @@
                        ranges calibrated on real windows (the windows with sound of the given clips);
                        weights in 7 bits (reduce_range: ONNX Runtime's advice against U8S8 saturation
                        on x86 CPUs without VNNI); the stem convolutions that read the log-mel stay fp32
-                       (quantizing them made most of the int8 model's error; they cost its speed: 1.5x
-                       fp32 per window, 2.4x with them int8; BENCHMARKS.md)
+                       with what follows them up to the first quantized convolution (ReLU, max-pooling;
+                       quantizing them made most of the int8 model's error; with the runtime's
+                       INT8_DISABLED_OPTIMIZERS they cost no speed; BENCHMARKS.md)
                     ─▶ validation against fp32 on the same clips, through core.answer: window top-1
                        agreement, embedding cosine, clip label, first class and "unknown", accuracy when labelled
                     ─▶ model.int8.onnx + `variants.int8` in the manifest (sha256, validation), written
@@ -55,20 +56,15 @@ def add_arguments(parser) -> None:
                         help="real clips (files or folders) to calibrate on and validate with; in the ESC-50 "
                              "layout (audio/ + meta/*.csv) the clip accuracy is compared too")
     parser.add_argument("--max-calibration-windows", type=int, default=2000, help="windows used for the ranges")
-    parser.add_argument("--int8-stem", action="store_true",
-                        help="quantize the stem convolutions too: faster (the default model's service 1.34x the "
-                             "clips/s), less close to fp32 (BENCHMARKS.md, 'int8 as served')")
 
 
 def run(args) -> int:
-    report = quantize_artifact(args.artifact, [Path(a) for a in args.audio], args.max_calibration_windows,
-                               stem_fp32=not args.int8_stem)
+    report = quantize_artifact(args.artifact, [Path(a) for a in args.audio], args.max_calibration_windows)
     print(json.dumps(report, indent=2))
     return 0
 
 
-def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: int = 2000,
-                      stem_fp32: bool = True) -> dict:
+def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: int = 2000) -> dict:
     """Add (or replace) the int8 variant of an artifact; returns its manifest entry."""
     root = Path(artifact_dir)
     fp32 = load_artifact(root)
@@ -78,7 +74,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     target, staging = root / INT8_FILE, root / f".{INT8_FILE}.tmp"
     started = time.perf_counter()
     try:
-        quantize_model(fp32.model_path, staging, calibration, stem_fp32)
+        quantize_model(fp32.model_path, staging, calibration)
         seconds = time.perf_counter() - started
         int8 = create_runtime(with_variant(fp32, staging), RuntimeConfig(device="cpu", precision="int8"))
         validation = validate(create_runtime(fp32, RuntimeConfig(device="cpu", precision="fp32")), int8, prepared,
@@ -92,7 +88,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
         staging.unlink(missing_ok=True)
     entry = {"file": INT8_FILE, "sha256": sha256_file(target),
              "format": "QDQ, int8 weights (7 bits) per output channel, uint8 activations, "
-                       f"the stem convolutions {'fp32' if stem_fp32 else 'int8'} (ONNX Runtime static quantization)",
+                       "the stem convolutions fp32 (ONNX Runtime static quantization)",
              "calibration": {"clips": len(clips), "windows": len(calibration), "method": "MinMax"},
              "validation": validation, "contract": CONTRACT, "seconds": round(seconds, 1), "onnxruntime": ort.__version__}
     manifest = load_artifact(root).manifest

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from core import errors
+from core import errors, runtime
 from core.artifact import load_artifact
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
@@ -22,7 +22,7 @@ def artifact(test_artifact, tmp_path):
     return tmp_path / "model"
 
 
-def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures):
+def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures, monkeypatch):
     before = load_artifact(artifact).model_id
     report = quantize.quantize_artifact(artifact, [fixtures])
     loaded = load_artifact(artifact)  # checksums hold
@@ -34,10 +34,16 @@ def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(made_by.values())  # QDQ, not dynamic quantization
     stems, convs = set(quantize.stem_convs(graph)), [node for node in graph.node if node.op_type == "Conv"]
     assert stems and all((made_by.get(c.input[1]) == "DequantizeLinear") == (c.name not in stems) for c in convs)
+    pools = [node for node in graph.node if node.op_type == "MaxPool"]  # fp32: quantized after, not before
+    assert pools and all(made_by[p.input[0]] != "DequantizeLinear" for p in pools)
 
+    disabled, session = [], runtime.ort.InferenceSession  # which graph optimizers each session turns off
+    monkeypatch.setattr(runtime.ort, "InferenceSession",
+                        lambda *args, **kwargs: disabled.append(kwargs["disabled_optimizers"]) or session(*args, **kwargs))
     auto = create_runtime(loaded, RuntimeConfig(device="cpu"))
     fp32 = create_runtime(loaded, RuntimeConfig(device="cpu", precision="fp32"))
     assert auto.precision == "int8" and fp32.precision == "fp32" and auto.describe()["precision"] == "int8"
+    assert disabled == [["QDQPropagationTransformer"], []]  # the pooling stays fp32 when the int8 model runs
     clip = prepare(fixtures / "1-27724-A-1.ogg", loaded.frontend)
     (_, e8), (_, e32) = auto.run(clip.patches), fp32.run(clip.patches)
     cos = np.sum(e32 * e8, axis=1) / np.linalg.norm(e32, axis=1) / np.linalg.norm(e8, axis=1)
@@ -59,14 +65,3 @@ def test_cli(artifact, fixtures, capsys):
 
     assert main(["quantize", str(artifact), "--audio", str(fixtures)]) == 0
     assert json.loads(capsys.readouterr().out)["int8"]["file"] == quantize.INT8_FILE
-
-
-def test_int8_stem_quantizes_every_convolution(artifact, fixtures, capsys):
-    from soundarc.cli import main
-
-    assert main(["quantize", str(artifact), "--audio", str(fixtures), "--int8-stem"]) == 0
-    entry = json.loads(capsys.readouterr().out)["int8"]
-    graph = onnx.load(str(artifact / entry["file"])).graph
-    made_by = {output: node.op_type for node in graph.node for output in node.output}
-    assert "stem convolutions int8" in entry["format"]
-    assert all(made_by.get(node.input[1]) == "DequantizeLinear" for node in graph.node if node.op_type == "Conv")
