@@ -21,7 +21,7 @@ from _data import REPORTS, ROOT, machine, require_data
 
 from core.artifact import load_artifact
 from core.clip import prepare
-from core.runtime import model_file
+from core.runtime import INT8_DISABLED_OPTIMIZERS, model_file
 
 # name -> SessionOptions changes (the runtime's default first: intra-op threads = cores, ORT_ENABLE_ALL)
 SETTINGS = {
@@ -37,7 +37,8 @@ LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.Gr
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
-def session(path: Path, changes: dict) -> ort.InferenceSession:
+def session(path: Path, changes: dict, int8: bool = False) -> ort.InferenceSession:
+    """A session with these SessionOptions changes (int8: with the runtime's optimizers off, as it serves)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     for key, value in changes.items():
@@ -46,7 +47,8 @@ def session(path: Path, changes: dict) -> ort.InferenceSession:
                 options.add_session_config_entry(k, v)
         else:
             setattr(options, key, value)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=INT8_DISABLED_OPTIMIZERS if int8 else [])
 
 
 def ms_per_window(sess: ort.InferenceSession, windows: np.ndarray, batch: int, repeats: int = 5) -> float:
@@ -87,11 +89,11 @@ def beside_decoding(sess: ort.InferenceSession, windows: np.ndarray, clips: list
     return {"model_windows_per_s": round(done / elapsed, 1), "decoded_clips_per_s": round(prepared[0] / elapsed, 1)}
 
 
-def creation_ms(path: Path, level, repeats: int = 3) -> float:
+def creation_ms(path: Path, level, int8: bool, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        session(path, {"graph_optimization_level": level})
+        session(path, {"graph_optimization_level": level}, int8)
         times.append(time.perf_counter() - started)
     return round(1000 * min(times), 1)
 
@@ -110,12 +112,12 @@ def main() -> None:
         path = model_file(artifact, precision)
         rows = {}
         for name, changes in SETTINGS.items():
-            sess = session(path, changes)
+            sess = session(path, changes, int8=precision == "int8")
             rows[name] = {f"batch_{b}_ms_per_window": round(ms_per_window(sess, windows, b), 3) for b in (10, 64)}
             if name in ("default", "intra_op_1"):
                 rows[name]["beside_decoding"] = beside_decoding(sess, windows, clips, artifact.frontend)
         report["precisions"][precision] = {
-            "settings": rows, "session_creation_ms": {k: creation_ms(path, v) for k, v in LEVELS.items()}}
+            "settings": rows, "session_creation_ms": {k: creation_ms(path, v, precision == "int8") for k, v in LEVELS.items()}}
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "ort_settings.json").write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from core import errors, runtime
@@ -43,11 +44,27 @@ def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures
     auto = create_runtime(loaded, RuntimeConfig(device="cpu"))
     fp32 = create_runtime(loaded, RuntimeConfig(device="cpu", precision="fp32"))
     assert auto.precision == "int8" and fp32.precision == "fp32" and auto.describe()["precision"] == "int8"
-    assert disabled == [["QDQPropagationTransformer"], []]  # the pooling stays fp32 when the int8 model runs
+    assert disabled == [runtime.INT8_DISABLED_OPTIMIZERS, []]
     clip = prepare(fixtures / "1-27724-A-1.ogg", loaded.frontend)
     (_, e8), (_, e32) = auto.run(clip.patches), fp32.run(clip.patches)
     cos = np.sum(e32 * e8, axis=1) / np.linalg.norm(e32, axis=1) / np.linalg.norm(e8, axis=1)
     assert cos.min() > 0.98
+
+
+def test_the_int8_session_keeps_the_stem_pooling_fp32(artifact, fixtures, tmp_path):
+    """With the runtime's optimizers off, ONNX Runtime pools before it quantizes; with all on, after."""
+    quantize.quantize_artifact(artifact, [fixtures])
+
+    def pools_read_quantized(disabled: list[str]) -> bool:
+        options, optimized = ort.SessionOptions(), tmp_path / f"optimized{len(disabled)}.onnx"
+        options.optimized_model_filepath, options.log_severity_level = str(optimized), 3
+        ort.InferenceSession(str(artifact / quantize.INT8_FILE), options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=disabled)
+        graph = onnx.load(str(optimized)).graph
+        made_by = {output: node.op_type for node in graph.node for output in node.output}
+        return any(made_by.get(node.input[0]) == "QuantizeLinear" for node in graph.node if node.op_type == "MaxPool")
+
+    assert pools_read_quantized([]) and not pools_read_quantized(runtime.INT8_DISABLED_OPTIMIZERS)
 
 
 def test_a_variant_that_misses_the_contract_is_refused(artifact, fixtures, monkeypatch):
