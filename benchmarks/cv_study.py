@@ -106,8 +106,8 @@ ARMS = {
     # aimed at the noise column, the one furthest under the ambition (BENCHMARKS.md)
     "ssl-acl-rc-acl-robust-oe-eq-noisy": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "noise_prob=0.75",
                                           "snr_db=[0,20]"],
-    # ... or as often as before (50 %) but louder, 0-20 dB: -noisy lost 4.7 points band-limited, whose clean clips
-    # then had one training patch in four without noise; here one in two, as in the shipped recipe
+    # ... or as often as shipped (50 %) but louder, 0-20 dB: -noisy lost 4.7 points band-limited, where one
+    # band-limited training patch in four was free of noise; here one in two, as shipped
     "ssl-acl-rc-acl-robust-oe-eq-loud": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "snr_db=[0,20]"],
     # the shipped recipe at width 64 (the paper's), pre-trained at that width (PRETRAININGS: 25 epochs of 100 s
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window
