@@ -102,6 +102,9 @@ ARMS = {
     "ssl-acl-rc-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
     # ... from that pre-training run twice as long (100 epochs; its kNN monitor was still rising at 50)
     "ssl-acl-rc-e100-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc-e100", *EQ_FINETUNE],
+    # ... and both from a second draw of their pre-training (its seed 1)
+    "ssl-acl-rc-s1-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc-s1", *EQ_FINETUNE],
+    "ssl-acl-rc-e100-s1-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc-e100-s1", *EQ_FINETUNE],
     # ... with more of the background noise and louder: 75 % of patches (was 50 %) at 0-20 dB SNR (was 3-30),
     # aimed at the noise column, the one furthest under the ambition (BENCHMARKS.md)
     "ssl-acl-rc-acl-robust-oe-eq-noisy": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "noise_prob=0.75",
@@ -118,12 +121,12 @@ ARMS = {
 }
 
 
-def pretrain_sets(width: int = 32, epochs: int = 50) -> list[str]:
+def pretrain_sets(width: int = 32, epochs: int = 50, seed: int = 0) -> list[str]:
     """A self-supervised pre-training on unlabeled_more/ alone (no ESC-10 clip, so one encoder is fair to
     every held-out fold; unlabeled/ stays out for the noise and open-set tests). Folds 1-3 / 4 only feed
     its kNN monitor."""
     return ["pretrain_labeled=false", f"unlabeled=[{NOISE_TRAIN}]", f"width={width}", f"epochs={epochs}",
-            "patches_per_clip=1", "eval_every=10", "train_folds=[1,2,3]", "val_folds=[4]", "seed=0"]
+            "patches_per_clip=1", "eval_every=10", "train_folds=[1,2,3]", "val_folds=[4]", f"seed={seed}"]
 
 
 def adapt_sets(epochs: int = 100) -> list[str]:
@@ -139,6 +142,9 @@ PRETRAININGS = {"ssl-acl": ["ssl_alpha=0.3", *pretrain_sets()], "ssl-infonce": [
                 "ssl-acl-eq": ["ssl_alpha=0.3", *pretrain_sets(), "eq_prob=0.5"],
                 "ssl-acl-rc": ["ssl_alpha=0.3", *pretrain_sets(), *RC_VIEWS],
                 "ssl-acl-rc-e100": ["ssl_alpha=0.3", *pretrain_sets(epochs=100), *RC_VIEWS],
+                # a second draw of both (pre-training seed 1): does e100's noise gain replicate? (BENCHMARKS.md)
+                "ssl-acl-rc-s1": ["ssl_alpha=0.3", *pretrain_sets(seed=1), *RC_VIEWS],
+                "ssl-acl-rc-e100-s1": ["ssl_alpha=0.3", *pretrain_sets(epochs=100, seed=1), *RC_VIEWS],
                 "ssl-acl-w64": ["ssl_alpha=0.3", *pretrain_sets(width=64, epochs=25)],
                 "ssl-acl-dapt": adapt_sets()}
 
