@@ -23,6 +23,11 @@ def artifact(test_artifact, tmp_path):
     return tmp_path / "model"
 
 
+def producers(graph) -> dict[str, str]:
+    """{tensor name: the op type of the node that writes it}."""
+    return {output: node.op_type for node in graph.node for output in node.output}
+
+
 def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures, monkeypatch):
     before = load_artifact(artifact).model_id
     report = quantize.quantize_artifact(artifact, [fixtures])
@@ -31,7 +36,7 @@ def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures
     assert loaded.model_id == before and report["int8"] == variant
     assert variant["validation"]["embedding_cosine_p01"] >= 0.99
     graph = onnx.load(str(artifact / variant["file"])).graph
-    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    made_by = producers(graph)
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(made_by.values())  # QDQ, not dynamic quantization
     stems, convs = set(quantize.stem_convs(graph)), [node for node in graph.node if node.op_type == "Conv"]
     assert stems and all((made_by.get(c.input[1]) == "DequantizeLinear") == (c.name not in stems) for c in convs)
@@ -61,7 +66,7 @@ def test_the_int8_session_keeps_the_stem_pooling_fp32(artifact, fixtures, tmp_pa
         ort.InferenceSession(str(artifact / quantize.INT8_FILE), options, providers=["CPUExecutionProvider"],
                              disabled_optimizers=disabled)
         graph = onnx.load(str(optimized)).graph
-        made_by = {output: node.op_type for node in graph.node for output in node.output}
+        made_by = producers(graph)
         return any(made_by.get(node.input[0]) == "QuantizeLinear" for node in graph.node if node.op_type == "MaxPool")
 
     assert pools_read_quantized([]) and not pools_read_quantized(runtime.INT8_DISABLED_OPTIMIZERS)
