@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from batch.results import row_schema
-from batch.scoring import Prepared, ScoreOptions, Scorer, Summary, prepare_item
+from batch.scoring import Prepared, ScoreOptions, Scorer, Summary, answer_options, prepare_item
 from batch.sources import Item, iter_items, load_item
 from core import errors
 from core.artifact import load_artifact
@@ -103,6 +103,7 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
     items = [_encode_item(i) for i in dict((i.id, i) for i in
              iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)).values()]  # each id once
     artifact = load_artifact(model)
+    answer_options(artifact, options)  # a bad option fails here, not in every actor
     started = time.perf_counter()
     ray.init(address=address, include_dashboard=False, configure_logging=False, ignore_reinit_error=True)
     try:

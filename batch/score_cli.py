@@ -26,6 +26,9 @@ def add_arguments(parser) -> None:
                         "answer with those classes too, as /classify does")
     parser.add_argument("--no-open-set", dest="open_set", action="store_false",
                         help="never answer 'unknown' (as /classify with open_set=false)")
+    parser.add_argument("--threshold-rad", type=float, default=None,
+                        help="answer 'unknown' beyond this angle to every class (as /classify's threshold_rad); "
+                        "default: the model's")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="decode/feature processes (0: in this process); default: one per core but one")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
@@ -40,7 +43,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     options = ScoreOptions(
-        top_k=args.top_k, embeddings=args.embeddings, open_set=args.open_set, classes=args.classes,
+        top_k=args.top_k, embeddings=args.embeddings, open_set=args.open_set, threshold_rad=args.threshold_rad,
+        classes=args.classes,
         events=args.events or bool(args.events_table),
         workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,

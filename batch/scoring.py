@@ -49,6 +49,7 @@ class ScoreOptions:
     top_k: int = 5
     embeddings: bool = False
     open_set: bool = True  # as /classify: "unknown" for clips far from every class
+    threshold_rad: float | None = None  # as /classify: the "unknown" angle; None: the model's
     events: bool = False  # add each clip's sound events (core.events, the artifact's parameters)
     classes: str = ""  # an enrolled-classes file (the service's SOUNDARC_CLASSES) to answer with
     workers: int = field(default_factory=lambda: default_workers())  # decode/feature processes; 0: this one
@@ -106,8 +107,7 @@ class Scorer:
         self.artifact, self.options = artifact, options
         self.runtime = create_runtime(artifact, options.runtime)
         self.classes = load_classes(artifact, options.classes)
-        self.answer_options = AnswerOptions(options.top_k, options.open_set,
-                                            events=artifact.events if options.events else None)
+        self.answer_options = answer_options(artifact, options)
         self.pending: list[Prepared] = []
 
     def add(self, prepared: Prepared) -> list[dict]:
@@ -157,6 +157,12 @@ class Scorer:
         return row
 
 
+def answer_options(artifact: Artifact, options: ScoreOptions) -> AnswerOptions:
+    """The rows' AnswerOptions; raises InvalidParameter for a threshold out of range."""
+    return AnswerOptions(options.top_k, options.open_set, events=artifact.events if options.events else None,
+                         threshold_rad=options.threshold_rad)
+
+
 def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
     """The model's class set with the enrolled classes of `path` (a service's SOUNDARC_CLASSES file);
     None for a model without prototypes."""
@@ -173,11 +179,14 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
 def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
     """What shapes the rows: a resumed run must match it (results.PartWriter)."""
     classes = load_classes(artifact, options.classes)
+    answer_options(artifact, options)  # a bad option fails here, before any output is written
     identity = {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
                 "embeddings": options.embeddings, "open_set": options.open_set, "events": options.events,
                 "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
     if artifact.open_set is not None:  # a model exported again with the same weights (threshold, prototype weight)
         identity["openset_sha256"] = artifact.manifest["openset"]["sha256"]
+    if options.threshold_rad is not None:
+        identity["threshold_rad"] = options.threshold_rad
     if options.events:
         identity["event_parameters"] = artifact.events.to_dict()
     if classes is not None and classes.enrolled:  # a class enrolled again (other examples or margin) answers otherwise

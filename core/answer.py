@@ -16,7 +16,8 @@ offline rows and the stream all build it here and only serialise it.
                 the clip's after its windows are averaged
     open set    "unknown" when θ, the angle between the clip embedding and its nearest prototype (any
                 class), exceeds the threshold calibrated by cross-validation (a stated false-rejection
-                rate); off with open_set=false or for a model without prototypes
+                rate; a request may set its own, threshold_rad); off with open_set=false or for a model
+                without prototypes
     answer      label = "silence" (no window with sound; score null), else "unknown" (score null),
                 else the top of the ranking (score = its probability in the ranking)
 
@@ -31,8 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core import errors
 from core.classes import ClassSet
 from core.events import Event, EventConfig, detect
+from core.openset import threshold_ok
 
 UNKNOWN, SILENCE = "unknown", "silence"
 
@@ -43,6 +46,12 @@ class AnswerOptions:
     open_set: bool = True  # False: never "unknown", the top of the ranking
     windows: bool = False  # a per-window timeline
     events: EventConfig | None = None  # sound events with these parameters (the artifact's); None: none
+    threshold_rad: float | None = None  # the "unknown" angle for this answer; None: the model's calibrated one
+
+    def __post_init__(self):
+        if self.threshold_rad is not None and not threshold_ok(self.threshold_rad):
+            raise errors.InvalidParameter(f"threshold_rad must be an angle in radians above 0 and at most π "
+                                          f"(3.14159), got {self.threshold_rad}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     embedding = clip_embedding(embeddings[active])
     clip_probs = sharpen(probs[active].mean(axis=0), temperature)  # (K,)
     ranking = _rank(clip_probs, names, options.top_k)
-    verdict = _open_set(embedding, classes) if options.open_set and classes is not None else None
+    verdict = _open_set(embedding, classes, options.threshold_rad) if options.open_set and classes is not None else None
     label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
     return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline, events)
 
@@ -159,9 +168,9 @@ def clip_embedding(embeddings: np.ndarray) -> np.ndarray:
     return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
 
 
-def _open_set(embedding: np.ndarray, classes: ClassSet) -> dict:
+def _open_set(embedding: np.ndarray, classes: ClassSet, threshold_rad: float | None) -> dict:
     nearest, angle = classes.nearest(embedding)
-    threshold = classes.builtin.threshold_rad
+    threshold = classes.builtin.threshold_rad if threshold_rad is None else threshold_rad
     return {"unknown": angle > threshold, "nearest_label": nearest, "angle_rad": round(angle, 6),
             "threshold_rad": round(threshold, 6)}
 

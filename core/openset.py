@@ -79,6 +79,11 @@ def temperature_ok(temperature: float) -> bool:
     return 0.0 < temperature < float("inf")
 
 
+def threshold_ok(threshold_rad: float) -> bool:
+    """An "unknown" threshold is an angle between unit vectors: a number in (0, π] (NaN is not)."""
+    return 0.0 < threshold_rad <= np.pi
+
+
 def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """(N, D) clip embeddings and (N,) labels -> (C, D) renormalised class means."""
     x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)

@@ -105,15 +105,15 @@ class SoundArc:
 
     # -- the upload routes (routed by service.web, which parses the form) ----------------------------
     async def classify(self, audio: bytes, top_k: int = 5, windows: bool = False, open_set: bool = True,
-                       spectrogram: bool = False, events: bool = False) -> dict:
+                       spectrogram: bool = False, events: bool = False, threshold_rad: float | None = None) -> dict:
         """The clip's answer (core.answer): `label` (a class, "unknown" or "silence") and `score`, its
         probability; `ranking`, the top_k classes of the closed-set distribution; `activity`;
         `open_set` (unknown, nearest class, angle). `windows` adds a timeline, `spectrogram` a small
         log-mel image, `events` the sound events (label, start_s, end_s, score; core.events);
-        `open_set=false` answers among the known classes only. `warnings`: what was wrong with a
-        file that decoded only in part."""
+        `open_set=false` answers among the known classes only; `threshold_rad` replaces the model's
+        "unknown" angle for this request. `warnings`: what was wrong with a file that decoded only in part."""
         _check_range("top_k", top_k, 1, self.settings.max_top_k)  # more than the labels: all of them
-        options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None)
+        options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None, threshold_rad)
         clip, result = await self._answer(audio, "classify", options)
         body = {**result.to_dict(), "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
                 "model": self.model_info()}

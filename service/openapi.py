@@ -9,6 +9,8 @@ one is written here, and a test keeps its form fields equal to the fields the ro
 
 from __future__ import annotations
 
+import math
+
 ERROR_STATUSES = {
     400: "the body or the audio cannot be used: malformed multipart, not audio, empty, damaged beyond use, "
          "an enrolment example without sound",
@@ -38,7 +40,11 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
              "windows": {**flag, "default": False, "description": "add a timeline of 1 s windows"},
              "open_set": {**flag, "default": True, "description": "false: never answer unknown"},
              "spectrogram": {**flag, "default": False, "description": "add a small log-mel image"},
-             "events": {**flag, "default": False, "description": "add the sound events: label, start, end"}},
+             "events": {**flag, "default": False, "description": "add the sound events: label, start, end"},
+             "threshold_rad": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": math.pi,
+                               "description": "answer unknown beyond this angle (radians) to every class; lower "
+                                              "turns away more unknown sounds and more known ones (default: the "
+                                              "model's, open_set.threshold_rad in the answer)"}},
             "Classification")},
         "/embed": {"post": _upload(
             "Embed a clip", "The L2-normalised clip embedding (null, with label `silence`, when no window holds sound).",
@@ -67,7 +73,7 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
         "/stream": {"get": {
             "summary": "Live audio over a WebSocket", "operationId": "stream", "tags": ["Audio"],
             "description": "Connect with ws://HOST:PORT/stream. First message (text JSON): {sample_rate, encoding "
-                           "(pcm_s16le or f32le), channels, top_k, open_set}; the server answers {type: ready, "
+                           "(pcm_s16le or f32le), channels, top_k, open_set, threshold_rad}; the server answers {type: ready, "
                            "window_s, hop_s}. Then binary PCM of any length; for every final window the server "
                            "sends {type: window, start_s, end_s, label, score, labels}, and {type: event, label, "
                            "start_s, end_s, score} once an event is over. The text {\"type\": \"end\"} ends the "

@@ -1,7 +1,7 @@
 """`ws://HOST:PORT/stream`: live audio in, an answer for every window out, the clip's answer at the end.
 
     client: {"sample_rate": 16000, "encoding": "pcm_s16le" | "f32le", "channels": 1, "top_k": 5,
-             "open_set": true}                                  (first message, text JSON)
+             "open_set": true, "threshold_rad": null}           (first message, text JSON)
     server: {"type": "ready", "model": {...}, "window_s": 1.01, "hop_s": 0.5}
     client: binary messages of interleaved PCM, any length (whole samples)
     server: {"type": "window", "start_s", "end_s", "label", "score", "labels": [{"label", "score"}]}
@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from core import errors
 from core.answer import AnswerOptions, answer, window_probabilities
 from core.events import detect
 from core.stream import StreamFrontend
@@ -72,7 +74,7 @@ class StreamSession:
         messages = []
         for i, start in enumerate(windows.starts_s):
             one = answer(logits[i:i + 1], embeddings[i:i + 1], windows.active[i:i + 1], windows.starts_s[i:i + 1],
-                         window_s, self.artifact.labels, classes, AnswerOptions(self.options.top_k, self.options.open_set))
+                         window_s, self.artifact.labels, classes, self.options)
             messages.append({"type": "window", "start_s": round(float(start), 3),
                              "end_s": round(float(start) + window_s, 3), "label": one.label,
                              "score": None if one.score is None else round(one.score, 6),
@@ -81,7 +83,7 @@ class StreamSession:
 
     def summary(self) -> dict:
         fe = self.artifact.frontend
-        options = AnswerOptions(self.options.top_k, self.options.open_set, events=self.artifact.events)
+        options = replace(self.options, events=self.artifact.events)
         result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
                         options, self.frontend.all_levels(), fe.frames_per_s)
         return {"type": "summary", **result.to_dict(), "labels": result.to_dict()["ranking"],
@@ -185,7 +187,7 @@ def _setup_message(message: dict) -> dict:
 
 def _check_setup(setup: dict, settings) -> tuple:
     """(sample rate, channels, numpy dtype, AnswerOptions) of a set-up message; 1008 naming the field."""
-    known = {"sample_rate", "encoding", "channels", "top_k", "open_set"}
+    known = {"sample_rate", "encoding", "channels", "top_k", "open_set", "threshold_rad"}
     if set(setup) - known:
         raise _Close(1008, f"unknown set-up fields {sorted(set(setup) - known)}; known: {sorted(known)}")
 
@@ -203,7 +205,14 @@ def _check_setup(setup: dict, settings) -> tuple:
     open_set = setup.get("open_set", True)
     if not isinstance(open_set, bool):
         raise _Close(1008, f"open_set must be true or false, got {open_set!r}")
-    return rate, channels, ENCODINGS[setup["encoding"]], AnswerOptions(top_k, open_set)
+    threshold = setup.get("threshold_rad")
+    if threshold is not None and (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)):
+        raise _Close(1008, f"threshold_rad must be a number or null, got {threshold!r}")
+    try:
+        options = AnswerOptions(top_k, open_set, threshold_rad=threshold)
+    except errors.InvalidParameter as e:
+        raise _Close(1008, str(e)) from None
+    return rate, channels, ENCODINGS[setup["encoding"]], options
 
 
 def _is_end(text: str | None) -> bool:

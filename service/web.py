@@ -31,9 +31,11 @@ from service.stream import serve_stream
 
 UI_DIR = Path(__file__).parent / "ui"
 UI_FILES = {"index.html", "app.js", "style.css", "docs.html", "docs.js"}
-# POST routes that score one clip -> their form fields beside `audio`, with defaults (which give the types)
+# POST routes that score one clip -> their form fields beside `audio`, with defaults (which give the types;
+# None: an optional number)
 FORMS = {
-    "/classify": {"top_k": 5, "windows": False, "open_set": True, "spectrogram": False, "events": False},
+    "/classify": {"top_k": 5, "windows": False, "open_set": True, "spectrogram": False, "events": False,
+                  "threshold_rad": None},
     "/embed": {"windows": False},
     "/search": {"top_k": 5},
 }
@@ -91,7 +93,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
             label = form.get("label")
             if not isinstance(label, str):
                 raise errors.InvalidParameter("the form needs a text field 'label' naming the class")
-            margin = _parse_margin(form.get("margin"))
+            margin = _parse_field("margin", form.get("margin"), None)  # its range: SoundArc.enrol
             uploads = form.getlist(UPLOAD_FIELD)  # files only (form_of)
             clips = [(u.filename or f"clip {i + 1}", await u.read()) for i, u in enumerate(uploads)]
         return JSONResponse(await service.enrol(label, clips, margin), status_code=201)
@@ -138,7 +140,8 @@ def _form_text(name: str, raw) -> str | None:
 
 
 def _parse_field(name: str, raw, default):
-    """A form value as the type of its default (bool or int); absent or blank: the default."""
+    """A form value as the type of its default (bool or int; None: an optional number); absent or
+    blank: the default. Ranges are the service's to check, before any clip is decoded."""
     text = _form_text(name, raw)
     if text is None:
         return default
@@ -146,21 +149,11 @@ def _parse_field(name: str, raw, default):
         if text.lower() in TRUE + FALSE:
             return text.lower() in TRUE
         raise errors.InvalidParameter(f"'{name}' must be true or false, got {raw!r}")
+    kind, parse = ("a number", float) if default is None else ("an integer", int)
     try:
-        return int(text)
+        return parse(text)
     except ValueError:
-        raise errors.InvalidParameter(f"'{name}' must be an integer, got {raw!r}") from None
-
-
-def _parse_margin(raw) -> float | None:
-    """The optional enrolment margin of POST /classes; absent or blank: None (the model's)."""
-    text = _form_text("margin", raw)
-    if text is None:
-        return None
-    try:
-        return float(text)  # its range: SoundArc.enrol, before any clip is decoded
-    except ValueError:
-        raise errors.InvalidParameter(f"'margin' must be a number, got {raw!r}") from None
+        raise errors.InvalidParameter(f"'{name}' must be {kind}, got {raw!r}") from None
 
 
 def _ui_file(name: str) -> FileResponse:

@@ -36,6 +36,7 @@ async function classify() {
   form.append("events", "true");
   form.append("spectrogram", "true");
   form.append("open_set", $("open-set").checked ? "true" : "false");
+  if ($("threshold").value) form.append("threshold_rad", String(($("threshold").value * Math.PI) / 180));
   status("classifying…");
   $("result").hidden = true; // never the previous clip's answer under this clip's name
   try {

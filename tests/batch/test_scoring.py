@@ -123,6 +123,21 @@ def test_options_that_shape_rows_are_part_of_the_run(corpus, tmp_path, test_arti
             score([str(corpus["dir"])], test_artifact, tmp_path / "o", changed)
 
 
+def test_a_run_may_set_its_own_unknown_angle(corpus, tmp_path, test_artifact):
+    score([str(corpus["dir"])], test_artifact, tmp_path / "model", OPTIONS)
+    far = {r["id"]: r for r in read_results(tmp_path / "model") if r["label"] == "unknown"}
+    assert far  # the tone
+    wide = dataclasses.replace(OPTIONS, threshold_rad=max(r["angle_rad"] for r in far.values()) + 0.01)
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", wide)
+    rows = {r["id"]: r for r in read_results(tmp_path / "o")}
+    assert all(rows[i]["label"] == r["top_labels"][0] and not rows[i]["unknown"] for i, r in far.items())
+    with pytest.raises(errors.ConfigError, match="threshold_rad"):  # resuming would mix the two answers
+        score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
+    with pytest.raises(errors.InvalidParameter, match="threshold_rad"):  # before any output is written
+        score([str(corpus["dir"])], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, threshold_rad=4.0))
+    assert not (tmp_path / "p").exists()
+
+
 def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     from core.artifact import load_artifact
     from core.classes import ClassSet, ClassStore

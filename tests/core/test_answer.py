@@ -70,6 +70,24 @@ def test_far_from_every_prototype_is_unknown_and_near_is_the_class():
     assert closed.label == "dog" and closed.open_set is None
 
 
+def test_a_request_may_set_its_own_unknown_angle():
+    clip = windows(3, [4, 0, 0], angle=0.25)  # inside the model's 0.3
+    assert run(*clip).label == "dog"
+    stricter = run(*clip, threshold_rad=0.2)
+    assert stricter.label == UNKNOWN and stricter.open_set["threshold_rad"] == 0.2
+    looser = run(*windows(3, [4, 0, 0], angle=0.5), threshold_rad=0.6)
+    assert looser.label == "dog" and looser.open_set["threshold_rad"] == 0.6
+
+
+def test_an_unknown_angle_outside_0_pi_is_refused():
+    from core import errors
+
+    for bad in (0.0, -0.1, 3.2, float("inf"), float("nan")):
+        with pytest.raises(errors.InvalidParameter, match="threshold_rad"):
+            AnswerOptions(threshold_rad=bad)
+    assert AnswerOptions(threshold_rad=math.pi).threshold_rad == math.pi
+
+
 def test_without_prototypes_the_answer_is_the_head_softmax():
     result = run(*windows(2, [1, 2, 3]), classes=None, top_k=3)
     expected = softmax(np.array([[1.0, 2.0, 3.0]]))[0]

@@ -71,6 +71,11 @@ def test_open_set_unknown_and_its_switch(server, fixtures):
     assert sum(s["score"] for s in far["ranking"]) == pytest.approx(1.0, abs=1e-4)  # the closed set, named as such
     closed = post(server, "classify", tone.getvalue(), fields={"open_set": "false"}).json()
     assert closed["label"] == closed["ranking"][0]["label"] and "open_set" not in closed
+    for offset, unknown in ((0.01, False), (-0.01, True)):  # the request's own "unknown" angle
+        threshold = round(far["open_set"]["angle_rad"] + offset, 6)
+        mine = post(server, "classify", tone.getvalue(), fields={"threshold_rad": str(threshold)}).json()
+        assert mine["open_set"] == {**far["open_set"], "unknown": unknown, "threshold_rad": threshold}
+        assert mine["label"] == ("unknown" if unknown else mine["ranking"][0]["label"])
 
 
 @pytest.mark.parametrize("endpoint", ["classify", "embed", "search"])
@@ -136,12 +141,14 @@ def bad_requests(fixtures):
         "top_k_zero": (dict(data=good, fields={"top_k": "0"}), 422),
         "top_k_text": (dict(data=good, fields={"top_k": "many"}), 422),
         "windows_bad": (dict(data=good, fields={"windows": "perhaps"}), 422),
+        "threshold_zero": (dict(data=good, fields={"threshold_rad": "0"}), 422),
+        "threshold_text": (dict(data=good, fields={"threshold_rad": "wide"}), 422),
         "too_big": (dict(data=b"\0" * (1024 * 1024 + 100_000)), 413),
     }
 
 
 @pytest.mark.parametrize("case", ["empty", "text", "random", "truncated", "no_file", "text_field", "top_k_zero",
-                                  "top_k_text", "windows_bad", "too_big"])
+                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "too_big"])
 def test_bad_requests_get_documented_4xx(server, fixtures, case):
     kwargs, status = bad_requests(fixtures)[case]
     r = post(server, "classify", **kwargs)

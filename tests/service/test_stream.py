@@ -3,6 +3,7 @@ audio, sent in pieces of any size; the close codes of the protocol."""
 
 import io
 import json
+import math
 
 import httpx
 import numpy as np
@@ -67,11 +68,24 @@ def test_stereo_float_stream(server, fixtures):
     assert code == 1000 and messages[-1]["type"] == "summary" and messages[-1]["duration_s"] > 4.9
 
 
+def test_a_stream_may_set_its_own_unknown_angle(server):
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * RATE) / RATE)).astype("<f4").tobytes()  # far from every class
+    setup = {"sample_rate": RATE, "encoding": "f32le", "channels": 1}
+    messages, code, _ = stream(server, setup, [tone])
+    assert code == 1000 and messages[-1]["label"] == "unknown"
+    wide = {**setup, "threshold_rad": math.pi}  # for its windows and its summary
+    messages, code, _ = stream(server, wide, [tone])
+    assert code == 1000 and messages[-1]["label"] != "unknown" and messages[-1]["open_set"]["threshold_rad"] == round(math.pi, 6)
+    assert "unknown" not in {m["label"] for m in messages if m["type"] == "window"}
+
+
 @pytest.mark.parametrize("setup,pieces,code,needle", [
     ({"sample_rate": 16000, "encoding": "mp3", "channels": 1}, [], 1008, "encoding"),
     ({"sample_rate": 5, "encoding": "f32le"}, [], 1008, "sample_rate"),
     ({"sample_rate": 16000, "encoding": "f32le", "colour": "red"}, [], 1008, "unknown set-up fields"),
     ("not json", [], 1008, "not JSON"),
+    ({"sample_rate": 16000, "encoding": "f32le", "threshold_rad": "wide"}, [], 1008, "threshold_rad"),
+    ({"sample_rate": 16000, "encoding": "f32le", "threshold_rad": 0}, [], 1008, "threshold_rad"),
     ({"sample_rate": 16000, "encoding": "pcm_s16le", "channels": 2}, [b"\x00\x01\x02"], 1007, "whole number"),
 ])
 def test_bad_streams_are_closed_with_their_code(server, setup, pieces, code, needle):

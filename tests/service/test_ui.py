@@ -110,6 +110,10 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     assert "400" in page.text_content("#clip-status") and page.is_hidden("#result")
     page.set_input_files("#file", str(fixtures / ROOSTER))
     page.wait_for_function("!document.getElementById('result').hidden")
+    page.fill("#threshold", "10")  # the request's "unknown" angle, stricter than the rooster's 18°
+    page.click("#classify")
+    page.wait_for_function("document.getElementById('label').textContent === 'unknown'")
+    page.fill("#threshold", "")
 
     page.fill("#enrol-label", "my rooster")
     page.check("#enrol-current")
