@@ -72,8 +72,11 @@ class Client:
         self.http.close()
 
     # -- audio ----------------------------------------------------------------------------------
-    def classify(self, audio: Audio, top_k: int = 5, windows: bool = False, open_set: bool = True) -> Classification:
-        body = self._post("/classify", [audio], {"top_k": top_k, "windows": windows, "open_set": open_set})
+    def classify(self, audio: Audio, top_k: int = 5, windows: bool = False, open_set: bool = True,
+                 threshold_rad: float | None = None) -> Classification:
+        """The clip's answer; `threshold_rad`: this request's "unknown" angle (None: the model's)."""
+        fields = {"top_k": top_k, "windows": windows, "open_set": open_set}
+        body = self._post("/classify", [audio], fields | ({} if threshold_rad is None else {"threshold_rad": threshold_rad}))
         return Classification(body["label"], body["score"], [(r["label"], r["score"]) for r in body["ranking"]],
                               body["activity"], body["duration_s"], body["warnings"], body.get("open_set"),
                               body.get("windows"), body)
@@ -101,14 +104,14 @@ class Client:
 
     # -- live audio -----------------------------------------------------------------------------
     def stream(self, chunks, sample_rate: int, encoding: str = "pcm_s16le", channels: int = 1, top_k: int = 5,
-               open_set: bool = True):
+               open_set: bool = True, threshold_rad: float | None = None):
         """Send `chunks` (bytes of interleaved PCM, as they come: a generator may pace them) to ws
         /stream; yields the server's messages as they arrive ("ready", "window", "event", and last
         "summary"). A close other than 1000 raises ServerError with the close code as its status."""
         from httpx_ws import WebSocketDisconnect, connect_ws
 
         setup = {"sample_rate": sample_rate, "encoding": encoding, "channels": channels, "top_k": top_k,
-                 "open_set": open_set}
+                 "open_set": open_set, "threshold_rad": threshold_rad}
         with connect_ws("/stream", self.http) as ws:
             ws.send_json(setup)
             try:

@@ -13,6 +13,7 @@ def test_every_route(server, fixtures):
         answer = client.classify(rooster, top_k=3, windows=True)
         assert answer.label == answer.raw["label"] and len(answer.ranking) == 3 and answer.warnings == []
         assert answer.windows and answer.activity["windows"] == len(answer.windows)
+        assert client.classify(rooster, threshold_rad=3.0).open_set["threshold_rad"] == 3.0
         vector = client.embed(rooster.read_bytes()).embedding
         assert vector is not None and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
         assert client.search(rooster, top_k=2)[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
@@ -32,6 +33,9 @@ def test_errors_are_server_errors(server):
             client.classify(b"x", top_k=0)
         assert info.value.status == 422
         with pytest.raises(ServerError) as info:
+            client.classify(b"x", threshold_rad=4.0)
+        assert info.value.status == 422 and "threshold_rad" in info.value.message
+        with pytest.raises(ServerError) as info:
             client.delete_class("never enrolled")
         assert info.value.status == 404
 
@@ -48,3 +52,6 @@ def test_stream(server, fixtures):
         with pytest.raises(ServerError) as info:
             list(client.stream([b"\x00"], sample_rate=rate))  # half a sample
         assert info.value.status == 1007
+        with pytest.raises(ServerError) as info:
+            list(client.stream([b"\x00\x00"], sample_rate=rate, threshold_rad=0.0))
+        assert info.value.status == 1008
