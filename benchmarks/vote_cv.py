@@ -1,0 +1,158 @@
+"""How a clip's windows vote, measured by cross-validation (issue 19).
+
+    python benchmarks/vote_cv.py ssl-acl-rc-acl-robust-oe-eq:0,1 [more ARM:SEEDS groups]
+        --pretrained-share 0.6 --prototype-weight 0.5 [--report vote_cv]
+
+On every CV run of each group, each held-out clip is answered as served (its windows with sound, the
+head's logits blended with the served embedding's prototypes at the prototype weight: fusion_cv.py),
+under every recording condition, by three votes over its windows' probabilities p (N, C):
+
+    mean        the mean of p (as served)
+    log         the mean of log p (the windows' product; the same order at any temperature)
+    loudness    the mean of p weighted by each window's mean power, 10^(level/10) over its frames
+                (core.activity's frame levels)
+
+Per group and pooled over every group but the first: accuracy per vote (mean ± std over runs) and its
+paired difference against `mean` over the held-out clips (p over source recordings: compare_cv.paired).
+The rule that reads it is in BENCHMARKS.md ("How a clip's windows vote"). Per run results are kept in
+cv-vote<S>-w<W>[-NAME].json beside its cv.json. Writes reports/REPORT.{json,md}.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine, mean_std
+from compare_cv import paired
+from cv_study import ESC10, NOISE, ROOT
+from fusion_cv import clip_shares, served_classes
+
+from core.activity import ActivityConfig, frame_levels, window_activity_of
+from core.answer import class_logits
+from core.features import FrontendConfig, patch_starts, patches
+from training.data import find_audio, scan_labeled
+from training.robustness import CONDITIONS, condition_features
+from training.run import load_inference_model
+
+VOTES = ("mean", "log", "loudness")
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def vote(log_p: np.ndarray, power: np.ndarray, how: str) -> np.ndarray:
+    """(N, C) the windows' log-probabilities, (N,) their powers -> (C,) the clip's scores by `how`."""
+    if how == "log":
+        return log_p.mean(axis=0)
+    weights = power / power.sum() if how == "loudness" else np.full(len(power), 1.0 / len(power))
+    return weights @ np.exp(log_p)
+
+
+@torch.no_grad()
+def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activity, classes) -> tuple[np.ndarray, np.ndarray]:
+    """One clip -> (N, C) the served log-probabilities and (N,) the mean power of its windows with sound
+    (every window when none has sound), as cv_study.window_outputs keeps them."""
+    logits, h = (t.numpy() for t in model(torch.from_numpy(patches(logmel, frontend)[0])[:, None]))
+    levels = frame_levels(logmel, frontend, gains)  # (F,) dB
+    starts = patch_starts(max(len(logmel), frontend.patch_frames), frontend)
+    power = np.array([np.mean(10.0 ** (levels[s:s + frontend.patch_frames] / 10.0)) for s in starts])  # (N,)
+    active = window_activity_of(logmel, frontend, activity, gains)
+    keep = active if active.any() else np.ones_like(active)
+    return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep]
+
+
+def measure_run(run: Path, share: float, pretrained: str | None, weight: float) -> dict:
+    """{"fold", "held", "correct": {vote: {condition: [bool per held-out clip]}}} for one CV run."""
+    model, info = load_inference_model(run, share, pretrained)
+    frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+    classes = served_classes(model, run, frontend, activity, prototype_weight=weight)
+    clips, names = scan_labeled(ESC10)
+    index, fold = {n: i for i, n in enumerate(names)}, fold_of(run)
+    held = [c for c in clips if c.fold == fold]
+    labels = np.array([index[c.label] for c in held])
+    correct = {how: {} for how in VOTES}
+    for condition, features in condition_features([c.path for c in held], find_audio(NOISE), frontend,
+                                                  ROOT / "cache").items():
+        windows = [clip_windows(model, logmel, gains, frontend, activity, classes) for logmel, gains in features]
+        for how in VOTES:
+            answers = np.array([vote(log_p, power, how).argmax() for log_p, power in windows])
+            correct[how][condition] = (answers == labels).tolist()
+    return {"fold": fold, "held": [c.path.name for c in held], "correct": correct}
+
+
+def group_runs(group: str, share: float, pretrained: str | None, weight: float) -> dict[str, dict]:
+    """{arm/run: measure_run(...)} for ARM:SEEDS (cached beside each run's cv.json)."""
+    arm, _, seeds = group.partition(":")
+    runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
+    if not runs:
+        raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py --arms {arm})")
+    out = {}
+    for run in runs:
+        path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.json"
+        if not path.exists():
+            path.write_text(json.dumps(measure_run(run, share, pretrained, weight)))
+            print(f"measured {run}", flush=True)
+        out[f"{arm}/{run.name}"] = json.loads(path.read_text())
+    return out
+
+
+def summarise(runs: dict, rng) -> dict:
+    """{vote: {condition: {"mean", "std", "vs_mean": paired(vote, mean)}, "conditions": mean of the five}}."""
+    table = {}
+    for how in VOTES:
+        row = {}
+        for condition in CONDITIONS:
+            accuracy = [float(np.mean(r["correct"][how][condition])) for r in runs.values()]
+            vs_mean = (paired(clip_shares(runs, how, condition), clip_shares(runs, "mean", condition), rng)
+                       if how != "mean" else None)
+            row[condition] = {**mean_std(accuracy), "vs_mean": vs_mean}
+        row["conditions"] = float(np.mean([row[c]["mean"] for c in CONDITIONS if c != "clean"]))
+        table[how] = row
+    return table
+
+
+def markdown(tables: dict, share: float, weight: float) -> str:
+    lines = [f"Clip accuracy % by how the windows vote (served: share {share}, prototype weight {weight}), "
+             f"{machine()}: mean ± std over runs; beside it, the paired difference against `mean` (p over "
+             "source recordings).", ""]
+    for name, (n_runs, table) in tables.items():
+        lines += [f"**{name}** ({n_runs} runs)", "", "| vote | " + " | ".join(CONDITIONS) + " | five conditions |",
+                  "|---|" + "---|" * (len(CONDITIONS) + 1)]
+        for how, row in table.items():
+            cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}"
+                     + (f" ({100 * row[c]['vs_mean']['difference']:+.1f}, p {row[c]['vs_mean']['p']:.2f})"
+                        if row[c]["vs_mean"] else "") for c in CONDITIONS]
+            lines.append(f"| {how} | " + " | ".join(cells) + f" | {100 * row['conditions']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("groups", nargs="+", help="ARM:SEEDS (the first decides, the others pooled confirm)")
+    add_joint_arguments(parser, "answer with the joint embedding, as the model is served")
+    parser.add_argument("--prototype-weight", type=float, default=0.0, help="as the model is served (fusion_cv.py)")
+    parser.add_argument("--report", default="vote_cv", help="reports/REPORT.json and .md")
+    args = parser.parse_args()
+    share, pretrained = joint_arguments(parser, args)
+    rng = np.random.default_rng(0)
+    groups = {g: group_runs(g, share, pretrained, args.prototype_weight) for g in args.groups}
+    tables = {g: (len(runs), summarise(runs, rng)) for g, runs in groups.items()}
+    if len(groups) > 1:
+        confirming = {k: v for g in args.groups[1:] for k, v in groups[g].items()}
+        tables["pooled: " + " + ".join(args.groups[1:])] = (len(confirming), summarise(confirming, rng))
+    REPORTS.mkdir(exist_ok=True)
+    report = {"pretrained_share": share, "pretrained": pretrained, "prototype_weight": args.prototype_weight,
+              "machine": machine(), "tables": {g: t for g, (_, t) in tables.items()}}
+    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(tables, share, args.prototype_weight)
+    (REPORTS / f"{args.report}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
