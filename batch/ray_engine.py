@@ -100,10 +100,10 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
 
     import ray
 
-    items = [_encode_item(i) for i in dict((i.id, i) for i in
-             iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)).values()]  # each id once
     artifact = load_artifact(model)
     answer_options(artifact, options)  # a bad option fails here, not in every actor
+    items = [_encode_item(i) for i in dict((i.id, i) for i in
+             iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)).values()]  # each id once
     started = time.perf_counter()
     ray.init(address=address, include_dashboard=False, configure_logging=False, ignore_reinit_error=True)
     try:

@@ -207,10 +207,15 @@ def window_outputs(model, clips, frontend, activity) -> list[tuple[np.ndarray, n
         else:
             h = model.encoder(x)  # (N, D)
             logits, h = model.classifier(h).numpy(), h.numpy()
-        active = window_activity_of(logmel, frontend, activity, gains)
-        keep = active if active.any() else np.ones_like(active)
+        keep = voting_windows(logmel, frontend, activity, gains)
         out.append((logits[keep], h[keep]))
     return out
+
+
+def voting_windows(logmel: np.ndarray, frontend, activity, gains: np.ndarray) -> np.ndarray:
+    """(N,) bool: the windows of `patches(logmel)` that vote, those with sound (all of them when none has)."""
+    active = window_activity_of(logmel, frontend, activity, gains)
+    return active if active.any() else np.ones_like(active)
 
 
 def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine, mean_std
 from compare_cv import paired
-from cv_study import ESC10, NOISE, ROOT
+from cv_study import ESC10, NOISE, ROOT, voting_windows
 from fusion_cv import clip_shares, served_classes
 
-from core.activity import ActivityConfig, frame_levels, window_activity_of
+from core.activity import ActivityConfig, frame_levels
 from core.answer import class_logits
 from core.features import FrontendConfig, patch_starts, patches
 from training.data import find_audio, scan_labeled
@@ -60,8 +60,7 @@ def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activit
     levels = frame_levels(logmel, frontend, gains)  # (F,) dB
     starts = patch_starts(max(len(logmel), frontend.patch_frames), frontend)
     power = np.array([np.mean(10.0 ** (levels[s:s + frontend.patch_frames] / 10.0)) for s in starts])  # (N,)
-    active = window_activity_of(logmel, frontend, activity, gains)
-    keep = active if active.any() else np.ones_like(active)
+    keep = voting_windows(logmel, frontend, activity, gains)
     return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep]
 
 
@@ -93,7 +92,7 @@ def group_runs(group: str, share: float, pretrained: str | None, weight: float) 
     out = {}
     for run in runs:
         path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.json"
-        if not path.exists():
+        if not path.exists() or set(VOTES) - set(json.loads(path.read_text())["correct"]):
             path.write_text(json.dumps(measure_run(run, share, pretrained, weight)))
             print(f"measured {run}", flush=True)
         out[f"{arm}/{run.name}"] = json.loads(path.read_text())
@@ -135,7 +134,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("groups", nargs="+", help="ARM:SEEDS (the first decides, the others pooled confirm)")
     add_joint_arguments(parser, "answer with the joint embedding, as the model is served")
-    parser.add_argument("--prototype-weight", type=float, default=0.0, help="as the model is served (fusion_cv.py)")
+    parser.add_argument("--prototype-weight", type=float, required=True,
+                        help="the served model's (openset.json; fusion_cv.py chooses it)")
     parser.add_argument("--report", default="vote_cv", help="reports/REPORT.json and .md")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)

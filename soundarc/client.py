@@ -75,8 +75,8 @@ class Client:
     def classify(self, audio: Audio, top_k: int = 5, windows: bool = False, open_set: bool = True,
                  threshold_rad: float | None = None) -> Classification:
         """The clip's answer; `threshold_rad`: this request's "unknown" angle (None: the model's)."""
-        fields = {"top_k": top_k, "windows": windows, "open_set": open_set}
-        body = self._post("/classify", [audio], fields | ({} if threshold_rad is None else {"threshold_rad": threshold_rad}))
+        body = self._post("/classify", [audio], {"top_k": top_k, "windows": windows, "open_set": open_set,
+                                                 "threshold_rad": threshold_rad})
         return Classification(body["label"], body["score"], [(r["label"], r["score"]) for r in body["ranking"]],
                               body["activity"], body["duration_s"], body["warnings"], body.get("open_set"),
                               body.get("windows"), body)
@@ -96,8 +96,7 @@ class Client:
 
     def enrol(self, label: str, examples: list[Audio], margin: float | None = None) -> dict:
         """A new class from 1-20 example clips; `margin`: its own enrolment margin (None: the model's)."""
-        fields = {"label": label} | ({} if margin is None else {"margin": margin})
-        return self._post("/classes", examples, fields)
+        return self._post("/classes", examples, {"label": label, "margin": margin})
 
     def delete_class(self, label: str) -> dict:
         return self._request("DELETE", f"/classes/{httpx.URL(path=label).raw_path.decode()}")
@@ -110,8 +109,8 @@ class Client:
         "summary"). A close other than 1000 raises ServerError with the close code as its status."""
         from httpx_ws import WebSocketDisconnect, connect_ws
 
-        setup = {"sample_rate": sample_rate, "encoding": encoding, "channels": channels, "top_k": top_k,
-                 "open_set": open_set, "threshold_rad": threshold_rad}
+        setup = _given(sample_rate=sample_rate, encoding=encoding, channels=channels, top_k=top_k, open_set=open_set,
+                       threshold_rad=threshold_rad)
         with connect_ws("/stream", self.http) as ws:
             ws.send_json(setup)
             try:
@@ -139,7 +138,7 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------------
     def _post(self, route: str, clips: list[Audio], fields: dict) -> dict:
         files = [("audio", _upload(clip, i)) for i, clip in enumerate(clips)]
-        data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
+        data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in _given(**fields).items()}
         return self._request("POST", route, files=files, data=data)
 
     def _request(self, method: str, route: str, **kw) -> dict:
@@ -173,3 +172,9 @@ def _upload(clip: Audio, index: int) -> tuple[str, bytes, str]:
         return f"clip-{index + 1}", clip, "application/octet-stream"
     path = Path(clip)
     return path.name, path.read_bytes(), "application/octet-stream"
+
+
+def _given(**fields) -> dict:
+    """The fields that were given: None means the server's default, so it is not sent (an older
+    server refuses fields it does not know)."""
+    return {k: v for k, v in fields.items() if v is not None}

@@ -13,6 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--url", default="ws://127.0.0.1:3000/stream", help="the server's stream route")
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
     parser.add_argument("--top-k", type=int, default=3, help="classes ranked per window")
+    parser.add_argument("--no-open-set", dest="open_set", action="store_false", help="never answer 'unknown'")
+    parser.add_argument("--threshold-rad", type=float, help="answer 'unknown' beyond this angle (default: the model's)")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per message")
     parser.add_argument("--json", action="store_true", help="print the server's messages as JSON lines")
 
@@ -40,7 +42,8 @@ def run(args) -> int:
     url = args.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).removesuffix("/stream")
     try:
         with Client(url, timeout_s=60) as client:
-            for message in client.stream(chunks(), int(rate), "f32le", int(pcm.shape[1]), args.top_k):
+            for message in client.stream(chunks(), int(rate), "f32le", int(pcm.shape[1]), args.top_k, args.open_set,
+                                         args.threshold_rad):
                 show(message, args.json)
     except ServerError as e:
         print(f"soundarc stream: closed {e.status}: {e.message}", file=sys.stderr)

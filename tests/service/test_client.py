@@ -1,7 +1,10 @@
 """soundarc.client against a real server: every route, and errors as ServerError."""
 
+import io
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from soundarc.client import Client, ServerError
 
@@ -13,7 +16,10 @@ def test_every_route(server, fixtures):
         answer = client.classify(rooster, top_k=3, windows=True)
         assert answer.label == answer.raw["label"] and len(answer.ranking) == 3 and answer.warnings == []
         assert answer.windows and answer.activity["windows"] == len(answer.windows)
-        assert client.classify(rooster, threshold_rad=3.0).open_set["threshold_rad"] == 3.0
+        tone = io.BytesIO()  # far from every class of the test model
+        sf.write(tone, 0.5 * np.sin(2 * np.pi * 440 * np.arange(22_050) / 22_050), 22_050, format="WAV")
+        assert client.classify(tone.getvalue()).label == "unknown"
+        assert client.classify(tone.getvalue(), threshold_rad=3.14).label != "unknown"
         vector = client.embed(rooster.read_bytes()).embedding
         assert vector is not None and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
         assert client.search(rooster, top_k=2)[0]["similarity"] == pytest.approx(1.0, abs=1e-4)

@@ -133,3 +133,6 @@ def test_the_stream_command(server, fixtures):
     messages = [json.loads(line) for line in result.stdout.splitlines()]
     assert messages[0]["type"] == "ready" and messages[-1]["type"] == "summary"
     assert sum(m["type"] == "window" for m in messages) == messages[-1]["windows"] == 10
+    result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "1-27724-A-1.ogg"), "--url", url,
+                             "--fast", "--json", "--threshold-rad", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "1008" in result.stderr and "threshold_rad" in result.stderr
