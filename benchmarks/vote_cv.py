@@ -11,11 +11,13 @@ under every recording condition, by three votes over its windows' probabilities 
     log         the mean of log p (the windows' product; the same order at any temperature)
     loudness    the mean of p weighted by each window's mean power, 10^(level/10) over its frames
                 (core.activity's frame levels)
+    amplitude   the mean of p weighted by the square root of that power
 
 Per group and pooled over every group but the first: accuracy per vote (mean ± std over runs) and its
 paired difference against `mean` over the held-out clips (p over source recordings: compare_cv.paired).
 The rule that reads it is in BENCHMARKS.md ("How a clip's windows vote"). Per run results are kept in
-cv-vote<S>-w<W>[-NAME].json beside its cv.json. Writes reports/REPORT.{json,md}.
+cv-vote<S>-w<W>[-NAME].npz beside its cv.json: each held-out clip's window log-probabilities and powers
+under each condition, from which every vote is counted. Writes reports/REPORT.{json,md}.
 """
 
 import argparse
@@ -36,7 +38,7 @@ from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_inference_model
 
-VOTES = ("mean", "log", "loudness")
+VOTES = ("mean", "log", "loudness", "amplitude")
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -48,8 +50,8 @@ def vote(log_p: np.ndarray, power: np.ndarray, how: str) -> np.ndarray:
     """(N, C) the windows' log-probabilities, (N,) their powers -> (C,) the clip's scores by `how`."""
     if how == "log":
         return log_p.mean(axis=0)
-    weights = power / power.sum() if how == "loudness" else np.full(len(power), 1.0 / len(power))
-    return weights @ np.exp(log_p)
+    weights = {"mean": np.ones(len(power)), "loudness": power, "amplitude": np.sqrt(power)}[how]
+    return weights / weights.sum() @ np.exp(log_p)
 
 
 @torch.no_grad()
@@ -64,38 +66,51 @@ def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activit
     return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep]
 
 
-def measure_run(run: Path, share: float, pretrained: str | None, weight: float) -> dict:
-    """{"fold", "held", "correct": {vote: {condition: [bool per held-out clip]}}} for one CV run."""
+def held_out(run: Path) -> tuple[list, np.ndarray]:
+    """The run's held-out clips and (n,) their class indices."""
+    clips, names = scan_labeled(ESC10)
+    index = {n: i for i, n in enumerate(names)}
+    held = [c for c in clips if c.fold == fold_of(run)]
+    return held, np.array([index[c.label] for c in held])
+
+
+def measure_run(run: Path, share: float, pretrained: str | None, weight: float) -> dict[str, np.ndarray]:
+    """{"CONDITION/i/log_p": (N, C), "CONDITION/i/power": (N,)} for held-out clip i of one CV run."""
     model, info = load_inference_model(run, share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     classes = served_classes(model, run, frontend, activity, prototype_weight=weight)
-    clips, names = scan_labeled(ESC10)
-    index, fold = {n: i for i, n in enumerate(names)}, fold_of(run)
-    held = [c for c in clips if c.fold == fold]
-    labels = np.array([index[c.label] for c in held])
-    correct = {how: {} for how in VOTES}
+    held, _ = held_out(run)
+    out = {}
     for condition, features in condition_features([c.path for c in held], find_audio(NOISE), frontend,
                                                   ROOT / "cache").items():
-        windows = [clip_windows(model, logmel, gains, frontend, activity, classes) for logmel, gains in features]
-        for how in VOTES:
-            answers = np.array([vote(log_p, power, how).argmax() for log_p, power in windows])
-            correct[how][condition] = (answers == labels).tolist()
-    return {"fold": fold, "held": [c.path.name for c in held], "correct": correct}
+        for i, (logmel, gains) in enumerate(features):
+            out[f"{condition}/{i}/log_p"], out[f"{condition}/{i}/power"] = clip_windows(
+                model, logmel, gains, frontend, activity, classes)
+    return out
+
+
+def count_votes(run: Path, windows) -> dict:
+    """{"fold", "held", "correct": {vote: {condition: [bool per held-out clip]}}} from a run's windows."""
+    held, labels = held_out(run)
+    correct = {how: {c: [bool(vote(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"], how).argmax() == label)
+                         for i, label in enumerate(labels)] for c in CONDITIONS} for how in VOTES}
+    return {"fold": fold_of(run), "held": [c.path.name for c in held], "correct": correct}
 
 
 def group_runs(group: str, share: float, pretrained: str | None, weight: float) -> dict[str, dict]:
-    """{arm/run: measure_run(...)} for ARM:SEEDS (cached beside each run's cv.json)."""
+    """{arm/run: count_votes(...)} for ARM:SEEDS (the windows cached beside each run's cv.json)."""
     arm, _, seeds = group.partition(":")
     runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
     if not runs:
         raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py --arms {arm})")
     out = {}
     for run in runs:
-        path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.json"
-        if not path.exists() or set(VOTES) - set(json.loads(path.read_text())["correct"]):
-            path.write_text(json.dumps(measure_run(run, share, pretrained, weight)))
+        path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
+        if not path.exists():
+            np.savez_compressed(path, **measure_run(run, share, pretrained, weight))
             print(f"measured {run}", flush=True)
-        out[f"{arm}/{run.name}"] = json.loads(path.read_text())
+        with np.load(path) as windows:
+            out[f"{arm}/{run.name}"] = count_votes(run, windows)
     return out
 
 
