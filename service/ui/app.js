@@ -28,6 +28,12 @@ function setClip(blob, name) {
 }
 
 // --- classify -------------------------------------------------------------------------------
+// the open-set choices of the page: {open_set, threshold_rad (radians, when an angle in degrees is given)}
+function openSet() {
+  const degrees = $("threshold").value;
+  return { open_set: $("open-set").checked, ...(degrees ? { threshold_rad: (degrees * Math.PI) / 180 } : {}) };
+}
+
 async function classify() {
   const form = new FormData();
   form.append("audio", clip.blob, clip.name);
@@ -35,8 +41,7 @@ async function classify() {
   form.append("windows", "true");
   form.append("events", "true");
   form.append("spectrogram", "true");
-  form.append("open_set", $("open-set").checked ? "true" : "false");
-  if ($("threshold").value) form.append("threshold_rad", String(($("threshold").value * Math.PI) / 180));
+  for (const [name, value] of Object.entries(openSet())) form.append(name, String(value));
   status("classifying…");
   $("result").hidden = true; // never the previous clip's answer under this clip's name
   try {
@@ -259,7 +264,7 @@ async function toggleLive() {
     $("live-events").replaceChildren();
     $("live-summary").textContent = "";
     socket.onopen = () => {
-      socket.send(JSON.stringify({ sample_rate: context.sampleRate, encoding: "f32le", channels: 1, top_k: 3 }));
+      socket.send(JSON.stringify({ sample_rate: context.sampleRate, encoding: "f32le", channels: 1, top_k: 3, ...openSet() }));
       node.onaudioprocess = (e) => {
         if (socket.readyState === WebSocket.OPEN) socket.send(new Float32Array(e.inputBuffer.getChannelData(0)).buffer);
       };
