@@ -113,15 +113,30 @@ def clip_shares(runs: dict, w: float, condition: str) -> dict[str, float]:
     return {k: right[k] / count[k] for k in right}
 
 
+def condition_stats(runs: dict, variant, baseline, vs_key: str, rng) -> dict:
+    """{condition: {"mean", "std", vs_key: paired(variant, baseline) (None for the baseline itself)}} over
+    these runs, whose r["correct"][str(variant)][condition] says per held-out clip whether it was right."""
+    row = {}
+    for condition in CONDITIONS:
+        accuracy = [float(np.mean(r["correct"][str(variant)][condition])) for r in runs.values()]
+        vs = (paired(clip_shares(runs, variant, condition), clip_shares(runs, baseline, condition), rng)
+              if variant != baseline else None)
+        row[condition] = {**mean_std(accuracy), vs_key: vs}
+    return row
+
+
+def condition_cells(row: dict, vs_key: str) -> list[str]:
+    """A condition_stats row as markdown cells: "mean ± std (difference, p)" per condition, in %."""
+    return [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}"
+            + (f" ({100 * row[c][vs_key]['difference']:+.1f}, p {row[c][vs_key]['p']:.2f})" if row[c][vs_key] else "")
+            for c in CONDITIONS]
+
+
 def summarise(runs: dict, weights: list[float], rng) -> dict:
     """{w: {condition: {"mean", "std", "vs_head": paired(w, 0)}}} over these runs."""
     table = {}
     for w in weights:
-        row = {}
-        for condition in CONDITIONS:
-            accuracy = [float(np.mean(r["correct"][str(w)][condition])) for r in runs.values()]
-            vs_head = paired(clip_shares(runs, w, condition), clip_shares(runs, 0.0, condition), rng) if w else None
-            row[condition] = {**mean_std(accuracy), "vs_head": vs_head}
+        row = condition_stats(runs, w, 0.0, "vs_head", rng)
         row["mean"] = float(np.mean([row[c]["mean"] for c in CONDITIONS]))  # of the six columns
         table[str(w)] = row
     return table
@@ -135,10 +150,7 @@ def markdown(tables: dict, share: float) -> str:
         lines += [f"**{name}** ({n_runs} runs)", "", "| w | " + " | ".join(CONDITIONS) + " | mean |",
                   "|---|" + "---|" * (len(CONDITIONS) + 1)]
         for w, row in table.items():
-            cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}"
-                     + (f" ({100 * row[c]['vs_head']['difference']:+.1f}, p {row[c]['vs_head']['p']:.2f})"
-                        if row[c]["vs_head"] else "") for c in CONDITIONS]
-            lines.append(f"| {w} | " + " | ".join(cells) + f" | {100 * row['mean']:.2f} |")
+            lines.append(f"| {w} | " + " | ".join(condition_cells(row, "vs_head")) + f" | {100 * row['mean']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 

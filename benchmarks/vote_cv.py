@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine, mean_std
-from compare_cv import paired
+from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine
 from cv_study import ESC10, NOISE, ROOT, voting_windows
-from fusion_cv import clip_shares, served_classes
+from fusion_cv import condition_cells, condition_stats, served_classes
 
 from core.activity import ActivityConfig, frame_levels
 from core.answer import class_logits
@@ -118,12 +117,7 @@ def summarise(runs: dict, rng) -> dict:
     """{vote: {condition: {"mean", "std", "vs_mean": paired(vote, mean)}, "conditions": mean of the five}}."""
     table = {}
     for how in VOTES:
-        row = {}
-        for condition in CONDITIONS:
-            accuracy = [float(np.mean(r["correct"][how][condition])) for r in runs.values()]
-            vs_mean = (paired(clip_shares(runs, how, condition), clip_shares(runs, "mean", condition), rng)
-                       if how != "mean" else None)
-            row[condition] = {**mean_std(accuracy), "vs_mean": vs_mean}
+        row = condition_stats(runs, how, "mean", "vs_mean", rng)
         row["conditions"] = float(np.mean([row[c]["mean"] for c in CONDITIONS if c != "clean"]))
         table[how] = row
     return table
@@ -137,10 +131,7 @@ def markdown(tables: dict, share: float, weight: float) -> str:
         lines += [f"**{name}** ({n_runs} runs)", "", "| vote | " + " | ".join(CONDITIONS) + " | five conditions |",
                   "|---|" + "---|" * (len(CONDITIONS) + 1)]
         for how, row in table.items():
-            cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}"
-                     + (f" ({100 * row[c]['vs_mean']['difference']:+.1f}, p {row[c]['vs_mean']['p']:.2f})"
-                        if row[c]["vs_mean"] else "") for c in CONDITIONS]
-            lines.append(f"| {how} | " + " | ".join(cells) + f" | {100 * row['conditions']:.2f} |")
+            lines.append(f"| {how} | " + " | ".join(condition_cells(row, "vs_mean")) + f" | {100 * row['conditions']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
