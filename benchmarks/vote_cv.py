@@ -12,12 +12,16 @@ under every recording condition, by three votes over its windows' probabilities 
     loudness    the mean of p weighted by each window's mean power, 10^(level/10) over its frames
                 (core.activity's frame levels)
     amplitude   the mean of p weighted by the square root of that power
+    signal      the mean of p weighted by each window's estimated share of signal, max(0, 1 - N / power),
+                N the clip's noise floor: the 10th percentile of its frames' powers (a clean clip's
+                floor is far below its windows, so its weights are all near 1: the mean)
 
 Per group and pooled over every group but the first: accuracy per vote (mean ± std over runs) and its
 paired difference against `mean` over the held-out clips (p over source recordings: compare_cv.paired).
 The rule that reads it is in BENCHMARKS.md ("How a clip's windows vote"). Per run results are kept in
 cv-vote<S>-w<W>[-NAME].npz beside its cv.json: each held-out clip's window log-probabilities and powers
-under each condition, from which every vote is counted. Writes reports/REPORT.{json,md}.
+and its noise floor under each condition, from which every vote is counted (a cache without floors is
+measured again). Writes reports/REPORT.{json,md}.
 """
 
 import argparse
@@ -37,7 +41,8 @@ from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_inference_model
 
-VOTES = ("mean", "log", "loudness", "amplitude")
+VOTES = ("mean", "log", "loudness", "amplitude", "signal")
+FLOOR_PERCENTILE = 10  # the share of a clip's frames taken to be no quieter than its noise
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,24 +50,31 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def vote(log_p: np.ndarray, power: np.ndarray, how: str) -> np.ndarray:
-    """(N, C) the windows' log-probabilities, (N,) their powers -> (C,) the clip's scores by `how`."""
+def vote(log_p: np.ndarray, power: np.ndarray, floor: float, how: str) -> np.ndarray:
+    """(N, C) the windows' log-probabilities, (N,) their powers, the clip's noise floor power -> (C,)
+    the clip's scores by `how`."""
     if how == "log":
         return log_p.mean(axis=0)
-    weights = {"mean": np.ones(len(power)), "loudness": power, "amplitude": np.sqrt(power)}[how]
+    weights = {"mean": np.ones(len(power)), "loudness": power, "amplitude": np.sqrt(power),
+               "signal": np.maximum(0.0, 1.0 - floor / power)}[how]
+    if weights.sum() == 0:  # no window above the floor: the mean
+        weights = np.ones(len(power))
     return weights / weights.sum() @ np.exp(log_p)
 
 
 @torch.no_grad()
-def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activity, classes) -> tuple[np.ndarray, np.ndarray]:
+def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activity, classes
+                 ) -> tuple[np.ndarray, np.ndarray, float]:
     """One clip -> (N, C) the served log-probabilities and (N,) the mean power of its windows with sound
-    (every window when none has sound), as cv_study.window_outputs keeps them."""
+    (every window when none has sound), as cv_study.window_outputs keeps them, and the clip's noise
+    floor power."""
     logits, h = (t.numpy() for t in model(torch.from_numpy(patches(logmel, frontend)[0])[:, None]))
     levels = frame_levels(logmel, frontend, gains)  # (F,) dB
     starts = patch_starts(max(len(logmel), frontend.patch_frames), frontend)
     power = np.array([np.mean(10.0 ** (levels[s:s + frontend.patch_frames] / 10.0)) for s in starts])  # (N,)
     keep = voting_windows(logmel, frontend, activity, gains)
-    return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep]
+    floor = float(np.percentile(10.0 ** (levels / 10.0), FLOOR_PERCENTILE))
+    return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep], floor
 
 
 def held_out(run: Path) -> tuple[list, np.ndarray]:
@@ -74,7 +86,8 @@ def held_out(run: Path) -> tuple[list, np.ndarray]:
 
 
 def measure_run(run: Path, share: float, pretrained: str | None, weight: float) -> dict[str, np.ndarray]:
-    """{"CONDITION/i/log_p": (N, C), "CONDITION/i/power": (N,)} for held-out clip i of one CV run."""
+    """{"CONDITION/i/log_p": (N, C), "CONDITION/i/power": (N,), "CONDITION/i/floor": ()} for held-out
+    clip i of one CV run."""
     model, info = load_inference_model(run, share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     classes = served_classes(model, run, frontend, activity, prototype_weight=weight)
@@ -83,7 +96,8 @@ def measure_run(run: Path, share: float, pretrained: str | None, weight: float) 
     for condition, features in condition_features([c.path for c in held], find_audio(NOISE), frontend,
                                                   ROOT / "cache").items():
         for i, (logmel, gains) in enumerate(features):
-            out[f"{condition}/{i}/log_p"], out[f"{condition}/{i}/power"] = clip_windows(
+            key = f"{condition}/{i}"
+            out[f"{key}/log_p"], out[f"{key}/power"], out[f"{key}/floor"] = clip_windows(
                 model, logmel, gains, frontend, activity, classes)
     return out
 
@@ -91,8 +105,8 @@ def measure_run(run: Path, share: float, pretrained: str | None, weight: float) 
 def count_votes(run: Path, windows) -> dict:
     """{"fold", "held", "correct": {vote: {condition: [bool per held-out clip]}}} from a run's windows."""
     held, labels = held_out(run)
-    correct = {how: {c: [bool(vote(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"], how).argmax() == label)
-                         for i, label in enumerate(labels)] for c in CONDITIONS} for how in VOTES}
+    correct = {how: {c: [bool(vote(*(windows[f"{c}/{i}/{k}"] for k in ("log_p", "power", "floor")), how).argmax()
+                              == label) for i, label in enumerate(labels)] for c in CONDITIONS} for how in VOTES}
     return {"fold": fold_of(run), "held": [c.path.name for c in held], "correct": correct}
 
 
@@ -105,12 +119,20 @@ def group_runs(group: str, share: float, pretrained: str | None, weight: float) 
     out = {}
     for run in runs:
         path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
-        if not path.exists():
+        if not has_floors(path):
             np.savez_compressed(path, **measure_run(run, share, pretrained, weight))
             print(f"measured {run}", flush=True)
         with np.load(path) as windows:
             out[f"{arm}/{run.name}"] = count_votes(run, windows)
     return out
+
+
+def has_floors(path: Path) -> bool:
+    """Whether a run's window cache exists and holds the clips' noise floors (older ones do not)."""
+    if not path.exists():
+        return False
+    with np.load(path) as windows:
+        return "clean/0/floor" in windows
 
 
 def summarise(runs: dict, rng) -> dict:
