@@ -46,14 +46,15 @@ class VectorIndex:
 
 def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hnsw_m: int = 32,
                 absolute_ids: bool = False, metadata: str | Path | None = None) -> VectorIndex:
-    """Index every successfully scored row of a results directory that has an embedding; `metadata`:
-    a CSV with an `id` column (the item's id, relative or as scored) whose other columns join the items."""
+    """Index every successfully scored row of a results directory that has an embedding (silent clips
+    have none); `metadata`: a CSV with an `id` column (the item's id, relative or as scored) whose other
+    columns join the items."""
     import faiss
 
     if kind not in KINDS:
         raise errors.ConfigError(f"unknown index kind {kind!r}; valid: {KINDS}")
-    rows = [r for r in read_results(results_dir) if not r.get("error_kind")]
-    if not rows or rows[0].get("embedding") is None:
+    rows = [r for r in read_results(results_dir) if not r.get("error_kind") and r.get("embedding") is not None]
+    if not rows:  # scored without --embeddings, or every clip silent (a silent clip has no embedding)
         raise errors.ConfigError(f"{results_dir} has no embeddings: score with --embeddings")
     models = sorted({r["model_id"] for r in rows})
     if len(models) != 1:

@@ -142,10 +142,15 @@ def read_part(path: Path) -> list[dict]:
 
 
 def read_results(out: str | Path) -> list[dict]:
-    """Every row of a results directory, in part order."""
+    """Every row of a results directory, in part order: the local engine's parts (`_run.json` names
+    their format) or the Ray engine's (Parquet files of its own names)."""
     out = Path(out)
-    fmt = json.loads((out / "_run.json").read_text())["format"]
-    return [row for part in sorted(out.glob(f"part-*.{fmt}")) for row in read_part(part)]
+    run = out / "_run.json"
+    parts = (sorted(out.glob(f"part-*.{json.loads(run.read_text())['format']}")) if run.is_file()
+             else sorted(out.glob("*.parquet")))
+    if not run.is_file() and not parts:
+        raise errors.ConfigError(f"{out} holds no results of soundarc score")
+    return [row for part in parts for row in read_part(part)]
 
 
 def _from_csv(column: str, value: str):

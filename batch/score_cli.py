@@ -9,19 +9,20 @@ from batch.results import EVENT_TABLES, FORMATS
 from batch.scoring import ScoreOptions, default_workers
 from core.artifact import DEFAULT_MODEL
 from core.runtime import RuntimeConfig
+from soundarc.cli import at_least
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", help="directories, .tar/.tar.gz/.zip archives, .txt/.csv lists, globs")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="artifact directory")
     parser.add_argument("--out", required=True, help="results directory (an existing one resumes)")
-    parser.add_argument("--format", default="parquet", choices=FORMATS)
+    parser.add_argument("--format", default="parquet", choices=FORMATS, help="(--engine ray: parquet only)")
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
     parser.add_argument("--events", action="store_true",
                         help="add each clip's sound events (label, start_s, end_s, score), as /classify?events=true")
     parser.add_argument("--events-table", choices=EVENT_TABLES,
                         help="also write the events as OUT/events.tsv (dcase) or OUT/audacity/*.txt label tracks")
-    parser.add_argument("--top-k", type=int, default=5, help="scores kept per row (the classes and 'unknown')")
+    parser.add_argument("--top-k", type=at_least(1), default=5, help="scores kept per row (the classes and 'unknown')")
     parser.add_argument("--classes", default="", help="an enrolled-classes file (the server's SOUNDARC_CLASSES): "
                         "answer with those classes too, as /classify does")
     parser.add_argument("--no-open-set", dest="open_set", action="store_false",
@@ -29,11 +30,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threshold-rad", type=float, default=None,
                         help="answer 'unknown' beyond this angle to every class (as /classify's threshold_rad); "
                         "default: the model's")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=at_least(0), default=default_workers(),
                         help="decode/feature processes (0: in this process); default: one per core but one")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
-    parser.add_argument("--batch-patches", type=int, default=256, help="1 s windows per model call")
-    parser.add_argument("--rows-per-part", type=int, default=512)
+    parser.add_argument("--threads", type=at_least(0), default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    parser.add_argument("--batch-patches", type=at_least(1), default=256, help="1 s windows per model call")
+    parser.add_argument("--rows-per-part", type=at_least(1), default=512, help="(the local engine; Ray sizes its own)")
     parser.add_argument("--all-files", action="store_true", help="score every file, not only audio extensions")
     parser.add_argument("--max-error-rate", type=float, default=1.0, help="exit 1 above this fraction of error rows")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
@@ -52,6 +53,9 @@ def run(args) -> int:
     )
     if args.engine == "ray":
         from batch.ray_engine import score_with_ray
+
+        if args.format != "parquet":
+            raise SystemExit(f"soundarc score: --engine ray writes Parquet; --format {args.format} is the local engine's")
 
         summary = score_with_ray(args.inputs, args.model, args.out, options, address=args.address)
     else:

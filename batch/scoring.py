@@ -96,6 +96,9 @@ def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepar
         clip = prepare(item.data, frontend, activity, limits)
     except errors.SoundarcError as e:
         return Prepared(item.id, error_kind=e.kind, error=str(e))
+    except Exception as e:  # a failure nobody foresaw is this input's error row, not the end of the run
+        log.exception("%s: unexpected error", item.id)
+        return Prepared(item.id, error_kind="UnexpectedError", error=f"{type(e).__name__}: {e}")
     return Prepared(item.id, clip.patches, clip.duration_s, starts_s=clip.starts_s, active=clip.active,
                     warning="; ".join(clip.warnings) or None, levels=clip.levels)
 

@@ -17,7 +17,8 @@ import os
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,7 +36,7 @@ class Item:
     id: str
     data: bytes | None = None
     error: errors.SoundarcError | None = None
-    locator: tuple | None = None  # lazy items: ("file", path) | ("tar", path, offset, size) | ("zip", path, member)
+    locator: tuple | None = None  # lazy items: ("file", path) | ("tar", path, offset, size) | ("zip", path, index)
 
 
 def is_audio_name(name: str) -> bool:
@@ -49,7 +50,13 @@ def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy:
         if not paths:
             yield Item(spec, error=errors.NotFound(f"no file matches {spec!r}"))
         for path in paths:
-            yield from _items_of(Path(path), max_bytes, all_files, lazy)
+            empty = True
+            for item in _items_of(Path(path), max_bytes, all_files, lazy):
+                empty = False
+                yield item
+            if empty:  # a folder, archive or list with nothing to score still answers
+                yield Item(str(path), error=errors.NotFound(
+                    f"no audio files in it (names ending {', '.join(sorted(AUDIO_SUFFIXES))}; --all-files scores any)"))
 
 
 def load_item(item: Item, max_bytes: int) -> Item:
@@ -71,17 +78,39 @@ def load_item(item: Item, max_bytes: int) -> Item:
             return Item(item.id, error=errors.UndecodableAudio("the archive member is truncated"))
         return Item(item.id, data=data)
     with zipfile.ZipFile(path) as archive:
-        return _read_zip_member(archive, archive.getinfo(rest[0]), item.id, max_bytes)
+        return _read_zip_member(archive, archive.infolist()[rest[0]], item.id, max_bytes)
+
+
+def _member_ids(path: Path) -> Callable[[str], str]:
+    """PATH::NAME for an archive's members; a name that comes again gets #2, #3 (archives allow it)."""
+    seen = Counter()
+
+    def member_id(name: str) -> str:
+        seen[name] += 1
+        return f"{path}::{name}" + (f"#{seen[name]}" if seen[name] > 1 else "")
+    return member_id
+
+
+def _walk(path: Path) -> Iterator[Path]:
+    """Every file under a folder, sorted, following linked folders but never one twice (a link loop)."""
+    visited = set()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            dirs.clear()
+            continue
+        visited.add(real)
+        dirs.sort()
+        for f in sorted(files):
+            yield Path(root) / f
 
 
 def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     name = path.name.lower()
     if path.is_dir():
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for f in sorted(files):
-                if all_files or is_audio_name(f):
-                    yield _file_item(Path(root) / f, max_bytes, lazy)
+        for f in _walk(path):
+            if all_files or is_audio_name(f.name):
+                yield _file_item(f, max_bytes, lazy)
     elif name.endswith(TAR_SUFFIXES):
         yield from _tar_items(path, max_bytes, all_files, lazy)
     elif name.endswith(".zip"):
@@ -143,12 +172,13 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
     except (OSError, tarfile.TarError) as e:
         yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
         return
+    member_id = _member_ids(path)
     with archive:
         try:
             for member in archive:
-                item_id = f"{path}::{member.name}"
                 if member.isdir() or not (all_files or is_audio_name(member.name)):
                     continue
+                item_id = member_id(member.name)
                 if (reason := _unsafe_member_name(member.name)) is not None:
                     yield Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
                 elif not member.isfile():
@@ -169,11 +199,12 @@ def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
     except (OSError, zipfile.BadZipFile) as e:
         yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
         return
+    member_id = _member_ids(path)
     with archive:
-        for info in archive.infolist():
-            item_id = f"{path}::{info.filename}"
+        for index, info in enumerate(archive.infolist()):
             if info.is_dir() or not (all_files or is_audio_name(info.filename)):
                 continue
+            item_id = member_id(info.filename)
             if (reason := _unsafe_member_name(info.filename)) is not None:
                 yield Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
             elif info.file_size > max_bytes:
@@ -182,7 +213,7 @@ def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
                 yield Item(item_id, error=errors.BadRequest(
                     f"refused archive member that inflates {info.file_size / info.compress_size:.0f}x (zip bomb?)"))
             elif lazy:
-                yield Item(item_id, locator=("zip", str(path), info.filename))
+                yield Item(item_id, locator=("zip", str(path), index))
             else:
                 yield _read_zip_member(archive, info, item_id, max_bytes)
 

@@ -49,6 +49,8 @@ class AnswerOptions:
     threshold_rad: float | None = None  # the "unknown" angle for this answer; None: the model's calibrated one
 
     def __post_init__(self):
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+            raise errors.InvalidParameter(f"top_k must be an integer of at least 1, got {self.top_k!r}")
         if self.threshold_rad is not None and not threshold_ok(self.threshold_rad):
             raise errors.InvalidParameter(f"threshold_rad must be an angle in radians above 0 and at most π "
                                           f"(3.14159), got {self.threshold_rad}")

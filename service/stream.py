@@ -14,8 +14,9 @@
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
 model calls. Close codes: 1008 a bad set-up message (the reason says which field), 1003 audio
-before the set-up, 1007 a frame that is not whole samples, 1013 over SOUNDARC_MAX_STREAMS streams or
-over the duration limit, 1001 no message for SOUNDARC_STREAM_IDLE_S seconds.
+before the set-up, 1007 a frame that is not whole samples or holds NaN or infinite ones, 1013 over
+SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no message for
+SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ class StreamSession:
             raise _Close(1007, f"{len(data)} bytes is not a whole number of {self.channels}-channel "
                                f"{self.dtype.itemsize}-byte samples")
         x = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.channels)
-        return x.astype(np.float32) / 32768.0 if self.dtype.kind == "i" else x.astype(np.float32)
+        if self.dtype.kind == "i":
+            return x.astype(np.float32) / 32768.0
+        if not np.isfinite(x).all():
+            raise _Close(1007, "the audio holds NaN or infinite samples")
+        return x.astype(np.float32)
 
     async def windows(self, windows) -> list[dict]:
         """Run new windows through the batcher; their messages, and those of events now over."""
@@ -136,6 +141,10 @@ async def serve_stream(websocket: WebSocket, service, settings, streams: list) -
     except _Close as e:
         log.info("stream closed %d: %s", e.code, e.reason)
         await websocket.close(e.code, e.reason[:120])  # a close reason is at most 123 bytes
+    except errors.SoundarcError as e:  # what an upload answers with its HTTP status (Overloaded: 503)
+        code = 1013 if e.status_code == 503 else 1008 if e.status_code < 500 else 1011
+        log.info("stream closed %d: %s", code, e)
+        await websocket.close(code, str(e)[:120])
     except WebSocketDisconnect:
         pass
 
@@ -144,15 +153,17 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
     while True:
         message = await _receive(websocket, settings.stream_idle_s)
         if message.get("bytes") is not None:
-            windows = session.frontend.push(session.samples(message["bytes"]))
-            if session.frontend.duration_s > settings.max_duration_s:
+            samples = session.samples(message["bytes"])  # (n, channels)
+            if session.frontend.duration_s + len(samples) / session.rate > settings.max_duration_s:
                 raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
+            windows = await asyncio.to_thread(session.frontend.push, samples)  # a long frame: not on the loop
             for out in await session.windows(windows):
                 await websocket.send_json(out)
         elif _is_end(message.get("text")):
+            windows = session.frontend.end()  # a resampler gives its last samples only now
             if session.frontend.samples == 0:
                 raise _Close(1007, "the stream ended before any audio")
-            for out in await session.windows(session.frontend.end()):
+            for out in await session.windows(windows):
                 await websocket.send_json(out)
             for out in session._events(final_before_s=float("inf")):
                 await websocket.send_json(out)
@@ -178,7 +189,7 @@ def _setup_message(message: dict) -> dict:
         raise _Close(1003, "the first message must be the text JSON set-up, before any audio")
     try:
         setup = json.loads(message["text"])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
         raise _Close(1008, "the set-up message is not JSON") from None
     if not isinstance(setup, dict):
         raise _Close(1008, "the set-up message must be a JSON object")
@@ -200,7 +211,7 @@ def _check_setup(setup: dict, settings) -> tuple:
     rate = integer("sample_rate", 1000, 384_000)
     channels = integer("channels", 1, settings.max_channels, 1)
     top_k = integer("top_k", 1, settings.max_top_k, 5)
-    if setup.get("encoding") not in ENCODINGS:
+    if not isinstance(setup.get("encoding"), str) or setup["encoding"] not in ENCODINGS:
         raise _Close(1008, f"encoding must be one of {list(ENCODINGS)}, got {setup.get('encoding')!r}")
     open_set = setup.get("open_set", True)
     if not isinstance(open_set, bool):
@@ -218,6 +229,6 @@ def _check_setup(setup: dict, settings) -> tuple:
 def _is_end(text: str | None) -> bool:
     try:
         return text is not None and json.loads(text) == {"type": "end"}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return False
 

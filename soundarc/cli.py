@@ -27,6 +27,16 @@ EXTRAS = {"torch": "train", "safetensors": "train", "matplotlib": "train", "onnx
           "bentoml": "serve", "ray": "ray", "faiss": "serve", "pyarrow": "serve"}
 
 
+def at_least(lowest: int):
+    """An argparse type: an integer of at least `lowest`, refused with the option's name before anything runs."""
+    def integer(text: str) -> int:
+        value = int(text)  # not an integer: argparse says "invalid integer value"
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {lowest}, got {text}")
+        return value
+    return integer
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="soundarc", description=__doc__)

@@ -7,15 +7,17 @@ import json
 import sys
 import time
 
+from soundarc.cli import at_least
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="an audio file (WAV, FLAC, Ogg, MP3, AIFF)")
     parser.add_argument("--url", default="ws://127.0.0.1:3000/stream", help="the server's stream route")
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
-    parser.add_argument("--top-k", type=int, default=3, help="classes ranked per window")
+    parser.add_argument("--top-k", type=at_least(1), default=3, help="classes ranked per window")
     parser.add_argument("--no-open-set", dest="open_set", action="store_false", help="never answer 'unknown'")
     parser.add_argument("--threshold-rad", type=float, help="answer 'unknown' beyond this angle (default: the model's)")
-    parser.add_argument("--chunk-ms", type=int, default=100, help="audio per message")
+    parser.add_argument("--chunk-ms", type=at_least(1), default=100, help="audio per message")
     parser.add_argument("--json", action="store_true", help="print the server's messages as JSON lines")
 
 

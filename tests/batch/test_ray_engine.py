@@ -9,7 +9,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from batch.results import read_results
@@ -43,11 +42,13 @@ def test_ray_engine_matches_local_engine(tmp_path, fixtures, test_artifact):
     inputs = f"{clips} {archive}"
     score([str(clips), str(archive)], test_artifact, tmp_path / "local", ScoreOptions(workers=0))
     command = (f"ip link set lo up && RAY_USAGE_STATS_ENABLED=0 BENTOML_DO_NOT_TRACK=True "
-               f"{sys.executable} -m soundarc.cli score {inputs} --model {test_artifact} --out {tmp_path / 'ray'} --engine ray")
+               f"{sys.executable} -m soundarc.cli score {inputs} --model {test_artifact} --out {tmp_path / 'ray'} --engine ray "
+               "--events-table dcase")
     result = subprocess.run(["unshare", "--net", "sh", "-c", command], cwd=ROOT, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    ray_rows = {r["id"]: r for r in pq.read_table(tmp_path / "ray").to_pylist()}
+    ray_rows = {r["id"]: r for r in read_results(tmp_path / "ray")}  # index build and event tables read it so
+    assert (tmp_path / "ray" / "events.tsv").read_text().startswith("filename\tonset")
     local_rows = {r["id"]: r for r in read_results(tmp_path / "local")}
     assert set(ray_rows) == set(local_rows) and len(ray_rows) == 7
     for item_id, row in local_rows.items():

@@ -264,3 +264,71 @@ def test_lazy_items_read_the_same_bytes_and_errors(corpus, tmp_path):
         assert a.data == b.data and type(a.error) is type(b.error), a.id
     with pytest.raises(errors.ConfigError, match="compressed tar"):
         list(iter_items([str(corpus["tar"])], 200_000, lazy=True))
+
+
+def test_linked_folders_are_followed_and_a_link_loop_walked_once(tmp_path):
+    from batch.sources import iter_items
+
+    d, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
+    d.mkdir(), elsewhere.mkdir()
+    (d / "a.wav").write_bytes(wav())
+    (elsewhere / "far.wav").write_bytes(wav(freq=600))
+    (d / "more").symlink_to(elsewhere, target_is_directory=True)
+    (d / "back").symlink_to(d, target_is_directory=True)  # a loop
+    assert [i.id for i in iter_items([str(d)], 200_000)] == [str(d / "a.wav"), str(d / "more" / "far.wav")]
+
+
+def test_an_input_with_nothing_to_score_still_gets_a_row(tmp_path):
+    from batch.sources import iter_items
+
+    (tmp_path / "empty").mkdir()
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as z:
+        z.writestr("readme.txt", "no audio here")
+    inputs = [str(tmp_path / "empty"), str(tmp_path / "notes.zip")]
+    items = list(iter_items(inputs, 200_000))
+    assert [i.id for i in items] == inputs and all(isinstance(i.error, errors.NotFound) for i in items)
+    assert "--all-files" in str(items[0].error)
+
+
+def test_members_of_one_name_in_an_archive_each_get_a_row(tmp_path):
+    from batch.sources import iter_items, load_item
+
+    with zipfile.ZipFile(tmp_path / "twice.zip", "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        z.writestr("x.wav", wav(freq=300))
+        z.writestr("x.wav", wav(freq=900))
+    eager = list(iter_items([str(tmp_path / "twice.zip")], 200_000))
+    lazy = [load_item(i, 200_000) for i in iter_items([str(tmp_path / "twice.zip")], 200_000, lazy=True)]
+    base = f"{tmp_path / 'twice.zip'}::x.wav"
+    assert [i.id for i in eager] == [i.id for i in lazy] == [base, base + "#2"]
+    assert [i.data for i in eager] == [i.data for i in lazy] == [wav(freq=300), wav(freq=900)]
+
+
+def test_an_unforeseen_failure_is_the_inputs_error_row(monkeypatch, test_artifact):
+    import batch.scoring
+    from batch.sources import Item
+    from core.artifact import load_artifact
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a decoder bug")
+    monkeypatch.setattr(batch.scoring, "prepare", broken)
+    artifact = load_artifact(test_artifact)
+    prepared = batch.scoring.prepare_item(Item("x.wav", data=wav()), artifact.frontend, artifact.activity, DecodeLimits())
+    assert (prepared.error_kind, prepared.error) == ("UnexpectedError", "RuntimeError: a decoder bug")
+
+
+def test_an_index_leaves_out_silent_clips(tmp_path, test_artifact):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a-silent.wav").write_bytes(wav(freq=440.0)[:44] + bytes(32_000))  # zeros: "silence"
+    (tmp_path / "in" / "b-tone.wav").write_bytes(wav())
+    score([str(tmp_path / "in")], test_artifact, tmp_path / "o", OPTIONS)
+    rows = read_results(tmp_path / "o")
+    assert [r["label"] for r in rows][0] == "silence" and rows[0]["embedding"] is None
+    assert build_index(tmp_path / "o", tmp_path / "idx").meta["count"] == 1
+
+
+@pytest.mark.parametrize("args,needle", [(["--top-k", "0"], "--top-k"), (["--workers", "-1"], "--workers"),
+                                         (["--batch-patches", "x"], "--batch-patches")])
+def test_bad_numbers_are_refused_before_scoring(tmp_path, args, needle):
+    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(tmp_path), "--out", str(tmp_path / "o"), *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and needle in result.stderr and not (tmp_path / "o").exists()

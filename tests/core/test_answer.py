@@ -86,6 +86,9 @@ def test_an_unknown_angle_outside_0_pi_is_refused():
         with pytest.raises(errors.InvalidParameter, match="threshold_rad"):
             AnswerOptions(threshold_rad=bad)
     assert AnswerOptions(threshold_rad=math.pi).threshold_rad == math.pi
+    for bad in (0, -1, 2.0, True):  # every caller (service, stream, batch, library) meets the same check
+        with pytest.raises(errors.InvalidParameter, match="top_k"):
+            AnswerOptions(top_k=bad)
 
 
 def test_without_prototypes_the_answer_is_the_head_softmax():
