@@ -147,7 +147,7 @@ class Scorer:
             return row
         frontend = self.artifact.frontend
         result = answer(logits, emb, p.active, p.starts_s, frontend.patch_seconds, self.artifact.labels, self.classes,
-                        self.answer_options, p.levels, frontend.frames_per_s)
+                        self.answer_options, p.levels, frontend)
         row.update(label=result.label, score=_round(result.score), top_labels=[label for label, _ in result.ranking],
                    top_scores=[_round(s) for _, s in result.ranking], active_windows=result.active_windows,
                    windows=result.n_windows)

@@ -35,7 +35,7 @@ from core.answer import window_probabilities
 from core.audio import decode
 from core.classes import ClassSet
 from core.events import EventConfig, detect
-from core.features import FrontendConfig, log_mel, patches
+from core.features import FrontendConfig, frame_seconds, log_mel, patches
 from training.data import find_audio, scan_labeled
 from training.run import load_inference_model
 
@@ -91,7 +91,7 @@ def window_probs(model, y: np.ndarray, frontend, activity, classes: ClassSet | N
     gains = frame_gains_db(y, frontend)
     active = window_activity_of(logmel, frontend, activity, gains)
     levels = frame_levels(logmel, frontend, gains)
-    return probs, active, starts * frontend.hop_length / frontend.sample_rate, levels
+    return probs, active, frame_seconds(starts, frontend), levels
 
 
 def f1_scores(references: list[list[dict]], estimates: list[list[dict]], labels) -> dict:
@@ -172,12 +172,12 @@ def main() -> None:
                 cut.append((clip.label, y[a:b]))
             scene, reference = compose(cut, background[rng.integers(len(background))], rng, frontend)
             scenes.append((window_probs(model, scene, frontend, activity, classes), reference))
-        window_s, fps = frontend.patch_seconds, frontend.sample_rate / frontend.hop_length
+        window_s = frontend.patch_seconds
         references = [ref for _, ref in scenes]
         result = {"run": run.name, "fold": fold, "scenes": len(scenes), "configs": []}
         for cfg in configs:
             estimates = [[{"event_label": e.label, "onset": e.start_s, "offset": e.end_s}
-                          for e in detect(p, act, st, window_s, names, cfg, lv if cfg.edge_db else None, fps)]
+                          for e in detect(p, act, st, window_s, names, cfg, lv if cfg.edge_db else None, frontend)]
                          for (p, act, st, lv), _ in scenes]
             found, short = short_recall(references, estimates)
             result["configs"].append({**cfg.to_dict(), **f1_scores(references, estimates, names),

@@ -58,10 +58,10 @@ def frame_levels(logmel: np.ndarray, cfg: FrontendConfig, gains_db: np.ndarray |
 
 def active_frames(levels: np.ndarray, cfg: FrontendConfig, activity: ActivityConfig) -> np.ndarray:
     """(F,) levels -> (F,) bool: above the floor and within relative_db of the segment's loudest frame."""
-    frames_per_segment = 1 + cfg.segment_samples // cfg.hop_length
+    per = cfg.frames_per_segment
     loudest = np.empty_like(levels)
-    for i in range(0, len(levels), frames_per_segment):
-        loudest[i : i + frames_per_segment] = levels[i : i + frames_per_segment].max()
+    for i in range(0, len(levels), per):
+        loudest[i : i + per] = levels[i : i + per].max()
     return (levels > activity.floor_db) & (levels > loudest - activity.relative_db)
 
 

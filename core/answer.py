@@ -35,6 +35,7 @@ import numpy as np
 from core import errors
 from core.classes import ClassSet
 from core.events import Event, EventConfig, detect
+from core.features import FrontendConfig
 from core.openset import threshold_ok
 
 UNKNOWN, SILENCE = "unknown", "silence"
@@ -94,18 +95,18 @@ class ClipAnswer:
 def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, starts_s: np.ndarray,
            window_s: float, labels: tuple[str, ...], classes: ClassSet | None,
            options: AnswerOptions = AnswerOptions(), levels: np.ndarray | None = None,
-           frames_per_s: float = 100.0) -> ClipAnswer:
+           frontend: FrontendConfig = FrontendConfig()) -> ClipAnswer:
     """(N, C) logits, (N, D) embeddings, (N,) activity and start times -> the clip's answer.
 
     `labels` are the model's classes; `classes` (or None for a model without prototypes) adds the
-    enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB), which sharpen the
-    edges of events."""
+    enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB) from the log-mel of
+    `frontend`, which sharpen the edges of events."""
     names = classes.labels if classes is not None else labels
     temperature = _temperature(classes)
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these
     window_probs = sharpen(probs, temperature)  # (N, K), as window_probabilities
     timeline = _windows(window_probs, active, starts_s, window_s, names) if options.windows else None
-    events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frames_per_s)
+    events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend)
               if options.events else None)
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels, window_activity
 from core.audio import DecodeLimits, decode_with_warnings
-from core.features import FrontendConfig, log_mel, patches
+from core.features import FrontendConfig, frame_seconds, log_mel, patches
 
 
 @dataclass
@@ -46,7 +46,7 @@ def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, activity:
     levels = frame_levels(logmel, frontend, frame_gains_db(waveform, frontend))  # (F,)
     active = window_activity(active_frames(levels, frontend, activity), starts, frontend, activity)
     t2 = time.perf_counter()
-    starts_s = starts / frontend.frames_per_s
+    starts_s = frame_seconds(starts, frontend)
     return PreparedClip(windows, starts_s, active, logmel, levels, waveform.size / frontend.sample_rate,
                         {"decode": t1 - t0, "features": t2 - t1}, warnings)
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from scipy.ndimage import median_filter
 
+from core.features import FrontendConfig, frame_at, frame_seconds
+
 
 @dataclass(frozen=True)
 class EventConfig:
@@ -55,9 +57,9 @@ class Event:
 
 def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s: float, labels: tuple[str, ...],
            cfg: EventConfig = EventConfig(), levels: np.ndarray | None = None,
-           frames_per_s: float = 100.0) -> tuple[Event, ...]:
+           frontend: FrontendConfig = FrontendConfig()) -> tuple[Event, ...]:
     """(N, K) window probabilities, (N,) activity and start times (and optionally the (F,) frame
-    levels in dB, `frames_per_s`) -> events, in time order."""
+    levels in dB of the log-mel `frontend` made) -> events, in time order."""
     if len(probs) == 0:
         return ()
     p = np.where(active[:, None], probs, 0.0)  # (N, K): silence votes for nothing
@@ -72,7 +74,7 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
             if end - start < cfg.min_duration_s - 1e-9:  # judged on the windows, before the edges are sharpened
                 continue
             if levels is not None:
-                start, end = _sharpen(levels, frames_per_s, starts_s[first], starts_s[last] + window_s, cfg.edge_db)
+                start, end = _sharpen(levels, frontend, starts_s[first], starts_s[last] + window_s, cfg.edge_db)
             events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
     return tuple(sorted(events, key=lambda e: (e.start_s, e.label)))
 
@@ -83,13 +85,14 @@ def window_bounds(starts_s: np.ndarray, window_s: float) -> np.ndarray:
     return np.concatenate([[starts_s[0]], (centres[:-1] + centres[1:]) / 2, [starts_s[-1] + window_s]])
 
 
-def _sharpen(levels: np.ndarray, frames_per_s: float, start_s: float, end_s: float, edge_db: float):
+def _sharpen(levels: np.ndarray, frontend: FrontendConfig, start_s: float, end_s: float, edge_db: float):
     """The first and last frame of [start_s, end_s) within edge_db of its loudest frame, in seconds."""
-    a, b = int(start_s * frames_per_s), min(len(levels), int(np.ceil(end_s * frames_per_s)))
+    a, b = frame_at(start_s, frontend), min(len(levels), frame_at(end_s, frontend))
     if b <= a:
         return start_s, end_s
     loud = np.flatnonzero(levels[a:b] >= levels[a:b].max() - edge_db)
-    return (a + loud[0]) / frames_per_s, (a + loud[-1] + 1) / frames_per_s
+    start, last = frame_seconds(np.array([a + loud[0], a + loud[-1]]), frontend)
+    return start, last + 1 / frontend.frames_per_s
 
 
 def _hysteresis(p: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:

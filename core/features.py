@@ -73,6 +73,11 @@ class FrontendConfig:
     def frames_per_s(self) -> float:
         return self.sample_rate / self.hop_length
 
+    @property
+    def frames_per_segment(self) -> int:
+        """Frames of one whole segment (502 for 5 s: one more than 5 s of hops, so not 5 s of frames)."""
+        return 1 + self.segment_samples // self.hop_length
+
 
 def log_mel(waveform: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.ndarray:
     """(samples,) float at cfg.sample_rate -> (frames, n_mels) float32 log10 mel power.
@@ -90,6 +95,22 @@ def normalise(y: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     """DC removal and peak normalisation y / (max|y| + offset) of one segment."""
     y = y - y.mean(dtype=np.float64)
     return (y / (np.abs(y).max() + cfg.peak_offset)).astype(np.float32)
+
+
+def frame_seconds(frames: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    """(N,) frame indices of a whole log-mel -> (N,) their times in seconds: the start of the frame's
+    segment plus its place in it. (Counting frames_per_s over segments analysed on their own would run
+    8.6 ms late a segment, a second in 10 min; a last segment longer than segment_s puts its frames past
+    a whole segment's count under one frame early.)"""
+    segment, frame = np.divmod(np.asarray(frames), cfg.frames_per_segment)
+    return segment * cfg.segment_s + frame / cfg.frames_per_s
+
+
+def frame_at(seconds: float, cfg: FrontendConfig) -> int:
+    """The index of the frame at `seconds` (frame_seconds' inverse, rounded down)."""
+    segment = int(seconds // cfg.segment_s)
+    frame = int(np.floor((seconds - segment * cfg.segment_s) * cfg.frames_per_s + 1e-6))
+    return segment * cfg.frames_per_segment + min(frame, cfg.frames_per_segment - 1)
 
 
 def patch_starts(n_frames: int, cfg: FrontendConfig, hop: int | None = None) -> np.ndarray:

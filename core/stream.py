@@ -21,7 +21,7 @@ import numpy as np
 import soxr
 
 from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels, window_activity
-from core.features import FrontendConfig, log_mel, patch_starts, tile_to_patch
+from core.features import FrontendConfig, frame_seconds, log_mel, patch_starts, tile_to_patch
 
 
 @dataclass
@@ -104,7 +104,7 @@ class StreamFrontend:
             if not last and keep > 0:
                 self.frames, self.frame_active = self.frames[keep:], self.frame_active[keep:]
                 self.first += keep
-        return StreamWindows(np.ascontiguousarray(patches, dtype=np.float32), starts / fe.frames_per_s, active)
+        return StreamWindows(np.ascontiguousarray(patches, dtype=np.float32), frame_seconds(starts, fe), active)
 
     def all_levels(self) -> np.ndarray:
         return np.concatenate(self.levels) if self.levels else np.zeros(0)

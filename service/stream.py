@@ -90,7 +90,7 @@ class StreamSession:
         fe = self.artifact.frontend
         options = replace(self.options, events=self.artifact.events)
         result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
-                        options, self.frontend.all_levels(), fe.frames_per_s)
+                        options, self.frontend.all_levels(), fe)
         return {"type": "summary", **result.to_dict(), "labels": result.to_dict()["ranking"],
                 "duration_s": round(self.frontend.duration_s, 3), "windows": result.n_windows}
 
@@ -103,7 +103,7 @@ class StreamSession:
         names = self.artifact.labels if classes is None else classes.labels
         out = []
         for event in detect(probs, active, starts, self.artifact.frontend.patch_seconds, names, cfg,
-                            self.frontend.all_levels(), self.artifact.frontend.frames_per_s):
+                            self.frontend.all_levels(), self.artifact.frontend):
             key = (event.label, round(event.start_s, 2))
             if event.end_s + cfg.max_gap_s < final_before_s and key not in self.sent_events:
                 self.sent_events.add(key)

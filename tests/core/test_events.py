@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core.events import Event, EventConfig, detect, window_bounds
+from core.features import FrontendConfig
 
 HOP, WINDOW = 0.5, 1.0
 
@@ -71,5 +72,6 @@ def test_frame_levels_sharpen_the_edges():
     p[4:10, 0] = 0.9  # windows 4-9: spans 2.25-5.25 s, their windows cover 2.0-5.5 s
     levels = np.full(600, -60.0)  # 100 frames per second
     levels[237:412] = -10.0  # the sound: 2.37-4.12 s
-    [event] = detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(edge_db=20.0), levels, 100.0)
+    frontend = FrontendConfig(sample_rate=22_000, hop_length=220)  # 100 frames a second
+    [event] = detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(edge_db=20.0), levels, frontend)
     assert (event.start_s, event.end_s) == (2.37, 4.12)

@@ -155,3 +155,21 @@ def test_the_window_length_is_not_part_of_the_log_mel():
     longer = dataclasses.replace(CFG, patch_frames=201, eval_hop_frames=100)
     assert longer.log_mel_json() == CFG.log_mel_json() and longer.to_json() != CFG.to_json()
     assert dataclasses.replace(CFG, n_mels=64).log_mel_json() != CFG.log_mel_json()
+
+
+def test_frame_times_hold_over_many_segments():
+    """Segments are analysed on their own (502 frames for 5 s): a frame's time counts from its segment,
+    so a sound at 12 s is placed at 12 s, not 17 ms later."""
+    from core.activity import frame_levels
+    from core.features import frame_at, frame_seconds
+
+    cfg = FrontendConfig()
+    y = np.zeros(15 * cfg.sample_rate, np.float32)
+    t = np.arange(cfg.sample_rate) / cfg.sample_rate
+    y[12 * cfg.sample_rate:13 * cfg.sample_rate] = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    levels = frame_levels(log_mel(y, cfg), cfg)
+    loud = np.flatnonzero(levels > levels.max() - 20)
+    assert frame_seconds(loud[0], cfg) == pytest.approx(12.0, abs=0.011)
+    assert frame_seconds(loud[-1], cfg) == pytest.approx(13.0, abs=0.011)  # frames are centred: ±1 frame
+    frames = np.arange(3 * cfg.frames_per_segment)
+    assert [frame_at(s, cfg) for s in frame_seconds(frames, cfg)] == list(frames)
