@@ -28,7 +28,7 @@ from tqdm import tqdm
 from batch.results import ROW_COLUMNS, PartWriter
 from batch.sources import Item, iter_items
 from core import errors
-from core.answer import AnswerOptions, answer
+from core.answer import AnswerOptions, answer, round_score
 from core.artifact import Artifact, load_artifact
 from core.audio import DecodeLimits
 from core.classes import ClassSet, ClassStore
@@ -148,8 +148,8 @@ class Scorer:
         frontend = self.artifact.frontend
         result = answer(logits, emb, p.active, p.starts_s, frontend.patch_seconds, self.artifact.labels, self.classes,
                         self.answer_options, p.levels, frontend)
-        row.update(label=result.label, score=_round(result.score), top_labels=[label for label, _ in result.ranking],
-                   top_scores=[_round(s) for _, s in result.ranking], active_windows=result.active_windows,
+        row.update(label=result.label, score=round_score(result.score), top_labels=[label for label, _ in result.ranking],
+                   top_scores=[round_score(s) for _, s in result.ranking], active_windows=result.active_windows,
                    windows=result.n_windows)
         if result.open_set is not None:
             row.update({k: result.open_set[k] for k in ("unknown", "nearest_label", "angle_rad")})
@@ -283,6 +283,3 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
         pool.shutdown(cancel_futures=True)
 
 
-def _round(x: float | None) -> float | None:
-    """Scores as /classify writes them (6 decimals)."""
-    return None if x is None else round(float(x), 6)

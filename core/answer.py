@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import errors
-from core.classes import ClassSet
+from core.classes import ClassSet, unit
 from core.events import Event, EventConfig, detect
 from core.features import FrontendConfig
 from core.openset import threshold_ok
@@ -79,14 +79,14 @@ class ClipAnswer:
 
     def to_dict(self) -> dict:
         """JSON-ready: what /classify answers (without the request's own fields)."""
-        out = {"label": self.label, "score": _round(self.score),
-               "ranking": [{"label": label, "score": _round(p)} for label, p in self.ranking],
+        out = {"label": self.label, "score": round_score(self.score),
+               "ranking": [{"label": label, "score": round_score(p)} for label, p in self.ranking],
                "activity": {"active_windows": self.active_windows, "windows": self.n_windows}}
         if self.open_set is not None:
             out["open_set"] = self.open_set
         if self.windows is not None:
             out["windows"] = [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
-                               "score": _round(w.score)} for w in self.windows]
+                               "score": round_score(w.score)} for w in self.windows]
         if self.events is not None:
             out["events"] = [e.to_dict() for e in self.events]
         return out
@@ -130,7 +130,7 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     if classes is None or not (classes.builtin.prototype_weight or classes.enrolled):
         return logits
     (a, b), w = classes.builtin.cosine_logit, classes.builtin.prototype_weight
-    h = _unit(embeddings)  # (N, D)
+    h = unit(embeddings)  # (N, D)
     if w:
         logits = (1 - w) * logits + w * (a * (h @ classes.builtin.prototypes.T) + b)  # (N, C)
     if not classes.enrolled:
@@ -197,10 +197,7 @@ def _temperature(classes: ClassSet | None) -> float:
     return classes.builtin.temperature if classes is not None else 1.0
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
-
-def _round(x: float | None) -> float | None:
+def round_score(x: float | None) -> float | None:
+    """Scores as answers carry them (6 decimals)."""
     return None if x is None else round(float(x), 6)

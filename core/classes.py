@@ -97,7 +97,7 @@ class ClassSet:
         enrolment `margin` (None: the model's)."""
         label = self.check_new(label, len(embeddings))
         check_margin(margin)
-        prototype = _unit(_unit(embeddings).mean(axis=0))
+        prototype = unit(unit(embeddings).mean(axis=0))
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         new = EnrolledClass(label, prototype, len(embeddings), now, None if margin is None else float(margin))
         return replace(self, enrolled=self.enrolled + (new,))
@@ -113,7 +113,7 @@ class ClassSet:
 
     def cosines(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, D) embeddings -> (N, K) cosine to every class prototype (built-in first)."""
-        return _unit(embeddings) @ self.open_set.prototypes.T
+        return unit(embeddings) @ self.open_set.prototypes.T
 
     def nearest(self, embedding: np.ndarray) -> tuple[str, float]:
         """(D,) L2-normalised clip embedding -> (label of the nearest prototype, its angle in rad)."""
@@ -211,6 +211,7 @@ class ClassStore:
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
+    """(..., D) -> each vector L2-normalised (float32; a zero vector stays zero)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
