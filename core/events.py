@@ -57,9 +57,10 @@ class Event:
 
 def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s: float, labels: tuple[str, ...],
            cfg: EventConfig = EventConfig(), levels: np.ndarray | None = None,
-           frontend: FrontendConfig = FrontendConfig()) -> tuple[Event, ...]:
+           frontend: FrontendConfig = FrontendConfig(), final_before_s: float = float("inf")) -> tuple[Event, ...]:
     """(N, K) window probabilities, (N,) activity and start times (and optionally the (F,) frame
-    levels in dB of the log-mel `frontend` made) -> events, in time order."""
+    levels in dB of the log-mel `frontend` made) -> events, in time order. `final_before_s` (a live
+    stream): only the events whose windows, not their sharpened edges, ended more than max_gap_s before it."""
     if len(probs) == 0:
         return ()
     p = np.where(active[:, None], probs, 0.0)  # (N, K): silence votes for nothing
@@ -72,6 +73,8 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
         for first, last in runs:  # windows first..last inclusive
             start, end = bounds[first], bounds[last + 1]
             if end - start < cfg.min_duration_s - 1e-9:  # judged on the windows, before the edges are sharpened
+                continue
+            if end + cfg.max_gap_s >= final_before_s:  # the run may still grow
                 continue
             if levels is not None:
                 start, end = _sharpen(levels, frontend, starts_s[first], starts_s[last] + window_s, cfg.edge_db)

@@ -103,9 +103,9 @@ class StreamSession:
         names = self.artifact.labels if classes is None else classes.labels
         out = []
         for event in detect(probs, active, starts, self.artifact.frontend.patch_seconds, names, cfg,
-                            self.frontend.all_levels(), self.artifact.frontend):
+                            self.frontend.all_levels(), self.artifact.frontend, final_before_s):
             key = (event.label, round(event.start_s, 2))
-            if event.end_s + cfg.max_gap_s < final_before_s and key not in self.sent_events:
+            if key not in self.sent_events:
                 self.sent_events.add(key)
                 out.append({"type": "event", **event.to_dict()})
         return out

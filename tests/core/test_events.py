@@ -75,3 +75,15 @@ def test_frame_levels_sharpen_the_edges():
     frontend = FrontendConfig(sample_rate=22_000, hop_length=220)  # 100 frames a second
     [event] = detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(edge_db=20.0), levels, frontend)
     assert (event.start_s, event.end_s) == (2.37, 4.12)
+
+
+def test_a_live_event_is_final_when_its_windows_end_not_its_loud_part():
+    p, active, starts = scene()
+    p[4:20, 0] = 0.9  # windows 4-19: the event still runs at the stream's last window
+    levels = np.full(1100, -60.0)
+    levels[237:260] = -10.0  # only its first 0.23 s is loud: the sharpened end is 2.6 s
+    frontend = FrontendConfig(sample_rate=22_000, hop_length=220)
+    cfg = EventConfig(edge_db=20.0, median_windows=1)
+    assert detect(p, active, starts, WINDOW, ("dog", "rain"), cfg, levels, frontend, final_before_s=8.5) == ()
+    [ended] = detect(p[:12], active[:12], starts[:12], WINDOW, ("dog", "rain"), cfg, levels, frontend, final_before_s=8.5)
+    assert (ended.start_s, ended.end_s) == pytest.approx((2.37, 2.6))
