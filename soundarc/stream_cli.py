@@ -30,7 +30,10 @@ def run(args) -> int:
     from soundarc.client import Client, ServerError
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    audio, rate = sf.read(args.file, dtype="float32", always_2d=True)  # (n, channels)
+    try:
+        audio, rate = sf.read(args.file, dtype="float32", always_2d=True)  # (n, channels)
+    except (OSError, RuntimeError, sf.LibsndfileError) as e:
+        raise SystemExit(f"soundarc stream: cannot read {args.file}: {e}") from None
     pcm = np.ascontiguousarray(audio).astype("<f4")
     step = max(1, rate * args.chunk_ms // 1000)
 

@@ -146,3 +146,6 @@ def test_the_stream_command(server, fixtures):
     result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "1-27724-A-1.ogg"), "--url", url,
                              "--fast", "--json", "--threshold-rad", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "1008" in result.stderr and "threshold_rad" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "README.md"), "--url", url],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "cannot read" in result.stderr and "Traceback" not in result.stderr
