@@ -127,6 +127,9 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
     once (but those in `repeatable`), the clip field a file."""
     from starlette.datastructures import UploadFile
 
+    if request.query_params:  # options in the URL would otherwise be ignored without a word
+        raise errors.InvalidParameter(f"options go in the form beside the clip, not in the URL: got "
+                                      f"?{request.url.query[:80]}; this endpoint accepts {list(accepted)}")
     try:
         form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds

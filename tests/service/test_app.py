@@ -300,6 +300,12 @@ def test_wrong_form_fields_are_422_naming_the_accepted_ones(server, files, data,
         assert needle in r.json()["message"], r.json()
 
 
+def test_options_in_the_url_are_422_not_ignored(server, fixtures):
+    r = requests.post(f"{server}/classify?top_k=1", files={"audio": ("a.ogg", (fixtures / "1-27724-A-1.ogg").read_bytes())},
+                      timeout=30)
+    assert r.status_code == 422 and "not in the URL" in r.json()["message"] and "top_k=1" in r.json()["message"]
+
+
 def test_a_field_name_that_is_not_utf8_is_a_4xx(server, fixtures):
     boundary = b"xyz"
     body = (b"--xyz\r\nContent-Disposition: form-data; name=\"\xff\xfe\"; filename=\"a.ogg\"\r\n"
