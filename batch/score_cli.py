@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="parquet", choices=FORMATS, help="(--engine ray: parquet only)")
     parser.add_argument("--embeddings", action="store_true", help="add each clip's embedding")
     parser.add_argument("--events", action="store_true",
-                        help="add each clip's sound events (label, start_s, end_s, score), as /classify?events=true")
+                        help="add each clip's sound events (label, start_s, end_s, score), as /classify with events=true")
     parser.add_argument("--events-table", choices=EVENT_TABLES,
                         help="also write the events as OUT/events.tsv (dcase) or OUT/audacity/*.txt label tracks")
     parser.add_argument("--top-k", type=at_least(1), default=5, help="scores kept per row (the classes and 'unknown')")
