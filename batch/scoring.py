@@ -250,8 +250,9 @@ def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:
 def _prepared(items, artifact: Artifact, options: ScoreOptions):
     """prepare_item over the items, in order, with at most workers × PREFETCH in flight.
 
-    When a worker process dies (a decoder crash), the pool is replaced and the clips in flight are
-    submitted again; a clip that was in flight at two crashes gets an error row.
+    When a worker process dies (a decoder crash), the pool is replaced and every clip that was in
+    flight becomes a suspect: each runs again alone, so the one that kills a worker on its own gets an
+    error row and the others their answers.
     """
     args = (artifact.frontend, artifact.activity, options.limits)
     if options.workers == 0:
@@ -259,26 +260,29 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
             yield prepare_item(item, *args)
         return
     pool = ProcessPoolExecutor(options.workers)
-    pending: deque = deque()  # (item, future, crashes)
+    pending: deque = deque()  # (item, future or None: a suspect not yet run alone, suspect)
     items = iter(items)
     try:
         while True:
-            while len(pending) < options.workers * PREFETCH and (item := next(items, None)) is not None:
-                pending.append((item, pool.submit(prepare_item, item, *args), 0))
+            isolating = any(suspect for _, _, suspect in pending)
+            while not isolating and len(pending) < options.workers * PREFETCH and (item := next(items, None)) is not None:
+                pending.append((item, pool.submit(prepare_item, item, *args), False))
             if not pending:
                 return
-            item, future, crashes = pending.popleft()
+            item, future, suspect = pending.popleft()
+            if future is None:
+                future = pool.submit(prepare_item, item, *args)  # nothing else in flight
             try:
                 yield future.result()
             except BrokenProcessPool:
                 log.error("a decoding process died while %s was in flight; restarting the pool", item.id)
                 pool.shutdown(cancel_futures=True)
                 pool = ProcessPoolExecutor(options.workers)
-                if crashes >= 1:
+                if suspect:  # it ran alone
                     yield Prepared(item.id, error_kind="WorkerCrashed", error="the decoding process died on this input")
                 else:
-                    pending.appendleft((item, None, crashes + 1))
-                pending = deque((i, pool.submit(prepare_item, i, *args), c) for i, _, c in pending)
+                    pending.appendleft((item, None, True))
+                pending = deque((i, None, True) for i, _, _ in pending)
     finally:
         pool.shutdown(cancel_futures=True)
 

@@ -332,3 +332,30 @@ def test_bad_numbers_are_refused_before_scoring(tmp_path, args, needle):
     cmd = [sys.executable, "-m", "soundarc.cli", "score", str(tmp_path), "--out", str(tmp_path / "o"), *args]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and needle in result.stderr and not (tmp_path / "o").exists()
+
+
+def _dies_on_crash_files(data, *args, **kwargs):
+    """batch.scoring.prepare in the worker processes (forked: they see this patch): a decoder that
+    kills its process on one input and is slow on another."""
+    from core.clip import prepare
+
+    if data.endswith(b"CRASH"):
+        os._exit(1)
+    if data.endswith(b"SLOW"):
+        time.sleep(1.0)
+    return prepare(data, *args, **kwargs)
+
+
+def test_a_clip_that_kills_its_worker_gets_the_error_row_not_its_neighbours(tmp_path, test_artifact, monkeypatch):
+    import batch.scoring
+
+    monkeypatch.setattr(batch.scoring, "prepare", _dies_on_crash_files)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a-slow.wav").write_bytes(wav() + b"SLOW")  # in flight when b kills the pool, twice
+    (tmp_path / "in" / "b-crash.wav").write_bytes(wav() + b"CRASH")
+    for name in ("c.wav", "d.wav", "e.wav"):
+        (tmp_path / "in" / name).write_bytes(wav())
+    score([str(tmp_path / "in")], test_artifact, tmp_path / "o", ScoreOptions(workers=2))
+    rows = {Path(r["id"]).name: r for r in read_results(tmp_path / "o")}
+    assert rows["b-crash.wav"]["error_kind"] == "WorkerCrashed"
+    assert all(rows[n]["label"] and not rows[n]["error_kind"] for n in ("a-slow.wav", "c.wav", "d.wav", "e.wav")), rows
