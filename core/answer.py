@@ -21,9 +21,9 @@ offline rows and the stream all build it here and only serialise it.
     answer      label = "silence" (no window with sound; score null), else "unknown" (score null),
                 else the top of the ranking (score = its probability in the ranking)
 
-The timeline labels each window by the ranking of that window alone ("silence" without sound):
-"unknown" is decided for the clip, whose embedding averages the windows. Events (core.events) are
-found in the same window probabilities.
+The timeline answers each window as a clip of that window alone (window_answers: "silence" without
+sound, "unknown" by that window's own angle, else its top class), as the live stream does. Events
+(core.events) are found in the same window probabilities.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class WindowAnswer:
     end_s: float
     label: str  # a class, "unknown" or "silence"
     score: float | None
+    ranking: tuple[tuple[str, float], ...] = ()  # its top_k classes; none for silence
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     temperature = _temperature(classes)
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these
     window_probs = sharpen(probs, temperature)  # (N, K), as window_probabilities
-    timeline = _windows(window_probs, active, starts_s, window_s, names) if options.windows else None
+    timeline = (window_answers(window_probs, embeddings, active, starts_s, window_s, names, classes, options)
+                if options.windows else None)
     events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend)
               if options.events else None)
     if not active.any():
@@ -184,12 +186,21 @@ def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int) -> tuple[tuple[
     return tuple((names[i], float(probs[i])) for i in order)
 
 
-def _windows(probs, active, starts_s, window_s, names) -> tuple[WindowAnswer, ...]:
-    """Each window's own top class; windows without sound are "silence"."""
+def window_answers(window_probs: np.ndarray, embeddings: np.ndarray, active: np.ndarray, starts_s: np.ndarray,
+                   window_s: float, names: tuple[str, ...], classes: ClassSet | None,
+                   options: AnswerOptions) -> tuple[WindowAnswer, ...]:
+    """(N, K) calibrated window probabilities, (N, D) embeddings, (N,) activity and starts -> each
+    window answered as a clip of that window alone: "silence" without sound, "unknown" when the open
+    set turns its embedding away, else its top class."""
     out = []
-    for p, is_active, start in zip(probs, active, starts_s):
-        label, score = _rank(p, names, 1)[0] if is_active else (SILENCE, None)
-        out.append(WindowAnswer(float(start), float(start) + window_s, label, score))
+    for p, e, is_active, start in zip(window_probs, embeddings, active, starts_s):
+        label, score, ranking = SILENCE, None, ()
+        if is_active:
+            ranking = _rank(p, names, options.top_k)
+            unknown = (options.open_set and classes is not None
+                       and _open_set(clip_embedding(e[None]), classes, options.threshold_rad)["unknown"])
+            label, score = (UNKNOWN, None) if unknown else ranking[0]
+        out.append(WindowAnswer(float(start), float(start) + window_s, label, score, ranking))
     return tuple(out)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core import errors
-from core.answer import AnswerOptions, answer, window_probabilities
+from core.answer import AnswerOptions, answer, round_score, window_probabilities
 from core.events import detect
 from core.stream import StreamFrontend
 
@@ -74,16 +74,12 @@ class StreamSession:
         for kept, new in ((self.logits, logits), (self.embeddings, embeddings), (self.active, windows.active),
                           (self.starts, windows.starts_s)):
             kept.append(new)
-        classes = self.service.current_classes()
         window_s = self.artifact.frontend.patch_seconds
-        messages = []
-        for i, start in enumerate(windows.starts_s):
-            one = answer(logits[i:i + 1], embeddings[i:i + 1], windows.active[i:i + 1], windows.starts_s[i:i + 1],
-                         window_s, self.artifact.labels, classes, self.options)
-            messages.append({"type": "window", "start_s": round(float(start), 3),
-                             "end_s": round(float(start) + window_s, 3), "label": one.label,
-                             "score": None if one.score is None else round(one.score, 6),
-                             "labels": [{"label": k, "score": round(p, 6)} for k, p in one.ranking]})
+        timeline = answer(logits, embeddings, windows.active, windows.starts_s, window_s, self.artifact.labels,
+                          self.service.current_classes(), replace(self.options, windows=True)).windows
+        messages = [{"type": "window", "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
+                     "score": round_score(w.score), "labels": [{"label": k, "score": round(p, 6)} for k, p in w.ranking]}
+                    for w in timeline]
         return messages + self._events(final_before_s=float(windows.starts_s[-1]) - window_s)
 
     def summary(self) -> dict:

@@ -169,3 +169,16 @@ def test_a_prototype_weight_outside_0_1_is_refused():
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(errors.ArtifactError, match="prototype weight"):
             replace(CLASSES.builtin, prototype_weight=bad)
+
+
+def test_each_window_is_answered_as_a_clip_of_its_own():
+    logits, emb, active, starts = windows(3, [5, 0, 0])
+    emb[1] = unit(0.6)  # one window far from every prototype (threshold 0.3), the clip near dog
+    result = run(logits, emb, active, starts, windows=True, top_k=2)
+    assert [w.label for w in result.windows] == ["dog", UNKNOWN, "dog"] and result.label == "dog"
+    assert result.windows[1].score is None and result.windows[1].ranking[0][0] == "dog"
+    for i in range(3):  # the same as the answer to that window alone (what the live stream sends)
+        alone = run(logits[i:i + 1], emb[i:i + 1], active[i:i + 1], starts[i:i + 1], top_k=2)
+        assert (result.windows[i].label, result.windows[i].score, result.windows[i].ranking) == \
+            (alone.label, alone.score, alone.ranking)
+    assert [w.label for w in run(logits, emb, active, starts, windows=True, open_set=False).windows] == ["dog"] * 3
