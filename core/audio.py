@@ -62,21 +62,19 @@ def decode_with_warnings(
     try:
         with sf.SoundFile(source) as f:
             rate, channels = _check_header(f.samplerate, f.channels, limits)
-            mono, stopped = _read_mono(f, rate, limits)
+            y, read, stopped = _read_mono(f, rate, target_rate, limits)
             declared, container = f.frames, f.format
     except errors.SoundarcError:
         raise
     except _DECODE_ERRORS as e:
         raise errors.UndecodableAudio(
             f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {_reason(e)}") from e
-    if mono.size == 0:
+    if read == 0:
         raise errors.EmptyAudio("the audio holds no samples")
-    if not np.isfinite(mono).all():
-        raise errors.InvalidSamples("the audio holds NaN or infinite samples")
     if stopped:
-        warnings.append(f"decoding stopped after {mono.size / rate:.3f} s ({stopped}): the file is damaged or cut short")
-    elif declared > mono.size * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
-        warnings.append(f"the header declares {declared / rate:.3f} s, but only {mono.size / rate:.3f} s could be read: "
+        warnings.append(f"decoding stopped after {read / rate:.3f} s ({stopped}): the file is damaged or cut short")
+    elif declared > read * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
+        warnings.append(f"the header declares {declared / rate:.3f} s, but only {read / rate:.3f} s could be read: "
                         "the file is cut short")
     elif container in ("WAV", "WAVEX", "AIFF"):  # their readers shorten a file cut short without a word
         cut = _data_chunk_shortfall(source)
@@ -84,18 +82,27 @@ def decode_with_warnings(
             warnings.append(cut)
     for warning in warnings:
         log.info("decode: %s", warning)
-    return resample(mono, rate, target_rate), warnings
+    return y, warnings
 
 
-def resample(y: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Resample (samples,) float32 from `rate` to `target_rate` with soxr (high quality)."""
+def _resampler(rate: int, target_rate: int):
+    """(samples,) float32 blocks at `rate`, then None at the end -> the same audio at `target_rate`
+    (soxr, high quality; block by block gives exactly what one call over the whole would)."""
     if rate == target_rate:
-        return np.ascontiguousarray(y, dtype=np.float32)
+        return lambda block: np.zeros(0, np.float32) if block is None else block
+    def to_target(block: np.ndarray | None) -> np.ndarray:
+        try:
+            if block is None:
+                return stream.resample_chunk(np.zeros(0, np.float32), last=True)
+            return stream.resample_chunk(block)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise errors.BadAudioFormat(f"cannot resample from {rate} Hz to {target_rate} Hz: {e}") from e
+
     try:
-        out = soxr.resample(y, rate, target_rate, quality="HQ")
+        stream = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
     except (ValueError, TypeError, RuntimeError) as e:
         raise errors.BadAudioFormat(f"cannot resample from {rate} Hz to {target_rate} Hz: {e}") from e
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return to_target
 
 
 def _open_source(data, limits: DecodeLimits):
@@ -126,27 +133,33 @@ def _check_header(rate: int, channels: int, limits: DecodeLimits) -> tuple[int, 
     return rate, channels
 
 
-def _read_mono(f: sf.SoundFile, rate: int, limits: DecodeLimits) -> tuple[np.ndarray, str]:
-    """Read block by block, mixing down to mono; stop as soon as the duration limit is passed.
-    Returns the samples and, when decoding failed after some blocks, the reason it stopped."""
+def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str]:
+    """Read block by block, mixing down to mono and resampling as it goes (a file at 384 kHz never
+    lies in memory at its own rate); stop as soon as the duration limit is passed. Returns the
+    samples at target_rate, how many frames the file gave, and, when decoding failed after some
+    blocks, the reason it stopped."""
     max_frames = int(limits.max_duration_s * rate)
-    blocks, total = [], 0
+    to_target = _resampler(rate, target_rate)
+    blocks, total, stopped = [], 0, ""
     while True:
         try:
             block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
         except _DECODE_ERRORS as e:
-            if not blocks:
+            if not total:
                 raise
-            return np.concatenate(blocks), _reason(e)
+            stopped = _reason(e)
+            break
         if block.shape[0] == 0:
             break
         total += block.shape[0]
         if total > max_frames:
             raise errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
-        blocks.append(block.mean(axis=1, dtype=np.float32))  # (frames,)
-    if not blocks:
-        return np.zeros(0, dtype=np.float32), ""
-    return np.concatenate(blocks), ""
+        mono = block.mean(axis=1, dtype=np.float32)  # (frames,)
+        if not np.isfinite(mono).all():
+            raise errors.InvalidSamples("the audio holds NaN or infinite samples")
+        blocks.append(to_target(mono))
+    blocks.append(to_target(None))
+    return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32), total, stopped
 
 
 def _reason(e: Exception) -> str:

@@ -165,9 +165,18 @@ def test_resampler_exceptions_map_to_ours(exc, monkeypatch):
     def boom(*args, **kwargs):
         raise exc("simulated")
 
-    monkeypatch.setattr(soxr, "resample", boom)
+    monkeypatch.setattr(soxr, "ResampleStream", boom)
     with pytest.raises(errors.BadAudio):
         decode(encode(sine(16_000), 16_000, "WAV", "PCM_16"), RATE)
+
+
+def test_resampling_block_by_block_is_one_resampling_of_the_whole():
+    """decode resamples each block as it reads it (memory: the clip at the target rate), and gives
+    what one soxr call over the whole clip gives."""
+    rate = 48_000
+    y = (0.3 * np.random.default_rng(0).standard_normal(7 * rate)).astype(np.float32)  # several blocks
+    whole = soxr.resample(y, rate, RATE, quality="HQ")
+    np.testing.assert_array_equal(decode(encode(y, rate, "WAV", "FLOAT"), RATE), whole)
 
 
 @pytest.mark.parametrize("fmt,subtype,needle", [
