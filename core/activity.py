@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import errors
-from core.features import FrontendConfig, log_mel, patch_starts, segments
+from core.features import FrontendConfig, log_mel, patch_starts, segment_scale, segments
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ def frame_gains_db(waveform: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     from its segment."""
     gains = []
     for segment in segments(np.asarray(waveform, dtype=np.float32), cfg):
-        peak = np.abs(segment - segment.mean(dtype=np.float64)).max()
-        gains.append(np.full(1 + segment.size // cfg.hop_length, 20.0 * np.log10(peak + cfg.peak_offset)))
+        gains.append(np.full(1 + segment.size // cfg.hop_length, 20.0 * np.log10(segment_scale(segment, cfg))))
     return np.concatenate(gains)
 
 

@@ -93,8 +93,13 @@ def log_mel(waveform: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.
 
 def normalise(y: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     """DC removal and peak normalisation y / (max|y| + offset) of one segment."""
-    y = y - y.mean(dtype=np.float64)
-    return (y / (np.abs(y).max() + cfg.peak_offset)).astype(np.float32)
+    return ((y - y.mean(dtype=np.float64)) / segment_scale(y, cfg)).astype(np.float32)
+
+
+def segment_scale(y: np.ndarray, cfg: FrontendConfig) -> float:
+    """What normalise divides one segment by: its peak after DC removal, plus the offset (the
+    gain core.activity puts back)."""
+    return float(np.abs(y - y.mean(dtype=np.float64)).max() + cfg.peak_offset)
 
 
 def frame_seconds(frames: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
