@@ -208,7 +208,6 @@ def _temperature(classes: ClassSet | None) -> float:
     return classes.builtin.temperature if classes is not None else 1.0
 
 
-
 def round_score(x: float | None) -> float | None:
     """Scores as answers carry them (6 decimals)."""
     return None if x is None else round(float(x), 6)

@@ -90,18 +90,17 @@ def _resampler(rate: int, target_rate: int):
     (soxr, high quality; block by block gives exactly what one call over the whole would)."""
     if rate == target_rate:
         return lambda block: np.zeros(0, np.float32) if block is None else block
-    def to_target(block: np.ndarray | None) -> np.ndarray:
-        try:
-            if block is None:
-                return stream.resample_chunk(np.zeros(0, np.float32), last=True)
-            return stream.resample_chunk(block)
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise errors.BadAudioFormat(f"cannot resample from {rate} Hz to {target_rate} Hz: {e}") from e
-
+    refused = f"cannot resample from {rate} Hz to {target_rate} Hz"
     try:
         stream = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
     except (ValueError, TypeError, RuntimeError) as e:
-        raise errors.BadAudioFormat(f"cannot resample from {rate} Hz to {target_rate} Hz: {e}") from e
+        raise errors.BadAudioFormat(f"{refused}: {e}") from e
+
+    def to_target(block: np.ndarray | None) -> np.ndarray:
+        try:
+            return stream.resample_chunk(np.zeros(0, np.float32) if block is None else block, last=block is None)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise errors.BadAudioFormat(f"{refused}: {e}") from e
     return to_target
 
 
@@ -154,7 +153,7 @@ def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimit
         total += block.shape[0]
         if total > max_frames:
             raise errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
-        mono = block.mean(axis=1, dtype=np.float32)  # (frames,)
+        mono = block.mean(axis=1, dtype=np.float64).astype(np.float32)  # (frames,); float64: no overflow at ±3e38
         if not np.isfinite(mono).all():
             raise errors.InvalidSamples("the audio holds NaN or infinite samples")
         blocks.append(to_target(mono))

@@ -52,7 +52,8 @@ class StreamFrontend:
 
     def push(self, samples: np.ndarray) -> StreamWindows:
         """(n, channels) float32 -> the windows that became final."""
-        mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.ndim == 2 else samples.astype(np.float32)
+        mono = samples.mean(axis=1, dtype=np.float64) if samples.ndim == 2 else samples  # as decode mixes down
+        mono = mono.astype(np.float32)
         self._add(mono if self.resampler is None else self.resampler.resample_chunk(mono))
         fe = self.frontend
         while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:
