@@ -40,7 +40,7 @@ def test_ray_engine_matches_local_engine(tmp_path, fixtures, test_artifact):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     inputs = f"{clips} {archive}"
-    score([str(clips), str(archive)], test_artifact, tmp_path / "local", ScoreOptions(workers=0))
+    score([str(clips), str(archive)], test_artifact, tmp_path / "local", ScoreOptions(workers=0, events=True))  # --events-table
     command = (f"ip link set lo up && RAY_USAGE_STATS_ENABLED=0 BENTOML_DO_NOT_TRACK=True "
                f"{sys.executable} -m soundarc.cli score {inputs} --model {test_artifact} --out {tmp_path / 'ray'} --engine ray "
                "--events-table dcase")
