@@ -37,6 +37,15 @@ def cv_runs(arm: str, seed: int | None = None) -> list[Path]:
     return sorted(p for p in (CV_RUNS / arm).glob(pattern) if (p / "cv.json").exists())
 
 
+def group_runs_of(group: str) -> tuple[str, list[Path]]:
+    """ARM or ARM:SEED,SEED -> (ARM, its finished CV runs of those seeds); none is an error."""
+    arm, _, seeds = group.partition(":")
+    runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
+    if not runs:
+        raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py, or soup_cv.py for -soup and -ens arms)")
+    return arm, runs
+
+
 def add_joint_arguments(parser, share_help: str) -> None:
     """--pretrained-share S [--pretrained RUN]: served with the joint embedding (training.model.InferenceModel)."""
     parser.add_argument("--pretrained-share", type=float, default=0.0, help=share_help)

@@ -20,7 +20,7 @@ import json
 from collections import defaultdict
 
 import numpy as np
-from _data import REPORTS, cv_runs, fold_of
+from _data import REPORTS, fold_of, group_runs_of
 from cv_study import CONDITIONS, ESC10
 
 from training.data import scan_labeled
@@ -30,10 +30,7 @@ RESAMPLES = 10_000
 
 def clip_scores(arm_seeds: str, clips) -> dict[str, dict[str, float]]:
     """{condition: {clip name: share of the runs of ARM or ARM:SEED,SEED that answered it right}}."""
-    arm, _, seeds = arm_seeds.partition(":")
-    runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
-    if not runs:
-        raise SystemExit(f"{arm_seeds}: no finished CV runs (benchmarks/cv_study.py or soup_cv.py)")
+    _, runs = group_runs_of(arm_seeds)
     right, count = defaultdict(lambda: defaultdict(float)), defaultdict(lambda: defaultdict(int))
     for run in runs:
         result = json.loads((run / "cv.json").read_text())

@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine, mean_std
+from _data import REPORTS, add_joint_arguments, encoder_tag, fold_of, group_runs_of, joint_arguments, machine, mean_std
 from compare_cv import paired
 from cv_study import ESC10, NOISE, ROOT, window_outputs
 
@@ -85,10 +85,7 @@ def measure_run(run: Path, share: float, pretrained: str | None, weights: list[f
 
 def group_runs(group: str, share: float, pretrained: str | None, weights: list[float]) -> dict[str, dict]:
     """{arm/run: measure_run(...)} for ARM:SEEDS (cached in each run's cv-fusion<S>[-NAME].json)."""
-    arm, _, seeds = group.partition(":")
-    runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
-    if not runs:
-        raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py --arms {arm})")
+    arm, runs = group_runs_of(group)
     out = {}
     for run in runs:
         path = run / f"cv-fusion{share:g}{encoder_tag(pretrained)}.json"
@@ -132,6 +129,20 @@ def condition_cells(row: dict, vs_key: str) -> list[str]:
             for c in CONDITIONS]
 
 
+def condition_tables(tables: dict, variant: str, vs_key: str, summary: str, summary_header: str | None = None
+                     ) -> list[str]:
+    """{group: (runs, {variant: condition_stats row + its `summary`})} -> markdown lines: per group a
+    table of the variants (rows) by the conditions (condition_cells), with the summary column last."""
+    header = f"| {variant} | " + " | ".join(CONDITIONS) + f" | {summary_header or summary} |"
+    lines = []
+    for name, (n_runs, table) in tables.items():
+        lines += [f"**{name}** ({n_runs} runs)", "", header, "|---|" + "---|" * (len(CONDITIONS) + 1)]
+        for key, row in table.items():
+            lines.append(f"| {key} | " + " | ".join(condition_cells(row, vs_key)) + f" | {100 * row[summary]:.2f} |")
+        lines.append("")
+    return lines
+
+
 def summarise(runs: dict, weights: list[float], rng) -> dict:
     """{w: {condition: {"mean", "std", "vs_head": paired(w, 0)}}} over these runs."""
     table = {}
@@ -146,13 +157,7 @@ def markdown(tables: dict, share: float) -> str:
     lines = [f"Clip accuracy % with the head's logits blended with the served embedding's prototypes "
              f"(share {share}), {machine()}: mean ± std over runs; under it, the paired difference against "
              "w = 0 (p over source recordings).", ""]
-    for name, (n_runs, table) in tables.items():
-        lines += [f"**{name}** ({n_runs} runs)", "", "| w | " + " | ".join(CONDITIONS) + " | mean |",
-                  "|---|" + "---|" * (len(CONDITIONS) + 1)]
-        for w, row in table.items():
-            lines.append(f"| {w} | " + " | ".join(condition_cells(row, "vs_head")) + f" | {100 * row['mean']:.2f} |")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + condition_tables(tables, "w", "vs_head", "mean"))
 
 
 def choose(table: dict) -> float:

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine
+from _data import REPORTS, add_joint_arguments, encoder_tag, fold_of, group_runs_of, joint_arguments, machine
 from cv_study import ESC10, NOISE, ROOT, voting_windows
-from fusion_cv import condition_cells, condition_stats, served_classes
+from fusion_cv import condition_stats, condition_tables, served_classes
 
 from core.activity import ActivityConfig, frame_levels
 from core.answer import class_logits
@@ -112,10 +112,7 @@ def count_votes(run: Path, windows) -> dict:
 
 def group_runs(group: str, share: float, pretrained: str | None, weight: float) -> dict[str, dict]:
     """{arm/run: count_votes(...)} for ARM:SEEDS (the windows cached beside each run's cv.json)."""
-    arm, _, seeds = group.partition(":")
-    runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
-    if not runs:
-        raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py --arms {arm})")
+    arm, runs = group_runs_of(group)
     out = {}
     for run in runs:
         path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
@@ -149,13 +146,7 @@ def markdown(tables: dict, share: float, weight: float) -> str:
     lines = [f"Clip accuracy % by how the windows vote (served: share {share}, prototype weight {weight}), "
              f"{machine()}: mean ± std over runs; beside it, the paired difference against `mean` (p over "
              "source recordings).", ""]
-    for name, (n_runs, table) in tables.items():
-        lines += [f"**{name}** ({n_runs} runs)", "", "| vote | " + " | ".join(CONDITIONS) + " | five conditions |",
-                  "|---|" + "---|" * (len(CONDITIONS) + 1)]
-        for how, row in table.items():
-            lines.append(f"| {how} | " + " | ".join(condition_cells(row, "vs_mean")) + f" | {100 * row['conditions']:.2f} |")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + condition_tables(tables, "vote", "vs_mean", "conditions", "five conditions"))
 
 
 def main() -> None:
