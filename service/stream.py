@@ -30,7 +30,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core import errors
-from core.answer import AnswerOptions, answer, round_score, window_probabilities
+from core.answer import AnswerOptions, answer, round_score, window_answers, window_probabilities
 from core.events import detect
 from core.stream import StreamFrontend
 
@@ -75,8 +75,10 @@ class StreamSession:
                           (self.starts, windows.starts_s)):
             kept.append(new)
         window_s = self.artifact.frontend.patch_seconds
-        timeline = answer(logits, embeddings, windows.active, windows.starts_s, window_s, self.artifact.labels,
-                          self.service.current_classes(), replace(self.options, windows=True)).windows
+        classes = self.service.current_classes()
+        names = self.artifact.labels if classes is None else classes.labels
+        timeline = window_answers(window_probabilities(logits, embeddings, classes), embeddings, windows.active,
+                                  windows.starts_s, window_s, names, classes, self.options)  # as /classify's timeline
         messages = [{"type": "window", "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
                      "score": round_score(w.score), "labels": [{"label": k, "score": round(p, 6)} for k, p in w.ranking]}
                     for w in timeline]
