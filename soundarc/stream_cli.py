@@ -32,7 +32,7 @@ def run(args) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         audio, rate = sf.read(args.file, dtype="float32", always_2d=True)  # (n, channels)
-    except (OSError, RuntimeError, sf.LibsndfileError) as e:
+    except (OSError, RuntimeError) as e:  # libsndfile errors are RuntimeErrors
         raise SystemExit(f"soundarc stream: cannot read {args.file}: {e}") from None
     pcm = np.ascontiguousarray(audio).astype("<f4")
     step = max(1, rate * args.chunk_ms // 1000)
