@@ -21,6 +21,7 @@ import numpy as np
 
 from batch.results import read_results
 from core import errors
+from core.answer import SILENCE, ClipAnswer
 from core.artifact import write_json_atomic
 
 KINDS = ("flat", "hnsw")
@@ -42,6 +43,13 @@ class VectorIndex:
             raise errors.InvalidParameter(f"query has dimension {vector.shape}, the index {self.meta['dim']}")
         scores, ids = self.index.search(np.ascontiguousarray(vector[None], dtype=np.float32), min(top_k, len(self.items)))
         return [{**self.items[i], "similarity": round(float(s), 6)} for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    def search_clip(self, result: ClipAnswer, top_k: int) -> dict:
+        """A clip's answer -> {"results": the top_k items most like it}; none, and the label "silence",
+        for a clip without sound (it has no embedding). The service and `soundarc index query` share it."""
+        if result.embedding is None:
+            return {"results": [], "label": SILENCE}
+        return {"results": self.search(result.embedding, top_k)}
 
 
 def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hnsw_m: int = 32,

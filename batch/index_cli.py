@@ -36,7 +36,7 @@ def run(args) -> int:
         print(json.dumps(index.meta, indent=2))
         return 0
     from batch.index import load_index
-    from core.answer import SILENCE, AnswerOptions, answer
+    from core.answer import AnswerOptions, answer
     from core.artifact import load_artifact
     from core.clip import prepare
     from core.runtime import create_runtime
@@ -47,6 +47,5 @@ def run(args) -> int:
     logits, embeddings = create_runtime(artifact).run(clip.patches)
     result = answer(logits, embeddings, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels,
                     None, AnswerOptions(open_set=False))
-    found = [] if result.label == SILENCE else index.search(result.embedding, args.top_k)
-    print(json.dumps({"results": found, **({"label": SILENCE} if result.label == SILENCE else {})}, indent=2))
+    print(json.dumps(index.search_clip(result, args.top_k), indent=2))
     return 0

@@ -3,6 +3,7 @@ sound activity decided. The HTTP service, offline scoring, enrolment and export 
 
     prepare(bytes | path) -> PreparedClip: windows (N, T, M), their starts (s), activity (N,),
                              the whole log-mel and its frame levels (dB), duration, timings
+    analyse(samples)      -> log-mel, frame levels and active frames (uploads and streams share it)
     spectrogram(log-mel)  -> a small JSON image of the log-mel for the web page
 """
 
@@ -41,14 +42,22 @@ def prepare(data: bytes | str | os.PathLike, frontend: FrontendConfig, activity:
     t0 = time.perf_counter()
     waveform, warnings = decode_with_warnings(data, frontend.sample_rate, limits)
     t1 = time.perf_counter()
-    logmel = log_mel(waveform, frontend)  # (F, M)
+    logmel, levels, frame_active = analyse(waveform, frontend, activity)
     windows, starts = patches(logmel, frontend)  # (N, T, M), (N,) frames
-    levels = frame_levels(logmel, frontend, frame_gains_db(waveform, frontend))  # (F,)
-    active = window_activity(active_frames(levels, frontend, activity), starts, frontend, activity)
+    active = window_activity(frame_active, starts, frontend, activity)
     t2 = time.perf_counter()
     starts_s = frame_seconds(starts, frontend)
     return PreparedClip(windows, starts_s, active, logmel, levels, waveform.size / frontend.sample_rate,
                         {"decode": t1 - t0, "features": t2 - t1}, warnings)
+
+
+def analyse(waveform: np.ndarray, frontend: FrontendConfig, activity: ActivityConfig
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(S,) samples -> (F, M) log-mel, (F,) each frame's level in dB, (F,) whether each frame holds
+    sound: the frame analysis uploads and streams share."""
+    logmel = log_mel(waveform, frontend)
+    levels = frame_levels(logmel, frontend, frame_gains_db(waveform, frontend))
+    return logmel, levels, active_frames(levels, frontend, activity)
 
 
 def spectrogram(logmel: np.ndarray, frames_per_s: float, max_columns: int = 600, dynamic_range_db: float = 80.0) -> dict:

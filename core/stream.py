@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from core.activity import ActivityConfig, active_frames, frame_gains_db, frame_levels, window_activity
-from core.features import FrontendConfig, frame_seconds, log_mel, patch_starts, tile_to_patch
+from core.activity import ActivityConfig, window_activity
+from core.clip import analyse
+from core.features import FrontendConfig, frame_seconds, patch_starts, tile_to_patch
 
 
 @dataclass
@@ -78,11 +79,9 @@ class StreamFrontend:
         self.samples += resampled.size
 
     def _final_segment(self, y: np.ndarray) -> None:
-        fe = self.frontend
-        logmel = log_mel(y, fe)  # one segment: y is at most a segment and a short tail
-        levels = frame_levels(logmel, fe, frame_gains_db(y, fe))
+        logmel, levels, active = analyse(y, self.frontend, self.activity)  # one segment: y is at most a segment and a short tail
         self.frames = np.concatenate([self.frames, logmel])
-        self.frame_active = np.concatenate([self.frame_active, active_frames(levels, fe, self.activity)])
+        self.frame_active = np.concatenate([self.frame_active, active])
         self.levels.append(levels)
         self.total_frames += len(logmel)
 

@@ -145,12 +145,9 @@ class SoundArc:
                                   "and set SOUNDARC_INDEX to its directory")
         _check_range("top_k", top_k, 1, self.settings.max_top_k)
         clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
-        found = [] if result.embedding is None else self.index.search(result.embedding, top_k)
-        body = {"results": found, "duration_s": round(clip.duration_s, 3), "warnings": clip.warnings,
-                "model": self.model_info(), "index": {k: self.index.meta[k] for k in ("kind", "count")}}
-        if result.label == SILENCE:
-            body["label"] = SILENCE
-        return body
+        return {**self.index.search_clip(result, top_k), "duration_s": round(clip.duration_s, 3),
+                "warnings": clip.warnings, "model": self.model_info(),
+                "index": {k: self.index.meta[k] for k in ("kind", "count")}}
 
     # -- custom classes (routed by service.web) -----------------------------------------------------
     def list_classes(self) -> dict:
