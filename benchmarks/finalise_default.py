@@ -154,7 +154,6 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
     manifest["openset"] = load_artifact(out_dir).manifest["openset"]  # its new sha256
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
-    print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))
 
 
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
@@ -163,37 +162,41 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     seeds = [read_checkpoint_info(run)["config"]["seed"] for run in final_runs]
     chosen = scoring(arm, share, pretrained, form, seeds)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
-    out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained)
     config = read_checkpoint_info(final_run)["config"]
-    calibration = ROOT / "reports" / "openset_cv.json"
-    open_set = attach_open_set(out_dir, config["labeled"], tuple(config["train_folds"]), calibration=str(calibration))
     study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
-    manifest = load_artifact(out_dir).manifest
-    loss = ("cross-entropy" if config["loss"] == "ce" else
-            f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
-    manifest["default_model"] = {
-        "data": data_of(config, share, pretrained),
-        "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
-                  f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']}"
-                  + (f", outlier exposure (weight {config['outlier_weight']})" if config.get("outlier_weight") else "")
-                  + " (configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
-        "commands": "benchmarks/train_default.sh",
-        "cross_validation_report": f"reports/{report}.md",
-        "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
-                                         "clip accuracy by the head alone (prototype weight 0; windows with sound "
-                                         "vote); as served: prototype_weight.cross_validation_as_served",
-                             **study["summary"][arm]},
-        "final_runs": final_runs,
-        "final_seeds": seeds,
-        "form": form,
-        "weights": {"run": f"one final run: {final_runs[0]}",
-                    "average": f"the uniform average of {len(final_runs)} final runs with different seeds "
-                               f"(benchmarks/soup_cv.py): {', '.join(final_runs)}",
-                    "ensemble": f"an ensemble of {len(final_runs)} final runs with different seeds, answering their "
-                                f"mean softmax and mean cosine (benchmarks/soup_cv.py --ensemble): "
-                                f"{', '.join(final_runs)}"}[form],
-    }
-    scored(out_dir, open_set, chosen, manifest)
+
+    def finish(staged: Path) -> None:  # the whole model is made before it replaces OUT_DIR
+        open_set = attach_open_set(staged, config["labeled"], tuple(config["train_folds"]),
+                                   calibration=str(ROOT / "reports" / "openset_cv.json"))
+        manifest = load_artifact(staged).manifest
+        loss = ("cross-entropy" if config["loss"] == "ce" else
+                f"supervised ACL (sup_alpha {config['sup_alpha']}·CE + angular margin {config['margin']})")
+        manifest["default_model"] = {
+            "data": data_of(config, share, pretrained),
+            "recipe": f"{arm}: {loss}, ResNet-18 width {config['width']}, {config['epochs']} epochs x "
+                      f"{config['patches_per_clip']} random 1 s windows with sound per clip, augment {config['augment']}"
+                      + (f", outlier exposure (weight {config['outlier_weight']})" if config.get("outlier_weight") else "")
+                      + " (configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
+            "commands": "benchmarks/train_default.sh",
+            "cross_validation_report": f"reports/{report}.md",
+            "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
+                                             "clip accuracy by the head alone (prototype weight 0; windows with sound "
+                                             "vote); as served: prototype_weight.cross_validation_as_served",
+                                 **study["summary"][arm]},
+            "final_runs": final_runs,
+            "final_seeds": seeds,
+            "form": form,
+            "weights": {"run": f"one final run: {final_runs[0]}",
+                        "average": f"the uniform average of {len(final_runs)} final runs with different seeds "
+                                   f"(benchmarks/soup_cv.py): {', '.join(final_runs)}",
+                        "ensemble": f"an ensemble of {len(final_runs)} final runs with different seeds, answering their "
+                                    f"mean softmax and mean cosine (benchmarks/soup_cv.py --ensemble): "
+                                    f"{', '.join(final_runs)}"}[form],
+        }
+        scored(staged, open_set, chosen, manifest)
+    out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained,
+                              finish=finish)
+    print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))
 
 
 def recalibrate(out: str, arm: str) -> None:
@@ -215,6 +218,7 @@ def recalibrate(out: str, arm: str) -> None:
         print(f"the prototype weight changes ({artifact.open_set.prototype_weight:g} -> {chosen['weight']:g}): run "
               f"`soundarc quantize {out}` again, its int8 check ranked at the old one", file=sys.stderr)
     scored(Path(out), artifact.open_set, chosen, manifest)
+    print(json.dumps({"artifact": out, **{k: str(v) for k, v in smoke_test(out).items()}}))
 
 
 if __name__ == "__main__":

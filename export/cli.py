@@ -11,7 +11,8 @@ from core.openset import ENROL_MARGIN, temperature_ok, weight_ok
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="a training run with a classifier (finetune or linear probe)")
-    parser.add_argument("out_dir", help="artifact directory to write (replaced when it exists)")
+    parser.add_argument("out_dir", help="artifact directory to write (an artifact there is replaced once the new one "
+                        "is whole; anything else there is refused)")
     parser.add_argument("--fp16", action="store_true", help="also write a float16 variant for CUDA")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--audio", nargs="+", type=Path, help="real clips for the parity check (default: test fixtures)")
@@ -61,15 +62,18 @@ def run(args) -> int:
         raise SystemExit("--temperature needs --open-set (it is kept in the open set's file)")
     from export.onnx_export import export_artifact, smoke_test
 
-    out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,
-                          pretrained_share=args.pretrained_share, pretrained=args.pretrained)
+    finish = None
     if args.open_set:
         from export.open_set import attach_open_set
 
         config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
-        attach_open_set(out, args.labeled or config["labeled"], tuple(config["train_folds"]),
-                        tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin,
-                        args.prototype_weight, args.temperature)
+
+        def finish(staged: Path) -> None:  # before the artifact replaces OUT_DIR: a failure leaves it as it was
+            attach_open_set(staged, args.labeled or config["labeled"], tuple(config["train_folds"]),
+                            tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin,
+                            args.prototype_weight, args.temperature)
+    out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,
+                          pretrained_share=args.pretrained_share, pretrained=args.pretrained, finish=finish)
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"artifact": str(out), "model_id": manifest["model_id"], "parity": manifest["parity"],
                       "smoke_test": {k: str(v) for k, v in smoke_test(out).items()}}, indent=2))

@@ -2,7 +2,8 @@
 
     run dir ─▶ InferenceModel (normalisation inside) ─▶ torch.onnx.export (dynamic batch, one file)
             ─▶ [fp16 variant] ─▶ parity: ONNX Runtime (CPU) vs PyTorch on seeded and real patches
-            ─▶ manifest.json (written last, only when every check passed)
+            ─▶ manifest.json (written last, only when every check passed) ─▶ [open set: finish()]
+            ─▶ OUT_DIR (replaced only once the new artifact is whole; only an artifact is replaced)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,13 +68,16 @@ class ParityReport:
 
 def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False, opset: int = 18,
                     real_audio: list[Path] | None = None, tolerances: Tolerances = Tolerances(),
-                    pretrained_share: float = 0.0, pretrained: str | Path | None = None) -> Path:
+                    pretrained_share: float = 0.0, pretrained: str | Path | None = None,
+                    finish: Callable[[Path], object] | None = None) -> Path:
     """Export a run's checkpoint to OUT_DIR; raises ExportValidationError (no manifest) on a parity failure.
     `pretrained_share` > 0: a joint embedding with a pre-trained encoder (training.model.InferenceModel):
-    `pretrained`, by default the one the run was fine-tuned from."""
+    `pretrained`, by default the one the run was fine-tuned from. `finish(staged_dir)` completes the
+    artifact (the open set) before it replaces OUT_DIR, so that any failure leaves OUT_DIR as it was."""
     net, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
+    check_destination(out, [Path(run_dir), *([Path(info["pretrained"]["run"])] if "pretrained" in info else [])])
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))  # same file system: rename
     staging.chmod(0o755)
@@ -92,14 +97,43 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
         manifest = build_manifest(staging, info, opset, reports, frontend, fp16)
         write_json_atomic(staging / MANIFEST_FILE, manifest)
         load_artifact(staging)  # the reader the service uses must accept it
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        if finish is not None:
+            finish(staging)
+        publish(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     log.info("artifact %s written to %s", manifest["model_id"], out)
     return out
+
+
+def check_destination(out: Path, sources: list[Path]) -> None:
+    """Refuse, before any work, an OUT_DIR that export would wrongly replace: something other than an
+    artifact (a run, a folder of runs, a file) or a folder holding the runs it is exported from."""
+    if out.exists() and not (out.is_dir() and ((out / MANIFEST_FILE).exists() or not any(out.iterdir()))):
+        raise errors.ConfigError(f"{out} exists and is not a soundarc artifact (no {MANIFEST_FILE}): "
+                                 "export replaces only an artifact; choose another output directory")
+    target = out.resolve()
+    for source in sources:
+        if target == source.resolve() or target in source.resolve().parents:
+            raise errors.ConfigError(f"{out} holds {source}, which it is exported from: choose another output directory")
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Put the staged artifact at `out`; an artifact already there is moved aside first and removed only
+    once the new one is in place (put back if the new one cannot be)."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+    old.rmdir()  # only its unique name is wanted
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)
 
 
 def onnx_to_file(net: InferenceModel, frontend: FrontendConfig, path: Path, opset: int) -> None:

@@ -56,6 +56,38 @@ def fit_builtin(outputs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray
     return clip_emb, prototypes, fit_cosine_logit(logits, embeddings @ prototypes.T)
 
 
+def readable_outputs(runtime, clips: list) -> tuple[list, list[tuple[np.ndarray, np.ndarray]]]:
+    """The clips that decode and their window_outputs; unreadable ones are skipped and said, as training
+    skips them (training.data), so one bad file of a training set does not stop an export."""
+    kept, outputs = [], []
+    for clip in clips:
+        try:
+            outputs += window_outputs(runtime, [clip.path])
+        except (errors.BadAudio, errors.TooLarge, OSError) as e:
+            log.warning("open set: skipping %s: %s", clip.path, e)
+            continue
+        kept.append(clip)
+    if not kept:
+        raise errors.ConfigError(f"none of the {len(clips)} clips for the open set could be read")
+    return kept, outputs
+
+
+def read_calibration(path: str, manifest: dict) -> dict:
+    """The threshold file of benchmarks/openset_cv.py, refused if it was measured on another embedding
+    (an angle in the joint embedding means nothing in the fine-tuned one alone)."""
+    try:
+        c = json.loads(Path(path).read_text())
+        c = {**c, "threshold_rad": float(c["threshold_rad"]), "frr": float(c["frr"]), "calibrated_on": str(c["calibrated_on"])}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise errors.ConfigError(f"--calibration {path}: not a threshold file of benchmarks/openset_cv.py ({e!r})") from None
+    share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
+    if "pretrained_share" in c and abs(float(c["pretrained_share"]) - share) > 1e-9:
+        raise errors.ConfigError(f"--calibration {path} was measured with the pre-trained encoder at share "
+                                 f"{c['pretrained_share']:g}, the artifact's embedding has share {share:g}: "
+                                 "export with the same --pretrained-share")
+    return c
+
+
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
                     calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None,
                     enrol_margin: float = ENROL_MARGIN, prototype_weight: float = 0.0,
@@ -64,19 +96,20 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
         raise errors.ConfigError(f"{labeled} has labels {list(names)}, the model {list(artifact.labels)}")
-    train = [c for c in clips if c.fold is None or c.fold in train_folds]
+    calibrated = read_calibration(calibration, artifact.manifest) if calibration else None
     runtime = create_runtime(artifact, RuntimeConfig(device="cpu"))
     index = {name: i for i, name in enumerate(names)}
-    outputs = window_outputs(runtime, [c.path for c in train])
+    train, outputs = readable_outputs(runtime, [c for c in clips if c.fold is None or c.fold in train_folds])
     train_emb, prototypes, cosine_logit = fit_builtin(outputs, np.array([index[c.label] for c in train]), len(names))
 
-    if calibration:
-        c = json.loads(Path(calibration).read_text())
-        open_set = OpenSet(prototypes, names, c["threshold_rad"], c["frr"], c["calibrated_on"], cosine_logit,
-                           enrol_margin, prototype_weight, temperature)
+    if calibrated:
+        open_set = OpenSet(prototypes, names, calibrated["threshold_rad"], calibrated["frr"], calibrated["calibrated_on"],
+                           cosine_logit, enrol_margin, prototype_weight, temperature)
     else:
-        calib = [c for c in clips if c.fold in calibration_folds] if calibration_folds else train
-        calib_emb = train_emb if calib is train else clip_embeddings(runtime, [c.path for c in calib])
+        calib_emb = train_emb
+        if calibration_folds:
+            calib_outputs = readable_outputs(runtime, [c for c in clips if c.fold in calibration_folds])[1]
+            calib_emb = np.stack([clip_embedding(e) for _, e in calib_outputs])
         where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
         threshold = calibrate(prototypes, calib_emb, frr)
         open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight,

@@ -77,3 +77,22 @@ def test_the_temperature_is_stored_and_defaults_to_one():
     assert OpenSet.from_dict(json.loads(json.dumps(open_set.to_dict()))).temperature == 0.4
     older = {k: v for k, v in open_set.to_dict().items() if k != "temperature"}
     assert OpenSet.from_dict(older).temperature == 1.0
+
+
+def test_attach_open_set_skips_an_unreadable_clip_and_refuses_another_embeddings_threshold(tmp_path):
+    from export.onnx_export import export_artifact
+    from export.open_set import attach_open_set
+    from tests.helpers import make_run, write_esc50
+
+    data = write_esc50(tmp_path / "esc")
+    broken = next((data / "audio").glob("1-*.wav"))
+    broken.write_bytes(b"not audio")  # training skips such a file; so does the open set
+    run = make_run(tmp_path / "run", labels=("low", "mid", "high"), labeled=str(data))
+    artifact_dir = export_artifact(run, tmp_path / "model")
+    assert attach_open_set(artifact_dir, str(data), train_folds=(1, 2), frr=0.2).labels == ("low", "mid", "high")
+    joint = tmp_path / "openset_cv.json"  # measured with the pre-trained encoder at 0.6 of the cosine
+    joint.write_text(json.dumps({"threshold_rad": 0.45, "frr": 0.02, "calibrated_on": "cv", "pretrained_share": 0.6}))
+    with pytest.raises(errors.ConfigError, match="share 0.6"):
+        attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(joint))
+    with pytest.raises(errors.ConfigError, match="not a threshold file"):
+        attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(tmp_path / "missing.json"))

@@ -164,3 +164,37 @@ def test_an_ensemble_of_runs_exports_as_one_graph_that_answers_their_mean(tmp_pa
         save_ensemble([runs[0], other], tmp_path / "mixed")
     with pytest.raises(errors.ConfigError, match="different encoders"):
         save_ensemble([runs[0], make_run(tmp_path / "plain")], tmp_path / "mixed")
+
+
+def test_export_replaces_only_an_artifact_and_never_the_runs_it_comes_from(tmp_path):
+    run = make_run(tmp_path / "runs" / "ft")
+    with pytest.raises(errors.ConfigError, match="not a soundarc artifact"):
+        export_artifact(run, tmp_path / "runs")  # a folder of runs: untouched
+    with pytest.raises(errors.ConfigError, match="not a soundarc artifact"):
+        export_artifact(run, run)
+    assert (run / "checkpoint").is_dir()
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(errors.ConfigError, match="not a soundarc artifact"):
+        export_artifact(run, tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    assert load_artifact(export_artifact(run, tmp_path / "empty")).labels == ("dog", "rain", "siren")
+
+
+def test_a_failed_finish_leaves_the_artifact_that_was_there(tmp_path):
+    """The open set is attached before the new artifact replaces the old one: a failure there (an
+    unreadable calibration file, say) must not leave OUT_DIR without a model or with half of one."""
+    run = make_run(tmp_path / "run")
+    out = export_artifact(run, tmp_path / "model")
+    before = (out / "manifest.json").read_text()
+
+    def fail(staged):
+        assert (staged / "manifest.json").exists() and staged != out
+        raise errors.ConfigError("no calibration")
+    with pytest.raises(errors.ConfigError, match="no calibration"):
+        export_artifact(make_run(tmp_path / "other", seed=1), out, finish=fail)
+    assert (out / "manifest.json").read_text() == before and load_artifact(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other", "run"]  # no staging left behind
+    export_artifact(make_run(tmp_path / "other", seed=1), out, finish=lambda staged: (staged / "extra").write_text("x"))
+    assert (out / "extra").exists() and (out / "manifest.json").read_text() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other", "run"]  # the old one removed
