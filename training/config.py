@@ -17,6 +17,7 @@ from core.errors import ConfigError
 MODES = ("pretrain", "finetune")
 LOSSES = ("ce", "acl")
 AUGMENTS = ("none", "views", "robust")
+REDUCTIONS = ("mean", "sum")  # of the angular-margin term (training.losses)
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,16 @@ class TrainConfig:
         if self.eq_db < 0:
             raise ConfigError(f"eq_db must be >= 0, got {self.eq_db}")
         for name in ("epochs", "batch_size", "width", "patches_per_clip", "knn_k", "eval_every", "band_limit_order",
-                     "patch_frames", "eval_hop_frames"):
+                     "patch_frames", "eval_hop_frames", "probe_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2 (BatchNorm and the contrastive losses compare the "
+                              f"patches of a batch), got {self.batch_size}")
+        if self.reduction not in REDUCTIONS:
+            raise ConfigError(f"unknown reduction {self.reduction!r}; valid: {REDUCTIONS}")
+        if not self.temperature > 0 or not self.margin >= 0:
+            raise ConfigError(f"temperature must be above 0 and margin at least 0, got {self.temperature}, {self.margin}")
         return self
 
     def to_dict(self) -> dict:
@@ -162,6 +170,11 @@ def _coerce(key: str, value, hint):
         raise AssertionError(f"no union fields expected, {key} has {hint}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and value is None:
         return ""
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

@@ -63,7 +63,8 @@ def find_audio(root: Path) -> list[Path]:
 
 
 def scan_labeled(root: str | Path) -> tuple[list[Clip], tuple[str, ...]]:
-    """An ESC-50 layout (audio/ + meta/*.csv) or a folder tree whose sub-folders are labels.
+    """An ESC-50 layout (audio/ + meta/*.csv) or a folder tree whose sub-folders are labels (audio at
+    any depth below one, e.g. dog/2020/a.wav, is that sub-folder's).
     Returns the clips and the contiguous label names (ordered by the dataset's class id)."""
     root = Path(root)
     if not root.is_dir():
@@ -71,7 +72,7 @@ def scan_labeled(root: str | Path) -> tuple[list[Clip], tuple[str, ...]]:
     metas = sorted((root / "meta").glob("*.csv")) if (root / "meta").is_dir() else []
     if metas:
         return _scan_esc50(root, metas[0])
-    clips = [Clip(p, label=p.parent.name) for p in find_audio(root) if p.parent != root]
+    clips = [Clip(p, label=p.relative_to(root).parts[0]) for p in find_audio(root) if p.parent != root]
     if not clips:
         raise errors.ConfigError(f"{root} has neither meta/*.csv (ESC-50 layout) nor label sub-folders with audio")
     return clips, tuple(sorted({c.label for c in clips}))

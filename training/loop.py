@@ -34,7 +34,7 @@ from training.data import ClipSet, mel_frequencies, normalisation_stats, random_
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
 from training.losses import acl_ssl_loss, acl_supervised_loss
 from training.model import ModelConfig, SoundModel
-from training.run import Run, load_checkpoint, save_weights
+from training.run import Run, load_checkpoint, read_checkpoint_info, save_weights
 from training.setup import (
     Splits,
     autocast,
@@ -83,6 +83,8 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
             losses.append(take_step(loss, optimizer, scheduler))
             seen += patches
             bar.set_postfix(loss=f"{losses[-1]:.3f}", patches_s=f"{seen / (time.perf_counter() - started):.0f}")
+        if not losses:  # a batch needs two patches (batches()); the weights would be saved untrained
+            raise ConfigError(f"an epoch of {len(order)} patches makes no batch of two: give more clips")
         record = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)),
                   "lr": scheduler.get_last_lr()[-1], "patches_per_s": seen / (time.perf_counter() - started)}
         if rank != 0:  # rank 0 alone evaluates and writes the run
@@ -97,7 +99,7 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
         run.log(record)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in record.items()})
         run.save_checkpoint(model, frontend, activity, splits.train.label_names, record)
-        run.save_resume(epoch + 1, optimizer, scheduler, gen, rng)
+        run.save_resume(epoch + 1, model, optimizer, scheduler, gen, rng)
     return run
 
 
@@ -182,6 +184,9 @@ class SupervisedStep:
             self.starts = [s for s, k in zip(self.starts, keep) if k]
         self.clips = len(self.train)
         self.labels = torch.from_numpy(self.train.labels())
+        if len(self.labels.unique()) < 2:
+            raise ConfigError(f"a classifier needs clips of at least two classes to train; {cfg.labeled} gives "
+                              f"{len(self.labels.unique())} in the training folds")
         self.model = build_model(cfg, splits, frontend).to(device)
         self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
         self.views = AugmentConfig(crop_mel=cfg.crop_mel)
@@ -272,12 +277,24 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
     return model
 
 
+def pretrained_folds(config: dict) -> set[int]:
+    """The labelled folds a pre-training run (and the runs it continued) had in its pool."""
+    folds = set(config.get("train_folds", ())) if config.get("pretrain_labeled", True) else set()
+    if config.get("init"):
+        folds |= pretrained_folds(read_checkpoint_info(config["init"]).get("config", {}))
+    return folds
+
+
 def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
     """The model of the pre-training run `cfg.init` (encoder with its normalisation, projection head),
     checked to share the front-end; its width overrides the config's."""
     pretrained, info = load_checkpoint(cfg.init)
     if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
         raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
+    seen = pretrained_folds(info.get("config", {}))
+    if seen & set(cfg.val_folds):
+        raise ConfigError(f"{cfg.init} was pre-trained on folds {sorted(seen)} of the labelled data, which include "
+                          f"this run's validation folds {list(cfg.val_folds)}: its figures would not be held out")
     if cfg.width != pretrained.cfg.width:
         log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
     return pretrained

@@ -23,10 +23,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from training.config import REDUCTIONS
+
 COS_EPS = 1e-6  # 1e-10 rounds away in float32 and gives NaN gradients at θ = 0
 SSL_SCALE, SSL_REFERENCE_PAIRS = 1 / 25, (256, 256 * 254)  # batch of 128 clips -> 256 views
 SUPERVISED_SCALE, SUPERVISED_REFERENCE_ROWS = 1 / 50, 128
-REDUCTIONS = ("mean", "sum")
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:

@@ -61,12 +61,17 @@ class Run:
             self.meta = json.loads((self.path / "meta.json").read_text())
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        config_file = self.path / "config.yaml"
+        config_file, meta_file = self.path / "config.yaml", self.path / "meta.json"
         # a key added to TrainConfig after the run started counts as its default
-        if config_file.exists() and {**TrainConfig().to_dict(), **yaml.safe_load(config_file.read_text())} != cfg.to_dict():
+        earlier = yaml.safe_load(config_file.read_text()) or {} if config_file.exists() else None
+        if earlier is not None and {**TrainConfig().to_dict(), **earlier} != cfg.to_dict():
             raise ConfigError(f"{self.path} holds a run with another config; resume with the same config or use a new --out")
-        config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
-        meta_file = self.path / "meta.json"
+        if meta_file.exists() and json.loads(meta_file.read_text()).get("mode", mode) != mode:
+            raise ConfigError(f"{self.path} holds a {json.loads(meta_file.read_text())['mode']} run, not a {mode}: "
+                              "use a new --out")
+        tmp = config_file.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+        os.replace(tmp, config_file)
         if not meta_file.exists():
             write_json_atomic(meta_file, {
                 "run_id": new_run_id(self.path), "mode": mode, "git_sha": git_sha(),
@@ -99,25 +104,36 @@ class Run:
             "config": self.cfg.to_dict(), "metrics": metrics, "git_sha": self.meta["git_sha"],
         })
 
-    def save_resume(self, epoch: int, optimizer, scheduler, generator: torch.Generator, rng: np.random.Generator) -> None:
-        """After save_checkpoint: what else an interrupted run needs to go on from `epoch`."""
+    def save_resume(self, epoch: int, model, optimizer, scheduler, generator: torch.Generator,
+                    rng: np.random.Generator) -> None:
+        """After save_checkpoint: everything an interrupted run needs to go on from `epoch`, in one file
+        written at once (the weights too, so that they always match the optimiser and the RNGs)."""
         tmp = self.path / "resume.pt.tmp"
-        torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(), "numpy_rng": json.dumps(rng.bit_generator.state)}, tmp)
+        torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                    "numpy_rng": json.dumps(rng.bit_generator.state)}, tmp)
         os.replace(tmp, self.path / "resume.pt")
 
     def resume(self, model, optimizer, scheduler, generator: torch.Generator, rng: np.random.Generator, device) -> int:
-        """Restore the last finished epoch (weights, optimiser, schedule, RNGs); returns the epoch to start at."""
+        """Restore the last finished epoch (weights, optimiser, schedule, RNGs) and forget the metrics of any
+        epoch after it (a run stopped between its log and its resume file); returns the epoch to start at."""
         path = self.path / "resume.pt"
         if not path.exists():
             return 0
-        state = torch.load(path, weights_only=True)
-        model.load_state_dict(load_file(self.path / "checkpoint" / "model.safetensors", device=str(device)))
+        state = torch.load(path, weights_only=True, map_location=device)
+        weights = state.get("model")  # resume files written before it: the checkpoint's weights
+        model.load_state_dict(weights if weights is not None else
+                              load_file(self.path / "checkpoint" / "model.safetensors", device=str(device)))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
-        return int(state["epoch"])
+        epoch = int(state["epoch"])
+        kept = [r for r in self.history() if r.get("epoch", 0) <= epoch]
+        tmp = self.path / "metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path / "metrics.jsonl")
+        return epoch
 
 
 def save_weights(state: dict, run_dir: str | Path) -> None:
@@ -128,9 +144,15 @@ def save_weights(state: dict, run_dir: str | Path) -> None:
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of metrics.jsonl."""
+    """The per-epoch records of metrics.jsonl (a line cut short by a stop mid-write is left out)."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def read_checkpoint_info(run_dir: str | Path) -> dict:

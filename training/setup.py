@@ -76,9 +76,13 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
         log.warning("%s has no folds: every clip trains, nothing validates", cfg.labeled)
         train_clips, val_clips = clips, []
     train = load_features(train_clips, frontend, cfg.cache_dir, names)
+    if not len(train):
+        raise ConfigError(f"no readable clip in the training folds {list(cfg.train_folds)} of {cfg.labeled}")
     val = load_features(val_clips, frontend, cfg.cache_dir, names)
     extra = [c for root in cfg.unlabeled for c in scan_unlabeled(root)] if with_unlabeled else []
     unlabeled = load_features(extra, frontend, cfg.cache_dir)
+    if with_unlabeled and not len(unlabeled):
+        raise ConfigError(f"no readable audio in the unlabelled folders {list(cfg.unlabeled)}")
     log.info("data: %d train clips, %d validation clips, %d unlabelled clips, %d classes",
              len(train), len(val), len(unlabeled), len(names))
     return Splits(train, val, unlabeled)

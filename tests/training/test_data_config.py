@@ -20,9 +20,11 @@ def test_folder_tree_and_unlabeled(tmp_path):
     for label in ("cat", "bird"):
         (tmp_path / "tree" / label).mkdir(parents=True)
         sf.write(tmp_path / "tree" / label / "a.wav", np.zeros(1000, np.float32), 8000)
+    (tmp_path / "tree" / "cat" / "2020").mkdir()  # deeper audio is its top folder's
+    sf.write(tmp_path / "tree" / "cat" / "2020" / "b.wav", np.zeros(1000, np.float32), 8000)
     clips, names = scan_labeled(tmp_path / "tree")
-    assert names == ("bird", "cat") and len(clips) == 2 and clips[0].fold is None
-    assert len(scan_unlabeled(tmp_path / "tree")) == 2
+    assert names == ("bird", "cat") and len(clips) == 3 and clips[0].fold is None
+    assert len(scan_unlabeled(tmp_path / "tree")) == 3
 
 
 def test_missing_paths_fail_fast(tmp_path):
@@ -78,6 +80,12 @@ def test_config_strict(tmp_path):
         TrainConfig(loss="mse").validate("finetune")
     with pytest.raises(ConfigError, match=r"band_limit_prob must be in \[0, 1\]"):
         TrainConfig(band_limit_prob=1.5).validate("finetune")
+    cfg_file.write_text("lr: 1e-3\n")  # YAML 1.1 reads it as a string
+    assert load_config(cfg_file).lr == 0.001
+    for bad, match in (("batch_size=1", "batch_size must be at least 2"), ("reduction=max", "unknown reduction"),
+                       ("probe_epochs=0", "probe_epochs must be at least 1"), ("temperature=0", "temperature must be")):
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, [bad]).validate("finetune")
     assert load_config(None, ["snr_db=[0, 20]"]).snr_db == (0.0, 20.0)
     with pytest.raises(ConfigError, match="snr_db must be"):
         load_config(None, ["snr_db=[20, 0]"]).validate("finetune")

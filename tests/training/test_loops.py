@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -55,8 +56,10 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
     assert json.loads((ft.path / "eval.json").read_text())["clips"] == 6
 
 
-@pytest.mark.parametrize("average_last", [0, 2])
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch, average_last):
+@pytest.mark.parametrize("average_last, killed_in", [(0, "log"), (2, "log"), (0, "save_resume")])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch, average_last, killed_in):
+    """Killed before epoch 2 was saved, or after its weights and metrics were written but before the
+    rest of its state: the resumed run is the uninterrupted one, and logs each epoch once."""
     import torch
 
     from training.run import Run
@@ -64,17 +67,18 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, mo
     cfg = tiny(tiny_esc, tmp_path, loss="ce", epochs=3, average_last=average_last)
     finetune(cfg, tmp_path / "straight")
 
-    real_log = Run.log
+    real = getattr(Run, killed_in)
 
-    def killed_in_epoch_2(self, record):
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt  # as if killed before epoch 2 was saved
-        real_log(self, record)
+    def killed_in_epoch_2(self, first, *rest):
+        epoch = first["epoch"] if killed_in == "log" else first - 1  # save_resume(epoch + 1, ...)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real(self, first, *rest)
 
-    monkeypatch.setattr(Run, "log", killed_in_epoch_2)
+    monkeypatch.setattr(Run, killed_in, killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(Run, "log", real_log)
+    monkeypatch.setattr(Run, killed_in, real)
     run = finetune(cfg, tmp_path / "resumed")
     assert [r["epoch"] for r in run.history()] == [1, 2, 3]
     assert run.history()[-1].get("averaged_epochs", 0) == average_last
@@ -249,3 +253,22 @@ def test_outlier_exposure_flattens_the_head_on_unlabelled_sounds(tiny_esc, tmp_p
     assert top_probability(2.0) < 0.5 < 0.9 < top_probability(0.0)  # uniform over 3 classes: 1/3
     with pytest.raises(ConfigError, match="outlier_weight"):
         finetune(tiny(tiny_esc, tmp_path, outlier_weight=0.5), tmp_path / "bad")  # no unlabelled pool
+
+
+def test_runs_that_could_not_train_or_would_leak_are_refused(tiny_esc, tmp_path):
+    import soundfile as sf
+
+    one_class = tmp_path / "one" / "dog" / "2020"  # audio below a label folder is that label's
+    one_class.mkdir(parents=True)
+    for i in range(4):
+        sf.write(one_class / f"{i}.wav", np.sin(np.arange(16000) * 0.1 * (i + 1)).astype(np.float32), 16000)
+    with pytest.raises(ConfigError, match="at least two classes"):
+        finetune(tiny(tiny_esc, tmp_path, labeled=str(tmp_path / "one")), tmp_path / "ft-one")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ConfigError, match="no readable audio in the unlabelled"):
+        pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tmp_path / "nothing")]), tmp_path / "pre-none")
+    pre = pretrain(tiny(tiny_esc, tmp_path, epochs=1), tmp_path / "pre")  # its pool: folds 1 and 2, labelled
+    with pytest.raises(ConfigError, match="include this run's validation folds"):
+        finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), train_folds=[2, 3], val_folds=[1]), tmp_path / "ft-leak")
+    with pytest.raises(ConfigError, match="holds a pretrain run"):
+        finetune(tiny(tiny_esc, tmp_path, epochs=1), tmp_path / "pre")
