@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -131,11 +133,11 @@ class InferenceModel(nn.Module):
         super().__init__()
         models = [model] if isinstance(model, SoundModel) else list(model)
         if not models or any(m.classifier is None for m in models):
-            raise ValueError("export needs models with a classifier; fine-tune or linear-probe first")
+            raise ConfigError("export needs models with a classifier; fine-tune or linear-probe first")
         if len({m.classifier.out_features for m in models}) > 1:
-            raise ValueError("the models of an ensemble answer different numbers of classes")
+            raise ConfigError("the models of an ensemble answer different numbers of classes")
         if (pretrained is None) != (pretrained_share == 0.0) or not 0.0 <= pretrained_share < 1.0:
-            raise ValueError(f"a pre-trained encoder goes with a share in (0, 1), got {pretrained_share}")
+            raise ConfigError(f"a pre-trained encoder goes with a share in (0, 1), got {pretrained_share}")
         self.members, self.pretrained = nn.ModuleList(models), pretrained
         self.weights = (math.sqrt(1.0 - pretrained_share), math.sqrt(pretrained_share))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from core.activity import ActivityConfig
 from core.artifact import write_json_atomic
+from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.data import load_features, scan_labeled
 from training.evaluate import (
@@ -33,8 +34,14 @@ def evaluate_run(run_dir: str, labeled: str, folds: tuple[int, ...], cache_dir: 
     frontend = FrontendConfig.from_dict(info["frontend"])
     clips, names = scan_labeled(labeled)
     if model.classifier is not None and tuple(info["labels"]) != names:
-        raise ValueError(f"{run} was trained on labels {info['labels']}, the data has {list(names)}")
-    data = load_features([c for c in clips if c.fold in folds], frontend, cache_dir, names)
+        raise ConfigError(f"{run} was trained on labels {info['labels']}, the data has {list(names)}")
+    chosen = [c for c in clips if c.fold in folds or c.fold is None]  # a folder tree has no folds: all of it
+    if not chosen:
+        raise ConfigError(f"no clip of {labeled} is in folds {list(folds)}: give --folds (the run validated on "
+                          "none, as a final run trained on every fold does)")
+    data = load_features(chosen, frontend, cache_dir, names)
+    if not len(data):
+        raise ConfigError(f"none of the {len(chosen)} clips of {labeled} in folds {list(folds)} could be read")
     logits, h = clip_outputs(model, data, frontend, device)
     labels = data.labels()
     active = window_activity(data, frontend, ActivityConfig.from_dict(info["activity"]))

@@ -217,8 +217,8 @@ def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
         raise ConfigError(f"{run_dir} was not fine-tuned from a pre-trained encoder (no init in its config): "
                           "name the encoder to join its embedding with")
     pretrained_model, pre_info = load_checkpoint(init)
-    if pre_info["frontend"] != info["frontend"]:
-        raise ConfigError(f"{init} was trained on other log-mel patches than {run_dir}")
+    if FrontendConfig.from_dict(pre_info["frontend"]).log_mel_json() != FrontendConfig.from_dict(info["frontend"]).log_mel_json():
+        raise ConfigError(f"{init} was trained on another log-mel than {run_dir}")  # window length and hop may differ
     pre = {"share": pretrained_share, "run": str(init), "run_id": pre_info["run_id"], "config": pre_info.get("config", {})}
     info = {**info, "pretrained": pre}
     return InferenceModel(models, pretrained_model.encoder, pretrained_share).eval(), info

@@ -272,3 +272,6 @@ def test_runs_that_could_not_train_or_would_leak_are_refused(tiny_esc, tmp_path)
         finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), train_folds=[2, 3], val_folds=[1]), tmp_path / "ft-leak")
     with pytest.raises(ConfigError, match="holds a pretrain run"):
         finetune(tiny(tiny_esc, tmp_path, epochs=1), tmp_path / "pre")
+    final = finetune(tiny(tiny_esc, tmp_path, epochs=1, train_folds=[1, 2, 3], val_folds=[]), tmp_path / "final")
+    with pytest.raises(ConfigError, match="give --folds"):  # it validated on no fold
+        evaluate_run(str(final.path), str(tiny_esc), (), str(tmp_path / "cache"), "cpu")
