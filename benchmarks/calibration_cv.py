@@ -1,7 +1,7 @@
 """Are the scores probabilities? A temperature for the served scores, by cross-validation (issue 19).
 
     python benchmarks/calibration_cv.py ssl-acl-rc-acl-robust-oe-eq-soup:0+1 --pretrained-share 0.6
-        --prototype-weight 0.75
+        --prototype-weight 0.75 [--vote amplitude]
 
 On every CV run of the ARM:SEEDS group, each held-out clip, clean and under the five recording
 conditions, is scored as the service scores it (core.answer: class_logits at the prototype weight,
@@ -13,6 +13,9 @@ grid, the six conditions pooled with equal weight) on the runs of three folds an
 fourth's, each fold in turn; the temperature fitted on all four folds is adopted iff, so measured, NLL and ECE
 are both lower than at T = 1, pooled and on clean clips alone, and clean accuracy moves by less than
 0.5 points (it cannot: T changes no order; the rule of BENCHMARKS.md, stated before its results).
+`--vote amplitude`: the clips' scores are their windows' probabilities weighted by amplitude
+(core.answer.vote_weights), read from the window caches of benchmarks/vote_cv.py (run it first, at the
+same share and prototype weight).
 Writes reports/calibration_cv.{json,md}.
 """
 
@@ -20,9 +23,10 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, machine
+from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine
 from cv_study import CONDITIONS, ESC10, NOISE, ROOT, window_outputs
 from fusion_cv import clip_probs, served_classes
+from vote_cv import has_floors, held_out, vote
 
 from core.activity import ActivityConfig
 from core.answer import sharpen
@@ -46,6 +50,18 @@ def served_probs(run, share: float, pretrained: str | None, weight: float) -> tu
     probs = {condition: clip_probs(window_outputs(model, f, frontend, activity), builtin, weight)
              for condition, f in features.items()}
     return probs, np.array([names.index(c.label) for c in held])
+
+
+def voted_probs(run, share: float, pretrained: str | None, weight: float, how: str) -> tuple[dict, np.ndarray]:
+    """served_probs, each clip's scores its windows' vote `how`, from vote_cv.py's cache of the run."""
+    path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
+    if not has_floors(path):
+        raise SystemExit(f"{path} is missing: run benchmarks/vote_cv.py on this group first")
+    _, truth = held_out(run)
+    with np.load(path) as windows:
+        probs = {c: np.stack([vote(*(windows[f"{c}/{i}/{k}"] for k in ("log_p", "power", "floor")), how)
+                              for i in range(len(truth))]) for c in CONDITIONS}
+    return probs, truth
 
 
 def calibration(probs: np.ndarray, truth: np.ndarray, bins: int = 10) -> dict:
@@ -85,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("group", help="ARM:SEEDS, e.g. ssl-acl-rc-acl-robust-oe-eq-soup:0+1")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the served prototype weight")
+    parser.add_argument("--vote", choices=("mean", "amplitude"), default="mean", help="how a clip's windows vote")
     add_joint_arguments(parser, "served with the joint embedding")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
@@ -93,7 +110,8 @@ def main() -> None:
     folds = [fold_of(p) for p in paths]
     if len(set(folds)) < 2:
         raise SystemExit(f"{args.group}: finished CV runs of fewer than two folds")
-    runs = [served_probs(run, share, pretrained, args.prototype_weight) for run in paths]
+    runs = [served_probs(run, share, pretrained, args.prototype_weight) if args.vote == "mean" else
+            voted_probs(run, share, pretrained, args.prototype_weight, args.vote) for run in paths]
     # each run's T from the runs of the other folds (another seed's run of its fold has seen its clips' labels)
     held_out_t = [fit([r for r, f in zip(runs, folds) if f != fold]) for fold in folds]
     temperature = fit(runs)
@@ -102,11 +120,12 @@ def main() -> None:
     adopted = adopt(tables["at_one"], tables["held_out"])
     REPORTS.mkdir(exist_ok=True)
     report = {"arm": arm, "group": args.group, "runs": [p.name for p in paths], "pretrained_share": share,
-              "pretrained": pretrained, "prototype_weight": args.prototype_weight, "machine": machine(),
+              "pretrained": pretrained, "prototype_weight": args.prototype_weight, "vote": args.vote, "machine": machine(),
               "fitted_temperature": temperature, "held_out_temperatures": held_out_t, "adopted": adopted,
               "temperature": temperature if adopted else 1.0, "tables": tables}
     (REPORTS / "calibration_cv.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"`{args.group}` ({len(paths)} runs, prototype weight {args.prototype_weight:g}, share {share:g}; "
+    lines = [f"`{args.group}` ({len(paths)} runs, prototype weight {args.prototype_weight:g}, share {share:g}, "
+             f"{args.vote} vote; "
              f"held-out clips, clean and five recording conditions; {machine()}). Temperatures fitted on the other "
              f"folds: {', '.join(f'{t:g}' for t in held_out_t)}; on all folds {temperature:g}: "
              + ("adopted." if adopted else "not adopted (the rule: BENCHMARKS.md)."), "",

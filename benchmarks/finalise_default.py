@@ -121,11 +121,11 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
     calibration = made_for("calibration_cv", shipped, share, pretrained, group, ("tables",), prototype_weight=weight)
     if calibration["group"] != group:
         sys.exit(f"reports/calibration_cv.json was made on {calibration['group']}: run benchmarks/calibration_cv.py {group}")
-    temperature = calibration["temperature"]
+    temperature, vote = calibration["temperature"], calibration.get("vote", "mean")  # T is fitted at the vote
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
     return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
-            "temperature": temperature, "events": events, "shipped_arm": shipped,
+            "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm, share, pretrained, prototype_weight=weight)["summary"]}
 
 
@@ -148,9 +148,12 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
                      "five recording conditions, adopted if it lowers NLL and ECE on folds it was not fitted on "
                      "(reports/calibration_cv.md)",
         "held_out_ece": {k: calibration["tables"]["held_out"][k]["ece"] for k in ("clean", "pooled")}}
+    manifest["default_model"]["vote"] = {
+        "value": chosen["vote"], "chosen_by": "benchmarks/vote_cv.py under the rule of BENCHMARKS.md, "
+                                              "\"How a clip's windows vote\" (the temperature fitted at it)"}
     manifest["default_model"]["int8_cross_validation"] = chosen["int8_cv"]
     save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], prototype_weight=chosen["weight"],
-                                   temperature=chosen["temperature"]))
+                                   temperature=chosen["temperature"], vote=chosen["vote"]))
     manifest["openset"] = load_artifact(out_dir).manifest["openset"]  # its new sha256
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)

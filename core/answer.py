@@ -11,6 +11,8 @@ offline rows and the stream all build it here and only serialise it.
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
+    vote        the model's: the windows' mean ("mean"), or their mean weighted by each window's
+                amplitude, the square root of its frames' mean power ("amplitude"; vote_weights)
     temperature the model's T calibrates the scores without changing any order: each probability
                 vector p becomes p^(1/T), renormalised (sharpen; for one window, softmax(logits / T)),
                 the clip's after its windows are averaged
@@ -35,7 +37,7 @@ import numpy as np
 from core import errors
 from core.classes import ClassSet, unit
 from core.events import Event, EventConfig, detect
-from core.features import FrontendConfig
+from core.features import FrontendConfig, frame_at
 from core.openset import threshold_ok
 
 UNKNOWN, SILENCE = "unknown", "silence"
@@ -113,7 +115,8 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])
-    clip_probs = sharpen(probs[active].mean(axis=0), temperature)  # (K,)
+    weights = vote_weights(levels, starts_s[active], frontend) if _vote(classes) == "amplitude" else None  # (A,)
+    clip_probs = sharpen(np.average(probs[active], axis=0, weights=weights), temperature)  # (K,)
     ranking = _rank(clip_probs, names, options.top_k)
     verdict = _open_set(embedding, classes, options.threshold_rad) if options.open_set and classes is not None else None
     label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
@@ -202,6 +205,22 @@ def window_answers(window_probs: np.ndarray, embeddings: np.ndarray, active: np.
             label, score = (UNKNOWN, None) if unknown else ranking[0]
         out.append(WindowAnswer(float(start), float(start) + window_s, label, score, ranking))
     return tuple(out)
+
+
+def vote_weights(levels: np.ndarray | None, starts_s: np.ndarray, frontend: FrontendConfig) -> np.ndarray | None:
+    """(F,) the clip's frame levels (dB), (N,) window starts (s) -> (N,) each window's weight in the
+    clip's vote: the square root of its frames' mean power. None (equal weights) without levels or
+    where no weight is a positive number."""
+    if levels is None:
+        return None
+    power = 10.0 ** (levels.astype(np.float64) / 10.0)  # (F,)
+    starts = [frame_at(s, frontend) for s in starts_s]
+    weights = np.sqrt([power[s:s + frontend.patch_frames].mean() if s < len(power) else 0.0 for s in starts])
+    return weights if np.isfinite(weights).all() and weights.sum() > 0 else None
+
+
+def _vote(classes: ClassSet | None) -> str:
+    return classes.builtin.vote if classes is not None else "mean"
 
 
 def _temperature(classes: ClassSet | None) -> float:

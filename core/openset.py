@@ -12,6 +12,10 @@
     temperature   T: the served probabilities p become p^(1/T), renormalised (a window's: softmax(logits / T);
                   a clip's after its windows are averaged), so that the scores are calibrated without any
                   order changing (core.answer.sharpen; fitted by cross-validation: benchmarks/calibration_cv.py)
+    vote          how a clip's windows with sound make its ranking: "mean" (each the same) or "amplitude"
+                  (each weighted by the square root of its mean frame power, so that under a steady
+                  background the windows that hold the sound outweigh those of the background alone;
+                  core.answer.vote_weights; chosen by benchmarks/vote_cv.py)
 
 Stored in the artifact as `openset.json` (its sha256 in the manifest). Torch-free.
 """
@@ -29,6 +33,7 @@ from core import errors
 # the ACL one, 0.005 for the shipped model at prototype weight 0.75; benchmarks/finalise_default.py
 # applies the rule). Older artifacts: 0.0.
 ENROL_MARGIN = 0.05
+VOTES = ("mean", "amplitude")
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,15 @@ class OpenSet:
     enrol_margin: float = 0.0
     prototype_weight: float = 0.0  # artifacts written before it: the head alone
     temperature: float = 1.0  # artifacts written before it: the logits as they are
+    vote: str = "mean"  # artifacts written before it: every window with sound the same
 
     def __post_init__(self):
         if not weight_ok(self.prototype_weight):
             raise errors.ArtifactError(f"the prototype weight must be in [0, 1], got {self.prototype_weight}")
         if not temperature_ok(self.temperature):
             raise errors.ArtifactError(f"the temperature must be a positive number, got {self.temperature}")
+        if self.vote not in VOTES:
+            raise errors.ArtifactError(f"unknown vote {self.vote!r}; valid: {VOTES}")
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
@@ -59,14 +67,15 @@ class OpenSet:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
                 "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit),
                 "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "vote": self.vote}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
         return cls(np.asarray(d["prototypes"], dtype=np.float32), tuple(d["labels"]), float(d["threshold_rad"]),
                    float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
                    float(d.get("enrol_margin", cls.enrol_margin)),
-                   float(d.get("prototype_weight", cls.prototype_weight)), float(d.get("temperature", cls.temperature)))
+                   float(d.get("prototype_weight", cls.prototype_weight)), float(d.get("temperature", cls.temperature)),
+                   str(d.get("vote", cls.vote)))
 
 
 def weight_ok(weight: float) -> bool:

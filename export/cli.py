@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from core.openset import ENROL_MARGIN, temperature_ok, weight_ok
+from core.openset import ENROL_MARGIN, VOTES, temperature_ok, weight_ok
 
 
 def add_arguments(parser) -> None:
@@ -37,6 +37,9 @@ def add_arguments(parser) -> None:
                         help="open set: T > 0 that sharpens (T < 1) or flattens the scores, p^(1/T) renormalised, so "
                              "they are calibrated; no order changes (benchmarks/calibration_cv.py; the event "
                              "thresholds were chosen at one T: events_cv.py)")
+    parser.add_argument("--vote", choices=VOTES, default="mean",
+                        help="open set: how a clip's windows with sound make its ranking: their mean, or their mean "
+                             "weighted by amplitude (benchmarks/vote_cv.py; fit the temperature at it)")
 
 
 def _weight(text: str) -> float:
@@ -58,8 +61,9 @@ def _temperature(text: str) -> float:
 def run(args) -> int:
     if args.prototype_weight and not args.open_set:
         raise SystemExit("--prototype-weight needs --open-set (the prototypes it blends with the head)")
-    if args.temperature != 1.0 and not args.open_set:
-        raise SystemExit("--temperature needs --open-set (it is kept in the open set's file)")
+    for option, given in (("--temperature", args.temperature != 1.0), ("--vote", args.vote != "mean")):
+        if given and not args.open_set:
+            raise SystemExit(f"{option} needs --open-set (it is kept in the open set's file)")
     from export.onnx_export import export_artifact, smoke_test
 
     finish = None
@@ -71,7 +75,7 @@ def run(args) -> int:
         def finish(staged: Path) -> None:  # before the artifact replaces OUT_DIR: a failure leaves it as it was
             attach_open_set(staged, args.labeled or config["labeled"], tuple(config["train_folds"]),
                             tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin,
-                            args.prototype_weight, args.temperature)
+                            args.prototype_weight, args.temperature, args.vote)
     out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,
                           pretrained_share=args.pretrained_share, pretrained=args.pretrained, finish=finish)
     manifest = json.loads((out / "manifest.json").read_text())

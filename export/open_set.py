@@ -91,7 +91,7 @@ def read_calibration(path: str, manifest: dict) -> dict:
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
                     calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None,
                     enrol_margin: float = ENROL_MARGIN, prototype_weight: float = 0.0,
-                    temperature: float = 1.0) -> OpenSet:
+                    temperature: float = 1.0, vote: str = "mean") -> OpenSet:
     artifact = load_artifact(artifact_dir)
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
@@ -104,7 +104,7 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
 
     if calibrated:
         open_set = OpenSet(prototypes, names, calibrated["threshold_rad"], calibrated["frr"], calibrated["calibrated_on"],
-                           cosine_logit, enrol_margin, prototype_weight, temperature)
+                           cosine_logit, enrol_margin, prototype_weight, temperature, vote)
     else:
         calib_emb = train_emb
         if calibration_folds:
@@ -113,9 +113,10 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
         where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
         threshold = calibrate(prototypes, calib_emb, frr)
         open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight,
-                           temperature)
-    log.info("open set: threshold %.3f rad (frr %.2f, %s); prototype logits %.2f·cos + %.2f, weight %g; temperature %g",
-             open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit, prototype_weight, temperature)
+                           temperature, vote)
+    log.info("open set: threshold %.3f rad (frr %.2f, %s); prototype logits %.2f·cos + %.2f, weight %g; temperature %g; "
+             "%s vote", open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit, prototype_weight,
+             temperature, vote)
     return save_open_set(artifact_dir, open_set)
 
 

@@ -165,7 +165,7 @@ def validate(fp32, int8, prepared: list, labels: list[str | None]) -> dict:
         agree.append((l32.argmax(axis=1) == l8.argmax(axis=1))[clip.active])  # silent windows have no answer
         cosines.append(np.einsum("nd,nd->n", _unit(e32), _unit(e8)))
         answers = [answer(lg, e, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels, classes,
-                          AnswerOptions()) for lg, e in outputs]
+                          AnswerOptions(), clip.levels, artifact.frontend) for lg, e in outputs]  # as served
         same_label.append(answers[0].label == answers[1].label)
         top1 = [a.ranking[0][0] if a.ranking else None for a in answers]  # answered or not
         same_top1.append(top1[0] == top1[1])

@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.answer import SILENCE, UNKNOWN, AnswerOptions, answer, softmax
+from core import errors
+from core.answer import SILENCE, UNKNOWN, AnswerOptions, answer, softmax, vote_weights
 from core.classes import ClassSet
 from core.openset import OpenSet
 
@@ -182,3 +183,32 @@ def test_each_window_is_answered_as_a_clip_of_its_own():
         assert (result.windows[i].label, result.windows[i].score, result.windows[i].ranking) == \
             (alone.label, alone.score, alone.ranking)
     assert [w.label for w in run(logits, emb, active, starts, windows=True, open_set=False).windows] == ["dog"] * 3
+
+
+def test_an_amplitude_vote_lets_the_loud_windows_outweigh_a_quiet_background():
+    """Two loud "dog" windows among four quiet "rain" ones: the mean says rain, a model that votes by
+    amplitude says dog; a model of the mean vote, or a call without levels, stays with the mean."""
+    from core.features import FrontendConfig, frame_seconds, patch_starts
+
+    frontend = FrontendConfig()
+    starts = patch_starts(350, frontend)  # (6,) frames: 0, 50, ..., 249
+    levels = np.full(350, -40.0)  # (F,) dB
+    levels[:151] = -6.0  # windows 0 and 1 (frames 0-100, 50-150) lie in the loud part; window 2 half in it
+    logits = np.tile(np.array([0, 4, 0], np.float32), (len(starts), 1))
+    logits[:2] = [4, 0, 0]
+    emb, active, starts_s = np.tile(unit(0.0), (len(starts), 1)), np.ones(len(starts), bool), frame_seconds(starts, frontend)
+    amplitude = ClassSet(replace(CLASSES.builtin, vote="amplitude"))
+
+    def label(classes, with_levels=True):
+        return answer(logits, emb, active, starts_s, 1.0, LABELS, classes, AnswerOptions(open_set=False),
+                      levels if with_levels else None, frontend).label
+    assert (label(CLASSES), label(amplitude), label(amplitude, with_levels=False)) == ("rain", "dog", "rain")
+    quiet = np.sqrt(10 ** (-40 / 10))
+    weights = vote_weights(levels, starts_s, frontend)
+    np.testing.assert_allclose(weights[[0, 1, 4, 5]], [np.sqrt(10 ** (-6 / 10))] * 2 + [quiet] * 2, rtol=1e-6)
+    with pytest.raises(errors.ArtifactError, match="unknown vote"):
+        replace(CLASSES.builtin, vote="loudest")
+    assert OpenSet.from_dict({**CLASSES.builtin.to_dict(), "vote": "amplitude"}).vote == "amplitude"
+    legacy = CLASSES.builtin.to_dict()
+    del legacy["vote"]
+    assert OpenSet.from_dict(legacy).vote == "mean"  # artifacts written before it
