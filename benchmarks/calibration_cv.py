@@ -26,7 +26,7 @@ import numpy as np
 from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine
 from cv_study import CONDITIONS, ESC10, NOISE, ROOT, window_outputs
 from fusion_cv import clip_probs, served_classes
-from vote_cv import has_floors, held_out, vote
+from vote_cv import held_out, vote
 
 from core.activity import ActivityConfig
 from core.answer import sharpen
@@ -55,11 +55,11 @@ def served_probs(run, share: float, pretrained: str | None, weight: float) -> tu
 def voted_probs(run, share: float, pretrained: str | None, weight: float, how: str) -> tuple[dict, np.ndarray]:
     """served_probs, each clip's scores its windows' vote `how`, from vote_cv.py's cache of the run."""
     path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
-    if not has_floors(path):
+    if not path.exists():
         raise SystemExit(f"{path} is missing: run benchmarks/vote_cv.py on this group first")
     _, truth = held_out(run)
-    with np.load(path) as windows:
-        probs = {c: np.stack([vote(*(windows[f"{c}/{i}/{k}"] for k in ("log_p", "power", "floor")), how)
+    with np.load(path) as windows:  # the mean and amplitude votes need no noise floor
+        probs = {c: np.stack([vote(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"], np.nan, how)
                               for i in range(len(truth))]) for c in CONDITIONS}
     return probs, truth
 
