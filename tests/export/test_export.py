@@ -140,6 +140,19 @@ def test_cuda_session_is_on_the_gpu(artifact_dir):
     assert runtime.on_gpu
 
 
+@pytest.mark.gpu
+def test_the_fp16_variant_answers_as_fp32_in_cudas_fp16_arithmetic(artifact_dir):
+    """Export checks fp16 on the CPU provider, which computes most of it in float32 after casts; on CUDA
+    it runs in fp16, where an overflow would show."""
+    art = load_artifact(artifact_dir)
+    x = np.random.default_rng(0).normal(-2, 1.5, size=(64, 101, 96)).astype(np.float32)
+    logits, emb = create_runtime(art, RuntimeConfig(device="cpu", precision="fp32")).run(x)
+    half = create_runtime(art, RuntimeConfig(device="cuda", precision="fp16", require_gpu=True))
+    logits16, emb16 = half.run(x)
+    assert half.on_gpu and np.isfinite(logits16).all() and (logits16.argmax(1) == logits.argmax(1)).mean() >= 0.99
+    assert np.einsum("nd,nd->n", emb, emb16).min() >= 0.999
+
+
 def test_an_ensemble_of_runs_exports_as_one_graph_that_answers_their_mean(tmp_path):
     """training.run.save_ensemble: a run directory of runs, exported (joint embedding included) into one
     validated graph whose softmax is the mean of the runs' and whose embedding holds each run's."""
