@@ -1,6 +1,6 @@
 """Sound-event parameters by cross-validation (issue 14), on soundscapes of real clips.
 
-    python benchmarks/events_cv.py --arm acl-robust [--scenes-per-run 26]
+    python benchmarks/events_cv.py --arm acl-robust [--seeds 0 1] [--scenes-per-run 26]
         [--pretrained-share S [--pretrained runs/pretrain/NAME]] [--prototype-weight W] [--temperature T]
 
 For each CV run of an arm (benchmarks/cv_study.py: trained on three of folds 1-4), soundscapes are
@@ -138,14 +138,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arm", required=True)
     parser.add_argument("--scenes-per-run", type=int, default=26)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the soundscapes' draw")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the CV runs of these training seeds (default: all)")
     add_joint_arguments(parser, "serve each run with the joint embedding")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
     parser.add_argument("--temperature", type=float, default=1.0, help="the served scores' temperature")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     warnings.filterwarnings("ignore")
-    runs = [run / "cv.json" for run in cv_runs(args.arm)]
+    runs = [run / "cv.json" for run in sorted(r for s in args.seeds or [None] for r in cv_runs(args.arm, s))]
     if not runs:
         raise SystemExit(f"no CV runs of {args.arm}: run benchmarks/cv_study.py --arms {args.arm}")
     rng = np.random.default_rng(args.seed)
