@@ -1,7 +1,7 @@
 """What enrolled classes cost the built-in ones (issue 20), on the runs of benchmarks/cv_study.py.
 
     python benchmarks/enrol_cost.py --arm ce-robust [--pretrained-share S [--pretrained runs/pretrain/NAME]]
-        [--prototype-weight W]
+        [--prototype-weight W] [--vote amplitude]
 
 Per CV run: the built-in prototypes and the cosine→logit line (a, b) come from its training folds,
 as `soundarc export --open-set` makes them. Seven classes are enrolled from 5 example clips each,
@@ -11,7 +11,8 @@ enrolled classes on the head's scale (core.answer, what ships), and every class 
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin).
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
 every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
-its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py).
+its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py);
+with --vote, a clip's windows vote so (core.answer.vote_weights).
 Writes reports/enrol_cost.json.
 """
 
@@ -50,7 +51,7 @@ def windows(model, path, frontend, activity):
 
 
 def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None,
-            prototype_weight=0.0) -> dict:
+            prototype_weight=0.0, vote="mean") -> dict:
     model, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
@@ -60,7 +61,7 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
     outs = [windows(model, c.path, frontend, activity) for c in train]
     active = [(lg[k.active], e[k.active]) for lg, e, k in outs]
     _, prototypes, line = fit_builtin(active, np.array([index[c.label] for c in train]), len(names))
-    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight)
+    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight, vote=vote)
     builtin = ClassSet(open_set)
 
     audio = find_audio(unlabeled)
@@ -79,7 +80,8 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
         lg, e, k = cache[path]
         if cosine:  # the old rule: every class by cosine to its prototype
             return classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
-        return answer(lg, e, k.active, k.starts_s, 1.0, names, classes, AnswerOptions(open_set=False)).label
+        return answer(lg, e, k.active, k.starts_s, 1.0, names, classes, AnswerOptions(open_set=False), k.levels,
+                      frontend).label
 
     truth = [c.label for c in held]
     result = {"run": run_dir.name, "fold": fold, "cosine_logit": list(open_set.cosine_logit),
@@ -105,13 +107,14 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     add_joint_arguments(parser, "serve each run with the joint embedding")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
+    parser.add_argument("--vote", choices=("mean", "amplitude"), default="mean", help="how a clip's windows vote")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight)
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight, args.vote)
                for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
@@ -119,7 +122,7 @@ def main() -> None:
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": share,
                                                          "pretrained": pretrained,
-                                                         "prototype_weight": args.prototype_weight,
+                                                         "prototype_weight": args.prototype_weight, "vote": args.vote,
                                                          "groups": GROUPS, "shots": SHOTS,
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():

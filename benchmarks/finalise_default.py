@@ -36,13 +36,13 @@ from training.run import read_checkpoint_info
 ROOT = Path(__file__).resolve().parents[1]
 
 
-SERVED = {"prototype_weight": 0.0, "temperature": 1.0}  # how a report's runs were served, unless it says
+SERVED = {"prototype_weight": 0.0, "temperature": 1.0, "vote": "mean"}  # how a report's runs were served, unless it says
 
 
 def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
-             command: str | None = None, needs: tuple[str, ...] = (), **served: float) -> dict:
+             command: str | None = None, needs: tuple[str, ...] = (), **served: float | str) -> dict:
     """reports/<name>.json, if it was made for this recipe (and this joint embedding, and served so:
-    prototype_weight, temperature; and holds the keys `needs`, which older reports lack), else exit
+    prototype_weight, temperature, vote; and holds the keys `needs`, which older reports lack), else exit
     naming the command (`command`: the benchmark's arguments before the joint options, default
     `--arm ARM`)."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
@@ -111,7 +111,6 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
     made_for("openset_cv", arm, share, pretrained)
     fusion = made_for("fusion_cv", arm, share, pretrained, f"{arm}:0,1 {arm}:2")
     weight = fusion["prototype_weight"]
-    margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight))
     # the temperature and the event parameters of the form that ships: one run's on the CV runs of every
     # seed; several runs' on the CV runs of their seeds combined per fold as the final runs are
     shipped, group = arm, arm
@@ -122,6 +121,7 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
     if calibration["group"] != group:
         sys.exit(f"reports/calibration_cv.json was made on {calibration['group']}: run benchmarks/calibration_cv.py {group}")
     temperature, vote = calibration["temperature"], calibration.get("vote", "mean")  # T is fitted at the vote
+    margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight, vote=vote))
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
     return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
@@ -149,8 +149,8 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
                      "(reports/calibration_cv.md)",
         "held_out_ece": {k: calibration["tables"]["held_out"][k]["ece"] for k in ("clean", "pooled")}}
     manifest["default_model"]["vote"] = {
-        "value": chosen["vote"], "chosen_by": "benchmarks/vote_cv.py under the rule of BENCHMARKS.md, "
-                                              "\"How a clip's windows vote\" (the temperature fitted at it)"}
+        "value": chosen["vote"], "chosen_by": "benchmarks/vote_cv.py under the rule of BENCHMARKS.md, \"How a clip's "
+                                              "windows vote\"; the temperature fitted at it (calibration_cv.py --vote)"}
     manifest["default_model"]["int8_cross_validation"] = chosen["int8_cv"]
     save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], prototype_weight=chosen["weight"],
                                    temperature=chosen["temperature"], vote=chosen["vote"]))
@@ -217,9 +217,11 @@ def recalibrate(out: str, arm: str) -> None:
     n_final = len(made["final_runs"])  # older manifests: no form or seeds (two averaged runs of seeds 0, 1)
     form, seeds = made.get("form", "average" if n_final > 1 else "run"), made.get("final_seeds", list(range(n_final)))
     chosen = scoring(arm, share, pretrained, form, seeds)
-    if chosen["weight"] != artifact.open_set.prototype_weight:
-        print(f"the prototype weight changes ({artifact.open_set.prototype_weight:g} -> {chosen['weight']:g}): run "
-              f"`soundarc quantize {out}` again, its int8 check ranked at the old one", file=sys.stderr)
+    for what, old, new in (("prototype weight", artifact.open_set.prototype_weight, chosen["weight"]),
+                           ("vote", artifact.open_set.vote, chosen["vote"])):
+        if old != new:
+            print(f"the {what} changes ({old} -> {new}): run `soundarc quantize {out}` again, its int8 check "
+                  "answered with the old one", file=sys.stderr)
     scored(Path(out), artifact.open_set, chosen, manifest)
     print(json.dumps({"artifact": out, **{k: str(v) for k, v in smoke_test(out).items()}}))
 

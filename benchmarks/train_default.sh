@@ -3,7 +3,7 @@
 # 1) the recipe comparison by 4-fold cross-validation (benchmarks/cv_study.py, resumable; an arm
 #    fine-tuned from a self-supervised encoder pre-trains it first), which chose ARM by its rule
 #    (BENCHMARKS.md); 2) the open-set threshold, the prototype weight of the built-in classes, and at
-#    that weight the temperature of the scores and the sound-event parameters (on the CV runs in the form
+#    that weight (and the vote of a clip's windows) the temperature of the scores and the sound-event parameters (on the CV runs in the form
 #    that ships: single runs, or per fold those of FINAL_SEEDS averaged or side by side) and the enrolment
 #    margin, and the int8 check, from the CV runs of ARM (served
 #    with the joint embedding of SHARE, as the model will be: the fine-tuned encoder beside the
@@ -57,10 +57,15 @@ if [ "${#FINAL[@]}" -gt 1 ]; then
   SHIPPED_ARM=$($BIN/python -c "import sys; sys.path.insert(0, 'benchmarks'); import soup_cv; print(soup_cv.soup_arm(['$ARM'], '$FINAL_SEEDS'.split(), ensemble='$FORM' == 'ensemble'))")
   GROUP="$SHIPPED_ARM:$(IFS=+; echo "${FINAL[*]}")"
 fi
-$BIN/python benchmarks/calibration_cv.py "$GROUP" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+# how a clip's windows vote: amplitude, by the rule of BENCHMARKS.md "How a clip's windows vote" (VOTE=mean: equal)
+VOTE=${VOTE:-amplitude}
+if [ "$VOTE" != mean ]; then  # the window caches calibration_cv.py reads the vote from
+  $BIN/python benchmarks/vote_cv.py "$GROUP" "${JOINT[@]}" --prototype-weight "$WEIGHT" --report vote_cv_shipped
+fi
+$BIN/python benchmarks/calibration_cv.py "$GROUP" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 TEMPERATURE=$($BIN/python -c "import json; print(json.load(open('reports/calibration_cv.json'))['temperature'])")
 $BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
-$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT"
+$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT"
 SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says

@@ -103,7 +103,8 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
 
     `labels` are the model's classes; `classes` (or None for a model without prototypes) adds the
     enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB) from the log-mel of
-    `frontend`, which sharpen the edges of events."""
+    `frontend`, which weigh the windows of an amplitude vote and sharpen the edges of events (without
+    them the windows vote alike)."""
     names = classes.labels if classes is not None else labels
     temperature = _temperature(classes)
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these

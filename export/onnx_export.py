@@ -112,7 +112,10 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
 
 def check_destination(out: Path, sources: list[Path]) -> None:
     """Refuse, before any work, an OUT_DIR that export would wrongly replace: something other than an
-    artifact (a run, a folder of runs, a file) or a folder holding the runs it is exported from."""
+    artifact (a run, a folder of runs, a file), a symbolic link (name its target) or a folder holding
+    the runs it is exported from."""
+    if out.is_symlink():
+        raise errors.ConfigError(f"{out} is a symbolic link: export to the directory it points at")
     if out.exists() and not (out.is_dir() and ((out / MANIFEST_FILE).exists() or not any(out.iterdir()))):
         raise errors.ConfigError(f"{out} exists and is not a soundarc artifact (no {MANIFEST_FILE}): "
                                  "export replaces only an artifact; choose another output directory")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -277,11 +278,16 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
     return model
 
 
-def pretrained_folds(config: dict) -> set[int]:
-    """The labelled folds a pre-training run (and the runs it continued) had in its pool."""
-    folds = set(config.get("train_folds", ())) if config.get("pretrain_labeled", True) else set()
+def pretrained_folds(config: dict, labeled: str) -> set[int]:
+    """The folds of the labelled data `labeled` that a pre-training run (and the runs it continued, where
+    they can still be read) had in its pool."""
+    same_data = Path(config.get("labeled", "")).resolve() == Path(labeled).resolve()
+    folds = set(config.get("train_folds", ())) if config.get("pretrain_labeled", True) and same_data else set()
     if config.get("init"):
-        folds |= pretrained_folds(read_checkpoint_info(config["init"]).get("config", {}))
+        try:
+            folds |= pretrained_folds(read_checkpoint_info(config["init"]).get("config", {}), labeled)
+        except (ConfigError, OSError) as e:
+            log.warning("cannot check what %s was pre-trained on: %s", config["init"], e)
     return folds
 
 
@@ -291,7 +297,7 @@ def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
     pretrained, info = load_checkpoint(cfg.init)
     if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
         raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
-    seen = pretrained_folds(info.get("config", {}))
+    seen = pretrained_folds(info.get("config", {}), cfg.labeled)
     if seen & set(cfg.val_folds):
         raise ConfigError(f"{cfg.init} was pre-trained on folds {sorted(seen)} of the labelled data, which include "
                           f"this run's validation folds {list(cfg.val_folds)}: its figures would not be held out")

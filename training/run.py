@@ -56,7 +56,7 @@ def new_run_id(run_dir: str | Path) -> str:
 class Run:
     def __init__(self, path: str | Path, cfg: TrainConfig, mode: str, create: bool = True):
         self.path = Path(path)
-        self.cfg, self.mode = cfg, mode
+        self.cfg, self.mode, self.writes = cfg, mode, create  # only the process that made it writes it
         if not create:  # another process (rank 0) made it
             self.meta = json.loads((self.path / "meta.json").read_text())
             return
@@ -119,8 +119,9 @@ class Run:
         epoch after it (a run stopped between its log and its resume file); returns the epoch to start at."""
         path = self.path / "resume.pt"
         if not path.exists():
+            self._forget_metrics_after(0)
             return 0
-        state = torch.load(path, weights_only=True, map_location=device)
+        state = torch.load(path, weights_only=True, map_location="cpu")  # the RNG states stay CPU tensors
         weights = state.get("model")  # resume files written before it: the checkpoint's weights
         model.load_state_dict(weights if weights is not None else
                               load_file(self.path / "checkpoint" / "model.safetensors", device=str(device)))
@@ -129,11 +130,19 @@ class Run:
         generator.set_state(state["generator"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         epoch = int(state["epoch"])
+        self._forget_metrics_after(epoch)
+        return epoch
+
+    def _forget_metrics_after(self, epoch: int) -> None:
+        """Drop the records of epochs after `epoch` (and a line cut short): logged before a stop that came
+        before their resume state was saved, they will be logged again."""
+        path = self.path / "metrics.jsonl"
+        if not self.writes or not path.exists():
+            return
         kept = [r for r in self.history() if r.get("epoch", 0) <= epoch]
         tmp = self.path / "metrics.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path / "metrics.jsonl")
-        return epoch
+        os.replace(tmp, path)
 
 
 def save_weights(state: dict, run_dir: str | Path) -> None:

@@ -56,10 +56,13 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
     assert json.loads((ft.path / "eval.json").read_text())["clips"] == 6
 
 
-@pytest.mark.parametrize("average_last, killed_in", [(0, "log"), (2, "log"), (0, "save_resume")])
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch, average_last, killed_in):
-    """Killed before epoch 2 was saved, or after its weights and metrics were written but before the
-    rest of its state: the resumed run is the uninterrupted one, and logs each epoch once."""
+@pytest.mark.parametrize("average_last, killed_in, epoch", [(0, "log", 2), (2, "log", 2), (0, "save_resume", 2),
+                                                            (0, "save_checkpoint", 1)])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, monkeypatch, average_last, killed_in,
+                                                          epoch):
+    """Killed before an epoch was logged, after its weights and metrics were written but before the
+    rest of its state, or in the first epoch's checkpoint: the resumed run is the uninterrupted one,
+    and logs each epoch once."""
     import torch
 
     from training.run import Run
@@ -69,11 +72,12 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, mo
 
     real = getattr(Run, killed_in)
 
-    def killed_in_epoch_2(self, first, *rest):
-        epoch = first["epoch"] if killed_in == "log" else first - 1  # save_resume(epoch + 1, ...)
-        if epoch == 2:
+    def killed_in_epoch_2(self, *args):
+        # log(record), save_resume(epochs done, ...), save_checkpoint(..., record)
+        done = {"log": lambda: args[0]["epoch"], "save_resume": lambda: args[0], "save_checkpoint": lambda: args[-1]["epoch"]}
+        if done[killed_in]() == epoch:
             raise KeyboardInterrupt
-        real(self, first, *rest)
+        real(self, *args)
 
     monkeypatch.setattr(Run, killed_in, killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
