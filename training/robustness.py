@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ def perturb(y: np.ndarray, condition: str, rate: int, noise: np.ndarray | None =
 
 def condition_features(paths: list[Path], noise_paths: list[Path], frontend: FrontendConfig, cache_dir: str | Path,
                        conditions=CONDITIONS) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """{condition: per clip (log-mel (F, M), frame gains (F,))}; clip i gets noise clip i mod len."""
+    """{condition: per clip (log-mel (F, M), frame gains (F,))}; clip i gets noise clip i mod len. Cached
+    by the clip's bytes, the front-end and, under noise, the noise clip's bytes (so that another pool or
+    order of clips never reads a mix made with another noise)."""
     cache = Path(cache_dir) / "robustness"
     cache.mkdir(parents=True, exist_ok=True)
     out = {c: [] for c in conditions}
@@ -73,15 +76,23 @@ def condition_features(paths: list[Path], noise_paths: list[Path], frontend: Fro
         key = hashlib.sha256(data + frontend.log_mel_json().encode() + str(VERSION).encode()).hexdigest()[:20]
         y = None
         for condition in conditions:
-            target = cache / f"{key}-{condition}.npz"
+            noise_path = noise_paths[i % len(noise_paths)] if condition == "noise_10db" else None
+            name = f"{key}-{condition}" + (f"-{_digest(noise_path)}" if noise_path else "")
+            target = cache / f"{name}.npz"
             if not target.exists():
                 y = decode(data, frontend.sample_rate) if y is None else y
-                noise = decode(noise_paths[i % len(noise_paths)], frontend.sample_rate) if condition == "noise_10db" else None
+                noise = decode(noise_path, frontend.sample_rate) if noise_path else None
                 z = perturb(y, condition, frontend.sample_rate, noise)
-                np.savez(target, logmel=log_mel(z, frontend), gains=frame_gains_db(z, frontend))
+                partial = cache / f".{name}.tmp.npz"  # renamed whole: a stop mid-write leaves no broken cache
+                np.savez(partial, logmel=log_mel(z, frontend), gains=frame_gains_db(z, frontend))
+                os.replace(partial, target)
             with np.load(target) as f:
                 out[condition].append((f["logmel"], f["gains"]))
     return out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def accuracy_table(predict, features: dict, labels: np.ndarray, frontend: FrontendConfig,

@@ -29,3 +29,26 @@ def test_every_condition_keeps_the_clip_length():
     assert np.abs(reverberant[int(0.3 * rate):]).max() < 0.3  # ... and dies away
     with pytest.raises(ValueError, match="unknown condition"):
         perturb(y, "underwater", rate)
+
+
+def test_the_feature_cache_knows_which_noise_was_mixed_in(tmp_path):
+    """Clip i gets noise clip i mod len: another pool, or the same clip at another place in the list,
+    mixes another noise, and must not read the first mix from the cache."""
+    import soundfile as sf
+
+    from core.features import FrontendConfig
+    from training.robustness import condition_features
+
+    rate, rng = 16_000, np.random.default_rng(0)
+    paths = []
+    for name, signal in (("tone", np.sin(np.arange(rate) * 0.2)), ("hum", rng.standard_normal(rate) * 0.1),
+                         ("hiss", rng.standard_normal(rate) * 0.5)):
+        paths.append(tmp_path / f"{name}.wav")
+        sf.write(paths[-1], signal.astype(np.float32), rate)
+    tone, hum, hiss = paths
+    frontend = FrontendConfig()
+    first = condition_features([tone], [hum], frontend, tmp_path / "cache", ("noise_10db",))["noise_10db"][0][0]
+    other = condition_features([tone], [hiss], frontend, tmp_path / "cache", ("noise_10db",))["noise_10db"][0][0]
+    again = condition_features([tone], [hum], frontend, tmp_path / "cache", ("noise_10db",))["noise_10db"][0][0]
+    assert not np.array_equal(first, other) and np.array_equal(first, again)
+    assert not list((tmp_path / "cache" / "robustness").glob(".*"))  # no partial file left
