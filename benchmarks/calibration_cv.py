@@ -23,10 +23,10 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine
+from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, machine
 from cv_study import CONDITIONS, ESC10, NOISE, ROOT, window_outputs
 from fusion_cv import clip_probs, served_classes
-from vote_cv import held_out, vote
+from vote_cv import held_out, vote, window_cache
 
 from core.activity import ActivityConfig
 from core.answer import sharpen
@@ -54,7 +54,7 @@ def served_probs(run, share: float, pretrained: str | None, weight: float) -> tu
 
 def voted_probs(run, share: float, pretrained: str | None, weight: float, how: str) -> tuple[dict, np.ndarray]:
     """served_probs, each clip's scores its windows' vote `how`, from vote_cv.py's cache of the run."""
-    path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
+    path = window_cache(run, share, pretrained, weight)
     if not path.exists():
         raise SystemExit(f"{path} is missing: run benchmarks/vote_cv.py on this group first")
     _, truth = held_out(run)

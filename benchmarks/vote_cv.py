@@ -34,7 +34,7 @@ from _data import REPORTS, add_joint_arguments, encoder_tag, fold_of, group_runs
 from cv_study import ESC10, NOISE, ROOT, voting_windows
 from fusion_cv import condition_stats, condition_tables, served_classes
 
-from core.activity import ActivityConfig, frame_levels
+from core.activity import ActivityConfig, frame_levels, window_power
 from core.answer import class_logits
 from core.features import FrontendConfig, patch_starts, patches
 from training.data import find_audio, scan_labeled
@@ -71,7 +71,7 @@ def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activit
     logits, h = (t.numpy() for t in model(torch.from_numpy(patches(logmel, frontend)[0])[:, None]))
     levels = frame_levels(logmel, frontend, gains)  # (F,) dB
     starts = patch_starts(max(len(logmel), frontend.patch_frames), frontend)
-    power = np.array([np.mean(10.0 ** (levels[s:s + frontend.patch_frames] / 10.0)) for s in starts])  # (N,)
+    power = window_power(levels, starts, frontend)  # (N,): what core.answer.vote_weights weighs by
     keep = voting_windows(logmel, frontend, activity, gains)
     floor = float(np.percentile(10.0 ** (levels / 10.0), FLOOR_PERCENTILE))
     return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep], floor
@@ -115,13 +115,18 @@ def group_runs(group: str, share: float, pretrained: str | None, weight: float) 
     arm, runs = group_runs_of(group)
     out = {}
     for run in runs:
-        path = run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
+        path = window_cache(run, share, pretrained, weight)
         if not has_floors(path):
             np.savez_compressed(path, **measure_run(run, share, pretrained, weight))
             print(f"measured {run}", flush=True)
         with np.load(path) as windows:
             out[f"{arm}/{run.name}"] = count_votes(run, windows)
     return out
+
+
+def window_cache(run: Path, share: float, pretrained: str | None, weight: float) -> Path:
+    """Where a run's served window outputs are kept (measure_run), for this script and calibration_cv.py."""
+    return run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
 
 
 def has_floors(path: Path) -> bool:

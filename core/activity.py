@@ -55,6 +55,13 @@ def frame_levels(logmel: np.ndarray, cfg: FrontendConfig, gains_db: np.ndarray |
     return level if gains_db is None else level + gains_db
 
 
+def window_power(levels: np.ndarray, starts: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    """(F,) frame levels (dB), (N,) window start frames -> (N,) each window's mean frame power (linear;
+    0 for a window past the levels)."""
+    power = 10.0 ** (np.asarray(levels, dtype=np.float64) / 10.0)  # (F,)
+    return np.array([power[s:s + cfg.patch_frames].mean() if s < len(power) else 0.0 for s in starts])
+
+
 def active_frames(levels: np.ndarray, cfg: FrontendConfig, activity: ActivityConfig) -> np.ndarray:
     """(F,) levels -> (F,) bool: above the floor and within relative_db of the segment's loudest frame."""
     per = cfg.frames_per_segment

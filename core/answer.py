@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import errors
+from core.activity import window_power
 from core.classes import ClassSet, unit
 from core.events import Event, EventConfig, detect
 from core.features import FrontendConfig, frame_at
@@ -214,9 +215,7 @@ def vote_weights(levels: np.ndarray | None, starts_s: np.ndarray, frontend: Fron
     where no weight is a positive number."""
     if levels is None:
         return None
-    power = 10.0 ** (levels.astype(np.float64) / 10.0)  # (F,)
-    starts = [frame_at(s, frontend) for s in starts_s]
-    weights = np.sqrt([power[s:s + frontend.patch_frames].mean() if s < len(power) else 0.0 for s in starts])
+    weights = np.sqrt(window_power(levels, [frame_at(s, frontend) for s in starts_s], frontend))
     return weights if np.isfinite(weights).all() and weights.sum() > 0 else None
 
 

@@ -153,12 +153,18 @@ def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimit
         total += block.shape[0]
         if total > max_frames:
             raise errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
-        mono = block.mean(axis=1, dtype=np.float64).astype(np.float32)  # (frames,); float64: no overflow at ±3e38
+        mono = mix_down(block)  # (frames,)
         if not np.isfinite(mono).all():
             raise errors.InvalidSamples("the audio holds NaN or infinite samples")
         blocks.append(to_target(mono))
     blocks.append(to_target(None))
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32), total, stopped
+
+
+def mix_down(samples: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (frames,) float32 mono, the channels' mean (in float64: no overflow at ±3e38);
+    decode and live streams mix down alike."""
+    return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def _reason(e: Exception) -> str:

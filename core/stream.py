@@ -21,6 +21,7 @@ import numpy as np
 import soxr
 
 from core.activity import ActivityConfig, window_activity
+from core.audio import mix_down
 from core.clip import analyse
 from core.features import FrontendConfig, frame_seconds, patch_starts, tile_to_patch
 
@@ -53,8 +54,7 @@ class StreamFrontend:
 
     def push(self, samples: np.ndarray) -> StreamWindows:
         """(n, channels) float32 -> the windows that became final."""
-        mono = samples.mean(axis=1, dtype=np.float64) if samples.ndim == 2 else samples  # as decode mixes down
-        mono = mono.astype(np.float32)
+        mono = mix_down(samples) if samples.ndim == 2 else samples.astype(np.float32)
         self._add(mono if self.resampler is None else self.resampler.resample_chunk(mono))
         fe = self.frontend
         while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:

@@ -89,8 +89,9 @@ class StreamSession:
         options = replace(self.options, events=self.artifact.events)
         result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
                         options, self.frontend.all_levels(), fe)
-        return {"type": "summary", **result.to_dict(), "labels": result.to_dict()["ranking"],
-                "duration_s": round(self.frontend.duration_s, 3), "windows": result.n_windows}
+        body = result.to_dict()
+        return {"type": "summary", **body, "labels": body["ranking"], "duration_s": round(self.frontend.duration_s, 3),
+                "windows": result.n_windows}
 
     def _events(self, final_before_s: float) -> list[dict]:
         """Events of the stream so far that can no longer grow (they ended well before the last window)."""
