@@ -44,13 +44,18 @@ def window_outputs(runtime, paths: list[Path]) -> list[tuple[np.ndarray, np.ndar
 
 def clip_embeddings(runtime, paths: list[Path]) -> np.ndarray:
     """(N, D) clip embeddings of audio files, as the service computes them."""
-    return np.stack([clip_embedding(e) for _, e in window_outputs(runtime, paths)])
+    return embeddings_of(window_outputs(runtime, paths))
+
+
+def embeddings_of(outputs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per clip its windows' (logits, embeddings) -> (K, D) the clip embeddings."""
+    return np.stack([clip_embedding(e) for _, e in outputs])
 
 
 def fit_builtin(outputs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, n_classes: int):
     """Per training clip its windows' (logits (N, C), embeddings (N, D)) and (K,) labels -> the clip
     embeddings (K, D), the class prototypes (C, D) and the cosine-logit line (a, b) over every window."""
-    clip_emb = np.stack([clip_embedding(e) for _, e in outputs])
+    clip_emb = embeddings_of(outputs)
     prototypes = class_prototypes(clip_emb, labels, n_classes)
     logits, embeddings = (np.concatenate(x) for x in zip(*outputs))
     return clip_emb, prototypes, fit_cosine_logit(logits, embeddings @ prototypes.T)
@@ -108,8 +113,7 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     else:
         calib_emb = train_emb
         if calibration_folds:
-            calib_outputs = readable_outputs(runtime, [c for c in clips if c.fold in calibration_folds])[1]
-            calib_emb = np.stack([clip_embedding(e) for _, e in calib_outputs])
+            calib_emb = embeddings_of(readable_outputs(runtime, [c for c in clips if c.fold in calibration_folds])[1])
         where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
         threshold = calibrate(prototypes, calib_emb, frr)
         open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight,
