@@ -31,6 +31,7 @@ from vote_cv import held_out, vote, window_cache
 from core.activity import ActivityConfig
 from core.answer import sharpen
 from core.features import FrontendConfig
+from core.openset import VOTES
 from training.data import find_audio, scan_labeled
 from training.robustness import condition_features
 from training.run import load_inference_model
@@ -101,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("group", help="ARM:SEEDS, e.g. ssl-acl-rc-acl-robust-oe-eq-soup:0+1")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the served prototype weight")
-    parser.add_argument("--vote", choices=("mean", "amplitude"), default="mean", help="how a clip's windows vote")
+    parser.add_argument("--vote", choices=VOTES, default="mean", help="how a clip's windows vote")
     add_joint_arguments(parser, "served with the joint embedding")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)

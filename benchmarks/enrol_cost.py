@@ -31,7 +31,7 @@ from core.answer import AnswerOptions, answer
 from core.classes import ClassSet
 from core.clip import prepare
 from core.features import FrontendConfig
-from core.openset import OpenSet
+from core.openset import VOTES, OpenSet
 from export.open_set import fit_builtin
 from training.data import find_audio, scan_labeled
 from training.run import load_inference_model
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     add_joint_arguments(parser, "serve each run with the joint embedding")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
-    parser.add_argument("--vote", choices=("mean", "amplitude"), default="mean", help="how a clip's windows vote")
+    parser.add_argument("--vote", choices=VOTES, default="mean", help="how a clip's windows vote")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
