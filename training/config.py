@@ -64,6 +64,9 @@ class TrainConfig:
     outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
     average_last: int = 0  # finetune: average the weights of the last N epochs (training.averaging); 0: off
+    teacher: str = ""  # finetune: a fine-tuned run or ensemble whose answers the run also learns (distillation)
+    distill_weight: float = 0.0  # ... the share of the loss that is the KL divergence to the teacher's answer
+    distill_temperature: float = 2.0  # ... both answers softened by this temperature (the KL scaled by its square)
     # losses
     loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain is always ACL (ssl_alpha = 1: InfoNCE)
     ssl_alpha: float = 0.3  # pretrain: ssl_alpha·InfoNCE + (1 − ssl_alpha)·L_AM
@@ -110,6 +113,12 @@ class TrainConfig:
         if self.outlier_weight < 0 or (self.outlier_weight and (mode != "finetune" or self.probe or not self.unlabeled)):
             raise ConfigError(f"outlier_weight must be >= 0, and only for a fine-tune with `unlabeled` folders (its "
                               f"negatives), got {self.outlier_weight} ({mode})")
+        if not 0 <= self.distill_weight <= 1 or bool(self.distill_weight) != bool(self.teacher) or (
+                self.teacher and (mode != "finetune" or self.probe)):
+            raise ConfigError(f"distill_weight must be in [0, 1], above 0 exactly when a teacher is named, and only "
+                              f"for a fine-tune, got {self.distill_weight} with teacher {self.teacher!r} ({mode})")
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"distill_temperature must be above 0, got {self.distill_temperature}")
         if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):
             raise ConfigError(f"encoder_lr_scale must be in (0, 1], and below 1 only for a fine-tune from a pre-trained "
                               f"encoder (init), got {self.encoder_lr_scale} ({mode})")

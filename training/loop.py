@@ -6,7 +6,8 @@
                [-> mixup with a partner patch, λ] -> h -> logits
                -> sup_alpha·CE + (1 − sup_alpha)·L_AM(h; same label)  (CE alone: loss "ce"),
                   with mixup λ·loss(own labels) + (1 − λ)·loss(partners' labels),
-                  with outlier_weight + λ_o·CE(logits of B unlabelled patches, uniform)
+                  with outlier_weight + λ_o·CE(logits of B unlabelled patches, uniform),
+                  with a teacher (1 − w)·that + w·τ²·KL(teacher's answer ‖ the run's) on the same patches
 
 Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
 (kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
@@ -33,9 +34,9 @@ from training.averaging import WeightAverage, recompute_batchnorm
 from training.config import TrainConfig
 from training.data import ClipSet, mel_frequencies, normalisation_stats, random_patch
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
-from training.losses import acl_ssl_loss, acl_supervised_loss
+from training.losses import acl_ssl_loss, acl_supervised_loss, distillation_loss
 from training.model import ModelConfig, SoundModel
-from training.run import Run, load_checkpoint, read_checkpoint_info, save_weights
+from training.run import Run, load_checkpoint, load_inference_model, read_checkpoint_info, save_weights
 from training.setup import (
     Splits,
     autocast,
@@ -189,6 +190,7 @@ class SupervisedStep:
             raise ConfigError(f"a classifier needs clips of at least two classes to train; {cfg.labeled} gives "
                               f"{len(self.labels.unique())} in the training folds")
         self.model = build_model(cfg, splits, frontend).to(device)
+        self.teacher = load_teacher(cfg, splits, frontend).to(device) if cfg.teacher else None
         self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
         self.views = AugmentConfig(crop_mel=cfg.crop_mel)
         self.robust = RobustConfig(noise_prob=cfg.noise_prob, snr_db=cfg.snr_db, band_limit_prob=cfg.band_limit_prob,
@@ -219,6 +221,11 @@ class SupervisedStep:
         if perm is not None:  # the mixed patch is λ of its own clip and 1 − λ of its partner's
             loss = lam * loss + (1 - lam) * acl_supervised_loss(logits, h, y[perm.to(y.device)], self.alpha,
                                                                 self.cfg.margin, self.cfg.reduction)
+        if self.teacher is not None:  # the teacher answers the same (augmented, mixed) patches
+            with torch.no_grad():
+                teacher_log_probs, _ = self.teacher.fine_tuned(x)  # (B, C)
+            w = self.cfg.distill_weight
+            loss = (1 - w) * loss + w * distillation_loss(logits, teacher_log_probs, self.cfg.distill_temperature)
         if len(outliers):  # no class for sounds of none of them: cross-entropy to the uniform distribution
             loss = loss - self.cfg.outlier_weight * torch.log_softmax(outlier_logits.float(), dim=1).mean()
         return loss, len(x) + len(outliers)
@@ -276,6 +283,23 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
     model.encoder.load_state_dict(encoder)
     model.projection.load_state_dict(pretrained.projection.state_dict())
     return model
+
+
+def load_teacher(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig):
+    """The fine-tuned run or ensemble `cfg.teacher` (an InferenceModel in eval mode), checked to answer the
+    same classes from the same log-mel and not to have trained on this run's validation folds."""
+    teacher, info = load_inference_model(cfg.teacher)
+    if info["labels"] != list(splits.train.label_names):
+        raise ConfigError(f"the teacher {cfg.teacher} answers {info['labels']}, this run {list(splits.train.label_names)}")
+    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
+        raise ConfigError(f"the teacher {cfg.teacher} was trained on another log-mel")
+    for member in info.get("ensemble", [cfg.teacher]):
+        config = read_checkpoint_info(member).get("config", {})
+        same_data = Path(config.get("labeled", "")).resolve() == Path(cfg.labeled).resolve()
+        if same_data and set(config.get("train_folds", ())) & set(cfg.val_folds):
+            raise ConfigError(f"the teacher {member} trained on folds {config['train_folds']}, which include this "
+                              f"run's validation folds {list(cfg.val_folds)}: its figures would not be held out")
+    return teacher
 
 
 def pretrained_folds(config: dict, labeled: str) -> set[int]:

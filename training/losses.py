@@ -132,3 +132,12 @@ def acl_supervised_loss(
         reference = (pairs * positive_fraction, pairs * (1 - positive_fraction))
         loss = loss + (1 - alpha) * angular_margin_loss(features, mask, margin, reduction, SUPERVISED_SCALE, reference)
     return loss
+
+
+def distillation_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al., 2015): τ²·KL(teacher ‖ student), both answers softened by τ;
+    logits (B, C), teacher_log_probs (B, C) (log-softmax or logits: softening renormalises). τ² keeps its
+    gradient on the scale of a cross-entropy's."""
+    student = F.log_softmax(_full_precision(logits) / temperature, dim=1)
+    teacher = F.log_softmax(_full_precision(teacher_log_probs) / temperature, dim=1)
+    return temperature**2 * F.kl_div(student, teacher, log_target=True, reduction="batchmean")

@@ -279,3 +279,34 @@ def test_runs_that_could_not_train_or_would_leak_are_refused(tiny_esc, tmp_path)
     final = finetune(tiny(tiny_esc, tmp_path, epochs=1, train_folds=[1, 2, 3], val_folds=[]), tmp_path / "final")
     with pytest.raises(ConfigError, match="give --folds"):  # it validated on no fold
         evaluate_run(str(final.path), str(tiny_esc), (), str(tmp_path / "cache"), "cpu")
+
+
+def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw_its_validation(tiny_esc, tmp_path):
+    """A teacher that names every tone by the next class's name (its classifier's rows rolled): with
+    distill_weight 1 the loss is the KL divergence to it alone, so the student answers as it does, wrong by
+    the labels; with 0.0 (no teacher) the same run answers by the labels. A teacher trained on the
+    validation fold is refused."""
+    from training.run import save_ensemble, save_weights
+
+    def run(name, **kw):
+        cfg = tiny(tiny_esc, tmp_path, width=8, epochs=10, batch_size=16, patches_per_clip=4, lr=0.01, augment="none",
+                   loss="ce", **kw)
+        return finetune(cfg, tmp_path / name)
+
+    teacher = run("teacher", seed=1)
+    model, _ = load_checkpoint(teacher.path)
+    state = model.state_dict()
+    for key in ("classifier.weight", "classifier.bias"):
+        state[key] = state[key].roll(1, dims=0)  # class k's row answers for class k + 1
+    save_weights(state, teacher.path)
+    save_ensemble([teacher.path, teacher.path], tmp_path / "ens")  # the ensemble's path: one answer, twice
+
+    taught = run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0).history()[-1]
+    untaught = run("plain").history()[-1]
+    assert untaught["val_clip_accuracy"] > 0.8 and taught["val_clip_accuracy"] < 0.2, (untaught, taught)
+
+    with pytest.raises(ConfigError, match="include this run's validation folds"):
+        finetune(tiny(tiny_esc, tmp_path, train_folds=[1, 3], val_folds=[2], teacher=str(tmp_path / "ens"),
+                      distill_weight=0.5), tmp_path / "leak")
+    with pytest.raises(ConfigError, match="distill_weight"):
+        finetune(tiny(tiny_esc, tmp_path, distill_weight=0.5), tmp_path / "no-teacher")
