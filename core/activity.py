@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import errors
-from core.features import FrontendConfig, log_mel, patch_starts, segment_scale, segments
+from core.features import FrontendConfig, log_mel, patch_starts, segment_scale, segment_starts, segments
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ def window_power(levels: np.ndarray, starts: np.ndarray, cfg: FrontendConfig) ->
 
 def active_frames(levels: np.ndarray, cfg: FrontendConfig, activity: ActivityConfig) -> np.ndarray:
     """(F,) levels -> (F,) bool: above the floor and within relative_db of the segment's loudest frame."""
-    per = cfg.frames_per_segment
-    loudest = np.empty_like(levels)
-    for i in range(0, len(levels), per):
-        loudest[i : i + per] = levels[i : i + per].max()
+    if not len(levels):
+        return np.zeros(0, bool)
+    starts = segment_starts(len(levels), cfg)  # (S,)
+    loudest = np.repeat(np.maximum.reduceat(levels, starts), np.diff(starts, append=len(levels)))  # (F,)
     return (levels > activity.floor_db) & (levels > loudest - activity.relative_db)
 
 

@@ -111,6 +111,16 @@ def frame_seconds(frames: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     return segment * cfg.segment_s + frame / cfg.frames_per_s
 
 
+def segment_starts(n_frames: int, cfg: FrontendConfig) -> np.ndarray:
+    """The first frame of each segment of a log-mel of `n_frames` frames (`segments` in frames), from
+    its length alone: whole segments of frames_per_segment, the last one also holding a tail shorter
+    than one window. A segment of its own has at least 1 + patch_frames frames and a last one at most
+    frames_per_segment + patch_frames, so the length tells them apart."""
+    shortest = 1 + cfg.patch_frames
+    whole = max(0, (n_frames - shortest) // cfg.frames_per_segment)
+    return np.arange(whole + 1) * cfg.frames_per_segment
+
+
 def frame_at(seconds: float, cfg: FrontendConfig) -> int:
     """The index of the frame at `seconds` (frame_seconds' inverse, rounded down)."""
     segment = int(seconds // cfg.segment_s)

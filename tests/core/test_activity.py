@@ -59,3 +59,18 @@ def test_frame_gains_match_the_log_mel_frames():
     for seconds in (0.01, 1.0, 5.0, 12.3):
         y = noise(seconds, -20)
         assert frame_gains_db(y, CFG).shape == (len(log_mel(y, CFG)),)
+
+
+def test_a_long_last_segment_is_judged_against_its_loudest_frame():
+    """A 5.9 s clip is one segment (its 0.9 s tail joins the first 5 s): background at -55 dBFS after a
+    burst at 4.0-4.3 s is 50 dB below the segment's loudest frame, so silence in the tail as before it."""
+    y = noise(5.9, -55)
+    y[4 * RATE : int(4.3 * RATE)] = noise(0.3, -6, seed=1)
+    logmel = log_mel(y, CFG)
+    levels = frame_levels(logmel, CFG, frame_gains_db(y, CFG))
+    from core.activity import active_frames
+
+    active = active_frames(levels, CFG, ACTIVITY)
+    burst = slice(int(4.05 * CFG.frames_per_s), int(4.25 * CFG.frames_per_s))
+    assert len(logmel) > CFG.frames_per_segment and active[burst].all()
+    assert not active[int(4.5 * CFG.frames_per_s):].any()

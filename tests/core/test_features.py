@@ -8,7 +8,7 @@ import pytest
 
 from core import errors
 from core.audio import decode
-from core.features import FrontendConfig, log_mel, normalise, patch_starts, patches
+from core.features import FrontendConfig, log_mel, normalise, patch_starts, patches, segment_starts, segments
 
 CFG = FrontendConfig()
 SR = CFG.sample_rate
@@ -173,3 +173,17 @@ def test_frame_times_hold_over_many_segments():
     assert frame_seconds(loud[-1], cfg) == pytest.approx(13.0, abs=0.011)  # frames are centred: ±1 frame
     frames = np.arange(3 * cfg.frames_per_segment)
     assert [frame_at(s, cfg) for s in frame_seconds(frames, cfg)] == list(frames)
+
+
+@pytest.mark.parametrize("cfg", [FrontendConfig(), FrontendConfig(sample_rate=16_000, hop_length=160, win_length=400)],
+                         ids=["default", "16 kHz, hop 160"])
+def test_segment_starts_are_read_from_the_log_mels_length(cfg):
+    """segment_starts(F) finds the segments log_mel analysed on their own, a merged short tail included,
+    for every length around the boundaries (whole segments, a tail just under and just over a window)."""
+    size, tail = cfg.segment_samples, cfg.patch_frames * cfg.hop_length
+    lengths = {n for k in (1, 2, 3) for base in (k * size, k * size + tail) for n in range(base - 300, base + 300, 7)}
+    lengths |= {1, 500, tail - 1, tail, size // 2}
+    for n in sorted(lengths):
+        counts = [1 + s.size // cfg.hop_length for s in segments(np.zeros(n, np.float32), cfg)]
+        expected = np.cumsum([0, *counts[:-1]])
+        assert segment_starts(sum(counts), cfg).tolist() == expected.tolist(), n
