@@ -36,12 +36,10 @@ import numpy as np
 
 from core import errors
 from core.activity import window_power
-from core.classes import ClassSet, unit
+from core.classes import SILENCE, UNKNOWN, ClassSet, unit
 from core.events import Event, EventConfig, detect
 from core.features import FrontendConfig, frame_at
 from core.openset import threshold_ok
-
-UNKNOWN, SILENCE = "unknown", "silence"
 
 
 @dataclass(frozen=True)

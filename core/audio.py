@@ -85,9 +85,10 @@ def decode_with_warnings(
     return y, warnings
 
 
-def _resampler(rate: int, target_rate: int):
+def resampler(rate: int, target_rate: int):
     """(samples,) float32 blocks at `rate`, then None at the end -> the same audio at `target_rate`
-    (soxr, high quality; block by block gives exactly what one call over the whole would)."""
+    (soxr, high quality; block by block gives exactly what one call over the whole would); uploads and
+    live streams resample alike. Samples so large that resampling overflows are refused."""
     if rate == target_rate:
         return lambda block: np.zeros(0, np.float32) if block is None else block
     refused = f"cannot resample from {rate} Hz to {target_rate} Hz"
@@ -98,9 +99,12 @@ def _resampler(rate: int, target_rate: int):
 
     def to_target(block: np.ndarray | None) -> np.ndarray:
         try:
-            return stream.resample_chunk(np.zeros(0, np.float32) if block is None else block, last=block is None)
+            out = stream.resample_chunk(np.zeros(0, np.float32) if block is None else block, last=block is None)
         except (ValueError, TypeError, RuntimeError) as e:
             raise errors.BadAudioFormat(f"{refused}: {e}") from e
+        if not np.isfinite(out).all():  # finite float samples near ±3e38 overflow in the filter
+            raise errors.InvalidSamples(f"{refused}: the samples are too large (float samples far beyond ±1)")
+        return out
     return to_target
 
 
@@ -138,7 +142,7 @@ def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimit
     samples at target_rate, how many frames the file gave, and, when decoding failed after some
     blocks, the reason it stopped."""
     max_frames = int(limits.max_duration_s * rate)
-    to_target = _resampler(rate, target_rate)
+    to_target = resampler(rate, target_rate)
     blocks, total, stopped = [], 0, ""
     while True:
         try:

@@ -27,6 +27,8 @@ from core import errors
 from core.artifact import Artifact, write_json_atomic
 from core.openset import OpenSet
 
+UNKNOWN, SILENCE = "unknown", "silence"  # the answers for no known class and for no sound: never a class
+RESERVED_LABELS = (UNKNOWN, SILENCE)
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
 MAX_EXAMPLES = 20
 STORE_VERSION = 1
@@ -140,10 +142,11 @@ def check_margin(margin: float | None) -> None:
 
 def check_label(label: str) -> str:
     label = (label or "").strip()
-    if label == "unknown" or not LABEL_PATTERN.fullmatch(label):
+    if label.casefold() in RESERVED_LABELS or not LABEL_PATTERN.fullmatch(label):
         raise errors.InvalidParameter(
             f"invalid class label {label!r}: 1-64 characters, letters, digits, space, '_', '.', '-', starting "
-            "with a letter or digit, and not 'unknown'")
+            f"with a letter or digit, and not {' or '.join(map(repr, RESERVED_LABELS))} in any case (the "
+            "answers for no known class and for no sound)")
     return label
 
 

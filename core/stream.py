@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import soxr
 
 from core.activity import ActivityConfig, window_activity
-from core.audio import mix_down
+from core.audio import mix_down, resampler
 from core.clip import analyse
 from core.features import FrontendConfig, frame_seconds, patch_starts, tile_to_patch
 
@@ -36,8 +35,7 @@ class StreamWindows:
 class StreamFrontend:
     def __init__(self, sample_rate: int, frontend: FrontendConfig, activity: ActivityConfig = ActivityConfig()):
         self.frontend, self.activity = frontend, activity
-        self.resampler = (None if sample_rate == frontend.sample_rate else
-                          soxr.ResampleStream(sample_rate, frontend.sample_rate, 1, dtype="float32", quality="HQ"))
+        self.to_target = resampler(sample_rate, frontend.sample_rate)  # (n,) -> (n'), None at the end
         self.audio = np.zeros(0, np.float32)  # resampled samples not yet in a final segment
         self.frames = np.zeros((0, frontend.n_mels), np.float32)  # final frames from frame `first` on
         self.frame_active = np.zeros(0, bool)
@@ -55,7 +53,7 @@ class StreamFrontend:
     def push(self, samples: np.ndarray) -> StreamWindows:
         """(n, channels) float32 -> the windows that became final."""
         mono = mix_down(samples) if samples.ndim == 2 else samples.astype(np.float32)
-        self._add(mono if self.resampler is None else self.resampler.resample_chunk(mono))
+        self._add(self.to_target(mono))
         fe = self.frontend
         while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:
             self._final_segment(self.audio[: fe.segment_samples])
@@ -64,8 +62,7 @@ class StreamFrontend:
 
     def end(self) -> StreamWindows:
         """The rest of the stream: its last segment and every window not emitted yet."""
-        if self.resampler is not None:
-            self._add(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        self._add(self.to_target(None))  # a resampler gives its last samples only now
         if self.audio.size:
             self._final_segment(self.audio)
             self.audio = self.audio[:0]

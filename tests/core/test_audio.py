@@ -92,6 +92,8 @@ BAD_INPUTS = {
     "nan": (encode(np.array([0.1, np.nan, 0.2] * 100, dtype=np.float32), RATE, "WAV", "FLOAT"), errors.InvalidSamples),
     "inf": (encode(np.array([0.1, np.inf] * 100, dtype=np.float32), RATE, "WAV", "FLOAT"), errors.InvalidSamples),
     "truncated_ogg": (None, errors.BadAudio),
+    # finite, but so large that the resampler's filter overflows to NaN (44.1 kHz -> the model's rate)
+    "huge_floats": (encode(np.tile(np.float32([3e38, -3e38]), 4410), 44_100, "WAV", "FLOAT"), errors.InvalidSamples),
 }
 
 

@@ -48,7 +48,8 @@ def test_cosines_rank_every_class(builtin):
 @pytest.mark.parametrize("label,error", [
     ("", errors.InvalidParameter), ("   ", errors.InvalidParameter), ("x" * 65, errors.InvalidParameter),
     ("../etc", errors.InvalidParameter), ("a/b", errors.InvalidParameter), ("<b>", errors.InvalidParameter),
-    ("unknown", errors.InvalidParameter), ("DOG", errors.Conflict), ("rain", errors.Conflict),
+    ("unknown", errors.InvalidParameter), ("Unknown", errors.InvalidParameter), ("silence", errors.InvalidParameter),
+    ("SILENCE ", errors.InvalidParameter), ("DOG", errors.Conflict), ("rain", errors.Conflict),
 ])
 def test_bad_labels(builtin, label, error):
     with pytest.raises(error):

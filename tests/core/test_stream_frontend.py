@@ -43,3 +43,13 @@ def test_memory_is_bounded():
     for i in range(0, len(y), 16_000):
         stream.push(y[i:i + 16_000])
     assert len(stream.frames) < 2 * 502 + 101  # frames of at most two segments kept, not a minute's 6000
+
+
+def test_samples_too_large_to_resample_are_refused():
+    """As an upload of them is: a typed error (the service closes the stream with its reason), not NaN windows."""
+    from core import errors
+
+    stream = StreamFrontend(44_100, FrontendConfig())
+    with pytest.raises(errors.InvalidSamples, match="too large"):
+        stream.push(np.tile(np.float32([3e38, -3e38]), 22_050)[:, None])
+        stream.end()
