@@ -100,17 +100,35 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     labels = _read_json(root / LABELS_FILE)
     if not isinstance(labels, list) or len(labels) != manifest["num_classes"]:
         raise errors.ArtifactError(f"{root / LABELS_FILE} must list {manifest['num_classes']} labels")
-    return Artifact(root, frontend, tuple(str(x) for x in labels), manifest, _read_open_set(root, manifest))
+    labels = tuple(str(x) for x in labels)
+    return Artifact(root, frontend, labels, manifest, _read_open_set(root, manifest, labels))
 
 
-def _read_open_set(root: Path, manifest: dict) -> OpenSet | None:
+def _read_open_set(root: Path, manifest: dict, labels: tuple[str, ...]) -> OpenSet | None:
     entry = manifest.get("openset")
     if entry is None:
         return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+        raise errors.ArtifactError(f"the manifest's openset entry must name its file and sha256, got {entry!r}")
     path = root / entry["file"]
     if not path.is_file() or sha256_file(path) != entry["sha256"]:
         raise errors.ArtifactError(f"{path} is missing or does not match its sha256 in the manifest")
-    return OpenSet.from_dict(_read_json(path))
+    try:
+        open_set = OpenSet.from_dict(_read_json(path))
+    except (KeyError, TypeError, ValueError) as e:
+        raise errors.ArtifactError(f"{path} is not an open set: {type(e).__name__}: {e}") from None
+    check_open_set(open_set, labels, manifest)
+    return open_set
+
+
+def check_open_set(open_set: OpenSet, labels: tuple[str, ...], manifest: dict) -> None:
+    """An open set belongs to the model: one prototype row per class, in the model's order, of its
+    embedding's size (answers blend prototype i with logit i)."""
+    expected = (manifest["num_classes"], manifest["embedding_dim"])
+    if open_set.labels != labels or open_set.prototypes.shape != expected:
+        raise errors.ArtifactError(f"the open set holds {open_set.prototypes.shape} prototypes of "
+                                   f"{list(open_set.labels)}; the model answers {list(labels)} with embeddings of "
+                                   f"{expected[1]} (the prototypes' rows are its classes, in its order)")
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -199,6 +199,10 @@ class ClassStore:
                     f"{self.path} holds classes enrolled with model {data.get('model_id')!r}, not {self.model_id!r}: "
                     "their prototypes mean nothing to this model. Move the file away (or set SOUNDARC_CLASSES) to start afresh")
             enrolled = tuple(EnrolledClass.from_dict(entry) for entry in data["classes"])
+            dim = classes.builtin.prototypes.shape[1]
+            for c in enrolled:
+                if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
+                    raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
         return replace(classes, enrolled=classes.enrolled + enrolled)

@@ -20,7 +20,7 @@ import numpy as np
 
 from core import errors
 from core.answer import clip_embedding
-from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
+from core.artifact import MANIFEST_FILE, check_open_set, load_artifact, sha256_file, write_json_atomic
 from core.clip import prepare
 from core.openset import ENROL_MARGIN, OpenSet, calibrate, class_prototypes, fit_cosine_logit
 from core.runtime import RuntimeConfig, create_runtime
@@ -127,7 +127,9 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
 def save_open_set(artifact_dir: str | Path, open_set: OpenSet) -> OpenSet:
     """Write openset.json and record its sha256 in the manifest (the model's own hash is untouched)."""
     root = Path(artifact_dir)
-    manifest = load_artifact(root).manifest
+    artifact = load_artifact(root)
+    manifest = artifact.manifest
+    check_open_set(open_set, artifact.labels, manifest)
     write_json_atomic(root / OPENSET_FILE, open_set.to_dict())
     manifest["openset"] = {"file": OPENSET_FILE, "sha256": sha256_file(root / OPENSET_FILE), "frr": open_set.frr,
                            "threshold_rad": open_set.threshold_rad, "calibrated_on": open_set.calibrated_on}

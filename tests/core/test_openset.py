@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import errors
-from core.artifact import load_artifact
+from core.artifact import load_artifact, sha256_file
 from core.openset import OpenSet, auroc, calibrate, class_prototypes, fit_cosine_logit
 
 
@@ -54,6 +54,25 @@ def test_attach_open_set_to_an_artifact(tmp_path):
     assert art.open_set is not None and art.open_set.labels == ("low", "mid", "high")
     assert (art.open_set.prototype_weight, art.open_set.temperature, art.open_set.vote) == (0.5, 0.4, "amplitude")
     assert art.manifest["openset"]["calibrated_on"] == "folds [3]" and 0 < open_set.threshold_rad < math.pi
+    from dataclasses import replace
+
+    from export.open_set import save_open_set
+
+    for other in (replace(open_set, labels=open_set.labels[::-1]), replace(open_set, prototypes=open_set.prototypes[:2])):
+        with pytest.raises(errors.ArtifactError, match="in its order"):
+            save_open_set(artifact_dir, other)  # refused before anything is written
+    assert load_artifact(artifact_dir).open_set.labels == ("low", "mid", "high")  # untouched
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    (artifact_dir / "openset.json").write_text(json.dumps({**open_set.to_dict(), "labels": ["high", "mid", "low"]}))
+    manifest["openset"]["sha256"] = sha256_file(artifact_dir / "openset.json")  # hashed, but in another order
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(errors.ArtifactError, match="in its order"):
+        load_artifact(artifact_dir)
+    (artifact_dir / "openset.json").write_text(json.dumps({"labels": ["low"]}))  # not an open set at all
+    manifest["openset"]["sha256"] = sha256_file(artifact_dir / "openset.json")
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(errors.ArtifactError, match="not an open set"):
+        load_artifact(artifact_dir)
     with open(artifact_dir / "openset.json", "a") as f:
         f.write(" ")
     with pytest.raises(errors.ArtifactError, match="sha256"):
