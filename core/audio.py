@@ -59,16 +59,10 @@ def decode_with_warnings(
     declares more than the file holds) or damaged (decoding stopped before the end)."""
     source = _open_source(data, limits)
     warnings = []
-    try:
-        with sf.SoundFile(source) as f:
-            rate, channels = _check_header(f.samplerate, f.channels, limits)
-            y, read, stopped = _read_mono(f, rate, target_rate, limits)
-            declared, container = f.frames, f.format
-    except errors.SoundarcError:
-        raise
-    except _DECODE_ERRORS as e:
-        raise errors.UndecodableAudio(
-            f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {_reason(e)}") from e
+    y, read, stopped, declared, container, rate = _read(source, target_rate, limits)
+    if read == 0 and container in ("WAV", "WAVEX") and (filled := _with_unknown_length_filled_in(source)):
+        y, read, stopped, declared, container, rate = _read(filled, target_rate, limits)
+        warnings.append("the WAV header declares no samples (its length was never written): decoded what follows it")
     if read == 0:
         raise errors.EmptyAudio("the audio holds no samples")
     if stopped:
@@ -106,6 +100,21 @@ def resampler(rate: int, target_rate: int):
             raise errors.InvalidSamples(f"{refused}: the samples are too large (float samples far beyond ±1)")
         return out
     return to_target
+
+
+def _read(source, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str, int, str, int]:
+    """(mono samples at target_rate, frames read, why decoding stopped early or "", frames the header
+    declares, container, the file's rate)."""
+    try:
+        with sf.SoundFile(source) as f:
+            rate, _ = _check_header(f.samplerate, f.channels, limits)
+            y, read, stopped = _read_mono(f, rate, target_rate, limits)
+            return y, read, stopped, f.frames, f.format, rate
+    except errors.SoundarcError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise errors.UndecodableAudio(
+            f"expected an audio file (WAV, FLAC, Ogg, MP3, AIFF); could not decode it: {_reason(e)}") from e
 
 
 def _open_source(data, limits: DecodeLimits):
@@ -175,9 +184,9 @@ def _reason(e: Exception) -> str:
     return (getattr(e, "error_string", None) or str(e)).strip()  # libsndfile's words, without our file paths
 
 
-def _data_chunk_shortfall(source) -> str:
-    """For WAV and AIFF, whose readers quietly shorten a file cut short: "" when the sample data
-    chunk holds what its header declares, else a warning saying how much is missing."""
+def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:
+    """For WAV and AIFF: (the file's first HEADER_BYTES, the sample data chunk's offset, the length its
+    header declares, the bytes the file holds after it); None for other files or no such chunk there."""
     if isinstance(source, io.BytesIO):
         data = source.getvalue()
         head, size = data[:HEADER_BYTES], len(data)
@@ -187,15 +196,42 @@ def _data_chunk_shortfall(source) -> str:
         size = os.path.getsize(source)
     layout = {b"RIFF": ("<I", b"data", 12), b"FORM": (">I", b"SSND", 12)}.get(head[:4])
     if layout is None or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
-        return ""
+        return None
     fmt, wanted, offset = layout
     while offset + 8 <= len(head):
         chunk, length = head[offset:offset + 4], struct.unpack(fmt, head[offset + 4:offset + 8])[0]
         if chunk == wanted:
-            held = size - offset - 8
-            if length in (0, 0xFFFFFFFF) or length <= held:  # 0 / -1: written while streaming, length unknown
-                return ""
-            return (f"the {chunk.decode()} chunk declares {length} bytes of samples, the file holds {held}: "
-                    f"the file is cut short ({100 * held / length:.0f} % of it is here)")
+            return head, offset, length, size - offset - 8
         offset += 8 + length + (length & 1)
-    return ""
+    return None
+
+
+def _data_chunk_shortfall(source) -> str:
+    """For WAV and AIFF, whose readers quietly shorten a file cut short: "" when the sample data
+    chunk holds what its header declares, else a warning saying how much is missing."""
+    found = _sample_chunk(source)
+    if found is None:
+        return ""
+    _, _, length, held = found
+    if length in (0, 0xFFFFFFFF) or length <= held:  # 0 / -1: written while streaming, length unknown
+        return ""
+    chunk = "data" if found[0][:4] == b"RIFF" else "SSND"
+    return (f"the {chunk} chunk declares {length} bytes of samples, the file holds {held}: "
+            f"the file is cut short ({100 * held / length:.0f} % of it is here)")
+
+
+def _with_unknown_length_filled_in(source) -> io.BytesIO | None:
+    """A WAV whose data chunk declares 0 bytes (a recorder stopped before it wrote the length) but holds
+    some: a copy with the length that follows filled in; None otherwise."""
+    found = _sample_chunk(source)
+    if found is None or found[0][:4] != b"RIFF" or found[2] != 0 or found[3] <= 0:
+        return None
+    _, offset, _, held = found
+    if isinstance(source, io.BytesIO):
+        data = bytearray(source.getvalue())
+    else:
+        with open(source, "rb") as f:
+            data = bytearray(f.read())
+    data[offset + 4:offset + 8] = struct.pack("<I", held)
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    return io.BytesIO(bytes(data))

@@ -192,3 +192,17 @@ def test_a_file_cut_short_decodes_what_is_there_with_a_warning(fmt, subtype, nee
     part, warnings = decode_with_warnings(data[: len(data) // 2], RATE)
     assert 0.5 < part.size / RATE < 2.0
     assert len(warnings) == 1 and needle in warnings[0] and "cut short" in warnings[0], warnings
+
+
+def test_a_wav_whose_length_was_never_written_decodes_with_a_warning(tmp_path):
+    """A data chunk that declares 0 bytes but holds samples (a recorder stopped before it wrote the
+    length): what follows is decoded, and the answer says why; a header alone stays empty."""
+    y = sine(RATE)
+    pcm = (y * 32767).astype("<i2").tobytes()
+    (tmp_path / "unfinished.wav").write_bytes(riff_header(0) + pcm)
+    for source in (riff_header(0) + pcm, tmp_path / "unfinished.wav"):  # an upload, a file of an archive
+        decoded, warnings = decode_with_warnings(source, RATE)
+        np.testing.assert_allclose(decoded, y, atol=1e-4)
+        assert warnings and "declares no samples" in warnings[0]
+    with pytest.raises(errors.EmptyAudio):
+        decode(riff_header(0), RATE)
