@@ -18,6 +18,8 @@ under every recording condition, by three votes over its windows' probabilities 
 
 Per group and pooled over every group but the first: accuracy per vote (mean ± std over runs) and its
 paired difference against `mean` over the held-out clips (p over source recordings: compare_cv.paired).
+With `--versus`, also two recipes answered alike: the first group against the second, clip by clip, at
+each vote (e.g. ARM-B:0 against ARM-A:0, the same folds and seed).
 The rule that reads it is in BENCHMARKS.md ("How a clip's windows vote"). Per run results are kept in
 cv-vote<S>-w<W>[-NAME].npz beside its cv.json: each held-out clip's window log-probabilities and powers
 and its noise floor under each condition, from which every vote is counted (a cache without floors is
@@ -31,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from _data import REPORTS, add_joint_arguments, encoder_tag, fold_of, group_runs_of, joint_arguments, machine
+from compare_cv import paired
 from cv_study import ESC10, NOISE, ROOT, voting_windows
-from fusion_cv import condition_stats, condition_tables, served_classes
+from fusion_cv import clip_shares, condition_stats, condition_tables, served_classes
 
 from core.activity import ActivityConfig, frame_levels, window_power
 from core.answer import class_logits
@@ -147,6 +150,29 @@ def summarise(runs: dict, rng) -> dict:
     return table
 
 
+def versus(a: dict, b: dict, rng) -> dict:
+    """{vote: {condition: paired(A, B)}, "conditions": A − B on the mean of the five}: two groups of runs
+    of different recipes, each clip's share of right answers in A against its share in B."""
+    def shares(runs, how, condition):  # {clip: share}, the arm's name dropped so that A and B pair up
+        return {k.split("|")[0]: v for k, v in clip_shares(runs, how, condition).items()}
+
+    table = {}
+    for how in VOTES:
+        row = {c: paired(shares(a, how, c), shares(b, how, c), rng) for c in CONDITIONS}
+        row["conditions"] = float(np.mean([row[c]["difference"] for c in CONDITIONS if c != "clean"]))
+        table[how] = row
+    return table
+
+
+def versus_markdown(table: dict, a: str, b: str) -> list[str]:
+    lines = ["", f"{a} − {b}, clip by clip (points; p over source recordings):", "",
+             "| vote | " + " | ".join(CONDITIONS) + " | five conditions |", "|---" * (len(CONDITIONS) + 2) + "|"]
+    for how, row in table.items():
+        cells = [f"{100 * row[c]['difference']:+.1f} (p {row[c]['p']:.2f})" for c in CONDITIONS]
+        lines.append(f"| {how} | " + " | ".join(cells) + f" | {100 * row['conditions']:+.2f} |")
+    return lines
+
+
 def markdown(tables: dict, share: float, weight: float) -> str:
     lines = [f"Clip accuracy % by how the windows vote (served: share {share}, prototype weight {weight}), "
              f"{machine()}: mean ± std over runs; beside it, the paired difference against `mean` (p over "
@@ -161,7 +187,10 @@ def main() -> None:
     parser.add_argument("--prototype-weight", type=float, required=True,
                         help="the served model's (openset.json; fusion_cv.py chooses it)")
     parser.add_argument("--report", default="vote_cv", help="reports/REPORT.json and .md")
+    parser.add_argument("--versus", action="store_true", help="the first group against the second, clip by clip")
     args = parser.parse_args()
+    if args.versus and len(args.groups) != 2:
+        parser.error("--versus compares two groups")
     share, pretrained = joint_arguments(parser, args)
     rng = np.random.default_rng(0)
     groups = {g: group_runs(g, share, pretrained, args.prototype_weight) for g in args.groups}
@@ -172,8 +201,11 @@ def main() -> None:
     REPORTS.mkdir(exist_ok=True)
     report = {"pretrained_share": share, "pretrained": pretrained, "prototype_weight": args.prototype_weight,
               "machine": machine(), "tables": {g: t for g, (_, t) in tables.items()}}
-    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
     text = markdown(tables, share, args.prototype_weight)
+    if args.versus:
+        report["versus"] = versus(*(groups[g] for g in args.groups), rng)
+        text += "\n".join(versus_markdown(report["versus"], *args.groups)) + "\n"
+    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
     (REPORTS / f"{args.report}.md").write_text(text)
     print(text)
 
