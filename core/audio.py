@@ -185,7 +185,7 @@ def _reason(e: Exception) -> str:
 
 
 def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:
-    """For WAV and AIFF: (the file's first HEADER_BYTES, the sample data chunk's offset, the length its
+    """For WAV and AIFF: (the sample data chunk's id, b"data" or b"SSND", its offset, the length its
     header declares, the bytes the file holds after it); None for other files or no such chunk there."""
     if isinstance(source, io.BytesIO):
         data = source.getvalue()
@@ -201,7 +201,7 @@ def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:
     while offset + 8 <= len(head):
         chunk, length = head[offset:offset + 4], struct.unpack(fmt, head[offset + 4:offset + 8])[0]
         if chunk == wanted:
-            return head, offset, length, size - offset - 8
+            return chunk, offset, length, size - offset - 8
         offset += 8 + length + (length & 1)
     return None
 
@@ -212,11 +212,10 @@ def _data_chunk_shortfall(source) -> str:
     found = _sample_chunk(source)
     if found is None:
         return ""
-    _, _, length, held = found
+    chunk, _, length, held = found
     if length in (0, 0xFFFFFFFF) or length <= held:  # 0 / -1: written while streaming, length unknown
         return ""
-    chunk = "data" if found[0][:4] == b"RIFF" else "SSND"
-    return (f"the {chunk} chunk declares {length} bytes of samples, the file holds {held}: "
+    return (f"the {chunk.decode()} chunk declares {length} bytes of samples, the file holds {held}: "
             f"the file is cut short ({100 * held / length:.0f} % of it is here)")
 
 
@@ -224,7 +223,7 @@ def _with_unknown_length_filled_in(source) -> io.BytesIO | None:
     """A WAV whose data chunk declares 0 bytes (a recorder stopped before it wrote the length) but holds
     some: a copy with the length that follows filled in; None otherwise."""
     found = _sample_chunk(source)
-    if found is None or found[0][:4] != b"RIFF" or found[2] != 0 or found[3] <= 0:
+    if found is None or found[0] != b"data" or found[2] != 0 or found[3] <= 0:
         return None
     _, offset, _, held = found
     if isinstance(source, io.BytesIO):
