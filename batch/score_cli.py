@@ -8,7 +8,7 @@ import sys
 from batch.results import EVENT_TABLES, FORMATS
 from batch.scoring import ScoreOptions, default_workers
 from core.artifact import DEFAULT_MODEL
-from core.runtime import RuntimeConfig
+from core.runtime import PRECISIONS, RuntimeConfig
 from soundarc.cli import at_least
 
 
@@ -38,6 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--all-files", action="store_true", help="score every file, not only audio extensions")
     parser.add_argument("--max-error-rate", type=float, default=1.0, help="exit 1 above this fraction of error rows")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: the model's int8 variant on a CPU when it has one, else fp32 (as the service)")
     parser.add_argument("--engine", default="local", choices=("local", "ray"))
     parser.add_argument("--address", default=None, help="Ray cluster address (engine ray); default: a local Ray")
 
@@ -49,7 +51,8 @@ def run(args) -> int:
         events=args.events or bool(args.events_table),
         workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
-        max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, intra_op_threads=args.threads),
+        max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, precision=args.precision,
+                                                                    intra_op_threads=args.threads),
     )
     if args.engine == "ray":
         from batch.ray_engine import score_with_ray

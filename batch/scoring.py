@@ -192,6 +192,8 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
         identity["threshold_rad"] = options.threshold_rad
     if options.events:
         identity["event_parameters"] = artifact.events.to_dict()
+    if options.runtime.precision != "auto":  # rows of int8 and fp32 differ in their last digits
+        identity["precision"] = options.runtime.precision
     if classes is not None and classes.enrolled:  # a class enrolled again (other examples or margin) answers otherwise
         enrolled = json.dumps([{**c.to_dict(), "enrolled_at": None} for c in classes.enrolled], sort_keys=True)
         identity["enrolled_sha256"] = hashlib.sha256(enrolled.encode()).hexdigest()

@@ -45,6 +45,7 @@ class Classification:
     open_set: dict | None = None  # {"unknown", "nearest_label", "angle_rad", "threshold_rad"}
     windows: list[dict] | None = None  # with windows=True: {"start_s", "end_s", "label", "score"}
     events: list[dict] | None = None  # with events=True: {"label", "start_s", "end_s", "score"}
+    spectrogram: dict | None = None  # with spectrogram=True: {"columns_per_s", "n_mels", "dynamic_range_db", "values"}
     raw: dict = field(default_factory=dict, repr=False)  # the whole JSON answer
 
 
@@ -74,14 +75,16 @@ class Client:
 
     # -- audio ----------------------------------------------------------------------------------
     def classify(self, audio: Audio, top_k: int = 5, windows: bool = False, open_set: bool = True,
-                 threshold_rad: float | None = None, events: bool = False) -> Classification:
+                 threshold_rad: float | None = None, events: bool = False, spectrogram: bool = False
+                 ) -> Classification:
         """The clip's answer; `threshold_rad`: this request's "unknown" angle (None: the model's);
-        `events`: its sound events too."""
+        `events`: its sound events too; `spectrogram`: its log-mel as at most 600 columns of 0-255."""
         body = self._post("/classify", [audio], {"top_k": top_k, "windows": windows, "open_set": open_set,
-                                                 "threshold_rad": threshold_rad, "events": events or None})
+                                                 "threshold_rad": threshold_rad, "events": events or None,
+                                                 "spectrogram": spectrogram or None})
         return Classification(body["label"], body["score"], [(r["label"], r["score"]) for r in body["ranking"]],
                               body["activity"], body["duration_s"], body["warnings"], body.get("open_set"),
-                              body.get("windows"), body.get("events"), body)
+                              body.get("windows"), body.get("events"), body.get("spectrogram"), body)
 
     def embed(self, audio: Audio, windows: bool = False) -> Embedding:
         body = self._post("/embed", [audio], {"windows": windows})

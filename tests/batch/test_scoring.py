@@ -187,6 +187,17 @@ def test_another_model_cannot_resume_into_the_same_output(corpus, tmp_path, test
         score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
 
 
+def test_a_named_precision_is_part_of_what_a_resumed_run_must_match(corpus, tmp_path, test_artifact):
+    from core.runtime import RuntimeConfig
+
+    fp32 = dataclasses.replace(OPTIONS, runtime=RuntimeConfig(precision="fp32"))
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", fp32)
+    assert json.loads((tmp_path / "o" / "_run.json").read_text())["precision"] == "fp32"
+    with pytest.raises(errors.ConfigError, match="precision"):  # fp16 (or int8) rows would differ in their digits
+        score([str(corpus["dir"])], test_artifact, tmp_path / "o",
+              dataclasses.replace(OPTIONS, runtime=RuntimeConfig(precision="fp16")))
+
+
 def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifact):
     clips = tmp_path / "many"
     clips.mkdir()

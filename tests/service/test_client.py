@@ -17,6 +17,7 @@ def test_every_route(server, fixtures):
         assert answer.label == answer.raw["label"] and len(answer.ranking) == 3 and answer.warnings == []
         assert answer.windows and answer.activity["windows"] == len(answer.windows)
         assert answer.events is None and client.classify(rooster, events=True).events is not None
+        assert answer.spectrogram is None and client.classify(rooster, spectrogram=True).spectrogram["n_mels"] > 0
         tone = io.BytesIO()  # far from every class of the test model
         sf.write(tone, 0.5 * np.sin(2 * np.pi * 440 * np.arange(22_050) / 22_050), 22_050, format="WAV")
         assert client.classify(tone.getvalue()).label == "unknown"
