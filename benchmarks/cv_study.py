@@ -115,6 +115,10 @@ ARMS = {
     # half the loss the KL divergence to the ensemble's answer at τ 2 (BENCHMARKS.md "Distilling the ensemble")
     "ssl-acl-rc-acl-robust-oe-eq-kd": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "distill_weight=0.5",
                                        "teacher=runs/cv/ssl-acl-rc-acl-robust-oe-eq-ens/fold{fold}-seed0+1"],
+    # ... the teacher answering each patch as recorded, the run learning it for the augmented view
+    "ssl-acl-rc-acl-robust-oe-eq-kdc": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "distill_weight=0.5",
+                                        "teacher=runs/cv/ssl-acl-rc-acl-robust-oe-eq-ens/fold{fold}-seed0+1",
+                                        "distill_clean=true"],
     "ssl-acl-rc-acl-robust-oe-eq-loud": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "snr_db=[0,20]"],
     # the shipped recipe at width 64 (the paper's), pre-trained at that width (PRETRAININGS: 25 epochs of 100 s
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window

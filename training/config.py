@@ -67,6 +67,8 @@ class TrainConfig:
     teacher: str = ""  # finetune: a fine-tuned run or ensemble whose answers the run also learns (distillation)
     distill_weight: float = 0.0  # ... the share of the loss that is the KL divergence to the teacher's answer
     distill_temperature: float = 2.0  # ... both answers softened by this temperature (the KL scaled by its square)
+    distill_clean: bool = False  # ... the teacher answers each patch as recorded, the run its augmented view (what
+    #   the teacher knows of a clean window taught for the degraded one)
     # losses
     loss: str = "acl"  # finetune: "ce" or "acl" (supervised ACL); pretrain is always ACL (ssl_alpha = 1: InfoNCE)
     ssl_alpha: float = 0.3  # pretrain: ssl_alpha·InfoNCE + (1 − ssl_alpha)·L_AM
@@ -117,6 +119,8 @@ class TrainConfig:
                 self.teacher and (mode != "finetune" or self.probe)):
             raise ConfigError(f"distill_weight must be in [0, 1], above 0 exactly when a teacher is named, and only "
                               f"for a fine-tune, got {self.distill_weight} with teacher {self.teacher!r} ({mode})")
+        if self.distill_clean and not self.teacher:
+            raise ConfigError("distill_clean needs a teacher")
         if not self.distill_temperature > 0:
             raise ConfigError(f"distill_temperature must be above 0, got {self.distill_temperature}")
         if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):

@@ -8,6 +8,7 @@
                   with mixup λ·loss(own labels) + (1 − λ)·loss(partners' labels),
                   with outlier_weight + λ_o·CE(logits of B unlabelled patches, uniform),
                   with a teacher (1 − w)·that + w·τ²·KL(teacher's answer ‖ the run's) on the same patches
+                  (distill_clean: the teacher hears them before augmentation)
 
 Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
 (kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
@@ -206,12 +207,14 @@ class SupervisedStep:
                 f"alpha {self.alpha:.2f}, augment {self.cfg.augment}, active windows only: {self.cfg.active_only}")
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
-        x = self.inputs(idx)  # (B, 1, T, M)
+        clean = self.patches(idx)  # (B, 1, T, M) as recorded
+        x = self.augment(clean)  # (B, 1, T, M) the training view
         y = self.labels[idx].to(self.device)
         lam, perm = 1.0, None
         if self.cfg.mixup:
             lam, perm = float(self.rng.beta(self.cfg.mixup, self.cfg.mixup)), torch.randperm(len(x), generator=self.gen)
             x = mixup(x, perm.to(x.device), lam, self.frontend.log_offset)
+            clean = mixup(clean, perm.to(x.device), lam, self.frontend.log_offset)
         outliers = self.outliers(len(x)) if self.cfg.outlier_weight else x[:0]  # (B or 0, 1, T, M)
         with autocast(self.device, self.cfg.amp):
             h = self.model.encoder(torch.cat([x, outliers]))  # (B + B_o, D): one batch for BatchNorm
@@ -221,9 +224,9 @@ class SupervisedStep:
         if perm is not None:  # the mixed patch is λ of its own clip and 1 − λ of its partner's
             loss = lam * loss + (1 - lam) * acl_supervised_loss(logits, h, y[perm.to(y.device)], self.alpha,
                                                                 self.cfg.margin, self.cfg.reduction)
-        if self.teacher is not None:  # the teacher answers the same (augmented, mixed) patches
+        if self.teacher is not None:  # the teacher answers the same (mixed) patches, augmented or as recorded
             with torch.no_grad():
-                teacher_log_probs, _ = self.teacher.fine_tuned(x)  # (B, C)
+                teacher_log_probs, _ = self.teacher.fine_tuned(clean if self.cfg.distill_clean else x)  # (B, C)
             w = self.cfg.distill_weight
             loss = (1 - w) * loss + w * distillation_loss(logits, teacher_log_probs, self.cfg.distill_temperature)
         if len(outliers):  # no class for sounds of none of them: cross-entropy to the uniform distribution
@@ -232,8 +235,12 @@ class SupervisedStep:
 
     def inputs(self, idx: np.ndarray) -> torch.Tensor:
         """One random (augmented) patch with sound of each clip of `idx`: (B, 1, T, M)."""
+        return self.augment(self.patches(idx))
+
+    def patches(self, idx: np.ndarray) -> torch.Tensor:
+        """One random patch with sound of each clip of `idx`, as recorded: (B, 1, T, M)."""
         x = np.stack([random_patch(self.train.features[i], self.frontend, self.rng, self.starts[i]) for i in idx])
-        return self.augment(torch.from_numpy(x)[:, None].to(self.device))
+        return torch.from_numpy(x)[:, None].to(self.device)
 
     def norm_batches(self):
         """One epoch of training batches as BatchNorm sees them in a step, outliers included: (B + B_o, 1, T, M)."""

@@ -310,3 +310,9 @@ def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw
                       distill_weight=0.5), tmp_path / "leak")
     with pytest.raises(ConfigError, match="distill_weight"):
         finetune(tiny(tiny_esc, tmp_path, distill_weight=0.5), tmp_path / "no-teacher")
+    with pytest.raises(ConfigError, match="distill_clean"):
+        finetune(tiny(tiny_esc, tmp_path, distill_clean=True), tmp_path / "no-teacher")
+    # the teacher hears the patches before augmentation (views here), mixed alike: it trains, labels unused
+    clean = finetune(tiny(tiny_esc, tmp_path, augment="views", mixup=0.5, teacher=str(tmp_path / "ens"),
+                          distill_weight=1.0, distill_clean=True), tmp_path / "clean")
+    assert np.isfinite(clean.history()[-1]["loss"])
