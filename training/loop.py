@@ -295,6 +295,8 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
 def load_teacher(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig):
     """The fine-tuned run or ensemble `cfg.teacher` (an InferenceModel in eval mode), checked to answer the
     same classes from the same log-mel and not to have trained on this run's validation folds."""
+    if not read_checkpoint_info(cfg.teacher)["model"].get("num_classes"):
+        raise ConfigError(f"the teacher {cfg.teacher} answers no classes: name a fine-tuned run or an ensemble")
     teacher, info = load_inference_model(cfg.teacher)
     if info["labels"] != list(splits.train.label_names):
         raise ConfigError(f"the teacher {cfg.teacher} answers {info['labels']}, this run {list(splits.train.label_names)}")
@@ -302,18 +304,22 @@ def load_teacher(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig):
         raise ConfigError(f"the teacher {cfg.teacher} was trained on another log-mel")
     for member in info.get("ensemble", [cfg.teacher]):
         config = read_checkpoint_info(member).get("config", {})
-        same_data = Path(config.get("labeled", "")).resolve() == Path(cfg.labeled).resolve()
-        if same_data and set(config.get("train_folds", ())) & set(cfg.val_folds):
+        if same_data(config, cfg.labeled) and set(config.get("train_folds", ())) & set(cfg.val_folds):
             raise ConfigError(f"the teacher {member} trained on folds {config['train_folds']}, which include this "
                               f"run's validation folds {list(cfg.val_folds)}: its figures would not be held out")
     return teacher
 
 
+def same_data(config: dict, labeled: str) -> bool:
+    """Whether a run of this config read the labelled data at `labeled`."""
+    return Path(config.get("labeled", "")).resolve() == Path(labeled).resolve()
+
+
 def pretrained_folds(config: dict, labeled: str) -> set[int]:
     """The folds of the labelled data `labeled` that a pre-training run (and the runs it continued, where
     they can still be read) had in its pool."""
-    same_data = Path(config.get("labeled", "")).resolve() == Path(labeled).resolve()
-    folds = set(config.get("train_folds", ())) if config.get("pretrain_labeled", True) and same_data else set()
+    labelled = config.get("pretrain_labeled", True) and same_data(config, labeled)
+    folds = set(config.get("train_folds", ())) if labelled else set()
     if config.get("init"):
         try:
             folds |= pretrained_folds(read_checkpoint_info(config["init"]).get("config", {}), labeled)

@@ -274,6 +274,8 @@ def test_runs_that_could_not_train_or_would_leak_are_refused(tiny_esc, tmp_path)
     pre = pretrain(tiny(tiny_esc, tmp_path, epochs=1), tmp_path / "pre")  # its pool: folds 1 and 2, labelled
     with pytest.raises(ConfigError, match="include this run's validation folds"):
         finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), train_folds=[2, 3], val_folds=[1]), tmp_path / "ft-leak")
+    with pytest.raises(ConfigError, match="answers no classes"):  # a pre-training cannot teach answers
+        finetune(tiny(tiny_esc, tmp_path, teacher=str(pre.path), distill_weight=0.5), tmp_path / "ft-taught")
     with pytest.raises(ConfigError, match="holds a pretrain run"):
         finetune(tiny(tiny_esc, tmp_path, epochs=1), tmp_path / "pre")
     final = finetune(tiny(tiny_esc, tmp_path, epochs=1, train_folds=[1, 2, 3], val_folds=[]), tmp_path / "final")
