@@ -4,14 +4,15 @@
 with the prototypes at --prototype-weight), quantize it with ranges from those training folds (never the
 held-out fold), and score the held-out fold with fp32 and with int8 through core.answer.
 
-    python benchmarks/int8_cv.py [--arm acl-robust] [--pretrained-share S [--pretrained RUN]]
-        [--prototype-weight W] [--setting shipped]
+    python benchmarks/int8_cv.py [--arm acl-robust[:SEEDS]] [--pretrained-share S [--pretrained RUN]]
+        [--prototype-weight W] [--vote mean|amplitude] [--setting shipped]
 
 Per run: clip accuracy fp32 and int8, window top-1 agreement (of the head), embedding cosine, clip label,
 first-ranked class and unknown agreement, the model's time per window (batch of 64; run it alone). The
 contract of `soundarc quantize` asks for an accuracy drop <= 0.5 point.
---setting: the quantizer's settings (SETTINGS; `shipped`: export.quantize's defaults). Writes
-reports/int8_cv.json (another setting: reports/int8_cv_<setting>.json).
+--setting: the quantizer's settings (SETTINGS; `shipped`: export.quantize's defaults); --vote: how a clip's
+windows vote, as the model's openset.json says (the answers use the clips' levels, as served). Writes
+reports/int8_cv.json (another setting or vote: reports/int8_cv[_<setting>][_<vote>].json).
 """
 
 import argparse
@@ -20,11 +21,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, require_data
+from _data import REPORTS, add_joint_arguments, fold_of, group_runs_of, joint_arguments, require_data
 from int8_speed import ms_per_window
 
 from core.artifact import load_artifact
 from core.clip import prepare
+from core.openset import VOTES
 from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
 from export.open_set import attach_open_set
@@ -38,10 +40,10 @@ SETTINGS = {"shipped": {},  # the stem convolutions fp32, 7-bit weights
 
 
 def evaluate_run(run: Path, fold: int, clips: list, out: Path, share: float, pretrained: str | None,
-                 weight: float, setting: dict) -> dict:
+                 weight: float, setting: dict, vote: str) -> dict:
     export_artifact(run, out, pretrained_share=share, pretrained=pretrained)
     train_folds = tuple(sorted({c.fold for c in clips} - {fold}))
-    attach_open_set(out, str(require_data("esc10")), train_folds, prototype_weight=weight)
+    attach_open_set(out, str(require_data("esc10")), train_folds, prototype_weight=weight, vote=vote)
     artifact = load_artifact(out)
     prepared = {c.path: prepare(c.path, artifact.frontend, artifact.activity) for c in clips}
     calibration = calibration_windows([prepared[c.path] for c in clips if c.fold != fold])
@@ -56,27 +58,26 @@ def evaluate_run(run: Path, fold: int, clips: list, out: Path, share: float, pre
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arm", default="acl-robust")
+    parser.add_argument("--arm", default="acl-robust", help="ARM or ARM:SEED,SEED")
     add_joint_arguments(parser, "serve each run with the joint embedding, this share of the cosine its "
                         "pre-trained encoder's")
     parser.add_argument("--prototype-weight", type=float, default=0.0,
                         help="the head blended with the prototypes, as served (core.answer.class_logits)")
     parser.add_argument("--setting", choices=SETTINGS, default="shipped")
+    parser.add_argument("--vote", choices=VOTES, default="mean")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     clips, _ = scan_labeled(require_data("esc10"))
-    runs = cv_runs(args.arm)
-    if not runs:
-        raise SystemExit(f"no finished CV runs of {args.arm}: run benchmarks/cv_study.py --arms {args.arm}")
+    _, runs = group_runs_of(args.arm)
     results = {}
     for run in runs:
         with tempfile.TemporaryDirectory() as tmp:
             results[run.name] = evaluate_run(run, fold_of(run), clips, Path(tmp) / "artifact", share, pretrained,
-                                             args.prototype_weight, SETTINGS[args.setting])
+                                             args.prototype_weight, SETTINGS[args.setting], args.vote)
         print(run.name, json.dumps(results[run.name]), flush=True)
     drops = [100 * (r["accuracy_fp32"] - r["accuracy_int8"]) for r in results.values()]
     served = {"arm": args.arm, "pretrained_share": share, "pretrained": pretrained,
-              "prototype_weight": args.prototype_weight, "setting": args.setting}
+              "prototype_weight": args.prototype_weight, "setting": args.setting, "vote": args.vote}
     summary = {**served, "runs": len(results),
                "accuracy_fp32_mean": float(np.mean([r["accuracy_fp32"] for r in results.values()])),
                "accuracy_int8_mean": float(np.mean([r["accuracy_int8"] for r in results.values()])),
@@ -90,7 +91,8 @@ def main() -> None:
                "ms_per_window_fp32_median": float(np.median([r["ms_per_window_fp32"] for r in results.values()])),
                "ms_per_window_int8_median": float(np.median([r["ms_per_window_int8"] for r in results.values()]))}
     REPORTS.mkdir(exist_ok=True)
-    name = "int8_cv" if args.setting == "shipped" else f"int8_cv_{args.setting}"
+    name = "_".join(["int8_cv", *([args.setting] if args.setting != "shipped" else []),
+                     *([args.vote] if args.vote != "mean" else [])])
     (REPORTS / f"{name}.json").write_text(json.dumps({**served, "summary": summary, "runs": results}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
