@@ -33,7 +33,7 @@ from core.artifact import Artifact, load_artifact
 from core.audio import DecodeLimits
 from core.classes import ClassSet, ClassStore
 from core.clip import prepare
-from core.runtime import RuntimeConfig, create_runtime
+from core.runtime import RuntimeConfig, chosen_precision, create_runtime
 
 log = logging.getLogger(__name__)
 PREFETCH = 4
@@ -192,8 +192,7 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
         identity["threshold_rad"] = options.threshold_rad
     if options.events:
         identity["event_parameters"] = artifact.events.to_dict()
-    if options.runtime.precision != "auto":  # rows of int8 and fp32 differ in their last digits
-        identity["precision"] = options.runtime.precision
+    identity["precision"] = chosen_precision(artifact, options.runtime)  # int8 and fp32 rows differ in digits
     if classes is not None and classes.enrolled:  # a class enrolled again (other examples or margin) answers otherwise
         enrolled = json.dumps([{**c.to_dict(), "enrolled_at": None} for c in classes.enrolled], sort_keys=True)
         identity["enrolled_sha256"] = hashlib.sha256(enrolled.encode()).hexdigest()

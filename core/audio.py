@@ -221,7 +221,8 @@ def _data_chunk_shortfall(source) -> str:
 
 def _with_unknown_length_filled_in(source) -> io.BytesIO | None:
     """A WAV whose data chunk declares 0 bytes (a recorder stopped before it wrote the length) but holds
-    some: a copy with the length that follows filled in; None otherwise."""
+    some: a copy with the length filled in, every byte to the end of the file (a chunk after the samples
+    would be read as samples too: with no length, nothing says where they end); None otherwise."""
     found = _sample_chunk(source)
     if found is None or found[0] != b"data" or found[2] != 0 or found[3] <= 0:
         return None

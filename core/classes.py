@@ -201,9 +201,10 @@ class ClassStore:
             enrolled = tuple(EnrolledClass.from_dict(entry) for entry in data["classes"])
             dim = classes.builtin.prototypes.shape[1]
             for c in enrolled:
+                check_label(c.label)  # a file of an older version may hold "Silence", now refused
                 if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
         return replace(classes, enrolled=classes.enrolled + enrolled)
 

@@ -104,13 +104,19 @@ def gpu_visible() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def chosen_precision(artifact: Artifact, cfg: RuntimeConfig) -> str:
+    """The precision a runtime of `cfg` runs `artifact` at: `auto` is the int8 variant where the providers
+    are the CPU's and the model has one, else fp32."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    on_cpu = not any(p in GPU_PROVIDERS for p in requested_providers(cfg.device))
+    return "int8" if on_cpu and "int8" in artifact.manifest.get("variants", {}) else "fp32"
+
+
 def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> Runtime:
     """Build the session; log loudly (or raise errors.GPUUnavailable) when a GPU was wanted but is not in use."""
     providers = requested_providers(cfg.device)
-    precision = cfg.precision
-    if precision == "auto":
-        on_cpu = not any(p in GPU_PROVIDERS for p in providers)
-        precision = "int8" if on_cpu and "int8" in artifact.manifest.get("variants", {}) else "fp32"
+    precision = chosen_precision(artifact, cfg)
     model_path = model_file(artifact, precision)
     if any(p in GPU_PROVIDERS for p in providers):
         _preload_cuda_libraries()

@@ -65,7 +65,8 @@ class TrainConfig:
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
     average_last: int = 0  # finetune: average the weights of the last N epochs (training.averaging); 0: off
     teacher: str = ""  # finetune: a fine-tuned run or ensemble whose answers the run also learns (distillation)
-    distill_weight: float = 0.0  # ... the share of the loss that is the KL divergence to the teacher's answer
+    distill_weight: float = 0.0  # ... the share of the labelled windows' loss that is the KL divergence to the
+    #   teacher's answer (outlier exposure keeps its weight)
     distill_temperature: float = 2.0  # ... both answers softened by this temperature (the KL scaled by its square)
     distill_clean: bool = False  # ... the teacher answers each patch as recorded, the run its augmented view (what
     #   the teacher knows of a clean window taught for the degraded one)

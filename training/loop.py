@@ -6,9 +6,9 @@
                [-> mixup with a partner patch, λ] -> h -> logits
                -> sup_alpha·CE + (1 − sup_alpha)·L_AM(h; same label)  (CE alone: loss "ce"),
                   with mixup λ·loss(own labels) + (1 − λ)·loss(partners' labels),
-                  with outlier_weight + λ_o·CE(logits of B unlabelled patches, uniform),
                   with a teacher (1 − w)·that + w·τ²·KL(teacher's answer ‖ the run's) on the same patches
-                  (distill_clean: the teacher hears them before augmentation)
+                  (distill_clean: the teacher hears them before augmentation),
+                  with outlier_weight + λ_o·CE(logits of B unlabelled patches, uniform) (its weight kept)
 
 Every epoch: shuffled clip order -> batches -> step -> AdamW + warm-up/cosine; rank 0 evaluates
 (kNN monitor or validation accuracy), writes metrics, checkpoint and resume state, so a killed run
@@ -18,6 +18,7 @@ resumes from its last finished epoch. `average_last: N` averages the weights of 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -111,6 +112,7 @@ def recompute_norms(run_dir) -> None:
     on one epoch of the training batches its config describes, and save them in place."""
     model, info = load_checkpoint(run_dir)
     cfg = train_config.from_dict(info["config"]).validate("finetune")
+    cfg = dataclasses.replace(cfg, teacher="", distill_weight=0.0, distill_clean=False)  # batches need no teacher
     frontend = FrontendConfig.from_dict(info["frontend"])
     rng, gen = seed_everything(cfg.seed)
     splits = load_splits(cfg, frontend, with_unlabeled=bool(cfg.unlabeled))
@@ -214,7 +216,8 @@ class SupervisedStep:
         if self.cfg.mixup:
             lam, perm = float(self.rng.beta(self.cfg.mixup, self.cfg.mixup)), torch.randperm(len(x), generator=self.gen)
             x = mixup(x, perm.to(x.device), lam, self.frontend.log_offset)
-            clean = mixup(clean, perm.to(x.device), lam, self.frontend.log_offset)
+            if self.cfg.distill_clean:
+                clean = mixup(clean, perm.to(x.device), lam, self.frontend.log_offset)
         outliers = self.outliers(len(x)) if self.cfg.outlier_weight else x[:0]  # (B or 0, 1, T, M)
         with autocast(self.device, self.cfg.amp):
             h = self.model.encoder(torch.cat([x, outliers]))  # (B + B_o, D): one batch for BatchNorm
@@ -302,11 +305,11 @@ def load_teacher(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig):
         raise ConfigError(f"the teacher {cfg.teacher} answers {info['labels']}, this run {list(splits.train.label_names)}")
     if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
         raise ConfigError(f"the teacher {cfg.teacher} was trained on another log-mel")
-    for member in info.get("ensemble", [cfg.teacher]):
-        config = read_checkpoint_info(member).get("config", {})
-        if same_data(config, cfg.labeled) and set(config.get("train_folds", ())) & set(cfg.val_folds):
-            raise ConfigError(f"the teacher {member} trained on folds {config['train_folds']}, which include this "
-                              f"run's validation folds {list(cfg.val_folds)}: its figures would not be held out")
+    seen = folds_seen_by(cfg.teacher, cfg.labeled)
+    if seen & set(cfg.val_folds):
+        raise ConfigError(f"the teacher {cfg.teacher} learnt from folds {sorted(seen)} (its training folds, or its "
+                          f"pre-training's or its own teacher's), which include this run's validation folds "
+                          f"{list(cfg.val_folds)}: its figures would not be held out")
     return teacher
 
 
@@ -315,17 +318,24 @@ def same_data(config: dict, labeled: str) -> bool:
     return Path(config.get("labeled", "")).resolve() == Path(labeled).resolve()
 
 
-def pretrained_folds(config: dict, labeled: str) -> set[int]:
-    """The folds of the labelled data `labeled` that a pre-training run (and the runs it continued, where
-    they can still be read) had in its pool."""
+def folds_seen(config: dict, labeled: str) -> set[int]:
+    """The folds of the labelled data `labeled` that a run of this config learnt from: its own pool, and
+    that of the runs it continued (init) or learnt the answers of (teacher), where they can still be read."""
     labelled = config.get("pretrain_labeled", True) and same_data(config, labeled)
     folds = set(config.get("train_folds", ())) if labelled else set()
-    if config.get("init"):
-        try:
-            folds |= pretrained_folds(read_checkpoint_info(config["init"]).get("config", {}), labeled)
-        except (ConfigError, OSError) as e:
-            log.warning("cannot check what %s was pre-trained on: %s", config["init"], e)
+    for source in (config.get("init"), config.get("teacher")):
+        if source:
+            try:
+                folds |= folds_seen_by(source, labeled)
+            except (ConfigError, OSError) as e:
+                log.warning("cannot check what %s learnt from: %s", source, e)
     return folds
+
+
+def folds_seen_by(run: str | Path, labeled: str) -> set[int]:
+    """folds_seen of a run directory, or of every run of an ensemble."""
+    members = read_checkpoint_info(run).get("ensemble", [run])
+    return set().union(*(folds_seen(read_checkpoint_info(m).get("config", {}), labeled) for m in members))
 
 
 def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
@@ -334,7 +344,7 @@ def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
     pretrained, info = load_checkpoint(cfg.init)
     if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
         raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
-    seen = pretrained_folds(info.get("config", {}), cfg.labeled)
+    seen = folds_seen(info.get("config", {}), cfg.labeled)
     if seen & set(cfg.val_folds):
         raise ConfigError(f"{cfg.init} was pre-trained on folds {sorted(seen)} of the labelled data, which include "
                           f"this run's validation folds {list(cfg.val_folds)}: its figures would not be held out")

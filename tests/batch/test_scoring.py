@@ -196,6 +196,7 @@ def test_a_named_precision_is_part_of_what_a_resumed_run_must_match(corpus, tmp_
     with pytest.raises(errors.ConfigError, match="precision"):  # fp16 (or int8) rows would differ in their digits
         score([str(corpus["dir"])], test_artifact, tmp_path / "o",
               dataclasses.replace(OPTIONS, runtime=RuntimeConfig(precision="fp16")))
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)  # auto: fp32 for a model with no int8
 
 
 def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifact):

@@ -109,6 +109,12 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
     store.path.write_text(json.dumps(stored))
     with pytest.raises(errors.ArtifactError, match="margin nan"):
         store.load(builtin)
+    store.save(classes)
+    stored = json.loads(store.path.read_text())
+    stored["classes"][0]["label"] = "Silence"  # written before the answers' names were refused in any case
+    store.path.write_text(json.dumps(stored))
+    with pytest.raises(errors.ArtifactError, match="not 'unknown' or 'silence'"):
+        store.load(builtin)
     for bad in ([1.0, 0.0], [float("nan"), 0.0, 0.0]):  # another embedding's size (a 500 at every answer), NaN
         store.save(classes)
         stored = json.loads(store.path.read_text())
