@@ -276,6 +276,12 @@ def test_runs_that_could_not_train_or_would_leak_are_refused(tiny_esc, tmp_path)
         finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), train_folds=[2, 3], val_folds=[1]), tmp_path / "ft-leak")
     with pytest.raises(ConfigError, match="answers no classes"):  # a pre-training cannot teach answers
         finetune(tiny(tiny_esc, tmp_path, teacher=str(pre.path), distill_weight=0.5), tmp_path / "ft-taught")
+    # a teacher whose own folds are clean but whose pre-training saw the validation fold passes it on
+    clean_teacher = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), train_folds=[1], val_folds=[3], epochs=1),
+                             tmp_path / "t-pre")
+    with pytest.raises(ConfigError, match=r"learnt from folds \[1, 2\]"):
+        finetune(tiny(tiny_esc, tmp_path, train_folds=[1, 3], val_folds=[2], teacher=str(clean_teacher.path),
+                      distill_weight=0.5), tmp_path / "ft-taught-leak")
     with pytest.raises(ConfigError, match="holds a pretrain run"):
         finetune(tiny(tiny_esc, tmp_path, epochs=1), tmp_path / "pre")
     final = finetune(tiny(tiny_esc, tmp_path, epochs=1, train_folds=[1, 2, 3], val_folds=[]), tmp_path / "final")
