@@ -47,6 +47,8 @@ OE = [*ACL_ROBUST, "outlier_weight=0.5"]  # ... with outlier exposure
 EQ_FINETUNE = [*OE, "eq_prob=0.5"]  # ... and the random frequency response
 SSL_OE = ["init=runs/pretrain/ssl-acl", *OE]  # fine-tuned from the ACL pre-training
 EQ = ["init=runs/pretrain/ssl-acl", *EQ_FINETUNE]  # the shipped recipe
+KD = ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "distill_weight=0.5",  # ... taught by its fold's ensemble
+      "teacher=runs/cv/ssl-acl-rc-acl-robust-oe-eq-ens/fold{fold}-seed0+1"]
 ARMS = {
     "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of an early session
     "ce-robust": ["loss=ce", *ROBUST],
@@ -111,15 +113,13 @@ ARMS = {
                                           "snr_db=[0,20]"],
     # ... or as often as shipped (50 %) but louder, 0-20 dB: -noisy lost 4.7 points band-limited, where one
     # band-limited training patch in four was free of noise; here one in two, as shipped
-    # the shipped recipe distilled from the two-seed ensemble of its own fold (seeds 0+1, soup_cv.py --ensemble):
-    # half the loss the KL divergence to the ensemble's answer at τ 2 (BENCHMARKS.md "Distilling the ensemble")
-    "ssl-acl-rc-acl-robust-oe-eq-kd": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "distill_weight=0.5",
-                                       "teacher=runs/cv/ssl-acl-rc-acl-robust-oe-eq-ens/fold{fold}-seed0+1"],
-    # ... the teacher answering each patch as recorded, the run learning it for the augmented view
-    "ssl-acl-rc-acl-robust-oe-eq-kdc": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "distill_weight=0.5",
-                                        "teacher=runs/cv/ssl-acl-rc-acl-robust-oe-eq-ens/fold{fold}-seed0+1",
-                                        "distill_clean=true"],
     "ssl-acl-rc-acl-robust-oe-eq-loud": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "snr_db=[0,20]"],
+    # the shipped recipe distilled from the two-seed ensemble of its own fold (seeds 0+1, soup_cv.py --ensemble):
+    # half the labelled windows' loss the KL divergence to the ensemble's answer at τ 2 (BENCHMARKS.md
+    # "Distilling the ensemble")
+    "ssl-acl-rc-acl-robust-oe-eq-kd": KD,
+    # ... the teacher answering each patch as recorded, the run learning it for the augmented view
+    "ssl-acl-rc-acl-robust-oe-eq-kdc": [*KD, "distill_clean=true"],
     # the shipped recipe at width 64 (the paper's), pre-trained at that width (PRETRAININGS: 25 epochs of 100 s
     # on 2 cores, where width 32 takes 28 s an epoch): 3.9x the compute of every window
     "ssl-acl-w64-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-w64", *EQ_FINETUNE, "width=64"],

@@ -334,8 +334,10 @@ def folds_seen(config: dict, labeled: str) -> set[int]:
 
 def folds_seen_by(run: str | Path, labeled: str) -> set[int]:
     """folds_seen of a run directory, or of every run of an ensemble."""
-    members = read_checkpoint_info(run).get("ensemble", [run])
-    return set().union(*(folds_seen(read_checkpoint_info(m).get("config", {}), labeled) for m in members))
+    info = read_checkpoint_info(run)
+    configs = ([read_checkpoint_info(m).get("config", {}) for m in info["ensemble"]] if "ensemble" in info
+               else [info.get("config", {})])
+    return set().union(*(folds_seen(c, labeled) for c in configs))
 
 
 def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
