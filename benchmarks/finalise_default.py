@@ -40,13 +40,15 @@ SERVED = {"prototype_weight": 0.0, "temperature": 1.0, "vote": "mean"}  # how a 
 
 
 def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
-             command: str | None = None, needs: tuple[str, ...] = (), **served: float | str) -> dict:
-    """reports/<name>.json, if it was made for this recipe (and this joint embedding, and served so:
-    prototype_weight, temperature, vote; and holds the keys `needs`, which older reports lack), else exit
-    naming the command (`command`: the benchmark's arguments before the joint options, default
-    `--arm ARM`)."""
-    report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
+             command: str | None = None, needs: tuple[str, ...] = (), file: str | None = None,
+             **served: float | str) -> dict:
+    """reports/<file or name>.json of benchmarks/<name>.py, if it was made for this recipe (ARM, or ARM:SEEDS
+    on some of its seeds; and this joint embedding, and served so: prototype_weight, temperature, vote; and
+    holds the keys `needs`, which older reports lack), else exit naming the command (`command`: the
+    benchmark's arguments before the joint options, default `--arm ARM`)."""
+    report = json.loads((ROOT / "reports" / f"{file or name}.json").read_text())
     made = report.get("arm") or report.get("summary", {}).get("arm")  # int8_cv.json keeps it in its summary
+    made = made.split(":")[0] if made else made
     joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
     served_so = all(report.get(k, SERVED[k]) == v for k, v in served.items()) and all(k in report for k in needs)
     if made != arm or (share is not None and joined != (share, pretrained)) or not served_so:
@@ -126,7 +128,8 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
                       prototype_weight=weight, temperature=temperature)
     return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
             "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
-            "int8_cv": made_for("int8_cv", arm, share, pretrained, prototype_weight=weight)["summary"]}
+            "int8_cv": made_for("int8_cv", arm, share, pretrained, file="int8_cv" + ("" if vote == "mean" else f"_{vote}"),
+                                prototype_weight=weight, vote=vote)["summary"]}
 
 
 def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:

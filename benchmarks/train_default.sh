@@ -66,7 +66,7 @@ $BIN/python benchmarks/calibration_cv.py "$GROUP" "${JOINT[@]}" --prototype-weig
 TEMPERATURE=$($BIN/python -c "import json; print(json.load(open('reports/calibration_cv.json'))['temperature'])")
 $BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
-$BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+$BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
 ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
