@@ -68,6 +68,9 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
     step = SelfSupervisedStep if mode == "pretrain" else SupervisedStep
     step = step(cfg, splits, frontend, activity, device, rng, gen)
     model = step.model
+    for key in ("init", "teacher"):
+        if source := getattr(cfg, key):
+            run.pin_source(key, source)
     if mode == "finetune" and cfg.probe:  # one process is plenty for a linear layer
         from training.probe import linear_probe
 

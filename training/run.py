@@ -1,7 +1,7 @@
 """A run directory: resolved config, git sha and argv, per-epoch metrics, checkpoint, resume state.
 
     RUN/config.yaml              the resolved TrainConfig
-    RUN/meta.json                run id, mode, git sha, argv, versions, start time
+    RUN/meta.json                run id, mode, git sha, argv, versions, start time, the ids of its init and teacher
     RUN/metrics.jsonl            one JSON line per epoch
     RUN/checkpoint/model.safetensors + checkpoint.json   weights and what is needed to use them
     RUN/resume.pt                optimiser/scheduler/RNG state (tensors only, loaded weights_only)
@@ -82,6 +82,18 @@ class Run:
     @property
     def run_id(self) -> str:
         return self.meta["run_id"]
+
+    def pin_source(self, key: str, source: str | Path) -> None:
+        """Record which run stands at `source` (this run's init or teacher) when it starts, and refuse to
+        resume once another run stands there: the run would learn from two."""
+        source_id = read_checkpoint_info(source)["run_id"]
+        sources = self.meta.setdefault("sources", {})
+        if sources.get(key, source_id) != source_id:
+            raise ConfigError(f"{self.path} started with the {key} {sources[key]}, but {source} now holds {source_id}: "
+                              "put that run back or use a new --out")
+        if self.writes and key not in sources:  # runs started before sources were kept pin on their next start
+            sources[key] = source_id
+            write_json_atomic(self.path / "meta.json", self.meta)
 
     def log(self, record: dict) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:

@@ -314,6 +314,12 @@ def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw
     untaught = run("plain").history()[-1]
     assert untaught["val_clip_accuracy"] > 0.8 and taught["val_clip_accuracy"] < 0.2, (untaught, taught)
 
+    # the student resumes with the same teacher, not with another run saved at its path
+    run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0)
+    save_ensemble([teacher.path, teacher.path], tmp_path / "ens")  # the same answers, but another run
+    with pytest.raises(ConfigError, match="put that run back"):
+        run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0)
+
     with pytest.raises(ConfigError, match="include this run's validation folds"):
         finetune(tiny(tiny_esc, tmp_path, train_folds=[1, 3], val_folds=[2], teacher=str(tmp_path / "ens"),
                       distill_weight=0.5), tmp_path / "leak")
