@@ -147,7 +147,7 @@ class Scorer:
             return row
         frontend = self.artifact.frontend
         result = answer(logits, emb, p.active, p.starts_s, frontend.patch_seconds, self.artifact.labels, self.classes,
-                        self.answer_options, p.levels, frontend)
+                        self.answer_options, p.levels, frontend, p.duration_s)
         row.update(label=result.label, score=round_score(result.score), top_labels=[label for label, _ in result.ranking],
                    top_scores=[round_score(s) for _, s in result.ranking], active_windows=result.active_windows,
                    windows=result.n_windows)

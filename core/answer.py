@@ -97,19 +97,20 @@ class ClipAnswer:
 def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, starts_s: np.ndarray,
            window_s: float, labels: tuple[str, ...], classes: ClassSet | None,
            options: AnswerOptions = AnswerOptions(), levels: np.ndarray | None = None,
-           frontend: FrontendConfig = FrontendConfig()) -> ClipAnswer:
+           frontend: FrontendConfig = FrontendConfig(), duration_s: float | None = None) -> ClipAnswer:
     """(N, C) logits, (N, D) embeddings, (N,) activity and start times -> the clip's answer.
 
     `labels` are the model's classes; `classes` (or None for a model without prototypes) adds the
     enrolled ones and the open set. `levels`: the clip's (F,) frame levels (dB) from the log-mel of
     `frontend`, which weigh the windows of an amplitude vote and sharpen the edges of events (without
-    them the windows vote alike)."""
+    them the windows vote alike). `duration_s`: the clip's, where no window of the timeline ends after it
+    (a clip shorter than a window is tiled to one)."""
     names = classes.labels if classes is not None else labels
     temperature = _temperature(classes)
     probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these
     window_probs = sharpen(probs, temperature)  # (N, K), as window_probabilities
-    timeline = (window_answers(window_probs, embeddings, active, starts_s, window_s, names, classes, options)
-                if options.windows else None)
+    timeline = (window_answers(window_probs, embeddings, active, starts_s, window_s, names, classes, options,
+                               duration_s) if options.windows else None)
     events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend)
               if options.events else None)
     if not active.any():
@@ -191,10 +192,12 @@ def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int) -> tuple[tuple[
 
 def window_answers(window_probs: np.ndarray, embeddings: np.ndarray, active: np.ndarray, starts_s: np.ndarray,
                    window_s: float, names: tuple[str, ...], classes: ClassSet | None,
-                   options: AnswerOptions) -> tuple[WindowAnswer, ...]:
+                   options: AnswerOptions, duration_s: float | None = None) -> tuple[WindowAnswer, ...]:
     """(N, K) calibrated window probabilities, (N, D) embeddings, (N,) activity and starts -> each
     window answered as a clip of that window alone: "silence" without sound, "unknown" when the open
-    set turns its embedding away, else its top class."""
+    set turns its embedding away, else its top class. A window ends at the clip's end (`duration_s`) at
+    the latest."""
+    last_end = float("inf") if duration_s is None else duration_s
     out = []
     for p, e, is_active, start in zip(window_probs, embeddings, active, starts_s):
         label, score, ranking = SILENCE, None, ()
@@ -203,7 +206,7 @@ def window_answers(window_probs: np.ndarray, embeddings: np.ndarray, active: np.
             unknown = (options.open_set and classes is not None
                        and _open_set(clip_embedding(e[None]), classes, options.threshold_rad)["unknown"])
             label, score = (UNKNOWN, None) if unknown else ranking[0]
-        out.append(WindowAnswer(float(start), float(start) + window_s, label, score, ranking))
+        out.append(WindowAnswer(float(start), min(float(start) + window_s, last_end), label, score, ranking))
     return tuple(out)
 
 

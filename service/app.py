@@ -215,7 +215,7 @@ class SoundArc:
         clip, logits, embeddings = await self._run(audio, endpoint)
         classes = self.current_classes()  # this request's view, whatever enrolment does meanwhile
         return clip, answer(logits, embeddings, clip.active, clip.starts_s, self.frontend.patch_seconds,
-                            self.artifact.labels, classes, options, clip.levels, self.frontend)
+                            self.artifact.labels, classes, options, clip.levels, self.frontend, clip.duration_s)
 
     def model_info(self) -> dict:
         return {"id": self.artifact.model_id, "labels": len(self.artifact.labels),

@@ -78,7 +78,8 @@ class StreamSession:
         classes = self.service.current_classes()
         names = self.artifact.labels if classes is None else classes.labels
         timeline = window_answers(window_probabilities(logits, embeddings, classes), embeddings, windows.active,
-                                  windows.starts_s, window_s, names, classes, self.options)  # as /classify's timeline
+                                  windows.starts_s, window_s, names, classes, self.options,
+                                  self.frontend.duration_s)  # as /classify's timeline
         messages = [{"type": "window", "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
                      "score": round_score(w.score), "labels": [{"label": k, "score": round(p, 6)} for k, p in w.ranking]}
                     for w in timeline]
@@ -88,7 +89,7 @@ class StreamSession:
         fe = self.artifact.frontend
         options = replace(self.options, events=self.artifact.events)
         result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
-                        options, self.frontend.all_levels(), fe)
+                        options, self.frontend.all_levels(), fe, self.frontend.duration_s)
         body = result.to_dict()
         return {"type": "summary", **body, "labels": body["ranking"], "duration_s": round(self.frontend.duration_s, 3),
                 "windows": result.n_windows}

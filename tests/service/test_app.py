@@ -118,6 +118,7 @@ def test_short_clip(server):
     r = post(server, "classify", buf.getvalue(), fields={"windows": "true"})
     assert r.status_code == 200 and len(r.json()["windows"]) == 1
     assert r.json()["label"] == "silence"  # 6 ms: less than the 50 ms of sound a window needs
+    assert r.json()["windows"][0]["end_s"] == r.json()["duration_s"]  # the window is tiled, its span is the clip's
 
 
 def test_a_file_cut_short_is_answered_with_a_warning(server, fixtures):

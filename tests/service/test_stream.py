@@ -53,7 +53,9 @@ def test_stream_gives_the_upload_answer(server, fixtures):
     upload = requests.post(f"{server}/classify", files={"audio": ("a.wav", wav.getvalue())},
                            data={"top_k": "3", "windows": "true", "open_set": "false"}, timeout=60).json()
     windows = [m for m in messages if m["type"] == "window"]
-    assert [(w["start_s"], w["label"]) for w in windows] == [(u["start_s"], u["label"]) for u in upload["windows"]]
+    assert [(w["start_s"], w["end_s"], w["label"]) for w in windows] == [
+        (u["start_s"], u["end_s"], u["label"]) for u in upload["windows"]]
+    assert upload["windows"][-1]["end_s"] == upload["duration_s"]  # the last window's padding is not the clip's
     summary = messages[-1]
     assert summary["label"] == upload["label"] and summary["score"] == pytest.approx(upload["score"], abs=1e-5)
     assert [r["label"] for r in summary["labels"]] == [r["label"] for r in upload["ranking"]]
