@@ -8,8 +8,8 @@
             for every window as soon as it is final (core.stream: the upload path's windows);
             {"type": "event", "label", "start_s", "end_s", "score"} once an event is over
     client: {"type": "end"}
-    server: {"type": "summary", ...the answer POST /classify gives for the same audio..., "duration_s",
-             "windows", "events"}, then close 1000
+    server: {"type": "summary", ...the answer POST /classify gives for the same audio (its activity counts
+             the windows)..., "duration_s", "events"}, then close 1000
 
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
@@ -91,8 +91,7 @@ class StreamSession:
         result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
                         options, self.frontend.all_levels(), fe, self.frontend.duration_s)
         body = result.to_dict()
-        return {"type": "summary", **body, "labels": body["ranking"], "duration_s": round(self.frontend.duration_s, 3),
-                "windows": result.n_windows}
+        return {"type": "summary", **body, "labels": body["ranking"], "duration_s": round(self.frontend.duration_s, 3)}
 
     def _events(self, final_before_s: float) -> list[dict]:
         """Events of the stream so far that can no longer grow (they ended well before the last window)."""

@@ -70,5 +70,5 @@ def show(message: dict, as_json: bool) -> None:
         print(f"  event {message['label']}: {message['start_s']:.2f}-{message['end_s']:.2f} s", flush=True)
     elif kind == "summary":
         score = "" if message["score"] is None else f" ({100 * message['score']:.0f} %)"
-        print(f"summary: {message['label']}{score}, {message['duration_s']} s, {message['windows']} windows, "
+        print(f"summary: {message['label']}{score}, {message['duration_s']} s, {message['activity']['windows']} windows, "
               f"{len(message.get('events', []))} events")

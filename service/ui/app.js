@@ -306,7 +306,7 @@ function showLive(message, colour) {
   } else if (message.type === "summary") {
     $("live-summary").textContent = `${message.label}` + (message.score === null ? "" : ` (${percent(message.score)})`) +
       ` over ${message.duration_s} s`;
-    status(`${message.windows} windows, ${message.events.length} events`, false, "live-status");
+    status(`${message.activity.windows} windows, ${message.events.length} events`, false, "live-status");
   }
 }
 

@@ -55,7 +55,7 @@ def test_stream(server, fixtures):
     pcm = y.astype("<i2").tobytes()
     with Client(server) as client:
         messages = list(client.stream((pcm[i:i + 8820] for i in range(0, len(pcm), 8820)), sample_rate=rate))
-        assert messages[-1]["type"] == "summary" and messages[-1]["windows"] == 10
+        assert messages[-1]["type"] == "summary" and messages[-1]["activity"]["windows"] == 10
         assert sum(m["type"] == "window" for m in messages) == 10
         with pytest.raises(ServerError) as info:
             list(client.stream([b"\x00"], sample_rate=rate))  # half a sample

@@ -140,6 +140,8 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.wait_for_function("document.getElementById('live-summary').textContent.includes(' s')")
     assert page.locator("#live-timeline .window").count() >= 10
     assert "error" not in (page.get_attribute("#live-status", "class") or "")
+    live_status = page.text_content("#live-status")
+    assert " windows, " in live_status and "undefined" not in live_status, live_status  # the summary's counts
     assert (tmp_path / "classified.png").stat().st_size > 10_000
     if os.environ.get("SOUNDARC_SCREENSHOTS"):
         shutil.copy(tmp_path / "classified.png", Path(os.environ["SOUNDARC_SCREENSHOTS"]) / "ui.png")
