@@ -148,9 +148,10 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
 
 
 def epoch_order(rng: np.random.Generator, n_clips: int, patches_per_clip: int, rank: int = 0, world: int = 1):
-    """Clip indices of one epoch, each clip `patches_per_clip` times, shuffled; in a distributed run
-    this process's equal share (so that every process takes the same number of steps)."""
-    order = np.tile(rng.permutation(n_clips), patches_per_clip)
+    """Clip indices of one epoch: `patches_per_clip` passes over the clips, each its own permutation (so
+    that a clip meets other clips in its batches on every pass); in a distributed run this process's
+    equal share (so that every process takes the same number of steps)."""
+    order = np.concatenate([rng.permutation(n_clips) for _ in range(patches_per_clip)])
     return order[: len(order) // world * world][rank::world]
 
 

@@ -7,7 +7,7 @@ from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
 from training.model import ModelConfig, SoundModel
-from training.setup import batches, make_optimizer
+from training.setup import batches, epoch_order, make_optimizer
 
 
 def test_esc50_layout_builds_contiguous_labels(tiny_esc):
@@ -124,3 +124,15 @@ def test_schedule_decays_over_every_batch_of_the_run(items):
         optimizer.step()
         scheduler.step()
     assert last > 0 and scheduler.get_last_lr()[0] == 0
+
+
+def test_each_pass_of_an_epoch_is_its_own_permutation():
+    """Four passes over 240 clips: each clip four times, one pass not a copy of another; one pass draws
+    as a single permutation did (runs of one patch a clip keep their order)."""
+    order = epoch_order(np.random.default_rng(0), 240, 4)
+    passes = order.reshape(4, 240)
+    assert all(sorted(p) == list(range(240)) for p in passes)
+    assert len({tuple(p) for p in passes}) == 4
+    assert np.array_equal(epoch_order(np.random.default_rng(0), 240, 1), np.random.default_rng(0).permutation(240))
+    shares = [epoch_order(np.random.default_rng(0), 240, 4, rank, 3) for rank in range(3)]
+    assert sorted(np.concatenate(shares)) == sorted(order[:960 // 3 * 3])
