@@ -216,9 +216,12 @@ def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     for stale in (out / "soup.json", out / "checkpoint" / "model.safetensors"):  # a weight average made there before
         stale.unlink(missing_ok=True)
+    members = [i["normalisation"] for i in infos]  # each run normalises its input itself, inside its encoder
+    normalisation = {"mean": float(np.mean([m["mean"] for m in members])), "std": float(np.mean([m["std"] for m in members])),
+                     "runs": members}
     write_json_atomic(out / "checkpoint" / "checkpoint.json",
                       {**infos[0], "run_id": new_run_id(out), "ensemble": [str(r) for r in runs],
-                       "metrics": {}})  # the first run's metrics are not the ensemble's
+                       "normalisation": normalisation, "metrics": {}})  # the first run's metrics are not the ensemble's
 
 
 def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,

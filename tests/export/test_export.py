@@ -163,6 +163,7 @@ def test_an_ensemble_of_runs_exports_as_one_graph_that_answers_their_mean(tmp_pa
     assert art.embedding_dim == 2 * 32 + 64 and art.manifest["parity"]["fp32"]["top1_agreement"] == 1.0
     assert art.manifest["training"]["run_id"].startswith("ensemble-")
     assert art.manifest["training"]["ensemble"] == [str(run) for run in runs]
+    assert art.manifest["normalisation"] == {"mean": -2.0, "std": 1.5, "runs": [{"mean": -2.0, "std": 1.5}] * 2}
     x = np.random.default_rng(0).normal(-2, 1.5, size=(3, 101, 96)).astype(np.float32)
     cpu = RuntimeConfig(device="cpu")
     logits, _ = create_runtime(art, cpu).run(x)
