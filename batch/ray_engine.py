@@ -7,12 +7,14 @@
 
 Members of .zip and uncompressed .tar archives are read in place by offset; a compressed tar can
 only be read in order, so it is refused up front (the local engine streams it). Ray writes its own
-part files, so a Ray run is not resumable the way the local engine is.
+part files, so a Ray run is not resumable the way the local engine is: it refuses an OUT that holds
+anything (a rerun would add every row again).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -102,6 +104,9 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
 
     artifact = load_artifact(model)
     answer_options(artifact, options)  # a bad option fails here, not in every actor
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise errors.ConfigError(f"{out} is not an empty folder: the Ray engine does not resume (its files would be "
+                                 "added beside the rows there): give a new --out")
     items = [_encode_item(i) for i in dict((i.id, i) for i in
              iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)).values()]  # each id once
     started = time.perf_counter()
@@ -122,4 +127,5 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
     for kind in table.column("error_kind").to_pylist():
         if kind:
             summary.errors[kind] += 1
+    summary.output_error_rate = summary.as_dict()["error_rate"]  # OUT holds this run's rows alone
     return summary

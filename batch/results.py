@@ -1,8 +1,8 @@
 """Result rows on disk: a directory of committed part files (Parquet, JSON Lines or CSV).
 
     OUT/part-00000.parquet ...   each written to a temporary name, then renamed: a part is whole or absent
-    OUT/_run.json                what shapes the rows (model id, format, top_k, ...): a resumed run
-                                 with other options is refused rather than mix rows
+    OUT/_run.json                what shapes the rows (model id, format, top_k, ...), written with the
+                                 first part: a resumed run with other options is refused rather than mix rows
     OUT/_summary.json            written when a run finishes: the counts of every row in OUT (all the
                                  runs that wrote it) and this run's own rows and time
 
@@ -13,6 +13,7 @@ exactly one row per input once the run completes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -41,17 +42,16 @@ class PartWriter:
             raise errors.ConfigError(f"unknown format {fmt!r}; valid: {FORMATS}")
         self.out, self.fmt, self.rows_per_part, self.seconds_per_part = out, fmt, rows_per_part, seconds_per_part
         self.last_commit = time.monotonic()
+        if out.exists() and not out.is_dir():
+            raise errors.ConfigError(f"--out {out} is a file: name a folder for the results")
         out.mkdir(parents=True, exist_ok=True)
-        run_file = out / "_run.json"
-        identity = {**identity, "format": fmt}
-        if run_file.exists():
-            previous = json.loads(run_file.read_text())
-            if previous != identity:
-                changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+        self.run_file, self.identity = out / "_run.json", {**identity, "format": fmt}
+        if self.run_file.exists():
+            previous = json.loads(self.run_file.read_text())
+            if previous != self.identity:
+                changed = sorted(k for k in set(previous) | set(self.identity) if previous.get(k) != self.identity.get(k))
                 raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} "
                                          f"({ {k: previous.get(k) for k in changed} }): use another --out")
-        else:
-            write_json_atomic(run_file, identity)
         self.rows: list[dict] = []
         self.next_part = len(self.parts())
         self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added
@@ -81,6 +81,8 @@ class PartWriter:
         self.last_commit = time.monotonic()
         if not self.rows:
             return
+        if not self.run_file.exists():  # with the first rows: a run that wrote none binds OUT to nothing
+            write_json_atomic(self.run_file, self.identity)
         target = self.out / f"part-{self.next_part:05d}.{self.fmt}"
         tmp = self.out / f".{target.name}.tmp"
         tmp.write_bytes(encode(self.rows, self.fmt))
@@ -178,8 +180,20 @@ def write_event_tables(out: str | Path, fmt: str) -> Path:
         raise errors.ConfigError(f"unknown event table {fmt!r}; valid: {EVENT_TABLES}")
     target = out / "audacity"
     target.mkdir(exist_ok=True)
+    names = set()
     for r in rows:
-        name = r["id"].replace("::", "__").replace("/", "_").lstrip(".") or "clip"
+        name = label_track_name(r["id"], names)
+        names.add(name)
         (target / f"{name}.txt").write_text("".join(f"{e['start_s']:.3f}\t{e['end_s']:.3f}\t{e['label']}\n"
                                                    for e in r["events"]))
     return target
+
+
+def label_track_name(row_id: str, taken: set[str]) -> str:
+    """A file name for a clip's label track: its id with the folders flattened; where that is taken by
+    another clip (a_b.wav and a/b.wav) or too long for a file system, shortened and a hash of the id added."""
+    name = row_id.replace("::", "__").replace("/", "_").lstrip(".") or "clip"
+    if name in taken or len(name.encode()) > 200:
+        digest = hashlib.sha256(row_id.encode()).hexdigest()[:12]
+        name = f"{name.encode()[:150].decode(errors='ignore')}-{digest}"
+    return name

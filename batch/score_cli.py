@@ -9,7 +9,7 @@ from batch.results import EVENT_TABLES, FORMATS
 from batch.scoring import ScoreOptions, default_workers
 from core.artifact import DEFAULT_MODEL
 from core.runtime import PRECISIONS, RuntimeConfig
-from soundarc.cli import at_least
+from soundarc.cli import at_least, fraction
 
 
 def add_arguments(parser) -> None:
@@ -36,7 +36,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-patches", type=at_least(1), default=256, help="1 s windows per model call")
     parser.add_argument("--rows-per-part", type=at_least(1), default=512, help="(the local engine; Ray sizes its own)")
     parser.add_argument("--all-files", action="store_true", help="score every file, not only audio extensions")
-    parser.add_argument("--max-error-rate", type=float, default=1.0, help="exit 1 above this fraction of error rows")
+    parser.add_argument("--max-error-rate", type=fraction, default=1.0,
+                        help="exit 1 above this fraction of error rows in OUT (earlier runs resumed into it too)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: the model's int8 variant on a CPU when it has one, else fp32 (as the service)")
@@ -71,8 +72,8 @@ def run(args) -> int:
         from batch.results import write_event_tables
 
         print(f"events: {write_event_tables(args.out, args.events_table)}", file=sys.stderr)
-    if report["error_rate"] > options.max_error_rate:
-        print(f"soundarc score: error rate {report['error_rate']:.3f} is above --max-error-rate "
+    if report["output_error_rate"] > options.max_error_rate:
+        print(f"soundarc score: error rate {report['output_error_rate']:.3f} in {args.out} is above --max-error-rate "
               f"{options.max_error_rate}", file=sys.stderr)
         return 1
     return 0

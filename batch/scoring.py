@@ -81,11 +81,12 @@ class Summary:
     skipped_done: int = 0
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    output_error_rate: float = 0.0  # over every row of OUT (runs resumed into it too)
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "already_done": self.skipped_done, "errors": dict(self.errors),
                 "error_rate": sum(self.errors.values()) / max(self.rows, 1), "seconds": round(self.seconds, 2),
-                "clips_per_s": round(self.rows / max(self.seconds, 1e-9), 2)}
+                "clips_per_s": round(self.rows / max(self.seconds, 1e-9), 2), "output_error_rate": self.output_error_rate}
 
 
 def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepared:
@@ -114,9 +115,11 @@ class Scorer:
         self.pending: list[Prepared] = []
 
     def add(self, prepared: Prepared) -> list[dict]:
-        """Queue a clip; returns the rows of a batch when one is full (in input order)."""
+        """Queue a clip; returns the rows of a batch when one is full (in input order), and at once those
+        of error rows with no clip before them (a long run of unreadable inputs is committed as it goes)."""
         self.pending.append(prepared)
-        if sum(len(p.patches) for p in self.pending if p.patches is not None) >= self.options.batch_patches:
+        windows = sum(len(p.patches) for p in self.pending if p.patches is not None)
+        if windows == 0 or windows >= self.options.batch_patches or len(self.pending) >= self.options.batch_patches:
             return self.flush()
         return []
 
@@ -192,7 +195,9 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
         identity["threshold_rad"] = options.threshold_rad
     if options.events:
         identity["event_parameters"] = artifact.events.to_dict()
-    identity["precision"] = chosen_precision(artifact, options.runtime)  # int8 and fp32 rows differ in digits
+    identity["precision"] = precision = chosen_precision(artifact, options.runtime)  # int8 and fp32 rows differ
+    if precision in artifact.manifest.get("variants", {}):  # a variant made again (other calibration clips)
+        identity["variant_sha256"] = artifact.manifest["variants"][precision]["sha256"]
     if classes is not None and classes.enrolled:  # a class enrolled again (other examples or margin) answers otherwise
         enrolled = json.dumps([{**c.to_dict(), "enrolled_at": None} for c in classes.enrolled], sort_keys=True)
         identity["enrolled_sha256"] = hashlib.sha256(enrolled.encode()).hexdigest()
@@ -224,7 +229,7 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
         _emit(row, writer, summary, bar)
     bar.close()
     summary.seconds = time.perf_counter() - started
-    writer.close(summary.as_dict())
+    summary.output_error_rate = writer.close(summary.as_dict())["error_rate"]
     return summary
 
 

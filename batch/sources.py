@@ -2,7 +2,9 @@
 archives (read in place, never extracted), lists of paths (.txt, .csv) and globs.
 
 Each input becomes an `Item` with a stable id and either its bytes or the typed error that says why
-it cannot be read. With `lazy=True` (the Ray engine) an item carries a `locator` instead of its bytes
+it cannot be read (a folder that cannot be listed, a list that cannot be read, a row of a list
+without a path: error items too). An id is text: the bytes of a name that is not UTF-8 appear as
+backslash escapes. With `lazy=True` (the Ray engine) an item carries a `locator` instead of its bytes
 and `load_item` reads it later, in whichever process scores it; the checks are the same. Hostile
 archive members (absolute paths, `..`, links, devices, oversized or over-compressed members) become
 error items: nothing is skipped silently.
@@ -38,6 +40,15 @@ class Item:
     error: errors.SoundarcError | None = None
     locator: tuple | None = None  # lazy items: ("file", path) | ("tar", path, offset, size) | ("zip", path, index)
 
+    def __post_init__(self):
+        self.id = printable(self.id)
+
+
+def printable(name: str) -> str:
+    """A file name as text every result format can hold: bytes that are not UTF-8 (which Python keeps
+    as lone surrogates) become backslash escapes, e.g. 'caf\\xe9.wav'."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
 
 def is_audio_name(name: str) -> bool:
     return Path(name).suffix.lower() in AUDIO_SUFFIXES
@@ -46,7 +57,8 @@ def is_audio_name(name: str) -> bool:
 def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy: bool = False) -> Iterator[Item]:
     """Every input, in a stable order: directories sorted and recursive, archives member by member."""
     for spec in inputs:
-        paths = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
+        exists = os.path.lexists(spec)  # a name with [, ] or * that exists is that file, not a pattern
+        paths = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) and not exists else [spec]
         if not paths:
             yield Item(spec, error=errors.NotFound(f"no file matches {spec!r}"))
         for path in paths:
@@ -77,8 +89,11 @@ def load_item(item: Item, max_bytes: int) -> Item:
         if len(data) != size:
             return Item(item.id, error=errors.UndecodableAudio("the archive member is truncated"))
         return Item(item.id, data=data)
-    with zipfile.ZipFile(path) as archive:
-        return _read_zip_member(archive, archive.infolist()[rest[0]], item.id, max_bytes)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _read_zip_member(archive, archive.infolist()[rest[0]], item.id, max_bytes)
+    except (OSError, zipfile.BadZipFile, IndexError) as e:  # the archive changed since it was listed
+        return Item(item.id, error=errors.NotFound(f"cannot read the archive member: {e}"))
 
 
 def _member_ids(path: Path) -> Callable[[str], str]:
@@ -91,10 +106,13 @@ def _member_ids(path: Path) -> Callable[[str], str]:
     return member_id
 
 
-def _walk(path: Path) -> Iterator[Path]:
-    """Every file under a folder, sorted, following linked folders but never one twice (a link loop)."""
-    visited = set()
-    for root, dirs, files in os.walk(path, followlinks=True):
+def _walk(path: Path) -> Iterator[Path | OSError]:
+    """Every file under a folder, sorted, following linked folders but never one twice (a link loop);
+    a folder that cannot be listed comes as its OSError, where it stands."""
+    visited, failures = set(), []
+    for root, dirs, files in os.walk(path, followlinks=True, onerror=failures.append):
+        yield from failures
+        failures.clear()
         real = os.path.realpath(root)
         if real in visited:
             dirs.clear()
@@ -103,13 +121,16 @@ def _walk(path: Path) -> Iterator[Path]:
         dirs.sort()
         for f in sorted(files):
             yield Path(root) / f
+    yield from failures
 
 
 def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     name = path.name.lower()
     if path.is_dir():
         for f in _walk(path):
-            if all_files or is_audio_name(f.name):
+            if isinstance(f, OSError):
+                yield Item(str(f.filename), error=errors.NotFound(f"cannot list the folder: {f.strerror or f}"))
+            elif all_files or is_audio_name(f.name):
                 yield _file_item(f, max_bytes, lazy)
     elif name.endswith(TAR_SUFFIXES):
         yield from _tar_items(path, max_bytes, all_files, lazy)
@@ -117,7 +138,7 @@ def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterat
         yield from _zip_items(path, max_bytes, all_files, lazy)
     elif name.endswith((".txt", ".csv")) and path.is_file():
         for listed in _listed_paths(path):
-            yield _file_item(listed, max_bytes, lazy)
+            yield listed if isinstance(listed, Item) else _file_item(listed, max_bytes, lazy)
     else:
         yield _file_item(path, max_bytes, lazy)
 
@@ -132,26 +153,39 @@ def _file_item(path: Path, max_bytes: int, lazy: bool = False) -> Item:
         if lazy:
             return Item(str(path), locator=("file", str(path)))
         return Item(str(path), data=path.read_bytes())
-    except OSError as e:
-        return Item(str(path), error=errors.NotFound(f"cannot read: {e.strerror or e}"))
+    except (OSError, ValueError) as e:  # ValueError: a name with a NUL byte (from a list)
+        return Item(str(path), error=errors.NotFound(f"cannot read: {getattr(e, 'strerror', None) or e}"))
 
 
-def _listed_paths(listing: Path) -> Iterator[Path]:
-    """Paths in a .txt (one per line) or .csv (column `path`, else the first); relative to the list."""
-    with open(listing, newline="") as f:
-        if listing.suffix.lower() == ".csv":
-            reader = csv.reader(f)
-            header = next(reader, [])
-            column = header.index("path") if "path" in header else 0
-            rows = (r[column] for r in reader if r)
-            if "path" not in header and header:
-                rows = iter([header[0], *rows])
-        else:
-            rows = (line.strip() for line in f)
-        for row in rows:
-            if row and not row.startswith("#"):
-                p = Path(row)
-                yield p if p.is_absolute() else listing.parent / p
+def _listed_paths(listing: Path) -> Iterator[Path | Item]:
+    """Paths in a .txt (one per line) or .csv (column `path`, else the first); relative to the list. A
+    name's bytes are kept as they are (a list need not be UTF-8, file names need not be); a CSV row
+    without that column, or a list that cannot be read on, is an error item."""
+    try:
+        with open(listing, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            rows = _csv_paths(listing, f) if listing.suffix.lower() == ".csv" else (line.strip() for line in f)
+            for row in rows:
+                if isinstance(row, Item):
+                    yield row
+                elif row and not row.startswith("#"):
+                    p = Path(row)
+                    yield p if p.is_absolute() else listing.parent / p
+    except (OSError, csv.Error) as e:
+        yield Item(f"{listing}::<rest>", error=errors.BadRequest(f"cannot read the list on: {e}"))
+
+
+def _csv_paths(listing: Path, f) -> Iterator[str | Item]:
+    """The column `path` of a CSV list (else its first: then the first row is a path too)."""
+    reader = csv.reader(f)
+    header = next(reader, [])
+    column = header.index("path") if "path" in header else 0
+    if "path" not in header and header:
+        yield header[0]
+    for r in reader:
+        if len(r) > column:
+            yield r[column]
+        elif r:
+            yield Item(f"{listing}:{reader.line_num}", error=errors.BadRequest(f"the row has no column {column + 1} (path)"))
 
 
 def _unsafe_member_name(name: str) -> str | None:

@@ -37,6 +37,14 @@ def at_least(lowest: int):
     return integer
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = float(text)  # not a number: argparse says "invalid fraction value"
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a fraction from 0 to 1, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="soundarc", description=__doc__)
@@ -54,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except KeyboardInterrupt:  # what was committed stays (a rerun resumes where one can)
+        print(f"soundarc {args.command}: interrupted", file=sys.stderr)
+        return 130
     except SoundarcError as e:  # a user's mistake or bad data: say what, without a traceback
         print(f"soundarc {args.command}: {e.kind}: {e}", file=sys.stderr)
         return 2

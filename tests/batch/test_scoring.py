@@ -238,6 +238,8 @@ def test_error_rate_limit_sets_the_exit_code(corpus, tmp_path, test_artifact):
            "--out", str(tmp_path / "o"), "--workers", "0", "--max-error-rate", "0.1"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "error rate" in result.stderr
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # nothing left to score
+    assert again.returncode == 1 and "error rate" in again.stderr  # judged on OUT, not on this run's no rows
 
 
 def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, test_artifact):
@@ -339,7 +341,9 @@ def test_an_index_leaves_out_silent_clips(tmp_path, test_artifact):
 
 
 @pytest.mark.parametrize("args,needle", [(["--top-k", "0"], "--top-k"), (["--workers", "-1"], "--workers"),
-                                         (["--batch-patches", "x"], "--batch-patches")])
+                                         (["--batch-patches", "x"], "--batch-patches"),
+                                         (["--max-error-rate", "5"], "--max-error-rate"),
+                                         (["--max-error-rate", "nan"], "--max-error-rate")])
 def test_bad_numbers_are_refused_before_scoring(tmp_path, args, needle):
     cmd = [sys.executable, "-m", "soundarc.cli", "score", str(tmp_path), "--out", str(tmp_path / "o"), *args]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -371,3 +375,94 @@ def test_a_clip_that_kills_its_worker_gets_the_error_row_not_its_neighbours(tmp_
     rows = {Path(r["id"]).name: r for r in read_results(tmp_path / "o")}
     assert rows["b-crash.wav"]["error_kind"] == "WorkerCrashed"
     assert all(rows[n]["label"] and not rows[n]["error_kind"] for n in ("a-slow.wav", "c.wav", "d.wav", "e.wav")), rows
+
+
+def test_names_folders_and_lists_that_cannot_be_read_as_given_still_get_rows(tmp_path, test_artifact, monkeypatch):
+    """A file name that is not UTF-8 (a row in every format, its bytes escaped), a name with glob
+    characters (that file, not a pattern), a folder that cannot be listed, and lists that are not UTF-8,
+    name a file with a NUL byte or have a short row: each its row, and the run finishes."""
+    d = tmp_path / "in"
+    (d / "locked").mkdir(parents=True)
+    (d / "locked" / "hidden.wav").write_bytes(wav())
+    latin1 = os.fsencode(d) + b"/caf\xe9.wav"
+    Path(os.fsdecode(latin1)).write_bytes(wav(freq=300))
+    (d / "take[1].wav").write_bytes(wav(freq=500))
+    (d / "take1.wav").write_bytes(wav(freq=700))
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"in/caf\xe9.wav\nin/\x00\xff.wav\n")
+    table = tmp_path / "list.csv"
+    table.write_text("name,path\nx,in/take1.wav\ny\n")
+    walk_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return walk_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)  # as for another user's folder (root reads any)
+    for fmt in ("parquet", "csv"):
+        inputs = [str(d), str(d / "take[1].wav"), str(listing), str(table)]
+        score(inputs, test_artifact, tmp_path / fmt, dataclasses.replace(OPTIONS, fmt=fmt))
+        rows = {r["id"]: r for r in read_results(tmp_path / fmt)}
+        assert rows[f"{d}/caf\\xe9.wav"]["label"] and not rows[f"{d}/caf\\xe9.wav"]["error_kind"]
+        assert rows[f"{d}/locked"]["error_kind"] == "NotFound" and "Permission denied" in rows[f"{d}/locked"]["error"]
+        assert f"{d}/take[1].wav" in rows and not rows[f"{d}/take[1].wav"]["error_kind"]
+        assert rows[f"{tmp_path}/in/caf\\xe9.wav"]["label"]  # listed in Latin-1: the same file
+        assert rows[f"{tmp_path}/in/\x00\\xff.wav"]["error_kind"] == "NotFound"  # a NUL byte is no file name
+        assert rows[f"{table}:3"]["error_kind"] == "BadRequest" and not rows[f"{tmp_path}/in/take1.wav"]["error_kind"]
+
+
+def test_error_rows_are_passed_on_at_once_not_held_for_a_batch(test_artifact):
+    from batch.scoring import Prepared, Scorer
+    from core.artifact import load_artifact
+
+    scorer = Scorer(load_artifact(test_artifact), OPTIONS)
+    assert [r["id"] for r in scorer.add(Prepared("gone.wav", error_kind="NotFound", error="no"))] == ["gone.wav"]
+
+
+def test_a_run_that_wrote_no_row_binds_its_output_to_nothing(tmp_path, test_artifact):
+    from core.runtime import RuntimeConfig
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.wav").write_bytes(wav())
+    with pytest.raises(errors.SoundarcError, match="fp16"):  # the test model has no fp16 variant
+        score([str(tmp_path / "in")], test_artifact, tmp_path / "o",
+              dataclasses.replace(OPTIONS, runtime=RuntimeConfig(precision="fp16")))
+    assert len(score([str(tmp_path / "in")], test_artifact, tmp_path / "o", OPTIONS).__dict__) and \
+        len(read_results(tmp_path / "o")) == 1
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(errors.ConfigError, match="is a file"):
+        score([str(tmp_path / "in")], test_artifact, tmp_path / "file", OPTIONS)
+
+
+def test_a_variant_made_again_is_part_of_what_a_resumed_run_must_match(test_artifact):
+    from batch.scoring import run_identity
+    from core.artifact import load_artifact
+    from core.runtime import RuntimeConfig
+
+    artifact = load_artifact(test_artifact)
+    cpu = dataclasses.replace(OPTIONS, runtime=RuntimeConfig(device="cpu"))
+    identities = [run_identity(dataclasses.replace(artifact, manifest={**artifact.manifest, "variants": {
+        "int8": {"file": "model.int8.onnx", "sha256": sha}}}), cpu) for sha in ("a" * 64, "b" * 64)]
+    assert identities[0]["precision"] == "int8" and identities[0] != identities[1]
+
+
+def test_label_tracks_of_clips_whose_names_flatten_alike_do_not_overwrite_each_other(tmp_path):
+    from batch.results import write_event_tables
+
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "_run.json").write_text(json.dumps({"format": "jsonl"}))
+    ids = ["in/a_b.wav", "in/a/b.wav", "in/" + "x" * 300 + ".wav"]
+    rows = [{"id": i, "events": [{"label": "dog", "start_s": n, "end_s": n + 1.0, "score": 0.9}]} for n, i in enumerate(ids)]
+    (tmp_path / "o" / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tracks = sorted(write_event_tables(tmp_path / "o", "audacity").iterdir())
+    assert len(tracks) == 3 and sorted(t.read_text().split("\t")[0] for t in tracks) == ["0.000", "1.000", "2.000"]
+
+
+def test_the_ray_engine_refuses_an_output_that_holds_anything(tmp_path, test_artifact):
+    pytest.importorskip("ray")
+    from batch.ray_engine import score_with_ray
+
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "part-0.parquet").write_bytes(b"")
+    with pytest.raises(errors.ConfigError, match="does not resume"):  # before Ray starts
+        score_with_ray([str(tmp_path)], test_artifact, str(tmp_path / "o"), OPTIONS)
