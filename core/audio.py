@@ -65,6 +65,8 @@ def decode_with_warnings(
         warnings.append("the WAV header declares no samples (its length was never written): decoded what follows it")
     if read == 0:
         raise errors.EmptyAudio("the audio holds no samples")
+    if y.size == 0:  # a few samples at a high rate, shorter than one at the target rate: one silent sample
+        y = np.zeros(1, np.float32)
     if stopped:
         warnings.append(f"decoding stopped after {read / rate:.3f} s ({stopped}): the file is damaged or cut short")
     elif declared > read * 1.01 + 1:  # MP3 lengths from a Xing header are approximate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 
@@ -43,8 +44,9 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value, zero_ok = getattr(self, f.name), f.name in ("workers", "intra_op_threads", "prepare_threads")  # 0: default
-            if f.type in ("int", "float") and (value < 0 if zero_ok else value <= 0):
-                raise ConfigError(f"{PREFIX}{f.name.upper()}={value}: must be {'>= 0' if zero_ok else '> 0'}")
+            if f.type in ("int", "float") and not (0 <= value < math.inf if zero_ok else 0 < value < math.inf):
+                raise ConfigError(f"{PREFIX}{f.name.upper()}={value}: must be a finite number "
+                                  f"{'>= 0' if zero_ok else '> 0'}")
         try:
             RuntimeConfig(device=self.device, precision=self.precision)  # checks both
         except ConfigError as e:

@@ -14,7 +14,7 @@
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
 model calls. Close codes: 1008 a bad set-up message (the reason says which field), 1003 audio
-before the set-up, 1007 a frame that is not whole samples or holds NaN or infinite ones, 1013 over
+before the set-up, 1007 a frame that is not whole samples or holds NaN, infinite or overflowing ones, 1013 over
 SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no message for
 SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
 """
@@ -141,7 +141,8 @@ async def serve_stream(websocket: WebSocket, service, settings, streams: list) -
         log.info("stream closed %d: %s", e.code, e.reason)
         await websocket.close(e.code, e.reason[:120])  # a close reason is at most 123 bytes
     except errors.SoundarcError as e:  # what an upload answers with its HTTP status (Overloaded: 503)
-        code = 1013 if e.status_code == 503 else 1008 if e.status_code < 500 else 1011
+        code = (1013 if e.status_code == 503 else 1007 if isinstance(e, errors.InvalidSamples)
+                else 1008 if e.status_code < 500 else 1011)
         log.info("stream closed %d: %s", code, e)
         await websocket.close(code, str(e)[:120])
     except WebSocketDisconnect:
@@ -160,7 +161,7 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
                 await websocket.send_json(out)
         elif _is_end(message.get("text")):
             windows = session.frontend.end()  # a resampler gives its last samples only now
-            if session.frontend.samples == 0:
+            if session.frontend.received == 0:
                 raise _Close(1007, "the stream ended before any audio")
             for out in await session.windows(windows):
                 await websocket.send_json(out)

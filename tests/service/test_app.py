@@ -119,6 +119,10 @@ def test_short_clip(server):
     assert r.status_code == 200 and len(r.json()["windows"]) == 1
     assert r.json()["label"] == "silence"  # 6 ms: less than the 50 ms of sound a window needs
     assert r.json()["windows"][0]["end_s"] == r.json()["duration_s"]  # the window is tiled, its span is the clip's
+    buf = io.BytesIO()
+    sf.write(buf, np.array([0.9, -0.9], np.float32), 192_000, format="WAV")  # none at the model's rate
+    r = post(server, "classify", buf.getvalue())
+    assert r.status_code == 200 and r.json()["label"] == "silence", r.text
 
 
 def test_a_file_cut_short_is_answered_with_a_warning(server, fixtures):

@@ -13,7 +13,9 @@ def test_from_env_parses_types_and_ignores_other_variables():
 
 
 @pytest.mark.parametrize("env", [{"SOUNDARC_WORKERS": "-1"}, {"SOUNDARC_WORKERS": "two"},
-                                 {"SOUNDARC_PREPARE_THREADS": "-1"}, {"SOUNDARC_DEVICE": "tpu"}])
+                                 {"SOUNDARC_PREPARE_THREADS": "-1"}, {"SOUNDARC_DEVICE": "tpu"},
+                                 {"SOUNDARC_MAX_DURATION_S": "inf"}, {"SOUNDARC_MAX_DURATION_S": "nan"},
+                                 {"SOUNDARC_MAX_UPLOAD_MB": "inf"}, {"SOUNDARC_STREAM_IDLE_S": "nan"}])
 def test_bad_values_name_the_variable(env):
     with pytest.raises(ConfigError, match=next(iter(env))):
         ServiceSettings.from_env(env)

@@ -93,6 +93,7 @@ def test_a_stream_may_set_its_own_unknown_angle(server):
     ({"sample_rate": 16000, "encoding": []}, [], 1008, "encoding"),
     ("[" * 100_000, [], 1008, "not JSON"),
     ({"sample_rate": 16000, "encoding": "f32le"}, [np.array([0.1, np.nan], "<f4").tobytes()], 1007, "NaN"),
+    ({"sample_rate": 16000, "encoding": "f32le"}, [np.full(16000, 3e38, "<f4").tobytes()], 1007, "too large"),
     ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 1000 * 21)], 1013, "limit"),  # 21 s at once, limit 20
 ])
 def test_bad_streams_are_closed_with_their_code(server, setup, pieces, code, needle):
@@ -104,6 +105,9 @@ def test_a_stream_shorter_than_the_resampler_delay_is_answered(server):
     setup = {"sample_rate": 22_050, "encoding": "f32le"}
     messages, code, reason = stream(server, setup, [np.full(50, 0.5, "<f4").tobytes()])
     assert code == 1000 and messages[-1]["type"] == "summary", (code, reason)
+    # two samples at 192 kHz are none at the model's rate: answered as the same upload is, "silence"
+    messages, code, reason = stream(server, {**setup, "sample_rate": 192_000}, [np.full(2, 0.5, "<f4").tobytes()])
+    assert code == 1000 and messages[-1]["label"] == "silence", (code, reason)
 
 
 def test_audio_before_the_setup_is_1003(server):
