@@ -104,14 +104,21 @@ class ClassSet:
         new = EnrolledClass(label, prototype, len(embeddings), now, None if margin is None else float(margin))
         return replace(self, enrolled=self.enrolled + (new,))
 
+    def enrolled_named(self, label: str) -> EnrolledClass:
+        """The enrolled class `label`, matched as enrolment matches (ignoring case and outer spaces)."""
+        key = label.strip().casefold()
+        shown = repr(label if len(label) <= 64 else label[:64] + "...")  # a label is at most 64 characters
+        if key in {name.casefold() for name in self.builtin.labels}:
+            raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
+        found = [c for c in self.enrolled if c.label.casefold() == key]
+        if not found:
+            raise errors.NotFound(f"no enrolled class named {shown}")
+        return found[0]
+
     def remove(self, label: str) -> ClassSet:
-        """A new set without the enrolled class `label` (matched ignoring case, as enrolment does)."""
-        if label.casefold() in {name.casefold() for name in self.builtin.labels}:
-            raise errors.Conflict(f"{label!r} is one of the model's own classes; only enrolled classes can be deleted")
-        kept = tuple(c for c in self.enrolled if c.label.casefold() != label.casefold())
-        if len(kept) == len(self.enrolled):
-            raise errors.NotFound(f"no enrolled class named {label!r}")
-        return replace(self, enrolled=kept)
+        """A new set without the enrolled class `label` (enrolled_named)."""
+        gone = self.enrolled_named(label)
+        return replace(self, enrolled=tuple(c for c in self.enrolled if c is not gone))
 
     def cosines(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, D) embeddings -> (N, K) cosine to every class prototype (built-in first)."""

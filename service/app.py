@@ -167,7 +167,7 @@ class SoundArc:
         for name, data in clips:
             try:
                 clip, _, window_embeddings = await self._run(data, "enrol")
-            except errors.BadAudio as e:
+            except (errors.BadAudio, errors.TooLarge) as e:
                 raise type(e)(f"example {name!r}: {e}") from e
             if clip.silent:
                 raise errors.SilentAudio(f"example {name!r} holds no sound (every window is below the activity "
@@ -186,8 +186,9 @@ class SoundArc:
     async def remove_class(self, label: str) -> dict:
         if self.classes is None:
             raise errors.NotFound(f"no enrolled class named {label!r}")
+        name = self.current_classes().enrolled_named(label).label  # as it was enrolled
         updated = await self._change_classes(lambda classes: classes.remove(label))
-        return {"deleted": label, "classes": len(updated.labels)}
+        return {"deleted": name, "classes": len(updated.labels)}
 
     async def _change_classes(self, change) -> ClassSet:
         """Apply `change` to the shared store of enrolled classes (every replica's), in a worker thread."""

@@ -59,8 +59,10 @@ def test_enrol_classify_delete(server, fixtures):
         kinds = [c["kind"] for c in requests.get(f"{server}/classes", timeout=10).json()["classes"]]
         assert kinds == ["built-in"] * 3 + ["enrolled"]
     finally:
-        gone = requests.delete(f"{server}/classes/whistle", timeout=10)
+        gone = requests.delete(f"{server}/classes/%20Whistle", timeout=10)  # matched as enrolment matches
     assert gone.status_code == 200 and gone.json() == {"deleted": "whistle", "classes": 3}
+    missing = requests.delete(f"{server}/classes/{'x' * 5000}", timeout=10)
+    assert missing.status_code == 404 and len(missing.json()["message"]) < 200
     assert classify(server, fixtures, ROOSTER, open_set="false", top_k=3)["ranking"] == before
 
 
