@@ -70,6 +70,18 @@ class AudioTooLong(TooLarge):
     """413: longer than the duration limit."""
 
 
+class RequestTimeout(SoundarcError):
+    """408: the request's body stopped arriving (no bytes for a while): its slot is given back."""
+
+    status_code = 408
+
+
+class ProcessingTimeout(SoundarcError):
+    """504: the answer took longer than the request timeout (SOUNDARC_REQUEST_TIMEOUT_S)."""
+
+    status_code = 504
+
+
 class UnsupportedMediaType(SoundarcError):
     """415: a content type we do not decode."""
 

@@ -227,7 +227,8 @@ SPEC = openapi.build(SETTINGS.max_top_k, SETTINGS.max_upload_mb, version())
 SoundArc.mount_asgi_app(web.build_app(lambda: _SERVICE[0] if _SERVICE else None, SPEC, SETTINGS), path="/")
 SoundArc.add_asgi_middleware(RequestGuard, max_bytes=int(SETTINGS.max_upload_mb * 1024 * 1024) + 65_536,
                              max_in_flight=SETTINGS.max_in_flight, upload_paths=web.UPLOAD_PATHS,
-                             ready_info=lambda: dict(_READY) or None)
+                             ready_info=lambda: dict(_READY) or None, timeout_s=SETTINGS.request_timeout_s,
+                             body_idle_s=SETTINGS.body_idle_s)
 
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:

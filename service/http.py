@@ -4,7 +4,10 @@
   before its body is read: this bounds the memory of buffered uploads to max_in_flight x the upload
   limit per worker;
 - 415 for a body that is not multipart/form-data, 413 for a body over the upload limit (from
-  Content-Length, or counted while reading);
+  Content-Length, or counted while reading), 408 for a body that stalls (no bytes for `body_idle_s`),
+  so that a few slow clients cannot hold every slot;
+- 504 in our format for an upload not answered within the request timeout (a second before the
+  framework's own plain 504);
 - every other error answer becomes our JSON format: plain-text 404 and 405 of BentoML and Starlette
   (with Allow) become JSON;
 - a ready /readyz answers JSON naming the model id and the active execution providers;
@@ -16,6 +19,7 @@ repeated field or an `audio` that is not a file (service.web checks the other fi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -31,10 +35,13 @@ FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a
 
 
 class RequestGuard:
-    def __init__(self, app, max_bytes: int, max_in_flight: int, upload_paths: set[str], ready_info):
+    def __init__(self, app, max_bytes: int, max_in_flight: int, upload_paths: set[str], ready_info,
+                 timeout_s: float = 120.0, body_idle_s: float = 10.0):
         self.app = app
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
+        self.deadline_s = max(timeout_s - 1.0, timeout_s / 2)  # ours answers before the framework's plain 504
+        self.body_idle_s = body_idle_s
         self.in_flight = 0  # uploads being read or processed now
         self.upload_paths = upload_paths  # the POST routes that take a form upload
         self.ready_info = ready_info  # () -> dict | None
@@ -52,8 +59,13 @@ class RequestGuard:
         if self.in_flight >= self.max_in_flight:
             return await _reply(send, errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})"))
         self.in_flight += 1
+        started = []  # whether the answer has begun (then a timeout can only cut it)
+        send = _noting_start(send, started)
         try:
-            await self._guarded(scope, receive, send)
+            await asyncio.wait_for(self._guarded(scope, receive, send), self.deadline_s)
+        except TimeoutError:
+            if not started:
+                await _reply(send, errors.ProcessingTimeout(f"no answer within {self.deadline_s:g} s"))
         finally:
             self.in_flight -= 1
 
@@ -68,7 +80,10 @@ class RequestGuard:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _reply(send, errors.UploadTooLarge(
                 f"the request is {int(length)} bytes; the upload limit is {self.max_bytes} bytes"))
-        body = await _read_bounded(receive, self.max_bytes)
+        try:
+            body = await _read_bounded(receive, self.max_bytes, self.body_idle_s)
+        except TimeoutError:
+            return await _reply(send, errors.RequestTimeout(f"the request body stalled: no bytes for {self.body_idle_s:g} s"))
         if body is None:
             return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
         return await self.app(scope, _replay(body), send)
@@ -105,11 +120,20 @@ async def _reply(send, error: errors.SoundarcError) -> None:
     await error_response(error)({"type": "http"}, None, send)
 
 
-async def _read_bounded(receive, limit: int) -> bytes | None:
-    """The whole body of a request without Content-Length, or None once it passes `limit`."""
+def _noting_start(send, started: list):
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            started.append(True)
+        await send(message)
+    return wrapped
+
+
+async def _read_bounded(receive, limit: int, idle_s: float) -> bytes | None:
+    """The whole body of a request, or None once it passes `limit`; TimeoutError when no message
+    comes for `idle_s`."""
     chunks, size = [], 0
     while True:
-        message = await receive()
+        message = await asyncio.wait_for(receive(), idle_s)
         if message["type"] == "http.disconnect":
             break
         chunks.append(message.get("body", b""))

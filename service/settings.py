@@ -38,6 +38,7 @@ class ServiceSettings:
     intra_op_threads: int = 0
     prepare_threads: int = 0  # clips decoded and featurised at once per worker; 0: the cores shared among the workers
     request_timeout_s: int = 120
+    body_idle_s: float = 10.0  # an upload whose body sends nothing for this long is answered 408 (its slot freed)
     max_streams: int = 64  # WebSocket /stream sessions open at once per worker; more are closed with 1013
     stream_idle_s: float = 30.0  # a stream that sends nothing for this long is closed (1001)
 
