@@ -16,14 +16,16 @@ ERROR_STATUSES = {
          "an enrolment example without sound",
     404: "no such route, class, or (for /search) no vector index loaded",
     405: "the route exists, not with this method (`Allow` lists the ones it takes)",
+    408: "the body stopped arriving (no bytes for SOUNDARC_BODY_IDLE_S seconds)",
     409: "clashes with what exists: a class of that name (any case), a built-in class, the enrolment limit",
     413: "the upload or the audio is over the configured limit",
     415: "the body is not multipart/form-data",
     422: "a form field is unknown, repeated, of the wrong type or out of range",
     426: "a plain HTTP request to the WebSocket route: connect with ws://",
     503: "overloaded or starting (`Retry-After` says when to retry)",
+    504: "no answer within the request timeout (SOUNDARC_REQUEST_TIMEOUT_S)",
 }
-UPLOAD_ERRORS = (400, 405, 413, 415, 422, 503)
+UPLOAD_ERRORS = (400, 405, 408, 413, 415, 422, 503, 504)
 
 
 def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
