@@ -156,3 +156,27 @@ def test_the_stream_command(server, fixtures):
     result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "README.md"), "--url", url],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_text_frame_that_is_not_utf8_is_closed_1007(server):
+    """A frame no WebSocket library would send (so raw bytes on a socket): closed with its code, not dropped."""
+    import base64
+    import os
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+
+    def frame(opcode: int, payload: bytes) -> bytes:  # a masked client frame, payload < 126 bytes
+        mask = os.urandom(4)
+        return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(f"GET /stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 101")
+        s.sendall(frame(1, b'{"sample_rate": 16000, "encoding": "pcm_s16le"}'))
+        assert b"ready" in s.recv(4096)
+        s.sendall(frame(1, b"\xff\xfe"))
+        reply = s.recv(4096)
+    assert reply[0] == 0x88 and int.from_bytes(reply[2:4], "big") == 1007, reply  # a close frame, code 1007
