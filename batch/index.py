@@ -81,6 +81,8 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
               **extra.get(item_id, extra.get(r["id"], {}))} for item_id, r in zip(ids, rows)]
     meta = {"model_id": models[0], "kind": kind, "dim": dim, "count": len(items), "source": str(results_dir)}
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise errors.ConfigError(f"--out {out} is a file: name a folder for the index")
     out.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(out / "index.faiss"))
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
@@ -96,12 +98,15 @@ def relative_ids(ids: list[str]) -> list[str]:
 
 
 def read_metadata(path: str | Path) -> dict[str, dict]:
-    """id -> the other columns of a metadata CSV."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if "id" not in (reader.fieldnames or []):
-            raise errors.ConfigError(f"{path} needs an 'id' column (the item ids, as scored or relative)")
-        return {row.pop("id"): row for row in reader}
+    """id -> the other columns of a metadata CSV (UTF-8)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if "id" not in (reader.fieldnames or []):
+                raise errors.ConfigError(f"{path} needs an 'id' column (the item ids, as scored or relative)")
+            return {row.pop("id"): row for row in reader}
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise errors.ConfigError(f"--metadata {path}: cannot read it as a UTF-8 CSV: {e}") from None
 
 
 def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:

@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pretrained", help="with --pretrained-share: join this pre-training run's encoder instead")
     parser.add_argument("--open-set", action="store_true",
                         help="add class prototypes and an 'unknown' threshold (reads the run's training data)")
-    parser.add_argument("--frr", type=float, default=0.05, help="open set: false-rejection rate to calibrate for")
+    parser.add_argument("--frr", type=_rate, default=0.05, help="open set: false-rejection rate to calibrate for")
     parser.add_argument("--calibration-folds", type=int, nargs="*", default=[],
                         help="open set: folds to calibrate on (default: the training clips)")
     parser.add_argument("--labeled", help="open set: labelled data (default: the run's)")
@@ -50,6 +50,14 @@ def _weight(text: str) -> float:
     return w
 
 
+def _rate(text: str) -> float:
+    """--frr: a share of known clips in [0, 1), refused before anything is exported."""
+    r = float(text)
+    if not 0 <= r < 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return r
+
+
 def _temperature(text: str) -> float:
     """--temperature: a finite number above 0, refused before anything is exported."""
     t = float(text)
@@ -69,8 +77,9 @@ def run(args) -> int:
     finish = None
     if args.open_set:
         from export.open_set import attach_open_set
+        from training.run import read_checkpoint_info
 
-        config = json.loads((Path(args.run_dir) / "checkpoint" / "checkpoint.json").read_text())["config"]
+        config = read_checkpoint_info(args.run_dir)["config"]  # a missing run: a ConfigError naming it
 
         def finish(staged: Path) -> None:  # before the artifact replaces OUT_DIR: a failure leaves it as it was
             attach_open_set(staged, args.labeled or config["labeled"], tuple(config["train_folds"]),

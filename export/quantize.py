@@ -43,6 +43,7 @@ from core.audio import AUDIO_SUFFIXES
 from core.classes import ClassSet
 from core.clip import prepare
 from core.runtime import RuntimeConfig, create_runtime
+from soundarc.cli import at_least
 
 log = logging.getLogger(__name__)
 INT8_FILE = "model.int8.onnx"
@@ -55,7 +56,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--audio", nargs="+", required=True,
                         help="real clips (files or folders) to calibrate on and validate with; in the ESC-50 "
                              "layout (audio/ + meta/*.csv) the clip accuracy is compared too")
-    parser.add_argument("--max-calibration-windows", type=int, default=2000, help="windows used for the ranges")
+    parser.add_argument("--max-calibration-windows", type=at_least(1), default=2000, help="windows used for the ranges")
 
 
 def run(args) -> int:
@@ -69,7 +70,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     root = Path(artifact_dir)
     fp32 = load_artifact(root)
     clips = _clips(audio)
-    prepared = [prepare(path, fp32.frontend, fp32.activity) for path, _ in clips]
+    prepared = [_prepare(path, fp32) for path, _ in clips]
     calibration = calibration_windows(prepared, max_windows)
     target, staging = root / INT8_FILE, root / f".{INT8_FILE}.tmp"
     started = time.perf_counter()
@@ -209,6 +210,14 @@ def _clips(audio: list[Path]) -> list[tuple[Path, str | None]]:
     if not out:
         raise errors.ConfigError(f"no audio under {[str(a) for a in audio]} to calibrate on")
     return out
+
+
+def _prepare(path: Path, artifact):
+    """One calibration clip, its errors naming it."""
+    try:
+        return prepare(path, artifact.frontend, artifact.activity)
+    except errors.SoundarcError as e:
+        raise type(e)(f"{path}: {e}") from e
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -215,3 +215,25 @@ def test_a_failed_finish_leaves_the_artifact_that_was_there(tmp_path):
     export_artifact(make_run(tmp_path / "other", seed=1), out, finish=lambda staged: (staged / "extra").write_text("x"))
     assert (out / "extra").exists() and (out / "manifest.json").read_text() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other", "run"]  # the old one removed
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["export", "{tmp}/no-run", "{tmp}/out", "--open-set"], "has no checkpoint"),
+    (["export", "{tmp}/no-run", "{tmp}/out", "--open-set", "--frr", "1.5"], "--frr"),
+    (["quantize", "{tmp}/out", "--audio", "{tmp}", "--max-calibration-windows", "0"], "--max-calibration-windows"),
+    (["index", "build", "--from", "{tmp}/results", "--out", "{tmp}/file"], "is a file"),
+])
+def test_command_mistakes_are_one_line_not_a_traceback(tmp_path, args, needle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from batch.results import PartWriter
+
+    writer = PartWriter(tmp_path / "results", "jsonl", {"model_id": "m"})  # one row with an embedding
+    writer.add({"id": "a.wav", "label": "dog", "score": 0.9, "duration_s": 1.0, "embedding": [1.0, 0.0], "model_id": "m"})
+    writer.close({})
+    (tmp_path / "file").write_text("mine")
+    cmd = [sys.executable, "-m", "soundarc.cli", *(a.format(tmp=tmp_path) for a in args)]
+    result = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
