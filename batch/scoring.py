@@ -210,13 +210,15 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
     writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part)
     done = writer.done_ids()
     scorer = Scorer(artifact, options)
-    summary = Summary(skipped_done=len(done))
+    summary = Summary()
     started = time.perf_counter()
     seen: set[str] = set()
 
     def todo():
         for item in iter_items(inputs, options.limits.max_bytes, options.all_files):
-            if item.id not in done and item.id not in seen:
+            if item.id in done:
+                summary.skipped_done += 1
+            elif item.id not in seen:
                 seen.add(item.id)
                 yield item
 
@@ -229,6 +231,10 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
         _emit(row, writer, summary, bar)
     bar.close()
     summary.seconds = time.perf_counter() - started
+    if done and summary.rows and not summary.skipped_done:
+        log.warning("%s holds %d rows, but none of these inputs is among them: ids are the paths as given (a "
+                    "folder named another way, relative or absolute, gives other ids); is this the same run?",
+                    out, len(done))
     summary.output_error_rate = writer.close(summary.as_dict())["error_rate"]
     return summary
 

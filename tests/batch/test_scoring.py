@@ -466,3 +466,16 @@ def test_the_ray_engine_refuses_an_output_that_holds_anything(tmp_path, test_art
     (tmp_path / "o" / "part-0.parquet").write_bytes(b"")
     with pytest.raises(errors.ConfigError, match="does not resume"):  # before Ray starts
         score_with_ray([str(tmp_path)], test_artifact, str(tmp_path / "o"), OPTIONS)
+
+
+def test_a_rerun_counts_what_it_skipped_and_warns_when_its_inputs_match_no_row(tmp_path, test_artifact, caplog,
+                                                                               monkeypatch):
+    (tmp_path / "in").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / "in" / name).write_bytes(wav())
+    assert score([str(tmp_path / "in")], test_artifact, tmp_path / "o", OPTIONS).skipped_done == 0
+    again = score([str(tmp_path / "in")], test_artifact, tmp_path / "o", OPTIONS)
+    assert (again.skipped_done, again.rows) == (2, 0)
+    monkeypatch.chdir(tmp_path)  # the same folder named relatively: other ids, so scored again, with a warning
+    assert score(["in"], test_artifact, tmp_path / "o", OPTIONS).rows == 2
+    assert "none of these inputs is among them" in caplog.text
