@@ -157,7 +157,7 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
     try:
         form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
-        raise errors.BadRequest(f"the multipart/form-data body could not be parsed: {e}") from None
+        raise errors.BadRequest(f"the form body could not be parsed: {e}") from None
     try:
         names = [name for name, _ in form.multi_items()]
         unknown = sorted(set(names) - set(accepted))
