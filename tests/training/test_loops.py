@@ -227,9 +227,10 @@ def test_pretraining_continues_from_init(tiny_esc, tmp_path, monkeypatch):
 
 def test_outlier_exposure_flattens_the_head_on_unlabelled_sounds(tiny_esc, tmp_path):
     """Tones are the classes, clicks the unlabelled pool: with outlier_weight the head's answer to a
-    click (eval mode, as served) is near uniform, without it near certain. Seeded: at this tiny size
-    eval-mode BatchNorm statistics decide some seeds either way (seed 2 stays certain with it too);
-    the real effect is measured by benchmarks/cv_study.py (arm acl-robust-oe)."""
+    click (eval mode, as served) is near uniform, without it near certain. At this tiny size eval-mode
+    BatchNorm statistics decide single seeds either way (about one in five stays certain with it), so
+    the median over seeds 0-4 is asserted; the real effect is measured by benchmarks/cv_study.py (arm
+    acl-robust-oe)."""
     import numpy as np
     import soundfile as sf
     import torch
@@ -247,14 +248,17 @@ def test_outlier_exposure_flattens_the_head_on_unlabelled_sounds(tiny_esc, tmp_p
     frontend = FrontendConfig()
     click = log_mel(decode(pool / "click0.wav", frontend.sample_rate), frontend)[None, None, :101]  # (1, 1, T, M)
 
-    def top_probability(weight):
+    def top_probability(weight, seed):
         cfg = tiny(tiny_esc, tmp_path, width=8, epochs=10, batch_size=16, patches_per_clip=4, lr=0.01, augment="none",
-                   unlabeled=[str(pool)], outlier_weight=weight, seed=0)
-        model, _ = load_checkpoint(finetune(cfg, tmp_path / f"oe{weight}").path)
+                   unlabeled=[str(pool)], outlier_weight=weight, seed=seed)
+        model, _ = load_checkpoint(finetune(cfg, tmp_path / f"oe{weight}-{seed}").path)
         with torch.no_grad():
             return torch.softmax(model.classifier(model.encoder.eval()(torch.from_numpy(click))), 1).max().item()
 
-    assert top_probability(2.0) < 0.5 < 0.9 < top_probability(0.0)  # uniform over 3 classes: 1/3
+    def median(weight):
+        return float(np.median([top_probability(weight, seed) for seed in range(5)]))
+
+    assert median(2.0) < 0.5 < 0.9 < median(0.0)  # uniform over 3 classes: 1/3
     with pytest.raises(ConfigError, match="outlier_weight"):
         finetune(tiny(tiny_esc, tmp_path, outlier_weight=0.5), tmp_path / "bad")  # no unlabelled pool
 
