@@ -4,10 +4,11 @@
   before its body is read: this bounds the memory of buffered uploads to max_in_flight x the upload
   limit per worker;
 - 415 for a body that is not multipart/form-data, 413 for a body over the upload limit (from
-  Content-Length, or counted while reading), 408 for a body that stalls (no bytes for `body_idle_s`),
-  so that a few slow clients cannot hold every slot;
-- 504 in our format for an upload not answered within the request timeout (a second before the
-  framework's own plain 504);
+  Content-Length, or counted while reading), 408 for a body that stalls (no bytes for `body_idle_s`)
+  or has not arrived by the deadline (a second before the framework's own plain 504), so that slow
+  clients give their slots back;
+- 504 in our format for an upload not answered by that deadline: its answer is dropped, but its slot
+  stays taken until its work ends (decoding in threads cannot be stopped, and must stay bounded);
 - every other error answer becomes our JSON format: plain-text 404 and 405 of BentoML and Starlette
   (with Allow) become JSON;
 - a ready /readyz answers JSON naming the model id and the active execution providers;
@@ -58,18 +59,27 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.max_in_flight:
             return await _reply(send, errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})"))
-        self.in_flight += 1
-        started = []  # whether the answer has begun (then a timeout can only cut it)
-        send = _noting_start(send, started)
-        try:
-            await asyncio.wait_for(self._guarded(scope, receive, send), self.deadline_s)
-        except TimeoutError:
-            if not started:
-                await _reply(send, errors.ProcessingTimeout(f"no answer within {self.deadline_s:g} s"))
-        finally:
-            self.in_flight -= 1
+        self.in_flight += 1  # given back when its work ends, not when it is answered
+        progress = _Progress(send)
+        task = asyncio.ensure_future(self._guarded(scope, receive, progress))
+        task.add_done_callback(lambda done_task: self._upload_done(done_task, progress))
+        done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        if done or progress.started:  # answered, or answering: let it finish
+            return await task
+        if not progress.body_read:  # the body is still trickling in, and nothing runs on it yet
+            task.cancel()
+            await asyncio.wait({task})  # its slot given back before the answer
+            return await _reply(send, errors.RequestTimeout(f"the request body did not arrive within {self.deadline_s:g} s"))
+        progress.abandoned = True
+        await _reply(send, errors.ProcessingTimeout(f"no answer within {self.deadline_s:g} s"))
 
-    async def _guarded(self, scope, receive, send):
+    def _upload_done(self, task: asyncio.Task, progress: _Progress) -> None:
+        self.in_flight -= 1
+        if progress.abandoned and not task.cancelled() and task.exception() is not None:  # nobody awaits it now
+            log.warning("an upload answered 504 failed afterwards: %r", task.exception())
+
+    async def _guarded(self, scope, receive, progress: _Progress):
+        send = progress.send
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type not in FORM_TYPES:
@@ -86,6 +96,7 @@ class RequestGuard:
             return await _reply(send, errors.RequestTimeout(f"the request body stalled: no bytes for {self.body_idle_s:g} s"))
         if body is None:
             return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
+        progress.body_read = True
         return await self.app(scope, _replay(body), send)
 
     def _readyz_send(self, send):
@@ -120,12 +131,19 @@ async def _reply(send, error: errors.SoundarcError) -> None:
     await error_response(error)({"type": "http"}, None, send)
 
 
-def _noting_start(send, started: list):
-    async def wrapped(message):
+class _Progress:
+    """How far an upload has come: its body read, its answer begun; once abandoned (answered 504 by the
+    guard), what its route sends is dropped."""
+
+    def __init__(self, send):
+        self.to_client, self.body_read, self.started, self.abandoned = send, False, False, False
+
+    async def send(self, message) -> None:
+        if self.abandoned:
+            return
         if message["type"] == "http.response.start":
-            started.append(True)
-        await send(message)
-    return wrapped
+            self.started = True
+        await self.to_client(message)
 
 
 async def _read_bounded(receive, limit: int, idle_s: float) -> bytes | None:

@@ -1,45 +1,77 @@
-"""service.http.RequestGuard in process: a stalled body and a slow answer get our errors and free their slot."""
+"""service.http.RequestGuard in process: stalled and trickling bodies, slow answers, answers under way."""
 
 import asyncio
 import json
+
+import pytest
 
 from service.http import RequestGuard
 
 HEADERS = [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"100000")]
 
 
-async def slow_app(scope, receive, send):
-    await asyncio.sleep(5)
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"late"})
+def app_that(sleeps_s: float = 0.0, starts_first: bool = False, raises: Exception | None = None):
+    """An upload route that answers "done" after `sleeps_s` (its answer begun first, or not), or raises."""
+    async def app(scope, receive, send):
+        if starts_first:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(sleeps_s)
+        if raises is not None:
+            raise raises
+        if not starts_first:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"done": true}'})
+    return app
 
 
-def call(guard: RequestGuard, body_stalls: bool) -> tuple[int, dict]:
-    """One POST /classify whose body sends a first chunk, then stalls (or ends); (status, JSON body)."""
+def call(guard: RequestGuard, body: str = "whole", after_s: float = 0.0) -> tuple[int, dict]:
+    """One POST /classify whose body comes whole, stalls after a first chunk, or trickles a byte every
+    0.05 s; (status, JSON body) of the answer, and the guard's uploads in flight `after_s` later."""
     sent = []
 
     async def receive():
-        if receive.calls:
-            if body_stalls:
-                await asyncio.Event().wait()  # the client sends nothing more
-            return {"type": "http.request", "body": b"--x--", "more_body": False}
         receive.calls += 1
-        return {"type": "http.request", "body": b"--x\r\n", "more_body": True}
+        if body == "stalls" and receive.calls > 1:
+            await asyncio.Event().wait()  # the client sends nothing more
+        if body == "trickles":
+            await asyncio.sleep(0.05)
+            return {"type": "http.request", "body": b"x", "more_body": True}
+        return {"type": "http.request", "body": b"--x--", "more_body": receive.calls == 1}
     receive.calls = 0
 
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/classify", "headers": HEADERS}
-    asyncio.run(guard(scope, receive, send))
+    async def go():
+        await guard({"type": "http", "method": "POST", "path": "/classify", "headers": HEADERS}, receive, send)
+        answered_in_flight = guard.in_flight
+        await asyncio.sleep(after_s)
+        return answered_in_flight, guard.in_flight
+
+    in_flight = asyncio.run(go())
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")), in_flight
 
 
-def test_a_stalled_body_is_408_and_a_slow_answer_504_in_our_format():
-    guard = RequestGuard(slow_app, 1_000_000, 1, {"/classify"}, lambda: None, timeout_s=1.0, body_idle_s=0.2)
-    assert call(guard, body_stalls=True) == (408, {"error": "RequestTimeout",
-                                                     "message": "the request body stalled: no bytes for 0.2 s"})
-    status, body = call(guard, body_stalls=False)
-    assert status == 504 and body["error"] == "ProcessingTimeout"
-    assert guard.in_flight == 0  # both slots given back (max_in_flight 1: the second call was let in)
+def guard_of(app, timeout_s: float = 1.0) -> RequestGuard:
+    return RequestGuard(app, 1_000_000, 1, {"/classify"}, lambda: None, timeout_s=timeout_s, body_idle_s=0.2)
+
+
+def test_a_body_that_stalls_or_trickles_is_408_and_gives_its_slot_back():
+    status, body, in_flight = call(guard_of(app_that()), body="stalls")
+    assert (status, body["message"], in_flight) == (408, "the request body stalled: no bytes for 0.2 s", (0, 0))
+    status, body, in_flight = call(guard_of(app_that()), body="trickles")  # never idle, never whole
+    assert (status, body["error"], in_flight) == (408, "RequestTimeout", (0, 0)) and "did not arrive" in body["message"]
+
+
+def test_a_slow_answer_is_504_in_our_format_and_holds_its_slot_until_its_work_ends():
+    status, body, in_flight = call(guard_of(app_that(sleeps_s=1.0)), after_s=1.0)
+    assert (status, body["error"]) == (504, "ProcessingTimeout")
+    assert in_flight == (1, 0)  # taken when the 504 went out (the work goes on), free once it ended
+
+
+def test_an_answer_under_way_is_not_cut_and_the_routes_own_errors_are_not_504():
+    assert call(guard_of(app_that(sleeps_s=1.0, starts_first=True)))[:2] == (200, {"done": True})
+    assert call(guard_of(app_that()))[:2] == (200, {"done": True})
+    with pytest.raises(TimeoutError):  # the route's own error reaches the server as it was
+        call(guard_of(app_that(raises=TimeoutError("the route's"))))
