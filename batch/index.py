@@ -61,6 +61,10 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
 
     if kind not in KINDS:
         raise errors.ConfigError(f"unknown index kind {kind!r}; valid: {KINDS}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise errors.ConfigError(f"--out {out} is a file: name a folder for the index")
+    extra = read_metadata(metadata) if metadata else {}  # a bad file fails before the work
     rows = [r for r in read_results(results_dir) if not r.get("error_kind") and r.get("embedding") is not None]
     if not rows:  # scored without --embeddings, or every clip silent (a silent clip has no embedding)
         raise errors.ConfigError(f"{results_dir} has no embeddings: score with --embeddings")
@@ -76,13 +80,9 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.add(vectors)
     ids = [r["id"] for r in rows] if absolute_ids else relative_ids([r["id"] for r in rows])
-    extra = read_metadata(metadata) if metadata else {}
     items = [{"id": item_id, **{k: r.get(k) for k in ("label", "score", "duration_s")},
               **extra.get(item_id, extra.get(r["id"], {}))} for item_id, r in zip(ids, rows)]
     meta = {"model_id": models[0], "kind": kind, "dim": dim, "count": len(items), "source": str(results_dir)}
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise errors.ConfigError(f"--out {out} is a file: name a folder for the index")
     out.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(out / "index.faiss"))
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))

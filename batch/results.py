@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from core import errors
 from core.artifact import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "jsonl", "csv")
 LIST_COLUMNS = ("top_labels", "top_scores", "embedding", "events")
@@ -35,9 +38,11 @@ ROW_COLUMNS = ("id", "duration_s", "label", "score", "top_labels", "top_scores",
 
 
 class PartWriter:
-    def __init__(self, out: Path, fmt: str, identity: dict, rows_per_part: int = 512, seconds_per_part: float = 30.0):
-        """`identity`: what shapes the rows (model id, options); a resumed run must have the same. A part
-        is committed every `rows_per_part` rows or `seconds_per_part` seconds, whichever comes first."""
+    def __init__(self, out: Path, fmt: str, identity: dict, rows_per_part: int = 512, seconds_per_part: float = 30.0,
+                 recorded_later: tuple[str, ...] = ()):
+        """`identity`: what shapes the rows (model id, options); a resumed run must have the same, but for
+        keys in `recorded_later` that an older OUT lacks (taken on trust, with a warning). A part is
+        committed every `rows_per_part` rows or `seconds_per_part` seconds, whichever comes first."""
         if fmt not in FORMATS:
             raise errors.ConfigError(f"unknown format {fmt!r}; valid: {FORMATS}")
         self.out, self.fmt, self.rows_per_part, self.seconds_per_part = out, fmt, rows_per_part, seconds_per_part
@@ -48,6 +53,9 @@ class PartWriter:
         self.run_file, self.identity = out / "_run.json", {**identity, "format": fmt}
         if self.run_file.exists():
             previous = json.loads(self.run_file.read_text())
+            if unrecorded := [k for k in recorded_later if k in self.identity and k not in previous]:
+                log.warning("%s was made before %s was recorded: taken to match this run", out, ", ".join(unrecorded))
+                previous.update({k: self.identity[k] for k in unrecorded})
             if previous != self.identity:
                 changed = sorted(k for k in set(previous) | set(self.identity) if previous.get(k) != self.identity.get(k))
                 raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} "
@@ -91,12 +99,16 @@ class PartWriter:
         os.replace(tmp, target)
         self.rows, self.next_part = [], self.next_part + 1
 
+    @property
+    def error_rate(self) -> float:
+        """The share of error rows among every row of OUT."""
+        return sum(self.errors_by_kind.values()) / max(len(self.ids), 1)
+
     def close(self, this_run: dict) -> dict:
         """Commit what is left; write and return the summary of OUT as a whole, with `this_run`."""
         self.commit()
-        rows = len(self.ids)
-        summary = {"rows": rows, "errors": dict(self.errors_by_kind),
-                   "error_rate": round(sum(self.errors_by_kind.values()) / max(rows, 1), 4), "this_run": this_run}
+        summary = {"rows": len(self.ids), "errors": dict(self.errors_by_kind), "error_rate": round(self.error_rate, 4),
+                   "this_run": this_run}
         write_json_atomic(self.out / "_summary.json", summary)
         return summary
 

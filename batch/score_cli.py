@@ -66,14 +66,14 @@ def run(args) -> int:
         from batch.scoring import score
 
         summary = score(args.inputs, args.model, args.out, options)
-    report = summary.as_dict()
+    report = {**summary.as_dict(), "output_error_rate": round(summary.output_error_rate, 6)}
     print(json.dumps(report, indent=2), file=sys.stderr)
     if args.events_table:
         from batch.results import write_event_tables
 
         print(f"events: {write_event_tables(args.out, args.events_table)}", file=sys.stderr)
-    if report["output_error_rate"] > options.max_error_rate:
-        print(f"soundarc score: error rate {report['output_error_rate']:.3f} in {args.out} is above --max-error-rate "
+    if summary.output_error_rate > options.max_error_rate:
+        print(f"soundarc score: error rate {summary.output_error_rate:.3g} in {args.out} is above --max-error-rate "
               f"{options.max_error_rate}", file=sys.stderr)
         return 1
     return 0

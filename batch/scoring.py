@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -57,7 +58,7 @@ class ScoreOptions:
     rows_per_part: int = 512
     fmt: str = "parquet"
     all_files: bool = False  # score every file, not only audio extensions
-    max_error_rate: float = 1.0  # exit non-zero above this fraction of error rows
+    max_error_rate: float = 1.0  # exit non-zero above this fraction of error rows in OUT (resumed runs' too)
     limits: DecodeLimits = DecodeLimits()
     runtime: RuntimeConfig = RuntimeConfig()
 
@@ -81,12 +82,13 @@ class Summary:
     skipped_done: int = 0
     errors: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    output_error_rate: float = 0.0  # over every row of OUT (runs resumed into it too)
+    output_error_rate: float = 0.0  # over every row of OUT (runs resumed into it too), not rounded
 
     def as_dict(self) -> dict:
+        """This run's own figures."""
         return {"rows": self.rows, "already_done": self.skipped_done, "errors": dict(self.errors),
                 "error_rate": sum(self.errors.values()) / max(self.rows, 1), "seconds": round(self.seconds, 2),
-                "clips_per_s": round(self.rows / max(self.seconds, 1e-9), 2), "output_error_rate": self.output_error_rate}
+                "clips_per_s": round(self.rows / max(self.seconds, 1e-9), 2)}
 
 
 def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepared:
@@ -207,7 +209,8 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
 def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreOptions = ScoreOptions()) -> Summary:
     """Score every input into OUT (resumable); returns the summary, also written to OUT/_summary.json."""
     artifact = load_artifact(model)
-    writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part)
+    writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part,
+                        recorded_later=("variant_sha256",))
     done = writer.done_ids()
     scorer = Scorer(artifact, options)
     summary = Summary()
@@ -224,18 +227,24 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
 
     bar = tqdm(desc="scoring", unit="clip", disable=None)
     threading.Thread(target=_count_into, args=(bar, inputs, options, done), daemon=True).start()
-    for prepared in _prepared(todo(), artifact, options):
-        for row in scorer.add(prepared):
+    try:
+        for prepared in _prepared(todo(), artifact, options):
+            for row in scorer.add(prepared):
+                _emit(row, writer, summary, bar)
+        for row in scorer.flush():
             _emit(row, writer, summary, bar)
-    for row in scorer.flush():
-        _emit(row, writer, summary, bar)
-    bar.close()
+    except KeyboardInterrupt:  # keep the rows made so far (a part is whole or absent): a rerun goes on from them
+        writer.commit()
+        raise
+    finally:
+        bar.close()
     summary.seconds = time.perf_counter() - started
     if done and summary.rows and not summary.skipped_done:
         log.warning("%s holds %d rows, but none of these inputs is among them: ids are the paths as given (a "
                     "folder named another way, relative or absolute, gives other ids); is this the same run?",
                     out, len(done))
-    summary.output_error_rate = writer.close(summary.as_dict())["error_rate"]
+    writer.close(summary.as_dict())
+    summary.output_error_rate = writer.error_rate
     return summary
 
 
@@ -259,6 +268,11 @@ def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:
     bar.update(1)
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Decoding processes that leave Ctrl-C to the main process (which commits its rows and stops them)."""
+    return ProcessPoolExecutor(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+
 def _prepared(items, artifact: Artifact, options: ScoreOptions):
     """prepare_item over the items, in order, with at most workers × PREFETCH in flight.
 
@@ -271,7 +285,7 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
         for item in items:
             yield prepare_item(item, *args)
         return
-    pool = ProcessPoolExecutor(options.workers)
+    pool = _pool(options.workers)
     pending: deque = deque()  # (item, future or None: a suspect not yet run alone, suspect)
     items = iter(items)
     try:
@@ -289,7 +303,7 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
             except BrokenProcessPool:
                 log.error("a decoding process died while %s was in flight; restarting the pool", item.id)
                 pool.shutdown(cancel_futures=True)
-                pool = ProcessPoolExecutor(options.workers)
+                pool = _pool(options.workers)
                 if suspect:  # it ran alone
                     yield Prepared(item.id, error_kind="WorkerCrashed", error="the decoding process died on this input")
                 else:

@@ -16,6 +16,7 @@ import csv
 import glob
 import logging
 import os
+import re
 import stat
 import tarfile
 import zipfile
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MAX_ZIP_RATIO = 200  # a member that inflates more than this is treated as a zip bomb
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -45,9 +47,11 @@ class Item:
 
 
 def printable(name: str) -> str:
-    """A file name as text every result format can hold: bytes that are not UTF-8 (which Python keeps
-    as lone surrogates) become backslash escapes, e.g. 'caf\\xe9.wav'."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name as text every result format and table can hold: bytes that are not UTF-8 (which
+    Python keeps as lone surrogates) and control characters (tab, newline, NUL) become backslash
+    escapes, e.g. 'caf\\xe9.wav'. Applying it again changes nothing."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def is_audio_name(name: str) -> bool:
@@ -92,7 +96,7 @@ def load_item(item: Item, max_bytes: int) -> Item:
     try:
         with zipfile.ZipFile(path) as archive:
             return _read_zip_member(archive, archive.infolist()[rest[0]], item.id, max_bytes)
-    except (OSError, zipfile.BadZipFile, IndexError) as e:  # the archive changed since it was listed
+    except (OSError, zipfile.BadZipFile, IndexError, ValueError) as e:  # it changed since it was listed
         return Item(item.id, error=errors.NotFound(f"cannot read the archive member: {e}"))
 
 
@@ -162,7 +166,7 @@ def _listed_paths(listing: Path) -> Iterator[Path | Item]:
     name's bytes are kept as they are (a list need not be UTF-8, file names need not be); a CSV row
     without that column, or a list that cannot be read on, is an error item."""
     try:
-        with open(listing, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        with open(listing, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:  # -sig: a BOM
             rows = _csv_paths(listing, f) if listing.suffix.lower() == ".csv" else (line.strip() for line in f)
             for row in rows:
                 if isinstance(row, Item):
@@ -230,7 +234,7 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
 def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as e:
+    except (OSError, zipfile.BadZipFile, ValueError) as e:  # ValueError: a name flagged UTF-8 that is not
         yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
         return
     member_id = _member_ids(path)

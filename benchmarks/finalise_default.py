@@ -41,21 +41,23 @@ SERVED = {"prototype_weight": 0.0, "temperature": 1.0, "vote": "mean"}  # how a 
 
 def made_for(name: str, arm: str, share: float | None = None, pretrained: str | None = None,
              command: str | None = None, needs: tuple[str, ...] = (), file: str | None = None,
-             **served: float | str) -> dict:
-    """reports/<file or name>.json of benchmarks/<name>.py, if it was made for this recipe (ARM, or ARM:SEEDS
-    on some of its seeds; and this joint embedding, and served so: prototype_weight, temperature, vote; and
-    holds the keys `needs`, which older reports lack), else exit naming the command (`command`: the
+             some_seeds: bool = False, **served: float | str) -> dict:
+    """reports/<file or name>.json of benchmarks/<name>.py, if it was made for this recipe (ARM; with
+    `some_seeds`, ARM:SEEDS too; and this joint embedding, and served so: prototype_weight, temperature, vote;
+    and holds the keys `needs`, which older reports lack), else exit naming the command (`command`: the
     benchmark's arguments before the joint options, default `--arm ARM`)."""
-    report = json.loads((ROOT / "reports" / f"{file or name}.json").read_text())
+    file = file or name
+    report = json.loads((ROOT / "reports" / f"{file}.json").read_text())
     made = report.get("arm") or report.get("summary", {}).get("arm")  # int8_cv.json keeps it in its summary
-    made = made.split(":")[0] if made else made
+    if some_seeds and made:
+        made = made.split(":")[0]
     joined = (report.get("pretrained_share", 0.0), report.get("pretrained"))
     served_so = all(report.get(k, SERVED[k]) == v for k, v in served.items()) and all(k in report for k in needs)
     if made != arm or (share is not None and joined != (share, pretrained)) or not served_so:
         options = f" --pretrained-share {share!r}" if share else ""
         options += f" --pretrained {pretrained}" if pretrained else ""
         options += "".join(f" --{k.replace('_', '-')} {v!r}" for k, v in served.items() if v != SERVED[k])
-        sys.exit(f"reports/{name}.json was made for another recipe, embedding or weight: run benchmarks/{name}.py "
+        sys.exit(f"reports/{file}.json was made for another recipe, embedding or weight: run benchmarks/{name}.py "
                  f"{command or '--arm ' + arm}{options}")
     return report
 
@@ -129,7 +131,7 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
     return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
             "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm, share, pretrained, file="int8_cv" + ("" if vote == "mean" else f"_{vote}"),
-                                prototype_weight=weight, vote=vote)["summary"]}
+                                some_seeds=True, prototype_weight=weight, vote=vote)["summary"]}
 
 
 def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:

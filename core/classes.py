@@ -106,8 +106,7 @@ class ClassSet:
 
     def enrolled_named(self, label: str) -> EnrolledClass:
         """The enrolled class `label`, matched as enrolment matches (ignoring case and outer spaces)."""
-        key = label.strip().casefold()
-        shown = repr(label if len(label) <= 64 else label[:64] + "...")  # a label is at most 64 characters
+        key, shown = label.strip().casefold(), shown_label(label)
         if key in {name.casefold() for name in self.builtin.labels}:
             raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
         found = [c for c in self.enrolled if c.label.casefold() == key]
@@ -134,6 +133,11 @@ class ClassSet:
         return ([{"label": name, "kind": "built-in"} for name in self.builtin.labels]
                 + [{"label": c.label, "kind": "enrolled", "examples": c.examples, "enrolled_at": c.enrolled_at,
                     "margin": float(m)} for c, m in zip(self.enrolled, self.margins, strict=True)])
+
+
+def shown_label(label: str) -> str:
+    """A label as an error message quotes it: at most 64 characters (a label's most), then '...'."""
+    return repr(label if len(label) <= 64 else label[:64] + "...")
 
 
 def margin_ok(margin: float | None) -> bool:

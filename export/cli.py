@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from core.openset import ENROL_MARGIN, VOTES, temperature_ok, weight_ok
+from soundarc.cli import fraction
 
 
 def add_arguments(parser) -> None:
@@ -22,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pretrained", help="with --pretrained-share: join this pre-training run's encoder instead")
     parser.add_argument("--open-set", action="store_true",
                         help="add class prototypes and an 'unknown' threshold (reads the run's training data)")
-    parser.add_argument("--frr", type=_rate, default=0.05, help="open set: false-rejection rate to calibrate for")
+    parser.add_argument("--frr", type=fraction, default=0.05, help="open set: false-rejection rate to calibrate for")
     parser.add_argument("--calibration-folds", type=int, nargs="*", default=[],
                         help="open set: folds to calibrate on (default: the training clips)")
     parser.add_argument("--labeled", help="open set: labelled data (default: the run's)")
@@ -48,14 +49,6 @@ def _weight(text: str) -> float:
     if not weight_ok(w):
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return w
-
-
-def _rate(text: str) -> float:
-    """--frr: a share of known clips in [0, 1), refused before anything is exported."""
-    r = float(text)
-    if not 0 <= r < 1:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return r
 
 
 def _temperature(text: str) -> float:

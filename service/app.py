@@ -28,7 +28,7 @@ from batch.index import VectorIndex, load_index
 from core import errors
 from core.answer import SILENCE, AnswerOptions, ClipAnswer, answer, clip_embedding
 from core.artifact import Artifact, load_artifact
-from core.classes import ClassSet, ClassStore, check_margin
+from core.classes import ClassSet, ClassStore, check_margin, shown_label
 from core.clip import PreparedClip, prepare
 from core.clip import spectrogram as spectrogram_image
 from core.features import log_mel
@@ -185,7 +185,7 @@ class SoundArc:
 
     async def remove_class(self, label: str) -> dict:
         if self.classes is None:
-            raise errors.NotFound(f"no enrolled class named {label!r}")
+            raise errors.NotFound(f"no enrolled class named {shown_label(label)}")
         name = self.current_classes().enrolled_named(label).label  # as it was enrolled
         updated = await self._change_classes(lambda classes: classes.remove(label))
         return {"deleted": name, "classes": len(updated.labels)}

@@ -15,6 +15,7 @@ load_inference_model answers with their mean (training.model.InferenceModel).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -28,7 +29,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from core.activity import ActivityConfig
-from core.artifact import write_json_atomic
+from core.artifact import sha256_file, write_json_atomic
 from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.config import TrainConfig
@@ -84,9 +85,9 @@ class Run:
         return self.meta["run_id"]
 
     def pin_source(self, key: str, source: str | Path) -> None:
-        """Record which run stands at `source` (this run's init or teacher) when it starts, and refuse to
-        resume once another run stands there: the run would learn from two."""
-        source_id = read_checkpoint_info(source)["run_id"]
+        """Record which run, with which weights, stands at `source` (this run's init or teacher) when it
+        starts, and refuse to resume once another run or other weights stand there: it would learn from two."""
+        source_id = {"run_id": read_checkpoint_info(source)["run_id"], "weights_sha256": weights_digest(source)}
         sources = self.meta.setdefault("sources", {})
         if sources.get(key, source_id) != source_id:
             raise ConfigError(f"{self.path} started with the {key} {sources[key]}, but {source} now holds {source_id}: "
@@ -174,6 +175,15 @@ def read_history(run_dir: str | Path) -> list[dict]:
         except ValueError:
             continue
     return records
+
+
+def weights_digest(run_dir: str | Path) -> str:
+    """sha256 of a run's weights (an ensemble: of its runs' weights, in order)."""
+    runs = read_checkpoint_info(run_dir).get("ensemble") or [run_dir]
+    digest = hashlib.sha256()
+    for run in runs:
+        digest.update(sha256_file(Path(run) / "checkpoint" / "model.safetensors").encode())
+    return digest.hexdigest()
 
 
 def read_checkpoint_info(run_dir: str | Path) -> dict:

@@ -407,7 +407,7 @@ def test_names_folders_and_lists_that_cannot_be_read_as_given_still_get_rows(tmp
         assert rows[f"{d}/locked"]["error_kind"] == "NotFound" and "Permission denied" in rows[f"{d}/locked"]["error"]
         assert f"{d}/take[1].wav" in rows and not rows[f"{d}/take[1].wav"]["error_kind"]
         assert rows[f"{tmp_path}/in/caf\\xe9.wav"]["label"]  # listed in Latin-1: the same file
-        assert rows[f"{tmp_path}/in/\x00\\xff.wav"]["error_kind"] == "NotFound"  # a NUL byte is no file name
+        assert rows[f"{tmp_path}/in/\\x00\\xff.wav"]["error_kind"] == "NotFound"  # a NUL byte is no file name
         assert rows[f"{table}:3"]["error_kind"] == "BadRequest" and not rows[f"{tmp_path}/in/take1.wav"]["error_kind"]
 
 
@@ -415,8 +415,34 @@ def test_error_rows_are_passed_on_at_once_not_held_for_a_batch(test_artifact):
     from batch.scoring import Prepared, Scorer
     from core.artifact import load_artifact
 
-    scorer = Scorer(load_artifact(test_artifact), OPTIONS)
+    scorer = Scorer(load_artifact(test_artifact), dataclasses.replace(OPTIONS, batch_patches=4))
     assert [r["id"] for r in scorer.add(Prepared("gone.wav", error_kind="NotFound", error="no"))] == ["gone.wav"]
+    clip = Prepared("a.wav", np.zeros((1, 101, 96), np.float32), 1.0, starts_s=np.zeros(1), active=np.ones(1, bool))
+    assert scorer.add(clip) == []  # one window of four: it waits for others
+    lost = [Prepared(f"gone{i}.wav", error_kind="NotFound", error="no") for i in range(3)]
+    assert scorer.add(lost[0]) == scorer.add(lost[1]) == []  # behind the clip, in input order
+    assert [r["id"] for r in scorer.add(lost[2])] == ["a.wav", "gone0.wav", "gone1.wav", "gone2.wav"]  # 4 rows waiting
+
+
+def test_the_error_rate_limit_is_exact_and_older_outputs_lacking_a_later_key_resume(tmp_path):
+    from batch.results import PartWriter
+
+    writer = PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"}, rows_per_part=10_000)
+    for i in range(20_001):
+        writer.add({"id": str(i), "error_kind": "NotFound" if i == 0 else None})
+    assert writer.close({})["error_rate"] == 0.0 and writer.error_rate == 1 / 20_001  # rounded only for display
+    PartWriter(tmp_path / "o", "jsonl", {"model_id": "m", "variant_sha256": "a"}, recorded_later=("variant_sha256",))
+    with pytest.raises(errors.ConfigError, match="variant_sha256"):
+        PartWriter(tmp_path / "o", "jsonl", {"model_id": "m", "variant_sha256": "a"})
+
+
+def test_decoding_processes_leave_ctrl_c_to_the_main_one():
+    import signal
+
+    from batch.scoring import _pool
+
+    with _pool(1) as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
 
 
 def test_a_run_that_wrote_no_row_binds_its_output_to_nothing(tmp_path, test_artifact):
@@ -427,8 +453,8 @@ def test_a_run_that_wrote_no_row_binds_its_output_to_nothing(tmp_path, test_arti
     with pytest.raises(errors.SoundarcError, match="fp16"):  # the test model has no fp16 variant
         score([str(tmp_path / "in")], test_artifact, tmp_path / "o",
               dataclasses.replace(OPTIONS, runtime=RuntimeConfig(precision="fp16")))
-    assert len(score([str(tmp_path / "in")], test_artifact, tmp_path / "o", OPTIONS).__dict__) and \
-        len(read_results(tmp_path / "o")) == 1
+    assert score([str(tmp_path / "in")], test_artifact, tmp_path / "o", OPTIONS).rows == 1  # not refused
+    assert json.loads((tmp_path / "o" / "_run.json").read_text())["precision"] == "fp32"
     (tmp_path / "file").write_text("mine")
     with pytest.raises(errors.ConfigError, match="is a file"):
         score([str(tmp_path / "in")], test_artifact, tmp_path / "file", OPTIONS)

@@ -225,6 +225,7 @@ def test_pretraining_continues_from_init(tiny_esc, tmp_path, monkeypatch):
     assert not torch.equal(adapted.encoder.stem[0].weight, start.encoder.stem[0].weight)
 
 
+@pytest.mark.slow  # ten small fine-tunes
 def test_outlier_exposure_flattens_the_head_on_unlabelled_sounds(tiny_esc, tmp_path):
     """Tones are the classes, clicks the unlabelled pool: with outlier_weight the head's answer to a
     click (eval mode, as served) is near uniform, without it near certain. At this tiny size eval-mode
@@ -318,9 +319,15 @@ def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw
     untaught = run("plain").history()[-1]
     assert untaught["val_clip_accuracy"] > 0.8 and taught["val_clip_accuracy"] < 0.2, (untaught, taught)
 
-    # the student resumes with the same teacher, not with another run saved at its path
+    # the student resumes with the same teacher, not with another run or other weights at its path
     run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0)
-    save_ensemble([teacher.path, teacher.path], tmp_path / "ens")  # the same answers, but another run
+    save_weights({k: v.roll(1, dims=0) if k.startswith("classifier.") else v for k, v in state.items()},
+                 teacher.path)  # other weights under the same run id
+    with pytest.raises(ConfigError, match="put that run back"):
+        run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0)
+    save_weights(state, teacher.path)
+    run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0)  # as it was: resumes
+    save_ensemble([teacher.path, teacher.path], tmp_path / "ens")  # the same weights, but another run
     with pytest.raises(ConfigError, match="put that run back"):
         run("student", teacher=str(tmp_path / "ens"), distill_weight=1.0)
 
