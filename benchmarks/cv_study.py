@@ -20,6 +20,7 @@ into their cv-share<S>.json, for openset_cv.py and embedding_cv.py; the accuraci
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ SSL_OE = ["init=runs/pretrain/ssl-acl", *OE]  # fine-tuned from the ACL pre-trai
 EQ = ["init=runs/pretrain/ssl-acl", *EQ_FINETUNE]  # the shipped recipe
 KD = ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "distill_weight=0.5",  # ... taught by its fold's ensemble
       "teacher=runs/cv/ssl-acl-rc-acl-robust-oe-eq-ens/fold{fold}-seed0+1"]
+TEACHER = re.compile(r"teacher=runs/cv/(?P<arm>.+)-ens/fold\{fold\}-seed(?P<seeds>[0-9+]+)")
 ARMS = {
     "ce-views": ["loss=ce", "augment=views", "active_only=false"],  # the shipped recipe of an early session
     "ce-robust": ["loss=ce", *ROBUST],
@@ -127,6 +129,12 @@ ARMS = {
     # audio, not their labels: PRETRAININGS), so the encoder has heard the recordings it is fine-tuned on
     "ssl-acl-dapt-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-dapt/fold{fold}", *EQ_FINETUNE],
 }
+
+
+def teacher_of(arm: str) -> tuple[str, list[int]] | None:
+    """The arm and seeds whose per-fold ensemble (soup_cv.py --ensemble) a distilled arm learns from."""
+    match = next((m for s in ARMS[arm] if (m := TEACHER.fullmatch(s))), None)
+    return (match["arm"], [int(s) for s in match["seeds"].split("+")]) if match else None
 
 
 def pretrain_sets(width: int = 32, epochs: int = 50, seed: int = 0) -> list[str]:

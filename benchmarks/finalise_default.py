@@ -90,6 +90,9 @@ def data_of(config: dict, share: float, pretrained: str | None) -> str:
         data += "; noise for augmentation from " + ", ".join(config["unlabeled"])
     if config.get("outlier_weight"):
         data += "; open-set negatives (outlier exposure, no labels) from " + ", ".join(config["unlabeled"])
+    if config.get("teacher"):
+        data += (f"; the answers of {config['teacher']} learnt beside the labels (distillation, weight "
+                 f"{config['distill_weight']:g}, temperature {config['distill_temperature']:g})")
     if config.get("init"):
         data += f"; encoder pre-trained {pretraining_of(config['init'])}"
     if share and (not pretrained or pretrained == config.get("init")):

@@ -11,6 +11,8 @@
 #    fine-tuned from); 3) the final run(s) on folds 1-4 (several: averaged, or an ensemble); 4) export, with the joint embedding,
 #    the open set, the temperature, the event parameters and the CV figures in the manifest; 5) the int8
 #    variant for CPUs.
+#    A distilled ARM (cv_study.teacher_of) trains its teacher arm's CV runs and their per-fold ensembles
+#    first, and its final run learns from the ensemble of the teacher arm's final runs.
 #    Every training step resumes or skips; the averaging, export and int8 steps run again (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +28,18 @@ CV_ARMS=${CV_ARMS:-$ARM}  # the other arms of the comparison: BENCHMARKS.md, eac
 SHARE=${SHARE:-0.6}  # the pre-trained encoder's share of the joint embedding (0: the fine-tuned one alone)
 PRETRAINED=${PRETRAINED-}  # ... that encoder: runs/pretrain/NAME of cv_study.PRETRAININGS ('': ARM's own)
 REPORT=${REPORT:-cv_study}  # reports/REPORT.*: the CV study of this machine's pre-training (another draw elsewhere)
+STUDY="import sys; sys.path.insert(0, 'benchmarks'); import cv_study"
+# a distilled arm (its settings name a teacher): first the teacher arm's CV runs and their per-fold ensembles,
+# which its CV runs learn from; its final run learns from the ensemble of the teacher arm's final runs
+read -r TEACHER_ARM TEACHER_SEEDS <<< "$($BIN/python -c "$STUDY; t = cv_study.teacher_of('$ARM'); print(*([t[0], *t[1]] if t else ['None']))")"
+if [ "$TEACHER_ARM" != None ]; then
+  # shellcheck disable=SC2086
+  $BIN/python benchmarks/cv_study.py --arms "$TEACHER_ARM" --seeds $TEACHER_SEEDS --report "$REPORT"
+  # shellcheck disable=SC2086
+  $BIN/python benchmarks/soup_cv.py --arm "$TEACHER_ARM" --seeds $TEACHER_SEEDS --ensemble --report "$REPORT"
+fi
 # shellcheck disable=SC2086
 $BIN/python benchmarks/cv_study.py --arms $CV_ARMS --seeds $CV_SEEDS --report "$REPORT"
-STUDY="import sys; sys.path.insert(0, 'benchmarks'); import cv_study"
 JOINT=()
 if awk "BEGIN { exit !($SHARE > 0) }"; then
   JOINT=(--pretrained-share "$SHARE")
@@ -67,13 +78,29 @@ TEMPERATURE=$($BIN/python -c "import json; print(json.load(open('reports/calibra
 $BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
-SETS=$($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$ARM']))")
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
-ARGS=(); for s in $SETS; do ARGS+=(--set "$s"); done
+final_run() {  # ARM SEED [SETTING...]: the final run of ARM on folds 1-4 (its CV teacher left out for SETTINGs)
+  local arm=$1 seed=$2 args=() s
+  shift 2
+  for s in $($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$arm']))") "$@"; do
+    [[ $s == teacher=runs/cv/* ]] || args+=(--set "$s")
+  done
+  $BIN/soundarc train finetune --config configs/default-model.yaml --set labeled="$ESC10" "${args[@]}" --set seed="$seed" \
+      --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$arm-seed$seed"
+}
+TAUGHT=()
+if [ "$TEACHER_ARM" != None ]; then
+  TEACHERS=()
+  for seed in $TEACHER_SEEDS; do
+    final_run "$TEACHER_ARM" "$seed"
+    TEACHERS+=("runs/default-$TEACHER_ARM-seed$seed")
+  done
+  $BIN/python benchmarks/soup_cv.py --runs "${TEACHERS[@]}" --out "runs/default-$TEACHER_ARM-ens" --ensemble
+  TAUGHT=("teacher=runs/default-$TEACHER_ARM-ens")
+fi
 FINAL=()  # one final run per seed on folds 1-4, then (several) their weights averaged or an ensemble of them
 for seed in $FINAL_SEEDS; do
-  $BIN/soundarc train finetune --config configs/default-model.yaml --set labeled="$ESC10" "${ARGS[@]}" --set seed="$seed" \
-      --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$ARM-seed$seed"
+  final_run "$ARM" "$seed" "${TAUGHT[@]}"
   FINAL+=("runs/default-$ARM-seed$seed")
 done
 SHIPPED="${FINAL[0]}"
