@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -25,11 +26,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-k", type=at_least(1), default=5, help="scores kept per row (the classes and 'unknown')")
     parser.add_argument("--classes", default="", help="an enrolled-classes file (the server's SOUNDARC_CLASSES): "
                         "answer with those classes too, as /classify does")
-    parser.add_argument("--no-open-set", dest="open_set", action="store_false",
-                        help="never answer 'unknown' (as /classify with open_set=false)")
+    parser.add_argument("--open-set", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer 'unknown' for sounds far from every class (--no-open-set: never, as /classify "
+                        "with open_set=false)")
     parser.add_argument("--threshold-rad", type=float, default=None,
-                        help="answer 'unknown' beyond this angle to every class (as /classify's threshold_rad); "
-                        "default: the model's")
+                        help="answer 'unknown' beyond this angle to every class (as /classify's threshold_rad; "
+                        "None: the model's)")
     parser.add_argument("--workers", type=at_least(0), default=default_workers(),
                         help="decode/feature processes (0: in this process); default: one per core but one")
     parser.add_argument("--threads", type=at_least(0), default=0, help="ONNX Runtime intra-op threads (0: its default)")

@@ -71,9 +71,14 @@ class AudioTooLong(TooLarge):
 
 
 class RequestTimeout(SoundarcError):
-    """408: the request's body stopped arriving (no bytes for a while): its slot is given back."""
+    """408: the request's body stopped arriving (no bytes for a while): its slot is given back, and the
+    connection closed (the rest of its body will not be read)."""
 
     status_code = 408
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
 
 
 class ProcessingTimeout(SoundarcError):

@@ -32,8 +32,8 @@ def run(args) -> int:
     model = Path(args.model)
     if not (model / "manifest.json").is_file():
         print(
-            f"soundarc: no model yet at {model}/ (no manifest.json). Train and export one "
-            "(`soundarc train ...`, `soundarc export RUN_DIR models/default`) or pass --model DIR.",
+            f"soundarc: cannot start: no model at {model}/ (no manifest.json). Export one there "
+            f"(`soundarc export RUN_DIR {model}`) or pass --model DIR (SOUNDARC_MODEL).",
             file=sys.stderr,
         )
         return 2

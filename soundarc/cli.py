@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module).add_arguments(sp)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines about CPU builds read as failures
     from core.errors import SoundarcError
 
     try:

@@ -3,6 +3,7 @@ stream (at real-time pace, or `--fast`) and print each window's answer, the even
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -15,8 +16,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--url", default="ws://127.0.0.1:3000/stream", help="the server's stream route")
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
     parser.add_argument("--top-k", type=at_least(1), default=3, help="classes ranked per window")
-    parser.add_argument("--no-open-set", dest="open_set", action="store_false", help="never answer 'unknown'")
-    parser.add_argument("--threshold-rad", type=float, help="answer 'unknown' beyond this angle (default: the model's)")
+    parser.add_argument("--open-set", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer 'unknown' for sounds far from every class (--no-open-set: never)")
+    parser.add_argument("--threshold-rad", type=float, help="answer 'unknown' beyond this angle (None: the model's)")
     parser.add_argument("--chunk-ms", type=at_least(1), default=100, help="audio per message")
     parser.add_argument("--json", action="store_true", help="print the server's messages as JSON lines")
 
@@ -70,5 +72,6 @@ def show(message: dict, as_json: bool) -> None:
         print(f"  event {message['label']}: {message['start_s']:.2f}-{message['end_s']:.2f} s", flush=True)
     elif kind == "summary":
         score = "" if message["score"] is None else f" ({100 * message['score']:.0f} %)"
+        events = len(message.get("events", []))
         print(f"summary: {message['label']}{score}, {message['duration_s']} s, {message['activity']['windows']} windows, "
-              f"{len(message.get('events', []))} events")
+              f"{events} event{'' if events == 1 else 's'}")
