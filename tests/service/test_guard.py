@@ -49,8 +49,9 @@ def call(guard: RequestGuard, body: str = "whole", after_s: float = 0.0) -> tupl
         return answered_in_flight, guard.in_flight
 
     in_flight = asyncio.run(go())
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")), in_flight
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    call.headers = dict(start["headers"])
+    return start["status"], json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")), in_flight
 
 
 def guard_of(app, timeout_s: float = 1.0) -> RequestGuard:
@@ -60,6 +61,7 @@ def guard_of(app, timeout_s: float = 1.0) -> RequestGuard:
 def test_a_body_that_stalls_or_trickles_is_408_and_gives_its_slot_back():
     status, body, in_flight = call(guard_of(app_that()), body="stalls")
     assert (status, body["message"], in_flight) == (408, "the request body stalled: no bytes for 0.2 s", (0, 0))
+    assert call.headers[b"connection"] == b"close"  # the rest of the body will not be read
     status, body, in_flight = call(guard_of(app_that()), body="trickles")  # never idle, never whole
     assert (status, body["error"], in_flight) == (408, "RequestTimeout", (0, 0)) and "did not arrive" in body["message"]
 
