@@ -63,7 +63,13 @@ class RequestGuard:
         progress = _Progress(send)
         task = asyncio.ensure_future(self._guarded(scope, receive, progress))
         task.add_done_callback(lambda done_task: self._upload_done(done_task, progress))
-        done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        except asyncio.CancelledError:  # the client went away: a body still arriving is dropped, work runs out
+            progress.abandoned = True
+            if not progress.body_read:
+                task.cancel()
+            raise
         if done or progress.started:  # answered, or answering: let it finish
             return await task
         if not progress.body_read:  # the body is still trickling in, and nothing runs on it yet
@@ -76,7 +82,7 @@ class RequestGuard:
     def _upload_done(self, task: asyncio.Task, progress: _Progress) -> None:
         self.in_flight -= 1
         if progress.abandoned and not task.cancelled() and task.exception() is not None:  # nobody awaits it now
-            log.warning("an upload answered 504 failed afterwards: %r", task.exception())
+            log.warning("an upload abandoned (504, or its client gone) failed afterwards: %r", task.exception())
 
     async def _guarded(self, scope, receive, progress: _Progress):
         send = progress.send

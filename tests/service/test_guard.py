@@ -77,3 +77,22 @@ def test_an_answer_under_way_is_not_cut_and_the_routes_own_errors_are_not_504():
     assert call(guard_of(app_that()))[:2] == (200, {"done": True})
     with pytest.raises(TimeoutError):  # the route's own error reaches the server as it was
         call(guard_of(app_that(raises=TimeoutError("the route's"))))
+
+
+def test_a_client_gone_while_its_body_arrives_gives_its_slot_back():
+    guard = guard_of(app_that())
+
+    async def go():
+        async def receive():
+            await asyncio.Event().wait()  # the body never comes
+        async def send(message):
+            pass
+        request = asyncio.ensure_future(guard({"type": "http", "method": "POST", "path": "/classify",
+                                               "headers": HEADERS}, receive, send))
+        await asyncio.sleep(0.05)
+        request.cancel()  # as the server does when the client disconnects
+        await asyncio.wait({request})
+        await asyncio.sleep(0.01)
+        return guard.in_flight
+
+    assert asyncio.run(go()) == 0
