@@ -29,31 +29,37 @@ function setClip(blob, name) {
 
 // --- classify -------------------------------------------------------------------------------
 // the open-set choices of the page: {open_set, threshold_rad (radians, when an angle in degrees is given)}
-function openSet() {
+function openSet() { // throws on an angle out of range, in the page's own unit
   const degrees = $("threshold").value;
+  if (degrees !== "" && !(degrees > 0 && degrees <= 180)) throw new Error(`the "beyond" angle is in degrees, above 0 and at most 180; got ${degrees}`);
   return { open_set: $("open-set").checked, ...(degrees ? { threshold_rad: (degrees * Math.PI) / 180 } : {}) };
 }
 
+let asked = 0; // the number of the latest classification: an answer to an earlier one is dropped
+
 async function classify() {
+  const ticket = ++asked;
   const form = new FormData();
   form.append("audio", clip.blob, clip.name);
   form.append("top_k", $("top-k").value);
   form.append("windows", "true");
   form.append("events", "true");
   form.append("spectrogram", "true");
-  for (const [name, value] of Object.entries(openSet())) form.append(name, String(value));
-  status("classifying…");
   $("result").hidden = true; // never the previous clip's answer under this clip's name
+  $("similar").replaceChildren();
   try {
+    for (const [name, value] of Object.entries(openSet())) form.append(name, String(value));
+    status("classifying…");
     const result = await call("POST", "/classify", form);
+    if (ticket !== asked) return;
     showResult(result);
     const warnings = result.warnings.length ? ` (${result.warnings.join("; ")})` : "";
-    status(`${result.duration_s} s of audio, ${result.windows.length} windows${warnings}`, warnings !== "");
+    status(`${result.duration_s} s of audio, ${plural(result.windows.length, "window")}${warnings}`, warnings !== "");
   } catch (e) {
-    status(e.message, true);
+    if (ticket === asked) status(e.message, true);
     return;
   }
-  await showSimilar();
+  await showSimilar(ticket);
 }
 
 function showResult(result) {
@@ -69,7 +75,9 @@ function showResult(result) {
     fill.style.width = `${Math.max(0, Math.min(1, score)) * 100}%`;
     fill.style.background = colour(label);
     track.append(fill);
-    row.append(element("span", "name", label), track, element("span", "score", percent(score)));
+    const name = element("span", "name", label);
+    name.title = label; // a long name is cut short in its column
+    row.append(name, track, element("span", "score", percent(score)));
     return row;
   }));
   bars.title = "if it is one of the classes it knows: the probability of each";
@@ -98,12 +106,12 @@ function drawTimeline() {
     cell.style.background = s.label === "silence" ? "#eee" : colour(s.label);
     if (s.label === "silence") cell.style.color = "#777";
     cell.dataset.windows = s.windows;
-    cell.title = `${s.start_s}-${s.end_s} s: ${s.label} (${s.windows} windows` +
+    cell.title = `${s.start_s}-${s.end_s} s: ${s.label} (${plural(s.windows, "window")}` +
       (s.score === null ? ")" : `, mean ${percent(s.score)})`);
     return cell;
   }));
   $("events").replaceChildren(...(result.events || []).map((e) => {
-    const bar = element("div", "event", `${e.label} ${percent(e.score)}`);
+    const bar = element("button", "event", `${e.label} ${percent(e.score)}`);
     Object.assign(bar.style, { left: at(e.start_s), width: at(e.end_s - e.start_s), background: colour(e.label) });
     bar.title = `${e.label}: ${e.start_s.toFixed(2)}-${e.end_s.toFixed(2)} s, ${percent(e.score)}`;
     bar.onclick = () => { $("player").currentTime = e.start_s; $("player").play().catch(() => {}); };
@@ -170,17 +178,20 @@ function explain(result) { // one plain sentence on how the answer was reached
 
 function percent(p) { return `${(100 * p).toFixed(p > 0.995 || p < 0.005 ? 1 : 0)} %`; }
 
-async function showSimilar() {
+async function showSimilar(ticket) {
   const form = new FormData();
   form.append("audio", clip.blob, clip.name);
   form.append("top_k", "5");
+  let items;
   try {
     const found = await call("POST", "/search", form);
-    $("similar").replaceChildren(...found.results.map((r) =>
-      element("li", "", `${r.id} (${r.label ?? "?"}), similarity ${r.similarity.toFixed(3)}`)));
+    items = found.results.length ? found.results.map((r) =>
+      element("li", "", `${r.id} (${r.label ?? "?"}), similarity ${r.similarity.toFixed(3)}`))
+      : [element("li", "", "none: a clip without sound has no embedding to search with")];
   } catch (e) {
-    $("similar").replaceChildren(element("li", "", e.message.includes("404") ? "no index is loaded (SOUNDARC_INDEX)" : e.message));
+    items = [element("li", "", e.message.includes("404") ? "no index is loaded (SOUNDARC_INDEX)" : e.message)];
   }
+  if (ticket === asked) $("similar").replaceChildren(...items);
 }
 
 function drawSpectrogram(spec) {
@@ -199,9 +210,10 @@ function drawSpectrogram(spec) {
 }
 
 // --- recording: microphone -> 16-bit PCM WAV -----------------------------------------------
-let recorder = null;
+let recorder = null; // {stream, context, node, chunks}, or "starting" while the microphone is asked for
 
 async function toggleRecording() {
+  if (recorder === "starting") return;
   if (recorder) {
     const { stream, context, node, chunks } = recorder;
     recorder = null;
@@ -213,6 +225,7 @@ async function toggleRecording() {
     setClip(wav(chunks, context.sampleRate), "recording.wav");
     return;
   }
+  recorder = "starting";
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     const context = new AudioContext();
@@ -225,6 +238,7 @@ async function toggleRecording() {
     $("record").textContent = "■ Stop";
     $("record").classList.add("recording");
   } catch (e) {
+    recorder = null;
     status(`the microphone is not available: ${e.message}`, true);
   }
 }
@@ -246,13 +260,22 @@ function wav(chunks, sampleRate) {
 }
 
 // --- listen live: microphone -> ws /stream -> a scrolling timeline ------------------------------
-let live = null;
+let live = null; // the live session ({stop}), or "starting" while the microphone is asked for
 
 async function toggleLive() {
+  if (live === "starting") return;
   if (live) {
     live.stop();
     return;
   }
+  let setup;
+  try {
+    setup = { encoding: "f32le", channels: 1, top_k: 3, ...openSet() };
+  } catch (e) {
+    status(e.message, true, "live-status");
+    return;
+  }
+  live = "starting";
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     const context = new AudioContext();
@@ -260,35 +283,48 @@ async function toggleLive() {
     const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/stream`);
     socket.binaryType = "arraybuffer";
     const colour = colours([]);
+    const session = { sent: false, released: false };
     $("live-timeline").replaceChildren();
     $("live-events").replaceChildren();
     $("live-summary").textContent = "";
     socket.onopen = () => {
-      socket.send(JSON.stringify({ sample_rate: context.sampleRate, encoding: "f32le", channels: 1, top_k: 3, ...openSet() }));
+      socket.send(JSON.stringify({ sample_rate: context.sampleRate, ...setup }));
       node.onaudioprocess = (e) => {
-        if (socket.readyState === WebSocket.OPEN) socket.send(new Float32Array(e.inputBuffer.getChannelData(0)).buffer);
+        if (socket.readyState !== WebSocket.OPEN) return;
+        socket.send(new Float32Array(e.inputBuffer.getChannelData(0)).buffer);
+        session.sent = true;
       };
       context.createMediaStreamSource(stream).connect(node);
       node.connect(context.destination);
     };
     socket.onmessage = (e) => showLive(JSON.parse(e.data), colour);
     socket.onclose = (e) => {
-      if (e.code !== 1000) status(`the stream closed (${e.code}): ${e.reason}`, true, "live-status");
+      if (e.code !== 1000 && !session.released) {
+        status(`the stream closed (${e.code})${e.reason ? `: ${e.reason}` : ""}`, true, "live-status");
+      }
       release();
     };
-    const release = () => {
+    const release = () => { // this session's microphone, socket and button, once
+      if (session.released) return;
+      session.released = true;
       node.disconnect();
       stream.getTracks().forEach((t) => t.stop());
-      context.close();
-      live = null;
-      $("listen").textContent = "● Listen live";
-      $("listen").classList.remove("recording");
+      context.close().catch(() => {});
+      if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close();
+      if (live === session) {
+        live = null;
+        $("listen").textContent = "● Listen live";
+        $("listen").classList.remove("recording");
+      }
     };
-    live = { stop: () => socket.readyState === WebSocket.OPEN ? socket.send(JSON.stringify({ type: "end" })) : release() };
+    // stop: with audio sent, ask for the summary (the server closes after it); else just let go
+    session.stop = () => session.sent ? socket.send(JSON.stringify({ type: "end" })) : release();
+    live = session;
     $("listen").textContent = "■ Stop";
     $("listen").classList.add("recording");
     status("listening… (answers come as each 5 s of audio completes)", false, "live-status");
   } catch (e) {
+    live = null;
     status(`the microphone is not available: ${e.message}`, true, "live-status");
   }
 }
@@ -300,13 +336,13 @@ function showLive(message, colour) {
     if (message.label === "silence") cell.style.color = "#777";
     cell.title = message.labels.map((l) => `${l.label} ${percent(l.score)}`).join(", ");
     $("live-timeline").append(cell);
-    cell.scrollIntoView({ block: "nearest", inline: "end" });
+    $("live-timeline").scrollLeft = $("live-timeline").scrollWidth; // the newest in view, the page left where it is
   } else if (message.type === "event") {
     $("live-events").append(element("li", "", `${message.label}: ${message.start_s.toFixed(2)}-${message.end_s.toFixed(2)} s`));
   } else if (message.type === "summary") {
     $("live-summary").textContent = `${message.label}` + (message.score === null ? "" : ` (${percent(message.score)})`) +
       ` over ${message.duration_s} s`;
-    status(`${message.activity.windows} windows, ${message.events.length} events`, false, "live-status");
+    status(`${plural(message.activity.windows, "window")}, ${plural(message.events.length, "event")}`, false, "live-status");
   }
 }
 
@@ -318,10 +354,10 @@ async function showClasses() {
   $("class-list").replaceChildren(...classes.map((c) => {
     const item = element("li", "", `${c.label} `);
     item.append(element("span", "kind", c.kind === "enrolled"
-      ? `(enrolled from ${c.examples} clips, margin ${c.margin}) ` : "(built-in)"));
+      ? `(enrolled from ${plural(c.examples, "clip")}, margin ${c.margin}) ` : "(built-in)"));
     if (c.kind === "enrolled") {
       const remove = element("button", "secondary", "delete");
-      remove.onclick = () => deleteClass(c.label);
+      remove.onclick = () => { remove.disabled = true; deleteClass(c.label); };
       item.append(remove);
     }
     return item;
@@ -335,15 +371,16 @@ async function enrol() {
   for (const f of $("enrol-files").files) form.append("audio", f, f.name);
   if ($("enrol-current").checked && clip) form.append("audio", clip.blob, clip.name);
   status("enrolling…", false, "class-status");
+  $("enrol").disabled = true; // once: a second click would answer 409 for the class the first made
   try {
     const made = await call("POST", "/classes", form);
-    status(`enrolled "${made.label}" from ${made.examples} clips`, false, "class-status");
+    status(`enrolled "${made.label}" from ${plural(made.examples, "clip")}`, false, "class-status");
     $("enrol-label").value = "";
     $("enrol-files").value = "";
-    await showClasses();
   } catch (e) {
     status(e.message, true, "class-status");
   }
+  await showClasses().catch((e) => status(e.message, true, "class-status")); // enables Enrol again where it can
 }
 
 async function deleteClass(label) {
@@ -367,11 +404,20 @@ function element(tag, className, text) {
 
 const PALETTE = ["#3b6fd8", "#d8663b", "#2e9e5b", "#9b4fc4", "#c9a227", "#d14d8b", "#3aa6b9", "#7a7f2b", "#8c5a3c", "#5a6478"];
 
-function colours(labels) { // label -> colour, in order of first appearance (the ranking first)
+const UNKNOWN_COLOUR = "#8a909c";
+
+function colours(labels) { // label -> colour, in order of first appearance (these first, any other as it comes)
   const order = new Map();
-  for (const label of labels) if (!order.has(label)) order.set(label, order.size);
-  return (label) => PALETTE[order.get(label) % PALETTE.length];
+  const colour = (label) => {
+    if (label === "unknown") return UNKNOWN_COLOUR;
+    if (!order.has(label)) order.set(label, order.size);
+    return PALETTE[order.get(label) % PALETTE.length];
+  };
+  labels.forEach(colour);
+  return colour;
 }
+
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 function heat(t) { // black -> purple -> orange -> yellow
   const stops = [[0, 0, 0], [90, 20, 140], [230, 90, 40], [255, 240, 120]];

@@ -113,6 +113,11 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.fill("#threshold", "10")  # the request's "unknown" angle, stricter than the rooster's 18°
     page.click("#classify")
     page.wait_for_function("document.getElementById('label').textContent === 'unknown'")
+    events = page.eval_on_selector_all("#events .event", "bars => bars.map(b => b.style.background)")
+    assert events and all(events), events  # every event coloured, its class in the ranking or not
+    page.fill("#threshold", "200")  # the page's unit is degrees: said on the page, nothing sent
+    page.click("#classify")
+    page.wait_for_function("document.getElementById('clip-status').textContent.includes('degrees')")
     page.fill("#threshold", "")
 
     page.fill("#enrol-label", "my rooster")
@@ -139,6 +144,8 @@ def test_web_page_in_chromium(browser, default_server, fixtures, tmp_path):
     page.click("#listen")
     page.wait_for_function("document.getElementById('live-summary').textContent.includes(' s')")
     assert page.locator("#live-timeline .window").count() >= 10
+    cells = page.eval_on_selector_all("#live-timeline .window", "cells => cells.map(c => c.style.background)")
+    assert all(cells), cells  # every live window coloured (a class first heard live too)
     assert "error" not in (page.get_attribute("#live-status", "class") or "")
     live_status = page.text_content("#live-status")
     assert " windows, " in live_status and "undefined" not in live_status, live_status  # the summary's counts
