@@ -48,7 +48,7 @@ class WeightAverage:
 def recompute_batchnorm(model: SoundModel, batches: Iterable[torch.Tensor]) -> None:
     """Replace the encoder's BatchNorm running statistics by their plain mean over `batches` of
     training inputs (B, 1, T, M): averaged weights do not match averaged statistics."""
-    norms = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    norms = {m: m.momentum for m in model.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative mean over the pass

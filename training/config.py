@@ -5,6 +5,7 @@ names the valid keys or the expected type."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -93,6 +94,13 @@ class TrainConfig:
     def validate(self, mode: str) -> TrainConfig:
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
+        for name, value in self.to_dict().items():  # NaN or infinity would train on NaN inputs or losses
+            numbers = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ConfigError(f"{name} must be finite, got {value}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.threads < 0:
+            raise ConfigError(f"lr must be above 0, weight_decay and threads at least 0, got {self.lr}, "
+                              f"{self.weight_decay}, {self.threads}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
         for name in ("ssl_alpha", "sup_alpha", "noise_prob", "band_limit_prob", "view_band_limit_prob", "eq_prob", "reverb_prob"):

@@ -76,7 +76,8 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
 
         return linear_probe(cfg, run, model, splits, frontend, activity, device) if rank == 0 else run
 
-    optimizer, scheduler = make_optimizer(model, cfg, step.clips // world)
+    optimizer, scheduler = make_optimizer(model, cfg, len(epoch_order(np.random.default_rng(0), step.clips,
+                                                                  cfg.patches_per_clip, rank, world)))
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
     average = WeightAverage(run.path / "average.pt", cfg.average_last, cfg.epochs)
     log.info("%s: %s", mode, step.describe())
@@ -317,14 +318,18 @@ def load_teacher(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig):
 
 
 def same_data(config: dict, labeled: str) -> bool:
-    """Whether a run of this config read the labelled data at `labeled`."""
-    return Path(config.get("labeled", "")).resolve() == Path(labeled).resolve()
+    """Whether a run of this config read the labelled data at `labeled`; a path that cannot be found from
+    here (another machine, another working directory) counts as the same: a leak is refused, not missed."""
+    path = Path(config.get("labeled", ""))
+    return not path.exists() or path.resolve() == Path(labeled).resolve()
 
 
-def folds_seen(config: dict, labeled: str) -> set[int]:
-    """The folds of the labelled data `labeled` that a run of this config learnt from: its own pool, and
-    that of the runs it continued (init) or learnt the answers of (teacher), where they can still be read."""
-    labelled = config.get("pretrain_labeled", True) and same_data(config, labeled)
+def folds_seen(info: dict, labeled: str) -> set[int]:
+    """The folds of the labelled data `labeled` that a run (its checkpoint.json) learnt from: its own pool
+    (a fine-tune's always, a pre-training's with pretrain_labeled), and that of the runs it continued
+    (init) or learnt the answers of (teacher), where they can still be read."""
+    config = info.get("config", {})
+    labelled = (info.get("mode") == "finetune" or config.get("pretrain_labeled", True)) and same_data(config, labeled)
     folds = set(config.get("train_folds", ())) if labelled else set()
     for source in (config.get("init"), config.get("teacher")):
         if source:
@@ -338,9 +343,8 @@ def folds_seen(config: dict, labeled: str) -> set[int]:
 def folds_seen_by(run: str | Path, labeled: str) -> set[int]:
     """folds_seen of a run directory, or of every run of an ensemble."""
     info = read_checkpoint_info(run)
-    configs = ([read_checkpoint_info(m).get("config", {}) for m in info["ensemble"]] if "ensemble" in info
-               else [info.get("config", {})])
-    return set().union(*(folds_seen(c, labeled) for c in configs))
+    infos = [read_checkpoint_info(m) for m in info["ensemble"]] if "ensemble" in info else [info]
+    return set().union(*(folds_seen(i, labeled) for i in infos))
 
 
 def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
@@ -349,7 +353,7 @@ def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
     pretrained, info = load_checkpoint(cfg.init)
     if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
         raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
-    seen = folds_seen(info.get("config", {}), cfg.labeled)
+    seen = folds_seen(info, cfg.labeled)
     if seen & set(cfg.val_folds):
         raise ConfigError(f"{cfg.init} was pre-trained on folds {sorted(seen)} of the labelled data, which include "
                           f"this run's validation folds {list(cfg.val_folds)}: its figures would not be held out")

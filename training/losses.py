@@ -15,7 +15,8 @@ equals the paper's sum; at any other batch each part keeps its scale, so α keep
   (it depends on the number of classes, not on the batch size).
 `reduction="sum"` is the paper's C · Σ as written.
 
-All losses run in float32 (or float64 when given float64), whatever the autocast dtype.
+The loop calls them outside autocast, on float32 outputs: they run in float32 (or float64 when given
+float64). Inside an autocast region their matmuls would run in bf16.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from training.evaluate import (
     uniformity,
     window_activity,
 )
+from training.loop import folds_seen
 from training.plots import plot_angles, plot_confusion, plot_curves, plot_projection
 from training.run import load_checkpoint, read_history
 from training.setup import pick_device
@@ -46,7 +47,10 @@ def evaluate_run(run_dir: str, labeled: str, folds: tuple[int, ...], cache_dir: 
     labels = data.labels()
     active = window_activity(data, frontend, ActivityConfig.from_dict(info["activity"]))
     embeddings = clip_embeddings(h, active)
-    result = {"run_id": info["run_id"], "folds": list(folds), "clips": len(data),
+    seen = sorted(folds_seen(info, labeled) & set(folds)) if any(c.fold is not None for c in chosen) else ["all"]
+    if seen:  # said in the result, not only in the log: these figures are not held out
+        log.warning("%s learnt from folds %s of these clips: their figures are training figures", run, seen)
+    result = {"run_id": info["run_id"], "folds": list(folds), "learnt_from": seen, "clips": len(data),
               "uniformity": uniformity(embeddings), "tolerance": tolerance(embeddings, labels)}
     if logits is not None:
         result.update(classification_metrics(logits, labels, names, active))

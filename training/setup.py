@@ -49,7 +49,8 @@ def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; nothing on CPU. Losses cast themselves back to float32."""
+    """bf16 autocast on CUDA, around the forward pass only (the losses run on its outputs cast to float32);
+    nothing on CPU."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -88,22 +89,27 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
     return Splits(train, val, unlabeled)
 
 
-def make_optimizer(model: SoundModel, cfg: TrainConfig, items_per_epoch: int):
-    """AdamW with linear warm-up then cosine decay over the run, stepped once per batch; the encoder
-    at `encoder_lr_scale` times the learning rate of the heads."""
+def make_optimizer(model: SoundModel, cfg: TrainConfig, patches_per_epoch: int):
+    """AdamW with linear warm-up then cosine decay over the run, stepped once per batch of this
+    process's `patches_per_epoch` (epoch_order's share); the encoder at `encoder_lr_scale` times the
+    learning rate of the heads."""
     parameters = model.parameters()
     if cfg.encoder_lr_scale != 1.0:  # two groups; one otherwise, as runs made before the knob resume with
         encoder = set(model.encoder.parameters())
         parameters = [{"params": list(model.encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale},
                       {"params": [p for p in model.parameters() if p not in encoder]}]
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    order = np.arange(items_per_epoch * cfg.patches_per_clip)
+    order = np.arange(patches_per_epoch)
     steps_per_epoch = sum(1 for _ in batches(order, cfg.batch_size)) or 1  # the last, partial batch too
     return optimizer, cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
 
 
 def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
-    """Backward, average the gradients over the processes of a distributed run, step."""
+    """Backward, average the gradients over the processes of a distributed run, step; a loss that is not
+    finite stops the run before it reaches the weights (the epoch's checkpoint keeps the last good ones)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"the loss is {value}: lower the learning rate or check the data")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if is_distributed():
@@ -115,7 +121,7 @@ def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
                     p.grad /= world
     optimizer.step()
     scheduler.step()
-    return loss.item()
+    return value
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:

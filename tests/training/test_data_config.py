@@ -78,6 +78,12 @@ def test_config_strict(tmp_path):
         TrainConfig(train_folds=(1, 2), val_folds=(2,)).validate("finetune")
     with pytest.raises(ConfigError, match="unknown loss"):
         TrainConfig(loss="mse").validate("finetune")
+    for nonsense, needle in ((dict(lr=0.0), "lr"), (dict(lr=-1.0), "lr"), (dict(weight_decay=-0.5), "weight_decay"),
+                             (dict(threads=-4), "threads"), (dict(lr=float("nan")), "lr must be finite"),
+                             (dict(snr_db=(float("nan"), 30.0)), "snr_db must be finite"),
+                             (dict(mixup=float("inf")), "mixup must be finite")):
+        with pytest.raises(ConfigError, match=needle):
+            TrainConfig(**nonsense).validate("finetune")
     with pytest.raises(ConfigError, match=r"band_limit_prob must be in \[0, 1\]"):
         TrainConfig(band_limit_prob=1.5).validate("finetune")
     cfg_file.write_text("lr: 1e-3\n")  # YAML 1.1 reads it as a string
@@ -101,13 +107,13 @@ def test_config_strict(tmp_path):
 
 def test_encoder_learning_rate_scale():
     model = SoundModel(ModelConfig(width=8, num_classes=3))
-    optimizer, scheduler = make_optimizer(model, TrainConfig(lr=1e-3, encoder_lr_scale=0.1), items_per_epoch=64)
+    optimizer, scheduler = make_optimizer(model, TrainConfig(lr=1e-3, encoder_lr_scale=0.1), patches_per_epoch=64)
     encoder, heads = optimizer.param_groups  # (encoder, projection + classifier), every parameter once
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.encoder.parameters()}
     assert len(encoder["params"]) + len(heads["params"]) == len(list(model.parameters()))
     lr_encoder, lr_heads = scheduler.get_last_lr()  # the schedule scales both alike
     assert lr_encoder == pytest.approx(0.1 * lr_heads) and lr_heads > 0
-    optimizer, _ = make_optimizer(model, TrainConfig(), items_per_epoch=64)
+    optimizer, _ = make_optimizer(model, TrainConfig(), patches_per_epoch=64)
     assert len(optimizer.param_groups) == 1  # the default: one group, as runs from before the knob
 
 
@@ -117,7 +123,7 @@ def test_schedule_decays_over_every_batch_of_the_run(items):
     are 4 batches, not 3: the schedule must not end a quarter of the run early)."""
     model = SoundModel(ModelConfig(width=4, num_classes=3))
     cfg = TrainConfig(epochs=3, warmup_epochs=1, patches_per_clip=1)
-    optimizer, scheduler = make_optimizer(model, cfg, items_per_epoch=items)
+    optimizer, scheduler = make_optimizer(model, cfg, patches_per_epoch=items)
     steps = cfg.epochs * len(list(batches(np.arange(items), cfg.batch_size)))
     for _ in range(steps):
         last = scheduler.get_last_lr()[0]  # the learning rate of this batch
@@ -136,3 +142,16 @@ def test_each_pass_of_an_epoch_is_its_own_permutation():
     assert np.array_equal(epoch_order(np.random.default_rng(0), 240, 1), np.random.default_rng(0).permutation(240))
     shares = [epoch_order(np.random.default_rng(0), 240, 4, rank, 3) for rank in range(3)]
     assert sorted(np.concatenate(shares)) == sorted(order[:960 // 3 * 3])
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_before_its_checkpoint():
+    import torch
+
+    from training.setup import take_step
+
+    model = SoundModel(ModelConfig(width=4, num_classes=3))
+    optimizer, scheduler = make_optimizer(model, TrainConfig(), patches_per_epoch=64)
+    loss = model.classifier.weight.sum() * float("nan")
+    with pytest.raises(FloatingPointError, match="nan"):
+        take_step(loss, optimizer, scheduler)
+    assert torch.isfinite(model.classifier.weight).all()  # the step that would have made them NaN is not taken

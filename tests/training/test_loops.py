@@ -54,6 +54,8 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
     for plot in ("curves", "confusion", "embedding_pca", "pair_angles"):
         assert (ft.path / "plots" / f"{plot}.png").stat().st_size > 1000
     assert json.loads((ft.path / "eval.json").read_text())["clips"] == 6
+    assert result["learnt_from"] == [] and evaluate_run(str(ft.path), str(tiny_esc), (1, 3), str(tmp_path / "cache"),
+                                                        "cpu")["learnt_from"] == [1]  # a training fold, said so
 
 
 @pytest.mark.parametrize("average_last, killed_in, epoch", [(0, "log", 2), (2, "log", 2), (0, "save_resume", 2),
@@ -122,7 +124,8 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, mon
 
 
 def test_recomputed_batchnorm_statistics_depend_on_the_weights_alone(tiny_esc, tmp_path):
-    """An average of runs gets statistics measured for its weights (benchmarks/soup_cv.py --renorm)."""
+    """An average of runs gets its encoder's statistics measured for its weights (benchmarks/soup_cv.py
+    --renorm); the projection head's, which batches through the encoder alone never reach, are left as they are."""
     import shutil
 
     import torch
@@ -135,14 +138,14 @@ def test_recomputed_batchnorm_statistics_depend_on_the_weights_alone(tiny_esc, t
     trained = load_file(weights)
     spoilt = tmp_path / "spoilt" / "checkpoint" / "model.safetensors"
     shutil.copytree(run.path, tmp_path / "spoilt")
-    save_file({k: v * 3 + 5 if "running" in k else v for k, v in trained.items()}, spoilt)
+    save_file({k: v * 3 + 5 if "running" in k and k.startswith("encoder.") else v for k, v in trained.items()}, spoilt)
     recompute_norms(run.path)
     recompute_norms(tmp_path / "spoilt")
     a, b = load_file(weights), load_file(spoilt)
     for name, value in trained.items():
         torch.testing.assert_close(a[name], b[name], msg=name)  # whatever the statistics were before
-        if "running" not in name and "num_batches" not in name:
-            assert torch.equal(a[name], value), name  # the weights themselves untouched
+        if ("running" not in name and "num_batches" not in name) or not name.startswith("encoder."):
+            assert torch.equal(a[name], value), name  # the weights themselves and the head's statistics untouched
     assert not all(torch.equal(a[k], trained[k]) for k in trained if k.endswith("running_mean"))
 
 
@@ -338,14 +341,15 @@ def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw
         finetune(tiny(tiny_esc, tmp_path, distill_weight=0.5), tmp_path / "no-teacher")
     with pytest.raises(ConfigError, match="distill_clean"):
         finetune(tiny(tiny_esc, tmp_path, distill_clean=True), tmp_path / "no-teacher")
-    # distill_clean: the teacher hears each patch before augmentation (here, one that adds 100 to the log-mel)
+    # distill_clean: the teacher hears each patch before augmentation (here, one that adds 30 to the log-mel: 100
+    # overflowed float32 in mixup and trained on NaN losses, which now stop a run)
     from training.loop import SupervisedStep
     from training.model import InferenceModel
 
     heard, answer = [], InferenceModel.fine_tuned
-    monkeypatch.setattr(SupervisedStep, "augment", lambda self, x: x + 100.0)
+    monkeypatch.setattr(SupervisedStep, "augment", lambda self, x: x + 30.0)
     monkeypatch.setattr(InferenceModel, "fine_tuned", lambda self, x: heard.append(float(x.max())) or answer(self, x))
     for clean in (False, True):
         heard.clear()
         run(f"clean-{clean}", teacher=str(tmp_path / "ens"), distill_weight=0.5, distill_clean=clean, mixup=0.5)
-        assert heard and all((h < 50) == clean for h in heard), (clean, heard[:3])
+        assert heard and all((h < 20) == clean for h in heard), (clean, heard[:3])
