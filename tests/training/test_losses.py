@@ -12,6 +12,7 @@ from training.losses import (
     acl_ssl_loss,
     acl_supervised_loss,
     angular_margin_loss,
+    distillation_loss,
     info_nce,
     same_label_mask,
     two_view_mask,
@@ -184,3 +185,19 @@ def test_bad_arguments():
         info_nce(rand(3, 2))
     with pytest.raises(ValueError, match="valid"):
         angular_margin_loss(rand(4, 2), two_view_mask(2), reduction="avg")
+
+
+def test_distillation_is_the_tempered_kl_from_the_teacher_with_its_closed_form_gradient():
+    """τ²·KL(teacher ‖ student) at τ: zero for the teacher's own logits, the direction KL(p_t ‖ p_s) (not
+    the reverse), and its gradient τ·(p_s − p_t)/B, on the scale of a cross-entropy's."""
+    rng = np.random.default_rng(0)
+    student = torch.tensor(rng.normal(size=(4, 5)), dtype=torch.float64, requires_grad=True)
+    teacher = torch.tensor(rng.normal(size=(4, 5)), dtype=torch.float64)
+    tau = 2.0
+    p_s, p_t = torch.softmax(student / tau, 1), torch.softmax(teacher / tau, 1)
+    loss = distillation_loss(student, torch.log_softmax(teacher, 1), tau)  # log-probabilities soften alike
+    expected = tau**2 * (p_t * (p_t.log() - p_s.log())).sum(1).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    torch.testing.assert_close(student.grad, tau * (p_s - p_t).detach() / 4)
+    assert distillation_loss(teacher, teacher, tau).abs().item() < 1e-12
