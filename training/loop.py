@@ -76,8 +76,7 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
 
         return linear_probe(cfg, run, model, splits, frontend, activity, device) if rank == 0 else run
 
-    optimizer, scheduler = make_optimizer(model, cfg, len(epoch_order(np.random.default_rng(0), step.clips,
-                                                                  cfg.patches_per_clip, rank, world)))
+    optimizer, scheduler = make_optimizer(model, cfg, step.clips * cfg.patches_per_clip // world)  # epoch_order's share
     start_epoch = run.resume(model, optimizer, scheduler, gen, rng, device)
     average = WeightAverage(run.path / "average.pt", cfg.average_last, cfg.epochs)
     log.info("%s: %s", mode, step.describe())
