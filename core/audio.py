@@ -65,8 +65,6 @@ def decode_with_warnings(
         warnings.append("the WAV header declares no samples (its length was never written): decoded what follows it")
     if read == 0:
         raise errors.EmptyAudio("the audio holds no samples")
-    if y.size == 0:  # a few samples at a high rate, shorter than one at the target rate: one silent sample
-        y = np.zeros(1, np.float32)
     if stopped:
         warnings.append(f"decoding stopped after {read / rate:.3f} s ({stopped}): the file is damaged or cut short")
     elif declared > read * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
@@ -84,7 +82,8 @@ def decode_with_warnings(
 def resampler(rate: int, target_rate: int):
     """(samples,) float32 blocks at `rate`, then None at the end -> the same audio at `target_rate`
     (soxr, high quality; block by block gives exactly what one call over the whole would); uploads and
-    live streams resample alike. Samples so large that resampling overflows are refused."""
+    live streams resample alike. Samples so large that resampling overflows are refused; audio shorter
+    than one sample at `target_rate` (a few samples at a high rate) comes out as one silent sample."""
     if rate == target_rate:
         return lambda block: np.zeros(0, np.float32) if block is None else block
     refused = f"cannot resample from {rate} Hz to {target_rate} Hz"
@@ -93,6 +92,8 @@ def resampler(rate: int, target_rate: int):
     except (ValueError, TypeError, RuntimeError) as e:
         raise errors.BadAudioFormat(f"{refused}: {e}") from e
 
+    counts = {"in": 0, "out": 0}  # samples taken and given
+
     def to_target(block: np.ndarray | None) -> np.ndarray:
         try:
             out = stream.resample_chunk(np.zeros(0, np.float32) if block is None else block, last=block is None)
@@ -100,6 +101,10 @@ def resampler(rate: int, target_rate: int):
             raise errors.BadAudioFormat(f"{refused}: {e}") from e
         if not np.isfinite(out).all():  # finite float samples near ±3e38 overflow in the filter
             raise errors.InvalidSamples(f"{refused}: the samples are too large (float samples far beyond ±1)")
+        counts["in"] += 0 if block is None else block.size
+        counts["out"] += out.size
+        if block is None and counts["in"] and not counts["out"]:
+            out = np.zeros(1, np.float32)
         return out
     return to_target
 

@@ -45,7 +45,6 @@ class StreamFrontend:
         self.next_start = 0  # global start frame of the next regular window (every eval_hop_frames)
         self.last_start = -1  # global start frame of the last window emitted
         self.samples = 0  # resampled samples received
-        self.received = 0  # samples received at the stream's own rate
 
     @property
     def duration_s(self) -> float:
@@ -54,7 +53,6 @@ class StreamFrontend:
     def push(self, samples: np.ndarray) -> StreamWindows:
         """(n, channels) float32 -> the windows that became final."""
         mono = mix_down(samples) if samples.ndim == 2 else samples.astype(np.float32)
-        self.received += mono.size
         self._add(self.to_target(mono))
         fe = self.frontend
         while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:
@@ -65,8 +63,6 @@ class StreamFrontend:
     def end(self) -> StreamWindows:
         """The rest of the stream: its last segment and every window not emitted yet."""
         self._add(self.to_target(None))  # a resampler gives its last samples only now
-        if self.samples == 0 and self.received:  # shorter than one sample at the model's rate: as an upload
-            self._add(np.zeros(1, np.float32))
         if self.audio.size:
             self._final_segment(self.audio)
             self.audio = self.audio[:0]

@@ -161,7 +161,7 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
                 await websocket.send_json(out)
         elif _is_end(message.get("text")):
             windows = session.frontend.end()  # a resampler gives its last samples only now
-            if session.frontend.received == 0:
+            if session.frontend.samples == 0:
                 raise _Close(1007, "the stream ended before any audio")
             for out in await session.windows(windows):
                 await websocket.send_json(out)

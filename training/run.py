@@ -1,7 +1,8 @@
 """A run directory: resolved config, git sha and argv, per-epoch metrics, checkpoint, resume state.
 
     RUN/config.yaml              the resolved TrainConfig
-    RUN/meta.json                run id, mode, git sha, argv, versions, start time, the ids of its init and teacher
+    RUN/meta.json                run id, mode, git sha, argv, versions, start time, the run ids and
+                                 weights sha256 of its init and teacher
     RUN/metrics.jsonl            one JSON line per epoch
     RUN/checkpoint/model.safetensors + checkpoint.json   weights and what is needed to use them
     RUN/resume.pt                optimiser/scheduler/RNG state (tensors only, loaded weights_only)
