@@ -86,7 +86,7 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
     pool = without_labelled(extra, clips)
     unlabeled = load_features(pool, frontend, cfg.cache_dir)
     if with_unlabeled and not len(unlabeled):
-        copies = f" ({len(extra) - len(pool)} of its files are labelled clips)" if len(pool) < len(extra) else ""
+        copies = f" ({len(extra) - len(pool)} of their files are labelled clips)" if len(pool) < len(extra) else ""
         raise ConfigError(f"no readable audio in the unlabelled folders {list(cfg.unlabeled)}{copies}")
     log.info("data: %d train clips, %d validation clips, %d unlabelled clips, %d classes",
              len(train), len(val), len(unlabeled), len(names))

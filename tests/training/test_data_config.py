@@ -64,7 +64,7 @@ def test_labelled_audio_never_joins_the_unlabelled_pool(tmp_path, tiny_esc, capl
     assert [c.path.name for c in splits.unlabeled.clips] == ["other.wav"]
     assert "1 unlabelled clips are labelled clips too" in caplog.text and "renamed.wav" in caplog.text
     (unlabeled / "other.wav").unlink()
-    with pytest.raises(ConfigError, match="1 of its files are labelled clips"):
+    with pytest.raises(ConfigError, match="1 of their files are labelled clips"):
         load_splits(cfg, FrontendConfig(), with_unlabeled=True)
 
 
