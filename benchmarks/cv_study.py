@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from _data import REPORTS, ROOT, add_joint_arguments, cv_result, cv_run, cv_runs, joint_arguments, recipe_table, require_data
 
-from core.activity import ActivityConfig, window_activity_of
+from core.activity import ActivityConfig, voting_windows, window_activity_of
 from core.features import FrontendConfig, patches
 from training.data import find_audio, scan_labeled
 from training.model import InferenceModel
@@ -223,15 +223,11 @@ def window_outputs(model, clips, frontend, activity) -> list[tuple[np.ndarray, n
         else:
             h = model.encoder(x)  # (N, D)
             logits, h = model.classifier(h).numpy(), h.numpy()
-        keep = voting_windows(logmel, frontend, activity, gains)
+        keep = voting_windows(window_activity_of(logmel, frontend, activity, gains))
         out.append((logits[keep], h[keep]))
     return out
 
 
-def voting_windows(logmel: np.ndarray, frontend, activity, gains: np.ndarray) -> np.ndarray:
-    """(N,) bool: the windows of `patches(logmel)` that vote, those with sound (all of them when none has)."""
-    active = window_activity_of(logmel, frontend, activity, gains)
-    return active if active.any() else np.ones_like(active)
 
 
 def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import torch
 from _data import REPORTS, ROOT, require_data
 from enrol_bench import PAIRS
 
-from core.activity import ActivityConfig
+from core.activity import ActivityConfig, voting_windows
 from core.clip import prepare
 from core.features import FrontendConfig
 from training.data import scan_labeled
@@ -41,7 +41,7 @@ def window_means(run, paths, pretrained=None) -> tuple[np.ndarray, np.ndarray]:
     own, pre = [], []
     for path in paths:
         clip = prepare(path, frontend, activity)
-        keep = clip.active if clip.active.any() else np.ones_like(clip.active)
+        keep = voting_windows(clip.active)
         x = torch.from_numpy(clip.patches[keep])[:, None]
         own.append(net.fine_tuned(x)[1].mean(dim=0).numpy())
         pre.append(torch.nn.functional.normalize(net.pretrained(x), dim=1).mean(dim=0).numpy())

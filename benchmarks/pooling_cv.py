@@ -21,7 +21,7 @@ from _data import REPORTS, cv_run, machine, mean_std
 from cv_study import ESC10, NOISE, ROOT, window_outputs
 from soup_cv import soup_run
 
-from core.activity import ActivityConfig, window_activity_of
+from core.activity import ActivityConfig, voting_windows, window_activity_of
 from core.features import FrontendConfig, patch_starts, tile_to_patch
 from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
@@ -36,7 +36,7 @@ def one_pass(model, logmel: np.ndarray, gains: np.ndarray, frontend, activity) -
     logmel = tile_to_patch(logmel, frontend)
     active = window_activity_of(logmel, frontend, activity, gains)
     keep = np.zeros(len(logmel), dtype=bool)
-    for start in patch_starts(len(logmel), frontend)[active if active.any() else slice(None)]:
+    for start in patch_starts(len(logmel), frontend)[voting_windows(active)]:
         keep[start:start + frontend.patch_frames] = True
     x = torch.from_numpy(np.ascontiguousarray(logmel[keep]))[None, None]  # (1, 1, F', M)
     return model.classifier(model.encoder(x))[0].numpy()

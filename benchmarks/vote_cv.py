@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from _data import REPORTS, add_joint_arguments, encoder_tag, fold_of, group_runs_of, joint_arguments, machine
 from compare_cv import paired
-from cv_study import ESC10, NOISE, ROOT, voting_windows
+from cv_study import ESC10, NOISE, ROOT
 from fusion_cv import clip_shares, condition_stats, condition_tables, served_classes
 
-from core.activity import ActivityConfig, frame_levels, window_power
+from core.activity import ActivityConfig, frame_levels, voting_windows, window_activity_of, window_power
 from core.answer import class_logits
 from core.features import FrontendConfig, patch_starts, patches
 from training.data import find_audio, scan_labeled
@@ -75,7 +75,7 @@ def clip_windows(model, logmel: np.ndarray, gains: np.ndarray, frontend, activit
     levels = frame_levels(logmel, frontend, gains)  # (F,) dB
     starts = patch_starts(max(len(logmel), frontend.patch_frames), frontend)
     power = window_power(levels, starts, frontend)  # (N,): what core.answer.vote_weights weighs by
-    keep = voting_windows(logmel, frontend, activity, gains)
+    keep = voting_windows(window_activity_of(logmel, frontend, activity, gains))
     floor = float(np.percentile(10.0 ** (levels / 10.0), FLOOR_PERCENTILE))
     return log_softmax(class_logits(logits[keep], h[keep], classes)), power[keep], floor
 

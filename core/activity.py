@@ -97,6 +97,11 @@ def _reference_db(cfg: FrontendConfig) -> float:
     return float(np.median(level) - gain + 3.0103)
 
 
+def voting_windows(active: np.ndarray) -> np.ndarray:
+    """(N,) which windows of a clip hold sound -> (N,) bool, the windows its vote and embedding read:
+    those with sound, every window of a clip with none."""
+    return active if active.any() else np.ones_like(active)
+
 
 def window_activity_of(logmel: np.ndarray, cfg: FrontendConfig, activity: ActivityConfig,
                        gains_db: np.ndarray | None = None) -> np.ndarray:

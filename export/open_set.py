@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core import errors
+from core.activity import voting_windows
 from core.answer import clip_embedding
 from core.artifact import MANIFEST_FILE, check_open_set, load_artifact, sha256_file, write_json_atomic
 from core.clip import prepare
@@ -37,7 +38,7 @@ def window_outputs(runtime, paths: list[Path]) -> list[tuple[np.ndarray, np.ndar
     for path in paths:
         clip = prepare(path, artifact.frontend, artifact.activity)
         logits, embeddings = runtime.run(clip.patches)
-        keep = clip.active if clip.active.any() else np.ones_like(clip.active)
+        keep = voting_windows(clip.active)
         out.append((logits[keep], embeddings[keep]))
     return out
 

@@ -37,6 +37,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from core import errors
+from core.activity import voting_windows
 from core.answer import AnswerOptions, answer
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from core.audio import AUDIO_SUFFIXES
@@ -102,7 +103,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
 def calibration_windows(prepared: list, max_windows: int = 2000) -> np.ndarray:
     """(N <= max_windows, mels, frames): a fixed random draw of the windows with sound of prepared clips
     (all of a clip's windows where none has sound)."""
-    windows = np.concatenate([c.patches[c.active] if c.active.any() else c.patches for c in prepared])
+    windows = np.concatenate([c.patches[voting_windows(c.active)] for c in prepared])
     return windows[np.random.default_rng(0).permutation(len(windows))[:max_windows]]
 
 

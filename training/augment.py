@@ -33,19 +33,26 @@ LOW_PASS_CUTOFF_HZ = (2_500.0, 8_000.0)  # random low-pass cutoffs: phones, low 
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class ColourConfig:
+    """What a microphone, a room or a low bit rate does to a sound's spectrum: a random EQ and a random
+    low-pass (both views and the robust view draw them)."""
+
+    eq_prob: float = 0.0  # share of patches given a random smooth frequency response (random_eq); 0: off
+    eq_db: float = 6.0  # ... whose gain at each of eq_points mel-spaced anchors is U(−eq_db, eq_db) dB
+    eq_points: int = 5
+    band_limit_prob: float = 0.0  # share of patches low-passed at a random cutoff (band_limit); 0: off
+    band_limit_order: int = 4  # 4: a 24 dB/octave roll-off (a cheap microphone); 16: nearly resampling's brick wall
+    cutoff_hz: tuple[float, float] = LOW_PASS_CUTOFF_HZ
+
+
+@dataclass(frozen=True)
+class AugmentConfig(ColourConfig):
     mixback_max: float = 0.05
     crop_area: tuple[float, float] = (0.8, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     crop_mel: bool = True  # the resized crop also shifts and stretches the mel axis (false: time only)
     compander: tuple[float, float] = (0.75, 1.0)
     noise_max: float = 0.01
-    eq_prob: float = 0.0  # share of views given a random smooth frequency response (random_eq); 0: off
-    eq_db: float = 6.0
-    eq_points: int = 5
-    band_limit_prob: float = 0.0  # share of views low-passed at a random cutoff (band_limit); 0: off
-    band_limit_order: int = 4
-    cutoff_hz: tuple[float, float] = LOW_PASS_CUTOFF_HZ
     mel_hz: tuple[float, ...] = ()  # the mel bands' centre frequencies, needed by the low-pass
     floor: float = FrontendConfig.log_offset  # the front-end's log offset, which the random EQ keeps as the floor
 
@@ -118,17 +125,12 @@ def make_views(
 
 
 @dataclass(frozen=True)
-class RobustConfig:
+class RobustConfig(ColourConfig):
     """Supervised augmentation aimed at what differs between recordings (the "robust" recipe)."""
 
     noise_prob: float = 0.5
     snr_db: tuple[float, float] = (3.0, 30.0)  # real background audio mixed in at this SNR
     band_limit_prob: float = 0.5
-    cutoff_hz: tuple[float, float] = LOW_PASS_CUTOFF_HZ
-    band_limit_order: int = 4  # 4: a 24 dB/octave roll-off (a cheap microphone); 16: nearly resampling's brick wall
-    eq_prob: float = 0.0  # share of patches given a random smooth frequency response (a microphone, a room); 0: off
-    eq_db: float = 6.0  # ... whose gain at each of eq_points mel-spaced anchors is U(−eq_db, eq_db) dB
-    eq_points: int = 5
     reverb_prob: float = 0.0  # share of patches given a room's exponentially decaying tail; 0: off
     rt60_s: tuple[float, float] = (0.2, 1.2)  # reverberation time (60 dB decay): small rooms to halls
     drr_db: tuple[float, float] = (-3.0, 12.0)  # direct-to-reverberant energy ratio: a far to a near microphone

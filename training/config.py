@@ -92,8 +92,16 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads, 0 = torch's default
 
     def validate(self, mode: str) -> TrainConfig:
+        """This config, checked for a run of `mode`: a ConfigError says what is wrong, before any data is read."""
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; valid: {MODES}")
+        self._check_values()
+        self._check_folds(mode)
+        self._check_fine_tune_options(mode)
+        return self
+
+    def _check_values(self) -> None:
+        """Numbers in range and names among the valid ones, whatever the mode."""
         for name, value in self.to_dict().items():  # NaN or infinity would train on NaN inputs or losses
             numbers = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
@@ -101,40 +109,13 @@ class TrainConfig:
         if not self.lr > 0 or self.weight_decay < 0 or self.threads < 0:
             raise ConfigError(f"lr must be above 0, weight_decay and threads at least 0, got {self.lr}, "
                               f"{self.weight_decay}, {self.threads}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}; valid: {LOSSES}")
+        for name, value, valid in (("loss", self.loss, LOSSES), ("augment", self.augment, AUGMENTS),
+                                   ("reduction", self.reduction, REDUCTIONS)):
+            if value not in valid:
+                raise ConfigError(f"unknown {name} {value!r}; valid: {valid}")
         for name in ("ssl_alpha", "sup_alpha", "noise_prob", "band_limit_prob", "view_band_limit_prob", "eq_prob", "reverb_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.augment not in AUGMENTS:
-            raise ConfigError(f"unknown augment {self.augment!r}; valid: {AUGMENTS}")
-        if set(self.train_folds) & set(self.val_folds):
-            raise ConfigError(f"train_folds {self.train_folds} and val_folds {self.val_folds} share a fold")
-        if not self.train_folds:
-            raise ConfigError("train_folds is empty")
-        if mode == "pretrain" and not self.pretrain_labeled and not self.unlabeled:
-            raise ConfigError("pretrain_labeled: false pre-trains on unlabelled audio alone: give `unlabeled` folders")
-        if mode == "finetune" and self.probe and not self.init:
-            raise ConfigError("probe: true needs init: a pre-training run to take the frozen encoder from")
-        if not 0 <= self.average_last <= self.epochs or (self.average_last and (mode != "finetune" or self.probe)):
-            raise ConfigError(f"average_last must be from 0 to epochs ({self.epochs}), and only for a fine-tune, "
-                              f"got {self.average_last} ({mode})")
-        if self.mixup < 0 or (self.mixup and (mode != "finetune" or self.probe)):
-            raise ConfigError(f"mixup must be >= 0, and only for a fine-tune, got {self.mixup} ({mode})")
-        if self.outlier_weight < 0 or (self.outlier_weight and (mode != "finetune" or self.probe or not self.unlabeled)):
-            raise ConfigError(f"outlier_weight must be >= 0, and only for a fine-tune with `unlabeled` folders (its "
-                              f"negatives), got {self.outlier_weight} ({mode})")
-        if not 0 <= self.distill_weight <= 1 or bool(self.distill_weight) != bool(self.teacher) or (
-                self.teacher and (mode != "finetune" or self.probe)):
-            raise ConfigError(f"distill_weight must be in [0, 1], above 0 exactly when a teacher is named, and only "
-                              f"for a fine-tune, got {self.distill_weight} with teacher {self.teacher!r} ({mode})")
-        if self.distill_clean and not self.teacher:
-            raise ConfigError("distill_clean needs a teacher")
-        if not self.distill_temperature > 0:
-            raise ConfigError(f"distill_temperature must be above 0, got {self.distill_temperature}")
-        if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):
-            raise ConfigError(f"encoder_lr_scale must be in (0, 1], and below 1 only for a fine-tune from a pre-trained "
-                              f"encoder (init), got {self.encoder_lr_scale} ({mode})")
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             raise ConfigError(f"snr_db must be [low, high] with low <= high, got {list(self.snr_db)}")
         if self.eq_db < 0:
@@ -146,11 +127,41 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2 (BatchNorm and the contrastive losses compare the "
                               f"patches of a batch), got {self.batch_size}")
-        if self.reduction not in REDUCTIONS:
-            raise ConfigError(f"unknown reduction {self.reduction!r}; valid: {REDUCTIONS}")
         if not self.temperature > 0 or not self.margin >= 0:
             raise ConfigError(f"temperature must be above 0 and margin at least 0, got {self.temperature}, {self.margin}")
-        return self
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"distill_temperature must be above 0, got {self.distill_temperature}")
+
+    def _check_folds(self, mode: str) -> None:
+        if set(self.train_folds) & set(self.val_folds):
+            raise ConfigError(f"train_folds {self.train_folds} and val_folds {self.val_folds} share a fold")
+        if not self.train_folds:
+            raise ConfigError("train_folds is empty")
+        if mode == "pretrain" and not self.pretrain_labeled and not self.unlabeled:
+            raise ConfigError("pretrain_labeled: false pre-trains on unlabelled audio alone: give `unlabeled` folders")
+
+    def _check_fine_tune_options(self, mode: str) -> None:
+        """The options only a fine-tune (most of them not a linear probe) takes, and what each needs."""
+        fine_tune = mode == "finetune" and not self.probe
+        if mode == "finetune" and self.probe and not self.init:
+            raise ConfigError("probe: true needs init: a pre-training run to take the frozen encoder from")
+        if not 0 <= self.average_last <= self.epochs or (self.average_last and not fine_tune):
+            raise ConfigError(f"average_last must be from 0 to epochs ({self.epochs}), and only for a fine-tune, "
+                              f"got {self.average_last} ({mode})")
+        if self.mixup < 0 or (self.mixup and not fine_tune):
+            raise ConfigError(f"mixup must be >= 0, and only for a fine-tune, got {self.mixup} ({mode})")
+        if self.outlier_weight < 0 or (self.outlier_weight and (not fine_tune or not self.unlabeled)):
+            raise ConfigError(f"outlier_weight must be >= 0, and only for a fine-tune with `unlabeled` folders (its "
+                              f"negatives), got {self.outlier_weight} ({mode})")
+        if not 0 <= self.distill_weight <= 1 or bool(self.distill_weight) != bool(self.teacher) or (
+                self.teacher and not fine_tune):
+            raise ConfigError(f"distill_weight must be in [0, 1], above 0 exactly when a teacher is named, and only "
+                              f"for a fine-tune, got {self.distill_weight} with teacher {self.teacher!r} ({mode})")
+        if self.distill_clean and not self.teacher:
+            raise ConfigError("distill_clean needs a teacher")
+        if not 0 < self.encoder_lr_scale <= 1 or (self.encoder_lr_scale != 1 and (mode != "finetune" or not self.init)):
+            raise ConfigError(f"encoder_lr_scale must be in (0, 1], and below 1 only for a fine-tune from a pre-trained "
+                              f"encoder (init), got {self.encoder_lr_scale} ({mode})")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -23,7 +23,6 @@ from core.features import FrontendConfig, log_mel, tile_to_patch
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Clip:
     path: Path

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.activity import ActivityConfig, window_activity_of
+from core.activity import ActivityConfig, voting_windows, window_activity_of
 from core.answer import softmax
 from core.features import FrontendConfig, patches
 from training.data import ClipSet
@@ -41,7 +41,7 @@ def clip_outputs(
 def clip_embeddings(h_per_clip: list[np.ndarray], active_per_clip: list[np.ndarray] | None = None) -> np.ndarray:
     """Mean of L2-normalised patch embeddings (those with sound, when given), renormalised: (N_clips, D)."""
     if active_per_clip is not None:
-        h_per_clip = [h[a] if a.any() else h for h, a in zip(h_per_clip, active_per_clip)]
+        h_per_clip = [h[voting_windows(a)] for h, a in zip(h_per_clip, active_per_clip)]
     means = np.stack([_l2(h).mean(axis=0) for h in h_per_clip])
     return _l2(means)
 
@@ -58,7 +58,7 @@ def classification_metrics(logits_per_clip: list[np.ndarray], labels: np.ndarray
     sound), per-class recall and the confusion matrix (rows true, columns predicted)."""
     probs = [softmax(x) for x in logits_per_clip]
     if active_per_clip is not None:
-        probs = [p[a] if a.any() else p for p, a in zip(probs, active_per_clip)]
+        probs = [p[voting_windows(a)] for p, a in zip(probs, active_per_clip)]
     clip_pred = np.array([p.mean(axis=0).argmax() for p in probs])
     patch_correct = np.concatenate([p.argmax(axis=1) == y for p, y in zip(probs, labels)])
     n = len(label_names)

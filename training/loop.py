@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,12 +37,14 @@ from training.data import ClipSet, mel_frequencies, normalisation_stats, random_
 from training.evaluate import clip_embeddings, clip_outputs, knn_accuracy, validation_summary
 from training.losses import acl_ssl_loss, acl_supervised_loss, distillation_loss
 from training.model import ModelConfig, SoundModel
-from training.run import Run, load_checkpoint, load_inference_model, read_checkpoint_info, save_weights
+from training.provenance import load_teacher, pretrained_model
+from training.run import Run, load_checkpoint, save_weights
 from training.setup import (
     Splits,
     autocast,
     batches,
     epoch_order,
+    epoch_streams,
     init_distributed,
     load_splits,
     make_optimizer,
@@ -82,7 +83,8 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
     log.info("%s: %s", mode, step.describe())
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        order = epoch_order(rng, step.clips, cfg.patches_per_clip, rank, world)
+        order_rng = epoch_streams(rng, gen, cfg.seed, epoch, rank, world)
+        order = epoch_order(order_rng, step.clips, cfg.patches_per_clip, rank, world)
         losses, seen, started = [], 0, time.perf_counter()
         bar = tqdm(list(batches(order, cfg.batch_size)), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
         for idx in bar:
@@ -163,8 +165,7 @@ class SelfSupervisedStep:
         return acl_ssl_loss(z, h, self.cfg.ssl_alpha, self.cfg.temperature, self.cfg.margin, self.cfg.reduction), len(views)
 
     def _patches(self, idx) -> torch.Tensor:
-        x = np.stack([random_patch(self.pool.features[i], self.frontend, self.rng) for i in idx])  # (B, T, M)
-        return torch.from_numpy(x)[:, None].to(self.device)
+        return patch_batch(self.pool.features, idx, self.frontend, self.rng, self.device)
 
     def evaluate(self) -> dict:
         """Cosine kNN accuracy of clip embeddings: validation clips against the training clips."""
@@ -196,7 +197,7 @@ class SupervisedStep:
             raise ConfigError(f"a classifier needs clips of at least two classes to train; {cfg.labeled} gives "
                               f"{len(self.labels.unique())} in the training folds")
         self.model = build_model(cfg, splits, frontend).to(device)
-        self.teacher = load_teacher(cfg, splits, frontend).to(device) if cfg.teacher else None
+        self.teacher = load_teacher(cfg, splits.train.label_names, frontend).to(device) if cfg.teacher else None
         self.alpha = cfg.sup_alpha if cfg.loss == "acl" else 1.0
         self.views = AugmentConfig(crop_mel=cfg.crop_mel)
         self.robust = RobustConfig(noise_prob=cfg.noise_prob, snr_db=cfg.snr_db, band_limit_prob=cfg.band_limit_prob,
@@ -245,8 +246,7 @@ class SupervisedStep:
 
     def patches(self, idx: np.ndarray) -> torch.Tensor:
         """One random patch with sound of each clip of `idx`, as recorded: (B, 1, T, M)."""
-        x = np.stack([random_patch(self.train.features[i], self.frontend, self.rng, self.starts[i]) for i in idx])
-        return torch.from_numpy(x)[:, None].to(self.device)
+        return patch_batch(self.train.features, idx, self.frontend, self.rng, self.device, self.starts)
 
     def norm_batches(self):
         """One epoch of training batches as BatchNorm sees them in a step, outliers included: (B + B_o, 1, T, M)."""
@@ -257,25 +257,33 @@ class SupervisedStep:
 
     def outliers(self, n: int) -> torch.Tensor:
         """n random patches of the unlabelled pool, augmented as the labelled ones: (n, 1, T, M)."""
+        return self.augment(self.unlabelled_patches(n))
+
+    def unlabelled_patches(self, n: int) -> torch.Tensor:
+        """n random patches of random clips of the unlabelled pool, as recorded: (n, 1, T, M)."""
         pool = self.splits.unlabeled.features
-        x = np.stack([random_patch(pool[i], self.frontend, self.rng) for i in self.rng.integers(0, len(pool), n)])
-        return self.augment(torch.from_numpy(x)[:, None].to(self.device))
+        return patch_batch(pool, self.rng.integers(0, len(pool), n), self.frontend, self.rng, self.device)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """The training view of a batch of patches (B, 1, T, M), as `augment` says."""
         if self.cfg.augment == "views":
             x = make_view(x, x.roll(1, dims=0), self.views, self.gen)
         elif self.cfg.augment == "robust":
-            noise = self.splits.unlabeled.features
-            picks = self.rng.integers(0, len(noise), len(x))
-            noise = np.stack([random_patch(noise[i], self.frontend, self.rng) for i in picks])
-            noise = torch.from_numpy(noise)[:, None].to(self.device)
+            noise = self.unlabelled_patches(len(x))  # (B, 1, T, M) real background audio
             floor = self.frontend.log_offset
             x = robust_view(x, noise, self.mel_hz, floor, self.hop_s, self.views, self.robust, self.gen)
         return x
 
     def evaluate(self) -> dict:
         return validation_summary(self.model, self.splits.val, self.frontend, self.activity, self.device)
+
+
+def patch_batch(features: list[np.ndarray], picks, frontend: FrontendConfig, rng: np.random.Generator, device,
+                starts: list[np.ndarray | None] | None = None) -> torch.Tensor:
+    """One random patch of each clip features[i], i in `picks`, among starts[i] where given (where there is
+    sound): (B, 1, T, M) on `device`."""
+    x = np.stack([random_patch(features[i], frontend, rng, None if starts is None else starts[i]) for i in picks])
+    return torch.from_numpy(x)[:, None].to(device)  # (B, T, M) -> (B, 1, T, M)
 
 
 def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> SoundModel:
@@ -296,66 +304,3 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
     model.encoder.load_state_dict(encoder)
     model.projection.load_state_dict(pretrained.projection.state_dict())
     return model
-
-
-def load_teacher(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig):
-    """The fine-tuned run or ensemble `cfg.teacher` (an InferenceModel in eval mode), checked to answer the
-    same classes from the same log-mel and not to have trained on this run's validation folds."""
-    if not read_checkpoint_info(cfg.teacher)["model"].get("num_classes"):
-        raise ConfigError(f"the teacher {cfg.teacher} answers no classes: name a fine-tuned run or an ensemble")
-    teacher, info = load_inference_model(cfg.teacher)
-    if info["labels"] != list(splits.train.label_names):
-        raise ConfigError(f"the teacher {cfg.teacher} answers {info['labels']}, this run {list(splits.train.label_names)}")
-    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
-        raise ConfigError(f"the teacher {cfg.teacher} was trained on another log-mel")
-    seen = folds_seen_by(cfg.teacher, cfg.labeled)
-    if seen & set(cfg.val_folds):
-        raise ConfigError(f"the teacher {cfg.teacher} learnt from folds {sorted(seen)} (its training folds, or its "
-                          f"pre-training's or its own teacher's), which include this run's validation folds "
-                          f"{list(cfg.val_folds)}: its figures would not be held out")
-    return teacher
-
-
-def same_data(config: dict, labeled: str) -> bool:
-    """Whether a run of this config read the labelled data at `labeled`; a path that cannot be found from
-    here (another machine, another working directory) counts as the same: a leak is refused, not missed."""
-    path = Path(config.get("labeled", ""))
-    return not path.exists() or path.resolve() == Path(labeled).resolve()
-
-
-def folds_seen(info: dict, labeled: str) -> set[int]:
-    """The folds of the labelled data `labeled` that a run (its checkpoint.json) learnt from: its own pool
-    (a fine-tune's always, a pre-training's with pretrain_labeled), and that of the runs it continued
-    (init) or learnt the answers of (teacher), where they can still be read."""
-    config = info.get("config", {})
-    labelled = (info.get("mode") == "finetune" or config.get("pretrain_labeled", True)) and same_data(config, labeled)
-    folds = set(config.get("train_folds", ())) if labelled else set()
-    for source in (config.get("init"), config.get("teacher")):
-        if source:
-            try:
-                folds |= folds_seen_by(source, labeled)
-            except (ConfigError, OSError) as e:
-                log.warning("cannot check what %s learnt from: %s", source, e)
-    return folds
-
-
-def folds_seen_by(run: str | Path, labeled: str) -> set[int]:
-    """folds_seen of a run directory, or of every run of an ensemble."""
-    info = read_checkpoint_info(run)
-    infos = [read_checkpoint_info(m) for m in info["ensemble"]] if "ensemble" in info else [info]
-    return set().union(*(folds_seen(i, labeled) for i in infos))
-
-
-def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
-    """The model of the pre-training run `cfg.init` (encoder with its normalisation, projection head),
-    checked to share the front-end; its width overrides the config's."""
-    pretrained, info = load_checkpoint(cfg.init)
-    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
-        raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
-    seen = folds_seen(info, cfg.labeled)
-    if seen & set(cfg.val_folds):
-        raise ConfigError(f"{cfg.init} was pre-trained on folds {sorted(seen)} of the labelled data, which include "
-                          f"this run's validation folds {list(cfg.val_folds)}: its figures would not be held out")
-    if cfg.width != pretrained.cfg.width:
-        log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
-    return pretrained

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.activity import voting_windows
 from training.evaluate import clip_outputs, validation_summary, window_activity
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ def linear_probe(cfg, run, model, splits, frontend, activity, device):
     _, h_per_clip = clip_outputs(model, splits.train, frontend, device)
     active = window_activity(splits.train, frontend, activity)
     if cfg.active_only:
-        h_per_clip = [h[a] if a.any() else h for h, a in zip(h_per_clip, active)]
+        h_per_clip = [h[voting_windows(a)] for h, a in zip(h_per_clip, active)]
     h = torch.from_numpy(np.concatenate(h_per_clip)).to(device)  # (N_windows, D)
     y = torch.from_numpy(np.repeat(splits.train.labels(), [len(x) for x in h_per_clip])).to(device)
     optimizer = torch.optim.AdamW(model.classifier.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

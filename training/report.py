@@ -19,8 +19,8 @@ from training.evaluate import (
     uniformity,
     window_activity,
 )
-from training.loop import folds_seen
 from training.plots import plot_angles, plot_confusion, plot_curves, plot_projection
+from training.provenance import folds_seen
 from training.run import load_checkpoint, read_history
 from training.setup import pick_device
 

@@ -24,7 +24,7 @@ import scipy.signal
 import soundfile as sf
 import soxr
 
-from core.activity import ActivityConfig, frame_gains_db, window_activity_of
+from core.activity import ActivityConfig, frame_gains_db, voting_windows, window_activity_of
 from core.answer import softmax
 from core.audio import decode
 from core.features import FrontendConfig, log_mel, patches
@@ -104,7 +104,6 @@ def accuracy_table(predict, features: dict, labels: np.ndarray, frontend: Fronte
         for (logmel, gains), label in zip(clips, labels):
             probs = softmax(predict(patches(logmel, frontend)[0]))  # (N, C)
             active = window_activity_of(logmel, frontend, activity, gains)
-            vote = probs[active] if active.any() else probs
-            correct.append(vote.mean(axis=0).argmax() == label)
+            correct.append(probs[voting_windows(active)].mean(axis=0).argmax() == label)
         table[condition] = float(np.mean(correct))
     return table

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ import torch
 from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.config import TrainConfig
-from training.data import ClipSet, load_features, scan_labeled, scan_unlabeled
+from training.data import Clip, ClipSet, load_features, scan_labeled, scan_unlabeled
 from training.model import SoundModel
 from training.run import Run
 
@@ -81,12 +83,47 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
         raise ConfigError(f"no readable clip in the training folds {list(cfg.train_folds)} of {cfg.labeled}")
     val = load_features(val_clips, frontend, cfg.cache_dir, names)
     extra = [c for root in cfg.unlabeled for c in scan_unlabeled(root)] if with_unlabeled else []
-    unlabeled = load_features(extra, frontend, cfg.cache_dir)
+    pool = without_labelled(extra, clips)
+    unlabeled = load_features(pool, frontend, cfg.cache_dir)
     if with_unlabeled and not len(unlabeled):
-        raise ConfigError(f"no readable audio in the unlabelled folders {list(cfg.unlabeled)}")
+        copies = f" ({len(extra) - len(pool)} of their files are labelled clips)" if len(pool) < len(extra) else ""
+        raise ConfigError(f"no readable audio in the unlabelled folders {list(cfg.unlabeled)}{copies}")
     log.info("data: %d train clips, %d validation clips, %d unlabelled clips, %d classes",
              len(train), len(val), len(unlabeled), len(names))
     return Splits(train, val, unlabeled)
+
+
+def without_labelled(unlabelled: list[Clip], labelled: list[Clip]) -> list[Clip]:
+    """The unlabelled clips that are no labelled clip's file (the same bytes under any name, of any fold,
+    those held back too): a validation clip in the pre-training pool, or a labelled clip taught as an
+    outlier, would break what the folds promise. Only files of a labelled file's size are read."""
+    sizes = {file_size(c.path) for c in labelled} - {-1}
+    candidates = [c for c in unlabelled if file_size(c.path) in sizes]
+    if not candidates:
+        return unlabelled
+    candidate_sizes = {file_size(c.path) for c in candidates}
+    labelled_digests = {digest(c.path) for c in labelled if file_size(c.path) in candidate_sizes} - {""}
+    copies = {c.path for c in candidates if digest(c.path) in labelled_digests}
+    if copies:
+        log.warning("%d unlabelled clips are labelled clips too (the same file), left out of the unlabelled pool, "
+                    "e.g. %s", len(copies), sorted(copies)[0])
+    return [c for c in unlabelled if c.path not in copies]
+
+
+def file_size(path: Path) -> int:
+    """A file's size in bytes; -1 for one that cannot be read (load_features says why)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file's bytes; "" for one that cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def make_optimizer(model: SoundModel, cfg: TrainConfig, patches_per_epoch: int):
@@ -126,8 +163,9 @@ def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
 
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world size). Under torchrun (WORLD_SIZE > 1) joins the process group: NCCL on CUDA,
-    gloo on CPU. Each process then trains on its shard of every epoch's clips; gradients are
-    averaged in take_step; rank 0 alone evaluates and writes the run."""
+    gloo on CPU. Each process then trains on its shard of every epoch's clips, with draws of its own
+    (epoch_streams); gradients are averaged in take_step; rank 0 alone evaluates and writes the run,
+    with its BatchNorm statistics."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
@@ -151,6 +189,21 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_streams(rng: np.random.Generator, gen: torch.Generator, seed: int, epoch: int, rank: int,
+                  world: int) -> np.random.Generator:
+    """The generator of this epoch's clip order. One process: the run's own `rng`, whose draws go on from
+    epoch to epoch (resume.pt keeps them). Distributed: `rng` and `gen` (patches, augmentations) start
+    again from (seed, epoch, rank), each process its own draws, and the order comes from (seed, epoch),
+    the same in every process: their shares partition the clips however many numbers each process drew
+    before, and a resumed process needs no state of its own."""
+    if world == 1:
+        return rng
+    # each stream its own last entry: numpy reads [s, e, 0] as [s, e], so rank 0 would draw the order's numbers
+    rng.bit_generator.state = np.random.default_rng([seed, epoch, rank, 1]).bit_generator.state
+    gen.manual_seed(int(np.random.default_rng([seed, epoch, rank, 2]).integers(2**62)))
+    return np.random.default_rng([seed, epoch, 0, 3])
 
 
 def epoch_order(rng: np.random.Generator, n_clips: int, patches_per_clip: int, rank: int = 0, world: int = 1):

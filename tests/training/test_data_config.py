@@ -7,7 +7,7 @@ from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
 from training.model import ModelConfig, SoundModel
-from training.setup import batches, epoch_order, make_optimizer
+from training.setup import batches, epoch_order, epoch_streams, load_splits, make_optimizer, seed_everything
 
 
 def test_esc50_layout_builds_contiguous_labels(tiny_esc):
@@ -47,6 +47,25 @@ def test_cache_and_corrupt_files(tmp_path, tiny_esc):
     again = load_features(clips[:3], FrontendConfig(), tmp_path / "cache", names)  # from the cache
     for a, b in zip(data.features, again.features):
         np.testing.assert_array_equal(a, b)
+
+
+def test_labelled_audio_never_joins_the_unlabelled_pool(tmp_path, tiny_esc, caplog):
+    """A copy of a labelled clip (a validation clip, or one of a fold held back) among the unlabelled
+    folders is left out of the pool, by content: pre-trained on, its fold would not be held out."""
+    clips, _ = scan_labeled(tiny_esc)
+    val_clip = next(c for c in clips if c.fold == 3)
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    (unlabeled / "renamed.wav").write_bytes(val_clip.path.read_bytes())
+    sf.write(unlabeled / "other.wav", np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1, 16000)
+    cfg = from_dict({"labeled": str(tiny_esc), "unlabeled": [str(unlabeled)], "train_folds": [1], "val_folds": [2],
+                     "cache_dir": str(tmp_path / "cache")})
+    splits = load_splits(cfg, FrontendConfig(), with_unlabeled=True)
+    assert [c.path.name for c in splits.unlabeled.clips] == ["other.wav"]
+    assert "1 unlabelled clips are labelled clips too" in caplog.text and "renamed.wav" in caplog.text
+    (unlabeled / "other.wav").unlink()
+    with pytest.raises(ConfigError, match="1 of their files are labelled clips"):
+        load_splits(cfg, FrontendConfig(), with_unlabeled=True)
 
 
 def test_normalisation_stats_is_the_real_std():
@@ -130,6 +149,32 @@ def test_schedule_decays_over_every_batch_of_the_run(items):
         optimizer.step()
         scheduler.step()
     assert last > 0 and scheduler.get_last_lr()[0] == 0
+
+
+def test_distributed_processes_draw_their_own_patches_and_share_one_clip_order():
+    """Under torchrun each process draws its own patches and augmentations, and the shares of one clip
+    order partition the clips, however many numbers each process drew before (Generator.integers draws
+    more or fewer by rejection); the same epoch drawn again (a resume) gives the same. One process keeps
+    the run's own streams."""
+    import torch
+
+    orders, patch_draws, augment_draws = [], [], []
+    for rank in range(2):
+        rng, gen = seed_everything(7)
+        rng.integers(0, 5 + rank, 1000 * (rank + 1))  # the processes have drawn differently so far
+        for _ in range(2):  # a resumed epoch draws the same
+            order_rng = epoch_streams(rng, gen, 7, 3, rank, 2)
+            assert order_rng.bit_generator.state != rng.bit_generator.state  # rank 0 too: its own patch draws
+            order = epoch_order(order_rng, 30, 2, rank, 2)
+            orders.append(order.tolist())
+            patch_draws.append(rng.integers(0, 1000, 8).tolist())
+            augment_draws.append(torch.rand(8, generator=gen).tolist())
+    assert orders[0] == orders[1] and patch_draws[0] == patch_draws[1] and augment_draws[0] == augment_draws[1]
+    assert sorted(orders[0] + orders[2]) == sorted(list(range(30)) * 2)  # the two shares: every clip, twice
+    assert patch_draws[0] != patch_draws[2] and augment_draws[0] != augment_draws[2]
+    rng, gen = seed_everything(7)
+    state = rng.bit_generator.state
+    assert epoch_streams(rng, gen, 7, 3, 0, 1) is rng and rng.bit_generator.state == state
 
 
 def test_each_pass_of_an_epoch_is_its_own_permutation():

@@ -27,8 +27,8 @@ def tiny(tiny_esc, tmp_path, **kw):
     return from_dict({**base, **kw})
 
 
-def test_pretrain_probe_finetune_eval(tiny_esc, tmp_path):
-    pre = pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_esc / "audio")]), tmp_path / "pre")
+def test_pretrain_probe_finetune_eval(tiny_esc, tiny_unlabeled, tmp_path):
+    pre = pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_unlabeled)]), tmp_path / "pre")
     history = pre.history()
     assert len(history) == 2 and "knn_accuracy" in history[-1]
     assert (pre.path / "checkpoint" / "model.safetensors").exists()
@@ -149,11 +149,11 @@ def test_recomputed_batchnorm_statistics_depend_on_the_weights_alone(tiny_esc, t
     assert not all(torch.equal(a[k], trained[k]) for k in trained if k.endswith("running_mean"))
 
 
-def test_mixup_finetune(tiny_esc, tmp_path):
+def test_mixup_finetune(tiny_esc, tiny_unlabeled, tmp_path):
     run = finetune(tiny(tiny_esc, tmp_path, loss="acl", mixup=0.4, augment="none"), tmp_path / "mix")
     assert [r["epoch"] for r in run.history()] == [1, 2] and all(r["loss"] > 0 for r in run.history())
     with pytest.raises(ConfigError, match="mixup"):
-        pretrain(tiny(tiny_esc, tmp_path, mixup=0.4, unlabeled=[str(tiny_esc / "audio")]), tmp_path / "bad")
+        pretrain(tiny(tiny_esc, tmp_path, mixup=0.4, unlabeled=[str(tiny_unlabeled)]), tmp_path / "bad")
 
 
 def test_missing_fold_fails_fast(tiny_esc, tmp_path):
@@ -181,7 +181,7 @@ def test_torchrun_two_processes_on_cpu(tiny_esc, tmp_path):
     assert all(bool(p.isfinite().all()) for p in model.parameters())
 
 
-def test_pretraining_on_unlabelled_audio_alone(tiny_esc, tmp_path, monkeypatch):
+def test_pretraining_on_unlabelled_audio_alone(tiny_esc, tiny_unlabeled, tmp_path, monkeypatch):
     """pretrain_labeled=false: the pool is the unlabelled folders only (one encoder for every CV fold)."""
     from training import loop
 
@@ -193,24 +193,20 @@ def test_pretraining_on_unlabelled_audio_alone(tiny_esc, tmp_path, monkeypatch):
         pools.append([c.path for c in self.pool.clips])
 
     monkeypatch.setattr(loop.SelfSupervisedStep, "__init__", spy)
-    unlabeled = tmp_path / "unlabeled"
-    unlabeled.mkdir()
-    for clip in sorted((tiny_esc / "audio").glob("*"))[:4]:
-        (unlabeled / clip.name).write_bytes(clip.read_bytes())
-    pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(unlabeled)], pretrain_labeled=False, epochs=1), tmp_path / "pre")
-    assert sorted(p.parent for p in pools[0]) == [unlabeled] * 4
+    pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_unlabeled)], pretrain_labeled=False, epochs=1), tmp_path / "pre")
+    assert sorted(p.parent for p in pools[0]) == [tiny_unlabeled] * 6
     with pytest.raises(ConfigError, match="pretrain_labeled"):
         pretrain(tiny(tiny_esc, tmp_path, pretrain_labeled=False), tmp_path / "bad")
 
 
-def test_pretraining_continues_from_init(tiny_esc, tmp_path, monkeypatch):
+def test_pretraining_continues_from_init(tiny_esc, tiny_unlabeled, tmp_path, monkeypatch):
     """init in pretrain mode: the run starts from that encoder and projection, keeps its input
     normalisation (the new pool's statistics would shift every input), and then moves on."""
     import torch
 
     from training import loop
 
-    first = pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_esc / "audio")], pretrain_labeled=False, epochs=1),
+    first = pretrain(tiny(tiny_esc, tmp_path, unlabeled=[str(tiny_unlabeled)], pretrain_labeled=False, epochs=1),
                      tmp_path / "pre")
     start, _ = load_checkpoint(first.path)
     starts = []
