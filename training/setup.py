@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.artifact import sha256_file
 from core.errors import ConfigError
 from core.features import FrontendConfig
 from training.config import TrainConfig
@@ -97,13 +97,14 @@ def without_labelled(unlabelled: list[Clip], labelled: list[Clip]) -> list[Clip]
     """The unlabelled clips that are no labelled clip's file (the same bytes under any name, of any fold,
     those held back too): a validation clip in the pre-training pool, or a labelled clip taught as an
     outlier, would break what the folds promise. Only files of a labelled file's size are read."""
-    sizes = {file_size(c.path) for c in labelled} - {-1}
-    candidates = [c for c in unlabelled if file_size(c.path) in sizes]
+    labelled_sizes = {c.path: file_size(c.path) for c in labelled}
+    readable_sizes = set(labelled_sizes.values()) - {-1}
+    candidates = [c for c in unlabelled if file_size(c.path) in readable_sizes]
     if not candidates:
         return unlabelled
-    candidate_sizes = {file_size(c.path) for c in candidates}
-    labelled_digests = {digest(c.path) for c in labelled if file_size(c.path) in candidate_sizes} - {""}
-    copies = {c.path for c in candidates if digest(c.path) in labelled_digests}
+    sizes = {file_size(c.path) for c in candidates}
+    labelled_digests = {file_digest(path) for path, size in labelled_sizes.items() if size in sizes} - {""}
+    copies = {c.path for c in candidates if file_digest(c.path) in labelled_digests}
     if copies:
         log.warning("%d unlabelled clips are labelled clips too (the same file), left out of the unlabelled pool, "
                     "e.g. %s", len(copies), sorted(copies)[0])
@@ -118,10 +119,10 @@ def file_size(path: Path) -> int:
         return -1
 
 
-def digest(path: Path) -> str:
-    """sha256 of a file's bytes; "" for one that cannot be read."""
+def file_digest(path: Path) -> str:
+    """core.artifact.sha256_file; "" for a file that cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return ""
 
