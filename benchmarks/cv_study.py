@@ -104,6 +104,10 @@ ARMS = {
     "ssl-acl-eq-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-eq", *EQ_FINETUNE],
     # ... from a pre-training whose views have the random EQ and the steep low-pass (recording conditions)
     "ssl-acl-rc-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
+    # ... the same overrides, trained after training.augment.band_limit kept the front-end's floor as the floor
+    # (it had raised every floor bin of every robust view by 3 dB): runs of its own, paired with those above
+    # (BENCHMARKS.md "The low-pass's floor mended")
+    "ssl-acl-rc-acl-robust-oe-eq-floor": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
     # ... from that pre-training run twice as long (100 epochs; its kNN monitor was still rising at 50)
     "ssl-acl-rc-e100-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc-e100", *EQ_FINETUNE],
     # ... and both from a second draw of their pre-training (its seed 1)

@@ -150,12 +150,13 @@ def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, 
 
 def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: float, floor: float,
                g: torch.Generator, order: int = 4) -> torch.Tensor:
-    """A Butterworth low-pass of this order at a random cutoff on the mel bands (M,) centred at mel_hz."""
+    """A Butterworth low-pass of this order at a random cutoff on the mel bands (M,) centred at mel_hz; in the
+    linear domain, the front-end's floor kept as the floor."""
     cutoff = uniform(x.shape[0], *cutoff_hz, g, x.device)  # (B, 1, 1, 1)
     gain = 1.0 / (1.0 + (mel_hz.to(x.device).view(1, 1, 1, -1) / cutoff) ** (2 * order))  # |H|², (B, 1, 1, M)
     on = coin(x, prob, g)
     gain = on * gain + (1 - on)
-    return torch.log10(10.0**x * gain + floor)
+    return torch.log10((10.0**x - floor).clamp_min(0) * gain + floor)
 
 
 def random_eq(x: torch.Tensor, floor: float, max_db: float, points: int, prob: float, g: torch.Generator) -> torch.Tensor:

@@ -129,6 +129,9 @@ def test_robust_view_parts():
     above = mel_hz > 2_400  # 20 % above the cutoff: 16th order is nearly resampling's brick wall, 4th is not
     steep = band_limit(x, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g, order=16)
     assert (steep[..., above] < -2.0 - 2.0).all() and (low[..., above & (mel_hz < 2_600)] > -2.0 - 1.0).all()
+    silence = torch.full((2, 1, 101, 96), -8.0)  # the front-end's floor (1e-8) stays the floor, filtered or not
+    torch.testing.assert_close(band_limit(silence, mel_hz, (2_000.0, 2_000.0), 0.0, 1e-8, g), silence)
+    torch.testing.assert_close(band_limit(silence, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g), silence)
     masked = spec_augment(x + torch.randn(x.shape, generator=g), RobustConfig(max_time_mask=20, max_freq_mask=20), g)
     assert masked.shape == x.shape and torch.isfinite(masked).all()
     for cfg in (RobustConfig(), RobustConfig(eq_prob=1.0, reverb_prob=1.0)):
