@@ -43,6 +43,7 @@ from training.setup import (
     Splits,
     autocast,
     batches,
+    each_clip_once,
     epoch_order,
     epoch_streams,
     init_distributed,
@@ -157,6 +158,7 @@ class SelfSupervisedStep:
         return f"{self.clips} clips ({self.device}), width {self.model.cfg.width}, {loss}{eq}{init}"
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, int]:
+        idx = each_clip_once(idx)  # patches_per_clip > 1: no clip its own negative
         first, second = (self._patches(idx) for _ in range(2))  # (B, 1, T, M) each
         views = make_views(first, second, self.views, self.gen)  # (2B, 1, T, M)
         with autocast(self.device, self.cfg.amp):

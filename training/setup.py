@@ -215,6 +215,14 @@ def epoch_order(rng: np.random.Generator, n_clips: int, patches_per_clip: int, r
     return order[: len(order) // world * world][rank::world]
 
 
+def each_clip_once(idx: np.ndarray) -> np.ndarray:
+    """A batch's clip indices with each clip's first occurrence only (in their order): a contrastive
+    batch that straddles two passes of an epoch would hold two patches of one clip, each the other's
+    negative. A batch without repeats is returned as it is."""
+    _, first = np.unique(idx, return_index=True)
+    return idx if len(first) == len(idx) else idx[np.sort(first)]
+
+
 def batches(order: np.ndarray, batch_size: int, min_size: int = 2):
     """Index batches over `order`; a last batch smaller than min_size is dropped (BatchNorm)."""
     for i in range(0, len(order), batch_size):

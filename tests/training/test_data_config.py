@@ -7,7 +7,7 @@ from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
 from training.model import ModelConfig, SoundModel
-from training.setup import batches, epoch_order, epoch_streams, load_splits, make_optimizer, seed_everything
+from training.setup import batches, each_clip_once, epoch_order, epoch_streams, load_splits, make_optimizer, seed_everything
 
 
 def test_esc50_layout_builds_contiguous_labels(tiny_esc):
@@ -187,6 +187,19 @@ def test_each_pass_of_an_epoch_is_its_own_permutation():
     assert np.array_equal(epoch_order(np.random.default_rng(0), 240, 1), np.random.default_rng(0).permutation(240))
     shares = [epoch_order(np.random.default_rng(0), 240, 4, rank, 3) for rank in range(3)]
     assert sorted(np.concatenate(shares)) == sorted(order[:960 // 3 * 3])
+
+
+def test_a_contrastive_batch_across_two_passes_holds_each_clip_once():
+    """Batches of 64 over two passes of 100 clips: the one across the passes loses its repeats (first
+    occurrences, in order); the others are returned as they are, the very arrays."""
+    order = epoch_order(np.random.default_rng(0), 100, 2)
+    for chunk in batches(order, 64):
+        once = each_clip_once(chunk)
+        assert len(set(once.tolist())) == len(once) and set(once.tolist()) == set(chunk.tolist())
+        assert once is chunk or len(once) < len(chunk)
+        assert [c for c in once] == [c for i, c in enumerate(chunk) if c not in chunk[:i]]
+    assert len(each_clip_once(order[64:128])) < 64  # 36 clips of pass one, 28 of pass two: repeats, this draw
+    assert each_clip_once(np.array([3, 1, 3, 2, 1])).tolist() == [3, 1, 2]
 
 
 def test_a_loss_that_is_not_finite_stops_the_run_before_its_checkpoint():
