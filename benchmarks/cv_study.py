@@ -232,8 +232,6 @@ def window_outputs(model, clips, frontend, activity) -> list[tuple[np.ndarray, n
     return out
 
 
-
-
 def outputs(model, clips, frontend, activity) -> tuple[np.ndarray, np.ndarray]:
     """Per clip (log-mel, gains): mean softmax (K, C) and L2-normalised mean embedding (K, D) over
     the windows with sound (all windows when none)."""

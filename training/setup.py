@@ -99,12 +99,12 @@ def without_labelled(unlabelled: list[Clip], labelled: list[Clip]) -> list[Clip]
     outlier, would break what the folds promise. Only files of a labelled file's size are read."""
     labelled_sizes = {c.path: file_size(c.path) for c in labelled}
     readable_sizes = set(labelled_sizes.values()) - {-1}
-    candidates = [c for c in unlabelled if file_size(c.path) in readable_sizes]
-    if not candidates:
+    candidate_sizes = {c.path: size for c in unlabelled if (size := file_size(c.path)) in readable_sizes}
+    if not candidate_sizes:
         return unlabelled
-    sizes = {file_size(c.path) for c in candidates}
+    sizes = set(candidate_sizes.values())
     labelled_digests = {file_digest(path) for path, size in labelled_sizes.items() if size in sizes} - {""}
-    copies = {c.path for c in candidates if file_digest(c.path) in labelled_digests}
+    copies = {path for path in candidate_sizes if file_digest(path) in labelled_digests}
     if copies:
         log.warning("%d unlabelled clips are labelled clips too (the same file), left out of the unlabelled pool, "
                     "e.g. %s", len(copies), sorted(copies)[0])
