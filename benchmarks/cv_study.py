@@ -108,6 +108,11 @@ ARMS = {
     # (it had raised every floor bin of every robust view by 3 dB): runs of its own, paired with those above
     # (BENCHMARKS.md "The low-pass's floor mended")
     "ssl-acl-rc-acl-robust-oe-eq-floor": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
+    # ... with stochastic weight averaging as published: 10 more epochs at a constant 0.25 × lr after the 40 of the
+    # cosine, their weights averaged (training.averaging); benchmarks/swa_look.sh starts each run from its -floor
+    # pair's state at epoch 40, which is what these 40 epochs train (BENCHMARKS.md "Weight averaging at a constant rate")
+    "ssl-acl-rc-acl-robust-oe-eq-swa": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "epochs=50", "average_last=10",
+                                        "average_lr=0.25"],
     # ... from that pre-training run twice as long (100 epochs; its kNN monitor was still rising at 50)
     "ssl-acl-rc-e100-acl-robust-oe-eq": ["init=runs/pretrain/ssl-acl-rc-e100", *EQ_FINETUNE],
     # ... and both from a second draw of their pre-training (its seed 1)

@@ -65,6 +65,9 @@ class TrainConfig:
     outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
     average_last: int = 0  # finetune: average the weights of the last N epochs (training.averaging); 0: off
+    average_lr: float = 0.0  # finetune with average_last: those last epochs at this constant share of lr (SWA as
+    #   published: the cosine decays over the epochs before them, then the rate stays up so the weights keep moving);
+    #   0: the cosine runs to the end
     teacher: str = ""  # finetune: a fine-tuned run or ensemble whose answers the run also learns (distillation)
     distill_weight: float = 0.0  # ... the share of the labelled windows' loss that is the KL divergence to the
     #   teacher's answer (outlier exposure keeps its weight)
@@ -148,6 +151,10 @@ class TrainConfig:
         if not 0 <= self.average_last <= self.epochs or (self.average_last and not fine_tune):
             raise ConfigError(f"average_last must be from 0 to epochs ({self.epochs}), and only for a fine-tune, "
                               f"got {self.average_last} ({mode})")
+        if not 0 <= self.average_lr <= 1 or (self.average_lr and not 0 < self.average_last < self.epochs):
+            raise ConfigError(f"average_lr must be in [0, 1], and above 0 only with average_last from 1 to epochs - 1 "
+                              f"(the cosine needs epochs before it), got {self.average_lr} with average_last "
+                              f"{self.average_last} of {self.epochs} epochs")
         if self.mixup < 0 or (self.mixup and not fine_tune):
             raise ConfigError(f"mixup must be >= 0, and only for a fine-tune, got {self.mixup} ({mode})")
         if self.outlier_weight < 0 or (self.outlier_weight and (not fine_tune or not self.unlabeled)):

@@ -130,7 +130,8 @@ def file_digest(path: Path) -> str:
 def make_optimizer(model: SoundModel, cfg: TrainConfig, patches_per_epoch: int):
     """AdamW with linear warm-up then cosine decay over the run, stepped once per batch of this
     process's `patches_per_epoch` (epoch_order's share); the encoder at `encoder_lr_scale` times the
-    learning rate of the heads."""
+    learning rate of the heads. With `average_lr`, the cosine ends `average_last` epochs early and the
+    rate stays at `average_lr` times lr for those epochs (the weights they average, training.averaging)."""
     parameters = model.parameters()
     if cfg.encoder_lr_scale != 1.0:  # two groups; one otherwise, as runs made before the knob resume with
         encoder = set(model.encoder.parameters())
@@ -139,7 +140,9 @@ def make_optimizer(model: SoundModel, cfg: TrainConfig, patches_per_epoch: int):
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     order = np.arange(patches_per_epoch)
     steps_per_epoch = sum(1 for _ in batches(order, cfg.batch_size)) or 1  # the last, partial batch too
-    return optimizer, cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
+    cosine_epochs = cfg.epochs - cfg.average_last if cfg.average_lr else cfg.epochs
+    return optimizer, cosine_schedule(optimizer, cfg.warmup_epochs * steps_per_epoch, cosine_epochs * steps_per_epoch,
+                                      then=cfg.average_lr)
 
 
 def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
@@ -181,13 +184,15 @@ def is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def cosine_schedule(optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up, then cosine decay to zero."""
+def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, then: float = 0.0):
+    """Linear warm-up, then cosine decay to zero at `total_steps`; after them, the constant factor `then`."""
     def factor(step: int) -> float:
+        if step >= total_steps:
+            return then
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

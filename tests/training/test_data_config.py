@@ -151,6 +151,27 @@ def test_schedule_decays_over_every_batch_of_the_run(items):
     assert last > 0 and scheduler.get_last_lr()[0] == 0
 
 
+def test_averaged_epochs_at_a_constant_rate_after_the_same_cosine():
+    """average_lr (SWA as published): the cosine of a run of epochs - average_last epochs, then those
+    last epochs at average_lr times lr, so a run with them trains exactly as the shorter run until then."""
+    def rates(cfg: TrainConfig, items: int = 130) -> list[float]:
+        optimizer, scheduler = make_optimizer(SoundModel(ModelConfig(width=4, num_classes=3)), cfg, items)
+        seen = []
+        for _ in range(cfg.epochs * 3):  # 130 patches at batch 64: 3 batches an epoch
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    plain = rates(TrainConfig(epochs=4, warmup_epochs=1))
+    swa = rates(TrainConfig(epochs=6, warmup_epochs=1, average_last=2, average_lr=0.25))
+    assert swa[:12] == pytest.approx(plain) and swa[12:] == pytest.approx([0.25e-3] * 6)
+    assert rates(TrainConfig(epochs=6, warmup_epochs=1, average_last=2)) == rates(TrainConfig(epochs=6, warmup_epochs=1))  # off
+    for bad in (dict(average_lr=0.5), dict(average_lr=0.5, average_last=6), dict(average_lr=1.5, average_last=2)):
+        with pytest.raises(ConfigError, match="average_lr"):
+            TrainConfig(epochs=6, **bad).validate("finetune")
+
+
 def test_distributed_processes_draw_their_own_patches_and_share_one_clip_order():
     """Under torchrun each process draws its own patches and augmentations, and the shares of one clip
     order partition the clips, however many numbers each process drew before (Generator.integers draws

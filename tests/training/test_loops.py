@@ -99,7 +99,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, mo
     assert [r["epoch"] for r in finetune(cfg, tmp_path / "resumed").history()] == [1, 2, 3]
 
 
-def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, monkeypatch):
+@pytest.mark.parametrize("average_lr", [0.0, 0.5])  # the cosine to the end, or SWA's constant rate at the end
+def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, monkeypatch, average_lr):
     import torch
 
     from training.averaging import WeightAverage
@@ -111,12 +112,14 @@ def test_weight_averaging_is_the_mean_of_the_last_epochs(tiny_esc, tmp_path, mon
         real_update(self, model, epoch)
 
     monkeypatch.setattr(WeightAverage, "update", update)
-    run = finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=3, average_last=2), tmp_path / "avg")
+    run = finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=3, average_last=2, average_lr=average_lr), tmp_path / "avg")
     model, _ = load_checkpoint(run.path)
     for name, value in model.state_dict().items():
         if "running" in name or "num_batches" in name:
             continue  # BatchNorm statistics are recomputed for the averaged weights
         torch.testing.assert_close(value, (snapshots[1][name] + snapshots[2][name]) / 2, msg=name)
+    if average_lr:  # the rate of the next batch: constant from the end of the one cosine epoch
+        assert [r["lr"] for r in run.history()] == pytest.approx([average_lr * 1e-3] * 3)
     running = [v for k, v in model.state_dict().items() if k.endswith("running_mean")]
     assert not all(torch.equal(r, s) for r, s in zip(running, [v for k, v in snapshots[2].items() if k.endswith("running_mean")]))
     with pytest.raises(ConfigError, match="average_last"):
