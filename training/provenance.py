@@ -28,14 +28,19 @@ def load_teacher(cfg: TrainConfig, labels: tuple[str, ...], frontend: FrontendCo
     teacher, info = load_inference_model(cfg.teacher)
     if info["labels"] != list(labels):
         raise ConfigError(f"the teacher {cfg.teacher} answers {info['labels']}, this run {list(labels)}")
-    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
-        raise ConfigError(f"the teacher {cfg.teacher} was trained on another log-mel")
-    seen = folds_seen_by(cfg.teacher, cfg.labeled)
-    if seen & set(cfg.val_folds):
-        raise ConfigError(f"the teacher {cfg.teacher} learnt from folds {sorted(seen)} (its training folds, or its "
-                          f"pre-training's or its own teacher's), which include this run's validation folds "
-                          f"{list(cfg.val_folds)}: its figures would not be held out")
+    require_fit(f"the teacher {cfg.teacher}", info, folds_seen_by(cfg.teacher, cfg.labeled), cfg, frontend)
     return teacher
+
+
+def require_fit(source: str, info: dict, seen: set[int], cfg: TrainConfig, frontend: FrontendConfig) -> None:
+    """Refuse a run to learn from (`source`, its checkpoint `info`, the folds it learnt from `seen`) when it
+    heard another log-mel or learnt from this run's validation folds."""
+    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
+        raise ConfigError(f"{source} was trained on another log-mel: {info['frontend']}")
+    if seen & set(cfg.val_folds):
+        raise ConfigError(f"{source} learnt from folds {sorted(seen)} (its training folds, or those of the runs it "
+                          f"continued or learnt the answers of), which include this run's validation folds "
+                          f"{list(cfg.val_folds)}: its figures would not be held out")
 
 
 def same_data(config: dict, labeled: str) -> bool:
@@ -72,12 +77,7 @@ def pretrained_model(cfg: TrainConfig, frontend: FrontendConfig) -> SoundModel:
     """The model of the pre-training run `cfg.init` (encoder with its normalisation, projection head),
     checked to share the front-end; its width overrides the config's."""
     pretrained, info = load_checkpoint(cfg.init)
-    if FrontendConfig.from_dict(info["frontend"]).log_mel_json() != frontend.log_mel_json():
-        raise ConfigError(f"{cfg.init} was trained with another front-end: {info['frontend']}")
-    seen = folds_seen(info, cfg.labeled)
-    if seen & set(cfg.val_folds):
-        raise ConfigError(f"{cfg.init} was pre-trained on folds {sorted(seen)} of the labelled data, which include "
-                          f"this run's validation folds {list(cfg.val_folds)}: its figures would not be held out")
+    require_fit(f"the pre-trained encoder {cfg.init}", info, folds_seen(info, cfg.labeled), cfg, frontend)
     if cfg.width != pretrained.cfg.width:
         log.warning("width %d from the config is ignored: %s has width %d", cfg.width, cfg.init, pretrained.cfg.width)
     return pretrained

@@ -296,6 +296,23 @@ def test_runs_that_could_not_train_or_would_leak_are_refused(tiny_esc, tmp_path)
         evaluate_run(str(final.path), str(tiny_esc), (), str(tmp_path / "cache"), "cpu")
 
 
+def test_a_source_of_another_log_mel_or_that_heard_the_validation_folds_is_refused():
+    """What a run continues or learns from (training.provenance.require_fit): the same log-mel, however
+    its windows are cut, and none of the run's validation folds."""
+    import dataclasses
+
+    from core.features import FrontendConfig
+    from training.provenance import require_fit
+
+    cfg, frontend = from_dict({"train_folds": [1, 2], "val_folds": [3]}), FrontendConfig()
+    info = {"frontend": dataclasses.asdict(FrontendConfig(patch_frames=201))}
+    require_fit("the encoder e", info, {1, 2}, cfg, frontend)  # longer windows of the same log-mel: fits
+    with pytest.raises(ConfigError, match="the encoder e learnt from folds \\[2, 3\\]"):
+        require_fit("the encoder e", info, {2, 3}, cfg, frontend)
+    with pytest.raises(ConfigError, match="the teacher t was trained on another log-mel"):
+        require_fit("the teacher t", {"frontend": dataclasses.asdict(FrontendConfig(n_mels=64))}, set(), cfg, frontend)
+
+
 def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw_its_validation(tiny_esc, tmp_path,
                                                                                                monkeypatch):
     """A teacher that names every tone by the next class's name (its classifier's rows rolled): with
