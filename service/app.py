@@ -186,9 +186,14 @@ class SoundArc:
     async def remove_class(self, label: str) -> dict:
         if self.classes is None:
             raise errors.NotFound(f"no enrolled class named {shown_label(label)}")
-        name = self.current_classes().enrolled_named(label).label  # as it was enrolled
-        updated = await self._change_classes(lambda classes: classes.remove(label))
-        return {"deleted": name, "classes": len(updated.labels)}
+        names = []
+
+        def remove(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
+            names.append(classes.enrolled_named(label).label)  # as it was enrolled
+            return classes.remove(label)
+
+        updated = await self._change_classes(remove)
+        return {"deleted": names[0], "classes": len(updated.labels)}
 
     async def _change_classes(self, change) -> ClassSet:
         """Apply `change` to the shared store of enrolled classes (every replica's), in a worker thread."""
