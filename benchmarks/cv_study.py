@@ -108,6 +108,10 @@ ARMS = {
     # (it had raised every floor bin of every robust view by 3 dB): runs of its own, paired with those above
     # (BENCHMARKS.md "The low-pass's floor mended")
     "ssl-acl-rc-acl-robust-oe-eq-floor": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
+    # ... the same overrides, trained after training.augment.add_noise kept the floor as the floor (it scaled a silent
+    # noise patch up to the SNR as flat noise) and robust_view moved the compander after the steps in the linear
+    # domain (they took the floor it had moved as sound): paired with -floor (BENCHMARKS.md "The noise's floor")
+    "ssl-acl-rc-acl-robust-oe-eq-mend": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
     # ... with stochastic weight averaging as published: 10 more epochs at a constant 0.25 × lr after the 40 of the
     # cosine, their weights averaged (training.averaging); benchmarks/swa_look.sh starts each run from its -floor
     # pair's state at epoch 40, which is what these 40 epochs train (BENCHMARKS.md "Weight averaging at a constant rate")

@@ -1,21 +1,22 @@
 """SSL views (docs/design.md) and the robust supervised view, as batched tensor ops over log-mel patches (B, 1, T, M); they run on
 whatever device the batch is on. Randomness comes from the torch.Generator passed in.
 
-    mix-back        x <- log10((1 − a)·10^x + a·(E_x / E_b)·10^b), b a patch of another clip,
-                    a ~ U(0, 0.05), E the mean linear energy
+    mix-back        x <- log10((1 − a)·P_x + a·(E_x / E_b)·P_b + floor), b a patch of another clip,
+                    a ~ U(0, 0.05); P = 10^x − floor, the mel power above the front-end's floor (every step in
+                    the linear domain takes the floor off and puts it back once), E its mean
     resized crop    area ∈ [0.8, 1], aspect ratio ∈ [3/4, 4/3], bilinear back to (T, M); with crop_mel
                     false, the time axis only (area ∈ [0.8, 1] of it; every mel band kept in place)
     random EQ       (views, when eq_prob > 0) as in the robust view below: each view its own curve
     low-pass        (views, when band_limit_prob > 0) as in the robust view below: each view its own cutoff
     compander       x <- c·x, c ~ U(0.75, 1): a power law c on the linear mel energies
     noise           x <- x + N(0, σ²), σ ~ U(0, 0.01)
-    random EQ       (robust view) x <- log10((10^x − floor)·10^(c/10) + floor), c (M,) a smooth random
+    random EQ       (robust view) x <- log10(P·10^(c/10) + floor), c (M,) a smooth random
                     curve in dB: eq_points anchors ~ U(−eq_db, eq_db), linear between them
-    reverb          (robust view) x <- log10(P + w·Σ_k≥1 a^k·P[t − k] + floor), P = 10^x − floor per mel band,
+    reverb          (robust view) x <- log10(P + w·Σ_k≥1 a^k·P[t − k] + floor), per mel band,
                     a = 10^(−6·hop / rt60) the power decay a frame, rt60 ~ U(rt60_s), w such that the tail
                     holds 10^(−drr/10) of the direct energy, drr ~ U(drr_db): a room's late reverberation;
                     then scaled to the patch's peak energy (the front-end peak-normalises each clip)
-    mixup           x <- log10(λ·10^x + (1 − λ)·(E_x / E_y)·10^y), y another patch of the batch: the
+    mixup           x <- log10(λ·P_x + (1 − λ)·(E_x / E_y)·P_y + floor), y another patch of the batch: the
                     two sounds at equal energy, weighted λ and 1 − λ (the loss is weighted the same)
 """
 
@@ -54,7 +55,7 @@ class AugmentConfig(ColourConfig):
     compander: tuple[float, float] = (0.75, 1.0)
     noise_max: float = 0.01
     mel_hz: tuple[float, ...] = ()  # the mel bands' centre frequencies, needed by the low-pass
-    floor: float = FrontendConfig.log_offset  # the front-end's log offset, which the random EQ keeps as the floor
+    floor: float = FrontendConfig.log_offset  # the front-end's log offset, kept as the floor by every linear step
 
 
 def uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
@@ -67,16 +68,26 @@ def coin(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
     return (torch.rand(x.shape[0], generator=g) < prob).to(x.device, x.dtype).view(-1, 1, 1, 1)
 
 
+def power(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """Log-mel patches (B, 1, T, M) -> their mel power above the front-end's floor (0 where silent)."""
+    return (10.0**x - floor).clamp_min(0)
+
+
+def log_mel(lin: torch.Tensor, floor: float) -> torch.Tensor:
+    """Mel power above the floor (B, 1, T, M) -> log-mel patches, the floor put back once (power's inverse)."""
+    return torch.log10(lin + floor)
+
+
 def energy_ratio(lin_x: torch.Tensor, lin_y: torch.Tensor) -> torch.Tensor:
     """E_x / E_y (B, 1, 1, 1): the mean linear energies of two batches of patches (B, 1, T, M)."""
     return lin_x.mean(dim=(1, 2, 3), keepdim=True) / lin_y.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
 
 
-def mix_back(x: torch.Tensor, background: torch.Tensor, max_ratio: float, g: torch.Generator) -> torch.Tensor:
-    """Mix each patch with a background patch, energy-matched in the linear domain."""
-    lin_x, lin_b = 10.0**x, 10.0**background  # (B, 1, T, M)
+def mix_back(x: torch.Tensor, background: torch.Tensor, max_ratio: float, floor: float, g: torch.Generator) -> torch.Tensor:
+    """Mix each patch with a background patch, energy-matched in the linear domain (a silent one adds nothing)."""
+    lin_x, lin_b = power(x, floor), power(background, floor)  # (B, 1, T, M)
     a = uniform(x.shape[0], 0.0, max_ratio, g, x.device)
-    return torch.log10((1 - a) * lin_x + a * energy_ratio(lin_x, lin_b) * lin_b)
+    return log_mel((1 - a) * lin_x + a * energy_ratio(lin_x, lin_b) * lin_b, floor)
 
 
 def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Generator, mel: bool = True) -> torch.Tensor:
@@ -101,7 +112,7 @@ def random_resized_crop(x: torch.Tensor, area: tuple, ratio: tuple, g: torch.Gen
 
 def make_view(x: torch.Tensor, background: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
     """One augmented view of a batch of log-mel patches (B, 1, T, M)."""
-    x = mix_back(x, background, cfg.mixback_max, g)
+    x = mix_back(x, background, cfg.mixback_max, cfg.floor, g)
     x = random_resized_crop(x, cfg.crop_area, cfg.crop_ratio, g, cfg.crop_mel)
     if cfg.eq_prob > 0:  # off draws nothing: the views without it keep their random sequence
         x = random_eq(x, cfg.floor, cfg.eq_db, cfg.eq_points, cfg.eq_prob, g)
@@ -140,12 +151,14 @@ class RobustConfig(ColourConfig):
     max_freq_mask: int = 10  # mel bands
 
 
-def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, g: torch.Generator) -> torch.Tensor:
-    """Mix a background patch (B, 1, T, M) into each patch at a random SNR, in the linear domain."""
-    lin_x, lin_n = 10.0**x, 10.0**noise
+def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: tuple, prob: float, floor: float,
+              g: torch.Generator) -> torch.Tensor:
+    """Mix a background patch (B, 1, T, M) into each patch at a random SNR, in the linear domain (a silent
+    background adds nothing)."""
+    lin_x, lin_n = power(x, floor), power(noise, floor)
     snr = uniform(x.shape[0], *snr_db, g, x.device)
     on = coin(x, prob, g)
-    return torch.log10(lin_x + on * energy_ratio(lin_x, lin_n) * 10.0 ** (-snr / 10) * lin_n)
+    return log_mel(lin_x + on * energy_ratio(lin_x, lin_n) * 10.0 ** (-snr / 10) * lin_n, floor)
 
 
 def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: float, floor: float,
@@ -156,7 +169,7 @@ def band_limit(x: torch.Tensor, mel_hz: torch.Tensor, cutoff_hz: tuple, prob: fl
     gain = 1.0 / (1.0 + (mel_hz.to(x.device).view(1, 1, 1, -1) / cutoff) ** (2 * order))  # |H|², (B, 1, 1, M)
     on = coin(x, prob, g)
     gain = on * gain + (1 - on)
-    return torch.log10((10.0**x - floor).clamp_min(0) * gain + floor)
+    return log_mel(power(x, floor) * gain, floor)
 
 
 def random_eq(x: torch.Tensor, floor: float, max_db: float, points: int, prob: float, g: torch.Generator) -> torch.Tensor:
@@ -166,7 +179,7 @@ def random_eq(x: torch.Tensor, floor: float, max_db: float, points: int, prob: f
     anchors_db = (2 * torch.rand(b, 1, points, generator=g) - 1) * max_db  # (B, 1, K)
     curve_db = F.interpolate(anchors_db, size=m, mode="linear", align_corners=True)  # (B, 1, M)
     gain = 10.0 ** (coin(x, prob, g) * curve_db.view(b, 1, 1, m).to(x.device, x.dtype) / 10)  # (B, 1, 1, M)
-    return torch.log10((10.0**x - floor).clamp_min(0) * gain + floor)
+    return log_mel(power(x, floor) * gain, floor)
 
 
 def reverb(x: torch.Tensor, floor: float, hop_s: float, rt60_s: tuple, drr_db: tuple, prob: float,
@@ -180,12 +193,12 @@ def reverb(x: torch.Tensor, floor: float, hop_s: float, rt60_s: tuple, drr_db: t
     k = torch.arange(t, device=x.device, dtype=x.dtype).view(1, 1, t, 1)
     kernel = torch.where(k > 0, decay**k, torch.zeros_like(k))  # (B, 1, T, 1); sums to decay / (1 − decay)
     kernel = kernel * 10.0 ** (-drr / 10) * (1 - decay) / decay * coin(x, prob, g)
-    lin = (10.0**x - floor).clamp_min(0)
+    lin = power(x, floor)
     n = 2 * t  # zero-padded: no wrap-around
     tail = torch.fft.irfft(torch.fft.rfft(lin, n=n, dim=2) * torch.fft.rfft(kernel, n=n, dim=2), n=n, dim=2)[:, :, :t]
     wet = lin + tail.clamp_min(0)
     peak = lin.amax(dim=(1, 2, 3), keepdim=True) / wet.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-20)
-    return torch.log10(wet * peak + floor)  # back to the patch's peak, as the front-end peak-normalises
+    return log_mel(wet * peak, floor)  # back to the patch's peak, as the front-end peak-normalises
 
 
 def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
@@ -206,22 +219,23 @@ def spec_augment(x: torch.Tensor, cfg: RobustConfig, g: torch.Generator) -> torc
 def mixup(x: torch.Tensor, perm: torch.Tensor, lam: float, floor: float) -> torch.Tensor:
     """Each patch of (B, 1, T, M) mixed with patch perm[i] of the batch, energy-matched, in the linear
     domain; `floor` is the front-end's log offset, kept as the floor of the mix."""
-    lin_x = (10.0**x - floor).clamp_min(0)
+    lin_x = power(x, floor)
     lin_y = lin_x[perm]
-    return torch.log10(lam * lin_x + (1 - lam) * energy_ratio(lin_x, lin_y) * lin_y + floor)
+    return log_mel(lam * lin_x + (1 - lam) * energy_ratio(lin_x, lin_y) * lin_y, floor)
 
 
 def robust_view(x: torch.Tensor, noise: torch.Tensor, mel_hz: torch.Tensor, floor: float, hop_s: float,
                 views: AugmentConfig, cfg: RobustConfig, g: torch.Generator) -> torch.Tensor:
-    """The supervised training view of a batch (B, 1, T, M): crop, compander, a room's reverberation
-    (when reverb_prob > 0), real noise at a random SNR, a random frequency response (when eq_prob > 0),
-    a random low-pass, SpecAugment masks."""
+    """The supervised training view of a batch (B, 1, T, M): crop, a room's reverberation (when
+    reverb_prob > 0), real noise at a random SNR, a random frequency response (when eq_prob > 0), a random
+    low-pass, compander, SpecAugment masks. The compander comes after the steps in the linear domain (as in
+    make_view), which take the front-end's floor as the floor; its factor is drawn where it always was."""
     x = random_resized_crop(x, views.crop_area, views.crop_ratio, g, views.crop_mel)
-    x = x * uniform(x.shape[0], *views.compander, g, x.device)
+    compander = uniform(x.shape[0], *views.compander, g, x.device)  # (B, 1, 1, 1)
     if cfg.reverb_prob > 0:  # off draws nothing: the recipes without it keep their random sequence
         x = reverb(x, floor, hop_s, cfg.rt60_s, cfg.drr_db, cfg.reverb_prob, g)
-    x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, g)
+    x = add_noise(x, noise, cfg.snr_db, cfg.noise_prob, floor, g)
     if cfg.eq_prob > 0:  # off draws nothing: the recipes without it keep their random sequence
         x = random_eq(x, floor, cfg.eq_db, cfg.eq_points, cfg.eq_prob, g)
     x = band_limit(x, mel_hz, cfg.cutoff_hz, cfg.band_limit_prob, floor, g, cfg.band_limit_order)
-    return spec_augment(x, cfg, g)
+    return spec_augment(x * compander, cfg, g)

@@ -110,6 +110,10 @@ def test_mix_back_is_energy_matched():
     out = make_view(quiet, loud, cfg, torch.Generator().manual_seed(1))
     # energy-matched: a loud background does not drown a quiet patch
     assert (out - quiet).abs().max() < 0.05
+    silence = torch.full((1, 1, 101, 96), math.log10(cfg.floor))  # the front-end's floor: a silent background
+    alone = make_view(quiet, silence, cfg, torch.Generator().manual_seed(1))  # adds nothing (1 − a of the power)
+    assert alone.amax() - alone.amin() < 1e-5 and -6.0 + math.log10(0.95) - 1e-5 <= alone.amin() <= alone.amax() <= -6.0
+    torch.testing.assert_close(make_view(silence, loud, cfg, torch.Generator().manual_seed(1)), silence)
 
 
 def test_robust_view_parts():
@@ -120,23 +124,31 @@ def test_robust_view_parts():
     g = torch.Generator().manual_seed(0)
     x = torch.full((4, 1, 101, 96), -2.0)  # a flat log-mel
     noise = torch.full((4, 1, 101, 96), -3.0)
-    assert torch.equal(add_noise(x, noise, (10.0, 10.0), 0.0, g), torch.log10(10.0**x))  # prob 0: unchanged
-    noisy = add_noise(x, noise, (10.0, 10.0), 1.0, g)  # 10 dB SNR: + 10 % of the energy
+    torch.testing.assert_close(add_noise(x, noise, (10.0, 10.0), 0.0, 1e-8, g), x)  # prob 0: unchanged
+    noisy = add_noise(x, noise, (10.0, 10.0), 1.0, 1e-8, g)  # 10 dB SNR: + 10 % of the energy
     torch.testing.assert_close(noisy, torch.log10(torch.tensor(1.1e-2)).expand_as(x))
+    silence = torch.full((4, 1, 101, 96), -8.0)  # the front-end's floor (1e-8): silent noise adds nothing, nor
+    torch.testing.assert_close(add_noise(x, silence, (10.0, 10.0), 1.0, 1e-8, g), x)  # is noise scaled up to it
+    torch.testing.assert_close(add_noise(silence, noise, (10.0, 10.0), 1.0, 1e-8, g), silence)
     mel_hz = torch.linspace(50, 10_500, 96)
     low = band_limit(x, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g)
     assert (low[..., -1] < x[..., -1] - 3).all() and torch.allclose(low[..., 0], x[..., 0], atol=1e-3)
     above = mel_hz > 2_400  # 20 % above the cutoff: 16th order is nearly resampling's brick wall, 4th is not
     steep = band_limit(x, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g, order=16)
     assert (steep[..., above] < -2.0 - 2.0).all() and (low[..., above & (mel_hz < 2_600)] > -2.0 - 1.0).all()
-    silence = torch.full((2, 1, 101, 96), -8.0)  # the front-end's floor (1e-8) stays the floor, filtered or not
-    torch.testing.assert_close(band_limit(silence, mel_hz, (2_000.0, 2_000.0), 0.0, 1e-8, g), silence)
-    torch.testing.assert_close(band_limit(silence, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g), silence)
+    torch.testing.assert_close(band_limit(silence, mel_hz, (2_000.0, 2_000.0), 0.0, 1e-8, g), silence)  # the floor
+    torch.testing.assert_close(band_limit(silence, mel_hz, (2_000.0, 2_000.0), 1.0, 1e-8, g), silence)  # stays it
     masked = spec_augment(x + torch.randn(x.shape, generator=g), RobustConfig(max_time_mask=20, max_freq_mask=20), g)
     assert masked.shape == x.shape and torch.isfinite(masked).all()
     for cfg in (RobustConfig(), RobustConfig(eq_prob=1.0, reverb_prob=1.0)):
         view = robust_view(x, noise, mel_hz, 1e-8, 0.01, AugmentConfig(), cfg, g)
         assert view.shape == x.shape and torch.isfinite(view).all()
+    # silence stays one flat floor through every step; the compander, last, scales it (c ~ U(0.75, 1)): no
+    # step below the cutoff of the low-pass, as when the steps in the linear domain came after the compander
+    every = RobustConfig(eq_prob=1.0, reverb_prob=1.0, band_limit_prob=1.0, time_masks=0, freq_masks=0)
+    quiet = robust_view(silence, silence, mel_hz, 1e-8, 0.01, AugmentConfig(), every, g)
+    assert (quiet.amax(dim=(2, 3)) - quiet.amin(dim=(2, 3)) < 1e-4).all() and (quiet >= -8.0 - 1e-4).all()
+    assert (quiet <= -8.0 * 0.75 + 1e-4).all()
 
 
 def test_mixup_is_energy_matched_and_weighted():
