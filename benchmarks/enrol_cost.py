@@ -13,7 +13,7 @@ Also: the enrolled classes' own left-over clips, recognised as their class. With
 every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
 its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py);
 with --vote, a clip's windows vote so (core.answer.vote_weights).
-Writes reports/enrol_cost.json.
+Writes reports/enrol_cost.json (--report: another name).
 """
 
 import argparse
@@ -108,6 +108,8 @@ def main() -> None:
     add_joint_arguments(parser, "serve each run with the joint embedding")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
     parser.add_argument("--vote", choices=VOTES, default="mean", help="how a clip's windows vote")
+    parser.add_argument("--report", default="enrol_cost", help="reports/REPORT.json (finalise_default.py reads "
+                        "enrol_cost: another machine's draw or another rule, its own name)")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     esc10, unlabeled = require_data("esc10"), require_data("unlabeled")
@@ -120,7 +122,7 @@ def main() -> None:
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "enrol_cost.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": share,
+    (REPORTS / f"{args.report}.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": share,
                                                          "pretrained": pretrained,
                                                          "prototype_weight": args.prototype_weight, "vote": args.vote,
                                                          "groups": GROUPS, "shots": SHOTS,
