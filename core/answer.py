@@ -6,8 +6,8 @@ offline rows and the stream all build it here and only serialise it.
                 scale, K = C + E: a built-in class's logit is (1 − w)·the head's + w·(a·cos to its
                 prototype + b), a·cos + b the line of logit against cosine fitted at export and w the
                 model's prototype weight (0: the head alone); an enrolled class's logit is the top
-                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class)
-                (class_logits)
+                built-in logit plus a·(cos to its prototype − cos to the prototype of that top class
+                − margin) in the windows where that is above the top, else none (−inf; class_logits)
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
@@ -130,8 +130,9 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     The built-in classes' logits are the head's blended with their prototypes' (the model's prototype
     weight w; 0 leaves the head's). An enrolled class is measured against that top choice: its logit is
     the top built-in logit plus a·(cos(h, its prototype) − cos(h, the prototype of the top class) −
-    margin), so it outranks the top class exactly when the window is closer to it by the margin (the
-    class's own, else the model's), and the built-in classes keep their order among themselves."""
+    margin) where that is above the top (the window closer to it by the margin: the class's own, else the
+    model's), else −inf: a window no enrolled class wins keeps its built-in probabilities as they were, so
+    enrolment changes the built-in answers only where an enrolled prototype outscores them."""
     logits = logits.astype(np.float64)
     if classes is None or not (classes.builtin.prototype_weight or classes.enrolled):
         return logits
@@ -145,7 +146,8 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
     enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
     relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
-    return np.concatenate([logits, logits.max(axis=1, keepdims=True) + a * relative], axis=1)
+    wins = np.where(relative > 0, logits.max(axis=1, keepdims=True) + a * relative, -np.inf)  # (N, E)
+    return np.concatenate([logits, wins], axis=1)
 
 
 def window_probabilities(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:

@@ -104,10 +104,26 @@ def test_enrolled_classes_share_the_head_scale_and_leave_built_ins_alone():
     classes = CLASSES.enrol("whistle", whistle[None])
     dog = run(*windows(3, [5, 0, 0], angle=0.0), classes=classes, top_k=10)
     assert dog.label == "dog" and dog.open_set["nearest_label"] == "dog"
-    # the enrolled logit is 5·cos(dog window, whistle) = 0: it takes its share of the softmax, no more
-    assert dict(dog.ranking)["whistle"] == pytest.approx(dict(dog.ranking)["rain"], rel=1e-6)
+    # the window is nearer dog's prototype than the whistle's: the whistle wins no window and takes no share,
+    # the built-in classes answer exactly as before the enrolment
+    assert dict(dog.ranking)["whistle"] == 0.0
+    np.testing.assert_allclose([p for _, p in dog.ranking[:3]], [p for _, p in run(*windows(3, [5, 0, 0])).ranking])
     heard = run(*windows(3, [0, 0, 0], angle=-math.pi / 2), classes=classes)
     assert heard.label == "whistle" and heard.open_set["nearest_label"] == "whistle"
+
+
+def test_an_enrolled_class_that_wins_no_window_does_not_reorder_the_built_in_ones():
+    # window 1 sure of dog on dog's prototype, window 2 leaning to rain on rain's: dog by the mean of the two
+    logits = np.array([[3.0, 0.0, 0.0], [0.3, 1.6, 0.0]], np.float32)
+    embeddings, active, starts = np.stack([unit(0.0), unit(math.pi / 2)]), np.ones(2, bool), np.array([0.0, 0.5])
+    before = run(logits, embeddings, active, starts, open_set=False)
+    assert before.label == "dog"
+    # a whistle just beside dog's prototype, farther from window 1 than dog is: it wins neither window, and when
+    # it took a share of every window's softmax it halved dog's in window 1 and turned the clip to rain
+    after = run(logits, embeddings, active, starts, classes=CLASSES.enrol("whistle", unit(0.05)[None], margin=0.0),
+                open_set=False, top_k=4, windows=True)
+    assert after.label == "dog" and [w.label for w in after.windows] == ["dog", "rain"]
+    assert dict(after.ranking)["whistle"] == 0.0 and after.ranking[0][1] == pytest.approx(before.score)
 
 
 def test_each_enrolled_class_is_held_to_its_own_margin():
