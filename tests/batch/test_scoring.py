@@ -144,7 +144,7 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
 
     artifact = load_artifact(test_artifact)
     store = ClassStore(tmp_path / "enrolled.json", artifact.model_id)
-    prototype = np.random.default_rng(0).standard_normal((1, 128)).astype(np.float32)
+    prototype = np.abs(np.random.default_rng(0).standard_normal((1, 128))).astype(np.float32)  # where embeddings lie
     store.save(ClassSet.of(artifact).enrol("whistle", prototype))
     options = dataclasses.replace(OPTIONS, classes=str(tmp_path / "enrolled.json"), top_k=10)
     score([str(fixtures)], test_artifact, tmp_path / "o", options)
@@ -153,8 +153,9 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     with pytest.raises(errors.ConfigError, match="no such file"):
         score([str(fixtures)], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, classes=str(tmp_path / "x")))
 
-    # a class's own margin travels in the file (as the service writes it): a lower one scores it higher
-    store.save(ClassSet.of(artifact).enrol("whistle", prototype, margin=artifact.open_set.enrol_margin - 0.2))
+    # a class's own margin travels in the file (as the service writes it): a lower one scores it higher (at -1 it
+    # wins every window whose cosine to it is above the top class's less 1)
+    store.save(ClassSet.of(artifact).enrol("whistle", prototype, margin=-1.0))
     with pytest.raises(errors.ConfigError, match="enrolled_sha256"):  # resuming would mix the two answers
         score([str(fixtures)], test_artifact, tmp_path / "o", options)
     score([str(fixtures)], test_artifact, tmp_path / "m", options)
