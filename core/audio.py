@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc"}  # what we decode
 MIN_RATE = 1_000
 MAX_RATE = 384_000
+MAX_SAMPLE = 1e6  # float samples beyond it are not audio (floats written at int16 scale, ±32768, pass)
 BLOCK_FRAMES = 16_384  # a damaged file keeps what decoded before the block that failed
 HEADER_BYTES = 65_536  # where the sample data chunk of a WAV or AIFF file must start for us to check it
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError, OSError)
@@ -173,10 +174,7 @@ def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimit
         total += block.shape[0]
         if total > max_frames:
             raise errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
-        mono = mix_down(block)  # (frames,)
-        if not np.isfinite(mono).all():
-            raise errors.InvalidSamples("the audio holds NaN or infinite samples")
-        blocks.append(to_target(mono))
+        blocks.append(to_target(checked(mix_down(block))))  # (frames,)
     blocks.append(to_target(None))
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32), total, stopped
 
@@ -185,6 +183,17 @@ def mix_down(samples: np.ndarray) -> np.ndarray:
     """(frames, channels) -> (frames,) float32 mono, the channels' mean (in float64: no overflow at ±3e38);
     decode and live streams mix down alike."""
     return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def checked(mono: np.ndarray) -> np.ndarray:
+    """(frames,) samples, refused when NaN, infinite or beyond ±MAX_SAMPLE (whatever the rate: above it
+    resampling overflows, and an upload would be refused at one rate and scored at another); uploads and
+    live streams check alike."""
+    if not np.isfinite(mono).all():
+        raise errors.InvalidSamples("the audio holds NaN or infinite samples")
+    if mono.size and (peak := float(np.abs(mono).max())) > MAX_SAMPLE:
+        raise errors.InvalidSamples(f"the samples are too large (float samples far beyond ±1: up to {peak:.3g})")
+    return mono
 
 
 def _reason(e: Exception) -> str:

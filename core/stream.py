@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.activity import ActivityConfig, window_activity
-from core.audio import mix_down, resampler
+from core.audio import checked, mix_down, resampler
 from core.clip import analyse
 from core.features import FrontendConfig, frame_seconds, patch_starts, tile_to_patch
 
@@ -53,7 +53,7 @@ class StreamFrontend:
     def push(self, samples: np.ndarray) -> StreamWindows:
         """(n, channels) float32 -> the windows that became final."""
         mono = mix_down(samples) if samples.ndim == 2 else samples.astype(np.float32)
-        self._add(self.to_target(mono))
+        self._add(self.to_target(checked(mono)))
         fe = self.frontend
         while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:
             self._final_segment(self.audio[: fe.segment_samples])

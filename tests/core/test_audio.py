@@ -94,6 +94,9 @@ BAD_INPUTS = {
     "truncated_ogg": (None, errors.BadAudio),
     # finite, but so large that the resampler's filter overflows to NaN (44.1 kHz -> the model's rate)
     "huge_floats": (encode(np.tile(np.float32([3e38, -3e38]), 4410), 44_100, "WAV", "FLOAT"), errors.InvalidSamples),
+    # ... and at the model's own rate, where nothing is resampled: refused alike, not scored at 728 dB
+    "huge_floats_unresampled": (encode(np.tile(np.float32([3e38, -3e38]), 4410), 22_050, "WAV", "FLOAT"),
+                                errors.InvalidSamples),
 }
 
 

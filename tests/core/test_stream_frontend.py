@@ -45,11 +45,14 @@ def test_memory_is_bounded():
     assert len(stream.frames) < 2 * 502 + 101  # frames of at most two segments kept, not a minute's 6000
 
 
-def test_samples_too_large_to_resample_are_refused():
+def test_samples_too_large_are_refused_resampled_or_not():
     """As an upload of them is: a typed error (the service closes the stream with its reason), not NaN windows."""
     from core import errors
 
-    stream = StreamFrontend(44_100, FrontendConfig())
-    with pytest.raises(errors.InvalidSamples, match="too large"):
-        stream.push(np.tile(np.float32([3e38, -3e38]), 22_050)[:, None])
-        stream.end()
+    for rate in (44_100, 22_050):  # resampled or not: refused alike
+        stream = StreamFrontend(rate, FrontendConfig())
+        with pytest.raises(errors.InvalidSamples, match="too large"):
+            stream.push(np.tile(np.float32([3e38, -3e38]), 22_050)[:, None])
+            stream.end()
+    stream = StreamFrontend(22_050, FrontendConfig())
+    stream.push(np.full((22_050, 1), 32_767.0, np.float32))  # floats written at int16 scale pass (peak-normalised)
