@@ -92,7 +92,7 @@ BAD_INPUTS = {
     "nan": (encode(np.array([0.1, np.nan, 0.2] * 100, dtype=np.float32), RATE, "WAV", "FLOAT"), errors.InvalidSamples),
     "inf": (encode(np.array([0.1, np.inf] * 100, dtype=np.float32), RATE, "WAV", "FLOAT"), errors.InvalidSamples),
     "truncated_ogg": (None, errors.BadAudio),
-    # finite, but so large that the resampler's filter overflows to NaN (44.1 kHz -> the model's rate)
+    # finite, but far beyond ±1 (core.audio.checked; the resampler's filter would overflow to NaN at 44.1 kHz)
     "huge_floats": (encode(np.tile(np.float32([3e38, -3e38]), 4410), 44_100, "WAV", "FLOAT"), errors.InvalidSamples),
     # ... and at the model's own rate, where nothing is resampled: refused alike, not scored at 728 dB
     "huge_floats_unresampled": (encode(np.tile(np.float32([3e38, -3e38]), 4410), 22_050, "WAV", "FLOAT"),
