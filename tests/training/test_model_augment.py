@@ -144,7 +144,7 @@ def test_robust_view_parts():
         view = robust_view(x, noise, mel_hz, 1e-8, 0.01, AugmentConfig(), cfg, g)
         assert view.shape == x.shape and torch.isfinite(view).all()
     # silence stays one flat floor through every step; the compander, last, scales it (c ~ U(0.75, 1)): no
-    # step below the cutoff of the low-pass, as when the steps in the linear domain came after the compander
+    # step at the low-pass cutoff, as there was when the compander came before the steps in the linear domain
     every = RobustConfig(eq_prob=1.0, reverb_prob=1.0, band_limit_prob=1.0, time_masks=0, freq_masks=0)
     quiet = robust_view(silence, silence, mel_hz, 1e-8, 0.01, AugmentConfig(), every, g)
     assert (quiet.amax(dim=(2, 3)) - quiet.amin(dim=(2, 3)) < 1e-4).all() and (quiet >= -8.0 - 1e-4).all()
