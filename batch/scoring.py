@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from batch.results import ROW_COLUMNS, PartWriter
-from batch.sources import Item, iter_items
+from batch.sources import Item, iter_items, unique_items
 from core import errors
 from core.answer import AnswerOptions, answer, round_score
 from core.artifact import Artifact, load_artifact
@@ -215,14 +215,12 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
     scorer = Scorer(artifact, options)
     summary = Summary()
     started = time.perf_counter()
-    seen: set[str] = set()
 
     def todo():
-        for item in iter_items(inputs, options.limits.max_bytes, options.all_files):
+        for item in unique_items(iter_items(inputs, options.limits.max_bytes, options.all_files)):
             if item.id in done:
                 summary.skipped_done += 1
-            elif item.id not in seen:
-                seen.add(item.id)
+            else:
                 yield item
 
     bar = tqdm(desc="scoring", unit="clip", disable=None)
@@ -252,7 +250,8 @@ def _count_into(bar, inputs: list[str], options: ScoreOptions, done: set[str]) -
     """Give the progress bar its total (and so an ETA): the inputs still to score, listed without
     reading them, beside the scoring. (A compressed tar cannot be listed so: no total then.)"""
     try:
-        ids = {item.id for item in iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)}
+        ids = {item.id for item in unique_items(iter_items(inputs, options.limits.max_bytes, options.all_files,
+                                                           lazy=True))}
     except errors.SoundarcError as e:
         log.debug("no progress total: %s", e)
         return

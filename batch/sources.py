@@ -22,7 +22,7 @@ import tarfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from core import errors
@@ -41,9 +41,26 @@ class Item:
     data: bytes | None = None
     error: errors.SoundarcError | None = None
     locator: tuple | None = None  # lazy items: ("file", path) | ("tar", path, offset, size) | ("zip", path, index)
+    name: str = field(default="", repr=False, compare=False)  # the name as given, before printable()
 
     def __post_init__(self):
+        self.name = self.name or self.id
         self.id = printable(self.id)
+
+
+def unique_items(items: Iterator[Item]) -> Iterator[Item]:
+    """Each input once: an item named as one before (the same file given twice) is dropped; one whose
+    printable id only looks like another's (a name with a literal '\\xe9' beside one with the byte 0xE9)
+    is kept as ID#2, ID#3. The order is stable, so a resumed run gives every input the same id."""
+    names: dict[str, str] = {}  # id -> the name it stands for
+    for item in items:
+        base, n = item.id, 1
+        while names.get(item.id, item.name) != item.name:
+            n += 1
+            item.id = f"{base}#{n}"
+        if item.id not in names:
+            names[item.id] = item.name
+            yield item
 
 
 def printable(name: str) -> str:

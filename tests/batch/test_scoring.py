@@ -318,6 +318,21 @@ def test_members_of_one_name_in_an_archive_each_get_a_row(tmp_path):
     assert [i.data for i in eager] == [i.data for i in lazy] == [wav(freq=300), wav(freq=900)]
 
 
+def test_names_that_escape_alike_each_get_a_row_and_keep_their_ids_on_resume(tmp_path, test_artifact):
+    """A name with a literal backslash-x-e-9 and one with the byte 0xE9 print alike: both are scored
+    (the second as ID#2), a file given twice once, and a rerun finds both done."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "caf\\xe9.wav").write_bytes(wav(freq=300))
+    Path(os.fsdecode(os.fsencode(d) + b"/caf\xe9.wav")).write_bytes(wav(freq=900))
+    inputs = [str(d), str(d / "caf\\xe9.wav")]
+    first = score(inputs, test_artifact, tmp_path / "o", OPTIONS)
+    ids = sorted(r["id"] for r in read_results(tmp_path / "o"))
+    assert ids == [f"{d}/caf\\xe9.wav", f"{d}/caf\\xe9.wav#2"] and first.rows == 2
+    again = score(inputs, test_artifact, tmp_path / "o", OPTIONS)
+    assert (again.skipped_done, again.rows) == (2, 0)
+
+
 def test_an_unforeseen_failure_is_the_inputs_error_row(monkeypatch, test_artifact):
     import batch.scoring
     from batch.sources import Item
