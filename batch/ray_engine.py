@@ -20,7 +20,7 @@ import numpy as np
 
 from batch.results import row_schema
 from batch.scoring import Prepared, ScoreOptions, Scorer, Summary, answer_options, prepare_item
-from batch.sources import Item, iter_items, load_item, unique_items
+from batch.sources import Item, iter_items, load_item
 from core import errors
 from core.artifact import load_artifact
 from core.runtime import gpu_visible
@@ -107,8 +107,7 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise errors.ConfigError(f"{out} is not an empty folder: the Ray engine does not resume (its files would be "
                                  "added beside the rows there): give a new --out")
-    items = [_encode_item(i) for i in unique_items(iter_items(inputs, options.limits.max_bytes, options.all_files,
-                                                              lazy=True))]
+    items = [_encode_item(i) for i in iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)]
     started = time.perf_counter()
     ray.init(address=address, include_dashboard=False, configure_logging=False, ignore_reinit_error=True)
     try:

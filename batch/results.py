@@ -61,7 +61,7 @@ class PartWriter:
                 raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} "
                                          f"({ {k: previous.get(k) for k in changed} }): use another --out")
         self.rows: list[dict] = []
-        self.next_part = len(self.parts())
+        self.next_part = max((_part_number(p) + 1 for p in self.parts()), default=0)  # never over a part
         self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added
         for part in self.parts():
             for row in read_part(part):
@@ -144,10 +144,16 @@ def row_schema(row: dict):
     return pa.schema([(k, types[k]) for k in row])
 
 
+def _part_number(path: Path) -> int:
+    number = path.name.split(".")[0].removeprefix("part-")
+    return int(number) if number.isdigit() else -1
+
+
 def read_part(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines() if line]
     if path.suffix == ".csv":
+        csv.field_size_limit(2**31 - 1)  # a cell may be long: an id from a list, an embedding
         with open(path, newline="") as f:
             return [{k: _from_csv(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
     import pyarrow.parquet as pq

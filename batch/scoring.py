@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from batch.results import ROW_COLUMNS, PartWriter
-from batch.sources import Item, iter_items, unique_items
+from batch.sources import Item, iter_items
 from core import errors
 from core.answer import AnswerOptions, answer, round_score
 from core.artifact import Artifact, load_artifact
@@ -217,7 +217,7 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
     started = time.perf_counter()
 
     def todo():
-        for item in unique_items(iter_items(inputs, options.limits.max_bytes, options.all_files)):
+        for item in iter_items(inputs, options.limits.max_bytes, options.all_files):
             if item.id in done:
                 summary.skipped_done += 1
             else:
@@ -250,8 +250,7 @@ def _count_into(bar, inputs: list[str], options: ScoreOptions, done: set[str]) -
     """Give the progress bar its total (and so an ETA): the inputs still to score, listed without
     reading them, beside the scoring. (A compressed tar cannot be listed so: no total then.)"""
     try:
-        ids = {item.id for item in unique_items(iter_items(inputs, options.limits.max_bytes, options.all_files,
-                                                           lazy=True))}
+        ids = {item.id for item in iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)}
     except errors.SoundarcError as e:
         log.debug("no progress total: %s", e)
         return
@@ -270,6 +269,17 @@ def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:
 def _pool(workers: int) -> ProcessPoolExecutor:
     """Decoding processes that leave Ctrl-C to the main process (which commits its rows and stops them)."""
     return ProcessPoolExecutor(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+
+def _submit(pool: ProcessPoolExecutor, item: Item, args: tuple) -> Future:
+    """prepare_item(item) in the pool; where a worker has died since the last result (the pool is broken),
+    a future that fails as the ones in flight will, so that this item becomes a suspect with them."""
+    try:
+        return pool.submit(prepare_item, item, *args)
+    except BrokenProcessPool as e:
+        future = Future()
+        future.set_exception(e)
+        return future
 
 
 def _prepared(items, artifact: Artifact, options: ScoreOptions):
@@ -291,12 +301,12 @@ def _prepared(items, artifact: Artifact, options: ScoreOptions):
         while True:
             isolating = any(suspect for _, _, suspect in pending)
             while not isolating and len(pending) < options.workers * PREFETCH and (item := next(items, None)) is not None:
-                pending.append((item, pool.submit(prepare_item, item, *args), False))
+                pending.append((item, _submit(pool, item, args), False))
             if not pending:
                 return
             item, future, suspect = pending.popleft()
             if future is None:
-                future = pool.submit(prepare_item, item, *args)  # nothing else in flight
+                future = _submit(pool, item, args)  # nothing else in flight
             try:
                 yield future.result()
             except BrokenProcessPool:

@@ -12,17 +12,20 @@ error items: nothing is skipped silently.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import glob
+import gzip
 import logging
+import lzma
 import os
 import re
 import stat
 import tarfile
 import zipfile
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from core import errors
@@ -31,6 +34,7 @@ from core.audio import AUDIO_SUFFIXES
 log = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+COMPRESSION = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ": lzma.open}  # a tar's, by its first bytes
 MAX_ZIP_RATIO = 200  # a member that inflates more than this is treated as a zip bomb
 CONTROL = re.compile("[\x00-\x1f\x7f]")
 
@@ -41,26 +45,11 @@ class Item:
     data: bytes | None = None
     error: errors.SoundarcError | None = None
     locator: tuple | None = None  # lazy items: ("file", path) | ("tar", path, offset, size) | ("zip", path, index)
-    name: str = field(default="", repr=False, compare=False)  # the name as given, before printable()
+    key: object = None  # the input it is: the name as given; (archive, member position) for a member
 
     def __post_init__(self):
-        self.name = self.name or self.id
+        self.key = self.id if self.key is None else self.key
         self.id = printable(self.id)
-
-
-def unique_items(items: Iterator[Item]) -> Iterator[Item]:
-    """Each input once: an item named as one before (the same file given twice) is dropped; one whose
-    printable id only looks like another's (a name with a literal '\\xe9' beside one with the byte 0xE9)
-    is kept as ID#2, ID#3. The order is stable, so a resumed run gives every input the same id."""
-    names: dict[str, str] = {}  # id -> the name it stands for
-    for item in items:
-        base, n = item.id, 1
-        while names.get(item.id, item.name) != item.name:
-            n += 1
-            item.id = f"{base}#{n}"
-        if item.id not in names:
-            names[item.id] = item.name
-            yield item
 
 
 def printable(name: str) -> str:
@@ -76,7 +65,22 @@ def is_audio_name(name: str) -> bool:
 
 
 def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy: bool = False) -> Iterator[Item]:
-    """Every input, in a stable order: directories sorted and recursive, archives member by member."""
+    """Every input once, in a stable order: directories sorted and recursive, archives member by member.
+    An input given twice comes once; one whose printable id is another's (a literal '\\xe9' beside the
+    byte 0xE9, two members of one name) comes as ID#2, ID#3: the order is stable, so a resumed run gives
+    every input the id it had."""
+    ids: dict[str, object] = {}  # id -> the input it stands for
+    for item in _all_items(inputs, max_bytes, all_files, lazy):
+        base, n = item.id, 1
+        while ids.get(item.id, item.key) != item.key:
+            n += 1
+            item.id = f"{base}#{n}"
+        if item.id not in ids:
+            ids[item.id] = item.key
+            yield item
+
+
+def _all_items(inputs: list[str], max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     for spec in inputs:
         exists = os.path.lexists(spec)  # a name with [, ] or * that exists is that file, not a pattern
         paths = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) and not exists else [spec]
@@ -117,16 +121,6 @@ def load_item(item: Item, max_bytes: int) -> Item:
         return Item(item.id, error=errors.NotFound(f"cannot read the archive member: {e}"))
 
 
-def _member_ids(path: Path) -> Callable[[str], str]:
-    """PATH::NAME for an archive's members; a name that comes again gets #2, #3 (archives allow it)."""
-    seen = Counter()
-
-    def member_id(name: str) -> str:
-        seen[name] += 1
-        return f"{path}::{name}" + (f"#{seen[name]}" if seen[name] > 1 else "")
-    return member_id
-
-
 def _walk(path: Path) -> Iterator[Path | OSError]:
     """Every file under a folder, sorted, following linked folders but never one twice (a link loop);
     a folder that cannot be listed comes as its OSError, where it stands."""
@@ -153,6 +147,8 @@ def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterat
                 yield Item(str(f.filename), error=errors.NotFound(f"cannot list the folder: {f.strerror or f}"))
             elif all_files or is_audio_name(f.name):
                 yield _file_item(f, max_bytes, lazy)
+    elif name.endswith((*TAR_SUFFIXES, ".zip")) and not path.is_file():  # a FIFO would block the open
+        yield _file_item(path, max_bytes, lazy)  # its error row: missing, or not a regular file
     elif name.endswith(TAR_SUFFIXES):
         yield from _tar_items(path, max_bytes, all_files, lazy)
     elif name.endswith(".zip"):
@@ -179,34 +175,46 @@ def _file_item(path: Path, max_bytes: int, lazy: bool = False) -> Item:
 
 
 def _listed_paths(listing: Path) -> Iterator[Path | Item]:
-    """Paths in a .txt (one per line) or .csv (column `path`, else the first); relative to the list. A
-    name's bytes are kept as they are (a list need not be UTF-8, file names need not be); a CSV row
-    without that column, or a list that cannot be read on, is an error item."""
+    """Paths in a .txt (one per line, as written: blank lines and lines starting with '#' skipped) or
+    .csv (column `path`, else the first), relative to the list. A name's bytes are kept as they are (a
+    list need not be UTF-8, file names need not be). Each line stands alone: a CSV line that does not
+    parse or has no path is an error item (LIST:LINE), and so is a list that cannot be read on."""
     try:
         with open(listing, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:  # -sig: a BOM
-            rows = _csv_paths(listing, f) if listing.suffix.lower() == ".csv" else (line.strip() for line in f)
+            lines = (line.rstrip("\r\n") for line in f)
+            if listing.suffix.lower() == ".csv":
+                rows = _csv_paths(listing, lines)
+            else:
+                rows = (line for line in lines if line.strip() and not line.startswith("#"))
             for row in rows:
                 if isinstance(row, Item):
                     yield row
-                elif row and not row.startswith("#"):
+                else:
                     p = Path(row)
                     yield p if p.is_absolute() else listing.parent / p
-    except (OSError, csv.Error) as e:
+    except OSError as e:
         yield Item(f"{listing}::<rest>", error=errors.BadRequest(f"cannot read the list on: {e}"))
 
 
-def _csv_paths(listing: Path, f) -> Iterator[str | Item]:
-    """The column `path` of a CSV list (else its first: then the first row is a path too)."""
-    reader = csv.reader(f)
-    header = next(reader, [])
-    column = header.index("path") if "path" in header else 0
-    if "path" not in header and header:
-        yield header[0]
-    for r in reader:
-        if len(r) > column:
-            yield r[column]
-        elif r:
-            yield Item(f"{listing}:{reader.line_num}", error=errors.BadRequest(f"the row has no column {column + 1} (path)"))
+def _csv_paths(listing: Path, lines: Iterator[str]) -> Iterator[str | Item]:
+    """The column `path` of a CSV list (else its first: then the first line is a path too), line by line."""
+    column = None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            cells = next(csv.reader([line], strict=True))
+        except csv.Error as e:
+            yield Item(f"{listing}:{number}", error=errors.BadRequest(f"the line is not CSV: {e}"))
+            continue
+        if column is None:  # the first line: a header naming `path`, or a path itself
+            column = cells.index("path") if "path" in cells else 0
+            if "path" in cells:
+                continue
+        if len(cells) > column and cells[column]:
+            yield cells[column]
+        else:
+            yield Item(f"{listing}:{number}", error=errors.BadRequest(f"the row has no path (column {column + 1})"))
 
 
 def _unsafe_member_name(name: str) -> str | None:
@@ -219,33 +227,64 @@ def _unsafe_member_name(name: str) -> str | None:
 
 
 def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
-    if lazy and not path.name.lower().endswith(".tar"):
+    try:
+        opener = _decompressor(path)
+    except OSError as e:
+        yield Item(str(path), error=errors.NotFound(f"cannot read: {e.strerror or e}"))
+        return
+    if lazy and (opener or not path.name.lower().endswith(".tar")):
         raise errors.ConfigError(f"{path}: a compressed tar can only be read in order; score it with --engine local, "
                                  "or give the Ray engine an uncompressed .tar or a .zip")
-    try:
-        archive = tarfile.open(path, mode="r|*")  # streaming: one member at a time, no seeking
-    except (OSError, tarfile.TarError) as e:
-        yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
-        return
-    member_id = _member_ids(path)
-    with archive:
+    with (opener or open)(path, "rb") as raw:
+        try:
+            archive = tarfile.open(fileobj=raw, mode="r|")  # streaming: one member at a time, no seeking
+        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as e:
+            yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
+            return
         try:
             for member in archive:
                 if member.isdir() or not (all_files or is_audio_name(member.name)):
                     continue
-                item_id = member_id(member.name)
-                if (reason := _unsafe_member_name(member.name)) is not None:
-                    yield Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
-                elif not member.isfile():
-                    yield Item(item_id, error=errors.BadRequest("refused archive member that is a link or device"))
-                elif member.size > max_bytes:
-                    yield Item(item_id, error=errors.UploadTooLarge(f"{member.size} bytes; the limit is {max_bytes}"))
-                elif lazy:
-                    yield Item(item_id, locator=("tar", str(path), member.offset_data, member.size))
-                else:
-                    yield Item(item_id, data=archive.extractfile(member).read())
-        except (OSError, tarfile.TarError, EOFError) as e:
+                item = _tar_member(path, archive, member, max_bytes, lazy)
+                item.key = (str(path), member.offset)  # two members of one name are two inputs
+                yield item
+            _check_tar_end(archive)
+        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as e:
             yield Item(f"{path}::<rest>", error=errors.UndecodableAudio(f"the archive is truncated or corrupt: {e}"))
+
+
+def _tar_member(path: Path, archive: tarfile.TarFile, member: tarfile.TarInfo, max_bytes: int, lazy: bool) -> Item:
+    item_id = f"{path}::{member.name}"
+    if (reason := _unsafe_member_name(member.name)) is not None:
+        return Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
+    if not member.isfile():
+        return Item(item_id, error=errors.BadRequest("refused archive member that is a link or device"))
+    if member.size > max_bytes:
+        return Item(item_id, error=errors.UploadTooLarge(f"{member.size} bytes; the limit is {max_bytes}"))
+    if lazy:
+        return Item(item_id, locator=("tar", str(path), member.offset_data, member.size))
+    return Item(item_id, data=archive.extractfile(member).read())
+
+
+def _decompressor(path: Path):
+    """The opener of a compressed tar's stream (None: not compressed), by its first bytes. Each checks its
+    stream's checksum at the end (the tarfile module's own streaming gzip reader does not)."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    return next((opener for start, opener in COMPRESSION.items() if magic.startswith(start)), None)
+
+
+def _check_tar_end(archive: tarfile.TarFile) -> None:
+    """tarfile ends the listing, silently, at a damaged or cut header after the first: a whole tar ends
+    in a block of zeros and nothing but zeros after it. Reads the rest (checking a compressed stream to
+    its end); raises tarfile.ReadError where members may have been lost."""
+    stream, end = archive.fileobj, archive.offset  # end: where the header that ended the listing starts
+    length, stray = stream.tell(), False
+    while chunk := stream.read(1 << 16):
+        length += len(chunk)
+        stray = stray or chunk.count(0) != len(chunk)
+    if stray or length - end < tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"a damaged or cut header at byte {end}: the members from there on cannot be read")
 
 
 def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
@@ -254,23 +293,28 @@ def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
     except (OSError, zipfile.BadZipFile, ValueError) as e:  # ValueError: a name flagged UTF-8 that is not
         yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
         return
-    member_id = _member_ids(path)
     with archive:
         for index, info in enumerate(archive.infolist()):
             if info.is_dir() or not (all_files or is_audio_name(info.filename)):
                 continue
-            item_id = member_id(info.filename)
-            if (reason := _unsafe_member_name(info.filename)) is not None:
-                yield Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
-            elif info.file_size > max_bytes:
-                yield Item(item_id, error=errors.UploadTooLarge(f"{info.file_size} bytes; the limit is {max_bytes}"))
-            elif info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
-                yield Item(item_id, error=errors.BadRequest(
-                    f"refused archive member that inflates {info.file_size / info.compress_size:.0f}x (zip bomb?)"))
-            elif lazy:
-                yield Item(item_id, locator=("zip", str(path), index))
-            else:
-                yield _read_zip_member(archive, info, item_id, max_bytes)
+            item = _zip_member(path, archive, index, max_bytes, lazy)
+            item.key = (str(path), index)  # two members of one name are two inputs
+            yield item
+
+
+def _zip_member(path: Path, archive: zipfile.ZipFile, index: int, max_bytes: int, lazy: bool) -> Item:
+    info = archive.infolist()[index]
+    item_id = f"{path}::{info.filename}"
+    if (reason := _unsafe_member_name(info.filename)) is not None:
+        return Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
+    if info.file_size > max_bytes:
+        return Item(item_id, error=errors.UploadTooLarge(f"{info.file_size} bytes; the limit is {max_bytes}"))
+    if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+        return Item(item_id, error=errors.BadRequest(
+            f"refused archive member that inflates {info.file_size / info.compress_size:.0f}x (zip bomb?)"))
+    if lazy:
+        return Item(item_id, locator=("zip", str(path), index))
+    return _read_zip_member(archive, info, item_id, max_bytes)
 
 
 def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, item_id: str, max_bytes: int) -> Item:
@@ -278,7 +322,7 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, item_id: s
     try:
         with archive.open(info) as f:
             data = f.read(max_bytes + 1)
-    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as e:
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError, zlib.error, lzma.LZMAError) as e:
         return Item(item_id, error=errors.UndecodableAudio(f"cannot read the archive member: {e}"))
     if len(data) > max_bytes:
         return Item(item_id, error=errors.UploadTooLarge(f"inflates past the limit of {max_bytes} bytes"))

@@ -234,6 +234,25 @@ def test_parts_are_committed_by_time_as_well_as_by_count(tmp_path):
     assert len(writer.parts()) == 1 and writer.done_ids() == {"a", "b"}
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_resumed_run_writes_new_parts_after_the_last_never_over_one(tmp_path, fmt):
+    """Part 0 deleted (to score its rows again) leaves parts 1-2: the next part is 3. A row with a very
+    long id (a list's line) is read back from CSV too."""
+    from batch.results import PartWriter, read_results
+
+    writer = PartWriter(tmp_path, fmt, {"model_id": "m"}, rows_per_part=2)
+    for name in ("a", "b", "c", "d", "e" * 200_000, "f"):
+        writer.add({"id": name, "error_kind": None})
+    writer.close({})
+    (tmp_path / f"part-00000.{fmt}").unlink()
+    again = PartWriter(tmp_path, fmt, {"model_id": "m"}, rows_per_part=2)
+    assert again.done_ids() == {"c", "d", "e" * 200_000, "f"}
+    again.add({"id": "a", "error_kind": None})
+    again.add({"id": "b", "error_kind": None})
+    again.close({})
+    assert sorted(r["id"] for r in read_results(tmp_path)) == ["a", "b", "c", "d", "e" * 200_000, "f"]
+
+
 def test_error_rate_limit_sets_the_exit_code(corpus, tmp_path, test_artifact):
     cmd = [sys.executable, "-m", "soundarc.cli", "score", str(corpus["tar"]), "--model", str(test_artifact),
            "--out", str(tmp_path / "o"), "--workers", "0", "--max-error-rate", "0.1"]
@@ -391,6 +410,33 @@ def test_a_clip_that_kills_its_worker_gets_the_error_row_not_its_neighbours(tmp_
     rows = {Path(r["id"]).name: r for r in read_results(tmp_path / "o")}
     assert rows["b-crash.wav"]["error_kind"] == "WorkerCrashed"
     assert all(rows[n]["label"] and not rows[n]["error_kind"] for n in ("a-slow.wav", "c.wav", "d.wav", "e.wav")), rows
+
+
+def _dies_on_b(item, *args):
+    """batch.scoring.prepare_item in the worker processes (forked): kills its process on item B."""
+    from batch.scoring import Prepared
+
+    if item.id == "B":
+        os._exit(1)
+    return Prepared(item.id, error_kind="Fine", error="")
+
+
+def test_a_worker_that_dies_while_the_rows_before_it_are_written_loses_nothing(monkeypatch):
+    """B kills its worker while the consumer is busy with A's row: the next item's submission finds the
+    pool broken, and it becomes a suspect with B instead of ending the run."""
+    import types
+
+    import batch.scoring
+    from batch.sources import Item
+
+    monkeypatch.setattr(batch.scoring, "prepare_item", _dies_on_b)
+    artifact = types.SimpleNamespace(frontend=None, activity=None)
+    got = []
+    for prepared in batch.scoring._prepared(iter([Item(x, data=b"") for x in "ABCDEFG"]), artifact,
+                                            ScoreOptions(workers=1)):
+        got.append((prepared.id, prepared.error_kind))
+        time.sleep(0.3)  # an ONNX batch: B dies meanwhile
+    assert got == [("A", "Fine"), ("B", "WorkerCrashed")] + [(x, "Fine") for x in "CDEFG"]
 
 
 def test_names_folders_and_lists_that_cannot_be_read_as_given_still_get_rows(tmp_path, test_artifact, monkeypatch):

@@ -1,0 +1,100 @@
+"""Inputs of offline scoring: damaged archives and odd lists each give their error rows, and nothing
+after them is lost; every input gets its own id."""
+
+import gzip
+import io
+import os
+import random
+import tarfile
+import zipfile
+
+import pytest
+
+from batch.sources import iter_items, load_item
+
+LIMIT = 1_000_000
+
+
+def rows(inputs, **kwargs) -> dict[str, str | None]:
+    """id -> error kind (None: bytes read) of every item, lazy ones read."""
+    items = [load_item(i, LIMIT) for i in iter_items([str(i) for i in inputs], LIMIT, **kwargs)]
+    return {i.id: type(i.error).__name__ if i.error else None for i in items}
+
+
+def tar_bytes(names, mode="w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode, format=tarfile.USTAR_FORMAT) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 1000
+            tar.addfile(info, io.BytesIO(os.urandom(1000)))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_corrupt_zip_member_is_its_error_row_and_the_rest_are_read(tmp_path, lazy):
+    with zipfile.ZipFile(tmp_path / "a.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.wav", random.Random(0).randbytes(1000) + bytes(5000))
+        z.writestr("b.wav", b"b" * 3000)
+    raw = bytearray((tmp_path / "a.zip").read_bytes())
+    start = raw.index(b"a.wav") + len(b"a.wav") + 20  # inside the first member's deflated data
+    raw[start:start + 40] = bytes(b ^ 0xFF for b in raw[start:start + 40])  # zlib.error, not a bad CRC
+    (tmp_path / "a.zip").write_bytes(bytes(raw))
+    got = rows([tmp_path / "a.zip"], lazy=lazy)
+    assert got == {f"{tmp_path}/a.zip::a.wav": "UndecodableAudio", f"{tmp_path}/a.zip::b.wav": None}
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_damaged_or_cut_tar_header_is_an_error_row_not_the_end_of_the_archive(tmp_path, lazy):
+    raw = bytearray(tar_bytes(["a.wav", "b.wav", "c.wav"]))
+    second = 512 + 1024  # header, data of a.wav, then b.wav's header
+    damaged = bytearray(raw)
+    damaged[second + 148:second + 156] = b"9999999\0"  # its checksum
+    (tmp_path / "damaged.tar").write_bytes(bytes(damaged))
+    (tmp_path / "cut.tar").write_bytes(bytes(raw[:second + 300]))
+    for name in ("damaged.tar", "cut.tar"):
+        path = tmp_path / name
+        assert rows([path], lazy=lazy) == {f"{path}::a.wav": None, f"{path}::<rest>": "UndecodableAudio"}
+
+
+def test_compressed_tars_are_checked_to_their_end(tmp_path):
+    whole = tar_bytes(["a.wav", "b.wav"])
+    for suffix, mode in ((".tar", "w"), (".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"), (".tar.xz", "w:xz")):
+        (tmp_path / f"ok{suffix}").write_bytes(tar_bytes(["a.wav", "b.wav"], mode))
+        assert list(rows([tmp_path / f"ok{suffix}"]).values()) == [None, None], suffix
+    gz = bytearray(gzip.compress(whole))
+    gz[-8] ^= 0xFF  # the stream's CRC: its data decode, wrong
+    (tmp_path / "crc.tar.gz").write_bytes(bytes(gz))
+    (tmp_path / "cut.tar.gz").write_bytes(gzip.compress(whole)[:-100])
+    assert rows([tmp_path / "crc.tar.gz"])[f"{tmp_path}/crc.tar.gz::<rest>"] == "UndecodableAudio"
+    assert rows([tmp_path / "cut.tar.gz"]) == {f"{tmp_path}/cut.tar.gz": "UndecodableAudio"}  # cut in its first block
+
+
+def test_members_and_files_whose_ids_would_be_alike_each_get_their_own(tmp_path):
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        for name in ("a.wav", "a.wav", "a.wav#2"):
+            z.writestr(name, name)
+    base = f"{tmp_path}/a.zip::a.wav"
+    assert list(rows([tmp_path / "a.zip"], all_files=True)) == [base, base + "#2", base + "#2#2"]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "caf\\xe9.wav").write_bytes(b"literal")
+    (tmp_path / "d" / os.fsdecode(b"caf\xe9.wav")).write_bytes(b"latin-1")
+    ids = [i.id for i in iter_items([str(tmp_path / "d"), str(tmp_path / "d" / "caf\\xe9.wav")], LIMIT)]
+    assert ids == [f"{tmp_path}/d/caf\\xe9.wav", f"{tmp_path}/d/caf\\xe9.wav#2"]  # the file given twice: once
+
+
+def test_an_archive_name_that_is_no_regular_file_is_an_error_row_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "pipe.tar")
+    os.mkfifo(tmp_path / "pipe.zip")
+    assert set(rows([tmp_path / "pipe.tar", tmp_path / "pipe.zip"]).values()) == {"UndecodableAudio"}
+
+
+def test_every_line_of_a_list_gets_its_row(tmp_path):
+    for name in ("a.wav", "b.wav", "c.wav", " b.wav", "#01.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "l.csv").write_text('path,label\na.wav,x\n,y\n"b.wav,y\nc.wav,z\n#01.wav,q\n')
+    assert rows([tmp_path / "l.csv"]) == {
+        f"{tmp_path}/a.wav": None, f"{tmp_path}/l.csv:3": "BadRequest", f"{tmp_path}/l.csv:4": "BadRequest",
+        f"{tmp_path}/c.wav": None, f"{tmp_path}/#01.wav": None}
+    (tmp_path / "l.txt").write_bytes(b"a.wav\r\n\n# a comment\n b.wav\nc.wav")
+    assert list(rows([tmp_path / "l.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/ b.wav", f"{tmp_path}/c.wav"]
