@@ -166,13 +166,17 @@ class ClassStore:
 
     def __init__(self, path: str | Path, model_id: str):
         self.path, self.model_id = Path(path), model_id
-        self.seen: tuple | None = None  # (mtime_ns, size, inode) of the file as last loaded
+        # the file's (mtime_ns, size, inode) and its classes, as last loaded or saved: one pair, swapped whole,
+        # so that a change that failed, or a reload between another thread's save and its caller, cannot
+        # leave a stamp beside classes that are not the file's
+        self.state: tuple[tuple | None, ClassSet] | None = None
 
     def current(self, classes: ClassSet) -> ClassSet:
-        """`classes`, or the file's classes when another server has changed the file since we last
-        loaded it (one stat per call)."""
-        if self._stamp() == self.seen:
-            return classes
+        """The file's classes (built-in ones from `classes`): as last loaded, or again where another
+        server has changed the file since (one stat per call)."""
+        state = self.state
+        if state is not None and self._stamp() == state[0]:
+            return state[1]
         return self.load(replace(classes, enrolled=()))
 
     def update(self, builtin: ClassSet, change: Callable[[ClassSet], ClassSet]) -> ClassSet:
@@ -200,8 +204,9 @@ class ClassStore:
 
     def load(self, classes: ClassSet) -> ClassSet:
         """`classes` plus what the file holds; refuses a file written for another model."""
-        self.seen = self._stamp()
-        if self.seen is None:
+        stamp = self._stamp()
+        if stamp is None:
+            self.state = (None, classes)
             return classes
         try:
             data = json.loads(self.path.read_text())
@@ -217,14 +222,16 @@ class ClassStore:
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
-        return replace(classes, enrolled=classes.enrolled + enrolled)
+        loaded = replace(classes, enrolled=classes.enrolled + enrolled)
+        self.state = (stamp, loaded)
+        return loaded
 
     def save(self, classes: ClassSet) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                           "classes": [c.to_dict() for c in classes.enrolled]})
-            self.seen = self._stamp()
+            self.state = (self._stamp(), classes)
         except OSError as e:
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e

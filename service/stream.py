@@ -120,6 +120,12 @@ class _Close(Exception):
         self.code, self.reason = code, reason
 
 
+def close_reason(text: str) -> str:
+    """A close frame's reason: at most 123 bytes of UTF-8 (more is a protocol error that drops the
+    connection with no reason at all), cut on a character's boundary."""
+    return text.encode()[:123].decode("utf-8", "ignore")
+
+
 async def serve_stream(websocket: WebSocket, service, settings, streams: list) -> None:
     """One WebSocket connection, from accept to close. `service`: the SoundArc instance (None while it
     starts); `streams`: the sessions open now (shared by the connections)."""
@@ -139,12 +145,12 @@ async def serve_stream(websocket: WebSocket, service, settings, streams: list) -
             streams.remove(session)
     except _Close as e:
         log.info("stream closed %d: %s", e.code, e.reason)
-        await websocket.close(e.code, e.reason[:120])  # a close reason is at most 123 bytes
+        await websocket.close(e.code, close_reason(e.reason))
     except errors.SoundarcError as e:  # what an upload answers with its HTTP status (Overloaded: 503)
         code = (1013 if e.status_code == 503 else 1007 if isinstance(e, errors.InvalidSamples)
                 else 1008 if e.status_code < 500 else 1011)
         log.info("stream closed %d: %s", code, e)
-        await websocket.close(code, str(e)[:120])
+        await websocket.close(code, close_reason(str(e)))
     except WebSocketDisconnect:
         pass
 

@@ -131,6 +131,22 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
         store.load(builtin)
 
 
+def test_a_server_whose_change_failed_or_raced_still_answers_with_the_files_classes(builtin, tmp_path):
+    """Two servers on one file. A's change fails (no such class) after B enrolled: A then serves B's
+    class. And A's own update, overtaken by B's save before A stores the result, is not what A keeps."""
+    a, b = ClassStore(tmp_path / "enrolled.json", "m"), ClassStore(tmp_path / "enrolled.json", "m")
+    served_a = a.load(builtin)
+    b.update(builtin, lambda c: c.enrol("whistle", unit(math.pi)[None]))
+    with pytest.raises(errors.NotFound):
+        a.update(builtin, lambda c: c.remove("bell"))
+    assert a.current(served_a).labels == ("dog", "rain", "whistle")
+
+    older = a.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))  # A's thread is done ...
+    b.update(builtin, lambda c: c.remove("whistle"))
+    a.current(older)  # ... a request on A reloads B's save before A's coroutine stores `older`
+    assert a.current(older).labels == ("dog", "rain", "bell")  # B's save, not A's stale result
+
+
 def test_an_unwritable_store_is_a_clear_error(builtin, tmp_path):
     (tmp_path / "a_file").write_text("")
     store = ClassStore(tmp_path / "a_file" / "enrolled.json", "model-a")  # its folder is a file

@@ -92,6 +92,8 @@ def test_a_stream_may_set_its_own_unknown_angle(server):
     ({"sample_rate": 16000, "encoding": "pcm_s16le", "channels": 2}, [b"\x00\x01\x02"], 1007, "whole number"),
     ({"sample_rate": 16000, "encoding": []}, [], 1008, "encoding"),
     ("[" * 100_000, [], 1008, "not JSON"),
+    ({"sample_rate": "é" * 100, "encoding": "f32le"}, [], 1008, "sample_rate"),  # a reason over 123 bytes, cut
+    ({"sample_rate": 16000, "encoding": "f32le", "日本語" * 30: 1}, [], 1008, "unknown set-up fields"),
     ({"sample_rate": 16000, "encoding": "f32le"}, [np.array([0.1, np.nan], "<f4").tobytes()], 1007, "NaN"),
     ({"sample_rate": 16000, "encoding": "f32le"}, [np.full(16000, 3e38, "<f4").tobytes()], 1007, "too large"),
     ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 1000 * 21)], 1013, "limit"),  # 21 s at once, limit 20
