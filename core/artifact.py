@@ -8,24 +8,29 @@
                     core.events (their defaults when absent)
     openset.json    optional: class prototypes and the "unknown" threshold (sha256 in the manifest)
 
-`load_artifact` refuses a directory with a missing file, an unknown manifest version, or a model
-whose sha256 differs from the manifest's.
+`load_artifact` refuses a directory with a missing file, an unknown manifest version, a model
+whose sha256 differs from the manifest's, activity or event parameters that are not finite numbers
+of their fields, or an open set whose threshold is no angle; `core.runtime` refuses a model whose
+input or output sizes differ from the front-end's, the labels' and the manifest's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from core import errors
 from core.activity import ActivityConfig
 from core.events import EventConfig
 from core.features import FrontendConfig
-from core.openset import OpenSet
+from core.openset import OpenSet, threshold_ok
 
 DEFAULT_MODEL = "models/default"  # the shipped artifact, relative to the repository root
 MANIFEST_VERSION = 1
@@ -101,7 +106,21 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     if not isinstance(labels, list) or len(labels) != manifest["num_classes"]:
         raise errors.ArtifactError(f"{root / LABELS_FILE} must list {manifest['num_classes']} labels")
     labels = tuple(str(x) for x in labels)
-    return Artifact(root, frontend, labels, manifest, _read_open_set(root, manifest, labels))
+    artifact = Artifact(root, frontend, labels, manifest, _read_open_set(root, manifest, labels))
+    _check_parameters(artifact)
+    return artifact
+
+
+def _check_parameters(artifact: Artifact) -> None:
+    """The activity and event parameters, read now rather than at every answer: finite numbers."""
+    for key in ("activity", "events"):
+        try:
+            values = (artifact.activity if key == "activity" else artifact.events).to_dict().values()
+        except (errors.ConfigError, TypeError, ValueError, AttributeError) as e:
+            raise errors.ArtifactError(f"{artifact.path / MANIFEST_FILE}: its {key} is not valid: {e}") from None
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise errors.ArtifactError(f"{artifact.path / MANIFEST_FILE}: its {key} must be finite numbers, "
+                                       f"got {artifact.manifest[key]!r}")
 
 
 def _read_open_set(root: Path, manifest: dict, labels: tuple[str, ...]) -> OpenSet | None:
@@ -117,6 +136,8 @@ def _read_open_set(root: Path, manifest: dict, labels: tuple[str, ...]) -> OpenS
         open_set = OpenSet.from_dict(_read_json(path))
     except (KeyError, TypeError, ValueError) as e:
         raise errors.ArtifactError(f"{path} is not an open set: {type(e).__name__}: {e}") from None
+    if not threshold_ok(open_set.threshold_rad):
+        raise errors.ArtifactError(f"{path}: its threshold {open_set.threshold_rad!r} rad is no angle in (0, π]")
     check_open_set(open_set, labels, manifest)
     return open_set
 
@@ -125,6 +146,8 @@ def check_open_set(open_set: OpenSet, labels: tuple[str, ...], manifest: dict) -
     """An open set belongs to the model: one prototype row per class, in the model's order, of its
     embedding's size (answers blend prototype i with logit i)."""
     expected = (manifest["num_classes"], manifest["embedding_dim"])
+    if not np.isfinite(open_set.prototypes).all():
+        raise errors.ArtifactError("the open set's prototypes are not all finite (a class without a readable clip?)")
     if open_set.labels != labels or open_set.prototypes.shape != expected:
         raise errors.ArtifactError(f"the open set holds {open_set.prototypes.shape} prototypes of "
                                    f"{list(open_set.labels)}; the model answers {list(labels)} with embeddings of "

@@ -82,6 +82,17 @@ class Runtime:
             logits, embeddings = self.session.run(None, {self._input: x})
         return logits, embeddings
 
+    def warm_up(self) -> None:
+        """One call on silence: the first call's set-up done, and a model that cannot run or answers
+        other than finite numbers refused (errors.ArtifactError)."""
+        frontend = self.artifact.frontend
+        try:
+            logits, embeddings = self.run(np.zeros((2, frontend.patch_frames, frontend.n_mels), np.float32))
+        except Exception as e:  # ONNX Runtime's own errors
+            raise errors.ArtifactError(f"the model {self.artifact.path} cannot run: {type(e).__name__}: {e}") from None
+        if not (np.isfinite(logits).all() and np.isfinite(embeddings).all()):
+            raise errors.ArtifactError(f"the model {self.artifact.path} answers NaN or infinity on silence")
+
     def describe(self) -> dict:
         return {"providers": self.providers, "requested_providers": self.requested_providers, "on_gpu": self.on_gpu,
                 "precision": self.precision}
@@ -129,9 +140,25 @@ def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> 
     options.log_severity_level = 3  # ORT's own fallback warnings are replaced by ours below
     session = ort.InferenceSession(str(model_path), options, providers=providers,
                                    disabled_optimizers=INT8_DISABLED_OPTIMIZERS if precision == "int8" else [])
+    _check_sizes(session, artifact, model_path)
     runtime = Runtime(artifact, session, providers, precision)
     _report(runtime, cfg)
     return runtime
+
+
+def _check_sizes(session: ort.InferenceSession, artifact: Artifact, model_path) -> None:
+    """The model's input (B, 1, T, M) and outputs (B, C), (B, D) against the front-end, the labels and
+    the manifest (which an edit of one file alone would break: the answers, not an error, would show it)."""
+    frontend = artifact.frontend
+    expected = {"input": [1, frontend.patch_frames, frontend.n_mels], "logits": [len(artifact.labels)],
+                "embedding": [artifact.embedding_dim]}
+    given = {"input": session.get_inputs()[0].shape[1:], "logits": session.get_outputs()[0].shape[1:],
+             "embedding": session.get_outputs()[1].shape[1:]}
+    for name, sizes in given.items():
+        fixed = [(s, e) for s, e in zip(sizes, expected[name]) if isinstance(s, int)]  # a named size is free
+        if len(sizes) != len(expected[name]) or any(s != e for s, e in fixed):
+            raise errors.ArtifactError(f"{model_path}: its {name} has sizes {sizes} after the batch, but the artifact's "
+                                       f"frontend.json, labels.json and manifest say {expected[name]}")
 
 
 def model_file(artifact: Artifact, precision: str):

@@ -187,10 +187,11 @@ def check_parity(net: InferenceModel, model_path: Path, inputs: np.ndarray, prec
             with torch.no_grad():
                 ref_logits, ref_emb = (t.numpy() for t in net(torch.from_numpy(x)))
             logits, emb = session.run(None, {"logmel": x})
-            report.max_abs_logits = max(report.max_abs_logits, float(np.abs(logits - ref_logits).max()))
-            report.max_abs_embedding = max(report.max_abs_embedding, float(np.abs(emb - ref_emb).max()))
+            # np.maximum/np.minimum, not max/min: a NaN output must carry into the report and fail it
+            report.max_abs_logits = float(np.maximum(report.max_abs_logits, np.abs(logits - ref_logits).max()))
+            report.max_abs_embedding = float(np.maximum(report.max_abs_embedding, np.abs(emb - ref_emb).max()))
             cosine = (emb * ref_emb).sum(axis=1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref_emb, axis=1))
-            report.min_embedding_cosine = min(report.min_embedding_cosine, float(cosine.min()))
+            report.min_embedding_cosine = float(np.minimum(report.min_embedding_cosine, cosine.min()))
             agree += int((logits.argmax(1) == ref_logits.argmax(1)).sum())
             total += len(x)
     report.top1_agreement = agree / total

@@ -61,8 +61,7 @@ def _startup_or_exit() -> _Startup:
         index = load_index(settings.index, artifact.model_id) if settings.index else None
         class_store = ClassStore(settings.classes_path, artifact.model_id)
         classes = class_store.load(ClassSet.of(artifact)) if artifact.open_set is not None else None
-        if settings.require_gpu:
-            create_runtime(artifact, settings.runtime)  # GPUUnavailable when no GPU can be used
+        create_runtime(artifact, settings.runtime).warm_up()  # a model the workers could not run stops it here
     except errors.SoundarcError as e:
         print(f"soundarc: cannot start: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -82,7 +81,7 @@ class SoundArc:
         self.frontend = self.artifact.frontend
         self.settings = settings = STARTUP.settings  # read once, at start-up; everything below takes it from here
         self.runtime = create_runtime(self.artifact, settings.runtime)
-        self.runtime.run(np.zeros((2, self.frontend.patch_frames, self.frontend.n_mels), np.float32))  # warm-up
+        self.runtime.warm_up()
         self.metrics = _Metrics()
         self.batcher = Batcher(self.runtime.run, settings.max_batch_size, settings.max_latency_ms / 1000,
                                self.metrics.batch.observe)  # (B, T, M) -> logits (B, C), embeddings (B, D)

@@ -40,8 +40,9 @@ def run(args) -> int:
     try:
         with socket.create_server((args.host, args.port)):
             pass
-    except OSError as e:
-        print(f"soundarc: cannot listen on {args.host}:{args.port}: {e.strerror or e} (set --port)", file=sys.stderr)
+    except (OSError, OverflowError) as e:  # OverflowError: a port beyond 0-65535
+        print(f"soundarc: cannot listen on {args.host}:{args.port}: {getattr(e, 'strerror', None) or e} (set --port)",
+              file=sys.stderr)
         return 2
     env = {**os.environ, "SOUNDARC_MODEL": str(model.resolve()), "BENTOML_DO_NOT_TRACK": "True"}
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", args.host, "--port", str(args.port)]

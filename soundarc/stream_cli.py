@@ -26,6 +26,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import logging
 
+    import httpx
     import numpy as np
     import soundfile as sf
 
@@ -54,6 +55,9 @@ def run(args) -> int:
                 show(message, args.json)
     except ServerError as e:
         print(f"soundarc stream: closed {e.status}: {e.message}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as e:  # no server there, or the connection dropped
+        print(f"soundarc stream: cannot reach {url}: {e}", file=sys.stderr)
         return 1
     return 0
 

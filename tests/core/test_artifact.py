@@ -1,12 +1,14 @@
-"""The artifact reader refuses what is missing, altered, or of an unknown version."""
+"""The artifact reader refuses what is missing, altered, of an unknown version, or inconsistent."""
 
 import json
+import shutil
 
 import pytest
 
 from core import errors
 from core.artifact import MANIFEST_VERSION, load_artifact, sha256_file, write_json_atomic
 from core.features import FrontendConfig
+from core.runtime import RuntimeConfig, create_runtime
 
 
 def make_artifact(root, labels=("a", "b")):
@@ -64,3 +66,51 @@ def test_label_count_must_match(tmp_path):
     write_json_atomic(root / "labels.json", ["only-one"])
     with pytest.raises(errors.ArtifactError, match="2 labels"):
         load_artifact(root)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("activity", None, "activity is not valid"),
+    ("activity", {"floor_db": float("nan")}, "finite numbers"),  # every clip answered "silence"
+    ("activity", {"floor_db": "-60"}, "finite numbers"),
+    ("activity", {"floor": -60}, "unknown activity keys"),  # a 422 at every request, blaming the client
+    ("events", {"on": float("nan")}, "finite numbers"),  # no event ever
+    ("events", {"on": "high"}, "events is not valid"),
+])
+def test_activity_and_event_parameters_are_checked_when_the_artifact_loads(tmp_path, key, value, needle):
+    root = make_artifact(tmp_path / "m")
+    manifest = json.loads((root / "manifest.json").read_text())
+    write_json_atomic(root / "manifest.json", {**manifest, key: value})
+    with pytest.raises(errors.ArtifactError, match=needle):
+        load_artifact(root)
+
+
+def test_an_open_set_without_an_angle_for_threshold_is_refused(test_artifact, tmp_path):
+    root = shutil.copytree(test_artifact, tmp_path / "m")
+    open_set = json.loads((root / "openset.json").read_text())
+    write_json_atomic(root / "openset.json", {**open_set, "threshold_rad": float("nan")})
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["openset"]["sha256"] = sha256_file(root / "openset.json")
+    write_json_atomic(root / "manifest.json", manifest)
+    with pytest.raises(errors.ArtifactError, match="no angle"):
+        load_artifact(root)
+
+
+@pytest.mark.parametrize("edit", ["n_mels", "labels", "embedding_dim"])
+def test_a_model_whose_sizes_differ_from_its_artifacts_files_is_refused(test_artifact, tmp_path, edit):
+    """An edit of frontend.json, labels.json (with the manifest's count) or the manifest alone."""
+    root = shutil.copytree(test_artifact, tmp_path / "m")
+    manifest = json.loads((root / "manifest.json").read_text())
+    if edit == "n_mels":
+        frontend = json.loads((root / "frontend.json").read_text())
+        write_json_atomic(root / "frontend.json", {**frontend, "n_mels": 64})
+    elif edit == "labels":
+        labels = json.loads((root / "labels.json").read_text())
+        write_json_atomic(root / "labels.json", labels[:-1])
+        manifest = {**manifest, "num_classes": len(labels) - 1}
+        manifest.pop("openset")  # whose prototypes would already be refused
+    else:
+        manifest = {**manifest, "embedding_dim": manifest["embedding_dim"] * 2}
+        manifest.pop("openset")
+    write_json_atomic(root / "manifest.json", manifest)
+    with pytest.raises(errors.ArtifactError, match="sizes"):
+        create_runtime(load_artifact(root), RuntimeConfig(device="cpu", precision="fp32"))

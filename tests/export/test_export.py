@@ -114,6 +114,22 @@ def test_failed_validation_writes_no_manifest(run_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_onnx_model_that_answers_nan_fails_its_parity_check(run_dir, tmp_path, monkeypatch):
+    """max() keeps its first argument against a NaN: the check must not, or NaN outputs pass as 0 error."""
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+
+    class AnswersNaN(real):
+        def run(self, names, feeds, *args):
+            return [np.full_like(y, np.nan) for y in super().run(names, feeds, *args)]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", AnswersNaN)
+    with pytest.raises(ExportValidationError, match="nan"):
+        export_artifact(run_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(gpu_visible(), reason="checks the CPU fallback; this machine has a GPU")
 def test_gpu_request_without_gpu_is_reported_or_refused(artifact_dir, caplog):
     art = load_artifact(artifact_dir)

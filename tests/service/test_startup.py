@@ -40,6 +40,10 @@ def broken(test_artifact: Path, tmp_path: Path, what: str) -> dict:
         return {"SOUNDARC_MODEL": str(model), "SOUNDARC_CLASSES": str(tmp_path / "classes.json")}
     if what == "no index there":
         return {"SOUNDARC_MODEL": str(model), "SOUNDARC_INDEX": str(tmp_path / "nowhere")}
+    if what == "front-end of another size":  # the workers could not run it: no restart loop
+        frontend = json.loads((model / "frontend.json").read_text())
+        (model / "frontend.json").write_text(json.dumps({**frontend, "n_mels": 64}))
+        return {"SOUNDARC_MODEL": str(model)}
     if what == "setting out of range":
         return {"SOUNDARC_MODEL": str(model), "SOUNDARC_MAX_BATCH_SIZE": "0"}
     if what == "setting of the wrong type":
@@ -49,7 +53,8 @@ def broken(test_artifact: Path, tmp_path: Path, what: str) -> dict:
 
 @pytest.mark.parametrize("what,needle", [
     ("tampered model", "model.onnx has sha256"), ("classes of another model", "classes.json"),
-    ("no index there", "nowhere"), ("setting out of range", "SOUNDARC_MAX_BATCH_SIZE=0"),
+    ("no index there", "nowhere"), ("front-end of another size", "sizes"),
+    ("setting out of range", "SOUNDARC_MAX_BATCH_SIZE=0"),
     ("setting of the wrong type", "SOUNDARC_MAX_UPLOAD_MB='lots'"),
 ])
 def test_bad_configuration_exits_with_one_line(test_artifact, tmp_path, what, needle):
@@ -59,10 +64,12 @@ def test_bad_configuration_exits_with_one_line(test_artifact, tmp_path, what, ne
     assert len(lines) == 1 and lines[0].startswith("soundarc: cannot start:") and needle in lines[0], stderr[-2000:]
 
 
-def test_a_port_in_use_is_one_line(test_artifact, tmp_path):
+def test_a_port_in_use_or_out_of_range_is_one_line(test_artifact, tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         command = [str(Path(sys.executable).parent / "soundarc"), "serve", "--model", str(test_artifact),
                    "--port", str(port)]
         status, stderr, _ = serve({}, tmp_path, command)
     assert status == 2 and stderr.strip().count("\n") == 0 and f"127.0.0.1:{port}" in stderr, stderr
+    status, stderr, _ = serve({}, tmp_path, [*command[:-1], "99999"])
+    assert status == 2 and stderr.strip().count("\n") == 0 and "127.0.0.1:99999" in stderr, stderr

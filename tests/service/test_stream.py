@@ -13,6 +13,8 @@ import soundfile as sf
 import soxr
 from httpx_ws import WebSocketDisconnect, connect_ws
 
+from tests.service.conftest import free_port
+
 RATE = 16_000
 
 
@@ -158,6 +160,10 @@ def test_the_stream_command(server, fixtures):
     result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "README.md"), "--url", url],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+    nobody = f"ws://127.0.0.1:{free_port()}/stream"
+    result = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", str(fixtures / "1-27724-A-1.ogg"), "--url",
+                             nobody, "--fast"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "cannot reach" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_text_frame_that_is_not_utf8_is_closed_1007(server):
