@@ -30,6 +30,7 @@ import torch
 from _data import REPORTS, ROOT, add_joint_arguments, cv_result, cv_run, cv_runs, joint_arguments, recipe_table, require_data
 
 from core.activity import ActivityConfig, voting_windows, window_activity_of
+from core.artifact import write_json_atomic
 from core.features import FrontendConfig, patches
 from training.data import find_audio, scan_labeled
 from training.model import InferenceModel
@@ -39,6 +40,7 @@ from training.run import load_inference_model, read_checkpoint_info
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
 REPORT = "cv_study"  # reports/REPORT.json and .md: the study's runs (the Xeon encoder draw)
+CV_FOLDS = (1, 2, 3, 4)  # the folds of the study; a fifth (held back for acceptance) is in none of its runs
 ESC10 = require_data("esc10")
 NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: never in training
 NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
@@ -185,7 +187,7 @@ def command(arm: str, fold: int, seed: int, threads: int) -> list[str]:
 
 def fold_sets(fold: int) -> list[str]:
     """Train on the other three folds, validate on `fold`."""
-    return [f"train_folds={[f for f in (1, 2, 3, 4) if f != fold]}", f"val_folds=[{fold}]"]
+    return [f"train_folds={[f for f in CV_FOLDS if f != fold]}", f"val_folds=[{fold}]"]
 
 
 def init_of(sets: list[str], fold: int) -> str | None:
@@ -279,7 +281,7 @@ def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: st
     clips, names = scan_labeled(ESC10)
     index = {n: i for i, n in enumerate(names)}
     held = [c for c in clips if c.fold == fold]
-    train = [c for c in clips if c.fold != fold]
+    train = [c for c in clips if c.fold in CV_FOLDS and c.fold != fold]  # the run's training folds: its prototypes
     noise = find_audio(NOISE)
     cache = ROOT / "cache"
     labels = np.array([index[c.label] for c in held])
@@ -368,7 +370,7 @@ def main() -> None:
                     pretrain_for(arm, fold, args.threads)
                     run(command(arm, fold, seed, args.threads))
                 if not trained or args.rescore:
-                    (out / "cv.json").write_text(json.dumps(evaluate(out, fold)))
+                    write_json_atomic(out / "cv.json", evaluate(out, fold))  # its presence marks the run done
                 results[arm][out.name] = json.loads((out / "cv.json").read_text())
             write_report({a: r for a, r in results.items() if r}, args.report)
 
@@ -382,7 +384,7 @@ def score_joint(arms: list[str], seeds: list[int], folds: list[int], share: floa
                 out = cv_run(arm, fold, seed)
                 result = cv_result(out, share, pretrained)
                 if (out / "cv.json").exists() and (rescore or not result.exists()):
-                    result.write_text(json.dumps(evaluate(out, fold, share, pretrained)))
+                    write_json_atomic(result, evaluate(out, fold, share, pretrained))
                     print(f"scored {out} into {result.name}", flush=True)
 
 

@@ -44,10 +44,15 @@ class FrontendConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def log_mel_json(self) -> str:
-        """The fields that shape the log-mel, without how it is cut into windows: what feature caches
-        and a pre-trained encoder (which takes windows of any length) need to match."""
+        """The fields that shape the log-mel, without how it is cut into windows: what a pre-trained
+        encoder (which takes windows of any length) needs to match."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in WINDOW_FIELDS}
         return json.dumps(fields, indent=2, sort_keys=True)
+
+    def cache_json(self) -> str:
+        """What a clip's cached log-mel depends on: those fields and the window's length (a segment's
+        tail shorter than a window is normalised with it, a longer one alone): the feature caches' key."""
+        return json.dumps({"log_mel": json.loads(self.log_mel_json()), "patch_frames": self.patch_frames}, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> FrontendConfig:

@@ -99,7 +99,7 @@ def load_features(
     clips: list[Clip], frontend: FrontendConfig, cache_dir: str | Path, label_names: tuple[str, ...] = ()
 ) -> ClipSet:
     """Log-mels of every clip, from the cache or computed and cached; unreadable files are skipped."""
-    cache = Path(cache_dir) / hashlib.sha256(frontend.log_mel_json().encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / hashlib.sha256(frontend.cache_json().encode()).hexdigest()[:16]
     cache.mkdir(parents=True, exist_ok=True)
     kept, features, skipped = [], [], []
     for clip in tqdm(clips, desc="log-mel", unit="clip", leave=False, disable=None):

@@ -53,7 +53,8 @@ def same_data(config: dict, labeled: str) -> bool:
 def folds_seen(info: dict, labeled: str) -> set[int]:
     """The folds of the labelled data `labeled` that a run (its checkpoint.json) learnt from: its own pool
     (a fine-tune's always, a pre-training's with pretrain_labeled), and that of the runs it continued
-    (init) or learnt the answers of (teacher), where they can still be read."""
+    (init) or learnt the answers of (teacher). One of those that cannot be read (moved, deleted, a path
+    relative to another working directory) raises ConfigError: a leak is refused, not missed."""
     config = info.get("config", {})
     labelled = (info.get("mode") == "finetune" or config.get("pretrain_labeled", True)) and same_data(config, labeled)
     folds = set(config.get("train_folds", ())) if labelled else set()
@@ -62,7 +63,8 @@ def folds_seen(info: dict, labeled: str) -> set[int]:
             try:
                 folds |= folds_seen_by(source, labeled)
             except (ConfigError, OSError) as e:
-                log.warning("cannot check what %s learnt from: %s", source, e)
+                raise ConfigError(f"cannot tell which folds {source} (which {info.get('run_id', 'a run')} learnt from) "
+                                  f"learnt from: {e}. Run from where its paths lead (the repository root)") from None
     return folds
 
 

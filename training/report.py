@@ -47,7 +47,11 @@ def evaluate_run(run_dir: str, labeled: str, folds: tuple[int, ...], cache_dir: 
     labels = data.labels()
     active = window_activity(data, frontend, ActivityConfig.from_dict(info["activity"]))
     embeddings = clip_embeddings(h, active)
-    seen = sorted(folds_seen(info, labeled) & set(folds)) if any(c.fold is not None for c in chosen) else ["all"]
+    try:
+        seen = sorted(folds_seen(info, labeled) & set(folds)) if any(c.fold is not None for c in chosen) else ["all"]
+    except ConfigError as e:  # a run it learnt from cannot be read: whether these figures are held out is unknown
+        log.warning("%s", e)
+        seen = ["unknown"]
     if seen:  # said in the result, not only in the log: these figures are not held out
         log.warning("%s learnt from folds %s of these clips: their figures are training figures", run, seen)
     result = {"run_id": info["run_id"], "folds": list(folds), "learnt_from": seen, "clips": len(data),

@@ -73,7 +73,7 @@ def condition_features(paths: list[Path], noise_paths: list[Path], frontend: Fro
     out = {c: [] for c in conditions}
     for i, path in enumerate(paths):
         data = Path(path).read_bytes()
-        key = hashlib.sha256(data + frontend.log_mel_json().encode() + str(VERSION).encode()).hexdigest()[:20]
+        key = hashlib.sha256(data + frontend.cache_json().encode() + str(VERSION).encode()).hexdigest()[:20]
         y = None
         for condition in conditions:
             noise_path = noise_paths[i % len(noise_paths)] if condition == "noise_10db" else None

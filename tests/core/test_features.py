@@ -150,11 +150,15 @@ def test_config_json_round_trip_and_strict_keys():
         FrontendConfig.from_dict({"n_mel": 64})
 
 
-def test_the_window_length_is_not_part_of_the_log_mel():
-    """Feature caches and a pre-trained encoder are shared across window lengths, not across log-mels."""
+def test_a_pre_trained_encoder_is_shared_across_window_lengths_a_feature_cache_is_not():
+    """The window's length decides whether a segment's short tail is normalised with it: another cache."""
     longer = dataclasses.replace(CFG, patch_frames=201, eval_hop_frames=100)
     assert longer.log_mel_json() == CFG.log_mel_json() and longer.to_json() != CFG.to_json()
     assert dataclasses.replace(CFG, n_mels=64).log_mel_json() != CFG.log_mel_json()
+    assert longer.cache_json() != CFG.cache_json() == dataclasses.replace(CFG, eval_hop_frames=25).cache_json()
+    y = np.random.default_rng(0).standard_normal(int(6.5 * CFG.sample_rate)).astype(np.float32)
+    y[5 * CFG.sample_rate:] *= 0.01  # a quiet 1.5 s tail: alone under 1 s windows, joined under 2 s ones
+    assert not np.allclose(log_mel(y, CFG)[-50:], log_mel(y, longer)[-50:], atol=0.1)
 
 
 def test_frame_times_hold_over_many_segments():

@@ -313,6 +313,16 @@ def test_a_source_of_another_log_mel_or_that_heard_the_validation_folds_is_refus
         require_fit("the teacher t", {"frontend": dataclasses.asdict(FrontendConfig(n_mels=64))}, set(), cfg, frontend)
 
 
+def test_a_run_whose_own_source_cannot_be_read_is_not_taken_for_one_that_heard_no_fold(tmp_path):
+    """An encoder continued from a run that is gone (moved, or a path relative to elsewhere): which folds
+    that run heard is unknown, so the chain refuses rather than answering "none"."""
+    from training.provenance import folds_seen
+
+    info = {"run_id": "e", "mode": "pretrain", "config": {"pretrain_labeled": False, "init": str(tmp_path / "gone")}}
+    with pytest.raises(ConfigError, match="cannot tell which folds"):
+        folds_seen(info, str(tmp_path))
+
+
 def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw_its_validation(tiny_esc, tmp_path,
                                                                                                monkeypatch):
     """A teacher that names every tone by the next class's name (its classifier's rows rolled): with
