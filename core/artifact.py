@@ -93,6 +93,7 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
         raise errors.ArtifactError(
             f"unknown manifest version {manifest['version']!r} in {root}; this soundarc reads version {MANIFEST_VERSION}"
         )
+    _check_files(root, manifest)
     model = root / manifest["model_file"]
     if not model.is_file():
         raise errors.ArtifactError(f"the artifact {root} has no model file {manifest['model_file']}")
@@ -109,6 +110,17 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     artifact = Artifact(root, frontend, labels, manifest, _read_open_set(root, manifest, labels))
     _check_parameters(artifact)
     return artifact
+
+
+def _check_files(root: Path, manifest: dict) -> None:
+    """The manifest names its files as text, its variants as {precision: {file, sha256}} (a hand edit
+    would otherwise end in a traceback at the first request)."""
+    variants = manifest.get("variants", {})
+    entries_ok = isinstance(variants, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("file"), str) and isinstance(v.get("sha256"), str) for v in variants.values())
+    if not isinstance(manifest["model_file"], str) or not entries_ok:
+        raise errors.ArtifactError(f"{root / MANIFEST_FILE}: model_file must be a file name and variants "
+                                   f"{{precision: {{file, sha256}}}}, got {manifest['model_file']!r} and {variants!r}")
 
 
 def _check_parameters(artifact: Artifact) -> None:

@@ -85,6 +85,7 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
         if failures:
             raise errors.ExportValidationError(f"the int8 model misses its contract ({CONTRACT}) on {', '.join(failures)}: "
                                                f"{validation}")
+        _drop_int8_entry(root)  # a stop from here until the new entry is written leaves no variant, not a wrong sha256
         staging.replace(target)
     finally:
         staging.unlink(missing_ok=True)
@@ -98,6 +99,12 @@ def quantize_artifact(artifact_dir: str | Path, audio: list[Path], max_windows: 
     write_json_atomic(root / MANIFEST_FILE, manifest)
     load_artifact(root)  # still whole
     return {"artifact": str(root), "model_id": fp32.model_id, "int8": entry}
+
+
+def _drop_int8_entry(root: Path) -> None:
+    manifest = load_artifact(root).manifest
+    if manifest.get("variants", {}).pop("int8", None) is not None:
+        write_json_atomic(root / MANIFEST_FILE, manifest)
 
 
 def calibration_windows(prepared: list, max_windows: int = 2000) -> np.ndarray:

@@ -75,8 +75,11 @@ def test_label_count_must_match(tmp_path):
     ("activity", {"floor": -60}, "unknown activity keys"),  # a 422 at every request, blaming the client
     ("events", {"on": float("nan")}, "finite numbers"),  # no event ever
     ("events", {"on": "high"}, "events is not valid"),
+    ("model_file", 5, "model_file must be"),
+    ("variants", [], "variants"),
+    ("variants", {"int8": {"file": "model.int8.onnx"}}, "variants"),
 ])
-def test_activity_and_event_parameters_are_checked_when_the_artifact_loads(tmp_path, key, value, needle):
+def test_manifest_fields_are_checked_when_the_artifact_loads(tmp_path, key, value, needle):
     root = make_artifact(tmp_path / "m")
     manifest = json.loads((root / "manifest.json").read_text())
     write_json_atomic(root / "manifest.json", {**manifest, key: value})

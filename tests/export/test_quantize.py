@@ -56,6 +56,23 @@ def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures
     assert cos.min() > 0.98
 
 
+def test_a_quantize_stopped_while_replacing_the_variant_leaves_a_model_that_runs(artifact, fixtures, monkeypatch):
+    """Stopped between the old entry's removal and the new one's: no int8 variant (fp32 runs), never an
+    int8 file whose sha256 the manifest does not hold (which no CPU server could start from)."""
+    quantize.quantize_artifact(artifact, [fixtures], max_windows=64)
+    drop = quantize._drop_int8_entry
+
+    def drop_then_stop(root):
+        drop(root)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(quantize, "_drop_int8_entry", drop_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        quantize.quantize_artifact(artifact, [fixtures], max_windows=64)
+    loaded = load_artifact(artifact)
+    assert "int8" not in loaded.manifest.get("variants", {})
+    assert create_runtime(loaded, RuntimeConfig(device="cpu")).precision == "fp32"
+
+
 def test_the_int8_session_keeps_the_stem_pooling_fp32(artifact, fixtures, tmp_path):
     """With the runtime's optimizers off, ONNX Runtime pools before it quantizes; with all on, after."""
     quantize.quantize_artifact(artifact, [fixtures])
