@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 FP16_FILE = "model.fp16.onnx"
 BATCH_SIZES = (1, 7, 64)
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+KEPT_ON_EXPORT = ("enrolled.json",)  # the service's default store of enrolled classes (service.settings)
 
 
 @dataclass
@@ -131,6 +132,11 @@ def publish(staging: Path, out: Path) -> None:
     if not out.exists():
         staging.rename(out)
         return
+    for name in KEPT_ON_EXPORT:  # users' data beside the model: carried over, never deleted with it
+        if (out / name).is_file() and not (staging / name).exists():
+            shutil.copy2(out / name, staging / name)
+            log.warning("kept %s from the artifact replaced (its classes are bound to the model they were "
+                        "enrolled with: a server refuses them, naming the file, if the model changed)", out / name)
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
     old.rmdir()  # only its unique name is wanted
     out.rename(old)

@@ -209,6 +209,9 @@ def test_export_replaces_only_an_artifact_and_never_the_runs_it_comes_from(tmp_p
     assert (tmp_path / "notes.txt").read_text() == "mine"
     (tmp_path / "empty").mkdir()
     assert load_artifact(export_artifact(run, tmp_path / "empty")).labels == ("dog", "rain", "siren")
+    (tmp_path / "empty" / "enrolled.json").write_text("{}")  # the service's classes, beside the model
+    export_artifact(run, tmp_path / "empty")
+    assert (tmp_path / "empty" / "enrolled.json").read_text() == "{}"  # carried over, not deleted with the model
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(errors.ConfigError, match="symbolic link"):
         export_artifact(run, tmp_path / "link")
