@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from core.answer import SILENCE, ClipAnswer
 from core.artifact import write_json_atomic
 
 KINDS = ("flat", "hnsw")
+HNSW_EF_SEARCH = 128  # candidates an HNSW search keeps (faiss's default 16 missed a tenth of the exact top 5)
+SCORED_COLUMNS = {"id", "label", "score", "duration_s", "similarity"}  # an item's own; metadata adds others
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,23 +76,44 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
     models = sorted({r["model_id"] for r in rows})
     if len(models) != 1:
         raise errors.ConfigError(f"{results_dir} mixes embeddings of several models {models}: one index per model")
-    vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # (N, D)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    ids = [r["id"] for r in rows] if absolute_ids else relative_ids([r["id"] for r in rows])
+    rows, ids, vectors = _indexable(rows, ids)
     dim = vectors.shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     else:
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
     index.add(vectors)
-    ids = [r["id"] for r in rows] if absolute_ids else relative_ids([r["id"] for r in rows])
     items = [{"id": item_id, **{k: r.get(k) for k in ("label", "score", "duration_s")},
               **extra.get(item_id, extra.get(r["id"], {}))} for item_id, r in zip(ids, rows)]
+    if extra and not any(item_id in extra or r["id"] in extra for item_id, r in zip(ids, rows)):
+        log.warning("no id of %s is an id of the index (as scored or relative): nothing joined", metadata)
     meta = {"model_id": models[0], "kind": kind, "dim": dim, "count": len(items), "source": str(results_dir)}
     out.mkdir(parents=True, exist_ok=True)
+    (out / "index.json").unlink(missing_ok=True)  # first: a build that stops half-way leaves no index, not a mixed one
     faiss.write_index(index, str(out / "index.faiss"))
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     write_json_atomic(out / "index.json", meta)  # last: an index directory without it is incomplete
     return VectorIndex(index, items, meta)
+
+
+def _indexable(rows: list[dict], ids: list[str]) -> tuple[list[dict], list[str], np.ndarray]:
+    """The rows whose embedding is a direction (finite, not zero) and whose id comes first (a file scored
+    twice under two names has one relative id), with their (N, D) L2-normalised vectors."""
+    vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # (N, D)
+    norms = np.linalg.norm(vectors, axis=1)
+    seen, keep = set(), []
+    for i, item_id in enumerate(ids):
+        if np.isfinite(norms[i]) and norms[i] > 0 and item_id not in seen:
+            seen.add(item_id)
+            keep.append(i)
+    if len(keep) < len(rows):
+        log.warning("left out %d of %d rows: an embedding that is not finite or is zero, or an id given before",
+                    len(rows) - len(keep), len(rows))
+    if not keep:
+        raise errors.ConfigError("no row has an embedding that can be indexed (finite, not zero)")
+    return [rows[i] for i in keep], [ids[i] for i in keep], vectors[keep] / norms[keep, None]
 
 
 def relative_ids(ids: list[str]) -> list[str]:
@@ -98,13 +124,17 @@ def relative_ids(ids: list[str]) -> list[str]:
 
 
 def read_metadata(path: str | Path) -> dict[str, dict]:
-    """id -> the other columns of a metadata CSV (UTF-8)."""
+    """id -> the other columns of a metadata CSV (UTF-8, with or without a BOM); the scored columns
+    (id, label, score, duration_s, similarity) cannot be among them."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if "id" not in (reader.fieldnames or []):
                 raise errors.ConfigError(f"{path} needs an 'id' column (the item ids, as scored or relative)")
-            return {row.pop("id"): row for row in reader}
+            if taken := sorted(set(reader.fieldnames) & SCORED_COLUMNS - {"id"}):
+                raise errors.ConfigError(f"--metadata {path}: its columns {taken} would replace the scored ones: "
+                                         "rename them")
+            return {row.pop("id"): {k: v for k, v in row.items() if k is not None} for row in reader}  # None: extra cells
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise errors.ConfigError(f"--metadata {path}: cannot read it as a UTF-8 CSV: {e}") from None
 
@@ -118,8 +148,12 @@ def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
         meta = json.loads((path / "index.json").read_text())
         items = [json.loads(line) for line in (path / "items.jsonl").read_text().splitlines() if line]
         index = faiss.read_index(str(path / "index.faiss"))
-    except (OSError, ValueError, RuntimeError) as e:
+        if not {"model_id", "kind", "dim", "count"} <= set(meta) or index.d != meta["dim"]:
+            raise ValueError(f"index.json must give model_id, kind, dim and count, dim {index.d}: {meta}")
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise errors.ArtifactError(f"no usable vector index at {path}: {e}") from e
+    if meta["kind"] == "hnsw":
+        index.hnsw.efSearch = HNSW_EF_SEARCH  # an index built before it was set holds 16
     if model_id is not None and meta["model_id"] != model_id:
         raise errors.ArtifactError(f"the index at {path} was built with model {meta['model_id']}, "
                                    f"the service runs {model_id}: rebuild it with this model")

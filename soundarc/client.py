@@ -17,9 +17,11 @@ httpx-ws (`pip install 'soundarc[client]'`).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -104,7 +106,7 @@ class Client:
         return self._post("/classes", examples, {"label": label, "margin": margin})
 
     def delete_class(self, label: str) -> dict:
-        return self._request("DELETE", f"/classes/{httpx.URL(path=label).raw_path.decode()}")
+        return self._request("DELETE", f"/classes/{quote(label, safe='')}")  # '%', '?', '#' and '/' escaped too
 
     # -- live audio -----------------------------------------------------------------------------
     def stream(self, chunks, sample_rate: int, encoding: str = "pcm_s16le", channels: int = 1, top_k: int = 5,
@@ -150,16 +152,28 @@ class Client:
         for attempt in range(self.retries + 1):
             response = self.http.request(method, route, **kw)
             if response.status_code == 503 and attempt < self.retries:
-                time.sleep(float(response.headers.get("Retry-After", 1)))
+                time.sleep(_retry_after(response.headers.get("Retry-After")))
                 continue
             break
         if response.is_success:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:  # not soundarc's answer (a proxy's page, say)
+                raise ServerError(response.status_code, "HTTPError", f"not JSON: {response.text[:500]}") from None
         try:
             error = response.json()
             raise ServerError(response.status_code, error["error"], error["message"])
         except (ValueError, KeyError, TypeError):
             raise ServerError(response.status_code, "HTTPError", response.text[:500]) from None
+
+
+def _retry_after(value: str | None, longest_s: float = 30.0) -> float:
+    """The seconds a 503's Retry-After asks for, within [0, longest_s]; 1 where it is absent or a date."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return min(max(seconds, 0.0), longest_s) if math.isfinite(seconds) else 1.0
 
 
 def _ready_message(ws) -> dict | None:

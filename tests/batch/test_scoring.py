@@ -262,6 +262,38 @@ def test_error_rate_limit_sets_the_exit_code(corpus, tmp_path, test_artifact):
     assert again.returncode == 1 and "error rate" in again.stderr  # judged on OUT, not on this run's no rows
 
 
+def test_an_index_leaves_out_vectors_that_are_no_direction_and_a_file_indexed_twice(tmp_path, monkeypatch):
+    """NaN and zero embeddings, and a second row of the same file under another name, are not indexed;
+    metadata with a BOM is read, one that would replace a scored column refused; a rebuild that stops
+    half-way leaves no index (not the old index.json beside new vectors)."""
+    import faiss
+
+    from batch.index import build_index, load_index
+    from batch.results import PartWriter
+
+    writer = PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"})
+    rng = np.random.default_rng(0)
+    for name, vector in (("in/a.wav", rng.normal(size=4)), ("in/b.wav", [np.nan] * 4), ("in/c.wav", [0.0] * 4),
+                         (f"{os.getcwd()}/in/a.wav", rng.normal(size=4)), ("in/d.wav", rng.normal(size=4))):
+        writer.add({"id": name, "error_kind": None, "model_id": "m", "label": "dog", "embedding": list(vector)})
+    writer.close({})
+    (tmp_path / "meta.csv").write_bytes("\ufeffid,place\na.wav,Oslo\n".encode())
+    index = build_index(tmp_path / "o", tmp_path / "idx", kind="hnsw", metadata=tmp_path / "meta.csv")
+    assert [i["id"] for i in index.items] == ["a.wav", "d.wav"] and index.items[0]["place"] == "Oslo"
+    assert index.search(index.index.reconstruct(1), 1)[0]["id"] == "d.wav"
+    (tmp_path / "bad.csv").write_text("id,label\na.wav,cat\n")
+    with pytest.raises(errors.ConfigError, match="replace the scored"):
+        build_index(tmp_path / "o", tmp_path / "idx", metadata=tmp_path / "bad.csv")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(faiss, "write_index", full_disk)
+    with pytest.raises(OSError):
+        build_index(tmp_path / "o", tmp_path / "idx")
+    with pytest.raises(errors.ArtifactError, match="no usable vector index"):
+        load_index(tmp_path / "idx", "m")
+
+
 def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, test_artifact):
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
     for kind in ("flat", "hnsw"):

@@ -43,9 +43,17 @@ def test_errors_are_server_errors(server):
         with pytest.raises(ServerError) as info:
             client.classify(b"x", threshold_rad=4.0)
         assert info.value.status == 422 and "threshold_rad" in info.value.message
-        with pytest.raises(ServerError) as info:
-            client.delete_class("never enrolled")
-        assert info.value.status == 404
+        for label in ("never enrolled", "what?#", "client%20test"):  # escaped: never another class's name
+            with pytest.raises(ServerError) as info:
+                client.delete_class(label)
+            assert info.value.status == 404 and repr(label)[1:-1] in info.value.message, info.value.message
+
+
+def test_retry_after_is_seconds_within_reason():
+    from soundarc.client import _retry_after
+
+    assert [_retry_after(v) for v in ("2", "-5", "1e9", "nan", "Wed, 21 Oct 2026 07:28:00 GMT", None)] == \
+        [2.0, 0.0, 30.0, 1.0, 1.0, 1.0]
 
 
 def test_stream(server, fixtures):
