@@ -111,8 +111,8 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     window_probs = sharpen(probs, temperature)  # (N, K), as window_probabilities
     timeline = (window_answers(window_probs, embeddings, active, starts_s, window_s, names, classes, options,
                                duration_s) if options.windows else None)
-    events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend)
-              if options.events else None)
+    events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend,
+                     duration_s=duration_s) if options.events else None)
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])

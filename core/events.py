@@ -57,10 +57,12 @@ class Event:
 
 def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s: float, labels: tuple[str, ...],
            cfg: EventConfig = EventConfig(), levels: np.ndarray | None = None,
-           frontend: FrontendConfig = FrontendConfig(), final_before_s: float = float("inf")) -> tuple[Event, ...]:
+           frontend: FrontendConfig = FrontendConfig(), final_before_s: float = float("inf"),
+           duration_s: float | None = None) -> tuple[Event, ...]:
     """(N, K) window probabilities, (N,) activity and start times (and optionally the (F,) frame
-    levels in dB of the log-mel `frontend` made) -> events, in time order. `final_before_s` (a live
-    stream): only the events whose windows, not their sharpened edges, ended more than max_gap_s before it."""
+    levels in dB of the log-mel `frontend` made) -> events, in time order, within the audio (`duration_s`,
+    where a clip shorter than a window was tiled) and never overlapping for one label. `final_before_s` (a
+    live stream): only the events whose windows, not their sharpened edges, ended more than max_gap_s before it."""
     if len(probs) == 0:
         return ()
     p = np.where(active[:, None], probs, 0.0)  # (N, K): silence votes for nothing
@@ -70,14 +72,19 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
     events = []
     for k, label in enumerate(labels):
         runs = _merge(_hysteresis(p[:, k], cfg.on, cfg.off), bounds, cfg.max_gap_s)
+        previous_end = -np.inf
         for first, last in runs:  # windows first..last inclusive
             start, end = bounds[first], bounds[last + 1]
             if end - start < cfg.min_duration_s - 1e-9:  # judged on the windows, before the edges are sharpened
                 continue
             if end + cfg.max_gap_s >= final_before_s:  # the run may still grow
                 continue
-            if levels is not None:
+            if levels is not None:  # the frames' edges, within the windows' (a frame's end may pass the audio's)
                 start, end = _sharpen(levels, frontend, starts_s[first], starts_s[last] + window_s, cfg.edge_db)
+                end = min(end, starts_s[last] + window_s)
+            end = end if duration_s is None else min(end, duration_s)
+            start = max(start, previous_end)  # sharpened edges of two runs may reach into each other
+            previous_end = end
             events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
     return tuple(sorted(events, key=lambda e: (e.start_s, e.label)))
 

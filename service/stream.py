@@ -47,6 +47,7 @@ class StreamSession:
         self.frontend = StreamFrontend(self.rate, self.artifact.frontend, self.artifact.activity)
         self.logits, self.embeddings, self.active, self.starts = [], [], [], []
         self.sent_events: set[tuple] = set()
+        self.received = 0  # samples received, at the stream's rate
 
     def ready(self) -> dict:
         fe = self.artifact.frontend
@@ -160,7 +161,8 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
         message = await _receive(websocket, settings.stream_idle_s)
         if message.get("bytes") is not None:
             samples = session.samples(message["bytes"])  # (n, channels)
-            if session.frontend.duration_s + len(samples) / session.rate > settings.max_duration_s:
+            session.received += len(samples)  # at the stream's rate: the resampler's output lags behind it
+            if session.received / session.rate > settings.max_duration_s:
                 raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
             windows = await asyncio.to_thread(session.frontend.push, samples)  # a long frame: not on the loop
             for out in await session.windows(windows):

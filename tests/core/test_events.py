@@ -87,3 +87,21 @@ def test_a_live_event_is_final_when_its_windows_end_not_its_loud_part():
     assert detect(p, active, starts, WINDOW, ("dog", "rain"), cfg, levels, frontend, final_before_s=8.5) == ()
     [ended] = detect(p[:12], active[:12], starts[:12], WINDOW, ("dog", "rain"), cfg, levels, frontend, final_before_s=8.5)
     assert (ended.start_s, ended.end_s) == pytest.approx((2.37, 2.6))
+
+
+def test_events_end_within_the_audio_and_never_overlap_for_one_label():
+    """A loud last frame: its end (frame time + one frame) passed the audio's last sample. Two runs of one
+    label one window apart: their sharpened edges reach into each other's windows."""
+    p, active, starts = scene(n=7)  # windows 0-6 cover 0-4 s
+    levels = np.full(400, -10.0)  # loud throughout, 100 frames a second
+    frontend = FrontendConfig(sample_rate=22_000, hop_length=220)
+    p[:, 0] = 0.9
+    [event] = detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(), levels, frontend)
+    assert event.end_s == 4.0  # not 4.01
+    [short] = detect(p[:1], active[:1], starts[:1], WINDOW, ("dog", "rain"), EventConfig(min_duration_s=0.0), levels,
+                     frontend, duration_s=0.6)  # a clip shorter than a window, tiled to one
+    assert short.end_s == 0.6
+    p[2, 0], p[2, 1] = 0.05, 0.9
+    cfg = EventConfig(median_windows=1, min_duration_s=0.25, max_gap_s=0.25)
+    dogs = [e for e in detect(p, active, starts, WINDOW, ("dog", "rain"), cfg, levels, frontend) if e.label == "dog"]
+    assert len(dogs) == 2 and dogs[0].end_s <= dogs[1].start_s
