@@ -34,7 +34,7 @@ from core.audio import AUDIO_SUFFIXES
 log = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-COMPRESSION = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ": lzma.open}  # a tar's, by its first bytes
+COMPRESSION = {b"\x1f\x8b\x08": gzip.open, b"\xfd7zXZ\x00": lzma.open}  # a tar's, by its first bytes (and bzip2's below)
 MAX_ZIP_RATIO = 200  # a member that inflates more than this is treated as a zip bomb
 CONTROL = re.compile("[\x00-\x1f\x7f]")
 
@@ -175,17 +175,16 @@ def _file_item(path: Path, max_bytes: int, lazy: bool = False) -> Item:
 
 
 def _listed_paths(listing: Path) -> Iterator[Path | Item]:
-    """Paths in a .txt (one per line, as written: blank lines and lines starting with '#' skipped) or
-    .csv (column `path`, else the first), relative to the list. A name's bytes are kept as they are (a
-    list need not be UTF-8, file names need not be). Each line stands alone: a CSV line that does not
-    parse or has no path is an error item (LIST:LINE), and so is a list that cannot be read on."""
+    """Paths in a .txt (one per line, stripped; blank lines and lines starting with '#' skipped) or .csv
+    (column `path`, else the first), relative to the list. A name's bytes are kept as they are (a list need
+    not be UTF-8, file names need not be). A CSV row that does not parse or has no path is an error item
+    (LIST:LINE, or LIST:FIRST-LAST for the lines it spans), and so is a list that cannot be read on."""
     try:
         with open(listing, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:  # -sig: a BOM
-            lines = (line.rstrip("\r\n") for line in f)
             if listing.suffix.lower() == ".csv":
-                rows = _csv_paths(listing, lines)
+                rows = _csv_paths(listing, f)
             else:
-                rows = (line for line in lines if line.strip() and not line.startswith("#"))
+                rows = (line.strip() for line in f if line.strip() and not line.strip().startswith("#"))
             for row in rows:
                 if isinstance(row, Item):
                     yield row
@@ -196,18 +195,25 @@ def _listed_paths(listing: Path) -> Iterator[Path | Item]:
         yield Item(f"{listing}::<rest>", error=errors.BadRequest(f"cannot read the list on: {e}"))
 
 
-def _csv_paths(listing: Path, lines: Iterator[str]) -> Iterator[str | Item]:
-    """The column `path` of a CSV list (else its first: then the first line is a path too), line by line."""
-    column = None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+def _csv_paths(listing: Path, f) -> Iterator[str | Item]:
+    """The column `path` of a CSV list (else its first: then the first row is a path too). A cell may span
+    lines (quoted); a row that does not parse is reported with the lines it took, and reading goes on."""
+    reader = csv.reader(f, strict=True)
+    column, first = None, 1
+    while True:
         try:
-            cells = next(csv.reader([line], strict=True))
+            cells = next(reader)
+        except StopIteration:
+            return
         except csv.Error as e:
-            yield Item(f"{listing}:{number}", error=errors.BadRequest(f"the line is not CSV: {e}"))
+            lines = f"{first}-{reader.line_num}" if reader.line_num > first else f"{first}"
+            yield Item(f"{listing}:{lines}", error=errors.BadRequest(f"not CSV: {e}"))
+            first = reader.line_num + 1
             continue
-        if column is None:  # the first line: a header naming `path`, or a path itself
+        number, first = first, reader.line_num + 1
+        if not cells:
+            continue
+        if column is None:  # the first row: a header naming `path`, or a path itself
             column = cells.index("path") if "path" in cells else 0
             if "path" in cells:
                 continue
@@ -238,7 +244,7 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
     with (opener or open)(path, "rb") as raw:
         try:
             archive = tarfile.open(fileobj=raw, mode="r|")  # streaming: one member at a time, no seeking
-        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as e:
+        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as e:
             yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
             return
         try:
@@ -249,7 +255,7 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
                 item.key = (str(path), member.offset)  # two members of one name are two inputs
                 yield item
             _check_tar_end(archive)
-        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as e:
+        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as e:
             yield Item(f"{path}::<rest>", error=errors.UndecodableAudio(f"the archive is truncated or corrupt: {e}"))
 
 
@@ -270,20 +276,23 @@ def _decompressor(path: Path):
     """The opener of a compressed tar's stream (None: not compressed), by its first bytes. Each checks its
     stream's checksum at the end (the tarfile module's own streaming gzip reader does not)."""
     with open(path, "rb") as f:
-        magic = f.read(6)
+        magic = f.read(10)
+    if re.fullmatch(rb"BZh[1-9]1AY&SY", magic):
+        return bz2.open
     return next((opener for start, opener in COMPRESSION.items() if magic.startswith(start)), None)
 
 
 def _check_tar_end(archive: tarfile.TarFile) -> None:
     """tarfile ends the listing, silently, at a damaged or cut header after the first: a whole tar ends
-    in a block of zeros and nothing but zeros after it. Reads the rest (checking a compressed stream to
-    its end); raises tarfile.ReadError where members may have been lost."""
+    in zero blocks (or, from a writer that never closed it, right after its last member) and nothing but
+    zeros after them. Reads the rest (checking a compressed stream to its end); raises tarfile.ReadError
+    where members may have been lost (data after the end, another tar appended, a header cut short)."""
     stream, end = archive.fileobj, archive.offset  # end: where the header that ended the listing starts
     length, stray = stream.tell(), False
     while chunk := stream.read(1 << 16):
         length += len(chunk)
         stray = stray or chunk.count(0) != len(chunk)
-    if stray or length - end < tarfile.BLOCKSIZE:
+    if stray or 0 < length - end < tarfile.BLOCKSIZE:  # a partial block: cut inside a header
         raise tarfile.ReadError(f"a damaged or cut header at byte {end}: the members from there on cannot be read")
 
 

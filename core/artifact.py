@@ -166,15 +166,18 @@ def check_open_set(open_set: OpenSet, labels: tuple[str, ...], manifest: dict) -
                                    f"{expected[1]} (the prototypes' rows are its classes, in its order)")
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+def write_json_atomic(path: str | os.PathLike, obj) -> os.stat_result:
+    """Write JSON through a temporary file and a rename, so readers never see half a file; returns the
+    file's stat as written (another writer may replace it the moment after)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users (containers)
+    written = os.stat(tmp)
     os.replace(tmp, path)
+    return written
 
 
 def _read_json(path: Path):

@@ -229,9 +229,9 @@ class ClassStore:
     def save(self, classes: ClassSet) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
-                                          "classes": [c.to_dict() for c in classes.enrolled]})
-            self.state = (self._stamp(), classes)
+            st = write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
+                                               "classes": [c.to_dict() for c in classes.enrolled]})
+            self.state = ((st.st_mtime_ns, st.st_size, st.st_ino), classes)  # the file this wrote, not a later one
         except OSError as e:
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e

@@ -84,6 +84,8 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
                 end = min(end, starts_s[last] + window_s)
             end = end if duration_s is None else min(end, duration_s)
             start = max(start, previous_end)  # sharpened edges of two runs may reach into each other
+            if end <= start:  # its loud part was the run before's
+                continue
             previous_end = end
             events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
     return tuple(sorted(events, key=lambda e: (e.start_s, e.label)))

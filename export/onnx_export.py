@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 FP16_FILE = "model.fp16.onnx"
 BATCH_SIZES = (1, 7, 64)
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-KEPT_ON_EXPORT = ("enrolled.json",)  # the service's default store of enrolled classes (service.settings)
+ENROLLED_FILE = "enrolled.json"  # the service's default store of enrolled classes (service.settings)
 
 
 @dataclass
@@ -132,11 +133,7 @@ def publish(staging: Path, out: Path) -> None:
     if not out.exists():
         staging.rename(out)
         return
-    for name in KEPT_ON_EXPORT:  # users' data beside the model: carried over, never deleted with it
-        if (out / name).is_file() and not (staging / name).exists():
-            shutil.copy2(out / name, staging / name)
-            log.warning("kept %s from the artifact replaced (its classes are bound to the model they were "
-                        "enrolled with: a server refuses them, naming the file, if the model changed)", out / name)
+    _keep_enrolled(out, staging)
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
     old.rmdir()  # only its unique name is wanted
     out.rename(old)
@@ -146,6 +143,20 @@ def publish(staging: Path, out: Path) -> None:
         old.rename(out)
         raise
     shutil.rmtree(old)
+
+
+def _keep_enrolled(out: Path, staging: Path) -> None:
+    """Users' enrolled classes beside the artifact replaced are carried over, never deleted with it: as
+    they are for the same model, else under the old model's id (their prototypes mean nothing to another
+    model, whose server would refuse the file)."""
+    if not (out / ENROLLED_FILE).is_file() or (staging / ENROLLED_FILE).exists():
+        return
+    old_id = json.loads((out / MANIFEST_FILE).read_text())["model_id"]
+    same = old_id == json.loads((staging / MANIFEST_FILE).read_text())["model_id"]
+    kept = staging / (ENROLLED_FILE if same else f"enrolled.{old_id}.json")
+    shutil.copy2(out / ENROLLED_FILE, kept)
+    if not same:
+        log.warning("kept the enrolled classes of model %s as %s: enrol them again with the new model", old_id, kept.name)
 
 
 def onnx_to_file(net: InferenceModel, frontend: FrontendConfig, path: Path, opset: int) -> None:

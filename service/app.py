@@ -32,7 +32,7 @@ from core.classes import ClassSet, ClassStore, check_margin, shown_label
 from core.clip import PreparedClip, prepare
 from core.clip import spectrogram as spectrogram_image
 from core.features import log_mel
-from core.runtime import create_runtime
+from core.runtime import Runtime, create_runtime
 from service import openapi, web
 from service.batcher import Batcher
 from service.http import RequestGuard
@@ -49,6 +49,7 @@ class _Startup:
     index: VectorIndex | None
     class_store: ClassStore
     classes: ClassSet | None  # None for a model without prototypes (no enrolment)
+    runtime: Runtime  # built and warmed here, so that a model the workers could not run stops the start
 
 
 def _startup_or_exit() -> _Startup:
@@ -61,11 +62,12 @@ def _startup_or_exit() -> _Startup:
         index = load_index(settings.index, artifact.model_id) if settings.index else None
         class_store = ClassStore(settings.classes_path, artifact.model_id)
         classes = class_store.load(ClassSet.of(artifact)) if artifact.open_set is not None else None
-        create_runtime(artifact, settings.runtime).warm_up()  # a model the workers could not run stops it here
+        runtime = create_runtime(artifact, settings.runtime)
+        runtime.warm_up()
     except errors.SoundarcError as e:
         print(f"soundarc: cannot start: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return _Startup(settings, artifact, index, class_store, classes)
+    return _Startup(settings, artifact, index, class_store, classes, runtime)
 
 
 STARTUP = _startup_or_exit()
@@ -80,8 +82,7 @@ class SoundArc:
         self.artifact = STARTUP.artifact
         self.frontend = self.artifact.frontend
         self.settings = settings = STARTUP.settings  # read once, at start-up; everything below takes it from here
-        self.runtime = create_runtime(self.artifact, settings.runtime)
-        self.runtime.warm_up()
+        self.runtime = STARTUP.runtime  # each worker process imports this module: its own session
         self.metrics = _Metrics()
         self.batcher = Batcher(self.runtime.run, settings.max_batch_size, settings.max_latency_ms / 1000,
                                self.metrics.batch.observe)  # (B, T, M) -> logits (B, C), embeddings (B, D)

@@ -24,10 +24,10 @@ def rows(inputs, **kwargs) -> dict[str, str | None]:
 def tar_bytes(names, mode="w") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode, format=tarfile.USTAR_FORMAT) as tar:
-        for name in names:
+        for i, name in enumerate(names):
             info = tarfile.TarInfo(name)
             info.size = 1000
-            tar.addfile(info, io.BytesIO(os.urandom(1000)))
+            tar.addfile(info, io.BytesIO(random.Random(i).randbytes(1000)))
     return buf.getvalue()
 
 
@@ -67,6 +67,14 @@ def test_compressed_tars_are_checked_to_their_end(tmp_path):
     (tmp_path / "crc.tar.gz").write_bytes(bytes(gz))
     (tmp_path / "cut.tar.gz").write_bytes(gzip.compress(whole)[:-100])
     assert rows([tmp_path / "crc.tar.gz"])[f"{tmp_path}/crc.tar.gz::<rest>"] == "UndecodableAudio"
+    deflated = bytearray(gzip.compress(whole))
+    deflated[len(deflated) // 2:len(deflated) // 2 + 40] = bytes(40)  # its deflate data: a zlib.error
+    (tmp_path / "deflate.tar.gz").write_bytes(bytes(deflated))
+    assert "UndecodableAudio" in rows([tmp_path / "deflate.tar.gz"]).values()
+    (tmp_path / "BZh.tar").write_bytes(tar_bytes(["BZh_speaker/a.wav", "b.wav"]))  # begins as bzip2 does
+    assert list(rows([tmp_path / "BZh.tar"]).values()) == [None, None]
+    (tmp_path / "unclosed.tar").write_bytes(whole[:2 * (512 + 1024)])  # no end blocks: nothing lost
+    assert list(rows([tmp_path / "unclosed.tar"]).values()) == [None, None]
     assert rows([tmp_path / "cut.tar.gz"]) == {f"{tmp_path}/cut.tar.gz": "UndecodableAudio"}  # cut in its first block
 
 
@@ -92,9 +100,9 @@ def test_an_archive_name_that_is_no_regular_file_is_an_error_row_not_a_hang(tmp_
 def test_every_line_of_a_list_gets_its_row(tmp_path):
     for name in ("a.wav", "b.wav", "c.wav", " b.wav", "#01.wav"):
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / "l.csv").write_text('path,label\na.wav,x\n,y\n"b.wav,y\nc.wav,z\n#01.wav,q\n')
-    assert rows([tmp_path / "l.csv"]) == {
-        f"{tmp_path}/a.wav": None, f"{tmp_path}/l.csv:3": "BadRequest", f"{tmp_path}/l.csv:4": "BadRequest",
-        f"{tmp_path}/c.wav": None, f"{tmp_path}/#01.wav": None}
-    (tmp_path / "l.txt").write_bytes(b"a.wav\r\n\n# a comment\n b.wav\nc.wav")
-    assert list(rows([tmp_path / "l.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/ b.wav", f"{tmp_path}/c.wav"]
+    (tmp_path / "l.csv").write_text('path,note\na.wav,"two\nlines"\n,y\n#01.wav,q\n"b.wav,y\nc.wav,z\n')
+    assert rows([tmp_path / "l.csv"]) == {  # an unbalanced quote takes the rest: said, with its lines
+        f"{tmp_path}/a.wav": None, f"{tmp_path}/l.csv:4": "BadRequest", f"{tmp_path}/#01.wav": None,
+        f"{tmp_path}/l.csv:6-7": "BadRequest"}
+    (tmp_path / "l.txt").write_bytes(b"a.wav  \r\n\n  # a comment\n\tb.wav\nc.wav")
+    assert list(rows([tmp_path / "l.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/b.wav", f"{tmp_path}/c.wav"]

@@ -210,8 +210,11 @@ def test_export_replaces_only_an_artifact_and_never_the_runs_it_comes_from(tmp_p
     (tmp_path / "empty").mkdir()
     assert load_artifact(export_artifact(run, tmp_path / "empty")).labels == ("dog", "rain", "siren")
     (tmp_path / "empty" / "enrolled.json").write_text("{}")  # the service's classes, beside the model
-    export_artifact(run, tmp_path / "empty")
+    model_id = load_artifact(export_artifact(run, tmp_path / "empty")).model_id  # the same model again
     assert (tmp_path / "empty" / "enrolled.json").read_text() == "{}"  # carried over, not deleted with the model
+    export_artifact(make_run(tmp_path / "runs" / "another", seed=1), tmp_path / "empty")
+    assert not (tmp_path / "empty" / "enrolled.json").exists()  # another model's server would refuse the file
+    assert (tmp_path / "empty" / f"enrolled.{model_id}.json").read_text() == "{}"
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(errors.ConfigError, match="symbolic link"):
         export_artifact(run, tmp_path / "link")
