@@ -1,6 +1,6 @@
 """How a clip's windows vote, measured by cross-validation (issue 19).
 
-    python benchmarks/vote_cv.py ssl-acl-rc-acl-robust-oe-eq:0,1 [more ARM:SEEDS groups]
+    python benchmarks/vote_cv.py ssl-acl-rc-acl-robust-oe-eq:0,1 [more ARM:SEEDS[@HOP] groups]
         --pretrained-share 0.6 --prototype-weight 0.5 [--report vote_cv]
 
 On every CV run of each group, each held-out clip is answered as served (its windows with sound, the
@@ -27,6 +27,7 @@ measured again). Writes reports/REPORT.{json,md}.
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -88,11 +89,13 @@ def held_out(run: Path) -> tuple[list, np.ndarray]:
     return held, np.array([index[c.label] for c in held])
 
 
-def measure_run(run: Path, share: float, pretrained: str | None, weight: float) -> dict[str, np.ndarray]:
+def measure_run(run: Path, share: float, pretrained: str | None, weight: float, hop: int | None = None
+                ) -> dict[str, np.ndarray]:
     """{"CONDITION/i/log_p": (N, C), "CONDITION/i/power": (N,), "CONDITION/i/floor": ()} for held-out
-    clip i of one CV run."""
+    clip i of one CV run (its windows every `hop` frames, else every eval_hop_frames of its front-end)."""
     model, info = load_inference_model(run, share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
+    frontend = dataclasses.replace(frontend, eval_hop_frames=hop) if hop else frontend
     classes = served_classes(model, run, frontend, activity, prototype_weight=weight)
     held, _ = held_out(run)
     out = {}
@@ -114,22 +117,25 @@ def count_votes(run: Path, windows) -> dict:
 
 
 def group_runs(group: str, share: float, pretrained: str | None, weight: float) -> dict[str, dict]:
-    """{arm/run: count_votes(...)} for ARM:SEEDS (the windows cached beside each run's cv.json)."""
+    """{arm/run: count_votes(...)} for ARM:SEEDS[@HOP] (the windows cached beside each run's cv.json; HOP:
+    a window every HOP frames instead of the run's own eval_hop_frames)."""
+    group, _, hop = group.partition("@")
     arm, runs = group_runs_of(group)
+    hop = int(hop) if hop else None
     out = {}
     for run in runs:
-        path = window_cache(run, share, pretrained, weight)
+        path = window_cache(run, share, pretrained, weight, hop)
         if not has_floors(path):
-            np.savez_compressed(path, **measure_run(run, share, pretrained, weight))
+            np.savez_compressed(path, **measure_run(run, share, pretrained, weight, hop))
             print(f"measured {run}", flush=True)
         with np.load(path) as windows:
             out[f"{arm}/{run.name}"] = count_votes(run, windows)
     return out
 
 
-def window_cache(run: Path, share: float, pretrained: str | None, weight: float) -> Path:
+def window_cache(run: Path, share: float, pretrained: str | None, weight: float, hop: int | None = None) -> Path:
     """Where a run's served window outputs are kept (measure_run), for this script and calibration_cv.py."""
-    return run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}.npz"
+    return run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}{f'-hop{hop}' if hop else ''}.npz"
 
 
 def has_floors(path: Path) -> bool:
