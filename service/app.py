@@ -145,7 +145,8 @@ class SoundArc:
                                   "and set SOUNDARC_INDEX to its directory")
         _check_range("top_k", top_k, 1, self.settings.max_top_k)
         clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
-        return {**self.index.search_clip(result, top_k), "duration_s": round(clip.duration_s, 3),
+        found = await anyio.to_thread.run_sync(self.index.search_clip, result, top_k)  # a large flat index: not on the loop
+        return {**found, "duration_s": round(clip.duration_s, 3),
                 "warnings": clip.warnings, "model": self.model_info(),
                 "index": {k: self.index.meta[k] for k in ("kind", "count")}}
 
