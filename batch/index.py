@@ -120,6 +120,9 @@ def relative_ids(ids: list[str]) -> list[str]:
     """Scored ids (a path, or `archive::member`) relative to the folder that holds all their files."""
     files = [os.path.abspath(i.split("::", 1)[0]) for i in ids]
     root = os.path.commonpath([os.path.dirname(f) for f in files])
+    if os.path.dirname(root) == root:  # '/': the ids would be this machine's paths all the same
+        raise errors.ConfigError("the scored inputs share no folder but the root: their relative ids would be full "
+                                 "paths; index each folder on its own, or give --absolute-ids to show them as scored")
     return [os.path.relpath(f, root) + i[len(i.split("::", 1)[0]):] for f, i in zip(files, ids)]
 
 
