@@ -48,6 +48,7 @@ class StreamSession:
         self.logits, self.embeddings, self.active, self.starts = [], [], [], []
         self.sent_events: set[tuple] = set()
         self.received = 0  # samples received, at the stream's rate
+        self.partial = b""  # the first bytes of a sample split between messages
 
     def ready(self) -> dict:
         fe = self.artifact.frontend
@@ -55,11 +56,12 @@ class StreamSession:
                 "hop_s": round(fe.eval_hop_frames / fe.frames_per_s, 3)}
 
     def samples(self, data: bytes) -> np.ndarray:
-        """A binary message -> (n, channels) float32; 1007 when it is not whole samples."""
+        """A binary message -> (n, channels) float32 of its whole samples; the bytes of a sample it splits
+        wait for the next message (a client may cut its PCM anywhere)."""
+        data = self.partial + data
         frame = self.dtype.itemsize * self.channels
-        if len(data) % frame:
-            raise _Close(1007, f"{len(data)} bytes is not a whole number of {self.channels}-channel "
-                               f"{self.dtype.itemsize}-byte samples")
+        whole = len(data) - len(data) % frame
+        data, self.partial = data[:whole], data[whole:]
         x = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.channels)
         if self.dtype.kind == "i":
             return x.astype(np.float32) / 32768.0
@@ -168,6 +170,9 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
             for out in await session.windows(windows):
                 await websocket.send_json(out)
         elif _is_end(message.get("text")):
+            if session.partial:
+                raise _Close(1007, f"the stream ended {len(session.partial)} bytes into a sample: not whole "
+                                   f"{session.channels}-channel {session.dtype.itemsize}-byte samples")
             windows = session.frontend.end()  # a resampler gives its last samples only now
             if session.frontend.samples == 0:
                 raise _Close(1007, "the stream ended before any audio")
