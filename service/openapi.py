@@ -81,7 +81,7 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                            "start_s, end_s, score} once an event is over. The text {\"type\": \"end\"} ends the "
                            "stream: the server sends {type: summary}, the answer POST /classify gives for the same "
                            "audio, and closes with 1000. Close codes: 1008 a bad set-up, 1003 audio before it, 1007 "
-                           "a frame that is not whole samples, 1013 too many streams or too long, 1001 idle.",
+                           "a stream ending inside a sample or bad samples, 1013 too many streams or too long, 1001 idle.",
             "responses": {"101": {"description": "switched to the WebSocket protocol"}, **_errors((426,))}}},
         "/stats": {"get": _get("Providers, model calls and windows scored since start by the worker that answers",
                                "Stats")},

@@ -3,7 +3,7 @@
     client: {"sample_rate": 16000, "encoding": "pcm_s16le" | "f32le", "channels": 1, "top_k": 5,
              "open_set": true, "threshold_rad": null}           (first message, text JSON)
     server: {"type": "ready", "model": {...}, "window_s": 1.01, "hop_s": 0.5}
-    client: binary messages of interleaved PCM, any length (whole samples)
+    client: binary messages of interleaved PCM, any length (a sample split between two is joined)
     server: {"type": "window", "start_s", "end_s", "label", "score", "labels": [{"label", "score"}]}
             for every window as soon as it is final (core.stream: the upload path's windows);
             {"type": "event", "label", "start_s", "end_s", "score"} once an event is over
@@ -14,7 +14,7 @@
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
 model calls. Close codes: 1008 a bad set-up message (the reason says which field), 1003 audio
-before the set-up, 1007 a frame that is not whole samples or holds NaN, infinite or overflowing ones, 1013 over
+before the set-up, 1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones, 1013 over
 SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no message for
 SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
 """
