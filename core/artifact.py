@@ -127,7 +127,7 @@ def _check_parameters(artifact: Artifact) -> None:
     """The activity and event parameters, read now rather than at every answer: finite numbers."""
     for key in ("activity", "events"):
         try:
-            values = (artifact.activity if key == "activity" else artifact.events).to_dict().values()
+            values = getattr(artifact, key).to_dict().values()  # its properties of those names parse them
         except (errors.ConfigError, TypeError, ValueError, AttributeError) as e:
             raise errors.ArtifactError(f"{artifact.path / MANIFEST_FILE}: its {key} is not valid: {e}") from None
         if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):

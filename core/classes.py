@@ -32,6 +32,7 @@ RESERVED_LABELS = (UNKNOWN, SILENCE)
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
 MAX_EXAMPLES = 20
 STORE_VERSION = 1
+STORE_FILE = "enrolled.json"  # the store's name in the model directory, unless a server names another
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,9 @@ class ClassStore:
 
     def _stamp(self) -> tuple | None:
         try:
-            st = os.stat(self.path)
+            return _stamp_of(os.stat(self.path))
         except FileNotFoundError:
             return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
 
     def load(self, classes: ClassSet) -> ClassSet:
         """`classes` plus what the file holds; refuses a file written for another model."""
@@ -231,7 +231,7 @@ class ClassStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             st = write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                                "classes": [c.to_dict() for c in classes.enrolled]})
-            self.state = ((st.st_mtime_ns, st.st_size, st.st_ino), classes)  # the file this wrote, not a later one
+            self.state = (_stamp_of(st), classes)  # the file this wrote, not a later one
         except OSError as e:
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e
@@ -241,3 +241,8 @@ def unit(x: np.ndarray) -> np.ndarray:
     """(..., D) -> each vector L2-normalised (float32; a zero vector stays zero)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _stamp_of(st: os.stat_result) -> tuple:
+    """What tells one version of the store's file from another: (mtime_ns, size, inode)."""
+    return st.st_mtime_ns, st.st_size, st.st_ino

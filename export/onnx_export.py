@@ -36,6 +36,7 @@ from core.artifact import (
     write_json_atomic,
 )
 from core.audio import decode
+from core.classes import STORE_FILE
 from core.features import FrontendConfig, log_mel, patches
 from core.runtime import RuntimeConfig, create_runtime
 from training.model import InferenceModel
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 FP16_FILE = "model.fp16.onnx"
 BATCH_SIZES = (1, 7, 64)
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-ENROLLED_FILE = "enrolled.json"  # the service's default store of enrolled classes (service.settings)
 
 
 @dataclass
@@ -149,12 +149,12 @@ def _keep_enrolled(out: Path, staging: Path) -> None:
     """Users' enrolled classes beside the artifact replaced are carried over, never deleted with it: as
     they are for the same model, else under the old model's id (their prototypes mean nothing to another
     model, whose server would refuse the file)."""
-    if not (out / ENROLLED_FILE).is_file() or (staging / ENROLLED_FILE).exists():
+    if not (out / STORE_FILE).is_file() or (staging / STORE_FILE).exists():
         return
     old_id = json.loads((out / MANIFEST_FILE).read_text())["model_id"]
     same = old_id == json.loads((staging / MANIFEST_FILE).read_text())["model_id"]
-    kept = staging / (ENROLLED_FILE if same else f"enrolled.{old_id}.json")
-    shutil.copy2(out / ENROLLED_FILE, kept)
+    kept = staging / (STORE_FILE if same else f"enrolled.{old_id}.json")
+    shutil.copy2(out / STORE_FILE, kept)
     if not same:
         log.warning("kept the enrolled classes of model %s as %s: enrol them again with the new model", old_id, kept.name)
 

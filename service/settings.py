@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from core.artifact import DEFAULT_MODEL
 from core.audio import DecodeLimits
+from core.classes import STORE_FILE
 from core.errors import ConfigError
 from core.runtime import GPU_PROVIDERS, RuntimeConfig, requested_providers
 
@@ -68,7 +69,7 @@ class ServiceSettings:
 
     @property
     def classes_path(self) -> str:
-        return self.classes or os.path.join(self.model, "enrolled.json")
+        return self.classes or os.path.join(self.model, STORE_FILE)
 
     @property
     def limits(self) -> DecodeLimits:
