@@ -114,6 +114,9 @@ ARMS = {
     # noise patch up to the SNR as flat noise) and robust_view moved the compander after the steps in the linear
     # domain (they took the floor it had moved as sound): paired with -floor (BENCHMARKS.md "The noise's floor")
     "ssl-acl-rc-acl-robust-oe-eq-mend": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE],
+    # ... with label smoothing 0.1 in the cross-entropy part of supervised ACL (a regulariser for a small labelled
+    # set): paired with -mend, the same code (BENCHMARKS.md "Label smoothing")
+    "ssl-acl-rc-acl-robust-oe-eq-ls": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "label_smoothing=0.1"],
     # ... with stochastic weight averaging as published: 10 more epochs at a constant 0.25 × lr after the 40 of the
     # cosine, their weights averaged (training.averaging); benchmarks/swa_look.sh starts each run from its -floor
     # pair's state at epoch 40, which is what these 40 epochs train (BENCHMARKS.md "Weight averaging at a constant rate")

@@ -61,6 +61,8 @@ class TrainConfig:
     #   (RT60 0.2-1.2 s, direct-to-reverberant ratio -3 to 12 dB, on the mel power); 0: off
     crop_mel: bool = True  # finetune: the random resized crop also shifts and stretches the mel axis (false: the
     #   time axis only; every sound's spectral envelope stays where it is)
+    label_smoothing: float = 0.0  # finetune: the cross-entropy's target is 1 − ε on the label and ε spread over
+    #   every class (Szegedy et al., 2016); 0: off
     mixup: float = 0.0  # finetune: mix pairs of patches with λ ~ Beta(mixup, mixup), loss weighted alike; 0: off
     outlier_weight: float = 0.0  # finetune: λ·CE to the uniform distribution on as many patches of the
     #   `unlabeled` pool (open-set negatives: outlier exposure); 0: off
@@ -155,6 +157,9 @@ class TrainConfig:
             raise ConfigError(f"average_lr must be in [0, 1], and above 0 only with average_last from 1 to epochs - 1 "
                               f"(the cosine needs epochs before it), got {self.average_lr} with average_last "
                               f"{self.average_last} of {self.epochs} epochs")
+        if not 0 <= self.label_smoothing < 1 or (self.label_smoothing and not fine_tune):
+            raise ConfigError(f"label_smoothing must be in [0, 1), and above 0 only for a fine-tune, got "
+                              f"{self.label_smoothing} ({mode})")
         if self.mixup < 0 or (self.mixup and not fine_tune):
             raise ConfigError(f"mixup must be >= 0, and only for a fine-tune, got {self.mixup} ({mode})")
         if self.outlier_weight < 0 or (self.outlier_weight and (not fine_tune or not self.unlabeled)):

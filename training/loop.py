@@ -229,10 +229,9 @@ class SupervisedStep:
             h = self.model.encoder(torch.cat([x, outliers]))  # (B + B_o, D): one batch for BatchNorm
             logits = self.model.classifier(h)  # (B + B_o, C)
         h, logits, outlier_logits = h[: len(x)], logits[: len(x)], logits[len(x):]
-        loss = acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction)
+        loss = self.loss(logits, h, y)
         if perm is not None:  # the mixed patch is λ of its own clip and 1 − λ of its partner's
-            loss = lam * loss + (1 - lam) * acl_supervised_loss(logits, h, y[perm.to(y.device)], self.alpha,
-                                                                self.cfg.margin, self.cfg.reduction)
+            loss = lam * loss + (1 - lam) * self.loss(logits, h, y[perm.to(y.device)])
         if self.teacher is not None:  # the teacher answers the same (mixed) patches, augmented or as recorded
             with torch.no_grad():
                 teacher_log_probs, _ = self.teacher.fine_tuned(clean if self.cfg.distill_clean else x)  # (B, C)
@@ -241,6 +240,11 @@ class SupervisedStep:
         if len(outliers):  # no class for sounds of none of them: cross-entropy to the uniform distribution
             loss = loss - self.cfg.outlier_weight * torch.log_softmax(outlier_logits.float(), dim=1).mean()
         return loss, len(x) + len(outliers)
+
+    def loss(self, logits: torch.Tensor, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """CE or supervised ACL of logits (B, C) and features (B, D) against labels (B,)."""
+        return acl_supervised_loss(logits, h, y, self.alpha, self.cfg.margin, self.cfg.reduction,
+                                   self.cfg.label_smoothing)
 
     def inputs(self, idx: np.ndarray) -> torch.Tensor:
         """One random (augmented) patch with sound of each clip of `idx`: (B, 1, T, M)."""

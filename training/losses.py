@@ -121,10 +121,11 @@ def acl_supervised_loss(
     alpha: float = 0.7,
     margin: float = 0.5,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Supervised ACL: α·CE(logits, labels) + (1−α)·L_AM(features; same label); logits (B, C),
-    features (B, D), labels (B,). α = 1 is plain cross-entropy."""
-    loss = alpha * F.cross_entropy(_full_precision(logits), labels)
+    features (B, D), labels (B,). α = 1 is plain cross-entropy; label_smoothing softens the CE's target."""
+    loss = alpha * F.cross_entropy(_full_precision(logits), labels, label_smoothing=label_smoothing)
     if alpha < 1:
         mask = same_label_mask(labels)
         b, rows = labels.shape[0], SUPERVISED_REFERENCE_ROWS

@@ -108,7 +108,8 @@ def test_config_strict(tmp_path):
     cfg_file.write_text("lr: 1e-3\n")  # YAML 1.1 reads it as a string
     assert load_config(cfg_file).lr == 0.001
     for bad, match in (("batch_size=1", "batch_size must be at least 2"), ("reduction=max", "unknown reduction"),
-                       ("probe_epochs=0", "probe_epochs must be at least 1"), ("temperature=0", "temperature must be")):
+                       ("probe_epochs=0", "probe_epochs must be at least 1"), ("temperature=0", "temperature must be"),
+                       ("label_smoothing=1", r"label_smoothing must be in \[0, 1\)")):
         with pytest.raises(ConfigError, match=match):
             load_config(None, [bad]).validate("finetune")
     assert load_config(None, ["snr_db=[0, 20]"]).snr_db == (0.0, 20.0)

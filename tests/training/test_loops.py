@@ -153,10 +153,11 @@ def test_recomputed_batchnorm_statistics_depend_on_the_weights_alone(tiny_esc, t
 
 
 def test_mixup_finetune(tiny_esc, tiny_unlabeled, tmp_path):
-    run = finetune(tiny(tiny_esc, tmp_path, loss="acl", mixup=0.4, augment="none"), tmp_path / "mix")
+    run = finetune(tiny(tiny_esc, tmp_path, loss="acl", mixup=0.4, label_smoothing=0.1, augment="none"), tmp_path / "mix")
     assert [r["epoch"] for r in run.history()] == [1, 2] and all(r["loss"] > 0 for r in run.history())
-    with pytest.raises(ConfigError, match="mixup"):
-        pretrain(tiny(tiny_esc, tmp_path, mixup=0.4, unlabeled=[str(tiny_unlabeled)]), tmp_path / "bad")
+    for option in (dict(mixup=0.4), dict(label_smoothing=0.1)):  # fine-tune options
+        with pytest.raises(ConfigError, match=next(iter(option))):
+            pretrain(tiny(tiny_esc, tmp_path, **option, unlabeled=[str(tiny_unlabeled)]), tmp_path / "bad")
 
 
 def test_missing_fold_fails_fast(tiny_esc, tmp_path):

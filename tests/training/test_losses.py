@@ -116,6 +116,9 @@ def test_alpha_one_is_plain_info_nce_and_cross_entropy():
     logits, labels = rand(5, 3, seed=11), torch.tensor([0, 1, 2, 0, 1])
     ce = torch.nn.functional.cross_entropy(logits, labels).item()
     assert acl_supervised_loss(logits, logits, labels, alpha=1.0).item() == pytest.approx(ce)
+    log_p = torch.log_softmax(logits, dim=1)  # smoothed: 0.9 of the label's CE, 0.1 of the mean over every class
+    smoothed = (0.9 * -log_p[torch.arange(5), labels] + 0.1 * -log_p.mean(dim=1)).mean().item()
+    assert acl_supervised_loss(logits, logits, labels, alpha=1.0, label_smoothing=0.1).item() == pytest.approx(smoothed)
 
 
 # ---- closed forms at known angles ----------------------------------------------------------------
