@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,4 +45,5 @@ def run(args) -> int:
         return 2
     env = {**os.environ, "SOUNDARC_MODEL": str(model.resolve()), "BENTOML_DO_NOT_TRACK": "True"}
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, env=env)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)  # bentoml takes this process: a SIGTERM to it stops the server and its workers

@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     for command, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(command, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         if command == name:
-            importlib.import_module(module).add_arguments(sp)
+            try:
+                importlib.import_module(module).add_arguments(sp)
+            except ModuleNotFoundError as e:
+                return not_installed(command, e)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader's INFO lines about CPU builds read as failures
@@ -69,15 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     except SoundarcError as e:  # a user's mistake or bad data: say what, without a traceback
         print(f"soundarc {args.command}: {e.kind}: {e}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as e:  # an extra that is not installed (the serving venv has no torch)
-        extra = EXTRAS.get((e.name or "").split(".")[0])
-        if extra is None:
-            raise
-        install = f"pip install -e '.[{extra}]'"
-        if extra in ("train", "export"):  # the local CPU build first: a bare torch pulls CUDA
-            install = f"pip install torch==2.13.0 && {install}"
-        print(f"soundarc {args.command}: {e.name} is not installed; {install}", file=sys.stderr)
-        return 2
+    except ModuleNotFoundError as e:
+        return not_installed(args.command, e)
+
+
+def not_installed(command: str, e: ModuleNotFoundError) -> int:
+    """An extra that is not installed (the serving venv has no torch, onnx): say which, exit 2."""
+    package = (e.name or "").split(".")[0]
+    extra = EXTRAS.get(package)
+    if extra is None:
+        raise e
+    install = f"pip install -e '.[{extra}]'"
+    if package == "torch":  # the CPU build first: a bare torch pulls several GB of CUDA
+        install = f"pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && {install}"
+    print(f"soundarc {command}: {e.name} is not installed; {install}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

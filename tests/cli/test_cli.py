@@ -21,7 +21,11 @@ def test_version_and_defaults_in_help():
 def test_a_missing_extra_is_one_line_saying_what_to_install():
     result = soundarc("train", "eval", "runs/x", code="sys.modules['torch'] = None")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "torch is not installed; pip install torch==2.13.0 && pip install -e '.[train]'" in result.stderr
+    assert ("torch is not installed; pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && "
+            "pip install -e '.[train]'") in result.stderr
+    quantize = soundarc("quantize", "models/default", "--audio", "x.wav", code="sys.modules['onnx'] = None")
+    assert quantize.returncode == 2 and "Traceback" not in quantize.stderr  # its module imports onnx for its arguments
+    assert "onnx is not installed; pip install -e '.[export]'" in quantize.stderr
 
 
 def test_a_bad_prototype_weight_is_refused_before_anything_is_exported(tmp_path):

@@ -28,15 +28,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, env_extra: dict, log_path: Path, timeout_s: float = 120):
+def start_server(model: Path, env_extra: dict, log_path: Path, timeout_s: float = 120, cli: bool = False):
+    """A server on a free port, started by `bentoml serve` (by `soundarc serve` with cli): (process, url)."""
     port = free_port()
     env = {**os.environ, "SOUNDARC_MODEL": str(model), "BENTOML_DO_NOT_TRACK": "True",
            "BENTOML_HOME": str(log_path.parent / f"bentoml-{port}"), **env_extra}  # own Prometheus directory
+    command = [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", "127.0.0.1", "--port", str(port)]
+    if cli:
+        command = [str(Path(sys.executable).parent / "soundarc"), "serve", "--model", str(model), "--port", str(port)]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -58,8 +59,10 @@ def stop_server(proc) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the whole group has ended already
+        pass
 
 
 @pytest.fixture(scope="session")

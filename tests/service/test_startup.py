@@ -4,6 +4,7 @@ no restart loop. Real processes: `bentoml serve` as users run it, and `soundarc 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,3 +74,24 @@ def test_a_port_in_use_or_out_of_range_is_one_line(test_artifact, tmp_path):
     assert status == 2 and stderr.strip().count("\n") == 0 and f"127.0.0.1:{port}" in stderr, stderr
     status, stderr, _ = serve({}, tmp_path, [*command[:-1], "99999"])
     assert status == 2 and stderr.strip().count("\n") == 0 and "127.0.0.1:99999" in stderr, stderr
+
+
+def test_soundarc_serve_stops_with_its_workers_on_sigterm(test_artifact, tmp_path):
+    """`soundarc serve` is the server's process: a SIGTERM to it (kill, systemd, timeout) stops the server and its
+    workers, and the port is free again (it ran bentoml as a child, which the signal left serving)."""
+    proc, url = start_server(test_artifact, {"SOUNDARC_WORKERS": "1"}, tmp_path / "serve.log", cli=True)
+    try:
+        proc.send_signal(signal.SIGTERM)  # to the process alone, not its group
+        proc.wait(timeout=30)
+        host, port = url.removeprefix("http://").split(":")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+            except OSError:
+                break  # nothing listens
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"{url} still answers after its soundarc serve was stopped")
+    finally:
+        stop_server(proc)
