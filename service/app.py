@@ -76,7 +76,10 @@ _READY: dict = {}  # filled once the model is warm; /readyz shows it
 _SERVICE: list = []  # the SoundArc instance of this process, for the routes of service.web
 
 
-@bentoml.service(name="soundarc", workers=SETTINGS.worker_count, traffic={"timeout": SETTINGS.request_timeout_s})
+# the access log leaves out the request's Content-Type: BentoML decodes it as UTF-8 after the answer has begun, and a
+# header of other bytes cut that answer short (the guard, inside it, cannot reach the log)
+@bentoml.service(name="soundarc", workers=SETTINGS.worker_count, traffic={"timeout": SETTINGS.request_timeout_s},
+                 logging={"access": {"request_content_type": False}})
 class SoundArc:
     def __init__(self) -> None:
         self.artifact = STARTUP.artifact
@@ -157,9 +160,11 @@ class SoundArc:
                     "enrolment": False}
         return {"classes": self.current_classes().describe(), "enrolment": True}
 
-    async def enrol(self, label: str, clips: list[tuple[str, bytes]], margin: float | None = None) -> dict:
+    async def enrol(self, label: str, clips: list[tuple[str, bytes]], margin: float | None = None,
+                    abandoned=lambda: False) -> dict:
         """Enrol `label` from (filename, bytes) example clips, with its own enrolment margin (None:
-        the model's); persists before it answers."""
+        the model's); persists before it answers. Nothing changes once `abandoned()` (its request was
+        answered 504 or its client left while the clips were embedded)."""
         if self.classes is None:
             ClassSet.of(self.artifact)  # raises the explanation
         label = self.current_classes().check_new(label, len(clips))  # before any decoding, on the store as it is now
@@ -176,6 +181,8 @@ class SoundArc:
             embeddings.append(clip_embedding(window_embeddings[clip.active]))
 
         def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
+            if abandoned():
+                raise errors.ProcessingTimeout("the enrolment was abandoned before it was saved: nothing changed")
             if len(classes.enrolled) >= self.settings.max_enrolled_classes:
                 raise errors.Conflict(f"{self.settings.max_enrolled_classes} classes are enrolled (the limit); delete one first")
             return classes.enrol(label, np.stack(embeddings), margin)

@@ -33,6 +33,11 @@ UPLOAD_FIELD = "audio"
 # BentoML's own pages at these paths (an online-only Swagger page, its partial spec) -> ours
 TAKEN_OVER = {"/": "/ui", "/docs.json": "/openapi.json"}
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422
+ABANDONED = "soundarc.abandoned"  # an upload's scope key: () -> True once its answer is dropped (504, client gone)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its whole body arrived."""
 
 
 class RequestGuard:
@@ -51,7 +56,7 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] == "/readyz":
-            return await self.app(scope, receive, self._readyz_send(send))
+            return await self.app(scope, receive, self._readyz_send(_errors_as_json(scope, send)))
         if scope["path"] in TAKEN_OVER and scope["method"] in ("GET", "HEAD"):
             scope = {**scope, "path": TAKEN_OVER[scope["path"]], "raw_path": TAKEN_OVER[scope["path"]].encode()}
         send = _errors_as_json(scope, send)
@@ -61,6 +66,7 @@ class RequestGuard:
             return await _reply(send, errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})"))
         self.in_flight += 1  # given back when its work ends, not when it is answered
         progress = _Progress(send)
+        scope = {**scope, ABANDONED: lambda: progress.abandoned}
         task = asyncio.ensure_future(self._guarded(scope, receive, progress))
         task.add_done_callback(lambda done_task: self._upload_done(done_task, progress))
         try:
@@ -100,6 +106,9 @@ class RequestGuard:
             body = await _read_bounded(receive, self.max_bytes, self.body_idle_s)
         except TimeoutError:
             return await _reply(send, errors.RequestTimeout(f"the request body stalled: no bytes for {self.body_idle_s:g} s"))
+        except _ClientGone:  # half a body is not a request: nothing runs on it, nobody hears an answer
+            progress.abandoned = True
+            return None
         if body is None:
             return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
         progress.body_read = True
@@ -154,12 +163,12 @@ class _Progress:
 
 async def _read_bounded(receive, limit: int, idle_s: float) -> bytes | None:
     """The whole body of a request, or None once it passes `limit`; TimeoutError when no message
-    comes for `idle_s`."""
+    comes for `idle_s`, _ClientGone when the client leaves before its end."""
     chunks, size = [], 0
     while True:
         message = await asyncio.wait_for(receive(), idle_s)
         if message["type"] == "http.disconnect":
-            break
+            raise _ClientGone
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         if size > limit:
@@ -178,6 +187,7 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
     if request.query_params:  # options in the URL would otherwise be ignored without a word
         raise errors.InvalidParameter(f"options go in the form beside the clip, not in the URL: got "
                                       f"?{request.url.query[:80]}; this endpoint accepts {list(accepted)}")
+    await _check_complete(request)
     try:
         form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
@@ -196,6 +206,22 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
         yield form
     finally:
         await form.close()
+
+
+async def _check_complete(request) -> None:
+    """A multipart body must end with its closing boundary: the parser takes a body cut short as a whole one
+    (without its last fields, or with a clip cut short)."""
+    from python_multipart.multipart import parse_options_header
+
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        return  # url-encoded, or no boundary at all (the parser says so)
+    body = await request.body()  # the guard's buffered body, kept for the parser
+    close = b"--" + boundary + b"--"
+    if not (body.startswith(close) or b"\r\n" + close in body):
+        raise errors.BadRequest("the multipart body is cut short: it does not end with its closing boundary "
+                                f"(--{boundary.decode('latin-1')[:70]}--)")
 
 
 def _replay(body: bytes):

@@ -19,6 +19,7 @@ their status (service.http.error_response).
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -26,7 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route, WebSocketRoute
 
 from core import errors
-from service.http import UPLOAD_FIELD, error_response, form_of
+from service.http import ABANDONED, UPLOAD_FIELD, error_response, form_of
 from service.stream import serve_stream
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -42,6 +43,8 @@ FORMS = {
 ENROL_FIELDS = ("label", "margin", UPLOAD_FIELD)
 UPLOAD_PATHS = {*FORMS, "/classes"}  # the POST routes that take a form upload (service.http.RequestGuard)
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+INTEGER = re.compile(r"[+-]?[0-9]+")
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def build_app(get_service, spec: dict, settings=None) -> Starlette:
@@ -84,7 +87,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
 
     @with_service
     async def classes(service, request):
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and HEAD (Starlette's, for GET): a list, never a change
             return JSONResponse(service.list_classes())
         return await enrol(service, request)
 
@@ -96,10 +99,13 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
             margin = _parse_field("margin", form.get("margin"), None)  # its range: SoundArc.enrol
             uploads = form.getlist(UPLOAD_FIELD)  # files only (form_of)
             clips = [(u.filename or f"clip {i + 1}", await u.read()) for i, u in enumerate(uploads)]
-        return JSONResponse(await service.enrol(label, clips, margin), status_code=201)
+        abandoned = request.scope.get(ABANDONED, lambda: False)  # service.http.RequestGuard's
+        return JSONResponse(await service.enrol(label, clips, margin, abandoned), status_code=201)
 
     @with_service
     async def remove(service, request):
+        if request.query_params:
+            raise errors.InvalidParameter(f"DELETE /classes/LABEL takes no options, got ?{request.url.query[:80]}")
         return JSONResponse(await service.remove_class(request.path_params["label"]))
 
     async def stream_over_http(request):
@@ -149,11 +155,10 @@ def _parse_field(name: str, raw, default):
         if text.lower() in TRUE + FALSE:
             return text.lower() in TRUE
         raise errors.InvalidParameter(f"'{name}' must be true or false, got {raw!r}")
-    kind, parse = ("a number", float) if default is None else ("an integer", int)
-    try:
-        return parse(text)
-    except ValueError:
-        raise errors.InvalidParameter(f"'{name}' must be {kind}, got {raw!r}") from None
+    kind, pattern, parse = ("a number", NUMBER, float) if default is None else ("an integer", INTEGER, int)
+    if not pattern.fullmatch(text):  # Python's int and float also take "1_0" and digits of other scripts
+        raise errors.InvalidParameter(f"'{name}' must be {kind}, got {raw!r}")
+    return parse(text)
 
 
 def _ui_file(name: str) -> FileResponse:

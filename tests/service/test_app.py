@@ -148,12 +148,15 @@ def bad_requests(fixtures):
         "windows_bad": (dict(data=good, fields={"windows": "perhaps"}), 422),
         "threshold_zero": (dict(data=good, fields={"threshold_rad": "0"}), 422),
         "threshold_text": (dict(data=good, fields={"threshold_rad": "wide"}), 422),
+        "top_k_underscore": (dict(data=good, fields={"top_k": "1_0"}), 422),  # Python's int() takes these two
+        "top_k_other_digits": (dict(data=good, fields={"top_k": "\u0663"}), 422),
         "too_big": (dict(data=b"\0" * (1024 * 1024 + 100_000)), 413),
     }
 
 
 @pytest.mark.parametrize("case", ["empty", "text", "random", "truncated", "no_file", "text_field", "top_k_zero",
-                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "too_big"])
+                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "top_k_underscore",
+                                  "top_k_other_digits", "too_big"])
 def test_bad_requests_get_documented_4xx(server, fixtures, case):
     kwargs, status = bad_requests(fixtures)[case]
     r = post(server, "classify", **kwargs)
@@ -318,3 +321,38 @@ def test_a_field_name_that_is_not_utf8_is_a_4xx(server, fixtures):
     r = requests.post(f"{server}/classify", data=body, timeout=30,
                       headers={"Content-Type": "multipart/form-data; boundary=" + boundary.decode()})
     assert r.status_code in (400, 422) and r.json()["message"], r.text
+
+
+def test_a_body_cut_before_its_closing_boundary_is_400(server, fixtures):
+    """The parser takes a body cut short for a whole one: without its last field, or with the clip cut."""
+    clip = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    whole = (b'--B\r\nContent-Disposition: form-data; name="audio"; filename="a.ogg"\r\n\r\n' + clip +
+             b'\r\n--B\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n1\r\n--B--\r\n')
+    headers = {"Content-Type": "multipart/form-data; boundary=B"}
+    answered = requests.post(f"{server}/classify", data=whole, headers=headers, timeout=30)
+    assert answered.status_code == 200 and len(answered.json()["ranking"]) == 1
+    for cut in (whole[:-4], whole[:len(clip) // 2]):  # the closing "--" lost; the clip cut half-way
+        r = requests.post(f"{server}/classify", data=cut, headers=headers, timeout=30)
+        assert r.status_code == 400 and "closing boundary" in r.json()["message"], r.text
+
+
+def test_a_content_type_of_other_bytes_is_a_whole_answer(server):
+    """BentoML's access log decoded the request's Content-Type as UTF-8 after the answer had begun: the answer
+    was cut short (its headers, no body)."""
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    for method, path, status in (("GET", "/classes", 200), ("POST", "/classify", 415)):
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.putrequest(method, path)
+        connection.putheader("Content-Type", b"text/\xe9")
+        connection.putheader("Content-Length", "0")
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == status and response.read() and response.getheader("content-type") == "application/json"
+        connection.close()
+
+
+def test_readyz_errors_are_json(server):
+    r = requests.put(f"{server}/readyz", timeout=10)
+    assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed"

@@ -83,6 +83,7 @@ def test_enrolment_errors_are_4xx(server, fixtures):
         "json body": (requests.post(f"{server}/classes", json={"label": "x"}, timeout=10), 415),
         "delete built-in": (requests.delete(f"{server}/classes/dog", timeout=10), 409),
         "delete missing": (requests.delete(f"{server}/classes/nothing", timeout=10), 404),
+        "delete with options": (requests.delete(f"{server}/classes/nothing?x=1", timeout=10), 422),
     }
     for case, (response, status) in cases.items():
         assert response.status_code == status, (case, response.text)
@@ -90,6 +91,10 @@ def test_enrolment_errors_are_4xx(server, fixtures):
     assert "bad.ogg" in cases["undecodable"][0].json()["message"]
     assert "hush.wav" in cases["silent"][0].json()["message"] and "no sound" in cases["silent"][0].json()["message"]
     assert len(requests.get(f"{server}/classes", timeout=10).json()["classes"]) == 3  # nothing half-enrolled
+    head = requests.Request("HEAD", f"{server}/classes", data={"label": "via-head"},
+                            files=[("audio", ("r.ogg", ROOSTER))]).prepare()  # a HEAD with an enrolment's form
+    assert requests.Session().send(head, timeout=30).status_code == 200  # answered as GET: never a change
+    assert len(requests.get(f"{server}/classes", timeout=10).json()["classes"]) == 3
 
 
 def test_enrolled_classes_survive_a_restart(server, test_artifact, classes_file, fixtures, tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from service.http import RequestGuard
+from service.http import ABANDONED, RequestGuard
 
 HEADERS = [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"100000")]
 
@@ -96,3 +96,44 @@ def test_a_client_gone_while_its_body_arrives_gives_its_slot_back():
         return guard.in_flight
 
     assert asyncio.run(go()) == 0
+
+
+def test_a_client_gone_half_way_through_its_body_runs_nothing():
+    """A disconnect before the body's end is not the body's end: the route never runs on half a form."""
+    ran = []
+
+    async def app(scope, receive, send):
+        ran.append(scope)
+
+    guard = guard_of(app)
+
+    async def go():
+        messages = iter([{"type": "http.request", "body": b"--x\r\n", "more_body": True}, {"type": "http.disconnect"}])
+
+        async def receive():
+            return next(messages)
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+        await guard({"type": "http", "method": "POST", "path": "/classify", "headers": HEADERS}, receive, send)
+        await asyncio.sleep(0.01)
+        return sent, guard.in_flight
+
+    assert asyncio.run(go()) == ([], 0) and ran == []
+
+
+def test_an_upload_answered_504_knows_it_was_abandoned():
+    """The route can see that its answer was dropped (an enrolment then saves nothing: SoundArc.enrol)."""
+    scopes = []
+
+    async def app(scope, receive, send):
+        scopes.append(scope)
+        await asyncio.sleep(1.0)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    status, _, _ = call(guard_of(app), after_s=1.0)
+    assert status == 504 and scopes[0][ABANDONED]() is True
+    assert call(guard_of(app_that()))[0] == 200

@@ -22,7 +22,7 @@ class StandIn:
     def list_classes(self):
         return {"classes": [{"label": "dog", "kind": "built-in"}], "enrolment": False}
 
-    async def enrol(self, label, clips, margin=None):
+    async def enrol(self, label, clips, margin=None, abandoned=lambda: False):
         raise errors.Conflict(f"cannot enrol {label!r} from {len(clips)} clips")
 
     async def remove_class(self, label):
