@@ -52,7 +52,13 @@ class PartWriter:
         out.mkdir(parents=True, exist_ok=True)
         self.run_file, self.identity = out / "_run.json", {**identity, "format": fmt}
         if self.run_file.exists():
-            previous = json.loads(self.run_file.read_text())
+            try:
+                previous = json.loads(self.run_file.read_text())
+            except ValueError:  # not JSON, or not UTF-8
+                previous = None
+            if not isinstance(previous, dict):
+                raise errors.ConfigError(f"{self.run_file} is damaged (not a run's JSON): use another --out, or delete "
+                                         "the folder to score again")
             if unrecorded := [k for k in recorded_later if k in self.identity and k not in previous]:
                 log.warning("%s was made before %s was recorded: taken to match this run", out, ", ".join(unrecorded))
                 previous.update({k: self.identity[k] for k in unrecorded})

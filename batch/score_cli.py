@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
                         help="add each clip's sound events (label, start_s, end_s, score), as /classify with events=true")
     parser.add_argument("--events-table", choices=EVENT_TABLES,
                         help="also write the events as OUT/events.tsv (dcase) or OUT/audacity/*.txt label tracks")
-    parser.add_argument("--top-k", type=at_least(1), default=5, help="scores kept per row (the classes and 'unknown')")
+    parser.add_argument("--top-k", type=at_least(1), default=5,
+                        help="classes ranked per row, best first ('unknown' keeps its ranking; 'silence' has none)")
     parser.add_argument("--classes", default="", help="an enrolled-classes file (the server's SOUNDARC_CLASSES): "
                         "answer with those classes too, as /classify does")
     parser.add_argument("--open-set", action=argparse.BooleanOptionalAction, default=True,

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from core.classes import margin_ok
 from core.openset import ENROL_MARGIN, VOTES, temperature_ok, weight_ok
 from soundarc.cli import fraction
 
@@ -29,7 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--labeled", help="open set: labelled data (default: the run's)")
     parser.add_argument("--calibration", help="open set: the threshold from cross-validation "
                         "(reports/openset_cv.json of benchmarks/openset_cv.py); overrides --frr/--calibration-folds")
-    parser.add_argument("--enrol-margin", type=float, default=ENROL_MARGIN,
+    parser.add_argument("--enrol-margin", type=_margin, default=ENROL_MARGIN,
                         help="open set: cosine by which an enrolled class must beat the head's (benchmarks/enrol_cost.py)")
     parser.add_argument("--prototype-weight", type=_weight, default=0.0,
                         help="open set: w in [0, 1], the built-in classes ranked by (1 − w)·head + w·prototypes on the "
@@ -51,6 +52,14 @@ def _weight(text: str) -> float:
     return w
 
 
+def _margin(text: str) -> float:
+    """--enrol-margin: a difference of cosines, in [-1, 1] (NaN would let no enrolled class ever win)."""
+    margin = float(text)
+    if not margin_ok(margin):
+        raise argparse.ArgumentTypeError(f"must be a number from -1 to 1, got {text}")
+    return margin
+
+
 def _temperature(text: str) -> float:
     """--temperature: a finite number above 0, refused before anything is exported."""
     t = float(text)
@@ -60,11 +69,14 @@ def _temperature(text: str) -> float:
 
 
 def run(args) -> int:
-    if args.prototype_weight and not args.open_set:
-        raise SystemExit("--prototype-weight needs --open-set (the prototypes it blends with the head)")
-    for option, given in (("--temperature", args.temperature != 1.0), ("--vote", args.vote != "mean")):
-        if given and not args.open_set:
-            raise SystemExit(f"{option} needs --open-set (it is kept in the open set's file)")
+    given = {"--prototype-weight": args.prototype_weight != 0.0, "--temperature": args.temperature != 1.0,
+             "--vote": args.vote != "mean", "--frr": args.frr != 0.05, "--calibration-folds": bool(args.calibration_folds),
+             "--labeled": args.labeled is not None, "--calibration": args.calibration is not None,
+             "--enrol-margin": args.enrol_margin != ENROL_MARGIN}
+    needless = [option for option, set_ in given.items() if set_]
+    if needless and not args.open_set:  # each is kept in the open set's file: without it, ignored without a word
+        raise SystemExit(f"{', '.join(needless)} {'needs' if len(needless) == 1 else 'need'} --open-set "
+                         "(the open set's file keeps it)")
     from export.onnx_export import export_artifact, smoke_test
 
     finish = None

@@ -169,6 +169,9 @@ def onnx_to_file(net: InferenceModel, frontend: FrontendConfig, path: Path, opse
     )
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
+    written = next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+    if written != opset:  # torch's exporter writes what it supports, whatever was asked (the manifest records it)
+        raise errors.ConfigError(f"--opset {opset}: torch's exporter wrote opset {written}; export at opset {written}")
 
 
 def convert_fp16(src: Path, dst: Path) -> None:

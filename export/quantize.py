@@ -110,6 +110,9 @@ def _drop_int8_entry(root: Path) -> None:
 def calibration_windows(prepared: list, max_windows: int = 2000) -> np.ndarray:
     """(N <= max_windows, mels, frames): a fixed random draw of the windows with sound of prepared clips
     (all of a clip's windows where none has sound)."""
+    if not any(c.active.any() for c in prepared):  # silence would calibrate every range to nothing
+        raise errors.ConfigError("no --audio clip holds sound (every window is below the activity thresholds): "
+                                 "calibrate on clips like those the model will answer")
     windows = np.concatenate([c.patches[voting_windows(c.active)] for c in prepared])
     return windows[np.random.default_rng(0).permutation(len(windows))[:max_windows]]
 

@@ -37,11 +37,11 @@ def run(args) -> int:
         )
         return 2
     try:
-        with socket.create_server((args.host, args.port)):
+        with socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host else socket.AF_INET):
             pass
     except (OSError, OverflowError) as e:  # OverflowError: a port beyond 0-65535
-        print(f"soundarc: cannot listen on {args.host}:{args.port}: {getattr(e, 'strerror', None) or e} (set --port)",
-              file=sys.stderr)
+        reason = getattr(e, "strerror", None) or e
+        print(f"soundarc: cannot listen on {args.host}:{args.port}: {reason} (set --port; PORT= with make)", file=sys.stderr)
         return 2
     env = {**os.environ, "SOUNDARC_MODEL": str(model.resolve()), "BENTOML_DO_NOT_TRACK": "True"}
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:SoundArc", "--host", args.host, "--port", str(args.port)]

@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as e:
         return not_installed(args.command, e)
+    except OSError as e:  # a path that cannot be read or made (a file where a folder goes, no permission, no space)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"soundarc {args.command}: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 def not_installed(command: str, e: ModuleNotFoundError) -> int:

@@ -17,6 +17,7 @@ httpx-ws (`pip install 'soundarc[client]'`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -114,11 +115,16 @@ class Client:
         """Send `chunks` (bytes of interleaved PCM, as they come: a generator may pace them) to ws
         /stream; yields the server's messages as they arrive ("ready", "window", "event", and last
         "summary"). A close other than 1000 raises ServerError with the close code as its status."""
-        from httpx_ws import WebSocketDisconnect, connect_ws
+        from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, connect_ws
 
         setup = _given(sample_rate=sample_rate, encoding=encoding, channels=channels, top_k=top_k, open_set=open_set,
                        threshold_rad=threshold_rad)
-        with connect_ws("/stream", self.http) as ws:
+        with contextlib.ExitStack() as stack:
+            try:
+                ws = stack.enter_context(connect_ws("/stream", self.http))
+            except WebSocketUpgradeError as e:  # not a soundarc server there, or not at this base URL
+                raise ServerError(e.response.status_code, "UpgradeRefused",
+                                  f"{e.response.request.url} did not accept a WebSocket") from None
             ws.send_json(setup)
             try:
                 yield ws.receive_json()  # {"type": "ready", ...}

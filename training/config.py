@@ -183,7 +183,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     """Defaults <- YAML file <- `key=value` overrides (values parsed as YAML)."""
     values: dict = {}
     if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = _yaml(Path(path).read_text, f"--config {path}") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys")
         values.update(loaded)
@@ -191,8 +191,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not key=value")
-        values[key.strip()] = yaml.safe_load(raw)
+        values[key.strip()] = _yaml(raw, f"override {item!r}")
     return from_dict(values)
+
+
+def _yaml(text, what: str):
+    """YAML `text` (or what `text()` reads) parsed; a ConfigError naming `what` when it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(text() if callable(text) else text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise ConfigError(f"{what} is not readable YAML: {reason}") from None
 
 
 def from_dict(values: dict) -> TrainConfig:

@@ -62,7 +62,6 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
     cfg = cfg.validate(mode)
     device = pick_device(cfg.device)
     rank, world = init_distributed(device)
-    run = open_run(out, cfg, mode, rank)
     rng, gen = seed_everything(cfg.seed)
     frontend = FrontendConfig(patch_frames=cfg.patch_frames, eval_hop_frames=cfg.eval_hop_frames)
     activity = ActivityConfig()
@@ -70,6 +69,7 @@ def train(cfg: TrainConfig, mode: str, out: str) -> Run:
     step = SelfSupervisedStep if mode == "pretrain" else SupervisedStep
     step = step(cfg, splits, frontend, activity, device, rng, gen)
     model = step.model
+    run = open_run(out, cfg, mode, rank)  # once its data and model are found: a run that cannot start leaves nothing
     for key in ("init", "teacher"):
         if source := getattr(cfg, key):
             run.pin_source(key, source)

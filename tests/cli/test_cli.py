@@ -34,7 +34,29 @@ def test_a_bad_prototype_weight_is_refused_before_anything_is_exported(tmp_path)
     assert bad.returncode == 2 and "must be in [0, 1]" in bad.stderr
     alone = soundarc("export", str(tmp_path / "run"), str(out), "--prototype-weight", "0.5")
     assert alone.returncode != 0 and "needs --open-set" in alone.stderr
+    ignored = soundarc("export", str(tmp_path / "run"), str(out), "--frr", "0.5", "--calibration", "x.json")
+    assert ignored.returncode != 0 and "--frr, --calibration need --open-set" in ignored.stderr
+    for margin in ("nan", "2"):
+        refused = soundarc("export", str(tmp_path / "run"), str(out), "--open-set", "--enrol-margin", margin)
+        assert refused.returncode == 2 and "must be a number from -1 to 1" in refused.stderr
     assert not out.exists()
+
+
+def test_paths_that_cannot_be_read_or_made_are_one_line(tmp_path):
+    afile = tmp_path / "a.txt"
+    afile.write_text("x")
+    (tmp_path / "bad.yaml").write_text("lr: [1\n")
+    cases = {("score", "tests/fixtures/1-27724-A-1.ogg", "--out", f"{afile}/sub"): "Not a directory",
+             ("train", "finetune", "--out", f"{afile}/run", "--config", str(tmp_path / "none.yaml")): "none.yaml",
+             ("train", "finetune", "--out", str(tmp_path / "run"), "--config", str(tmp_path / "bad.yaml")): "bad.yaml",
+             ("train", "finetune", "--out", str(tmp_path / "run"), "--set", "lr=[1"): "lr=[1"}
+    for args, needle in cases.items():
+        result = soundarc(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and needle in result.stderr, result.stderr
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "_run.json").write_text("garbage")
+    damaged = soundarc("score", "tests/fixtures/1-27724-A-1.ogg", "--out", str(tmp_path / "out"))
+    assert damaged.returncode == 2 and "_run.json is damaged" in damaged.stderr, damaged.stderr
 
 
 def test_a_bad_temperature_is_refused_before_anything_is_exported(tmp_path):

@@ -114,6 +114,13 @@ def test_failed_validation_writes_no_manifest(run_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_opset_the_exporter_does_not_write_is_refused(run_dir, tmp_path):
+    """torch's exporter writes its own opset whatever it is asked: the manifest recorded the one asked for."""
+    with pytest.raises(errors.ConfigError, match="--opset 13: torch's exporter wrote opset 18"):
+        export_artifact(run_dir, tmp_path / "out", opset=13)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_onnx_model_that_answers_nan_fails_its_parity_check(run_dir, tmp_path, monkeypatch):
     """max() keeps its first argument against a NaN: the check must not, or NaN outputs pass as 0 error."""
     import onnxruntime

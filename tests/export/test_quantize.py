@@ -99,6 +99,14 @@ def test_a_variant_that_misses_the_contract_is_refused(artifact, fixtures, monke
         create_runtime(load_artifact(artifact), RuntimeConfig(device="cpu", precision="int8"))
 
 
+def test_clips_without_sound_are_refused_before_calibration(artifact, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "hush.wav", np.zeros(22_050 * 2, np.float32), 22_050)
+    with pytest.raises(errors.ConfigError, match="no --audio clip holds sound"):
+        quantize.quantize_artifact(artifact, [tmp_path / "hush.wav"])
+
+
 def test_cli(artifact, fixtures, capsys):
     from soundarc.cli import main
 

@@ -71,3 +71,6 @@ def test_stream(server, fixtures):
         with pytest.raises(ServerError) as info:
             list(client.stream([b"\x00\x00"], sample_rate=rate, threshold_rad=0.0))
         assert info.value.status == 1008
+    with Client(f"{server}/elsewhere") as client, pytest.raises(ServerError) as info:  # no /stream there
+        list(client.stream([b"\x00\x00"], sample_rate=rate))
+    assert info.value.kind == "UpgradeRefused" and 400 <= info.value.status < 500 and "/elsewhere/stream" in info.value.message

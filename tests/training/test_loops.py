@@ -163,6 +163,7 @@ def test_mixup_finetune(tiny_esc, tiny_unlabeled, tmp_path):
 def test_missing_fold_fails_fast(tiny_esc, tmp_path):
     with pytest.raises(ConfigError, match="fold 7"):
         finetune(tiny(tiny_esc, tmp_path, val_folds=[7]), tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing made: the corrected command can use the same --out
 
 
 @pytest.mark.slow
