@@ -15,12 +15,12 @@ if [[ ! -x "$ROOTFS/usr/bin/python3" ]]; then
   debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
     bookworm "$ROOTFS" "$MIRROR"
 fi
-# The Dockerfile installs uv with pip into the system Python, as it does on python:3.11-slim.
+# pip may install into the system Python, as on python:3.11-slim (the Dockerfile makes its own venv).
 rm -f "$ROOTFS"/usr/lib/python3*/EXTERNALLY-MANAGED
 rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
 tar -C "$ROOTFS" -c . | podman import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'ENV UV_NATIVE_TLS=1' --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+  --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
   --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
   --change 'CMD ["/bin/bash"]' - "$NAME"
 echo "base image $NAME"

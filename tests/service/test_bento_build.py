@@ -50,4 +50,6 @@ def test_the_image_requirements_are_the_serve_extra_without_onnxruntime_and_offl
     lines = (ROOT / "deploy" / "requirements.txt").read_text().splitlines()
     image = [line for line in lines if line.strip() and not line.startswith("#")]
     assert names(image) == names(serve) - {"onnxruntime-gpu", "pyarrow", "tqdm"}
-    assert not any(line.startswith("onnxruntime") for line in image)  # the Dockerfile adds the CPU or GPU build
+    assert not any(line.startswith("onnxruntime") for line in image)  # the Dockerfile adds it
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert 'ARG ONNXRUNTIME="onnxruntime-gpu' in dockerfile and '"onnxruntime>' not in dockerfile  # never the CPU build

@@ -43,3 +43,20 @@ def test_deployments_match_the_image(name):
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["SOUNDARC_CLASSES"].startswith("/data/")
         assert any(m["mountPath"] == "/data" for m in container["volumeMounts"])
+
+
+def test_each_manifest_stands_alone_and_its_pods_are_its_own():
+    """Either file is applied alone (the GPU one asked for the CPU one first, which started CPU pods too); the
+    Deployments select only their own pods; the Service reaches them; an image built here is not pulled."""
+    selectors = []
+    for name in MANIFESTS:
+        kinds = {r["kind"]: r for r in resources(name)}
+        deployment, service = kinds["Deployment"], kinds["Service"]
+        claim = deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        assert kinds["PersistentVolumeClaim"]["metadata"]["name"] == claim
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"] == labels
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+        selectors.append(labels)
+    assert selectors[0] != selectors[1]

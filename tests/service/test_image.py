@@ -36,6 +36,6 @@ def test_the_image_builds_and_serves_a_real_clip(tmp_path):
     assert "-> rooster" in output and "image test passed" in output and "stopped: 0 processes left" in output
     assert "ok: runs as uid 10001" in output and "ok: writes only to /tmp and /data" in output
     size_mb = float(re.search(r"size ([\d.]+) MB", output).group(1))  # buildah's size of the image
-    assert size_mb <= 900, f"the image is {size_mb} MB"
+    assert size_mb <= 1000, f"the image is {size_mb} MB"  # ~700 with onnxruntime's CPU build, ~260 more with -gpu's
     for status in ("400", "415", "422"):
         assert f"-> {status}" in output
