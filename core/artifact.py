@@ -1,4 +1,4 @@
-"""The model artifact (DESIGN §4): a directory that export writes and everything after it reads.
+"""The model artifact (docs/design.md §5): a directory that export writes and everything after it reads.
 
     model.onnx      input `logmel` (B, 1, T, M) float32 -> `logits` (B, C), `embedding` (B, D)
     frontend.json   the FrontendConfig the model was trained with

@@ -25,7 +25,7 @@ WINDOW_FIELDS = ("patch_frames", "eval_hop_frames")  # how the log-mel is cut in
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """The numbers of DESIGN §2; stored in every checkpoint and artifact."""
+    """The numbers of docs/design.md §3; stored in every checkpoint and artifact."""
 
     sample_rate: int = 22_050
     n_fft: int = 2048

@@ -30,8 +30,8 @@ from core import errors
 
 # What export gives new artifacts unless told otherwise. It depends on how tightly the model packs a
 # class: measure it per model with benchmarks/enrol_cost.py (0.05 for the cross-entropy recipe, 0.0 for
-# the ACL one, 0.005 for the shipped model at prototype weight 0.75; benchmarks/finalise_default.py
-# applies the rule). Older artifacts: 0.0.
+# the ACL one and for the shipped model at prototype weight 0.5, as its openset.json holds;
+# benchmarks/finalise_default.py applies the rule). Older artifacts: 0.0.
 ENROL_MARGIN = 0.05
 VOTES = ("mean", "amplitude")
 

@@ -1,4 +1,4 @@
-"""Checkpoint -> validated ONNX artifact (DESIGN §4).
+"""Checkpoint -> validated ONNX artifact (docs/design.md §5).
 
     run dir ─▶ InferenceModel (normalisation inside) ─▶ torch.onnx.export (dynamic batch, one file)
             ─▶ [fp16 variant] ─▶ parity: ONNX Runtime (CPU) vs PyTorch on seeded and real patches
