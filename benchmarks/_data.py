@@ -13,6 +13,12 @@ DATA = Path(os.environ.get("SOUNDARC_DATA", ROOT.parent / "shared" / "data"))
 REPORTS = ROOT / "reports"
 CV_RUNS = ROOT / "runs" / "cv"  # benchmarks/cv_study.py: CV_RUNS/<arm>/fold<F>-seed<S>
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
+CV_FOLDS = (1, 2, 3, 4)  # the folds of the study; a fifth (held back for acceptance) is in none of its runs
+
+
+def training_clips(clips: list, held_fold: int) -> list:
+    """The clips a CV run of `held_fold` learnt from: the study's other folds (never an acceptance fold)."""
+    return [c for c in clips if c.fold in CV_FOLDS and c.fold != held_fold]
 
 
 def machine() -> str:

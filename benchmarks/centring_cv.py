@@ -18,7 +18,7 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, machine, mean_std
+from _data import REPORTS, machine, mean_std, training_clips
 from cv_study import clean_features, measure_runs, window_outputs
 from embedding_cv import SHOTS, few_shot, retrieval
 
@@ -64,7 +64,7 @@ def run_metrics(run, clips, index, unknown_features) -> dict:
     def embed(subset):
         return window_h(clean_features([c.path for c in subset], frontend)), np.array([index[c.label] for c in subset])
 
-    train_h, train_y = embed([c for c in clips if c.fold != fold])
+    train_h, train_y = embed(training_clips(clips, fold))
     held_h, held_y = embed([c for c in clips if c.fold == fold])
     unknown_h = window_h(unknown_features)
     served = [[unit(h) for h in hs] for hs in (train_h, held_h, unknown_h)]  # u = h/|h|, as the model serves

@@ -64,7 +64,7 @@ def paired(a: dict[str, float], b: dict[str, float], rng) -> dict:
     return {"clips": len(names), "sources": len(sources), "a": float(np.mean([a[n] for n in names])),
             "b": float(np.mean([b[n] for n in names])), "difference": float(observed),
             "interval": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-            "p": float((np.abs(null) >= abs(observed) - 1e-12).mean())}
+            "p": float((1 + (np.abs(null) >= abs(observed) - 1e-12).sum()) / (1 + RESAMPLES))}  # the observed counts
 
 
 def write_report(pair: str, result: dict, name: str) -> None:

@@ -27,7 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _data import REPORTS, ROOT, add_joint_arguments, cv_result, cv_run, cv_runs, joint_arguments, recipe_table, require_data
+from _data import (
+    CV_FOLDS,
+    REPORTS,
+    ROOT,
+    add_joint_arguments,
+    cv_result,
+    cv_run,
+    cv_runs,
+    joint_arguments,
+    recipe_table,
+    require_data,
+    training_clips,
+)
 
 from core.activity import ActivityConfig, voting_windows, window_activity_of
 from core.artifact import write_json_atomic
@@ -40,7 +52,6 @@ from training.run import load_inference_model, read_checkpoint_info
 PRETRAIN_RUNS = ROOT / "runs" / "pretrain"
 CONFIG = "configs/default-model.yaml"
 REPORT = "cv_study"  # reports/REPORT.json and .md: the study's runs (the Xeon encoder draw)
-CV_FOLDS = (1, 2, 3, 4)  # the folds of the study; a fifth (held back for acceptance) is in none of its runs
 ESC10 = require_data("esc10")
 NOISE = require_data("unlabeled")  # evaluation noise and open-set unknowns: never in training
 NOISE_TRAIN = require_data("unlabeled_more")  # the robust recipe's training noise pool
@@ -284,7 +295,7 @@ def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: st
     clips, names = scan_labeled(ESC10)
     index = {n: i for i, n in enumerate(names)}
     held = [c for c in clips if c.fold == fold]
-    train = [c for c in clips if c.fold in CV_FOLDS and c.fold != fold]  # the run's training folds: its prototypes
+    train = training_clips(clips, fold)  # the run's training folds: its prototypes
     noise = find_audio(NOISE)
     cache = ROOT / "cache"
     labels = np.array([index[c.label] for c in held])

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, require_data
+from _data import REPORTS, add_joint_arguments, cv_runs, fold_of, joint_arguments, require_data, training_clips
 
 from core.activity import ActivityConfig
 from core.answer import AnswerOptions, answer
@@ -56,7 +56,7 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
     index = {n: i for i, n in enumerate(names)}
-    train = [c for c in clips if c.fold != fold]
+    train = training_clips(clips, fold)
     held = [c for c in clips if c.fold == fold]
     outs = [windows(model, c.path, frontend, activity) for c in train]
     active = [(lg[k.active], e[k.active]) for lg, e, k in outs]

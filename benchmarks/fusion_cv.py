@@ -17,7 +17,7 @@ Per group: accuracy per w (mean ± std over runs) and, for each w against w = 0,
 the held-out clips with its p-value over source recordings (compare_cv.paired); then the same pooled over
 every group but the first (the runs that did not choose w when the first group chose it).
 The chosen w is the first group's best mean of the six columns (ties: the smaller); the JSON also holds the
-figures at that w over every run of each arm. Per run results are kept in cv-fusion<S>[-NAME].json beside its
+figures at that w over every run of each arm. Per run results are kept in cv-fusion<S>[-NAME]-r<V>.json beside its
 cv.json. Writes reports/REPORT.{json,md}.
 """
 
@@ -27,7 +27,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, add_joint_arguments, encoder_tag, fold_of, group_runs_of, joint_arguments, machine, mean_std
+from _data import (
+    REPORTS,
+    add_joint_arguments,
+    encoder_tag,
+    fold_of,
+    group_runs_of,
+    joint_arguments,
+    machine,
+    mean_std,
+    training_clips,
+)
 from compare_cv import paired
 from cv_study import ESC10, NOISE, ROOT, window_outputs
 
@@ -37,6 +47,7 @@ from core.classes import ClassSet
 from core.features import FrontendConfig
 from core.openset import OpenSet
 from export.open_set import fit_builtin
+from training import robustness
 from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_inference_model
@@ -57,7 +68,7 @@ def served_classes(model, run: Path, frontend, activity, prototype_weight: float
     training folds' clean clips (export.open_set.attach_open_set), no open set (threshold π)."""
     clips, names = scan_labeled(ESC10)
     index = {n: i for i, n in enumerate(names)}
-    train = [c for c in clips if c.fold != fold_of(run)]
+    train = training_clips(clips, fold_of(run))
     features = condition_features([c.path for c in train], find_audio(NOISE), frontend, ROOT / "cache", ("clean",))
     windows = window_outputs(model, features["clean"], frontend, activity)  # served embeddings: unit length
     _, prototypes, line = fit_builtin(windows, np.array([index[c.label] for c in train]), len(names))
@@ -84,11 +95,11 @@ def measure_run(run: Path, share: float, pretrained: str | None, weights: list[f
 
 
 def group_runs(group: str, share: float, pretrained: str | None, weights: list[float]) -> dict[str, dict]:
-    """{arm/run: measure_run(...)} for ARM:SEEDS (cached in each run's cv-fusion<S>[-NAME].json)."""
+    """{arm/run: measure_run(...)} for ARM:SEEDS (cached in each run's cv-fusion<S>[-NAME]-r<V>.json)."""
     arm, runs = group_runs_of(group)
     out = {}
     for run in runs:
-        path = run / f"cv-fusion{share:g}{encoder_tag(pretrained)}.json"
+        path = run / f"cv-fusion{share:g}{encoder_tag(pretrained)}-r{robustness.VERSION}.json"  # r: the conditions' code
         result = json.loads(path.read_text()) if path.exists() else None
         if result is None or any(str(w) not in result["correct"] for w in weights):
             result = measure_run(run, share, pretrained, weights)

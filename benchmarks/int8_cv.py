@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _data import REPORTS, add_joint_arguments, fold_of, group_runs_of, joint_arguments, require_data
+from _data import REPORTS, add_joint_arguments, fold_of, group_runs_of, joint_arguments, require_data, training_clips
 from int8_speed import ms_per_window
 
 from core.artifact import load_artifact
@@ -46,7 +46,7 @@ def evaluate_run(run: Path, fold: int, clips: list, out: Path, share: float, pre
     attach_open_set(out, str(require_data("esc10")), train_folds, prototype_weight=weight, vote=vote)
     artifact = load_artifact(out)
     prepared = {c.path: prepare(c.path, artifact.frontend, artifact.activity) for c in clips}
-    calibration = calibration_windows([prepared[c.path] for c in clips if c.fold != fold])
+    calibration = calibration_windows([prepared[c.path] for c in training_clips(clips, fold)])
     quantize_model(artifact.model_path, out / INT8_FILE, calibration, **setting)
     int8 = create_runtime(with_variant(artifact, out / INT8_FILE), RuntimeConfig(device="cpu", precision="int8"))
     fp32 = create_runtime(artifact, RuntimeConfig(device="cpu", precision="fp32"))

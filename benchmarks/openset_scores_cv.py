@@ -18,7 +18,7 @@ import argparse
 import json
 
 import numpy as np
-from _data import REPORTS, machine, mean_std
+from _data import REPORTS, machine, mean_std, training_clips
 from cv_study import clean_features, measure_runs, window_outputs
 from scipy.special import logsumexp, softmax
 
@@ -60,7 +60,7 @@ def run_metrics(run, clips, index, unknown_features) -> dict:
     def outputs(subset):
         return clip_outputs(model, clean_features([c.path for c in subset], frontend), frontend, activity)
 
-    train = [c for c in clips if c.fold != fold]
+    train = training_clips(clips, fold)
     _, train_e = outputs(train)
     prototypes = class_prototypes(train_e, np.array([index[c.label] for c in train]), len(index))
     known = scores(*outputs([c for c in clips if c.fold == fold]), prototypes)

@@ -21,9 +21,9 @@ paired difference against `mean` over the held-out clips (p over source recordin
 With `--versus`, also two recipes answered alike: the first group against the second, clip by clip, at
 each vote (e.g. ARM-B:0 against ARM-A:0, the same folds and seed).
 The rule that reads it is in BENCHMARKS.md ("How a clip's windows vote"). Per run results are kept in
-cv-vote<S>-w<W>[-NAME].npz beside its cv.json: each held-out clip's window log-probabilities and powers
-and its noise floor under each condition, from which every vote is counted (a cache without floors is
-measured again). Writes reports/REPORT.{json,md}.
+cv-vote<S>-w<W>[-NAME][-hopH]-r<V>.npz beside its cv.json (V: training.robustness.VERSION): each held-out
+clip's window log-probabilities and powers and its noise floor under each condition, from which every vote
+is counted (a cache without floors is measured again). Writes reports/REPORT.{json,md}.
 """
 
 import argparse
@@ -41,6 +41,7 @@ from fusion_cv import clip_shares, condition_stats, condition_tables, served_cla
 from core.activity import ActivityConfig, frame_levels, voting_windows, window_activity_of, window_power
 from core.answer import class_logits
 from core.features import FrontendConfig, patch_starts, patches
+from training import robustness
 from training.data import find_audio, scan_labeled
 from training.robustness import CONDITIONS, condition_features
 from training.run import load_inference_model
@@ -135,7 +136,8 @@ def group_runs(group: str, share: float, pretrained: str | None, weight: float) 
 
 def window_cache(run: Path, share: float, pretrained: str | None, weight: float, hop: int | None = None) -> Path:
     """Where a run's served window outputs are kept (measure_run), for this script and calibration_cv.py."""
-    return run / f"cv-vote{share:g}-w{weight:g}{encoder_tag(pretrained)}{f'-hop{hop}' if hop else ''}.npz"
+    tag = f"{encoder_tag(pretrained)}{f'-hop{hop}' if hop else ''}-r{robustness.VERSION}"  # r: the conditions' code
+    return run / f"cv-vote{share:g}-w{weight:g}{tag}.npz"
 
 
 def has_floors(path: Path) -> bool:

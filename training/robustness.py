@@ -2,7 +2,8 @@
 
     clean       the clip as it is
     lowpass_4k  resampled to 8 kHz and back (a phone, a cheap recorder): nothing above 4 kHz
-    noise_10db  real background audio (clips of a pool never used in training) at 10 dB SNR
+    noise_10db  real background audio (clips of a pool never used in training) at 10 dB SNR: each clip its own
+                noise clip, drawn over the whole pool by the clip's name (the same in every fold and run)
     gain_-30db  30 dB quieter
     mp3_24k     re-encoded as MP3 at 24 kbit/s (libsndfile's LAME, compression level 0.9)
     reverb      played in a room: convolved with a synthetic impulse response (the direct path, then
@@ -30,7 +31,8 @@ from core.audio import decode
 from core.features import FrontendConfig, log_mel, patches
 
 CONDITIONS = ("clean", "lowpass_4k", "noise_10db", "gain_-30db", "mp3_24k", "reverb")
-VERSION = 1  # bump when a perturbation changes: the cache key
+VERSION = 2  # bump when a perturbation changes: the cache key (2: the noise clip by the clip's name, over the pool;
+#   1 gave clip i of each call noise clip i, so every fold's 80 held-out clips heard the pool's first 80)
 
 
 def room_response(rate: int, rt60_s: float = 0.6, drr_db: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -65,18 +67,18 @@ def perturb(y: np.ndarray, condition: str, rate: int, noise: np.ndarray | None =
 
 def condition_features(paths: list[Path], noise_paths: list[Path], frontend: FrontendConfig, cache_dir: str | Path,
                        conditions=CONDITIONS) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """{condition: per clip (log-mel (F, M), frame gains (F,))}; clip i gets noise clip i mod len. Cached
+    """{condition: per clip (log-mel (F, M), frame gains (F,))}; each clip its noise_for(). Cached
     by the clip's bytes, the front-end and, under noise, the noise clip's bytes (so that another pool or
     order of clips never reads a mix made with another noise)."""
     cache = Path(cache_dir) / "robustness"
     cache.mkdir(parents=True, exist_ok=True)
     out = {c: [] for c in conditions}
-    for i, path in enumerate(paths):
+    for path in paths:
         data = Path(path).read_bytes()
         key = hashlib.sha256(data + frontend.cache_json().encode() + str(VERSION).encode()).hexdigest()[:20]
         y = None
         for condition in conditions:
-            noise_path = noise_paths[i % len(noise_paths)] if condition == "noise_10db" else None
+            noise_path = noise_for(path, noise_paths) if condition == "noise_10db" else None
             name = f"{key}-{condition}" + (f"-{_digest(noise_path)}" if noise_path else "")
             target = cache / f"{name}.npz"
             if not target.exists():
@@ -89,6 +91,13 @@ def condition_features(paths: list[Path], noise_paths: list[Path], frontend: Fro
             with np.load(target) as f:
                 out[condition].append((f["logmel"], f["gains"]))
     return out
+
+
+def noise_for(path: Path, noise_paths: list[Path]) -> Path:
+    """The noise clip a clip is heard with: drawn from the whole pool by the clip's file name, so it is the same
+    whichever fold, run or order the clip is scored in, and the folds together hear the whole pool."""
+    draw = int(hashlib.sha256(Path(path).name.encode()).hexdigest(), 16)
+    return noise_paths[draw % len(noise_paths)]
 
 
 def _digest(path: Path) -> str:

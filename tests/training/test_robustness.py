@@ -52,3 +52,18 @@ def test_the_feature_cache_knows_which_noise_was_mixed_in(tmp_path):
     again = condition_features([tone], [hum], frontend, tmp_path / "cache", ("noise_10db",))["noise_10db"][0][0]
     assert not np.array_equal(first, other) and np.array_equal(first, again)
     assert not list((tmp_path / "cache" / "robustness").glob(".*"))  # no partial file left
+
+
+def test_each_clip_hears_its_own_noise_whatever_it_is_scored_with():
+    """The noise clip follows the clip's name: the same in every fold and order, and the clips of the folds together
+    hear the whole pool (version 1 gave the i-th clip of each call the i-th noise clip: every fold heard the same 80)."""
+    from pathlib import Path
+
+    from training.robustness import noise_for
+
+    pool = [Path(f"noise/{i}.ogg") for i in range(324)]
+    clips = [Path(f"esc10/{fold}-{i}-A-0.ogg") for fold in range(1, 5) for i in range(80)]
+    heard = [noise_for(c, pool) for c in clips]
+    assert heard == [noise_for(c, pool) for c in reversed(clips)][::-1]  # order-free
+    assert noise_for(Path("elsewhere") / clips[0].name, pool) == heard[0]  # by its name alone
+    assert len(set(heard)) > 180 and len(set(heard[:80]) & set(heard[80:160])) < 40  # the folds hear different noise
