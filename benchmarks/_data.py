@@ -49,6 +49,10 @@ def group_runs_of(group: str) -> tuple[str, list[Path]]:
     runs = [r for s in (seeds.split(",") if seeds else [None]) for r in cv_runs(arm, s)]
     if not runs:
         raise SystemExit(f"{group}: no finished CV runs (benchmarks/cv_study.py, or soup_cv.py for -soup and -ens arms)")
+    for seed in seeds.split(",") if seeds else []:  # a seed of some folds only would weigh its folds unevenly
+        folds = sorted(fold_of(r) for r in runs if r.name.endswith(f"-seed{seed}"))
+        if folds != list(CV_FOLDS):
+            raise SystemExit(f"{group}: seed {seed} has finished folds {folds}, not all of {list(CV_FOLDS)}")
     return arm, runs
 
 

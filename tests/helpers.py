@@ -50,6 +50,8 @@ def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, label
         bn.running_var.uniform_(0.5, 2.0)
     config = TrainConfig(width=width, init=init, **({"labeled": labeled} if labeled else {}))
     run = Run(root, config, "finetune")
+    if init:
+        run.pin_source("init", init)  # as training.loop does
     run.save_checkpoint(model, frontend, ActivityConfig(), labels, {"val_clip_accuracy": 0.5})
     return root
 

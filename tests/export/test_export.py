@@ -76,6 +76,10 @@ def test_a_joint_embedding_exports_validated_with_its_pretrained_encoder(tmp_pat
     assert art.embedding_dim == 32 + 32 and art.manifest["embedding"]["pretrained_encoder"]["run"] == str(other)
     with pytest.raises(errors.ConfigError, match="only with a share"):
         export_artifact(run, tmp_path / "no-share", pretrained=other)
+    shutil.rmtree(pretrained)
+    make_run(pretrained, width=8, seed=3)  # another run where the init was: not the encoder it was fine-tuned from
+    with pytest.raises(errors.ConfigError, match="was fine-tuned from run"):
+        export_artifact(run, tmp_path / "moved", pretrained_share=0.5)
 
 
 def test_fp16_variant_runs(artifact_dir):
