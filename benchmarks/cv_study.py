@@ -44,6 +44,7 @@ from _data import (
 from core.activity import ActivityConfig, voting_windows, window_activity_of
 from core.artifact import write_json_atomic
 from core.features import FrontendConfig, patches
+from training import robustness
 from training.data import find_audio, scan_labeled
 from training.model import InferenceModel
 from training.robustness import CONDITIONS, condition_features
@@ -312,7 +313,7 @@ def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: st
         return np.arccos(np.clip(h @ prototypes.T, -1, 1).max(axis=1))
 
     result = {"run": run.name, "fold": fold, "labels": list(names), "pretrained_share": pretrained_share,
-              "pretrained": info.get("pretrained", {}).get("run"), "conditions": {}}
+              "pretrained": info.get("pretrained", {}).get("run"), "robustness": robustness.VERSION, "conditions": {}}
     for condition, features in held_features.items():
         probs, h = outputs(model, features, frontend, activity)
         result["conditions"][condition] = {
@@ -383,10 +384,15 @@ def main() -> None:
                 if not trained:
                     pretrain_for(arm, fold, args.threads)
                     run(command(arm, fold, seed, args.threads))
-                if not trained or args.rescore:
+                if not trained or args.rescore or stale(out / "cv.json"):
                     write_json_atomic(out / "cv.json", evaluate(out, fold))  # its presence marks the run done
                 results[arm][out.name] = json.loads((out / "cv.json").read_text())
             write_report({a: r for a, r in results.items() if r}, args.report)
+
+
+def stale(scores: Path) -> bool:
+    """Whether a run's scores were measured under other recording conditions than training.robustness makes now."""
+    return json.loads(scores.read_text()).get("robustness", 1) != robustness.VERSION
 
 
 def score_joint(arms: list[str], seeds: list[int], folds: list[int], share: float, rescore: bool,
@@ -397,7 +403,7 @@ def score_joint(arms: list[str], seeds: list[int], folds: list[int], share: floa
             for fold in folds:
                 out = cv_run(arm, fold, seed)
                 result = cv_result(out, share, pretrained)
-                if (out / "cv.json").exists() and (rescore or not result.exists()):
+                if (out / "cv.json").exists() and (rescore or not result.exists() or stale(result)):
                     write_json_atomic(result, evaluate(out, fold, share, pretrained))
                     print(f"scored {out} into {result.name}", flush=True)
 

@@ -112,7 +112,11 @@ class RequestGuard:
         if body is None:
             return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
         progress.body_read = True
-        return await self.app(scope, _replay(body), send)
+        watcher = asyncio.ensure_future(_mark_when_gone(receive, progress))  # the client may leave while it runs
+        try:
+            return await self.app(scope, _replay(body), send)
+        finally:
+            watcher.cancel()
 
     def _readyz_send(self, send):
         async def wrapped(message):
@@ -159,6 +163,13 @@ class _Progress:
         if message["type"] == "http.response.start":
             self.started = True
         await self.to_client(message)
+
+
+async def _mark_when_gone(receive, progress: _Progress) -> None:
+    """After the whole body, the server's next message is `http.disconnect`: the client has left (or its answer
+    has gone out). From then on the upload is abandoned: an enrolment saves nothing."""
+    if (await receive())["type"] == "http.disconnect":
+        progress.abandoned = True
 
 
 async def _read_bounded(receive, limit: int, idle_s: float) -> bytes | None:

@@ -154,11 +154,14 @@ def _parse_field(name: str, raw, default):
     if isinstance(default, bool):
         if text.lower() in TRUE + FALSE:
             return text.lower() in TRUE
-        raise errors.InvalidParameter(f"'{name}' must be true or false, got {raw!r}")
+        raise errors.InvalidParameter(f"'{name}' must be true or false, got {raw[:40]!r}")
     kind, pattern, parse = ("a number", NUMBER, float) if default is None else ("an integer", INTEGER, int)
-    if not pattern.fullmatch(text):  # Python's int and float also take "1_0" and digits of other scripts
-        raise errors.InvalidParameter(f"'{name}' must be {kind}, got {raw!r}")
-    return parse(text)
+    try:
+        if pattern.fullmatch(text):  # Python's int and float also take "1_0" and digits of other scripts
+            return parse(text)
+    except ValueError:  # an integer of over 4300 digits
+        pass
+    raise errors.InvalidParameter(f"'{name}' must be {kind}, got {raw[:40]!r}")
 
 
 def _ui_file(name: str) -> FileResponse:

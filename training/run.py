@@ -235,11 +235,11 @@ def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
                        "normalisation": normalisation, "metrics": {}})  # the first run's metrics are not the ensemble's
 
 
-def _pinned_init(run_dir: str | Path) -> str | None:
-    """The run id of the encoder a run was fine-tuned from, as it recorded when it started (Run.pin_source);
-    None for an ensemble or a run made before it kept one."""
+def _pinned_init(run_dir: str | Path) -> dict | None:
+    """{"run_id", "weights_sha256"} of the encoder a run was fine-tuned from, as it recorded when it started
+    (Run.pin_source); None for an ensemble or a run made before it kept one."""
     meta = Path(run_dir) / "meta.json"
-    return json.loads(meta.read_text()).get("sources", {}).get("init", {}).get("run_id") if meta.exists() else None
+    return json.loads(meta.read_text()).get("sources", {}).get("init") if meta.exists() else None
 
 
 def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
@@ -260,9 +260,9 @@ def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
                           "name the encoder to join its embedding with")
     pretrained_model, pre_info = load_checkpoint(init)
     pinned = _pinned_init(run_dir) if not pretrained else None
-    if pinned is not None and pinned != pre_info["run_id"]:  # the init was trained again, or another run put there
-        raise ConfigError(f"{init} now holds run {pre_info['run_id']}, but {run_dir} was fine-tuned from run {pinned}: "
-                          "put that run back, or name an encoder to join with --pretrained")
+    if pinned is not None and pinned != {"run_id": pre_info["run_id"], "weights_sha256": weights_digest(init)}:
+        raise ConfigError(f"{init} now holds run {pre_info['run_id']} (or other weights), but {run_dir} was fine-tuned "
+                          f"from run {pinned['run_id']}: put that run back, or name an encoder to join with --pretrained")
     if FrontendConfig.from_dict(pre_info["frontend"]).log_mel_json() != FrontendConfig.from_dict(info["frontend"]).log_mel_json():
         raise ConfigError(f"{init} was trained on another log-mel than {run_dir}")  # window length and hop may differ
     pre = {"share": pretrained_share, "run": str(init), "run_id": pre_info["run_id"], "config": pre_info.get("config", {})}

@@ -137,3 +137,36 @@ def test_an_upload_answered_504_knows_it_was_abandoned():
     status, _, _ = call(guard_of(app), after_s=1.0)
     assert status == 504 and scopes[0][ABANDONED]() is True
     assert call(guard_of(app_that()))[0] == 200
+
+
+def test_a_client_gone_while_its_upload_runs_abandons_it():
+    """The body arrived whole, then the client left while the route worked: the route can see it (uvicorn does
+    not cancel it), so an enrolment saves nothing."""
+    seen = []
+
+    async def app(scope, receive, send):
+        await asyncio.sleep(0.1)  # the work; the client leaves meanwhile
+        seen.append(scope[ABANDONED]())
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def go():
+        gone = asyncio.Event()
+        messages = [{"type": "http.request", "body": b"--x--", "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            pass
+        request = asyncio.ensure_future(guard_of(app)({"type": "http", "method": "POST", "path": "/classify",
+                                                      "headers": HEADERS}, receive, send))
+        await asyncio.sleep(0.02)
+        gone.set()
+        await request
+
+    asyncio.run(go())
+    assert seen == [True]

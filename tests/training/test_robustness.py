@@ -67,3 +67,22 @@ def test_each_clip_hears_its_own_noise_whatever_it_is_scored_with():
     assert heard == [noise_for(c, pool) for c in reversed(clips)][::-1]  # order-free
     assert noise_for(Path("elsewhere") / clips[0].name, pool) == heard[0]  # by its name alone
     assert len(set(heard)) > 180 and len(set(heard[:80]) & set(heard[80:160])) < 40  # the folds hear different noise
+
+
+def test_a_clip_is_mixed_with_the_same_noise_whatever_else_is_scored_with_it(tmp_path):
+    import soundfile as sf
+
+    from core.features import FrontendConfig
+    from training.robustness import condition_features, noise_for
+
+    rate, rng = 16_000, np.random.default_rng(0)
+    clips = [tmp_path / f"clip{i}.wav" for i in range(2)]
+    pool = [tmp_path / f"noise{i}.wav" for i in range(5)]
+    for i, path in enumerate(clips + pool):
+        sf.write(path, (rng.standard_normal(rate) * (0.05 + 0.1 * i)).astype(np.float32), rate)
+    frontend, cache = FrontendConfig(), tmp_path / "cache"
+    both = condition_features(clips, pool, frontend, cache, ("noise_10db",))["noise_10db"]
+    alone = condition_features(clips[1:], pool, frontend, cache, ("noise_10db",))["noise_10db"]
+    assert np.array_equal(both[1][0], alone[0][0])  # the second clip's mix, first or second in its call
+    mixed = condition_features(clips[1:], [noise_for(clips[1], pool)], frontend, tmp_path / "c2", ("noise_10db",))
+    assert np.array_equal(mixed["noise_10db"][0][0], alone[0][0])  # ... with the noise noise_for names
