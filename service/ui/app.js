@@ -21,6 +21,9 @@ async function call(method, url, form) {
 
 function setClip(blob, name) {
   clip = { blob, name };
+  asked++; // an answer still coming for the previous clip is dropped
+  $("result").hidden = true;
+  $("similar").replaceChildren();
   $("clip-name").textContent = name;
   $("player").src = URL.createObjectURL(blob);
   $("player").hidden = false;
@@ -39,6 +42,7 @@ let asked = 0; // the number of the latest classification: an answer to an earli
 
 async function classify() {
   const ticket = ++asked;
+  const asking = clip; // the similar sounds are searched for this clip, whatever is chosen meanwhile
   const form = new FormData();
   form.append("audio", clip.blob, clip.name);
   form.append("top_k", $("top-k").value);
@@ -59,7 +63,7 @@ async function classify() {
     if (ticket === asked) status(e.message, true);
     return;
   }
-  await showSimilar(ticket);
+  await showSimilar(ticket, asking);
 }
 
 function showResult(result) {
@@ -173,14 +177,15 @@ function explain(result) { // one plain sentence on how the answer was reached
   return result.label === "unknown"
     ? `${heard}; unlike every class it knows (the closest is ${result.open_set.nearest_label}). ` +
       "The bars rank the known classes, in case it is one of them."
-    : `${heard}; close to the ${result.open_set.nearest_label} examples it learnt from`;
+    : result.open_set.nearest_label === result.label ? `${heard}; close to the ${result.label} examples it learnt from`
+    : heard; // the ranking (head and prototypes) chose another class than the nearest examples
 }
 
 function percent(p) { return `${(100 * p).toFixed(p > 0.995 || p < 0.005 ? 1 : 0)} %`; }
 
-async function showSimilar(ticket) {
+async function showSimilar(ticket, asking) {
   const form = new FormData();
-  form.append("audio", clip.blob, clip.name);
+  form.append("audio", asking.blob, asking.name);
   form.append("top_k", "5");
   let items;
   try {
@@ -317,8 +322,14 @@ async function toggleLive() {
         $("listen").classList.remove("recording");
       }
     };
-    // stop: with audio sent, ask for the summary (the server closes after it); else just let go
-    session.stop = () => session.sent ? socket.send(JSON.stringify({ type: "end" })) : release();
+    // stop: with audio sent, the microphone off and the summary asked for (the server closes after it); else let go
+    session.stop = () => {
+      if (!session.sent) return release();
+      node.disconnect();
+      stream.getTracks().forEach((t) => t.stop());
+      status("finishing…", false, "live-status");
+      socket.send(JSON.stringify({ type: "end" }));
+    };
     live = session;
     $("listen").textContent = "■ Stop";
     $("listen").classList.add("recording");
@@ -380,7 +391,10 @@ async function enrol() {
   } catch (e) {
     status(e.message, true, "class-status");
   }
-  await showClasses().catch((e) => status(e.message, true, "class-status")); // enables Enrol again where it can
+  await showClasses().catch((e) => { // showClasses enables Enrol again where it can; else the button is given back
+    status(e.message, true, "class-status");
+    $("enrol").disabled = false;
+  });
 }
 
 async function deleteClass(label) {
@@ -390,6 +404,7 @@ async function deleteClass(label) {
     await showClasses();
   } catch (e) {
     status(e.message, true, "class-status");
+    await showClasses().catch(() => {}); // the list as it is now, its buttons enabled again
   }
 }
 
