@@ -11,9 +11,21 @@ function el(tag, attrs = {}, ...children) {
 function describe(schema, spec) {
   if (!schema) return "";
   if (schema.$ref) return schema.$ref.split("/").pop();
-  if (schema.type === "array") return `array of ${describe(schema.items, spec)}`;
+  if (schema.type === "array") {
+    const count = schema.minItems !== undefined || schema.maxItems !== undefined
+      ? ` (${schema.minItems ?? 0}-${schema.maxItems ?? "∞"} of them)` : "";
+    return `array of ${describe(schema.items, spec)}${count}`;
+  }
   const bits = [schema.format === "binary" ? "file" : schema.type];
-  if (schema.minimum !== undefined) bits.push(`${schema.minimum}-${schema.maximum}`);
+  const bound = (value, exclusive, open, closed) => { // OpenAPI 3.0's exclusive flags and 3.1's exclusive numbers
+    if (typeof exclusive === "number") return `${open}${exclusive}`;
+    return value === undefined ? null : `${exclusive ? open : closed}${value}`;
+  };
+  const low = bound(schema.minimum, schema.exclusiveMinimum, "(", "[");
+  const high = bound(schema.maximum, schema.exclusiveMaximum, ")", "]")?.replace(/^(.)(.*)$/, "$2$1");
+  if (low || high) bits.push(`${low || "(−∞"}, ${high || "∞)"}`);
+  if (schema.pattern) bits.push(`matching ${schema.pattern}`);
+  if (schema.minLength !== undefined || schema.maxLength !== undefined) bits.push(`${schema.minLength ?? 0}-${schema.maxLength ?? "∞"} characters`);
   if (schema.default !== undefined) bits.push(`default ${schema.default}`);
   return bits.join(", ");
 }
@@ -38,6 +50,7 @@ function responsesTable(op, spec) {
 }
 
 function example(path, method, op) {
+  if (path === "/stream") return `soundarc stream clip.wav --url ${location.origin.replace(/^http/, "ws")}/stream`;
   const body = op.requestBody && op.requestBody.content["multipart/form-data"];
   const url = `${location.origin}${path.replace("{label}", "my%20class")}`;
   if (!body) return `curl -s ${method === "get" ? "" : "-X " + method.toUpperCase() + " "}${url}`;
