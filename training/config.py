@@ -183,7 +183,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     """Defaults <- YAML file <- `key=value` overrides (values parsed as YAML)."""
     values: dict = {}
     if path:
-        loaded = _yaml(Path(path).read_text, f"--config {path}") or {}
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--config {path} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+        loaded = _yaml(text, f"--config {path}") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys")
         values.update(loaded)
@@ -195,13 +199,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     return from_dict(values)
 
 
-def _yaml(text, what: str):
-    """YAML `text` (or what `text()` reads) parsed; a ConfigError naming `what` when it cannot be read or parsed."""
+def _yaml(text: str, what: str):
+    """YAML `text` parsed; a ConfigError naming `what` where it is not YAML."""
     try:
-        return yaml.safe_load(text() if callable(text) else text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-        raise ConfigError(f"{what} is not readable YAML: {reason}") from None
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not YAML: {str(e).splitlines()[0]}") from None
 
 
 def from_dict(values: dict) -> TrainConfig:
