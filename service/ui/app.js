@@ -33,7 +33,7 @@ function setClip(blob, name) {
 // --- classify -------------------------------------------------------------------------------
 // the open-set choices of the page: {open_set, threshold_rad (radians, when an angle in degrees is given)}
 function openSet() { // throws on an angle out of range, in the page's own unit
-  const degrees = $("threshold").value;
+  const degrees = numberIn("threshold", 'the "beyond" angle');
   if (degrees !== "" && !(degrees > 0 && degrees <= 180)) throw new Error(`the "beyond" angle is in degrees, above 0 and at most 180; got ${degrees}`);
   return { open_set: $("open-set").checked, ...(degrees ? { threshold_rad: (degrees * Math.PI) / 180 } : {}) };
 }
@@ -45,13 +45,13 @@ async function classify() {
   const asking = clip; // the similar sounds are searched for this clip, whatever is chosen meanwhile
   const form = new FormData();
   form.append("audio", clip.blob, clip.name);
-  form.append("top_k", $("top-k").value);
   form.append("windows", "true");
   form.append("events", "true");
   form.append("spectrogram", "true");
   $("result").hidden = true; // never the previous clip's answer under this clip's name
   $("similar").replaceChildren();
   try {
+    form.append("top_k", numberIn("top-k", "top k"));
     for (const [name, value] of Object.entries(openSet())) form.append(name, String(value));
     status("classifying…");
     const result = await call("POST", "/classify", form);
@@ -378,7 +378,12 @@ async function showClasses() {
 async function enrol() {
   const form = new FormData();
   form.append("label", $("enrol-label").value);
-  if ($("enrol-margin").value !== "") form.append("margin", $("enrol-margin").value);
+  try {
+    const margin = numberIn("enrol-margin", "the margin");
+    if (margin !== "") form.append("margin", margin);
+  } catch (e) {
+    return status(e.message, true, "class-status");
+  }
   for (const f of $("enrol-files").files) form.append("audio", f, f.name);
   if ($("enrol-current").checked && clip) form.append("audio", clip.blob, clip.name);
   status("enrolling…", false, "class-status");
@@ -446,7 +451,14 @@ async function showModel() {
     $("model").textContent = `model ${ready.model_id} on ${ready.providers.join(", ")}`;
   } catch {
     $("model").textContent = "model: not ready";
+    setTimeout(showModel, 2000); // warming up: ask again
   }
+}
+
+// a number box's text, or an error where the browser could not read it as a number (it would send "" otherwise)
+function numberIn(id, what) {
+  if ($(id).validity.badInput) throw new Error(`${what} must be a number`);
+  return $(id).value;
 }
 
 $("file").onchange = (e) => { // choosing a file classifies it
