@@ -88,7 +88,7 @@ class Run:
     def pin_source(self, key: str, source: str | Path) -> None:
         """Record which run, with which weights, stands at `source` (this run's init or teacher) when it
         starts, and refuse to resume once another run or other weights stand there: it would learn from two."""
-        source_id = {"run_id": read_checkpoint_info(source)["run_id"], "weights_sha256": weights_digest(source)}
+        source_id = source_identity(source)
         sources = self.meta.setdefault("sources", {})
         if sources.get(key, source_id) != source_id:
             raise ConfigError(f"{self.path} started with the {key} {sources[key]}, but {source} now holds {source_id}: "
@@ -187,6 +187,12 @@ def weights_digest(run_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+def source_identity(run_dir: str | Path) -> dict:
+    """{"run_id", "weights_sha256"}: which run, with which weights, stands at `run_dir` (what a run pins of
+    its init or teacher, Run.pin_source)."""
+    return {"run_id": read_checkpoint_info(run_dir)["run_id"], "weights_sha256": weights_digest(run_dir)}
+
+
 def read_checkpoint_info(run_dir: str | Path) -> dict:
     """A run's (or an ensemble's) checkpoint.json, its version checked."""
     info_file = Path(run_dir) / "checkpoint" / "checkpoint.json"
@@ -260,7 +266,7 @@ def load_inference_model(run_dir: str | Path, pretrained_share: float = 0.0,
                           "name the encoder to join its embedding with")
     pretrained_model, pre_info = load_checkpoint(init)
     pinned = _pinned_init(run_dir) if not pretrained else None
-    if pinned is not None and pinned != {"run_id": pre_info["run_id"], "weights_sha256": weights_digest(init)}:
+    if pinned is not None and pinned != source_identity(init):
         raise ConfigError(f"{init} now holds run {pre_info['run_id']} (or other weights), but {run_dir} was fine-tuned "
                           f"from run {pinned['run_id']}: put that run back, or name an encoder to join with --pretrained")
     if FrontendConfig.from_dict(pre_info["frontend"]).log_mel_json() != FrontendConfig.from_dict(info["frontend"]).log_mel_json():
