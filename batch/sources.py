@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 COMPRESSION = {b"\x1f\x8b\x08": gzip.open, b"\xfd7zXZ\x00": lzma.open}  # a tar's, by its first bytes (and bzip2's below)
+TAR_ERRORS = (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error)  # a damaged tar or compressed stream
 MAX_ZIP_RATIO = 200  # a member that inflates more than this is treated as a zip bomb
 CONTROL = re.compile("[\x00-\x1f\x7f]")
 
@@ -244,7 +245,7 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
     with (opener or open)(path, "rb") as raw:
         try:
             archive = tarfile.open(fileobj=raw, mode="r|")  # streaming: one member at a time, no seeking
-        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as e:
+        except TAR_ERRORS as e:
             yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
             return
         try:
@@ -255,7 +256,7 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
                 item.key = (str(path), member.offset)  # two members of one name are two inputs
                 yield item
             _check_tar_end(archive)
-        except (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as e:
+        except TAR_ERRORS as e:
             yield Item(f"{path}::<rest>", error=errors.UndecodableAudio(f"the archive is truncated or corrupt: {e}"))
 
 
