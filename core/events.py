@@ -1,7 +1,8 @@
 """Sound events from window scores: which class is heard, from when to when.
 
     per class k: p_k over the 1 s windows (each window's softmax; 0 where a window holds no sound)
-      -> median filter over `median_windows` windows
+      -> median filter over `median_windows` windows (silence beyond the audio: a lone window at
+       either end is dropped as it is anywhere else; a clip of fewer windows is not filtered)
       -> hysteresis: an event starts where p_k >= `on` and lasts while p_k >= `off`
       -> events of one class at most `max_gap_s` apart are merged; spanning fewer than
          `min_duration_s` of windows, dropped
@@ -35,6 +36,15 @@ class EventConfig:
     max_gap_s: float = 0.5
     edge_db: float = 20.0  # with frame levels: an event's edges are its frames within this of its loudest
 
+    def __post_init__(self):
+        if not 0 <= self.off <= self.on <= 1:
+            raise ValueError(f"events need 0 <= off <= on <= 1, got on {self.on} and off {self.off}")
+        if self.median_windows < 1 or self.median_windows % 2 == 0:
+            raise ValueError(f"median_windows must be an odd number of windows, got {self.median_windows}")
+        if not (self.min_duration_s >= 0 and self.max_gap_s >= 0 and self.edge_db > 0):
+            raise ValueError(f"min_duration_s and max_gap_s must be >= 0 and edge_db > 0, got {self.min_duration_s}, "
+                             f"{self.max_gap_s} and {self.edge_db}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -66,8 +76,8 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
     if len(probs) == 0:
         return ()
     p = np.where(active[:, None], probs, 0.0)  # (N, K): silence votes for nothing
-    if cfg.median_windows > 1:
-        p = median_filter(p, size=(cfg.median_windows, 1), mode="nearest")
+    if 1 < cfg.median_windows <= len(p):  # a clip shorter than the filter has no neighbours to outvote a window
+        p = median_filter(p, size=(cfg.median_windows, 1), mode="constant", cval=0.0)  # silence beyond the audio
     bounds = window_bounds(np.asarray(starts_s, dtype=np.float64), window_s)  # (N + 1,)
     events = []
     for k, label in enumerate(labels):
@@ -89,6 +99,13 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
             previous_end = end
             events.append(Event(label, float(start), float(end), float(p[first:last + 1, k].mean())))
     return tuple(sorted(events, key=lambda e: (e.start_s, e.label)))
+
+
+def live_cutoff_s(starts_s: np.ndarray, window_s: float, cfg: EventConfig) -> float:
+    """A live stream's `final_before_s` for `detect`, given the (N,) starts of its windows so far: the filtered
+    scores of its last median_windows // 2 windows still change with the windows to come."""
+    settled = starts_s[max(0, len(starts_s) - 1 - cfg.median_windows // 2)]
+    return float(settled) - window_s
 
 
 def window_bounds(starts_s: np.ndarray, window_s: float) -> np.ndarray:

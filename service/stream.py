@@ -3,7 +3,8 @@
     client: {"sample_rate": 16000, "encoding": "pcm_s16le" | "f32le", "channels": 1, "top_k": 5,
              "open_set": true, "threshold_rad": null}           (first message, text JSON)
     server: {"type": "ready", "model": {...}, "window_s": 1.01, "hop_s": 0.5}
-    client: binary messages of interleaved PCM, any length (a sample split between two is joined)
+    client: binary messages of interleaved PCM, any length up to 16 MiB (a sample split between two is joined;
+            the server drops a longer message without a close code: its WebSocket limit)
     server: {"type": "window", "start_s", "end_s", "label", "score", "labels": [{"label", "score"}]}
             for every window as soon as it is final (core.stream: the upload path's windows);
             {"type": "event", "label", "start_s", "end_s", "score"} once an event is over
@@ -15,8 +16,8 @@ A window's answer is the answer to a clip made of that window alone (a class, "u
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
 model calls. Close codes: 1008 a bad set-up message (the reason says which field), 1003 audio
 before the set-up, 1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones, 1013 over
-SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no message for
-SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
+SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no audio (a message
+with a whole sample) for SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -31,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core import errors
 from core.answer import AnswerOptions, answer, round_score, window_answers, window_probabilities
-from core.events import detect
+from core.events import detect, live_cutoff_s
 from core.stream import StreamFrontend
 
 log = logging.getLogger("soundarc")
@@ -86,7 +88,7 @@ class StreamSession:
         messages = [{"type": "window", "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
                      "score": round_score(w.score), "labels": [{"label": k, "score": round(p, 6)} for k, p in w.ranking]}
                     for w in timeline]
-        return messages + self._events(final_before_s=float(windows.starts_s[-1]) - window_s)
+        return messages + self._events(final=False)
 
     def summary(self) -> dict:
         fe = self.artifact.frontend
@@ -96,16 +98,19 @@ class StreamSession:
         body = result.to_dict()
         return {"type": "summary", **body, "labels": body["ranking"], "duration_s": round(self.frontend.duration_s, 3)}
 
-    def _events(self, final_before_s: float) -> list[dict]:
-        """Events of the stream so far that can no longer grow (they ended well before the last window)."""
+    def _events(self, final: bool) -> list[dict]:
+        """Events of the stream so far that can no longer change (`final`: the stream has ended; else those that
+        ended well before the windows the median filter of the next ones still reaches)."""
         cfg = self.artifact.events
+        window_s = self.artifact.frontend.patch_seconds
         logits, embeddings, active, starts = self._outputs()
+        final_before_s = float("inf") if final else live_cutoff_s(starts, window_s, cfg)
         classes = self.service.current_classes()
         probs = window_probabilities(logits, embeddings, classes)  # (N, K)
         names = self.artifact.labels if classes is None else classes.labels
         out = []
-        for event in detect(probs, active, starts, self.artifact.frontend.patch_seconds, names, cfg,
-                            self.frontend.all_levels(), self.artifact.frontend, final_before_s):
+        for event in detect(probs, active, starts, window_s, names, cfg, self.frontend.all_levels(),
+                            self.artifact.frontend, final_before_s, self.frontend.duration_s):
             key = (event.label, round(event.start_s, 2))
             if key not in self.sent_events:
                 self.sent_events.add(key)
@@ -136,7 +141,8 @@ async def serve_stream(websocket: WebSocket, service, settings, streams: list) -
     try:
         if service is None:
             raise _Close(1013, "the service is starting: retry shortly")
-        session = StreamSession(service, settings, _setup_message(await _receive(websocket, settings.stream_idle_s)))
+        session = StreamSession(service, settings, _setup_message(await _receive(
+            websocket, settings.stream_idle_s, f"no setup message for {settings.stream_idle_s:g} s")))
         if len(streams) >= settings.max_streams:  # counted once set up: a connection alone costs little
             raise _Close(1013, f"{len(streams)} streams are open (SOUNDARC_MAX_STREAMS={settings.max_streams}): "
                                "retry later")
@@ -159,10 +165,13 @@ async def serve_stream(websocket: WebSocket, service, settings, streams: list) -
 
 
 async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
+    idle_until = time.monotonic() + settings.stream_idle_s  # messages without a whole sample do not count as audio
     while True:
-        message = await _receive(websocket, settings.stream_idle_s)
+        message = await _receive(websocket, idle_until - time.monotonic(), f"no audio for {settings.stream_idle_s:g} s")
         if message.get("bytes") is not None:
             samples = session.samples(message["bytes"])  # (n, channels)
+            if len(samples):
+                idle_until = time.monotonic() + settings.stream_idle_s
             session.received += len(samples)  # at the stream's rate: the resampler's output lags behind it
             if session.received / session.rate > settings.max_duration_s:
                 raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
@@ -173,12 +182,12 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
             if session.partial:
                 raise _Close(1007, f"the stream ended {len(session.partial)} bytes into a sample: not whole "
                                    f"{session.channels}-channel {session.dtype.itemsize}-byte samples")
-            windows = session.frontend.end()  # a resampler gives its last samples only now
+            windows = await asyncio.to_thread(session.frontend.end)  # a resampler gives its last samples now
             if session.frontend.samples == 0:
                 raise _Close(1007, "the stream ended before any audio")
             for out in await session.windows(windows):
                 await websocket.send_json(out)
-            for out in session._events(final_before_s=float("inf")):
+            for out in session._events(final=True):
                 await websocket.send_json(out)
             await websocket.send_json(session.summary())
             await websocket.close(1000)
@@ -187,11 +196,12 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
             raise _Close(1008, 'expected binary PCM or the text {"type": "end"}')
 
 
-async def _receive(websocket: WebSocket, idle_s: float) -> dict:
+async def _receive(websocket: WebSocket, timeout_s: float, timed_out: str) -> dict:
+    """The next message; none within `timeout_s` closes the stream (1001) with the reason `timed_out`."""
     try:
-        message = await asyncio.wait_for(websocket.receive(), timeout=idle_s)
+        message = await asyncio.wait_for(websocket.receive(), timeout=max(timeout_s, 0.0))
     except TimeoutError:
-        raise _Close(1001, f"no message for {idle_s:g} s") from None
+        raise _Close(1001, timed_out) from None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     return message

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 Audio = str | Path | bytes
+STREAM_MESSAGE_BYTES = 1 << 20  # the most PCM one WebSocket message carries (uvicorn drops a message over 16 MiB)
 
 
 class ServerError(Exception):
@@ -114,7 +115,8 @@ class Client:
                open_set: bool = True, threshold_rad: float | None = None):
         """Send `chunks` (bytes of interleaved PCM, as they come: a generator may pace them) to ws
         /stream; yields the server's messages as they arrive ("ready", "window", "event", and last
-        "summary"). A close other than 1000 raises ServerError with the close code as its status."""
+        "summary"). A chunk over STREAM_MESSAGE_BYTES goes as several messages (the server's limit is
+        16 MiB a message). A close other than 1000 raises ServerError with the close code as its status."""
         from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, connect_ws
 
         setup = _given(sample_rate=sample_rate, encoding=encoding, channels=channels, top_k=top_k, open_set=open_set,
@@ -129,7 +131,8 @@ class Client:
             try:
                 yield ws.receive_json()  # {"type": "ready", ...}
                 for chunk in chunks:
-                    ws.send_bytes(chunk)
+                    for at in range(0, len(chunk), STREAM_MESSAGE_BYTES):  # the server joins a sample split between two
+                        ws.send_bytes(chunk[at : at + STREAM_MESSAGE_BYTES])
                     while (message := _ready_message(ws)) is not None:
                         yield message
                 ws.send_json({"type": "end"})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.events import Event, EventConfig, detect, window_bounds
+from core.events import Event, EventConfig, detect, live_cutoff_s, window_bounds
 from core.features import FrontendConfig
 
 HOP, WINDOW = 0.5, 1.0
@@ -37,6 +37,22 @@ def test_median_filter_removes_a_one_window_blip_and_short_events_are_dropped():
     assert detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=3)) == ()
     assert detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=1, min_duration_s=0.6)) == ()
     assert len(detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=1, min_duration_s=0.5))) == 1
+
+
+@pytest.mark.parametrize("window", [0, 8, 19])
+def test_a_one_window_blip_is_dropped_at_the_ends_of_the_clip_as_in_its_middle(window):
+    p, active, starts = scene()
+    p[window, 0] = 0.95  # beyond the clip is silence, not a copy of its edge window
+    assert detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=3)) == ()
+    p[window + (1 if window == 0 else -1), 0] = 0.95  # two windows are a sound
+    assert len(detect(p, active, starts, WINDOW, ("dog", "rain"), EventConfig(median_windows=3))) == 1
+
+
+@pytest.mark.parametrize("bad", [dict(on=0.3, off=0.5), dict(on=1.5), dict(off=-0.1), dict(median_windows=4),
+                                 dict(median_windows=0), dict(min_duration_s=-1.0), dict(max_gap_s=-0.5), dict(edge_db=0.0)])
+def test_event_parameters_out_of_range_are_refused(bad):
+    with pytest.raises(ValueError):
+        EventConfig(**bad)
 
 
 def test_close_events_of_one_class_merge():
@@ -87,6 +103,24 @@ def test_a_live_event_is_final_when_its_windows_end_not_its_loud_part():
     assert detect(p, active, starts, WINDOW, ("dog", "rain"), cfg, levels, frontend, final_before_s=8.5) == ()
     [ended] = detect(p[:12], active[:12], starts[:12], WINDOW, ("dog", "rain"), cfg, levels, frontend, final_before_s=8.5)
     assert (ended.start_s, ended.end_s) == pytest.approx((2.37, 2.6))
+
+
+@pytest.mark.parametrize("median", [1, 3, 9, 11])
+@pytest.mark.parametrize("gap", [0.0, 0.5])
+def test_a_live_event_sent_early_is_the_event_of_the_whole_stream(median, gap):
+    """As a stream sends them: after each new window, the events final by live_cutoff_s; each must be one
+    the whole stream's detection finds, whatever the median filter's length."""
+    rng = np.random.default_rng(median)
+    n = 120
+    p = np.clip(np.repeat(rng.random((n // 3, 2)), 3, axis=0) + rng.normal(0, 0.2, (n, 2)), 0, 1)  # (N, 2) runs, noisy
+    active, starts = np.ones(n, bool), np.arange(n) * HOP
+    cfg = EventConfig(median_windows=median, max_gap_s=gap)
+    whole = set(detect(p, active, starts, WINDOW, ("dog", "rain"), cfg))
+    sent = set()
+    for k in range(1, n + 1):
+        sent |= set(detect(p[:k], active[:k], starts[:k], WINDOW, ("dog", "rain"), cfg,
+                           final_before_s=live_cutoff_s(starts[:k], WINDOW, cfg)))
+    assert sent and sent <= whole
 
 
 def test_events_end_within_the_audio_and_never_overlap_for_one_label():

@@ -1,5 +1,6 @@
 """A real server on 127.0.0.1, serving a small exported artifact, for the HTTP tests."""
 
+import json
 import os
 import socket
 import subprocess
@@ -7,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
+from httpx_ws import WebSocketDisconnect, connect_ws
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_SETTINGS = {  # small limits so that the 413 and 503 paths are cheap to reach
@@ -63,6 +66,23 @@ def stop_server(proc) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:  # the whole group has ended already
         pass
+
+
+def stream(url, setup: dict, pieces: list[bytes], end=True) -> tuple[list[dict], int, str]:
+    """(messages, close code, reason) of one stream."""
+    messages = []
+    with httpx.Client() as client, connect_ws(f"{url}/stream", client) as ws:
+        ws.send_text(json.dumps(setup) if isinstance(setup, dict) else setup)
+        try:
+            for piece in pieces:
+                ws.send_bytes(piece)
+            if end:
+                ws.send_text(json.dumps({"type": "end"}))
+            while True:
+                messages.append(ws.receive_json())
+        except WebSocketDisconnect as e:
+            return messages, e.code, e.reason
+    raise AssertionError("the server did not close")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import soundfile as sf
 import soxr
 
 from tests.helpers import LABELS
-from tests.service.conftest import SERVER_SETTINGS, start_server, stop_server
+from tests.service.conftest import SERVER_SETTINGS, start_server, stop_server, stream
 
 
 def post(url, endpoint, data: bytes | None = None, filename="clip.ogg", fields=None, **kw):
@@ -191,7 +191,8 @@ def test_search_finds_the_same_clip_first(server, fixtures):
 
 def test_events_are_the_same_online_and_offline(fixtures, tmp_path):
     """A 15 s soundscape (rooster, quiet, rain) through the shipped model: the events are found
-    where the sounds are, and /classify?events=true and `score --events` agree."""
+    where the sounds are, and /classify?events=true, `score --events` and the event messages of a
+    stream agree (the rain's end too, where the audio ends)."""
     from batch.results import read_results, write_event_tables
     from batch.scoring import ScoreOptions, score
 
@@ -207,12 +208,16 @@ def test_events_are_the_same_online_and_offline(fixtures, tmp_path):
     try:
         online = post(server, "classify", buf.getvalue(), fields={"events": "true"}).json()
         assert "events" not in post(server, "classify", buf.getvalue()).json()
+        pcm = sf.read(io.BytesIO(buf.getvalue()), dtype="int16")[0].astype("<i2").tobytes()  # the upload's samples
+        messages, code, _ = stream(server, {"sample_rate": rate, "encoding": "pcm_s16le"}, [pcm[:99_999], pcm[99_999:]])
     finally:
         stop_server(proc)
     events = online["events"]
     assert [e["label"] for e in events] == ["rooster", "rain"], events
     assert events[0]["start_s"] < 1.0 and 1.5 < events[0]["end_s"] < 3.5  # the rooster crows in its first 2 s
     assert 9.9 <= events[1]["start_s"] < 11.0 and 14.0 < events[1]["end_s"] <= 15.1  # rain, 10-15 s
+    assert code == 1000 and [{k: v for k, v in m.items() if k != "type"} for m in messages if m["type"] == "event"] \
+        == messages[-1]["events"] == events
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "scene.wav").write_bytes(buf.getvalue())

@@ -1,9 +1,12 @@
 """ws://.../stream against a real server: the same windows and answer as POST /classify for the same
 audio, sent in pieces of any size; the close codes of the protocol."""
 
+import contextlib
 import io
 import json
 import math
+import queue
+import time
 
 import httpx
 import numpy as np
@@ -13,7 +16,7 @@ import soundfile as sf
 import soxr
 from httpx_ws import WebSocketDisconnect, connect_ws
 
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, stream
 
 RATE = 16_000
 
@@ -22,23 +25,6 @@ def pcm16(fixtures, names=("1-27724-A-1.ogg", "1-17367-A-10.ogg")) -> bytes:
     clips = [soxr.resample(*sf.read(fixtures / name, dtype="float32"), RATE) for name in names]
     y = np.concatenate([clips[0], np.zeros(2 * RATE, np.float32), *clips[1:]])
     return (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-def stream(url, setup: dict, pieces: list[bytes], end=True) -> tuple[list[dict], int, str]:
-    """(messages, close code, reason) of one stream."""
-    messages = []
-    with httpx.Client() as client, connect_ws(f"{url}/stream", client) as ws:
-        ws.send_text(json.dumps(setup) if isinstance(setup, dict) else setup)
-        try:
-            for piece in pieces:
-                ws.send_bytes(piece)
-            if end:
-                ws.send_text(json.dumps({"type": "end"}))
-            while True:
-                messages.append(ws.receive_json())
-        except WebSocketDisconnect as e:
-            return messages, e.code, e.reason
-    raise AssertionError("the server did not close")
 
 
 def test_stream_gives_the_upload_answer(server, fixtures):
@@ -142,6 +128,24 @@ def test_too_many_streams_and_an_idle_one(server):
         with pytest.raises(WebSocketDisconnect) as idle:
             a.receive_json()  # nothing sent for SOUNDARC_STREAM_IDLE_S=3 s
         assert idle.value.code == 1001
+
+
+def test_messages_without_a_whole_sample_do_not_keep_a_stream_open(server):
+    """Empty messages every 0.5 s: the stream still closes SOUNDARC_STREAM_IDLE_S (3 s) after
+    its last whole sample, so such a client cannot hold a stream slot."""
+    setup = json.dumps({"sample_rate": 16000, "encoding": "pcm_s16le"})
+    with httpx.Client() as client, connect_ws(f"{server}/stream", client) as ws:
+        ws.send_text(setup)
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"\x00\x00" * 160)
+        began = time.monotonic()
+        with pytest.raises(WebSocketDisconnect) as idle:
+            while time.monotonic() - began < 15:
+                ws.send_bytes(b"")
+                with contextlib.suppress(queue.Empty):
+                    ws.receive_json(timeout=0.5)
+    assert idle.value.code == 1001 and "no audio" in idle.value.reason
+    assert time.monotonic() - began < 10
 
 
 def test_plain_http_to_the_stream_route_is_426(server):
