@@ -1,6 +1,7 @@
 """soundarc.client against a real server: every route, and errors as ServerError."""
 
 import io
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -65,6 +66,9 @@ def test_stream(server, fixtures):
         messages = list(client.stream((pcm[i:i + 8820] for i in range(0, len(pcm), 8820)), sample_rate=rate))
         assert messages[-1]["type"] == "summary" and messages[-1]["activity"]["windows"] == 10
         assert sum(m["type"] == "window" for m in messages) == 10
+        with patch("soundarc.client.STREAM_MESSAGE_BYTES", 4097):  # one chunk sent as odd-sized messages
+            whole = list(client.stream([pcm], sample_rate=rate))
+        assert whole[-1] == messages[-1]
         with pytest.raises(ServerError) as info:
             list(client.stream([b"\x00"], sample_rate=rate))  # half a sample
         assert info.value.status == 1007
