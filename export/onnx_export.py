@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import shutil
@@ -129,26 +131,45 @@ def check_destination(out: Path, sources: list[Path]) -> None:
 
 def publish(staging: Path, out: Path) -> None:
     """Put the staged artifact at `out`; an artifact already there is moved aside first and removed only
-    once the new one is in place (put back if the new one cannot be)."""
+    once the new one is in place (put back if the new one cannot be). Its enrolled classes are carried over
+    under the store's lock, so that a server enrolling meanwhile waits and then writes to the new artifact."""
     if not out.exists():
         staging.rename(out)
         return
-    _keep_enrolled(out, staging)
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-    old.rmdir()  # only its unique name is wanted
-    out.rename(old)
-    try:
-        staging.rename(out)
-    except OSError:
-        old.rename(out)
-        raise
+    with _store_locked(out):
+        _keep_enrolled(out, staging)
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+        old.rmdir()  # only its unique name is wanted
+        out.rename(old)
+        try:
+            staging.rename(out)
+        except OSError:
+            old.rename(out)
+            raise
     shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def _store_locked(out: Path):
+    """The enrolled-classes store's exclusive lock (core.classes.ClassStore.update's) in `out`, if it can be
+    taken (a directory no server can write to has no enrolments in flight)."""
+    try:
+        lock = open(out / f"{STORE_FILE}.lock", "a")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _keep_enrolled(out: Path, staging: Path) -> None:
     """Users' enrolled classes beside the artifact replaced are carried over, never deleted with it: as
     they are for the same model, else under the old model's id (their prototypes mean nothing to another
-    model, whose server would refuse the file)."""
+    model, whose server would refuse the file); those an earlier export kept so are carried over too."""
+    for kept in out.glob("enrolled.*.json"):
+        if kept.name != STORE_FILE and not (staging / kept.name).exists():
+            shutil.copy2(kept, staging / kept.name)
     if not (out / STORE_FILE).is_file() or (staging / STORE_FILE).exists():
         return
     old_id = json.loads((out / MANIFEST_FILE).read_text())["model_id"]

@@ -1,5 +1,7 @@
+import fcntl
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from core.clip import prepare
 from core.errors import ExportValidationError, GPUUnavailable
 from core.features import FrontendConfig
 from core.runtime import RuntimeConfig, create_runtime, gpu_visible
-from export.onnx_export import Tolerances, export_artifact
+from export.onnx_export import Tolerances, export_artifact, publish
 from tests.helpers import make_run
 from training.model import InferenceModel
 from training.run import load_checkpoint, save_ensemble
@@ -226,9 +228,30 @@ def test_export_replaces_only_an_artifact_and_never_the_runs_it_comes_from(tmp_p
     export_artifact(make_run(tmp_path / "runs" / "another", seed=1), tmp_path / "empty")
     assert not (tmp_path / "empty" / "enrolled.json").exists()  # another model's server would refuse the file
     assert (tmp_path / "empty" / f"enrolled.{model_id}.json").read_text() == "{}"
+    export_artifact(make_run(tmp_path / "runs" / "third", seed=2), tmp_path / "empty")
+    assert (tmp_path / "empty" / f"enrolled.{model_id}.json").read_text() == "{}"  # kept by an export, kept again
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(errors.ConfigError, match="symbolic link"):
         export_artifact(run, tmp_path / "link")
+
+
+def test_an_enrolment_while_an_artifact_is_replaced_is_not_lost(tmp_path):
+    """publish carries the enrolled classes over under the store's lock: a server that enrols meanwhile
+    (here: holds the lock and writes) is waited for, and its write reaches the new artifact."""
+    out, staging = tmp_path / "model", tmp_path / "staging"
+    for d in (out, staging):
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"model_id": "same"}))
+    (out / "enrolled.json").write_text("first")
+    with open(out / "enrolled.json.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a server in the middle of an enrolment
+        replacing = threading.Thread(target=publish, args=(staging, out))
+        replacing.start()
+        replacing.join(0.5)
+        assert replacing.is_alive()  # waits for the enrolment
+        (out / "enrolled.json").write_text("first, second")
+    replacing.join(10)
+    assert (out / "enrolled.json").read_text() == "first, second"
 
 
 def test_a_failed_finish_leaves_the_artifact_that_was_there(tmp_path):
