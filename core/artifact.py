@@ -30,7 +30,7 @@ from core import errors
 from core.activity import ActivityConfig
 from core.events import EventConfig
 from core.features import FrontendConfig
-from core.openset import OpenSet, threshold_ok
+from core.openset import OpenSet
 
 DEFAULT_MODEL = "models/default"  # the shipped artifact, relative to the repository root
 MANIFEST_VERSION = 1
@@ -144,12 +144,13 @@ def _read_open_set(root: Path, manifest: dict, labels: tuple[str, ...]) -> OpenS
     path = root / entry["file"]
     if not path.is_file() or sha256_file(path) != entry["sha256"]:
         raise errors.ArtifactError(f"{path} is missing or does not match its sha256 in the manifest")
+    data = _read_json(path)
     try:
-        open_set = OpenSet.from_dict(_read_json(path))
+        open_set = OpenSet.from_dict(data)
+    except errors.ArtifactError as e:  # a value out of its range
+        raise errors.ArtifactError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise errors.ArtifactError(f"{path} is not an open set: {type(e).__name__}: {e}") from None
-    if not threshold_ok(open_set.threshold_rad):
-        raise errors.ArtifactError(f"{path}: its threshold {open_set.threshold_rad!r} rad is no angle in (0, π]")
     check_open_set(open_set, labels, manifest)
     return open_set
 

@@ -50,6 +50,14 @@ class OpenSet:
     vote: str = "mean"  # artifacts written before it: every window with sound the same
 
     def __post_init__(self):
+        if not threshold_ok(self.threshold_rad):
+            raise errors.ArtifactError(f"its threshold {self.threshold_rad!r} rad is no angle in (0, π]")
+        if not 0.0 <= self.frr <= 1.0:
+            raise errors.ArtifactError(f"its false-rejection rate must be in [0, 1], got {self.frr!r}")
+        if not -1.0 <= self.enrol_margin <= 1.0:
+            raise errors.ArtifactError(f"the enrolment margin must be a cosine difference in [-1, 1], got {self.enrol_margin!r}")
+        if len(self.cosine_logit) != 2 or not np.isfinite(np.asarray(self.cosine_logit, dtype=np.float64)).all():
+            raise errors.ArtifactError(f"cosine_logit must be two finite numbers (scale, offset), got {self.cosine_logit!r}")
         if not weight_ok(self.prototype_weight):
             raise errors.ArtifactError(f"the prototype weight must be in [0, 1], got {self.prototype_weight}")
         if not temperature_ok(self.temperature):

@@ -23,7 +23,7 @@ from core.activity import voting_windows
 from core.answer import clip_embedding
 from core.artifact import MANIFEST_FILE, check_open_set, load_artifact, sha256_file, write_json_atomic
 from core.clip import prepare
-from core.openset import ENROL_MARGIN, OpenSet, calibrate, class_prototypes, fit_cosine_logit
+from core.openset import ENROL_MARGIN, OpenSet, calibrate, class_prototypes, fit_cosine_logit, threshold_ok
 from core.runtime import RuntimeConfig, create_runtime
 from training.data import scan_labeled
 
@@ -86,6 +86,9 @@ def read_calibration(path: str, manifest: dict) -> dict:
         c = {**c, "threshold_rad": float(c["threshold_rad"]), "frr": float(c["frr"]), "calibrated_on": str(c["calibrated_on"])}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise errors.ConfigError(f"--calibration {path}: not a threshold file of benchmarks/openset_cv.py ({e!r})") from None
+    if not threshold_ok(c["threshold_rad"]) or not 0.0 <= c["frr"] <= 1.0:
+        raise errors.ConfigError(f"--calibration {path}: threshold {c['threshold_rad']!r} rad and false-rejection rate "
+                                 f"{c['frr']!r}: the threshold must be an angle in (0, π] (radians) and the rate in [0, 1]")
     share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
     if "pretrained_share" in c and abs(float(c["pretrained_share"]) - share) > 1e-9:
         raise errors.ConfigError(f"--calibration {path} was measured with the pre-trained encoder at share "
@@ -103,7 +106,7 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     if names != artifact.labels:
         raise errors.ConfigError(f"{labeled} has labels {list(names)}, the model {list(artifact.labels)}")
     calibrated = read_calibration(calibration, artifact.manifest) if calibration else None
-    runtime = create_runtime(artifact, RuntimeConfig(device="cpu"))
+    runtime = create_runtime(artifact, RuntimeConfig(device="cpu", precision="fp32"))  # never an int8 variant beside it
     index = {name: i for i, name in enumerate(names)}
     train, outputs = readable_outputs(runtime, [c for c in clips if c.fold is None or c.fold in train_folds])
     train_emb, prototypes, cosine_logit = fit_builtin(outputs, np.array([index[c.label] for c in train]), len(names))

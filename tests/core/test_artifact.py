@@ -73,7 +73,7 @@ def test_label_count_must_match(tmp_path):
     ("activity", {"floor_db": float("nan")}, "finite numbers"),  # every clip answered "silence"
     ("activity", {"floor_db": "-60"}, "finite numbers"),
     ("activity", {"floor": -60}, "unknown activity keys"),  # a 422 at every request, blaming the client
-    ("events", {"on": float("nan")}, "finite numbers"),  # no event ever
+    ("events", {"on": float("nan")}, "off <= on <= 1"),  # no event ever
     ("events", {"on": "high"}, "events is not valid"),
     ("model_file", 5, "model_file must be"),
     ("variants", [], "variants"),

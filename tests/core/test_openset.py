@@ -115,3 +115,18 @@ def test_attach_open_set_skips_an_unreadable_clip_and_refuses_another_embeddings
         attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(joint))
     with pytest.raises(errors.ConfigError, match="not a threshold file"):
         attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(tmp_path / "missing.json"))
+    joint.write_text(json.dumps({"threshold_rad": 26.1, "frr": 0.02, "calibrated_on": "cv"}))  # degrees
+    before = (artifact_dir / "openset.json").read_bytes()
+    with pytest.raises(errors.ConfigError, match=r"angle in \(0, π\] \(radians\)"):
+        attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(joint))
+    assert (artifact_dir / "openset.json").read_bytes() == before and load_artifact(artifact_dir).open_set
+
+
+@pytest.mark.parametrize("bad", [dict(threshold_rad=26.1), dict(threshold_rad=0.0), dict(frr=1.5),
+                                 dict(enrol_margin=math.nan), dict(enrol_margin=2.0), dict(cosine_logit=(math.nan, 0.0)),
+                                 dict(cosine_logit=(1.0,))])
+def test_an_open_set_out_of_range_cannot_be_made(bad):
+    """Refused when made, so that save_open_set cannot write an artifact that no longer loads."""
+    values = dict(prototypes=np.stack([unit(0.0)]), labels=("a",), threshold_rad=0.3, frr=0.05, calibrated_on="test")
+    with pytest.raises(errors.ArtifactError):
+        OpenSet(**{**values, **bad})
