@@ -108,6 +108,8 @@ class ClassSet:
     def enrolled_named(self, label: str) -> EnrolledClass:
         """The enrolled class `label`, matched as enrolment matches (ignoring case and outer spaces)."""
         key, shown = label.strip().casefold(), shown_label(label)
+        if not key.isascii():  # labels are ASCII: a non-ASCII name that casefolds to one ('buſ') names no class
+            raise errors.NotFound(f"no enrolled class named {shown}")
         if key in {name.casefold() for name in self.builtin.labels}:
             raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
         found = [c for c in self.enrolled if c.label.casefold() == key]
@@ -216,8 +218,12 @@ class ClassStore:
                     "their prototypes mean nothing to this model. Move the file away (or set SOUNDARC_CLASSES) to start afresh")
             enrolled = tuple(EnrolledClass.from_dict(entry) for entry in data["classes"])
             dim = classes.builtin.prototypes.shape[1]
+            seen = {name.casefold() for name in classes.builtin.labels}
             for c in enrolled:
                 check_label(c.label)  # a file of an older version may hold "Silence", now refused
+                if c.label.casefold() in seen:  # as enrolment refuses it: one class per name, whatever its case
+                    raise ValueError(f"class {c.label!r} is named twice (or as a built-in class), ignoring case")
+                seen.add(c.label.casefold())
                 if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:

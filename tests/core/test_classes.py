@@ -77,6 +77,8 @@ def test_remove(builtin):
         classes.remove("Dog")
     with pytest.raises(errors.NotFound):
         classes.remove("nothing")
+    with pytest.raises(errors.NotFound):
+        classes.enrol("bus", unit(1.0)[None]).remove("buſ")  # the long s casefolds to 's': no ASCII label's alias
 
 
 @pytest.mark.parametrize("margin", [-1.5, 1.01, float("nan"), float("inf")])
@@ -121,6 +123,13 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
         stored["classes"][0]["prototype"] = bad
         store.path.write_text(json.dumps(stored))
         with pytest.raises(errors.ArtifactError, match="not 3 finite numbers"):
+            store.load(builtin)
+    for twice in ("BELL", "Dog"):  # a hand-edited file: a second 'bell', or a built-in's name, in another case
+        store.save(classes)
+        stored = json.loads(store.path.read_text())
+        stored["classes"][0]["label"] = twice
+        store.path.write_text(json.dumps(stored))
+        with pytest.raises(errors.ArtifactError, match="named twice"):
             store.load(builtin)
     store.save(classes)
 
