@@ -108,7 +108,7 @@ class ClassSet:
     def enrolled_named(self, label: str) -> EnrolledClass:
         """The enrolled class `label`, matched as enrolment matches (ignoring case and outer spaces)."""
         key, shown = label.strip().casefold(), shown_label(label)
-        if not key.isascii():  # labels are ASCII: a non-ASCII name that casefolds to one ('buſ') names no class
+        if not label.isascii():  # labels are ASCII: a non-ASCII name that casefolds to one ('buſ') names no class
             raise errors.NotFound(f"no enrolled class named {shown}")
         if key in {name.casefold() for name in self.builtin.labels}:
             raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
