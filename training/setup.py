@@ -82,7 +82,7 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
     if not len(train):
         raise ConfigError(f"no readable clip in the training folds {list(cfg.train_folds)} of {cfg.labeled}")
     val = load_features(val_clips, frontend, cfg.cache_dir, names)
-    extra = [c for root in cfg.unlabeled for c in scan_unlabeled(root)] if with_unlabeled else []
+    extra = each_file_once([c for root in cfg.unlabeled for c in scan_unlabeled(root)]) if with_unlabeled else []
     pool = without_labelled(extra, clips)
     unlabeled = load_features(pool, frontend, cfg.cache_dir)
     if with_unlabeled and not len(unlabeled):
@@ -91,6 +91,19 @@ def load_splits(cfg: TrainConfig, frontend: FrontendConfig, with_unlabeled: bool
     log.info("data: %d train clips, %d validation clips, %d unlabelled clips, %d classes",
              len(train), len(val), len(unlabeled), len(names))
     return Splits(train, val, unlabeled)
+
+
+def each_file_once(clips: list[Clip]) -> list[Clip]:
+    """Each file once, however many of the folders listed hold it (one named twice, or inside another):
+    twice in a pre-training pool, a clip would be its own negative."""
+    seen, once = set(), []
+    for clip in clips:
+        if (path := Path(clip.path).resolve()) not in seen:
+            seen.add(path)
+            once.append(clip)
+    if len(once) < len(clips):
+        log.warning("%d files are in more than one of the unlabelled folders listed: each is used once", len(clips) - len(once))
+    return once
 
 
 def without_labelled(unlabelled: list[Clip], labelled: list[Clip]) -> list[Clip]:
@@ -185,7 +198,10 @@ def is_distributed() -> bool:
 
 
 def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, then: float = 0.0):
-    """Linear warm-up, then cosine decay to zero at `total_steps`; after them, the constant factor `then`."""
+    """Linear warm-up, then cosine decay to zero at `total_steps`; after them, the constant factor `then`.
+    At most half of the steps warm up: a run no longer than its warm-up still decays."""
+    warmup_steps = min(warmup_steps, total_steps // 2)
+
     def factor(step: int) -> float:
         if step >= total_steps:
             return then

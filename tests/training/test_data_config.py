@@ -7,7 +7,16 @@ from core.features import FrontendConfig
 from training.config import TrainConfig, from_dict, load_config
 from training.data import load_features, normalisation_stats, random_patch, scan_labeled, scan_unlabeled
 from training.model import ModelConfig, SoundModel
-from training.setup import batches, each_clip_once, epoch_order, epoch_streams, load_splits, make_optimizer, seed_everything
+from training.setup import (
+    batches,
+    each_clip_once,
+    each_file_once,
+    epoch_order,
+    epoch_streams,
+    load_splits,
+    make_optimizer,
+    seed_everything,
+)
 
 
 def test_esc50_layout_builds_contiguous_labels(tiny_esc):
@@ -25,6 +34,8 @@ def test_folder_tree_and_unlabeled(tmp_path):
     clips, names = scan_labeled(tmp_path / "tree")
     assert names == ("bird", "cat") and len(clips) == 3 and clips[0].fold is None
     assert len(scan_unlabeled(tmp_path / "tree")) == 3
+    twice = [c for root in ("tree", "tree/cat", "tree") for c in scan_unlabeled(tmp_path / root)]  # 3 + 2 + 3
+    assert sorted(c.path for c in each_file_once(twice)) == sorted(c.path for c in scan_unlabeled(tmp_path / "tree"))
 
 
 def test_missing_paths_fail_fast(tmp_path):
@@ -150,6 +161,19 @@ def test_schedule_decays_over_every_batch_of_the_run(items):
         optimizer.step()
         scheduler.step()
     assert last > 0 and scheduler.get_last_lr()[0] == 0
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_a_run_no_longer_than_its_warm_up_still_decays(epochs):
+    """configs/smoke.yaml: 2 epochs with the default 2 of warm-up; the rate must not end at its peak."""
+    optimizer, scheduler = make_optimizer(SoundModel(ModelConfig(width=4, num_classes=3)),
+                                          TrainConfig(epochs=epochs, warmup_epochs=2, patches_per_clip=1), 640)
+    seen = []
+    for _ in range(epochs * 10):  # 640 patches are 10 batches of 64
+        seen.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert max(seen) == pytest.approx(1e-3) and seen[-1] < 0.15 * max(seen) and scheduler.get_last_lr()[0] == 0
 
 
 def test_averaged_epochs_at_a_constant_rate_after_the_same_cosine():
