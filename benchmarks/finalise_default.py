@@ -167,8 +167,23 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
 
 
+def served_figures(name: str, vote: str) -> dict:
+    """The shipped form's CV figures as served (reports/NAME.json of benchmarks/vote_cv.py, whose first group
+    is that form's CV runs): mean ± std per condition at the model's vote, and, where the report compared it
+    (--versus), its difference from the second group clip by clip."""
+    report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
+    group, table = next(iter(report["tables"].items()))
+    figures = {c: {"mean": row["mean"], "std": row["std"]} for c, row in table[vote].items() if isinstance(row, dict)}
+    served = {"report": f"reports/{name}.md", "group": group, "vote": vote, "machine": report["machine"], **figures}
+    if "versus" in report:
+        other = list(report["tables"])[1]
+        served["versus"] = {"group": other, **{c: r["difference"] for c, r in report["versus"][vote].items()
+                                               if isinstance(r, dict)}}
+    return served
+
+
 def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "cv_study",
-         pretrained: str | None = None) -> None:
+         pretrained: str | None = None, served_report: str | None = None) -> None:
     form, final_runs = form_of(final_run)
     seeds = [read_checkpoint_info(run)["config"]["seed"] for run in final_runs]
     chosen = scoring(arm, share, pretrained, form, seeds)
@@ -204,6 +219,8 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                     f"mean softmax and mean cosine (benchmarks/soup_cv.py --ensemble): "
                                     f"{', '.join(final_runs)}"}[form],
         }
+        if served_report:
+            manifest["default_model"]["cross_validation_of_form"] = served_figures(served_report, chosen["vote"])
         scored(staged, open_set, chosen, manifest)
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained,
                               finish=finish)
@@ -243,6 +260,8 @@ if __name__ == "__main__":
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding (export --pretrained-share)")
     parser.add_argument("--pretrained", help="join this pre-training run's encoder (default: the final run's own)")
     parser.add_argument("--report", default="cv_study", help="the CV figures: reports/REPORT.json of cv_study.py")
+    parser.add_argument("--served-report", help="the shipped form's CV as served: reports/NAME.json of vote_cv.py "
+                                                "(its first group the form's CV runs)")
     parser.add_argument("--recalibrate", action="store_true",
                         help="keep the exported model FINAL_RUN and set only what the reports choose for its scores")
     args = parser.parse_args()
@@ -253,4 +272,5 @@ if __name__ == "__main__":
     if args.recalibrate:
         recalibrate(args.final_run, args.arm)
     else:
-        main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained)
+        main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained,
+             args.served_report)

@@ -41,8 +41,8 @@ class EventConfig:
             raise ValueError(f"events need 0 <= off <= on <= 1, got on {self.on} and off {self.off}")
         if self.median_windows < 1 or self.median_windows % 2 == 0:
             raise ValueError(f"median_windows must be an odd number of windows, got {self.median_windows}")
-        if not (self.min_duration_s >= 0 and self.max_gap_s >= 0 and self.edge_db > 0):
-            raise ValueError(f"min_duration_s and max_gap_s must be >= 0 and edge_db > 0, got {self.min_duration_s}, "
+        if not (self.min_duration_s >= 0 and self.max_gap_s >= 0 and self.edge_db >= 0):
+            raise ValueError(f"min_duration_s, max_gap_s and edge_db must be >= 0, got {self.min_duration_s}, "
                              f"{self.max_gap_s} and {self.edge_db}")
 
     def to_dict(self) -> dict:

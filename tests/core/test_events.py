@@ -49,7 +49,7 @@ def test_a_one_window_blip_is_dropped_at_the_ends_of_the_clip_as_in_its_middle(w
 
 
 @pytest.mark.parametrize("bad", [dict(on=0.3, off=0.5), dict(on=1.5), dict(off=-0.1), dict(median_windows=4),
-                                 dict(median_windows=0), dict(min_duration_s=-1.0), dict(max_gap_s=-0.5), dict(edge_db=0.0)])
+                                 dict(median_windows=0), dict(min_duration_s=-1.0), dict(max_gap_s=-0.5), dict(edge_db=-1.0)])
 def test_event_parameters_out_of_range_are_refused(bad):
     with pytest.raises(ValueError):
         EventConfig(**bad)
