@@ -28,6 +28,7 @@ import logging
 import time
 from dataclasses import replace
 
+import anyio
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -70,6 +71,11 @@ class StreamSession:
         if not np.isfinite(x).all():
             raise _Close(1007, "the audio holds NaN or infinite samples")
         return x.astype(np.float32)
+
+    async def prepare(self, step, *args):
+        """A front-end step off the event loop, within the threads uploads prepare in (the worker's share
+        of the cores: a stream's audio waits its turn, as an upload's does)."""
+        return await anyio.to_thread.run_sync(step, *args, limiter=self.service.prepare_limiter)
 
     async def windows(self, windows) -> list[dict]:
         """Run new windows through the batcher; their messages, and those of events now over."""
@@ -175,14 +181,14 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
             session.received += len(samples)  # at the stream's rate: the resampler's output lags behind it
             if session.received / session.rate > settings.max_duration_s:
                 raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
-            windows = await asyncio.to_thread(session.frontend.push, samples)  # a long frame: not on the loop
+            windows = await session.prepare(session.frontend.push, samples)
             for out in await session.windows(windows):
                 await websocket.send_json(out)
         elif _is_end(message.get("text")):
             if session.partial:
                 raise _Close(1007, f"the stream ended {len(session.partial)} bytes into a sample: not whole "
                                    f"{session.channels}-channel {session.dtype.itemsize}-byte samples")
-            windows = await asyncio.to_thread(session.frontend.end)  # a resampler gives its last samples now
+            windows = await session.prepare(session.frontend.end)  # a resampler gives its last samples now
             if session.frontend.samples == 0:
                 raise _Close(1007, "the stream ended before any audio")
             for out in await session.windows(windows):
