@@ -162,8 +162,13 @@ def take_step(loss: torch.Tensor, optimizer, scheduler) -> float:
     """Backward, average the gradients over the processes of a distributed run, step; a loss that is not
     finite stops the run before it reaches the weights (the epoch's checkpoint keeps the last good ones)."""
     value = loss.item()
-    if not math.isfinite(value):
-        raise FloatingPointError(f"the loss is {value}: lower the learning rate or check the data")
+    finite = math.isfinite(value)
+    if is_distributed():  # every process stops together: one alone would leave the others waiting in all_reduce
+        flag = torch.tensor([float(finite)], device=loss.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        finite = bool(flag.item())
+    if not finite:
+        raise FloatingPointError(f"the loss is {value} here or in another process: lower the learning rate or check the data")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if is_distributed():

@@ -1,9 +1,11 @@
 """End to end on a tiny synthetic set: pretrain -> linear probe / fine-tune -> eval, and resume."""
 
 import json
+from datetime import timedelta
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from core.errors import ConfigError
@@ -381,3 +383,35 @@ def test_a_fine_tune_distils_its_teachers_answers_and_refuses_a_teacher_that_saw
         heard.clear()
         run(f"clean-{clean}", teacher=str(tmp_path / "ens"), distill_weight=0.5, distill_clean=clean, mixup=0.5)
         assert heard and all((h < 20) == clean for h in heard), (clean, heard[:3])
+
+
+def _step_with_one_bad_process(rank: int, init: str, results) -> None:
+    """One of two gloo processes: rank 1's loss is NaN; each records how its step ended."""
+    import torch.distributed as dist
+
+    from training.setup import take_step
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    loss = (weight * (float("nan") if rank else 1.0)).sum()
+    try:
+        take_step(loss, optimizer, scheduler)
+        results[rank] = "stepped"
+    except FloatingPointError:
+        results[rank] = "stopped"
+    except RuntimeError as e:  # gloo's timeout: the other process never came to all_reduce
+        results[rank] = f"hung: {e}"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_loss_that_is_not_finite_in_one_process_stops_every_process(tmp_path):
+    """Under torchrun, a NaN loss on one rank must not leave the others waiting in all_reduce."""
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_step_with_one_bad_process, args=(f"file://{tmp_path / 'rendezvous'}", results), nprocs=2)
+        assert dict(results) == {0: "stopped", 1: "stopped"}
