@@ -1,6 +1,6 @@
 """Sound-event parameters by cross-validation (issue 14), on soundscapes of real clips.
 
-    python benchmarks/events_cv.py --arm acl-robust [--seeds 0 1] [--scenes-per-run 26]
+    python benchmarks/events_cv.py --arm acl-robust [--seeds 0 1 | 0+1] [--scenes-per-run 26]
         [--pretrained-share S [--pretrained runs/pretrain/NAME]] [--prototype-weight W] [--temperature T]
 
 For each CV run of an arm (benchmarks/cv_study.py: trained on three of folds 1-4), soundscapes are
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--scenes-per-run", type=int, default=26)
     parser.add_argument("--seed", type=int, default=0, help="the soundscapes' draw")
-    parser.add_argument("--seeds", type=int, nargs="+", help="the CV runs of these training seeds (default: all)")
+    parser.add_argument("--seeds", nargs="+", help="the CV runs of these training seeds (default: all; an ensemble's: 0+1)")
     add_joint_arguments(parser, "serve each run with the joint embedding")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
     parser.add_argument("--temperature", type=float, default=1.0, help="the served scores' temperature")
