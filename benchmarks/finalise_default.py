@@ -131,7 +131,10 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
     margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight, vote=vote))
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
-    return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration,
+    if form != "run" and not all(r["run"].endswith(f"-seed{'+'.join(map(str, seeds))}") for r in events["runs"]):
+        sys.exit(f"reports/events_cv.json was made on other combinations of {shipped}'s runs: run benchmarks/events_cv.py "
+                 f"--arm {shipped} --seeds {'+'.join(map(str, seeds))} ...")
+    return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration, "group": group,
             "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm, share, pretrained, file="int8_cv" + ("" if vote == "mean" else f"_{vote}"),
                                 some_seeds=True, prototype_weight=weight, vote=vote)["summary"]}
@@ -167,12 +170,15 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
 
 
-def served_figures(name: str, vote: str) -> dict:
+def served_figures(name: str, vote: str, group: str) -> dict:
     """The shipped form's CV figures as served (reports/NAME.json of benchmarks/vote_cv.py, whose first group
-    is that form's CV runs): mean ± std per condition at the model's vote, and, where the report compared it
-    (--versus), its difference from the second group clip by clip."""
+    must be `group`, that form's CV runs): mean ± std per condition at the model's vote, and, where the report
+    compared it (--versus), its difference from the second group clip by clip."""
     report = json.loads((ROOT / "reports" / f"{name}.json").read_text())
-    group, table = next(iter(report["tables"].items()))
+    first, table = next(iter(report["tables"].items()))
+    if first != group:
+        sys.exit(f"reports/{name}.json measured {first}, not the form that ships ({group}): run benchmarks/vote_cv.py "
+                 f"{group} ... --report {name}")
     figures = {c: {"mean": row["mean"], "std": row["std"]} for c, row in table[vote].items() if isinstance(row, dict)}
     served = {"report": f"reports/{name}.md", "group": group, "vote": vote, "machine": report["machine"], **figures}
     if "versus" in report:
@@ -220,7 +226,8 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                                     f"{', '.join(final_runs)}"}[form],
         }
         if served_report:
-            manifest["default_model"]["cross_validation_of_form"] = served_figures(served_report, chosen["vote"])
+            manifest["default_model"]["cross_validation_of_form"] = served_figures(served_report, chosen["vote"],
+                                                                                  chosen["group"])
         scored(staged, open_set, chosen, manifest)
     out_dir = export_artifact(final_run, out, real_audio=fixtures, pretrained_share=share, pretrained=pretrained,
                               finish=finish)

@@ -75,7 +75,9 @@ if [ "$VOTE" != mean ]; then  # the window caches calibration_cv.py reads the vo
 fi
 $BIN/python benchmarks/calibration_cv.py "$GROUP" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 TEMPERATURE=$($BIN/python -c "import json; print(json.load(open('reports/calibration_cv.json'))['temperature'])")
-$BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
+EVENT_SEEDS=()  # several final runs: the CV runs combined of those seeds only (the arm may hold other combinations)
+if [ "${#FINAL[@]}" -gt 1 ]; then EVENT_SEEDS=(--seeds "$(IFS=+; echo "${FINAL[*]}")"); fi
+$BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${EVENT_SEEDS[@]}" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says

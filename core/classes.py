@@ -12,6 +12,7 @@ How enrolled classes are ranked beside the model's own: core.answer. Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -186,17 +187,33 @@ class ClassStore:
         """Apply `change` to the classes in the file, as they are now, and save the result: under an
         exclusive lock, so that concurrent changes from several servers are applied one after the
         other and none is lost. Returns the new set."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(self.path.with_name(self.path.name + ".lock"), "a")
-        except OSError as e:
-            raise errors.StorageError(f"cannot lock the enrolled classes at {self.path} ({e}); nothing was "
-                                      "changed. Point SOUNDARC_CLASSES at a writable file") from e
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked():
             updated = change(self.load(replace(builtin, enrolled=())))
             self.save(updated)
         return updated
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """The store's exclusive lock: its lock file beside it, taken again if that file was replaced while this
+        waited (an export replaces the whole model directory under the same lock: export.onnx_export.publish)."""
+        path = self.path.with_name(self.path.name + ".lock")
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                lock = open(path, "a")
+            except OSError as e:
+                raise errors.StorageError(f"cannot lock the enrolled classes at {self.path} ({e}); nothing was "
+                                          "changed. Point SOUNDARC_CLASSES at a writable file") from e
+            with lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(path)
+                except FileNotFoundError:
+                    current = None
+                held = os.fstat(lock.fileno())
+                if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                    yield
+                    return
 
     def _stamp(self) -> tuple | None:
         try:

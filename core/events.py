@@ -34,7 +34,7 @@ class EventConfig:
     median_windows: int = 3  # median filter length (odd), in windows
     min_duration_s: float = 0.5
     max_gap_s: float = 0.5
-    edge_db: float = 20.0  # with frame levels: an event's edges are its frames within this of its loudest
+    edge_db: float = 20.0  # with frame levels: an event's edges are its frames within this of its loudest (0: its windows')
 
     def __post_init__(self):
         if not 0 <= self.off <= self.on <= 1:
@@ -89,7 +89,7 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
                 continue
             if end + cfg.max_gap_s >= final_before_s:  # the run may still grow
                 continue
-            if levels is not None:  # the frames' edges, within the windows' (a frame's end may pass the audio's)
+            if levels is not None and cfg.edge_db > 0:  # the frames' edges, within the windows' (a frame may end past the audio)
                 start, end = _sharpen(levels, frontend, starts_s[first], starts_s[last] + window_s, cfg.edge_db)
                 end = min(end, starts_s[last] + window_s)
             end = end if duration_s is None else min(end, duration_s)
@@ -104,7 +104,9 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
 def live_cutoff_s(starts_s: np.ndarray, window_s: float, cfg: EventConfig) -> float:
     """A live stream's `final_before_s` for `detect`, given the (N,) starts of its windows so far: the filtered
     scores of its last median_windows // 2 windows still change with the windows to come."""
-    settled = starts_s[max(0, len(starts_s) - 1 - cfg.median_windows // 2)]
+    if len(starts_s) < cfg.median_windows:  # not filtered yet (detect): the next windows may filter any run away
+        return -np.inf
+    settled = starts_s[len(starts_s) - 1 - cfg.median_windows // 2]
     return float(settled) - window_s
 
 

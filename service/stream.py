@@ -176,14 +176,14 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
         message = await _receive(websocket, idle_until - time.monotonic(), f"no audio for {settings.stream_idle_s:g} s")
         if message.get("bytes") is not None:
             samples = session.samples(message["bytes"])  # (n, channels)
-            if len(samples):
-                idle_until = time.monotonic() + settings.stream_idle_s
             session.received += len(samples)  # at the stream's rate: the resampler's output lags behind it
             if session.received / session.rate > settings.max_duration_s:
                 raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
             windows = await session.prepare(session.frontend.push, samples)
             for out in await session.windows(windows):
                 await websocket.send_json(out)
+            if len(samples):  # from now: the time the server took for this audio is not the client's idling
+                idle_until = time.monotonic() + settings.stream_idle_s
         elif _is_end(message.get("text")):
             if session.partial:
                 raise _Close(1007, f"the stream ended {len(session.partial)} bytes into a sample: not whole "

@@ -1,7 +1,10 @@
 """Custom classes: enrolment rules, cosine scoring beside the built-ins, the persistent store."""
 
+import fcntl
 import json
 import math
+import shutil
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -181,3 +184,36 @@ def test_spectrogram_is_small_and_scaled():
     assert spec["columns_per_s"] == pytest.approx(100 / 6, abs=1e-3) and spec["n_mels"] == 64
     short = spectrogram(logmel[:5], frames_per_s=100.0)
     assert np.array(short["values"]).shape == (5, 64)
+
+
+def test_a_change_that_waited_while_the_model_directory_was_replaced_holds_the_new_lock(builtin, tmp_path):
+    """An export replaces the model directory under the store's lock (export.onnx_export.publish). A server
+    that waited meanwhile got the old directory's lock file: it must lock the new one before it changes the
+    store, else a second server could change it at the same time and one change be lost."""
+    out, staging = tmp_path / "model", tmp_path / "staging"
+    store = ClassStore(out / "enrolled.json", "model-a")
+    store.save(builtin.enrol("whistle", unit(math.pi)[None]))
+    staging.mkdir()
+    entered, proceed = threading.Event(), threading.Event()
+
+    def change(classes):
+        entered.set()
+        proceed.wait(10)
+        return classes.enrol("bell", unit(2.0)[None])
+
+    with open(out / "enrolled.json.lock", "a") as export_lock:
+        fcntl.flock(export_lock, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=store.update, args=(builtin, change))
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive() and not entered.is_set()
+        shutil.copy2(out / "enrolled.json", staging / "enrolled.json")
+        out.rename(tmp_path / "old")
+        staging.rename(out)
+    assert entered.wait(10)
+    with open(out / "enrolled.json.lock", "a") as other_server:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other_server, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    proceed.set()
+    waiting.join(10)
+    assert ClassStore(out / "enrolled.json", "model-a").load(builtin).labels == ("dog", "rain", "whistle", "bell")

@@ -105,7 +105,7 @@ def test_a_live_event_is_final_when_its_windows_end_not_its_loud_part():
     assert (ended.start_s, ended.end_s) == pytest.approx((2.37, 2.6))
 
 
-@pytest.mark.parametrize("median", [1, 3, 9, 11])
+@pytest.mark.parametrize("median", [1, 3, 9, 11, 13, 15])
 @pytest.mark.parametrize("gap", [0.0, 0.5])
 def test_a_live_event_sent_early_is_the_event_of_the_whole_stream(median, gap):
     """As a stream sends them: after each new window, the events final by live_cutoff_s; each must be one
@@ -121,6 +121,18 @@ def test_a_live_event_sent_early_is_the_event_of_the_whole_stream(median, gap):
         sent |= set(detect(p[:k], active[:k], starts[:k], WINDOW, ("dog", "rain"), cfg,
                            final_before_s=live_cutoff_s(starts[:k], WINDOW, cfg)))
     assert sent and sent <= whole
+
+
+def test_edges_at_0_db_are_the_windows_edges_as_without_levels():
+    """edge_db 0: no sharpening (events_cv's row "without sharpened edges"), not the loudest frame alone."""
+    p, active, starts = scene()
+    p[4:10, 0] = 0.9
+    levels = np.full(1100, -60.0)
+    levels[300] = -10.0  # one loud frame
+    frontend = FrontendConfig(sample_rate=22_000, hop_length=220)
+    cfg = EventConfig(edge_db=0.0)
+    assert detect(p, active, starts, WINDOW, ("dog", "rain"), cfg, levels, frontend) == \
+        detect(p, active, starts, WINDOW, ("dog", "rain"), cfg) == (Event("dog", 2.25, 5.25, pytest.approx(0.9)),)
 
 
 def test_events_end_within_the_audio_and_never_overlap_for_one_label():
