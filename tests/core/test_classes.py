@@ -109,30 +109,18 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
     np.testing.assert_array_equal(loaded.enrolled[0].prototype, classes.enrolled[0].prototype)  # exact
     assert json.loads(store.path.read_text())["model_id"] == "model-a"
 
-    stored = json.loads(store.path.read_text())
-    stored["classes"][1]["margin"] = float("nan")
-    store.path.write_text(json.dumps(stored))
-    with pytest.raises(errors.ArtifactError, match="margin nan"):
-        store.load(builtin)
-    store.save(classes)
-    stored = json.loads(store.path.read_text())
-    stored["classes"][0]["label"] = "Silence"  # written before the answers' names were refused in any case
-    store.path.write_text(json.dumps(stored))
-    with pytest.raises(errors.ArtifactError, match="not 'unknown' or 'silence'"):
-        store.load(builtin)
-    for bad in ([1.0, 0.0], [float("nan"), 0.0, 0.0]):  # another embedding's size (a 500 at every answer), NaN
+    edits = [("margin", float("nan"), "margin nan"),
+             ("label", "Silence", "not 'unknown' or 'silence'"),  # written before the answers' names were refused
+             ("prototype", [1.0, 0.0], "not 3 finite numbers"),  # another embedding's size (a 500 at every answer)
+             ("prototype", [float("nan"), 0.0, 0.0], "not 3 finite numbers"),
+             ("label", "BELL", "named twice"),  # hand-edited: a second 'bell', or a built-in's name, in another case
+             ("label", "Dog", "named twice")]
+    for field, value, refusal in edits:
         store.save(classes)
         stored = json.loads(store.path.read_text())
-        stored["classes"][0]["prototype"] = bad
+        stored["classes"][0][field] = value
         store.path.write_text(json.dumps(stored))
-        with pytest.raises(errors.ArtifactError, match="not 3 finite numbers"):
-            store.load(builtin)
-    for twice in ("BELL", "Dog"):  # a hand-edited file: a second 'bell', or a built-in's name, in another case
-        store.save(classes)
-        stored = json.loads(store.path.read_text())
-        stored["classes"][0]["label"] = twice
-        store.path.write_text(json.dumps(stored))
-        with pytest.raises(errors.ArtifactError, match="named twice"):
+        with pytest.raises(errors.ArtifactError, match=refusal):
             store.load(builtin)
     store.save(classes)
 
