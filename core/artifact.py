@@ -16,6 +16,7 @@ input or output sizes differ from the front-end's, the labels' and the manifest'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -168,16 +169,24 @@ def check_open_set(open_set: OpenSet, labels: tuple[str, ...], manifest: dict) -
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> os.stat_result:
-    """Write JSON through a temporary file and a rename, so readers never see half a file; returns the
-    file's stat as written (another writer may replace it the moment after)."""
+    """Write JSON through a temporary file and a rename, so readers never see half a file, nor an empty one
+    after a crash (the data reaches the disk before the rename); returns the file's stat as written (another
+    writer may replace it the moment after). A failure leaves the file as it was and no temporary file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users (containers)
-    written = os.stat(tmp)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users (containers)
+        written = os.stat(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return written
 
 

@@ -117,3 +117,11 @@ def test_a_model_whose_sizes_differ_from_its_artifacts_files_is_refused(test_art
     write_json_atomic(root / "manifest.json", manifest)
     with pytest.raises(errors.ArtifactError, match="sizes"):
         create_runtime(load_artifact(root), RuntimeConfig(device="cpu", precision="fp32"))
+
+
+def test_a_failed_atomic_write_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path):
+    write_json_atomic(tmp_path / "store.json", {"classes": ["bell"]})
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "store.json", {"classes": [object()]})  # not JSON: fails halfway through
+    assert json.loads((tmp_path / "store.json").read_text()) == {"classes": ["bell"]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.json"]
