@@ -32,6 +32,7 @@ def linear_probe(cfg, run, model, splits, frontend, activity, device):
     record = {"epoch": cfg.probe_epochs, "loss": loss.item()}
     if len(splits.val):
         record.update(validation_summary(model, splits.val, frontend, activity, device))
+    run.forget_metrics_after(0)  # a probe run again into its --out: one record, not one per run
     run.log(record)
     log.info("linear probe: %s", {k: round(v, 4) for k, v in record.items()})
     run.save_checkpoint(model, frontend, activity, splits.train.label_names, record)

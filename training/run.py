@@ -133,7 +133,7 @@ class Run:
         epoch after it (a run stopped between its log and its resume file); returns the epoch to start at."""
         path = self.path / "resume.pt"
         if not path.exists():
-            self._forget_metrics_after(0)
+            self.forget_metrics_after(0)
             return 0
         state = torch.load(path, weights_only=True, map_location="cpu")  # the RNG states stay CPU tensors
         weights = state.get("model")  # resume files written before it: the checkpoint's weights
@@ -144,10 +144,10 @@ class Run:
         generator.set_state(state["generator"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         epoch = int(state["epoch"])
-        self._forget_metrics_after(epoch)
+        self.forget_metrics_after(epoch)
         return epoch
 
-    def _forget_metrics_after(self, epoch: int) -> None:
+    def forget_metrics_after(self, epoch: int) -> None:
         """Drop the records of epochs after `epoch` (and a line cut short): logged before a stop that came
         before their resume state was saved, they will be logged again."""
         path = self.path / "metrics.jsonl"

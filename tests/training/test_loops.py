@@ -37,6 +37,8 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tiny_unlabeled, tmp_path):
 
     probe = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), probe=True, probe_epochs=20, lr=0.01), tmp_path / "probe")
     assert "val_clip_accuracy" in probe.history()[-1]
+    again = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), probe=True, probe_epochs=20, lr=0.01), tmp_path / "probe")
+    assert len(again.history()) == 1  # run again into the same --out: its one record, not two
     pre_model, _ = load_checkpoint(pre.path)
     probe_model, info = load_checkpoint(probe.path)
     for a, b in zip(pre_model.encoder.state_dict().values(), probe_model.encoder.state_dict().values()):
