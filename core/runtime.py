@@ -117,8 +117,7 @@ def gpu_visible() -> bool:
 
 def chosen_precision(artifact: Artifact, cfg: RuntimeConfig) -> str:
     """The precision a runtime of `cfg` runs `artifact` at: `auto` is the int8 variant where the providers
-    are the CPU's and the model has one, else fp32 (create_runtime takes int8 too where a GPU asked for
-    is not usable and the session runs on the CPU)."""
+    are the CPU's and the model has one, else fp32."""
     if cfg.precision != "auto":
         return cfg.precision
     on_cpu = not any(p in GPU_PROVIDERS for p in requested_providers(cfg.device))
@@ -139,20 +138,12 @@ def create_runtime(artifact: Artifact, cfg: RuntimeConfig = RuntimeConfig()) -> 
     if not cfg.spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # ORT's own fallback warnings are replaced by ours below
-    session = _session(model_path, options, providers, precision)
-    if cfg.precision == "auto" and precision == "fp32" and not any(p in GPU_PROVIDERS for p in session.get_providers()) \
-            and "int8" in artifact.manifest.get("variants", {}):  # a GPU asked for is not there: as on any CPU
-        precision, model_path = "int8", model_file(artifact, "int8")
-        session = _session(model_path, options, session.get_providers(), precision)
+    session = ort.InferenceSession(str(model_path), options, providers=providers,
+                                   disabled_optimizers=INT8_DISABLED_OPTIMIZERS if precision == "int8" else [])
     _check_sizes(session, artifact, model_path)
     runtime = Runtime(artifact, session, providers, precision)
     _report(runtime, cfg)
     return runtime
-
-
-def _session(model_path, options: ort.SessionOptions, providers: list, precision: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(model_path), options, providers=providers,
-                                disabled_optimizers=INT8_DISABLED_OPTIMIZERS if precision == "int8" else [])
 
 
 def _check_sizes(session: ort.InferenceSession, artifact: Artifact, model_path) -> None:
