@@ -81,14 +81,8 @@ $BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${EVENT_SEEDS[@]}" "${
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
-final_run() {  # ARM SEED [SETTING...]: the final run of ARM on folds 1-4 (its CV teacher left out for SETTINGs)
-  local arm=$1 seed=$2 args=() s
-  shift 2
-  for s in $($BIN/python -c "$STUDY; print(' '.join(cv_study.ARMS['$arm']))") "$@"; do
-    [[ $s == teacher=runs/cv/* ]] || args+=(--set "$s")
-  done
-  $BIN/soundarc train finetune --config configs/default-model.yaml --set labeled="$ESC10" "${args[@]}" --set seed="$seed" \
-      --set "train_folds=[1,2,3,4]" --set "val_folds=[]" --out "runs/default-$arm-seed$seed"
+final_run() {  # ARM SEED [SETTING...]: the final run of ARM on folds 1-4 (benchmarks/final_runs.sh)
+  ARM=$1 FINAL_SEEDS=$2 BIN=$BIN benchmarks/final_runs.sh "${@:3}"
 }
 TAUGHT=()
 if [ "$TEACHER_ARM" != None ]; then
