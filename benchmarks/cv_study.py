@@ -129,6 +129,9 @@ ARMS = {
     # ... with label smoothing 0.1 in the cross-entropy part of supervised ACL (a regulariser for a small labelled
     # set): paired with -mend, the same code (BENCHMARKS.md "Label smoothing")
     "ssl-acl-rc-acl-robust-oe-eq-ls": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "label_smoothing=0.1"],
+    # ... with band centring (the second input channel above), as a member of an ensemble beside the recipe's own runs
+    # (BENCHMARKS.md "Band centring as an ensemble member")
+    "ssl-acl-rc-acl-robust-oe-eq-bc": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "band_centring=true"],
     # ... with stochastic weight averaging as published: 10 more epochs at a constant 0.25 × lr after the 40 of the
     # cosine, their weights averaged (training.averaging); benchmarks/swa_look.sh starts each run from its -floor
     # pair's state at epoch 40, which is what these 40 epochs train (BENCHMARKS.md "Weight averaging at a constant rate")
