@@ -90,8 +90,9 @@ class ClassSet:
     def check_new(self, label: str, examples: int) -> str:
         """The cleaned label of a class that may be enrolled from `examples` clips, else a 4xx error."""
         label = check_label(label)
-        if label.casefold() in {name.casefold() for name in self.labels}:
-            raise errors.Conflict(f"a class named {label!r} already exists; delete it first to re-enrol it")
+        if clash := [name for name in self.labels if label_key(name) == label_key(label)]:
+            raise errors.Conflict(f"a class named {clash[0]!r} already exists (names differing only in case, spaces, '_' "
+                                  f"or '-' are one name); delete it first to re-enrol it")
         if not 1 <= examples <= MAX_EXAMPLES:
             raise errors.InvalidParameter(f"enrol a class with 1 to {MAX_EXAMPLES} example clips, got {examples}")
         return label
@@ -107,13 +108,13 @@ class ClassSet:
         return replace(self, enrolled=self.enrolled + (new,))
 
     def enrolled_named(self, label: str) -> EnrolledClass:
-        """The enrolled class `label`, matched as enrolment matches (ignoring case and outer spaces)."""
-        key, shown = label.strip().casefold(), shown_label(label)
+        """The enrolled class `label`, matched as enrolment matches (label_key)."""
+        key, shown = label_key(label), shown_label(label)
         if not label.isascii():  # labels are ASCII: a non-ASCII name that casefolds to one ('buſ') names no class
             raise errors.NotFound(f"no enrolled class named {shown}")
-        if key in {name.casefold() for name in self.builtin.labels}:
+        if key in {label_key(name) for name in self.builtin.labels}:
             raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
-        found = [c for c in self.enrolled if c.label.casefold() == key]
+        found = [c for c in self.enrolled if label_key(c.label) == key]
         if not found:
             raise errors.NotFound(f"no enrolled class named {shown}")
         return found[0]
@@ -153,6 +154,12 @@ def check_margin(margin: float | None) -> None:
     if not margin_ok(margin):
         raise errors.InvalidParameter(f"invalid margin {margin!r}: a cosine difference in [-1, 1] (or none, "
                                       "for the model's own)")
+
+
+def label_key(label: str) -> str:
+    """What makes two labels one name: case, outer spaces and the separators ' ', '_', '-' do not count
+    ('Crackling fire' is the built-in 'crackling_fire')."""
+    return re.sub(r"[ _\-]+", "_", label.strip().casefold())
 
 
 def check_label(label: str) -> str:
@@ -235,12 +242,13 @@ class ClassStore:
                     "their prototypes mean nothing to this model. Move the file away (or set SOUNDARC_CLASSES) to start afresh")
             enrolled = tuple(EnrolledClass.from_dict(entry) for entry in data["classes"])
             dim = classes.builtin.prototypes.shape[1]
-            seen = {name.casefold() for name in classes.builtin.labels}
+            seen = {label_key(name) for name in classes.builtin.labels}
             for c in enrolled:
                 check_label(c.label)  # a file of an older version may hold "Silence", now refused
-                if c.label.casefold() in seen:  # as enrolment refuses it: one class per name, whatever its case
-                    raise ValueError(f"class {c.label!r} is named twice (or as a built-in class), ignoring case")
-                seen.add(c.label.casefold())
+                if label_key(c.label) in seen:  # as enrolment refuses it: one class per name (label_key)
+                    raise ValueError(f"class {c.label!r} is named twice (or as a built-in class), ignoring case, "
+                                     "spaces, '_' and '-'")
+                seen.add(label_key(c.label))
                 if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:

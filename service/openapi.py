@@ -17,7 +17,7 @@ ERROR_STATUSES = {
     404: "no such route, class, or (for /search) no vector index loaded",
     405: "the route exists, not with this method (`Allow` lists the ones it takes)",
     408: "the body stopped arriving (no bytes for SOUNDARC_BODY_IDLE_S seconds)",
-    409: "clashes with what exists: a class of that name (any case), a built-in class, the enrolment limit",
+    409: "clashes with what exists: a class of that name (whatever its case, spaces, _ or -), a built-in, the enrolment limit",
     413: "the upload or the audio is over the configured limit",
     415: "the body is not multipart/form-data",
     422: "a form field is unknown, repeated, of the wrong type or out of range",

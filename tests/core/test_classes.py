@@ -70,6 +70,23 @@ def test_duplicate_and_example_counts(builtin):
     assert builtin.enrol("my class-2.v", np.repeat(unit(1.0)[None], MAX_EXAMPLES, axis=0)).enrolled[0].examples == 20
 
 
+@pytest.mark.parametrize("again", ["Sea Waves", "sea_waves", "sea-waves", " sea  waves", "SEA_-_WAVES"])
+def test_one_name_whatever_its_case_and_separators(builtin, again, tmp_path):
+    classes = builtin.enrol("sea waves", unit(math.pi)[None])  # beside a built-in 'sea_waves' it would be a second
+    with pytest.raises(errors.Conflict, match="'sea waves' already exists"):
+        classes.enrol(again, unit(2.0)[None])
+    assert classes.remove(again).labels == builtin.labels
+    store = ClassStore(tmp_path / "enrolled.json", "model-a")
+    store.save(classes)
+    stored = json.loads(store.path.read_text())
+    second = {**stored["classes"][0], "label": again}  # hand-edited: the class again under another spelling
+    store.path.write_text(json.dumps({**stored, "classes": [*stored["classes"], second]}))
+    with pytest.raises(errors.ArtifactError, match="named twice"):
+        store.load(builtin)
+    assert classes.enrol("seawaves", unit(2.0)[None]).labels[-1] == "seawaves"  # another name
+    assert classes.enrol("sea.waves", unit(2.0)[None]).labels[-1] == "sea.waves"  # '.' counts (v1.2 is not v1_2)
+
+
 def test_remove(builtin):
     classes = builtin.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None])
     assert classes.remove("whistle").labels == ("dog", "rain", "bell")
