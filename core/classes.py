@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core import errors
-from core.artifact import Artifact, write_json_atomic
+from core.artifact import MANIFEST_FILE, Artifact, write_json_atomic
 from core.openset import OpenSet
 
 UNKNOWN, SILENCE = "unknown", "silence"  # the answers for no known class and for no sound: never a class
@@ -195,6 +195,7 @@ class ClassStore:
         exclusive lock, so that concurrent changes from several servers are applied one after the
         other and none is lost. Returns the new set."""
         with self._locked():
+            self._check_model_beside()
             updated = change(self.load(replace(builtin, enrolled=())))
             self.save(updated)
         return updated
@@ -221,6 +222,19 @@ class ClassStore:
                 if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
                     yield
                     return
+
+    def _check_model_beside(self) -> None:
+        """A store kept in a model directory changes only while that directory holds this store's model: a
+        re-export to another model replaces the directory (export.onnx_export.publish), and a server still
+        running the old one would write its classes where the new model's server refuses them."""
+        try:
+            beside = json.loads((self.path.parent / MANIFEST_FILE).read_text()).get("model_id")
+        except (OSError, ValueError, AttributeError):  # no model beside the store (SOUNDARC_CLASSES elsewhere)
+            return
+        if beside != self.model_id:
+            raise errors.Conflict(f"{self.path.parent} now holds model {beside!r}, not this server's {self.model_id!r} "
+                                  "(exported again since it started): restart the server to serve the new model; "
+                                  "nothing was changed")
 
     def _stamp(self) -> tuple | None:
         try:

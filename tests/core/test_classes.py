@@ -222,3 +222,14 @@ def test_a_change_that_waited_while_the_model_directory_was_replaced_holds_the_n
     proceed.set()
     waiting.join(10)
     assert ClassStore(out / "enrolled.json", "model-a").load(builtin).labels == ("dog", "rain", "whistle", "bell")
+
+
+def test_no_change_once_the_model_directory_holds_another_model(builtin, tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"model_id": "model-a"}))
+    store = ClassStore(tmp_path / "enrolled.json", "model-a")
+    store.update(builtin, lambda c: c.enrol("whistle", unit(math.pi)[None]))
+    (tmp_path / "enrolled.json").unlink()
+    (tmp_path / "manifest.json").write_text(json.dumps({"model_id": "model-b"}))  # exported again, another model
+    with pytest.raises(errors.Conflict, match="restart the server"):
+        store.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
+    assert not (tmp_path / "enrolled.json").exists()  # nothing the new model's server would refuse
