@@ -186,8 +186,8 @@ class ClassStore:
         """The file's classes (built-in ones from `classes`): as last loaded, or again where another
         server has changed the file since (one stat per call)."""
         state = self.state
-        if state is not None and self._stamp() == state[0]:
-            return state[1]
+        if state is not None and (self._stamp() == state[0] or self._model_beside() not in (None, self.model_id)):
+            return state[1]  # unchanged, or exported again to another model: what this server had, until restarted
         return self.load(replace(classes, enrolled=()))
 
     def update(self, builtin: ClassSet, change: Callable[[ClassSet], ClassSet]) -> ClassSet:
@@ -223,15 +223,19 @@ class ClassStore:
                     yield
                     return
 
+    def _model_beside(self) -> str | None:
+        """The id of the model in the store's directory; None where there is none (SOUNDARC_CLASSES elsewhere)."""
+        try:
+            return json.loads((self.path.parent / MANIFEST_FILE).read_text()).get("model_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def _check_model_beside(self) -> None:
         """A store kept in a model directory changes only while that directory holds this store's model: a
         re-export to another model replaces the directory (export.onnx_export.publish), and a server still
         running the old one would write its classes where the new model's server refuses them."""
-        try:
-            beside = json.loads((self.path.parent / MANIFEST_FILE).read_text()).get("model_id")
-        except (OSError, ValueError, AttributeError):  # no model beside the store (SOUNDARC_CLASSES elsewhere)
-            return
-        if beside != self.model_id:
+        beside = self._model_beside()
+        if beside not in (None, self.model_id):
             raise errors.Conflict(f"{self.path.parent} now holds model {beside!r}, not this server's {self.model_id!r} "
                                   "(exported again since it started): restart the server to serve the new model; "
                                   "nothing was changed")
