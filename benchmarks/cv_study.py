@@ -315,6 +315,9 @@ def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: st
     def angles(h):
         return np.arccos(np.clip(h @ prototypes.T, -1, 1).max(axis=1))
 
+    def nearest(h):  # the class whose prototype each angle is to (openset_cv.py --per-class)
+        return (h @ prototypes.T).argmax(axis=1).tolist()
+
     result = {"run": run.name, "fold": fold, "labels": list(names), "pretrained_share": pretrained_share,
               "pretrained": info.get("pretrained", {}).get("run"), "robustness": robustness.VERSION, "conditions": {}}
     for condition, features in held_features.items():
@@ -322,9 +325,9 @@ def evaluate(run: Path, fold: int, pretrained_share: float = 0.0, pretrained: st
         result["conditions"][condition] = {
             "accuracy": float((probs.argmax(axis=1) == labels).mean()),
             "correct": (probs.argmax(axis=1) == labels).tolist(), "angles": angles(h).tolist(),
-            "confidence": probs.max(axis=1).tolist()}
+            "nearest": nearest(h), "confidence": probs.max(axis=1).tolist()}
     _, unknown_h = outputs(model, unknown_features, frontend, activity)
-    result["unknown_angles"] = angles(unknown_h).tolist()
+    result["unknown_angles"], result["unknown_nearest"] = angles(unknown_h).tolist(), nearest(unknown_h)
     return result
 
 

@@ -1,6 +1,7 @@
 """The open-set threshold by cross-validation (issue 20), from the runs of benchmarks/cv_study.py.
 
     python benchmarks/openset_cv.py --arm ce-robust [--pretrained-share S [--pretrained RUN]] [--report openset_cv]
+        [--per-class]
 
 Known: every held-out clip of every CV run (its angle to the nearest class prototype of the
 run's own training folds), clean and under each recording condition of the robustness table.
@@ -14,7 +15,8 @@ points of the top-1 accuracy. A second table calibrates on clean clips alone (th
 outlier-exposure recipe, whose degraded known clips lie further out; BENCHMARKS.md). With
 --pretrained-share, the angles of the joint embedding (cv-share<S>[-NAME].json of cv_study.py). Writes
 reports/openset_cv.json (what `soundarc export --calibration` reads) and reports/openset_cv.md
-(--report NAME: reports/NAME.*).
+(--report NAME: reports/NAME.*). With --per-class, beside it a threshold per class (the known angles nearest to
+each class), fitted on half the seeds and measured on the other half (BENCHMARKS.md "An unknown angle per class").
 """
 
 import argparse
@@ -60,6 +62,59 @@ def evaluate(runs: list[dict], frr: float, calibration: list[str]) -> dict:
     return row
 
 
+def known_nearest(runs: list[dict], conditions: list[str]) -> np.ndarray:
+    """The class each of known_angles(runs, conditions) is to (cv_study.py keeps it since 2026-12-07)."""
+    return np.concatenate([r["conditions"][c]["nearest"] for r in runs for c in conditions])
+
+
+def class_thresholds(runs: list[dict], frr: float, conditions: list[str]) -> np.ndarray:
+    """(K,) per class, the (1 - frr) quantile of the known angles nearest to it (the one threshold where none is)."""
+    angles, nearest = known_angles(runs, conditions), known_nearest(runs, conditions)
+    one = np.quantile(angles, 1 - frr)
+    return np.array([np.quantile(angles[nearest == k], 1 - frr) if (nearest == k).any() else one
+                     for k in range(len(runs[0]["labels"]))])
+
+
+def per_class_row(fit: list[dict], test: list[dict], frr: float, conditions: list[str]) -> dict:
+    """Thresholds per class fitted on `fit`, and one threshold beside them, measured on `test` (pooled)."""
+    thresholds = {"one": np.full(len(fit[0]["labels"]), np.quantile(known_angles(fit, conditions), 1 - frr)),
+                  "per class": class_thresholds(fit, frr, conditions)}
+    angles, nearest = known_angles(test, conditions), known_nearest(test, conditions)
+    correct = np.concatenate([r["conditions"][c]["correct"] for r in test for c in conditions])
+    unknown = np.concatenate([r["unknown_angles"] for r in test])
+    unknown_nearest = np.concatenate([r["unknown_nearest"] for r in test])
+    row = {"frr": frr}
+    for name, t in thresholds.items():
+        row[name] = {"unknown_accepted": float((unknown <= t[unknown_nearest]).mean()),
+                     "rejected": float((angles > t[nearest]).mean()),
+                     "answered": float((correct & (angles <= t[nearest])).mean())}
+    return row
+
+
+def per_class(runs: list[dict], conditions: list[str]) -> dict:
+    """In sample and 2-fold over seeds (fitted on even seeds, measured on odd ones, and the other way round)."""
+    if not all("unknown_nearest" in r for r in runs):
+        sys.exit("the runs' scores lack each clip's nearest class: cv_study.py --rescore (with the same --pretrained-share)")
+    halves = [[r for r in runs if int(r["run"].rpartition("seed")[2]) % 2 == parity] for parity in (0, 1)]
+    two_fold = []
+    for frr in FRRS:
+        a, b = (per_class_row(fit, test, frr, conditions) for fit, test in (halves, halves[::-1]))
+        two_fold.append({"frr": frr, **{name: {k: (a[name][k] + b[name][k]) / 2 for k in a[name]}
+                                        for name in ("one", "per class")}})
+    return {"in_sample": [per_class_row(runs, runs, frr, conditions) for frr in FRRS], "two_fold": two_fold,
+            "thresholds_rad": {f"{frr:g}": class_thresholds(runs, frr, conditions).tolist() for frr in FRRS},
+            "labels": runs[0]["labels"]}
+
+
+def per_class_markdown(table: list[dict]) -> list[str]:
+    lines = ["| FRR | unknown accepted: one / per class | known rejected: one / per class | answered: one / per class |",
+             "|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['frr']:.0%} | " + " | ".join(f"{r['one'][k]:.1%} / {r['per class'][k]:.1%}"
+                                                          for k in ("unknown_accepted", "rejected", "answered")) + " |")
+    return lines
+
+
 def markdown(table: list[dict], chosen: dict | None, conditions: list[str]) -> list[str]:
     lines = ["| FRR | threshold | unknown accepted | rejected: " + " / ".join(conditions) +
              " | answered: " + " / ".join(conditions) + " |", "|---|---|---|---|---|"]
@@ -76,6 +131,7 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     add_joint_arguments(parser, "the joint embedding's angles (cv_study.py --pretrained-share)")
     parser.add_argument("--report", default="openset_cv", help="reports/REPORT.json and .md")
+    parser.add_argument("--per-class", action="store_true", help="also a threshold per nearest class, against the one")
     args = parser.parse_args()
     runs = load_runs(args.arm, *joint_arguments(parser, args))
     conditions = list(runs[0]["conditions"])
@@ -93,6 +149,8 @@ def main() -> None:
               "threshold_rad": chosen["threshold_rad"], "frr": chosen["frr"],
               "calibrated_on": f"4-fold cross-validation of recipe {args.arm} ({len(runs)} runs: held-out folds under "
                                f"{len(conditions)} recording conditions vs unlabeled/), operating point FRR {chosen['frr']:.0%}"}
+    if args.per_class:
+        report["per_class"] = per_class(runs, conditions)
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1))
     top1 = " / ".join(f"{table[0]['top1'][c]:.1%}" for c in conditions)
@@ -104,6 +162,11 @@ def main() -> None:
              "Threshold calibrated on the known clips under all conditions (the rule):", "",
              *markdown(table, chosen, conditions), "", "Calibrated on clean known clips alone:", "",
              *markdown(clean_table, None, conditions)]
+    if args.per_class:
+        lines += ["", "A threshold per nearest class against the one, both on the known clips under all conditions "
+                  "(pooled), fitted on even seeds and measured on odd ones and the other way round (2-fold):", "",
+                  *per_class_markdown(report["per_class"]["two_fold"]), "", "In sample:", "",
+                  *per_class_markdown(report["per_class"]["in_sample"])]
     (REPORTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
