@@ -36,7 +36,9 @@ class StreamFrontend:
     def __init__(self, sample_rate: int, frontend: FrontendConfig, activity: ActivityConfig = ActivityConfig()):
         self.frontend, self.activity = frontend, activity
         self.to_target = resampler(sample_rate, frontend.sample_rate)  # (n,) -> (n'), None at the end
-        self.audio = np.zeros(0, np.float32)  # resampled samples not yet in a final segment
+        self.audio = np.zeros(0, np.float32)  # resampled samples not yet in a final segment ...
+        self.pending: list[np.ndarray] = []  # ... and those after them, joined once a segment can be final
+        self.pending_size = 0
         self.frames = np.zeros((0, frontend.n_mels), np.float32)  # final frames from frame `first` on
         self.frame_active = np.zeros(0, bool)
         self.first = 0  # global index of self.frames[0]
@@ -55,6 +57,9 @@ class StreamFrontend:
         mono = mix_down(samples) if samples.ndim == 2 else samples.astype(np.float32)
         self._add(self.to_target(checked(mono)))
         fe = self.frontend
+        if self.audio.size + self.pending_size < fe.segment_samples + fe.patch_frames * fe.hop_length:
+            return self._windows(self.total_frames)  # tiny pieces: no copy of what is buffered each
+        self._join()
         while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:
             self._final_segment(self.audio[: fe.segment_samples])
             self.audio = self.audio[fe.segment_samples:]
@@ -63,6 +68,7 @@ class StreamFrontend:
     def end(self) -> StreamWindows:
         """The rest of the stream: its last segment and every window not emitted yet."""
         self._add(self.to_target(None))  # a resampler gives its last samples only now
+        self._join()
         if self.audio.size:
             self._final_segment(self.audio)
             self.audio = self.audio[:0]
@@ -72,8 +78,13 @@ class StreamFrontend:
         return self._windows(self.total_frames, last=True)
 
     def _add(self, resampled: np.ndarray) -> None:
-        self.audio = np.concatenate([self.audio, resampled.astype(np.float32)])
+        self.pending.append(resampled.astype(np.float32))
+        self.pending_size += resampled.size
         self.samples += resampled.size
+
+    def _join(self) -> None:
+        self.audio = np.concatenate([self.audio, *self.pending])
+        self.pending, self.pending_size = [], 0
 
     def _final_segment(self, y: np.ndarray) -> None:
         logmel, levels, active = analyse(y, self.frontend, self.activity)  # one segment: y is at most a segment and a short tail
