@@ -24,6 +24,8 @@ from core.audio import checked, mix_down, resampler
 from core.clip import analyse
 from core.features import FrontendConfig, frame_seconds, patch_starts, tile_to_patch
 
+MAX_PENDING = 256  # pieces kept apart at most: one copy of the buffer per 256 (not each), bounded memory per stream
+
 
 @dataclass
 class StreamWindows:
@@ -81,6 +83,8 @@ class StreamFrontend:
         self.pending.append(resampled.astype(np.float32))
         self.pending_size += resampled.size
         self.samples += resampled.size
+        if len(self.pending) >= MAX_PENDING:
+            self._join()
 
     def _join(self) -> None:
         self.audio = np.concatenate([self.audio, *self.pending])
