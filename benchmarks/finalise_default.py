@@ -16,8 +16,8 @@ pre-training), clean and under the recording conditions. With --pretrained-share
 open-set threshold and the enrolment margin must then come from the same joint embedding. The final
 run trains on all four folds, so it has no validation of its own: the recipe's CV figures stand for it.
 --recalibrate keeps an exported model (weights, prototypes, threshold, joint embedding) and sets again
-what the reports choose for its scores: prototype weight, enrolment margin, temperature and event
-parameters.
+what the reports choose for its scores: prototype weight, enrolment margin, temperature, event
+parameters, and the open set's thresholds per class (calibrated on the runs of its one threshold).
 """
 
 import argparse
@@ -30,7 +30,7 @@ from soup_cv import soup_arm
 
 from core.artifact import MANIFEST_FILE, load_artifact, sha256_file, write_json_atomic
 from export.onnx_export import export_artifact, smoke_test
-from export.open_set import attach_open_set, save_open_set
+from export.open_set import attach_open_set, read_calibration, save_open_set
 from training.run import read_checkpoint_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +237,7 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
 def recalibrate(out: str, arm: str) -> None:
     """Keep an exported default model of ARM (its weights, prototypes, threshold and line, its joint
     embedding) and set what the reports now choose for it: prototype weight, enrolment margin,
-    temperature, event parameters."""
+    temperature, event parameters, and the thresholds per class calibrated beside its threshold."""
     artifact = load_artifact(out)
     manifest = artifact.manifest
     if not manifest["default_model"]["recipe"].startswith(f"{arm}:"):
@@ -249,13 +249,27 @@ def recalibrate(out: str, arm: str) -> None:
     n_final = len(made["final_runs"])  # older manifests: no form or seeds (two averaged runs of seeds 0, 1)
     form, seeds = made.get("form", "average" if n_final > 1 else "run"), made.get("final_seeds", list(range(n_final)))
     chosen = scoring(arm, share, pretrained, form, seeds)
+    open_set = with_class_thresholds(artifact)
     for what, old, new in (("prototype weight", artifact.open_set.prototype_weight, chosen["weight"]),
                            ("vote", artifact.open_set.vote, chosen["vote"])):
         if old != new:
             print(f"the {what} changes ({old} -> {new}): run `soundarc quantize {out}` again, its int8 check "
                   "answered with the old one", file=sys.stderr)
-    scored(Path(out), artifact.open_set, chosen, manifest)
+    scored(Path(out), open_set, chosen, manifest)
     print(json.dumps({"artifact": out, **{k: str(v) for k, v in smoke_test(out).items()}}))
+
+
+def with_class_thresholds(artifact):
+    """The model's open set with the thresholds per class of reports/openset_cv.json (openset_cv.py --per-class),
+    where it has them: calibrated on the same runs as the model's one threshold, which stays."""
+    calibrated = read_calibration(str(ROOT / "reports" / "openset_cv.json"), artifact)
+    if not calibrated.get("class_thresholds_rad"):
+        return artifact.open_set
+    if abs(calibrated["threshold_rad"] - artifact.open_set.threshold_rad) > 1e-9:
+        sys.exit(f"reports/openset_cv.json's threshold ({calibrated['threshold_rad']:.4f} rad) is not the model's "
+                 f"({artifact.open_set.threshold_rad:.4f}): it was calibrated on other runs; export the model again")
+    per_class = tuple(float(calibrated["class_thresholds_rad"][name]) for name in artifact.labels)
+    return replace(artifact.open_set, class_thresholds_rad=per_class, calibrated_on=calibrated["calibrated_on"])
 
 
 if __name__ == "__main__":

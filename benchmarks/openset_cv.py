@@ -149,8 +149,11 @@ def main() -> None:
               "threshold_rad": chosen["threshold_rad"], "frr": chosen["frr"],
               "calibrated_on": f"4-fold cross-validation of recipe {args.arm} ({len(runs)} runs: held-out folds under "
                                f"{len(conditions)} recording conditions vs unlabeled/), operating point FRR {chosen['frr']:.0%}"}
-    if args.per_class:
+    if args.per_class:  # what `soundarc export --calibration` gives the model: the chosen FRR's, per class by label
         report["per_class"] = per_class(runs, conditions)
+        chosen_thresholds = class_thresholds(runs, chosen["frr"], conditions)
+        report["class_thresholds_rad"] = dict(zip(runs[0]["labels"], chosen_thresholds.tolist(), strict=True))
+        report["calibrated_on"] += ", a threshold per class"
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1))
     top1 = " / ".join(f"{table[0]['top1'][c]:.1%}" for c in conditions)

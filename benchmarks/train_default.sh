@@ -50,7 +50,7 @@ if awk "BEGIN { exit !($SHARE > 0) }"; then
   # shellcheck disable=SC2086
   $BIN/python benchmarks/cv_study.py --arms "$ARM" --seeds $CV_SEEDS "${JOINT[@]}"
 fi
-$BIN/python benchmarks/openset_cv.py --arm "$ARM" "${JOINT[@]}"
+$BIN/python benchmarks/openset_cv.py --arm "$ARM" "${JOINT[@]}" --per-class
 # the prototype weight of the built-in classes: chosen on the first two CV seeds, the others beside them
 read -r -a SEEDS <<< "$CV_SEEDS"
 FUSION_GROUPS=("$ARM:${SEEDS[0]},${SEEDS[1]}")

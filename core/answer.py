@@ -18,7 +18,8 @@ offline rows and the stream all build it here and only serialise it.
                 the clip's after its windows are averaged
     open set    "unknown" when θ, the angle between the clip embedding and its nearest prototype (any
                 class), exceeds the threshold calibrated by cross-validation (a stated false-rejection
-                rate; a request may set its own, threshold_rad); off with open_set=false or for a model
+                rate; the nearest class's own where the model has one per class; a request may set one
+                for every class, threshold_rad); off with open_set=false or for a model
                 without prototypes
     answer      label = "silence" (no window with sound; score null), else "unknown" (score null),
                 else the top of the ranking (score = its probability in the ranking)
@@ -181,7 +182,7 @@ def clip_embedding(embeddings: np.ndarray) -> np.ndarray:
 
 def _open_set(embedding: np.ndarray, classes: ClassSet, threshold_rad: float | None) -> dict:
     nearest, angle = classes.nearest(embedding)
-    threshold = classes.builtin.threshold_rad if threshold_rad is None else threshold_rad
+    threshold = classes.threshold_of(nearest) if threshold_rad is None else threshold_rad
     return {"unknown": angle > threshold, "nearest_label": nearest, "angle_rad": round(angle, 6),
             "threshold_rad": round(threshold, 6)}
 

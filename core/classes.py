@@ -75,11 +75,18 @@ class ClassSet:
 
     @property
     def open_set(self) -> OpenSet:
-        """The built-in open set extended with the enrolled prototypes (same threshold)."""
+        """The built-in open set extended with the enrolled prototypes (for the nearest class; its threshold:
+        threshold_of)."""
         if not self.enrolled:
             return self.builtin
         prototypes = np.vstack([self.builtin.prototypes] + [c.prototype[None] for c in self.enrolled])  # (K, D)
-        return replace(self.builtin, prototypes=prototypes, labels=self.labels)
+        return replace(self.builtin, prototypes=prototypes, labels=self.labels, class_thresholds_rad=())
+
+    def threshold_of(self, label: str) -> float:
+        """The "unknown" angle of class `label`: a built-in class's own where the model has them, else the
+        model's one (every enrolled class)."""
+        builtin = self.builtin
+        return builtin.threshold_of(builtin.labels.index(label)) if label in builtin.labels else builtin.threshold_rad
 
     @property
     def margins(self) -> np.ndarray:

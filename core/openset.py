@@ -3,6 +3,9 @@
     prototypes    (C, D) mean L2-normalised clip embedding of each class's training clips, renormalised
     threshold     the angle (rad) below which a stated fraction (1 − frr) of known calibration clips
                   fall from their nearest prototype: their false-rejection rate is `frr` by construction
+    class thresholds  optionally one such angle per built-in class, of the known clips nearest to it (the
+                  one threshold serves enrolled classes and models without them; benchmarks/openset_cv.py
+                  --per-class: fewer unknown sounds accepted at the same false-rejection rate)
     cosine_logit  (a, b): the head's logit of a class ≈ a·cos(h, its prototype) + b, fitted on the
                   training windows; its slope a puts enrolled classes on the head's scale (core.answer)
     enrol_margin  how much closer (in cosine) a window must be to an enrolled prototype than to the
@@ -48,6 +51,7 @@ class OpenSet:
     prototype_weight: float = 0.0  # artifacts written before it: the head alone
     temperature: float = 1.0  # artifacts written before it: the logits as they are
     vote: str = "mean"  # artifacts written before it: every window with sound the same
+    class_thresholds_rad: tuple[float, ...] = ()  # (C,) per class, or none: threshold_rad for every class
 
     def __post_init__(self):
         if not threshold_ok(self.threshold_rad):
@@ -64,6 +68,14 @@ class OpenSet:
             raise errors.ArtifactError(f"the temperature must be a positive number, got {self.temperature}")
         if self.vote not in VOTES:
             raise errors.ArtifactError(f"unknown vote {self.vote!r}; valid: {VOTES}")
+        if self.class_thresholds_rad and (len(self.class_thresholds_rad) != len(self.labels)
+                                          or not all(threshold_ok(t) for t in self.class_thresholds_rad)):
+            raise errors.ArtifactError(f"its thresholds per class must be one angle in (0, π] for each of its "
+                                       f"{len(self.labels)} classes, got {self.class_thresholds_rad!r}")
+
+    def threshold_of(self, index: int) -> float:
+        """The "unknown" angle of class `index`: its own, where the model has them, else the one."""
+        return self.class_thresholds_rad[index] if self.class_thresholds_rad else self.threshold_rad
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
@@ -75,7 +87,8 @@ class OpenSet:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
                 "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit),
                 "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight,
-                "temperature": self.temperature, "vote": self.vote}
+                "temperature": self.temperature, "vote": self.vote,
+                **({"class_thresholds_rad": list(self.class_thresholds_rad)} if self.class_thresholds_rad else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
@@ -83,7 +96,7 @@ class OpenSet:
                    float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
                    float(d.get("enrol_margin", cls.enrol_margin)),
                    float(d.get("prototype_weight", cls.prototype_weight)), float(d.get("temperature", cls.temperature)),
-                   str(d.get("vote", cls.vote)))
+                   str(d.get("vote", cls.vote)), tuple(float(t) for t in d.get("class_thresholds_rad", ())))
 
 
 def weight_ok(weight: float) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 from core import errors
 from core.activity import voting_windows
 from core.answer import clip_embedding
-from core.artifact import MANIFEST_FILE, check_open_set, load_artifact, sha256_file, write_json_atomic
+from core.artifact import MANIFEST_FILE, Artifact, check_open_set, load_artifact, sha256_file, write_json_atomic
 from core.clip import prepare
 from core.openset import ENROL_MARGIN, OpenSet, calibrate, class_prototypes, fit_cosine_logit, threshold_ok
 from core.runtime import RuntimeConfig, create_runtime
@@ -78,9 +78,9 @@ def readable_outputs(runtime, clips: list) -> tuple[list, list[tuple[np.ndarray,
     return kept, outputs
 
 
-def read_calibration(path: str, manifest: dict) -> dict:
+def read_calibration(path: str, artifact: Artifact) -> dict:
     """The threshold file of benchmarks/openset_cv.py, refused if it was measured on another embedding
-    (an angle in the joint embedding means nothing in the fine-tuned one alone)."""
+    (an angle in the joint embedding means nothing in the fine-tuned one alone) or for other classes."""
     try:
         c = json.loads(Path(path).read_text())
         c = {**c, "threshold_rad": float(c["threshold_rad"]), "frr": float(c["frr"]), "calibrated_on": str(c["calibrated_on"])}
@@ -89,7 +89,12 @@ def read_calibration(path: str, manifest: dict) -> dict:
     if not threshold_ok(c["threshold_rad"]) or not 0.0 <= c["frr"] <= 1.0:
         raise errors.ConfigError(f"--calibration {path}: threshold {c['threshold_rad']!r} rad and false-rejection rate "
                                  f"{c['frr']!r}: the threshold must be an angle in (0, π] (radians) and the rate in [0, 1]")
-    share = manifest.get("embedding", {}).get("pretrained_share", 0.0)
+    per_class = c.get("class_thresholds_rad", {})
+    if not isinstance(per_class, dict) or (per_class and sorted(per_class) != sorted(artifact.labels)) \
+            or not all(isinstance(t, (int, float)) and threshold_ok(float(t)) for t in per_class.values()):
+        raise errors.ConfigError(f"--calibration {path}: class_thresholds_rad must give every class of the model "
+                                 f"({', '.join(artifact.labels)}) an angle in (0, π] (radians)")
+    share = artifact.manifest.get("embedding", {}).get("pretrained_share", 0.0)
     if "pretrained_share" in c and abs(float(c["pretrained_share"]) - share) > 1e-9:
         raise errors.ConfigError(f"--calibration {path} was measured with the pre-trained encoder at share "
                                  f"{c['pretrained_share']:g}, the artifact's embedding has share {share:g}: "
@@ -105,15 +110,17 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
         raise errors.ConfigError(f"{labeled} has labels {list(names)}, the model {list(artifact.labels)}")
-    calibrated = read_calibration(calibration, artifact.manifest) if calibration else None
+    calibrated = read_calibration(calibration, artifact) if calibration else None
     runtime = create_runtime(artifact, RuntimeConfig(device="cpu", precision="fp32"))  # never an int8 variant beside it
     index = {name: i for i, name in enumerate(names)}
     train, outputs = readable_outputs(runtime, [c for c in clips if c.fold is None or c.fold in train_folds])
     train_emb, prototypes, cosine_logit = fit_builtin(outputs, np.array([index[c.label] for c in train]), len(names))
 
     if calibrated:
+        per_class = tuple(float(calibrated["class_thresholds_rad"][name]) for name in names) \
+            if calibrated.get("class_thresholds_rad") else ()
         open_set = OpenSet(prototypes, names, calibrated["threshold_rad"], calibrated["frr"], calibrated["calibrated_on"],
-                           cosine_logit, enrol_margin, prototype_weight, temperature, vote)
+                           cosine_logit, enrol_margin, prototype_weight, temperature, vote, per_class)
     else:
         calib_emb = train_emb
         if calibration_folds:
@@ -137,5 +144,7 @@ def save_open_set(artifact_dir: str | Path, open_set: OpenSet) -> OpenSet:
     write_json_atomic(root / OPENSET_FILE, open_set.to_dict())
     manifest["openset"] = {"file": OPENSET_FILE, "sha256": sha256_file(root / OPENSET_FILE), "frr": open_set.frr,
                            "threshold_rad": open_set.threshold_rad, "calibrated_on": open_set.calibrated_on}
+    if open_set.class_thresholds_rad:
+        manifest["openset"]["class_thresholds_rad"] = dict(zip(open_set.labels, open_set.class_thresholds_rad, strict=True))
     write_json_atomic(root / MANIFEST_FILE, manifest)
     return load_artifact(root).open_set

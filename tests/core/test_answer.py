@@ -80,6 +80,19 @@ def test_a_request_may_set_its_own_unknown_angle():
     assert looser.label == "dog" and looser.open_set["threshold_rad"] == 0.6
 
 
+def test_each_class_its_own_unknown_angle_where_the_model_has_them():
+    per_class = ClassSet(replace(CLASSES.builtin, class_thresholds_rad=(0.2, 0.4, 0.3)))  # dog tight, rain wide
+    near_dog, near_rain = windows(3, [4, 0, 0], angle=0.25), windows(3, [0, 4, 0], angle=math.pi / 2 - 0.35)
+    assert run(*near_dog).label == "dog" and run(*near_rain).label == UNKNOWN  # the one angle, 0.3
+    dog, rain = run(*near_dog, classes=per_class), run(*near_rain, classes=per_class)
+    assert (dog.label, dog.open_set["threshold_rad"]) == (UNKNOWN, 0.2)
+    assert (rain.label, rain.open_set["threshold_rad"]) == ("rain", 0.4)
+    assert run(*near_dog, classes=per_class, threshold_rad=0.3).label == "dog"  # a request's angle is every class's
+    enrolled = per_class.enrol("bell", unit(-math.pi / 2)[None])  # an enrolled class: the model's one angle
+    assert enrolled.threshold_of("bell") == 0.3 and enrolled.threshold_of("rain") == 0.4
+    assert enrolled.open_set.class_thresholds_rad == ()  # the extended set is for the nearest class alone
+
+
 def test_an_unknown_angle_outside_0_pi_is_refused():
     from core import errors
 

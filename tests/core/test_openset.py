@@ -98,6 +98,37 @@ def test_the_temperature_is_stored_and_defaults_to_one():
     assert OpenSet.from_dict(older).temperature == 1.0
 
 
+def test_a_threshold_per_class_or_the_one():
+    two = (np.stack([unit(0.0), unit(math.pi / 2)]), ("a", "b"), 0.3, 0.05, "test")
+    assert [OpenSet(*two).threshold_of(i) for i in (0, 1)] == [0.3, 0.3]
+    per_class = OpenSet(*two, class_thresholds_rad=(0.2, 0.4))
+    assert [per_class.threshold_of(i) for i in (0, 1)] == [0.2, 0.4]
+    again = OpenSet.from_dict(json.loads(json.dumps(per_class.to_dict())))
+    assert again.class_thresholds_rad == (0.2, 0.4) and "class_thresholds_rad" not in OpenSet(*two).to_dict()
+
+
+def test_attach_open_set_takes_the_thresholds_per_class_of_its_calibration(tmp_path):
+    from export.onnx_export import export_artifact
+    from export.open_set import attach_open_set
+    from tests.helpers import make_run, write_esc50
+
+    data = write_esc50(tmp_path / "esc")
+    run = make_run(tmp_path / "run", labels=("low", "mid", "high"), labeled=str(data))
+    artifact_dir = export_artifact(run, tmp_path / "model")
+    calibration = tmp_path / "openset_cv.json"
+    per_class = {"high": 0.5, "low": 0.3, "mid": 0.4}  # by label, in any order
+    calibration.write_text(json.dumps({"threshold_rad": 0.45, "frr": 0.02, "calibrated_on": "cv",
+                                       "class_thresholds_rad": per_class}))
+    open_set = attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(calibration))
+    assert open_set.class_thresholds_rad == (0.3, 0.4, 0.5) and open_set.threshold_rad == 0.45
+    assert load_artifact(artifact_dir).manifest["openset"]["class_thresholds_rad"] == {"low": 0.3, "mid": 0.4, "high": 0.5}
+    for wrong in ({"low": 0.3, "mid": 0.4}, {**per_class, "high": 26.1}, [0.3, 0.4, 0.5]):  # a class missing, degrees
+        calibration.write_text(json.dumps({"threshold_rad": 0.45, "frr": 0.02, "calibrated_on": "cv",
+                                           "class_thresholds_rad": wrong}))
+        with pytest.raises(errors.ConfigError, match="every class of the model"):
+            attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration=str(calibration))
+
+
 def test_attach_open_set_skips_an_unreadable_clip_and_refuses_another_embeddings_threshold(tmp_path):
     from export.onnx_export import export_artifact
     from export.open_set import attach_open_set
@@ -124,7 +155,8 @@ def test_attach_open_set_skips_an_unreadable_clip_and_refuses_another_embeddings
 
 @pytest.mark.parametrize("bad", [dict(threshold_rad=26.1), dict(threshold_rad=0.0), dict(frr=1.5),
                                  dict(enrol_margin=math.nan), dict(enrol_margin=2.0), dict(cosine_logit=(math.nan, 0.0)),
-                                 dict(cosine_logit=(1.0,))])
+                                 dict(cosine_logit=(1.0,)), dict(class_thresholds_rad=(0.3, 0.4)),
+                                 dict(class_thresholds_rad=(26.1,))])
 def test_an_open_set_out_of_range_cannot_be_made(bad):
     """Refused when made, so that save_open_set cannot write an artifact that no longer loads."""
     values = dict(prototypes=np.stack([unit(0.0)]), labels=("a",), threshold_rad=0.3, frr=0.05, calibrated_on="test")
