@@ -142,9 +142,10 @@ class ClassSet:
 
     def describe(self) -> list[dict]:
         """JSON-ready list for GET /classes."""
-        return ([{"label": name, "kind": "built-in"} for name in self.builtin.labels]
+        return ([{"label": name, "kind": "built-in", "threshold_rad": self.threshold_of(name)} for name in self.builtin.labels]
                 + [{"label": c.label, "kind": "enrolled", "examples": c.examples, "enrolled_at": c.enrolled_at,
-                    "margin": float(m)} for c, m in zip(self.enrolled, self.margins, strict=True)])
+                    "margin": float(m), "threshold_rad": self.threshold_of(c.label)}
+                   for c, m in zip(self.enrolled, self.margins, strict=True)])
 
 
 def shown_label(label: str) -> str:

@@ -202,7 +202,8 @@ SCHEMAS = {
         "properties": {"enrolment": {"type": "boolean"}, "classes": {"type": "array", "items": {
             "type": "object", "required": ["label", "kind"], "properties": {
                 "label": {"type": "string"}, "kind": {"type": "string", "enum": ["built-in", "enrolled"]},
-                "examples": {"type": "integer"}, "enrolled_at": {"type": "string"}, "margin": _number}}}}},
+                "examples": {"type": "integer"}, "enrolled_at": {"type": "string"}, "margin": _number,
+                "threshold_rad": _number}}}}},
     "Enrolled": {"type": "object", "required": ["label", "kind", "classes"],
                  "properties": {"label": {"type": "string"}, "kind": {"type": "string"}, "examples": {"type": "integer"},
                                 "enrolled_at": {"type": "string"}, "margin": _number, "classes": {"type": "integer"}}},

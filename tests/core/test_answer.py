@@ -91,6 +91,7 @@ def test_each_class_its_own_unknown_angle_where_the_model_has_them():
     enrolled = per_class.enrol("bell", unit(-math.pi / 2)[None])  # an enrolled class: the model's one angle
     assert enrolled.threshold_of("bell") == 0.3 and enrolled.threshold_of("rain") == 0.4
     assert enrolled.open_set.class_thresholds_rad == ()  # the extended set is for the nearest class alone
+    assert [c["threshold_rad"] for c in enrolled.describe()] == [0.2, 0.4, 0.3, 0.3]  # GET /classes
 
 
 def test_an_unknown_angle_outside_0_pi_is_refused():
