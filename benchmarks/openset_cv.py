@@ -92,10 +92,12 @@ def per_class_row(fit: list[dict], test: list[dict], frr: float, conditions: lis
 
 
 def per_class(runs: list[dict], conditions: list[str]) -> dict:
-    """In sample and 2-fold over seeds (fitted on even seeds, measured on odd ones, and the other way round)."""
+    """In sample and 2-fold over seeds (fitted on every other seed, 0, 2, ..., or ensemble 0+1, ..., measured on
+    the others, and the other way round)."""
     if not all("unknown_nearest" in r for r in runs):
         sys.exit("the runs' scores lack each clip's nearest class: cv_study.py --rescore (with the same --pretrained-share)")
-    halves = [[r for r in runs if int(r["run"].rpartition("seed")[2]) % 2 == parity] for parity in (0, 1)]
+    seeds = sorted({seed_of(r) for r in runs})
+    halves = [[r for r in runs if seeds.index(seed_of(r)) % 2 == half] for half in (0, 1)]
     two_fold = []
     for frr in FRRS:
         a, b = (per_class_row(fit, test, frr, conditions) for fit, test in (halves, halves[::-1]))
@@ -104,6 +106,11 @@ def per_class(runs: list[dict], conditions: list[str]) -> dict:
     return {"in_sample": [per_class_row(runs, runs, frr, conditions) for frr in FRRS], "two_fold": two_fold,
             "thresholds_rad": {f"{frr:g}": class_thresholds(runs, frr, conditions).tolist() for frr in FRRS},
             "labels": runs[0]["labels"]}
+
+
+def seed_of(run: dict) -> str:
+    """"fold1-seed2" -> "2"; an ensemble's "fold1-seed0+1" -> "0+1"."""
+    return run["run"].rpartition("seed")[2]
 
 
 def per_class_markdown(table: list[dict]) -> list[str]:
