@@ -251,7 +251,8 @@ def recalibrate(out: str, arm: str) -> None:
     chosen = scoring(arm, share, pretrained, form, seeds)
     open_set = with_class_thresholds(artifact)
     for what, old, new in (("prototype weight", artifact.open_set.prototype_weight, chosen["weight"]),
-                           ("vote", artifact.open_set.vote, chosen["vote"])):
+                           ("vote", artifact.open_set.vote, chosen["vote"]),
+                           ("thresholds per class", artifact.open_set.class_thresholds_rad, open_set.class_thresholds_rad)):
         if old != new:
             print(f"the {what} changes ({old} -> {new}): run `soundarc quantize {out}` again, its int8 check "
                   "answered with the old one", file=sys.stderr)
@@ -261,15 +262,17 @@ def recalibrate(out: str, arm: str) -> None:
 
 def with_class_thresholds(artifact):
     """The model's open set with the thresholds per class of reports/openset_cv.json (openset_cv.py --per-class),
-    where it has them: calibrated on the same runs as the model's one threshold, which stays."""
-    calibrated = read_calibration(str(ROOT / "reports" / "openset_cv.json"), artifact)
-    if not calibrated.get("class_thresholds_rad"):
-        return artifact.open_set
-    if abs(calibrated["threshold_rad"] - artifact.open_set.threshold_rad) > 1e-9:
-        sys.exit(f"reports/openset_cv.json's threshold ({calibrated['threshold_rad']:.4f} rad) is not the model's "
-                 f"({artifact.open_set.threshold_rad:.4f}): it was calibrated on other runs; export the model again")
-    per_class = tuple(float(calibrated["class_thresholds_rad"][name]) for name in artifact.labels)
-    return replace(artifact.open_set, class_thresholds_rad=per_class, calibrated_on=calibrated["calibrated_on"])
+    where it has them and they were calibrated on the same runs as the model's one threshold, which stays; else
+    the model's open set as it is (said on stderr)."""
+    open_set, calibrated = artifact.open_set, read_calibration(str(ROOT / "reports" / "openset_cv.json"), artifact)
+    if not calibrated["class_thresholds_rad"]:
+        return open_set
+    if abs(calibrated["threshold_rad"] - open_set.threshold_rad) > 1e-9:
+        print(f"reports/openset_cv.json's threshold ({calibrated['threshold_rad']:.4f} rad) is not the model's "
+              f"({open_set.threshold_rad:.4f}): calibrated on other runs, its thresholds per class are not taken "
+              "(export the model again to take them)", file=sys.stderr)
+        return open_set
+    return replace(open_set, class_thresholds_rad=calibrated["class_thresholds_rad"], calibrated_on=calibrated["calibrated_on"])
 
 
 if __name__ == "__main__":

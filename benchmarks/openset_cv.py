@@ -99,7 +99,7 @@ def per_class(runs: list[dict], conditions: list[str]) -> dict:
     seeds = sorted({seed_of(r) for r in runs})
     halves = [[r for r in runs if seeds.index(seed_of(r)) % 2 == half] for half in (0, 1)]
     two_fold = []
-    for frr in FRRS:
+    for frr in FRRS if len(seeds) > 1 else ():  # one seed: in sample only
         a, b = (per_class_row(fit, test, frr, conditions) for fit, test in (halves, halves[::-1]))
         two_fold.append({"frr": frr, **{name: {k: (a[name][k] + b[name][k]) / 2 for k in a[name]}
                                         for name in ("one", "per class")}})
@@ -175,7 +175,8 @@ def main() -> None:
     if args.per_class:
         lines += ["", "A threshold per nearest class against the one, both on the known clips under all conditions "
                   "(pooled), fitted on even seeds and measured on odd ones and the other way round (2-fold):", "",
-                  *per_class_markdown(report["per_class"]["two_fold"]), "", "In sample:", "",
+                  *(per_class_markdown(two_fold) if (two_fold := report["per_class"]["two_fold"]) else ["(one seed: none)"]),
+                  "", "In sample:", "",
                   *per_class_markdown(report["per_class"]["in_sample"])]
     (REPORTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -98,8 +98,8 @@ class ClassSet:
         """The cleaned label of a class that may be enrolled from `examples` clips, else a 4xx error."""
         label = check_label(label)
         if clash := [name for name in self.labels if label_key(name) == label_key(label)]:
-            raise errors.Conflict(f"a class named {clash[0]!r} already exists (names differing only in case, spaces, '_' "
-                                  f"or '-' are one name); delete it first to re-enrol it")
+            raise errors.Conflict(f"a class named {clash[0]!r} already exists (case does not count, and a run of spaces, "
+                                  "'_' or '-' is one separator); delete it first to re-enrol it")
         if not 1 <= examples <= MAX_EXAMPLES:
             raise errors.InvalidParameter(f"enrol a class with 1 to {MAX_EXAMPLES} example clips, got {examples}")
         return label
@@ -121,7 +121,8 @@ class ClassSet:
             raise errors.NotFound(f"no enrolled class named {shown}")
         if key in {label_key(name) for name in self.builtin.labels}:
             raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
-        found = [c for c in self.enrolled if label_key(c.label) == key]
+        found = ([c for c in self.enrolled if c.label.casefold() == label.strip().casefold()]
+                 or [c for c in self.enrolled if label_key(c.label) == key])  # an exact name first (older stores)
         if not found:
             raise errors.NotFound(f"no enrolled class named {shown}")
         return found[0]
@@ -165,9 +166,9 @@ def check_margin(margin: float | None) -> None:
 
 
 def label_key(label: str) -> str:
-    """What makes two labels one name: case, outer spaces and the separators ' ', '_', '-' do not count
-    ('Crackling fire' is the built-in 'crackling_fire')."""
-    return re.sub(r"[ _\-]+", "_", label.strip().casefold())
+    """What makes two labels one name: case does not count, a run of spaces, '_' or '-' is one separator, and
+    none at either end counts ('Crackling fire' is the built-in 'crackling_fire'; 'seawaves' is another name)."""
+    return re.sub(r"[ _\-]+", "_", label.casefold()).strip("_")
 
 
 def check_label(label: str) -> str:
@@ -183,8 +184,10 @@ def check_label(label: str) -> str:
 class ClassStore:
     """The enrolled classes of one model, kept in `path` (shared by every server that names it)."""
 
-    def __init__(self, path: str | Path, model_id: str):
+    def __init__(self, path: str | Path, model_id: str, model_dir: str | Path | None = None):
         self.path, self.model_id = Path(path), model_id
+        # the served model's directory where the store lives in it (the default): a re-export replaces it whole
+        self.in_model_dir = model_dir is not None and self.path.parent.resolve() == Path(model_dir).resolve()
         # the file's (mtime_ns, size, inode) and its classes, as last loaded or saved: one pair, swapped whole,
         # so that a change that failed, or a reload between another thread's save and its caller, cannot
         # leave a stamp beside classes that are not the file's
@@ -194,8 +197,8 @@ class ClassStore:
         """The file's classes (built-in ones from `classes`): as last loaded, or again where another
         server has changed the file since (one stat per call)."""
         state = self.state
-        if state is not None and (self._stamp() == state[0] or self._model_beside() not in (None, self.model_id)):
-            return state[1]  # unchanged, or exported again to another model: what this server had, until restarted
+        if state is not None and (self._stamp() == state[0] or not self._own_model_beside()):
+            return state[1]  # unchanged, or the model directory replaced: what this server had, until restarted
         return self.load(replace(classes, enrolled=()))
 
     def update(self, builtin: ClassSet, change: Callable[[ClassSet], ClassSet]) -> ClassSet:
@@ -203,7 +206,10 @@ class ClassStore:
         exclusive lock, so that concurrent changes from several servers are applied one after the
         other and none is lost. Returns the new set."""
         with self._locked():
-            self._check_model_beside()
+            if not self._own_model_beside():
+                raise errors.Conflict(f"{self.path.parent} no longer holds this server's model {self.model_id!r} (exported "
+                                      "again since it started): restart the server to serve the new model; nothing was "
+                                      "changed")
             updated = change(self.load(replace(builtin, enrolled=())))
             self.save(updated)
         return updated
@@ -231,22 +237,17 @@ class ClassStore:
                     yield
                     return
 
-    def _model_beside(self) -> str | None:
-        """The id of the model in the store's directory; None where there is none (SOUNDARC_CLASSES elsewhere)."""
+    def _own_model_beside(self) -> bool:
+        """Whether a store kept in the served model's directory still has that model beside it: a re-export to
+        another model replaces the directory (export.onnx_export.publish; between its two renames there is
+        none), and a server still running the old one would write classes the new model's server refuses, or
+        lose its own. A store elsewhere (SOUNDARC_CLASSES) always has."""
+        if not self.in_model_dir:
+            return True
         try:
-            return json.loads((self.path.parent / MANIFEST_FILE).read_text()).get("model_id")
+            return json.loads((self.path.parent / MANIFEST_FILE).read_text()).get("model_id") == self.model_id
         except (OSError, ValueError, AttributeError):
-            return None
-
-    def _check_model_beside(self) -> None:
-        """A store kept in a model directory changes only while that directory holds this store's model: a
-        re-export to another model replaces the directory (export.onnx_export.publish), and a server still
-        running the old one would write its classes where the new model's server refuses them."""
-        beside = self._model_beside()
-        if beside not in (None, self.model_id):
-            raise errors.Conflict(f"{self.path.parent} now holds model {beside!r}, not this server's {self.model_id!r} "
-                                  "(exported again since it started): restart the server to serve the new model; "
-                                  "nothing was changed")
+            return False
 
     def _stamp(self) -> tuple | None:
         try:
@@ -268,13 +269,14 @@ class ClassStore:
                     "their prototypes mean nothing to this model. Move the file away (or set SOUNDARC_CLASSES) to start afresh")
             enrolled = tuple(EnrolledClass.from_dict(entry) for entry in data["classes"])
             dim = classes.builtin.prototypes.shape[1]
-            seen = {label_key(name) for name in classes.builtin.labels}
+            seen = {name.casefold() for name in classes.builtin.labels}
             for c in enrolled:
                 check_label(c.label)  # a file of an older version may hold "Silence", now refused
-                if label_key(c.label) in seen:  # as enrolment refuses it: one class per name (label_key)
-                    raise ValueError(f"class {c.label!r} is named twice (or as a built-in class), ignoring case, "
-                                     "spaces, '_' and '-'")
-                seen.add(label_key(c.label))
+                # the same name twice, whatever its case; 'sea waves' beside 'sea-waves' (label_key) is refused at
+                # enrolment since 2026-12-07 but loads, as written before (enrolled_named prefers the exact name)
+                if c.label.casefold() in seen:
+                    raise ValueError(f"class {c.label!r} is named twice (or as a built-in class), ignoring case")
+                seen.add(c.label.casefold())
                 if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:

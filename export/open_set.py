@@ -94,6 +94,7 @@ def read_calibration(path: str, artifact: Artifact) -> dict:
             or not all(isinstance(t, (int, float)) and threshold_ok(float(t)) for t in per_class.values()):
         raise errors.ConfigError(f"--calibration {path}: class_thresholds_rad must give every class of the model "
                                  f"({', '.join(artifact.labels)}) an angle in (0, π] (radians)")
+    c["class_thresholds_rad"] = tuple(float(per_class[name]) for name in artifact.labels) if per_class else ()  # model order
     share = artifact.manifest.get("embedding", {}).get("pretrained_share", 0.0)
     if "pretrained_share" in c and abs(float(c["pretrained_share"]) - share) > 1e-9:
         raise errors.ConfigError(f"--calibration {path} was measured with the pre-trained encoder at share "
@@ -117,10 +118,8 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
     train_emb, prototypes, cosine_logit = fit_builtin(outputs, np.array([index[c.label] for c in train]), len(names))
 
     if calibrated:
-        per_class = tuple(float(calibrated["class_thresholds_rad"][name]) for name in names) \
-            if calibrated.get("class_thresholds_rad") else ()
         open_set = OpenSet(prototypes, names, calibrated["threshold_rad"], calibrated["frr"], calibrated["calibrated_on"],
-                           cosine_logit, enrol_margin, prototype_weight, temperature, vote, per_class)
+                           cosine_logit, enrol_margin, prototype_weight, temperature, vote, calibrated["class_thresholds_rad"])
     else:
         calib_emb = train_emb
         if calibration_folds:
