@@ -174,7 +174,7 @@ def main() -> None:
              *markdown(clean_table, None, conditions)]
     if args.per_class:
         lines += ["", "A threshold per nearest class against the one, both on the known clips under all conditions "
-                  "(pooled), fitted on even seeds and measured on odd ones and the other way round (2-fold):", "",
+                  "(pooled), fitted on every other seed (or pair), measured on the others, and the other way round (2-fold):", "",
                   *(per_class_markdown(two_fold) if (two_fold := report["per_class"]["two_fold"]) else ["(one seed: none)"]),
                   "", "In sample:", "",
                   *per_class_markdown(report["per_class"]["in_sample"])]
