@@ -2,7 +2,7 @@
 
     python benchmarks/finalise_default.py FINAL_RUN ARM OUT_DIR [--pretrained-share S [--pretrained RUN]]
         [--report cv_study]
-    python benchmarks/finalise_default.py models/default ARM --recalibrate
+    python benchmarks/finalise_default.py models/default ARM --recalibrate [--report cv_study]
 
 The artifact gets the open set (prototypes from its training clips, the threshold from the
 cross-validation of its recipe: reports/openset_cv.json, the prototype weight from reports/fusion_cv.json),
@@ -195,7 +195,6 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     chosen = scoring(arm, share, pretrained, form, seeds)
     fixtures = sorted((ROOT / "tests" / "fixtures").glob("*.ogg"))
     config = read_checkpoint_info(final_run)["config"]
-    study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
 
     def finish(staged: Path) -> None:  # the whole model is made before it replaces OUT_DIR
         open_set = attach_open_set(staged, config["labeled"], tuple(config["train_folds"]),
@@ -211,10 +210,7 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
                       + " (configs/default-model.yaml + benchmarks/cv_study.py ARMS)",
             "commands": "benchmarks/train_default.sh",
             "cross_validation_report": f"reports/{report}.md",
-            "cross_validation": {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, "
-                                             "clip accuracy by the head alone (prototype weight 0; windows with sound "
-                                             "vote); as served: prototype_weight.cross_validation_as_served",
-                                 **study["summary"][arm]},
+            "cross_validation": cross_validation(report, arm),
             "final_runs": final_runs,
             "final_seeds": seeds,
             "form": form,
@@ -234,10 +230,20 @@ def main(final_run: str, arm: str, out: str, share: float = 0.0, report: str = "
     print(json.dumps({"artifact": str(out_dir), **{k: str(v) for k, v in smoke_test(out_dir).items()}}))
 
 
-def recalibrate(out: str, arm: str) -> None:
+def cross_validation(report: str, arm: str) -> dict:
+    """The manifest's `cross_validation`: the recipe's CV figures by the head alone (reports/REPORT.json of
+    cv_study.py)."""
+    study = json.loads((ROOT / "reports" / f"{report}.json").read_text())
+    return {"protocol": "4-fold CV over ESC-10 folds 1-4, mean ± std over fold x seed runs, clip accuracy by the head "
+                        "alone (prototype weight 0; windows with sound vote); as served: "
+                        "prototype_weight.cross_validation_as_served", **study["summary"][arm]}
+
+
+def recalibrate(out: str, arm: str, report: str | None = None) -> None:
     """Keep an exported default model of ARM (its weights, prototypes, threshold and line, its joint
     embedding) and set what the reports now choose for it: prototype weight, enrolment margin,
-    temperature, event parameters, and the thresholds per class calibrated beside its threshold."""
+    temperature, event parameters, and the thresholds per class calibrated beside its threshold; with `report`,
+    the recipe's CV figures again (its runs scored again since, e.g. under mended recording conditions)."""
     artifact = load_artifact(out)
     manifest = artifact.manifest
     if not manifest["default_model"]["recipe"].startswith(f"{arm}:"):
@@ -256,6 +262,9 @@ def recalibrate(out: str, arm: str) -> None:
         if old != new:
             print(f"the {what} changes ({old} -> {new}): run `soundarc quantize {out}` again, its int8 check "
                   "answered with the old one", file=sys.stderr)
+    if report:
+        manifest["default_model"].update(cross_validation_report=f"reports/{report}.md",
+                                         cross_validation=cross_validation(report, arm))
     scored(Path(out), open_set, chosen, manifest)
     print(json.dumps({"artifact": out, **{k: str(v) for k, v in smoke_test(out).items()}}))
 
@@ -283,7 +292,8 @@ if __name__ == "__main__":
     parser.add_argument("out_dir", nargs="?", help="where to export (not with --recalibrate)")
     parser.add_argument("--pretrained-share", type=float, default=0.0, help="the joint embedding (export --pretrained-share)")
     parser.add_argument("--pretrained", help="join this pre-training run's encoder (default: the final run's own)")
-    parser.add_argument("--report", default="cv_study", help="the CV figures: reports/REPORT.json of cv_study.py")
+    parser.add_argument("--report", help="the CV figures: reports/REPORT.json of cv_study.py (default cv_study; with "
+                                         "--recalibrate: the model's kept unless given)")
     parser.add_argument("--served-report", help="the shipped form's CV as served: reports/NAME.json of vote_cv.py "
                                                 "(its first group the form's CV runs)")
     parser.add_argument("--recalibrate", action="store_true",
@@ -294,7 +304,7 @@ if __name__ == "__main__":
     if args.recalibrate and (args.pretrained_share or args.pretrained):
         parser.error("--recalibrate takes the joint embedding from the exported model")
     if args.recalibrate:
-        recalibrate(args.final_run, args.arm)
+        recalibrate(args.final_run, args.arm, args.report)
     else:
-        main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report, args.pretrained,
+        main(args.final_run, args.arm, args.out_dir, args.pretrained_share, args.report or "cv_study", args.pretrained,
              args.served_report)
