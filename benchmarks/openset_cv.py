@@ -158,8 +158,8 @@ def main() -> None:
                                f"{len(conditions)} recording conditions vs unlabeled/), operating point FRR {chosen['frr']:.0%}"}
     if args.per_class:  # what `soundarc export --calibration` gives the model: the chosen FRR's, per class by label
         report["per_class"] = per_class(runs, conditions)
-        chosen_thresholds = class_thresholds(runs, chosen["frr"], conditions)
-        report["class_thresholds_rad"] = dict(zip(runs[0]["labels"], chosen_thresholds.tolist(), strict=True))
+        chosen_thresholds = report["per_class"]["thresholds_rad"][f"{chosen['frr']:g}"]
+        report["class_thresholds_rad"] = dict(zip(runs[0]["labels"], chosen_thresholds, strict=True))
         report["calibrated_on"] += ", a threshold per class"
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1))

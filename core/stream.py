@@ -59,10 +59,11 @@ class StreamFrontend:
         mono = mix_down(samples) if samples.ndim == 2 else samples.astype(np.float32)
         self._add(self.to_target(checked(mono)))
         fe = self.frontend
-        if self.audio.size + self.pending_size < fe.segment_samples + fe.patch_frames * fe.hop_length:
+        final_at = fe.segment_samples + fe.patch_frames * fe.hop_length  # samples that make a segment final
+        if self.audio.size + self.pending_size < final_at:
             return self._windows(self.total_frames)  # tiny pieces: no copy of what is buffered each
         self._join()
-        while self.audio.size >= fe.segment_samples + fe.patch_frames * fe.hop_length:
+        while self.audio.size >= final_at:
             self._final_segment(self.audio[: fe.segment_samples])
             self.audio = self.audio[fe.segment_samples:]
         return self._windows(self.total_frames)
