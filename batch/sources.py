@@ -84,7 +84,7 @@ def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy:
 def _all_items(inputs: list[str], max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     for spec in inputs:
         exists = os.path.lexists(spec)  # a name with [, ] or * that exists is that file, not a pattern
-        paths = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) and not exists else [spec]
+        paths = _glob(spec) if glob.has_magic(spec) and not exists else [spec]
         if not paths:
             yield Item(spec, error=errors.NotFound(f"no file matches {spec!r}"))
         for path in paths:
@@ -95,6 +95,17 @@ def _all_items(inputs: list[str], max_bytes: int, all_files: bool, lazy: bool) -
             if empty:  # a folder, archive or list with nothing to score still answers
                 yield Item(str(path), error=errors.NotFound(
                     f"no audio files in it (names ending {', '.join(sorted(AUDIO_SUFFIXES))}; --all-files scores any)"))
+
+
+def _glob(pattern: str) -> list[str]:
+    """The paths a pattern matches, sorted, each folder's matches under one name: `**` follows linked
+    folders, a link loop included (up to the system's limit), where _walk visits each folder once."""
+    names, kept = {}, []  # a folder's real path -> the first name it was reached by, the shallowest
+    for path in sorted(glob.glob(pattern, recursive=True), key=lambda p: (p.count(os.sep), p)):
+        folder = os.path.dirname(path)
+        if names.setdefault(os.path.realpath(folder or "."), folder) == folder:
+            kept.append(path)
+    return sorted(kept)
 
 
 def load_item(item: Item, max_bytes: int) -> Item:

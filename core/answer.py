@@ -56,7 +56,7 @@ class AnswerOptions:
             raise errors.InvalidParameter(f"top_k must be an integer of at least 1, got {self.top_k!r}")
         if self.threshold_rad is not None and not threshold_ok(self.threshold_rad):
             raise errors.InvalidParameter(f"threshold_rad must be an angle in radians above 0 and at most π "
-                                          f"(3.14159), got {self.threshold_rad}")
+                                          f"({np.pi!r}), got {self.threshold_rad}")
 
 
 @dataclass(frozen=True)

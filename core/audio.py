@@ -65,7 +65,8 @@ def decode_with_warnings(
         y, read, stopped, declared, container, rate = _read(filled, target_rate, limits)
         warnings.append("the WAV header declares no samples (its length was never written): decoded what follows it")
     if read == 0:
-        raise errors.EmptyAudio("the audio holds no samples")
+        raise errors.EmptyAudio(f"no samples could be decoded from this {container or 'audio'} file: an empty recording, "
+                                "or a file cut short or damaged before its first complete block of audio")
     if stopped:
         warnings.append(f"decoding stopped after {read / rate:.3f} s ({stopped}): the file is damaged or cut short")
     elif declared > read * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
@@ -196,7 +197,10 @@ def checked(mono: np.ndarray) -> np.ndarray:
 
 
 def _reason(e: Exception) -> str:
-    return (getattr(e, "error_string", None) or str(e)).strip()  # libsndfile's words, without our file paths
+    reason = (getattr(e, "error_string", None) or str(e)).strip()  # libsndfile's words, without our file paths
+    if reason.startswith("File does not exist or is not a regular file"):  # what it says of a few bytes of MP3
+        return "too short or damaged to find its audio"
+    return reason
 
 
 def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:

@@ -14,8 +14,9 @@
 - a ready /readyz answers JSON naming the model id and the active execution providers;
 - `/` serves the web page and `/docs.json` the whole OpenAPI document, in place of BentoML's.
 
-`form_of` is how a route reads its form: parsed once, 400 when malformed, 422 for an unknown or
-repeated field or an `audio` that is not a file (service.web checks the other fields' types).
+`form_of` is how a route reads its form: parsed once, 400 when malformed, 422 for a url-encoded body (it
+cannot hold a file), an unknown or repeated field or an `audio` that is not a file (service.web checks the
+other fields' types).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger("soundarc")
 UPLOAD_FIELD = "audio"
 # BentoML's own pages at these paths (an online-only Swagger page, its partial spec) -> ours
 TAKEN_OVER = {"/": "/ui", "/docs.json": "/openapi.json"}
-FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")  # a form without a file: 422 (form_of)
 ABANDONED = "soundarc.abandoned"  # an upload's scope key: () -> True once its answer is dropped (504, client gone)
 
 
@@ -198,6 +199,10 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
     if request.query_params:  # options in the URL would otherwise be ignored without a word
         raise errors.InvalidParameter(f"options go in the form beside the clip, not in the URL: got "
                                       f"?{request.url.query[:80]}; this endpoint accepts {list(accepted)}")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        raise errors.InvalidParameter(f"the clip goes in a multipart/form-data body as a file in the field "
+                                      f"'{UPLOAD_FIELD}' (curl -F '{UPLOAD_FIELD}=@clip.ogg'), got an "
+                                      "application/x-www-form-urlencoded body (what curl --data and --data-binary send)")
     await _check_complete(request)
     try:
         form = await request.form()
@@ -207,13 +212,16 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
         names = [name for name, _ in form.multi_items()]
         unknown = sorted(set(names) - set(accepted))
         if unknown:
-            raise errors.InvalidParameter(f"unknown form field(s) {unknown}: this endpoint accepts {list(accepted)} "
+            shown = [name if len(name) <= 40 else name[:40] + "..." for name in unknown[:5]]
+            raise errors.InvalidParameter(f"unknown form field(s) {shown}{' and more' if len(unknown) > 5 else ''}: "
+                                          f"this endpoint accepts {list(accepted)} "
                                           f"(the clip goes in the field '{UPLOAD_FIELD}')")
         repeated = sorted({n for n in names if names.count(n) > 1} - set(repeatable))
         if repeated:
             raise errors.InvalidParameter(f"form field(s) {repeated} sent more than once: send each once")
         if any(not isinstance(v, UploadFile) for v in form.getlist(UPLOAD_FIELD)):
-            raise errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, got a text value")
+            raise errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, a part with a filename "
+                                          f"(curl -F '{UPLOAD_FIELD}=@clip.ogg'), got a text value")
         yield form
     finally:
         await form.close()

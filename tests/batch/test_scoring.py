@@ -348,6 +348,20 @@ def test_linked_folders_are_followed_and_a_link_loop_walked_once(tmp_path):
     assert [i.id for i in iter_items([str(d)], 200_000)] == [str(d / "a.wav"), str(d / "more" / "far.wav")]
 
 
+def test_a_glob_through_a_link_loop_matches_each_file_once(tmp_path):
+    from batch.sources import iter_items
+
+    d, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
+    (d / "sub").mkdir(parents=True), elsewhere.mkdir()
+    (d / "a.wav").write_bytes(wav())
+    (d / "sub" / "b.wav").write_bytes(wav(freq=500))
+    (elsewhere / "far.wav").write_bytes(wav(freq=600))
+    (d / "sub" / "loop").symlink_to(d, target_is_directory=True)  # ** went round it up to the system's limit
+    (d / "more").symlink_to(elsewhere, target_is_directory=True)  # a linked folder is still followed
+    ids = [i.id for i in iter_items([f"{d}/**/*.wav"], 200_000)]
+    assert ids == [str(d / "a.wav"), str(d / "more" / "far.wav"), str(d / "sub" / "b.wav")]
+
+
 def test_an_input_with_nothing_to_score_still_gets_a_row(tmp_path):
     from batch.sources import iter_items
 

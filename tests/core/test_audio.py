@@ -209,3 +209,18 @@ def test_a_wav_whose_length_was_never_written_decodes_with_a_warning(tmp_path):
         assert warnings and "declares no samples" in warnings[0]
     with pytest.raises(errors.EmptyAudio):
         decode(riff_header(0), RATE)
+
+
+def test_an_ogg_cut_inside_its_first_audio_page_says_it_may_be_cut_short(fixtures):
+    """libsndfile decodes Ogg page by page: a file cut inside its first audio page gives no sample at all."""
+    clip = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    with pytest.raises(errors.EmptyAudio, match="cut short or damaged"):
+        decode(clip[: len(clip) // 2], RATE)
+
+
+def test_a_few_bytes_of_mp3_are_called_too_short_not_a_missing_file():
+    encoded = io.BytesIO()
+    sf.write(encoded, sine(RATE), RATE, format="MP3")
+    with pytest.raises(errors.UndecodableAudio, match="too short or damaged") as caught:
+        decode(encoded.getvalue()[:50], RATE)
+    assert "regular file" not in str(caught.value)

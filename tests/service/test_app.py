@@ -314,6 +314,20 @@ def test_wrong_form_fields_are_422_naming_the_accepted_ones(server, files, data,
         assert needle in r.json()["message"], r.json()
 
 
+def test_a_clip_sent_url_encoded_is_422_telling_how_to_send_it(server, fixtures):
+    # curl --data-binary @clip.ogg sends the clip as a url-encoded form: its bytes were echoed as field names
+    clip = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    r = requests.post(f"{server}/classify", data=clip, timeout=30,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "multipart/form-data" in r.json()["message"] and len(r.text) < 500, r.text[:600]
+
+
+def test_an_unknown_field_is_named_briefly(server):
+    name = "x" * 3000
+    r = requests.post(f"{server}/classify", files=[(name, ("a.ogg", b"OggS", "audio/ogg"))], timeout=30)
+    assert r.status_code == 422 and "unknown form field" in r.json()["message"] and len(r.text) < 600, r.text[:600]
+
+
 def test_options_in_the_url_are_422_not_ignored(server, fixtures):
     r = requests.post(f"{server}/classify?top_k=1", files={"audio": ("a.ogg", (fixtures / "1-27724-A-1.ogg").read_bytes())},
                       timeout=30)
