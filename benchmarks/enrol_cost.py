@@ -6,7 +6,8 @@
 Per CV run: the built-in prototypes and the cosine→logit line (a, b) come from its training folds,
 as `soundarc export --open-set` makes them. Seven classes are enrolled from 5 example clips each,
 taken from unlabeled/ (game sounds: horse, elephant, goat, cattle, and three ambiences: trade, port,
-farm). Then the held-out fold is answered three ways: no enrolled class (the built-in classes as served), the
+farm); with --shots N, from the first N of them (the same clips after the fifth answered). Then the held-out
+fold is answered three ways: no enrolled class (the built-in classes as served), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin).
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
@@ -51,7 +52,7 @@ def windows(model, path, frontend, activity):
 
 
 def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None,
-            prototype_weight=0.0, vote="mean") -> dict:
+            prototype_weight=0.0, vote="mean", n_shots=SHOTS) -> dict:
     model, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
@@ -68,9 +69,9 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
     enrolled, leftover = builtin, []
     for label, pattern in GROUPS.items():
         members = [p for p in audio if re.search(pattern, p.name)]
-        shots = [windows(model, p, frontend, activity) for p in members[:SHOTS]]
+        shots = [windows(model, p, frontend, activity) for p in members[:n_shots]]
         enrolled = enrolled.enrol(label, np.stack([_unit(e[k.active].mean(axis=0)) for _, e, k in shots]))
-        leftover += [(label, p) for p in members[SHOTS:]]
+        leftover += [(label, p) for p in members[SHOTS:]]  # the same clips answered whatever n_shots
 
     cache = {}
 
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    parser.add_argument("--shots", type=int, choices=range(1, SHOTS + 1), default=SHOTS,
+                        help="each class enrolled from its first SHOTS clips (the clips after the fifth are answered)")
     add_joint_arguments(parser, "serve each run with the joint embedding")
     parser.add_argument("--prototype-weight", type=float, default=0.0, help="the built-in classes' prototype weight")
     parser.add_argument("--vote", choices=VOTES, default="mean", help="how a clip's windows vote")
@@ -116,8 +119,8 @@ def main() -> None:
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight, args.vote)
-               for r in runs]
+    results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight, args.vote,
+                       args.shots) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
@@ -125,7 +128,7 @@ def main() -> None:
     (REPORTS / f"{args.report}.json").write_text(json.dumps({"arm": args.arm, "pretrained_share": share,
                                                          "pretrained": pretrained,
                                                          "prototype_weight": args.prototype_weight, "vote": args.vote,
-                                                         "groups": GROUPS, "shots": SHOTS,
+                                                         "groups": GROUPS, "shots": args.shots,
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():
         print(f"{k}: {100 * v['mean']:.1f} ± {100 * v['std']:.1f}")

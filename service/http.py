@@ -212,19 +212,23 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
         names = [name for name, _ in form.multi_items()]
         unknown = sorted(set(names) - set(accepted))
         if unknown:
-            shown = [name if len(name) <= 40 else name[:40] + "..." for name in unknown[:5]]
-            raise errors.InvalidParameter(f"unknown form field(s) {shown}{' and more' if len(unknown) > 5 else ''}: "
-                                          f"this endpoint accepts {list(accepted)} "
+            raise errors.InvalidParameter(f"unknown form field(s) {_brief(unknown)}: this endpoint accepts {list(accepted)} "
                                           f"(the clip goes in the field '{UPLOAD_FIELD}')")
         repeated = sorted({n for n in names if names.count(n) > 1} - set(repeatable))
         if repeated:
-            raise errors.InvalidParameter(f"form field(s) {repeated} sent more than once: send each once")
+            raise errors.InvalidParameter(f"form field(s) {_brief(repeated)} sent more than once: send each once")
         if any(not isinstance(v, UploadFile) for v in form.getlist(UPLOAD_FIELD)):
             raise errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, a part with a filename "
                                           f"(curl -F '{UPLOAD_FIELD}=@clip.ogg'), got a text value")
         yield form
     finally:
         await form.close()
+
+
+def _brief(names: list[str]) -> str:
+    """Field names as an error shows them: the first five, each cut at 40 characters (a body's bytes can be names)."""
+    shown = [name if len(name) <= 40 else name[:40] + "..." for name in names[:5]]
+    return f"{shown}{' and more' if len(names) > 5 else ''}"
 
 
 async def _check_complete(request) -> None:
