@@ -16,8 +16,8 @@ pre-training), clean and under the recording conditions. With --pretrained-share
 open-set threshold and the enrolment margin must then come from the same joint embedding. The final
 run trains on all four folds, so it has no validation of its own: the recipe's CV figures stand for it.
 --recalibrate keeps an exported model (weights, prototypes, threshold, joint embedding) and sets again
-what the reports choose for its scores: prototype weight, enrolment margin, temperature, event
-parameters, and the open set's thresholds per class (calibrated on the runs of its one threshold).
+what the reports choose for its scores: prototype weight, enrolment margins (from 5 clips and for one), temperature,
+event parameters, and the open set's thresholds per class (calibrated on the runs of its one threshold).
 """
 
 import argparse
@@ -69,6 +69,38 @@ def enrol_margin(report: dict, max_cost: float = 0.02) -> float:
     none = summary["built-in, none enrolled"]["mean"]
     margins = sorted(float(k.rsplit(" ", 1)[1]) for k in summary if k.startswith("built-in, margin "))
     return next(m for m in margins if none - summary[f"built-in, margin {m}"]["mean"] <= max_cost)
+
+
+def one_shot_margin(arm: str, share: float, pretrained: str | None, weight: float, vote: str, margin: float,
+                    max_cost: float = 0.01, min_gain: float = 0.05) -> float | None:
+    """The margin of a class enrolled from one clip (BENCHMARKS.md "A margin for one example"): on the five
+    leave-out runs of benchmarks/enrol_bench.py (every ESC-10 class left out once, as served at `weight`), the
+    lowest margin below the model's `margin` whose known classes lose at most `max_cost` against it; kept iff it
+    names `min_gain` more of the left-out classes' clips, and seven classes of one clip each enrolled at it cost the
+    built-in classes at most 2 points (reports/enrol_cost_1shot.json of enrol_cost.py --shots 1); else None."""
+    from enrol_bench import PAIRS, share_suffix, weight_suffix
+
+    suffix = f"{share_suffix(share, pretrained)}{weight_suffix(weight)}"
+    files = [ROOT / "reports" / f"enrol_bench_{arm}_{'-'.join(pair)}{suffix}.json" for pair in PAIRS]
+    if not all(f.exists() for f in files):
+        sys.exit(f"no enrol_bench reports for {arm}{suffix}: run benchmarks/enrol_bench.py --arm {arm} "
+                 f"--pretrained-share {share:g} --prototype-weight {weight:g}")
+    served = [json.loads(f.read_text())["results"]["1-shot"]["as_answered"] for f in files]
+
+    def mean(m: float, key: str) -> float:  # over the five pairs
+        return sum(s[str(m)][key] for s in served) / len(served)
+
+    floor = mean(margin, "known_fold4_accuracy_mean") - max_cost
+    below = sorted(m for m in map(float, served[0]) if m < margin and mean(m, "known_fold4_accuracy_mean") >= floor)
+    if not below or mean(below[0], "left_out_accuracy_mean") - mean(margin, "left_out_accuracy_mean") < min_gain:
+        return None
+    cost = made_for("enrol_cost", arm, share, pretrained, file="enrol_cost_1shot", prototype_weight=weight, vote=vote)
+    summary = cost["summary"]
+    if cost["shots"] != 1 or f"built-in, margin {below[0]}" not in summary:
+        sys.exit(f"reports/enrol_cost_1shot.json lacks margin {below[0]} with one clip a class: run benchmarks/enrol_cost.py "
+                 f"--arm {arm} --shots 1 --margins {below[0]} {margin} --report enrol_cost_1shot (with the model's options)")
+    fine = summary["built-in, none enrolled"]["mean"] - summary[f"built-in, margin {below[0]}"]["mean"] <= 0.02
+    return below[0] if fine else None
 
 
 def pretraining_of(run: str) -> str:
@@ -129,12 +161,14 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
         sys.exit(f"reports/calibration_cv.json was made on {calibration['group']}: run benchmarks/calibration_cv.py {group}")
     temperature, vote = calibration["temperature"], calibration.get("vote", "mean")  # T is fitted at the vote
     margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight, vote=vote))
+    one_shot = one_shot_margin(arm, share, pretrained, weight, vote, margin)
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
     if form != "run" and not all(r["run"].endswith(f"-seed{'+'.join(map(str, seeds))}") for r in events["runs"]):
         sys.exit(f"reports/events_cv.json was made on other combinations of {shipped}'s runs: run benchmarks/events_cv.py "
                  f"--arm {shipped} --seeds {'+'.join(map(str, seeds))} ...")
-    return {"fusion": fusion, "weight": weight, "margin": margin, "calibration": calibration, "group": group,
+    return {"fusion": fusion, "weight": weight, "margin": margin, "one_shot_margin": one_shot, "calibration": calibration,
+            "group": group,
             "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm, share, pretrained, file="int8_cv" + ("" if vote == "mean" else f"_{vote}"),
                                 some_seeds=True, prototype_weight=weight, vote=vote)["summary"]}
@@ -163,8 +197,13 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
         "value": chosen["vote"], "chosen_by": "benchmarks/vote_cv.py under the rule of BENCHMARKS.md, \"How a clip's "
                                               "windows vote\"; the temperature fitted at it (calibration_cv.py --vote)"}
     manifest["default_model"]["int8_cross_validation"] = chosen["int8_cv"]
-    save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], prototype_weight=chosen["weight"],
-                                   temperature=chosen["temperature"], vote=chosen["vote"]))
+    manifest["default_model"]["one_shot_margin"] = {
+        "value": chosen["one_shot_margin"], "chosen_by": "benchmarks/enrol_bench.py's five leave-out runs, 1-shot: the "
+        "lowest margin costing the known classes at most 1 point, kept iff it names 5 points more left-out clips and "
+        "costs the built-in classes at most 2 with seven one-clip classes enrolled (reports/enrol_cost_1shot.json); "
+        "from 1 to 5 clips the margin runs linearly in 1/n to the model's enrol_margin"}
+    save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], one_shot_margin=chosen["one_shot_margin"],
+                                   prototype_weight=chosen["weight"], temperature=chosen["temperature"], vote=chosen["vote"]))
     manifest["openset"] = load_artifact(out_dir).manifest["openset"]  # its new sha256
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)

@@ -90,9 +90,9 @@ class ClassSet:
 
     @property
     def margins(self) -> np.ndarray:
-        """(E,) the enrolment margin of each enrolled class: its own, else the model's."""
-        default = self.builtin.enrol_margin
-        return np.array([default if c.margin is None else c.margin for c in self.enrolled], dtype=np.float64)
+        """(E,) the enrolment margin of each enrolled class: its own, else the model's for its number of examples."""
+        return np.array([self.builtin.margin_for(c.examples) if c.margin is None else c.margin for c in self.enrolled],
+                        dtype=np.float64)
 
     def check_new(self, label: str, examples: int) -> str:
         """The cleaned label of a class that may be enrolled from `examples` clips, else a 4xx error."""
@@ -145,7 +145,7 @@ class ClassSet:
         """JSON-ready list for GET /classes."""
         return ([{"label": name, "kind": "built-in", "threshold_rad": self.threshold_of(name)} for name in self.builtin.labels]
                 + [{"label": c.label, "kind": "enrolled", "examples": c.examples, "enrolled_at": c.enrolled_at,
-                    "margin": float(m), "threshold_rad": self.threshold_of(c.label)}
+                    "margin": round(float(m), 9), "threshold_rad": self.threshold_of(c.label)}
                    for c, m in zip(self.enrolled, self.margins, strict=True)])
 
 

@@ -10,6 +10,9 @@
                   training windows; its slope a puts enrolled classes on the head's scale (core.answer)
     enrol_margin  how much closer (in cosine) a window must be to an enrolled prototype than to the
                   prototype of the top built-in class for the enrolled class to win (benchmarks/enrol_cost.py)
+    one_shot_margin  optionally the margin of a class enrolled from one clip, whose prototype lies further from
+                  its class's other clips than a mean of several does (benchmarks/enrol_bench.py); from 1 to 5
+                  clips the margin runs linearly in 1/n to enrol_margin, which holds from 5 (margin_for)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
     temperature   T: the served probabilities p become p^(1/T), renormalised (a window's: softmax(logits / T);
@@ -36,6 +39,7 @@ from core import errors
 # the ACL one and for the shipped model at prototype weight 0.5, as its openset.json holds;
 # benchmarks/finalise_default.py applies the rule). Older artifacts: 0.0.
 ENROL_MARGIN = 0.05
+FULL_SHOTS = 5  # from this many examples an enrolled class takes enrol_margin (benchmarks/enrol_bench.py's 5-shot)
 VOTES = ("mean", "amplitude")
 
 
@@ -52,14 +56,16 @@ class OpenSet:
     temperature: float = 1.0  # artifacts written before it: the logits as they are
     vote: str = "mean"  # artifacts written before it: every window with sound the same
     class_thresholds_rad: tuple[float, ...] = ()  # (C,) per class, or none: threshold_rad for every class
+    one_shot_margin: float | None = None  # a class of one example's margin; None: enrol_margin at any count
 
     def __post_init__(self):
         if not threshold_ok(self.threshold_rad):
             raise errors.ArtifactError(f"its threshold {self.threshold_rad!r} rad is no angle in (0, π]")
         if not 0.0 <= self.frr <= 1.0:
             raise errors.ArtifactError(f"its false-rejection rate must be in [0, 1], got {self.frr!r}")
-        if not -1.0 <= self.enrol_margin <= 1.0:
-            raise errors.ArtifactError(f"the enrolment margin must be a cosine difference in [-1, 1], got {self.enrol_margin!r}")
+        for margin in (self.enrol_margin, self.one_shot_margin):
+            if margin is not None and not -1.0 <= margin <= 1.0:
+                raise errors.ArtifactError(f"an enrolment margin must be a cosine difference in [-1, 1], got {margin!r}")
         if len(self.cosine_logit) != 2 or not np.isfinite(np.asarray(self.cosine_logit, dtype=np.float64)).all():
             raise errors.ArtifactError(f"cosine_logit must be two finite numbers (scale, offset), got {self.cosine_logit!r}")
         if not weight_ok(self.prototype_weight):
@@ -77,6 +83,13 @@ class OpenSet:
         """The "unknown" angle of class `index`: its own, where the model has them, else the one."""
         return self.class_thresholds_rad[index] if self.class_thresholds_rad else self.threshold_rad
 
+    def margin_for(self, examples: int) -> float:
+        """The enrolment margin of a class enrolled from `examples` clips (its own aside)."""
+        if self.one_shot_margin is None or examples >= FULL_SHOTS:
+            return self.enrol_margin
+        share = (1 / examples - 1 / FULL_SHOTS) / (1 - 1 / FULL_SHOTS)  # 1 for one clip, 0 for FULL_SHOTS
+        return self.enrol_margin + share * (self.one_shot_margin - self.enrol_margin)
+
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
         cos = np.clip(self.prototypes @ embedding.astype(np.float32), -1.0, 1.0)  # (C,)
@@ -88,7 +101,8 @@ class OpenSet:
                 "frr": self.frr, "calibrated_on": self.calibrated_on, "cosine_logit": list(self.cosine_logit),
                 "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight,
                 "temperature": self.temperature, "vote": self.vote,
-                **({"class_thresholds_rad": list(self.class_thresholds_rad)} if self.class_thresholds_rad else {})}
+                **({"class_thresholds_rad": list(self.class_thresholds_rad)} if self.class_thresholds_rad else {}),
+                **({"one_shot_margin": self.one_shot_margin} if self.one_shot_margin is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
@@ -96,7 +110,8 @@ class OpenSet:
                    float(d["frr"]), d["calibrated_on"], tuple(d.get("cosine_logit", cls.cosine_logit)),
                    float(d.get("enrol_margin", cls.enrol_margin)),
                    float(d.get("prototype_weight", cls.prototype_weight)), float(d.get("temperature", cls.temperature)),
-                   str(d.get("vote", cls.vote)), tuple(float(t) for t in d.get("class_thresholds_rad", ())))
+                   str(d.get("vote", cls.vote)), tuple(float(t) for t in d.get("class_thresholds_rad", ())),
+                   None if d.get("one_shot_margin") is None else float(d["one_shot_margin"]))
 
 
 def weight_ok(weight: float) -> bool:

@@ -122,6 +122,14 @@ def test_a_class_keeps_its_own_margin_or_the_models(builtin):
     assert [c.get("margin") for c in classes.describe()] == [None, None, 0.03, pytest.approx(-0.02)]
 
 
+def test_a_class_of_few_examples_takes_the_models_margin_for_that_many(builtin):
+    model = replace(builtin, builtin=replace(builtin.builtin, enrol_margin=0.0, one_shot_margin=-0.01))
+    classes = (model.enrol("whistle", unit(math.pi)[None]).enrol("bell", np.stack([unit(2.0)] * 5))
+               .enrol("gong", unit(1.0)[None], margin=0.02).enrol("drum", np.stack([unit(0.5)] * 2)))
+    np.testing.assert_allclose(classes.margins, [-0.01, 0.0, 0.02, -0.00375])  # its own margin still wins
+    assert [c["margin"] for c in classes.describe()[-4:]] == [-0.01, 0.0, 0.02, -0.00375]  # shown without float noise
+
+
 def test_store_round_trip_and_refusals(builtin, tmp_path):
     store = ClassStore(tmp_path / "sub" / "enrolled.json", "model-a")
     assert store.load(builtin) == builtin  # no file yet

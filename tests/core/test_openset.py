@@ -156,9 +156,20 @@ def test_attach_open_set_skips_an_unreadable_clip_and_refuses_another_embeddings
 @pytest.mark.parametrize("bad", [dict(threshold_rad=26.1), dict(threshold_rad=0.0), dict(frr=1.5),
                                  dict(enrol_margin=math.nan), dict(enrol_margin=2.0), dict(cosine_logit=(math.nan, 0.0)),
                                  dict(cosine_logit=(1.0,)), dict(class_thresholds_rad=(0.3, 0.4)),
-                                 dict(class_thresholds_rad=(26.1,))])
+                                 dict(class_thresholds_rad=(26.1,)), dict(one_shot_margin=-1.5),
+                                 dict(one_shot_margin=math.nan)])
 def test_an_open_set_out_of_range_cannot_be_made(bad):
     """Refused when made, so that save_open_set cannot write an artifact that no longer loads."""
     values = dict(prototypes=np.stack([unit(0.0)]), labels=("a",), threshold_rad=0.3, frr=0.05, calibrated_on="test")
     with pytest.raises(errors.ArtifactError):
         OpenSet(**{**values, **bad})
+
+
+def test_the_margin_runs_from_one_shot_to_the_models_in_one_over_n():
+    values = dict(prototypes=np.stack([unit(0.0)]), labels=("a",), threshold_rad=0.3, frr=0.05, calibrated_on="test")
+    older = OpenSet(**values, enrol_margin=0.02)
+    assert [older.margin_for(n) for n in (1, 3, 20)] == [0.02, 0.02, 0.02]  # an artifact without it: one margin
+    model = OpenSet(**values, enrol_margin=0.0, one_shot_margin=-0.01)
+    np.testing.assert_allclose([model.margin_for(n) for n in (1, 2, 5, 20)], [-0.01, -0.00375, 0.0, 0.0])
+    assert OpenSet.from_dict(model.to_dict()).one_shot_margin == -0.01
+    assert "one_shot_margin" not in older.to_dict() and OpenSet.from_dict(older.to_dict()).one_shot_margin is None
