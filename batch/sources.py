@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import fnmatch
 import glob
 import gzip
 import logging
@@ -98,14 +99,49 @@ def _all_items(inputs: list[str], max_bytes: int, all_files: bool, lazy: bool) -
 
 
 def _glob(pattern: str) -> list[str]:
-    """The paths a pattern matches, sorted, each folder's matches under one name: `**` follows linked
-    folders, a link loop included (up to the system's limit), where _walk visits each folder once."""
-    names, kept = {}, []  # a folder's real path -> the first name it was reached by, the shallowest
-    for path in sorted(glob.glob(pattern, recursive=True), key=lambda p: (p.count(os.sep), p)):
-        folder = os.path.dirname(path)
-        if names.setdefault(os.path.realpath(folder or "."), folder) == folder:
-            kept.append(path)
-    return sorted(kept)
+    """The paths a pattern matches (glob's syntax, `**` any number of folders), sorted. Linked folders are
+    followed, each real folder once under `**` (glob.glob went round a link loop up to the system's limit, and
+    round two loops exponentially); a match inside a folder also matched is left to that folder's walk."""
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    start = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
+    matches = sorted(set(_expand(start, parts[fixed:], set())))
+    folders = {m.rstrip(os.sep) for m in matches if os.path.isdir(m)}
+    return [m for m in matches if not any(str(parent) in folders for parent in Path(m.rstrip(os.sep)).parents)]
+
+
+def _expand(folder: str, parts: list[str], visited: set[str]) -> Iterator[str]:
+    """The paths under `folder` ("": the working folder) that match the pattern's `parts`."""
+    if not parts:
+        yield folder
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        if not rest:  # the folder and all below it: its walk
+            yield folder or "."
+            return
+        real = os.path.realpath(folder or ".")
+        if real in visited:  # reached again through a link
+            return
+        visited.add(real)
+        yield from _expand(folder, rest, visited)
+        for name in _names(folder, "*"):
+            if os.path.isdir(os.path.join(folder, name)):
+                yield from _expand(os.path.join(folder, name), parts, visited)
+    elif glob.has_magic(head):
+        for name in _names(folder, head):
+            yield from _expand(os.path.join(folder, name), rest, visited)
+    elif os.path.lexists(os.path.join(folder, head)) and (not rest or os.path.isdir(os.path.join(folder, head))):
+        yield from _expand(os.path.join(folder, head), rest, visited)
+
+
+def _names(folder: str, pattern: str) -> list[str]:
+    """The names in a folder that match one component of a pattern (hidden ones only where it says so)."""
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:  # glob.glob's way: a folder that cannot be listed matches nothing
+        return []
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern) and (pattern.startswith(".") or not n.startswith(".")))
 
 
 def load_item(item: Item, max_bytes: int) -> Item:

@@ -74,7 +74,8 @@ def enrol_margin(report: dict, max_cost: float = 0.02) -> float:
 def one_shot_margin(arm: str, share: float, pretrained: str | None, weight: float, vote: str, margin: float,
                     max_cost: float = 0.01, min_gain: float = 0.05) -> float | None:
     """The margin of a class enrolled from one clip (BENCHMARKS.md "A margin for one example"): on the five
-    leave-out runs of benchmarks/enrol_bench.py (every ESC-10 class left out once, as served at `weight`), the
+    leave-out runs of benchmarks/enrol_bench.py (every ESC-10 class left out once, as served at `weight`, the windows
+    voting equally), the
     lowest margin below the model's `margin` whose known classes lose at most `max_cost` against it; kept iff it
     names `min_gain` more of the left-out classes' clips, and seven classes of one clip each enrolled at it cost the
     built-in classes at most 2 points (reports/enrol_cost_1shot.json of enrol_cost.py --shots 1); else None."""
@@ -86,6 +87,9 @@ def one_shot_margin(arm: str, share: float, pretrained: str | None, weight: floa
         sys.exit(f"no enrol_bench reports for {arm}{suffix}: run benchmarks/enrol_bench.py --arm {arm} "
                  f"--pretrained-share {share:g} --prototype-weight {weight:g}")
     served = [json.loads(f.read_text())["results"]["1-shot"]["as_answered"] for f in files]
+    if str(margin) not in served[0] or not any(float(m) < margin for m in served[0]):
+        sys.exit(f"the enrol_bench reports of {arm}{suffix} lack the margin {margin} or margins below it: run "
+                 f"benchmarks/enrol_bench.py --arm {arm} --pretrained-share {share:g} --prototype-weight {weight:g} again")
 
     def mean(m: float, key: str) -> float:  # over the five pairs
         return sum(s[str(m)][key] for s in served) / len(served)
@@ -160,7 +164,10 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
     if calibration["group"] != group:
         sys.exit(f"reports/calibration_cv.json was made on {calibration['group']}: run benchmarks/calibration_cv.py {group}")
     temperature, vote = calibration["temperature"], calibration.get("vote", "mean")  # T is fitted at the vote
-    margin = enrol_margin(made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight, vote=vote))
+    five = made_for("enrol_cost", arm, share, pretrained, prototype_weight=weight, vote=vote)
+    if five.get("shots", 5) != 5:  # the margin from five clips; --shots 1 writes enrol_cost_1shot
+        sys.exit(f"reports/enrol_cost.json enrolled {five['shots']} clips a class: run benchmarks/enrol_cost.py without --shots")
+    margin = enrol_margin(five)
     one_shot = one_shot_margin(arm, share, pretrained, weight, vote, margin)
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)

@@ -50,6 +50,8 @@ class EnrolledClass:
 
     @classmethod
     def from_dict(cls, d: dict) -> EnrolledClass:
+        if int(d["examples"]) < 1:  # the model's margin is chosen by the number of examples
+            raise ValueError(f"class {d['label']!r}: {d['examples']!r} examples (at least one)")
         margin = d.get("margin")  # files written before per-class margins have none
         margin = None if margin is None else float(margin)
         if not margin_ok(margin):

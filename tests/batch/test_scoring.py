@@ -360,6 +360,10 @@ def test_a_glob_through_a_link_loop_matches_each_file_once(tmp_path):
     (d / "more").symlink_to(elsewhere, target_is_directory=True)  # a linked folder is still followed
     ids = [i.id for i in iter_items([f"{d}/**/*.wav"], 200_000)]
     assert ids == [str(d / "a.wav"), str(d / "more" / "far.wav"), str(d / "sub" / "b.wav")]
+    for name in ("l1", "l2"):  # two loops: glob.glob's ** grew exponentially
+        (d / name).symlink_to(d, target_is_directory=True)
+    assert [i.id for i in iter_items([f"{d}/**/*.wav"], 200_000)] == ids
+    assert [i.id for i in iter_items([f"{d}/**"], 200_000)] == ids  # a matched folder's files once, by its walk
 
 
 def test_an_input_with_nothing_to_score_still_gets_a_row(tmp_path):

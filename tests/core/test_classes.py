@@ -146,7 +146,8 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
              ("prototype", [1.0, 0.0], "not 3 finite numbers"),  # another embedding's size (a 500 at every answer)
              ("prototype", [float("nan"), 0.0, 0.0], "not 3 finite numbers"),
              ("label", "BELL", "named twice"),  # hand-edited: a second 'bell', or a built-in's name, in another case
-             ("label", "Dog", "named twice")]
+             ("label", "Dog", "named twice"),
+             ("examples", 0, "0 examples")]  # its margin is the model's for that many
     for field, value, refusal in edits:
         store.save(classes)
         stored = json.loads(store.path.read_text())
