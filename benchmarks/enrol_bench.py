@@ -3,6 +3,7 @@ enrol them from 1 or 5 clips each, and classify their remaining clips among all 
 
     python benchmarks/enrol_bench.py [--arm ssl-acl-acl-robust] [--leave-out crying_baby helicopter] [--draws 20] [--seed 0]
                                      [--pretrained-share 0.75 [--pretrained runs/pretrain/NAME]] [--prototype-weight W]
+                                     [--vote amplitude]
 
 Without --leave-out, all five disjoint pairs of ESC-10 classes (PAIRS), one after the other.
 1) Trains the recipe (a CV arm of benchmarks/cv_study.py; without --arm, configs/default-model.yaml
@@ -14,11 +15,11 @@ Without --leave-out, all five disjoint pairs of ESC-10 classes (PAIRS), one afte
    core.classes (the code behind POST /classes) and classifies the left-out classes' remaining
    clips (folds 1-4 less the enrolment clips) and the eight known classes' fold-4 clips (to show
    what enrolment costs them) two ways: by cosine to every prototype (what the embedding allows),
-   and as the service answers (core.answer: enrolled classes on the head's scale, the open set
-   off) at each enrolment margin of MARGINS.
+   and as the service answers (core.answer on the clip's windows and levels: enrolled classes on the head's
+   scale, the windows voting by --vote, the open set off) at each enrolment margin of MARGINS.
 3) Retrieval among the left-out classes' clips: each queries the others (P@1, mAP by cosine).
-Writes reports/enrol_bench[_<arm>]_<classes>[_seed<N>][_share<S>[-NAME]].json and, for --arm, a table over
-the pairs in reports/enrol_bench_<arm>[_seed<N>][_share<S>[-NAME]].md (seed 0 keeps the names without the suffix).
+Writes reports/enrol_bench[_<arm>]_<classes>[_seed<N>][_share<S>[-NAME]][_w<W>][_<vote>].json and, for --arm, a
+table over the pairs in reports/enrol_bench_<arm>[...].md (seed 0 and the mean vote keep the names without the suffix).
 """
 
 import argparse
@@ -33,12 +34,15 @@ from _data import REPORTS, ROOT, add_joint_arguments, encoder_tag, joint_argumen
 from cv_study import ARMS, pretrain_for
 from embedding_cv import retrieval
 
+from core.activity import voting_windows
 from core.answer import AnswerOptions, answer, clip_embedding
 from core.artifact import load_artifact
 from core.classes import ClassSet
+from core.clip import prepare
+from core.openset import VOTES
 from core.runtime import RuntimeConfig, create_runtime
 from export.onnx_export import export_artifact
-from export.open_set import attach_open_set, window_outputs
+from export.open_set import attach_open_set
 from training.data import scan_labeled
 
 
@@ -75,10 +79,21 @@ def predict(classes: ClassSet, embeddings: np.ndarray) -> np.ndarray:
     return np.array([classes.nearest(e)[0] for e in embeddings])
 
 
-def answered(classes: ClassSet, outputs: list, labels: tuple[str, ...]) -> np.ndarray:
-    """Per clip (logits, embeddings of its windows with sound) -> (N,) the service's closed-set label."""
-    return np.array([answer(lg, e, np.ones(len(lg), bool), np.zeros(len(lg)), 1.0, labels, classes,
-                            AnswerOptions(open_set=False)).label for lg, e in outputs])
+def clip_outputs(runtime, paths: list) -> list[tuple[np.ndarray, np.ndarray, object]]:
+    """Per file (logits (N, C), embeddings (N, D) of every window, its core.clip.PreparedClip), as the service has them."""
+    out = []
+    for path in paths:
+        clip = prepare(path, runtime.artifact.frontend, runtime.artifact.activity)
+        out.append((*runtime.run(clip.patches), clip))
+    return out
+
+
+def answered(classes: ClassSet, outputs: list, artifact) -> np.ndarray:
+    """Per clip its clip_outputs -> (N,) the service's closed-set label (core.answer, the model's vote)."""
+    frontend = artifact.frontend
+    return np.array([answer(lg, e, clip.active, clip.starts_s, frontend.patch_seconds, artifact.labels, classes,
+                            AnswerOptions(open_set=False), clip.levels, frontend, clip.duration_s).label
+                     for lg, e, clip in outputs])
 
 
 def main():
@@ -91,6 +106,7 @@ def main():
     add_joint_arguments(parser, "export with the joint embedding (the same runs; export --pretrained-share)")
     parser.add_argument("--prototype-weight", type=float, default=0.0,
                         help="the built-in classes ranked with this prototype weight (export --prototype-weight)")
+    parser.add_argument("--vote", choices=VOTES, default="mean", help="how a clip's windows vote (export --vote)")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     if args.arm and "{fold}" in " ".join(ARMS[args.arm]):
@@ -98,11 +114,12 @@ def main():
     if args.arm:
         pretrain_for(args.arm, fold=4, threads=2)
     pairs = [args.leave_out] if args.leave_out else PAIRS
-    reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained, args.prototype_weight)
-               for pair in pairs]
+    reports = [measure(args.arm, list(pair), args.shots, args.draws, args.seed, share, pretrained, args.prototype_weight,
+                       args.vote) for pair in pairs]
     if args.arm and not args.leave_out and {1, 5} <= set(args.shots):  # the table's columns
         text = table(args.arm, reports, args.seed)
-        suffix = f"{seed_suffix(args.seed, '_')}{share_suffix(share, pretrained)}{weight_suffix(args.prototype_weight)}"
+        suffix = (f"{seed_suffix(args.seed, '_')}{share_suffix(share, pretrained)}{weight_suffix(args.prototype_weight)}"
+                  f"{vote_suffix(args.vote)}")
         (REPORTS / f"enrol_bench_{args.arm}{suffix}.md").write_text(text)
         print(text)
 
@@ -123,8 +140,13 @@ def weight_suffix(weight: float) -> str:
     return f"_w{weight:g}" if weight else ""
 
 
+def vote_suffix(vote: str) -> str:
+    """'' for the mean vote (the reports before --vote), else e.g. '_amplitude'."""
+    return "" if vote == "mean" else f"_{vote}"
+
+
 def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws: int, seed: int,
-            share: float = 0.0, pretrained: str | None = None, prototype_weight: float = 0.0) -> dict:
+            share: float = 0.0, pretrained: str | None = None, prototype_weight: float = 0.0, vote: str = "mean") -> dict:
     esc = require_data("esc10")
     data = ROOT / "cache" / ("leaveout-" + "-".join(leave_out))
     run = ROOT / "runs" / ("leaveout-" + (f"{arm}-" if arm else "") + "-".join(leave_out) + seed_suffix(seed, "-"))
@@ -132,12 +154,12 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
     train(data, run, arm, seed)
     model = export_artifact(run, ROOT / "reports" / "tmp" / f"{run.name}{share_suffix(share, pretrained)}-model",
                             pretrained_share=share, pretrained=pretrained)
-    attach_open_set(model, str(data), (1, 2, 3), prototype_weight=prototype_weight)
+    attach_open_set(model, str(data), (1, 2, 3), prototype_weight=prototype_weight, vote=vote)
     artifact = load_artifact(model)
     runtime = create_runtime(artifact, RuntimeConfig("cpu"))
     clips, _ = scan_labeled(esc)
-    outputs = window_outputs(runtime, [c.path for c in clips])  # every ESC-10 clip once
-    embeddings = np.stack([clip_embedding(e) for _, e in outputs])  # (N, D)
+    outputs = clip_outputs(runtime, [c.path for c in clips])  # every ESC-10 clip once
+    embeddings = np.stack([clip_embedding(e[voting_windows(clip.active)]) for _, e, clip in outputs])  # (N, D)
     labels = np.array([c.label for c in clips])
     folds = np.array([c.fold for c in clips])
     known_val = np.flatnonzero(~np.isin(labels, leave_out) & (folds == 4))
@@ -164,7 +186,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
             for margin, (new, known) in served.items():
                 at_margin = replace(classes, builtin=replace(classes.builtin, enrol_margin=margin))
                 for idx, accs in ((test, new), (known_val, known)):
-                    accs.append(float((answered(at_margin, [outputs[i] for i in idx], artifact.labels) == labels[idx]).mean()))
+                    accs.append(float((answered(at_margin, [outputs[i] for i in idx], artifact) == labels[idx]).mean()))
         results[f"{shots}-shot"] = {
             "left_out_accuracy_mean": float(np.mean(new_acc)), "left_out_accuracy_std": float(np.std(new_acc)),
             "per_class_mean": {c: float(np.mean(v)) for c, v in per_class.items()},
@@ -172,9 +194,9 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
             "as_answered": {str(m): {"left_out_accuracy_mean": float(np.mean(new)),
                                      "known_fold4_accuracy_mean": float(np.mean(known))} for m, (new, known) in served.items()}}
     base_pred = predict(ClassSet.of(artifact), embeddings[known_val])
-    head_pred = answered(ClassSet.of(artifact), [outputs[i] for i in known_val], artifact.labels)
+    head_pred = answered(ClassSet.of(artifact), [outputs[i] for i in known_val], artifact)
     report = {"arm": arm or "ce (configs/default-model.yaml)", "leave_out": leave_out, "seed": seed, "pretrained_share": share,
-              "pretrained": pretrained, "prototype_weight": prototype_weight,
+              "pretrained": pretrained, "prototype_weight": prototype_weight, "vote": vote,
               "run": str(run.relative_to(ROOT)),
               "draws": draws, "classes_total": len(artifact.labels) + len(leave_out), "chance": 1 / (len(artifact.labels) + 2),
               "known_fold4_accuracy_prototypes_only_builtins": float((base_pred == labels[known_val]).mean()),
@@ -182,7 +204,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
               "left_out_retrieval": {"p_at_1": p1, "map": mean_ap, "clips": len(left_out)},
               "results": results}
     REPORTS.mkdir(exist_ok=True)
-    suffix = f"{seed_suffix(seed, '_')}{share_suffix(share, pretrained)}{weight_suffix(prototype_weight)}"
+    suffix = f"{seed_suffix(seed, '_')}{share_suffix(share, pretrained)}{weight_suffix(prototype_weight)}{vote_suffix(vote)}"
     name = f"enrol_bench_{f'{arm}_' if arm else ''}{'-'.join(leave_out)}{suffix}.json"
     (REPORTS / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2), flush=True)
@@ -203,16 +225,17 @@ def table(arm: str, reports: list[dict], seed: int) -> str:
              "| left out | 1-shot | 5-shot | retrieval P@1 | retrieval mAP | known classes, fold 4 |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {a:.1%} | {b:.1%} | {c:.3f} | {d:.3f} | {e:.1%} |" for n, a, b, c, d, e in rows]
-    served = [(" + ".join(r["leave_out"]), r["known_fold4_accuracy_answered_none_enrolled"],
-               *(r["results"]["5-shot"]["as_answered"][str(m)][k] for m in MARGINS
-                 for k in ("left_out_accuracy_mean", "known_fold4_accuracy_mean"))) for r in reports]
-    served.append(("mean", *(float(np.mean([row[i] for row in served])) for i in range(1, len(served[0])))))
-    lines += ["", "5-shot, as the service answers (core.answer, the open set off): left-out clips recognised / "
-              "known classes' fold 4, at each enrolment margin.", "",
-              "| left out | known, none enrolled | " + " | ".join(f"margin {m}" for m in MARGINS) + " |",
-              "|---|---|" + "---|" * len(MARGINS)]
-    lines += [f"| {row[0]} | {row[1]:.1%} | " + " | ".join(f"{row[i]:.1%} / {row[i + 1]:.1%}" for i in range(2, len(row), 2))
-              + " |" for row in served]
+    for shots in ("1-shot", "5-shot"):
+        served = [(" + ".join(r["leave_out"]), r["known_fold4_accuracy_answered_none_enrolled"],
+                   *(r["results"][shots]["as_answered"][str(m)][k] for m in MARGINS
+                     for k in ("left_out_accuracy_mean", "known_fold4_accuracy_mean"))) for r in reports]
+        served.append(("mean", *(float(np.mean([row[i] for row in served])) for i in range(1, len(served[0])))))
+        lines += ["", f"{shots}, as the service answers (core.answer, the open set off, the {reports[0].get('vote', 'mean')} "
+                  "vote): left-out clips recognised / known classes' fold 4, at each enrolment margin.", "",
+                  "| left out | known, none enrolled | " + " | ".join(f"margin {m}" for m in MARGINS) + " |",
+                  "|---|---|" + "---|" * len(MARGINS)]
+        lines += [f"| {row[0]} | {row[1]:.1%} | " + " | ".join(f"{row[i]:.1%} / {row[i + 1]:.1%}"
+                                                             for i in range(2, len(row), 2)) + " |" for row in served]
     return "\n".join(lines) + "\n"
 
 

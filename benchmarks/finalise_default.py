@@ -74,22 +74,22 @@ def enrol_margin(report: dict, max_cost: float = 0.02) -> float:
 def one_shot_margin(arm: str, share: float, pretrained: str | None, weight: float, vote: str, margin: float,
                     max_cost: float = 0.01, min_gain: float = 0.05) -> float | None:
     """The margin of a class enrolled from one clip (BENCHMARKS.md "A margin for one example"): on the five
-    leave-out runs of benchmarks/enrol_bench.py (every ESC-10 class left out once, as served at `weight`, the windows
-    voting equally), the
+    leave-out runs of benchmarks/enrol_bench.py (every ESC-10 class left out once, as served at `weight` and `vote`), the
     lowest margin below the model's `margin` whose known classes lose at most `max_cost` against it; kept iff it
     names `min_gain` more of the left-out classes' clips, and seven classes of one clip each enrolled at it cost the
     built-in classes at most 2 points (reports/enrol_cost_1shot.json of enrol_cost.py --shots 1); else None."""
-    from enrol_bench import PAIRS, share_suffix, weight_suffix
+    from enrol_bench import PAIRS, share_suffix, vote_suffix, weight_suffix
 
-    suffix = f"{share_suffix(share, pretrained)}{weight_suffix(weight)}"
+    suffix = f"{share_suffix(share, pretrained)}{weight_suffix(weight)}{vote_suffix(vote)}"
     files = [ROOT / "reports" / f"enrol_bench_{arm}_{'-'.join(pair)}{suffix}.json" for pair in PAIRS]
     if not all(f.exists() for f in files):
         sys.exit(f"no enrol_bench reports for {arm}{suffix}: run benchmarks/enrol_bench.py --arm {arm} "
-                 f"--pretrained-share {share:g} --prototype-weight {weight:g}")
+                 f"--pretrained-share {share:g} --prototype-weight {weight:g} --vote {vote}")
     served = [json.loads(f.read_text())["results"]["1-shot"]["as_answered"] for f in files]
     if str(margin) not in served[0] or not any(float(m) < margin for m in served[0]):
         sys.exit(f"the enrol_bench reports of {arm}{suffix} lack the margin {margin} or margins below it: run "
-                 f"benchmarks/enrol_bench.py --arm {arm} --pretrained-share {share:g} --prototype-weight {weight:g} again")
+                 f"benchmarks/enrol_bench.py --arm {arm} --pretrained-share {share:g} --prototype-weight {weight:g} "
+                 f"--vote {vote} again")
 
     def mean(m: float, key: str) -> float:  # over the five pairs
         return sum(s[str(m)][key] for s in served) / len(served)

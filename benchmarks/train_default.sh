@@ -80,7 +80,7 @@ if [ "${#FINAL[@]}" -gt 1 ]; then EVENT_SEEDS=(--seeds "$(IFS=+; echo "${FINAL[*
 $BIN/python benchmarks/events_cv.py --arm "$SHIPPED_ARM" "${EVENT_SEEDS[@]}" "${JOINT[@]}" --prototype-weight "$WEIGHT" --temperature "$TEMPERATURE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 # the margin of a class enrolled from one clip (BENCHMARKS.md "A margin for one example"): five leave-out runs, then its cost
-$BIN/python benchmarks/enrol_bench.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT"
+$BIN/python benchmarks/enrol_bench.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
   --shots 1 --margins -0.05 -0.03 -0.02 -0.01 0 --report enrol_cost_1shot
 $BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
