@@ -175,8 +175,7 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
         sys.exit(f"reports/events_cv.json was made on other combinations of {shipped}'s runs: run benchmarks/events_cv.py "
                  f"--arm {shipped} --seeds {'+'.join(map(str, seeds))} ...")
     return {"fusion": fusion, "weight": weight, "margin": margin, "one_shot_margin": one_shot, "calibration": calibration,
-            "group": group,
-            "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
+            "group": group, "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm, share, pretrained, file="int8_cv" + ("" if vote == "mean" else f"_{vote}"),
                                 some_seeds=True, prototype_weight=weight, vote=vote)["summary"]}
 
