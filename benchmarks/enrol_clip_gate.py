@@ -1,0 +1,67 @@
+"""A look (no rule yet): enrolled classes by a clip-level gate beside the service's window-level one (issue 19).
+
+    python benchmarks/enrol_clip_gate.py
+        (after enrol_bench.py --arm ARM --pretrained-share 0.6 --prototype-weight 0.5 --vote amplitude)
+
+On the leave-out models enrol_bench.py exported (reports/tmp/leaveout-ARM-PAIR_share0.6-model), 20 draws of 1 and 5
+clips a class as enrol_bench.py draws them: the service's answer (core.answer: an enrolled class takes a window's share
+only where it beats the top built-in class by the margin) against a clip-level gate (the enrolled class where the clip
+embedding's nearest prototype, of every class, is one of them; else the service's answer), at margins 0 and -0.01.
+Prints left-out clips named / known classes' fold 4, means over the five pairs.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+from _data import ROOT, require_data
+from enrol_bench import PAIRS, answered, clip_outputs
+
+from core.activity import voting_windows
+from core.answer import clip_embedding
+from core.artifact import load_artifact
+from core.classes import ClassSet
+from core.runtime import RuntimeConfig, create_runtime
+from training.data import scan_labeled
+
+ARM = "ssl-acl-rc-acl-robust-oe-eq"
+
+
+def pair_results(pair, clips, labels, folds, results: dict) -> None:
+    artifact = load_artifact(ROOT / "reports" / "tmp" / f"leaveout-{ARM}-{'-'.join(pair)}_share0.6-model")
+    outputs = clip_outputs(create_runtime(artifact, RuntimeConfig("cpu")), [c.path for c in clips])
+    embeddings = np.stack([clip_embedding(e[voting_windows(clip.active)]) for _, e, clip in outputs])  # (N, D)
+    known, left = np.flatnonzero(~np.isin(labels, pair) & (folds == 4)), np.flatnonzero(np.isin(labels, pair))
+    rng = np.random.default_rng(0)
+    for shots in (1, 5):
+        for _ in range(20):
+            classes = ClassSet.of(artifact)
+            enrolled = {c: rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in pair}
+            for c, idx in enrolled.items():
+                classes = classes.enrol(c, embeddings[idx])
+            test = np.setdiff1d(left, np.concatenate(list(enrolled.values())))
+            for margin in (0.0, -0.01):
+                at = replace(classes, builtin=replace(classes.builtin, enrol_margin=margin, one_shot_margin=None))
+                for name, idx in (("left-out", test), ("known", known)):
+                    served = answered(at, [outputs[i] for i in idx], artifact)
+                    nearest = np.array([classes.nearest(embeddings[i])[0] for i in idx])
+                    gated = np.where(np.isin(nearest, pair), nearest, served)
+                    for rule, answer in (("service", served), ("clip gate", gated)):
+                        results.setdefault((shots, margin, rule, name), []).append(float((answer == labels[idx]).mean()))
+
+
+def main() -> None:
+    clips, _ = scan_labeled(require_data("esc10"))
+    labels, folds = np.array([c.label for c in clips]), np.array([c.fold for c in clips])
+    results = {}
+    for pair in PAIRS:
+        pair_results(pair, clips, labels, folds, results)
+    print("| clips | margin | rule | left-out named | known, fold 4 |\n|---|---|---|---|---|")
+    for shots in (1, 5):
+        for margin in (0.0, -0.01):
+            for rule in ("service", "clip gate"):
+                named, known = (100 * np.mean(results[(shots, margin, rule, k)]) for k in ("left-out", "known"))
+                print(f"| {shots} | {margin:g} | {rule} | {named:.1f} % | {known:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
