@@ -9,7 +9,8 @@ taken from unlabeled/ (game sounds: horse, elephant, goat, cattle, and three amb
 farm); with --shots N, from the first N of them (the same clips after the fifth answered). Then the held-out
 fold is answered three ways: no enrolled class (the built-in classes as served), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
-prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin).
+prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin); with
+--clip-gate, also an enrolled class wherever the clip's nearest prototype is one, else the head-scale answer.
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
 every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
 its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py);
@@ -52,7 +53,7 @@ def windows(model, path, frontend, activity):
 
 
 def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None,
-            prototype_weight=0.0, vote="mean", n_shots=SHOTS) -> dict:
+            prototype_weight=0.0, vote="mean", n_shots=SHOTS, clip_gate=False) -> dict:
     model, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
@@ -75,12 +76,13 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
 
     cache = {}
 
-    def top1(classes, path, cosine=False):
+    def top1(classes, path, cosine=False, clip_gate=False):
         if path not in cache:
             cache[path] = windows(model, path, frontend, activity)
         lg, e, k = cache[path]
-        if cosine:  # the old rule: every class by cosine to its prototype
-            return classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
+        nearest = classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
+        if cosine or (clip_gate and nearest not in names):  # every class by cosine; or an enrolled class nearest
+            return nearest
         return answer(lg, e, k.active, k.starts_s, 1.0, names, classes, AnswerOptions(open_set=False), k.levels,
                       frontend).label
 
@@ -93,6 +95,11 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
         classes = replace(enrolled, builtin=replace(open_set, enrol_margin=margin))
         result[f"built-in, margin {margin}"] = float(np.mean([top1(classes, c.path) == t for c, t in zip(held, truth)]))
         result[f"enrolled recognised, margin {margin}"] = float(np.mean([top1(classes, p) == g for g, p in leftover]))
+        if clip_gate:
+            result[f"built-in, clip gate, margin {margin}"] = float(np.mean([top1(classes, c.path, clip_gate=True) == t
+                                                                             for c, t in zip(held, truth)]))
+            result[f"enrolled recognised, clip gate, margin {margin}"] = float(np.mean(
+                [top1(classes, p, clip_gate=True) == g for g, p in leftover]))
     result["leftover clips"] = len(leftover)
     return result
 
@@ -106,6 +113,8 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    parser.add_argument("--clip-gate", action="store_true", help="also: an enrolled class wherever the clip embedding's "
+                        "nearest prototype is one (benchmarks/enrol_clip_gate.py), else the answer at each margin")
     parser.add_argument("--shots", type=int, choices=range(1, SHOTS + 1), default=SHOTS,
                         help="each class enrolled from its first SHOTS clips (the clips after the fifth are answered)")
     add_joint_arguments(parser, "serve each run with the joint embedding")
@@ -120,7 +129,7 @@ def main() -> None:
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
     results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight, args.vote,
-                       args.shots) for r in runs]
+                       args.shots, args.clip_gate) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
