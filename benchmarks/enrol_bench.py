@@ -140,6 +140,17 @@ def weight_suffix(weight: float) -> str:
     return f"_w{weight:g}" if weight else ""
 
 
+def enrolled_draw(artifact, embeddings: np.ndarray, labels: np.ndarray, leave_out: list[str], shots: int, rng
+                  ) -> tuple[ClassSet, np.ndarray]:
+    """One draw: the model's classes with each left-out class enrolled from `shots` random clips of it (their (N, D)
+    clip embeddings), and the indices of the left-out classes' other clips, to be answered."""
+    classes = ClassSet.of(artifact)
+    enrolled = {c: rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in leave_out}
+    for c, idx in enrolled.items():
+        classes = classes.enrol(c, embeddings[idx])
+    return classes, np.setdiff1d(np.flatnonzero(np.isin(labels, leave_out)), np.concatenate(list(enrolled.values())))
+
+
 def vote_suffix(vote: str) -> str:
     """'' for the mean vote (the reports before --vote), else e.g. '_amplitude'."""
     return "" if vote == "mean" else f"_{vote}"
@@ -172,11 +183,7 @@ def measure(arm: str | None, leave_out: list[str], shots_list: list[int], draws:
         new_acc, known_acc, per_class = [], [], {c: [] for c in leave_out}
         served = {m: ([], []) for m in MARGINS}  # margin -> (left-out, known) accuracies as answered
         for _ in range(draws):
-            classes = ClassSet.of(artifact)
-            enrolled = {c: rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in leave_out}
-            for c, idx in enrolled.items():
-                classes = classes.enrol(c, embeddings[idx])
-            test = np.setdiff1d(left_out, np.concatenate(list(enrolled.values())))
+            classes, test = enrolled_draw(artifact, embeddings, labels, leave_out, shots, rng)
             predicted = predict(classes, embeddings[test])
             new_acc.append(float((predicted == labels[test]).mean()))
             for c in leave_out:

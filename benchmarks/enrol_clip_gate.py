@@ -14,12 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 from _data import ROOT, require_data
-from enrol_bench import PAIRS, answered, clip_outputs
+from enrol_bench import PAIRS, answered, clip_outputs, enrolled_draw
 
 from core.activity import voting_windows
 from core.answer import clip_embedding
 from core.artifact import load_artifact
-from core.classes import ClassSet
 from core.runtime import RuntimeConfig, create_runtime
 from training.data import scan_labeled
 
@@ -30,15 +29,11 @@ def pair_results(pair, clips, labels, folds, results: dict) -> None:
     artifact = load_artifact(ROOT / "reports" / "tmp" / f"leaveout-{ARM}-{'-'.join(pair)}_share0.6-model")
     outputs = clip_outputs(create_runtime(artifact, RuntimeConfig("cpu")), [c.path for c in clips])
     embeddings = np.stack([clip_embedding(e[voting_windows(clip.active)]) for _, e, clip in outputs])  # (N, D)
-    known, left = np.flatnonzero(~np.isin(labels, pair) & (folds == 4)), np.flatnonzero(np.isin(labels, pair))
+    known = np.flatnonzero(~np.isin(labels, pair) & (folds == 4))
     rng = np.random.default_rng(0)
     for shots in (1, 5):
         for _ in range(20):
-            classes = ClassSet.of(artifact)
-            enrolled = {c: rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in pair}
-            for c, idx in enrolled.items():
-                classes = classes.enrol(c, embeddings[idx])
-            test = np.setdiff1d(left, np.concatenate(list(enrolled.values())))
+            classes, test = enrolled_draw(artifact, embeddings, labels, list(pair), shots, rng)
             for margin in (0.0, -0.01):
                 at = replace(classes, builtin=replace(classes.builtin, enrol_margin=margin, one_shot_margin=None))
                 for name, idx in (("left-out", test), ("known", known)):

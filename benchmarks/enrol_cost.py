@@ -80,9 +80,10 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
         if path not in cache:
             cache[path] = windows(model, path, frontend, activity)
         lg, e, k = cache[path]
-        nearest = classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
-        if cosine or (clip_gate and nearest not in names):  # every class by cosine; or an enrolled class nearest
-            return nearest
+        if cosine or clip_gate:
+            nearest = classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
+            if cosine or nearest not in names:  # every class by cosine; or, for the clip gate, an enrolled class nearest
+                return nearest
         return answer(lg, e, k.active, k.starts_s, 1.0, names, classes, AnswerOptions(open_set=False), k.levels,
                       frontend).label
 

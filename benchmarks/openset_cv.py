@@ -67,12 +67,16 @@ def known_nearest(runs: list[dict], conditions: list[str]) -> np.ndarray:
     return np.concatenate([r["conditions"][c]["nearest"] for r in runs for c in conditions])
 
 
+def quantile_per_class(angles: np.ndarray, nearest: np.ndarray, q: float, n_classes: int) -> np.ndarray:
+    """(K,) per class the q-quantile of the angles nearest to it (of all the angles where none is)."""
+    one = np.quantile(angles, q)
+    return np.array([np.quantile(angles[nearest == k], q) if (nearest == k).any() else one for k in range(n_classes)])
+
+
 def class_thresholds(runs: list[dict], frr: float, conditions: list[str]) -> np.ndarray:
     """(K,) per class, the (1 - frr) quantile of the known angles nearest to it (the one threshold where none is)."""
-    angles, nearest = known_angles(runs, conditions), known_nearest(runs, conditions)
-    one = np.quantile(angles, 1 - frr)
-    return np.array([np.quantile(angles[nearest == k], 1 - frr) if (nearest == k).any() else one
-                     for k in range(len(runs[0]["labels"]))])
+    return quantile_per_class(known_angles(runs, conditions), known_nearest(runs, conditions), 1 - frr,
+                              len(runs[0]["labels"]))
 
 
 def per_class_row(fit: list[dict], test: list[dict], frr: float, conditions: list[str]) -> dict:
@@ -96,16 +100,21 @@ def per_class(runs: list[dict], conditions: list[str]) -> dict:
     the others, and the other way round)."""
     if not all("unknown_nearest" in r for r in runs):
         sys.exit("the runs' scores lack each clip's nearest class: cv_study.py --rescore (with the same --pretrained-share)")
-    seeds = sorted({seed_of(r) for r in runs})
-    halves = [[r for r in runs if seeds.index(seed_of(r)) % 2 == half] for half in (0, 1)]
+    halves = seed_halves(runs)
     two_fold = []
-    for frr in FRRS if len(seeds) > 1 else ():  # one seed: in sample only
+    for frr in FRRS if all(halves) else ():  # one seed: in sample only
         a, b = (per_class_row(fit, test, frr, conditions) for fit, test in (halves, halves[::-1]))
         two_fold.append({"frr": frr, **{name: {k: (a[name][k] + b[name][k]) / 2 for k in a[name]}
                                         for name in ("one", "per class")}})
     return {"in_sample": [per_class_row(runs, runs, frr, conditions) for frr in FRRS], "two_fold": two_fold,
             "thresholds_rad": {f"{frr:g}": class_thresholds(runs, frr, conditions).tolist() for frr in FRRS},
             "labels": runs[0]["labels"]}
+
+
+def seed_halves(runs: list[dict]) -> list[list[dict]]:
+    """The runs of every other seed (0, 2, ..., or ensemble 0+1, ...) and those of the others (none for one seed)."""
+    seeds = sorted({seed_of(r) for r in runs})
+    return [[r for r in runs if seeds.index(seed_of(r)) % 2 == half] for half in (0, 1)]
 
 
 def seed_of(run: dict) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, joint_arguments, machine
 from cv_study import NOISE, clean_features
 from fusion_cv import served_classes
-from openset_cv import known_angles, known_nearest, load_runs, seed_of
+from openset_cv import known_angles, known_nearest, load_runs, quantile_per_class, seed_halves
 from vote_cv import clip_windows, held_out, vote, window_cache
 
 from core.activity import ActivityConfig
@@ -77,11 +77,6 @@ def pooled(runs: list[dict], key: str) -> np.ndarray:
     return np.concatenate([r["conditions"][c][key] for r in runs for c in CONDITIONS])
 
 
-def per_class_quantile(angles, nearest, q: float, k: int) -> np.ndarray:
-    """(k,) per class the q-quantile of the angles nearest to it (all angles' where a class has none)."""
-    return np.array([np.quantile(angles[nearest == j] if (nearest == j).any() else angles, q) for j in range(k)])
-
-
 def fit(runs: list[dict], frr: float, rate: float) -> tuple[np.ndarray, float]:
     """(K,) angles and s_min (0 for rate 0) rejecting `frr` of the known clip-conditions together."""
     angles, nearest, scores = known_angles(runs, CONDITIONS), known_nearest(runs, CONDITIONS), pooled(runs, "score")
@@ -90,9 +85,9 @@ def fit(runs: list[dict], frr: float, rate: float) -> tuple[np.ndarray, float]:
     low, high = 1 - frr, 1.0  # the angles' quantile: bisect until the union rejects frr
     for _ in range(40):
         q = (low + high) / 2
-        rejected = ((angles > per_class_quantile(angles, nearest, q, k)[nearest]) | (scores < s_min)).mean()
+        rejected = ((angles > quantile_per_class(angles, nearest, q, k)[nearest]) | (scores < s_min)).mean()
         low, high = (q, high) if rejected > frr else (low, q)
-    return per_class_quantile(angles, nearest, high, k), s_min
+    return quantile_per_class(angles, nearest, high, k), s_min
 
 
 def measure(runs: list[dict], thresholds: np.ndarray, s_min: float) -> dict:
@@ -106,13 +101,17 @@ def measure(runs: list[dict], thresholds: np.ndarray, s_min: float) -> dict:
             "top1": float(pooled(runs, "served_correct").mean())}
 
 
+def chosen_rate(runs: list[dict], frr: float) -> float:
+    """The rate of RATES whose s_min, with the angles fitted beside it, accepts the fewest unknown clips of `runs`."""
+    return min(RATES, key=lambda r: measure(runs, *fit(runs, frr, r))["unknown_accepted"])
+
+
 def two_fold(runs: list[dict], frr: float) -> dict:
-    seeds = sorted({seed_of(r) for r in runs})
-    halves = [[r for r in runs if seeds.index(seed_of(r)) % 2 == half] for half in (0, 1)]
+    halves = seed_halves(runs)
     out = {"angle": [], "score": [], "rate": []}
     for fit_half, test_half in (halves, halves[::-1]):
         out["angle"].append(measure(test_half, *fit(fit_half, frr, 0.0)))
-        rate = min(RATES, key=lambda r: measure(fit_half, *fit(fit_half, frr, r))["unknown_accepted"])
+        rate = chosen_rate(fit_half, frr)
         out["score"].append(measure(test_half, *fit(fit_half, frr, rate)))
         out["rate"].append(rate)
     return {rule: {k: float(np.mean([m[k] for m in out[rule]])) for k in out[rule][0]} for rule in ("angle", "score")
@@ -145,7 +144,7 @@ def main() -> None:
     share, pretrained = joint_arguments(parser, args)
     runs = [run_scores(path, result, share, pretrained, args.prototype_weight, args.temperature)
             for path, result in zip(cv_runs(args.arm), load_runs(args.arm, share, pretrained))]
-    rate = min(RATES, key=lambda r: measure(runs, *fit(runs, args.frr, r))["unknown_accepted"])
+    rate = chosen_rate(runs, args.frr)
     thresholds, s_min = fit(runs, args.frr, rate)
     report = {"arm": args.arm, "runs": len(runs), "frr": args.frr, "machine": machine(), "two_fold": two_fold(runs, args.frr),
               "in_sample": {"angle": measure(runs, *fit(runs, args.frr, 0.0)), "score": measure(runs, thresholds, s_min)},

@@ -194,16 +194,19 @@ async def _read_bounded(receive, limit: int, idle_s: float) -> bytes | None:
 async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...] = ()):
     """The request's multipart form, parsed once and closed after use: only `accepted` fields, each
     once (but those in `repeatable`), the clip field a file."""
+    from python_multipart.multipart import parse_options_header
     from starlette.datastructures import UploadFile
 
     if request.query_params:  # options in the URL would otherwise be ignored without a word
         raise errors.InvalidParameter(f"options go in the form beside the clip, not in the URL: got "
                                       f"?{request.url.query[:80]}; this endpoint accepts {list(accepted)}")
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"application/x-www-form-urlencoded":
         raise errors.InvalidParameter(f"the clip goes in a multipart/form-data body as a file in the field "
                                       f"'{UPLOAD_FIELD}' (curl -F '{UPLOAD_FIELD}=@clip.ogg'), got an "
                                       "application/x-www-form-urlencoded body (what curl --data and --data-binary send)")
-    await _check_complete(request)
+    if content_type == b"multipart/form-data" and (boundary := options.get(b"boundary")):
+        await _check_complete(request, boundary)
     try:
         form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
@@ -231,15 +234,9 @@ def _brief(names: list[str]) -> str:
     return f"{shown}{' and more' if len(names) > 5 else ''}"
 
 
-async def _check_complete(request) -> None:
-    """A multipart body must end with its closing boundary: the parser takes a body cut short as a whole one
-    (without its last fields, or with a clip cut short)."""
-    from python_multipart.multipart import parse_options_header
-
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
-        return  # url-encoded, or no boundary at all (the parser says so)
+async def _check_complete(request, boundary: bytes) -> None:
+    """A multipart body must end with its closing `boundary`: the parser takes a body cut short as a whole one
+    (without its last fields, or with a clip cut short). Without a boundary at all the parser says so."""
     body = await request.body()  # the guard's buffered body, kept for the parser
     close = b"--" + boundary + b"--"
     if not (body.startswith(close) or b"\r\n" + close in body):
