@@ -10,7 +10,7 @@ farm); with --shots N, from the first N of them (the same clips after the fifth 
 fold is answered three ways: no enrolled class (the built-in classes as served), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin); with
---clip-gate, also an enrolled class wherever the clip's nearest prototype is one, else the head-scale answer.
+--clip-gate, also by the clip gate (core.answer: an enrolled class wherever the clip's nearest prototype is one).
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
 every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
 its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py);
@@ -80,10 +80,10 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
         if path not in cache:
             cache[path] = windows(model, path, frontend, activity)
         lg, e, k = cache[path]
-        if cosine or clip_gate:
-            nearest = classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
-            if cosine or nearest not in names:  # every class by cosine; or, for the clip gate, an enrolled class nearest
-                return nearest
+        if cosine:  # every class by cosine to its prototype
+            return classes.labels[int(np.argmax(classes.cosines(_unit(e[k.active].mean(axis=0))[None])[0]))]
+        gate = "clip" if clip_gate else "window"  # where the enrolled classes are answered (core.answer.clip_gate)
+        classes = replace(classes, builtin=replace(classes.builtin, enrol_gate=gate))
         return answer(lg, e, k.active, k.starts_s, 1.0, names, classes, AnswerOptions(open_set=False), k.levels,
                       frontend).label
 
@@ -114,8 +114,8 @@ def main() -> None:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
-    parser.add_argument("--clip-gate", action="store_true", help="also: an enrolled class wherever the clip embedding's "
-                        "nearest prototype is one (benchmarks/enrol_clip_gate.py), else the answer at each margin")
+    parser.add_argument("--clip-gate", action="store_true", help="also: the clip gate (core.answer.clip_gate: an "
+                        "enrolled class wherever the clip embedding's nearest prototype is one) at each margin")
     parser.add_argument("--shots", type=int, choices=range(1, SHOTS + 1), default=SHOTS,
                         help="each class enrolled from its first SHOTS clips (the clips after the fifth are answered)")
     add_joint_arguments(parser, "serve each run with the joint embedding")

@@ -16,7 +16,7 @@ pre-training), clean and under the recording conditions. With --pretrained-share
 open-set threshold and the enrolment margin must then come from the same joint embedding. The final
 run trains on all four folds, so it has no validation of its own: the recipe's CV figures stand for it.
 --recalibrate keeps an exported model (weights, prototypes, threshold, joint embedding) and sets again
-what the reports choose for its scores: prototype weight, enrolment margins (from 5 clips and for one), temperature,
+what the reports choose for its scores: prototype weight, enrolment margins (from 5 clips and for one) and gate, temperature,
 event parameters, and the open set's thresholds per class (calibrated on the runs of its one threshold).
 """
 
@@ -107,6 +107,26 @@ def one_shot_margin(arm: str, share: float, pretrained: str | None, weight: floa
     return below[0] if fine else None
 
 
+def enrol_gate(arm: str, share: float, pretrained: str | None, weight: float, vote: str, margin: float,
+               one_shot: float | None, max_cost: float = 0.02) -> str:
+    """Where an enrolled class is answered (BENCHMARKS.md "A clip gate for enrolled classes"): "clip" iff, with
+    enrol_cost.py's seven game-sound classes enrolled from 5 clips (at `margin`) and from 1 (at `one_shot`), the clip
+    gate costs the built-in classes at most `max_cost` and names the enrolled classes' other clips at least as often
+    as the window gate (reports/enrol_cost_clipgate5.json and _clipgate1.json of enrol_cost.py --clip-gate); else
+    "window"."""
+    for shots, m in ((5, margin), (1, margin if one_shot is None else one_shot)):
+        file = f"enrol_cost_clipgate{shots}"
+        summary = made_for("enrol_cost", arm, share, pretrained, file=file, prototype_weight=weight, vote=vote)["summary"]
+        if f"built-in, clip gate, margin {m}" not in summary:
+            sys.exit(f"reports/{file}.json lacks the clip gate at margin {m}: run benchmarks/enrol_cost.py --arm {arm} "
+                     f"--shots {shots} --clip-gate --margins {m} --report {file} (with the model's options)")
+        cost = summary["built-in, none enrolled"]["mean"] - summary[f"built-in, clip gate, margin {m}"]["mean"]
+        named, by_windows = (summary[f"enrolled recognised, {g}margin {m}"]["mean"] for g in ("clip gate, ", ""))
+        if cost > max_cost or named < by_windows:
+            return "window"
+    return "clip"
+
+
 def pretraining_of(run: str) -> str:
     """A self-supervised pre-training run in words: loss, epochs, view augmentations, pool."""
     pre = read_checkpoint_info(run)["config"]
@@ -169,12 +189,14 @@ def scoring(arm: str, share: float, pretrained: str | None, form: str, seeds: li
         sys.exit(f"reports/enrol_cost.json enrolled {five['shots']} clips a class: run benchmarks/enrol_cost.py without --shots")
     margin = enrol_margin(five)
     one_shot = one_shot_margin(arm, share, pretrained, weight, vote, margin)
+    gate = enrol_gate(arm, share, pretrained, weight, vote, margin, one_shot)
     events = made_for("events_cv", shipped, share, pretrained, f"--arm {shipped}", ("chosen_row",),
                       prototype_weight=weight, temperature=temperature)
     if form != "run" and not all(r["run"].endswith(f"-seed{'+'.join(map(str, seeds))}") for r in events["runs"]):
         sys.exit(f"reports/events_cv.json was made on other combinations of {shipped}'s runs: run benchmarks/events_cv.py "
                  f"--arm {shipped} --seeds {'+'.join(map(str, seeds))} ...")
-    return {"fusion": fusion, "weight": weight, "margin": margin, "one_shot_margin": one_shot, "calibration": calibration,
+    return {"fusion": fusion, "weight": weight, "margin": margin, "one_shot_margin": one_shot, "enrol_gate": gate,
+            "calibration": calibration,
             "group": group, "temperature": temperature, "vote": vote, "events": events, "shipped_arm": shipped,
             "int8_cv": made_for("int8_cv", arm, share, pretrained, file="int8_cv" + ("" if vote == "mean" else f"_{vote}"),
                                 some_seeds=True, prototype_weight=weight, vote=vote)["summary"]}
@@ -208,7 +230,13 @@ def scored(out_dir: Path, open_set, chosen: dict, manifest: dict) -> None:
         "lowest margin costing the known classes at most 1 point, kept iff it names 5 points more left-out clips and "
         "costs the built-in classes at most 2 with seven one-clip classes enrolled (reports/enrol_cost_1shot.json); "
         "from 1 to 5 clips the margin runs linearly in 1/n to the model's enrol_margin"}
+    manifest["default_model"]["enrol_gate"] = {
+        "value": chosen["enrol_gate"], "chosen_by": "benchmarks/enrol_cost.py --clip-gate with seven game-sound classes "
+        "enrolled from 5 clips and from 1: \"clip\" iff it costs the built-in classes at most 2 points and names the "
+        "enrolled classes' other clips at least as often as the window gate (reports/enrol_cost_clipgate5.json, "
+        "enrol_cost_clipgate1.json)"}
     save_open_set(out_dir, replace(open_set, enrol_margin=chosen["margin"], one_shot_margin=chosen["one_shot_margin"],
+                                   enrol_gate=chosen["enrol_gate"],
                                    prototype_weight=chosen["weight"], temperature=chosen["temperature"], vote=chosen["vote"]))
     manifest["openset"] = load_artifact(out_dir).manifest["openset"]  # its new sha256
     assert manifest["sha256"] == sha256_file(out_dir / manifest["model_file"])

@@ -5,7 +5,7 @@
 #    (BENCHMARKS.md); 2) the open-set threshold, the prototype weight of the built-in classes, and at
 #    that weight (and the vote of a clip's windows) the temperature of the scores and the sound-event parameters (on the CV runs in the form
 #    that ships: single runs, or per fold those of FINAL_SEEDS averaged or side by side) and the enrolment
-#    margins (from five clips, and for one), and the int8 check, from the CV runs of ARM (served
+#    margins (from five clips, and for one) and gate, and the int8 check, from the CV runs of ARM (served
 #    with the joint embedding of SHARE, as the model will be: the fine-tuned encoder beside the
 #    self-supervised encoder PRETRAINED, pre-trained first if missing; empty: the one ARM was
 #    fine-tuned from); 3) the final run(s) on folds 1-4 (several: averaged, or an ensemble); 4) export, with the joint embedding,
@@ -83,6 +83,11 @@ $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --proto
 $BIN/python benchmarks/enrol_bench.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
   --shots 1 --margins -0.05 -0.03 -0.02 -0.01 0 --report enrol_cost_1shot
+# where enrolled classes are answered (BENCHMARKS.md "A clip gate for enrolled classes"): both gates at each margin
+$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
+  --clip-gate --report enrol_cost_clipgate5
+$BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
+  --shots 1 --margins -0.05 -0.03 -0.02 -0.01 0 --clip-gate --report enrol_cost_clipgate1
 $BIN/python benchmarks/int8_cv.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 ESC10=$($BIN/python -c "$STUDY; print(cv_study.ESC10)")  # ../shared/data/esc10 or where SOUNDARC_DATA says
 final_run() {  # ARM SEED [SETTING...]: the final run of ARM on folds 1-4 (benchmarks/final_runs.sh)

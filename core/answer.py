@@ -8,6 +8,13 @@ offline rows and the stream all build it here and only serialise it.
                 model's prototype weight (0: the head alone); an enrolled class's logit is the top
                 built-in logit plus a·(cos to its prototype − cos to the prototype of that top class
                 − margin) in the windows where that is above the top, else none (−inf; class_logits)
+    clip gate   for a model whose enrol_gate is "clip": where the clip embedding is closer to an enrolled
+                class's prototype, by that class's margin, than to every other prototype (at margin 0: its
+                nearest), that class's logit is raised to the top logit in each of the clip's windows (lift):
+                it ranks first, with at least the share of the class it displaced (ties go to it); else the
+                windows' logits as they are. For one window it names what already wins that window, so
+                it changes only the answer of a clip of several windows, whose mean may lie nearer the
+                class than any one window does, and which the class's windows alone may not carry
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
@@ -108,8 +115,7 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     (a clip shorter than a window is tiled to one)."""
     names = classes.labels if classes is not None else labels
     temperature = _temperature(classes)
-    probs = softmax(class_logits(logits, embeddings, classes))  # (N, K) at T = 1: the clip averages these
-    window_probs = sharpen(probs, temperature)  # (N, K), as window_probabilities
+    window_probs = window_probabilities(logits, embeddings, classes)  # (N, K): each window as a clip alone
     timeline = (window_answers(window_probs, embeddings, active, starts_s, window_s, names, classes, options,
                                duration_s) if options.windows else None)
     events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend,
@@ -117,10 +123,12 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])
+    gate = clip_gate(embedding[None], classes)  # (1,): the enrolled class the clip's embedding is nearest, or -1
+    probs = softmax(lift(class_logits(logits[active], embeddings[active], classes), gate))  # (A, K) at T = 1
     weights = vote_weights(levels, starts_s[active], frontend) if _vote(classes) == "amplitude" else None  # (A,)
-    clip_probs = sharpen(np.average(probs[active], axis=0, weights=weights), temperature)  # (K,)
-    ranking = _rank(clip_probs, names, options.top_k)
-    verdict = _open_set(embedding, classes, options.threshold_rad) if options.open_set and classes is not None else None
+    clip_probs = sharpen(np.average(probs, axis=0, weights=weights), temperature)  # (K,)
+    ranking = _rank(clip_probs, names, options.top_k, first=int(gate[0]))
+    verdict = _open_set(embedding[None], classes, options.threshold_rad)[0] if options.open_set and classes is not None else None
     label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
     return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline, events)
 
@@ -151,9 +159,37 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     return np.concatenate([logits, wins], axis=1)
 
 
+def clip_gate(embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
+    """(N, D) L2-normalised embeddings of clips (a window alone is one) -> (N,) the enrolled class (its index
+    of the K) that each one's clip gate names: the class of the highest cosine to its prototype, each enrolled
+    class's less its margin, where that is an enrolled class and the model's enrol_gate is "clip"; else −1.
+    At margin 0 the nearest prototype of every class."""
+    if classes is None or not classes.enrolled or classes.builtin.enrol_gate != "clip":
+        return np.full(len(embeddings), -1)
+    n_builtin = len(classes.builtin.labels)
+    cosines = classes.cosines(embeddings).astype(np.float64)  # (N, K)
+    cosines[:, n_builtin:] -= classes.margins[None, :]
+    best = cosines.argmax(axis=1)  # (N,)
+    return np.where(best >= n_builtin, best, -1)
+
+
+def lift(logits: np.ndarray, gate: np.ndarray) -> np.ndarray:
+    """(N, K) logits, (N,) or (1,) a class per row (−1: none) -> (N, K) with that class's logit raised to its
+    row's top: in every such row it ranks first (with the class it displaced), so in their vote too."""
+    gate = np.broadcast_to(gate, (len(logits),))
+    rows = np.flatnonzero(gate >= 0)
+    if not rows.size:
+        return logits
+    lifted = logits.copy()
+    lifted[rows, gate[rows]] = logits[rows].max(axis=1)
+    return lifted
+
+
 def window_probabilities(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
     """(N, C) logits, (N, D) embeddings -> (N, K) each window's served probabilities over the K classes
-    (at the model's temperature): what the timeline and events read."""
+    (at the model's temperature): what the timeline, events and the stream read. A window alone needs no clip
+    gate: the class it would name already wins the window (its cosine less its margin above that of the top
+    class's prototype, and of every other enrolled class's less theirs)."""
     return sharpen(softmax(class_logits(logits, embeddings, classes)), _temperature(classes))
 
 
@@ -180,16 +216,22 @@ def clip_embedding(embeddings: np.ndarray) -> np.ndarray:
     return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
 
 
-def _open_set(embedding: np.ndarray, classes: ClassSet, threshold_rad: float | None) -> dict:
-    nearest, angle = classes.nearest(embedding)
-    threshold = classes.threshold_of(nearest) if threshold_rad is None else threshold_rad
-    return {"unknown": angle > threshold, "nearest_label": nearest, "angle_rad": round(angle, 6),
-            "threshold_rad": round(threshold, 6)}
+def _open_set(embeddings: np.ndarray, classes: ClassSet, threshold_rad: float | None) -> list[dict]:
+    """(N, D) L2-normalised clip embeddings -> each one's verdict: its nearest prototype, its angle, "unknown"."""
+    nearest, angles = classes.nearest_each(embeddings)  # (N,), (N,)
+    out = []
+    for index, angle in zip(nearest, angles):
+        label = classes.labels[index]
+        threshold = classes.threshold_of(label) if threshold_rad is None else threshold_rad
+        out.append({"unknown": bool(angle > threshold), "nearest_label": label, "angle_rad": round(float(angle), 6),
+                    "threshold_rad": round(threshold, 6)})
+    return out
 
 
-def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int) -> tuple[tuple[str, float], ...]:
-    """(K,) probabilities -> the top_k (label, probability), highest first (ties keep the class order)."""
-    order = np.argsort(-probs, kind="stable")[:top_k]
+def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int, first: int = -1) -> tuple[tuple[str, float], ...]:
+    """(K,) probabilities -> the top_k (label, probability), highest first (ties: class `first`, the clip
+    gate's, then the class order)."""
+    order = np.lexsort((np.arange(len(probs)) != first, -probs))[:top_k]
     return tuple((names[i], float(probs[i])) for i in order)
 
 
@@ -201,14 +243,14 @@ def window_answers(window_probs: np.ndarray, embeddings: np.ndarray, active: np.
     set turns its embedding away, else its top class. A window ends at the clip's end (`duration_s`) at
     the latest."""
     last_end = float("inf") if duration_s is None else duration_s
+    verdicts = (_open_set(unit(embeddings), classes, options.threshold_rad) if options.open_set and classes is not None
+                else None)  # each window's embedding as the clip embedding of that window alone
     out = []
-    for p, e, is_active, start in zip(window_probs, embeddings, active, starts_s):
+    for i, (p, is_active, start) in enumerate(zip(window_probs, active, starts_s)):
         label, score, ranking = SILENCE, None, ()
         if is_active:
             ranking = _rank(p, names, options.top_k)
-            unknown = (options.open_set and classes is not None
-                       and _open_set(clip_embedding(e[None]), classes, options.threshold_rad)["unknown"])
-            label, score = (UNKNOWN, None) if unknown else ranking[0]
+            label, score = (UNKNOWN, None) if verdicts is not None and verdicts[i]["unknown"] else ranking[0]
         out.append(WindowAnswer(float(start), min(float(start) + window_s, last_end), label, score, ranking))
     return tuple(out)
 

@@ -143,6 +143,10 @@ class ClassSet:
         index, angle = self.open_set.nearest(embedding)
         return self.labels[index], angle
 
+    def nearest_each(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) L2-normalised embeddings -> (N,) index (of `labels`) of each one's nearest prototype, (N,) its angle."""
+        return self.open_set.nearest_each(embeddings)
+
     def describe(self) -> list[dict]:
         """JSON-ready list for GET /classes."""
         return ([{"label": name, "kind": "built-in", "threshold_rad": self.threshold_of(name)} for name in self.builtin.labels]

@@ -13,6 +13,9 @@
     one_shot_margin  optionally the margin of a class enrolled from one clip, whose prototype lies further from
                   its class's other clips than a mean of several does (benchmarks/enrol_bench.py); from 1 to 5
                   clips the margin runs linearly in 1/n to enrol_margin, which holds from 5 (margin_for)
+    enrol_gate    where an enrolled class is answered: "window" (in the windows it wins by its margin, as
+                  above) or "clip" (also wherever the clip's embedding is nearest its prototype, of every
+                  class: core.answer.lift; benchmarks/enrol_cost.py --clip-gate)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
     temperature   T: the served probabilities p become p^(1/T), renormalised (a window's: softmax(logits / T);
@@ -41,6 +44,7 @@ from core import errors
 ENROL_MARGIN = 0.05
 FULL_SHOTS = 5  # from this many examples an enrolled class takes enrol_margin (benchmarks/enrol_bench.py's 5-shot)
 VOTES = ("mean", "amplitude")
+GATES = ("window", "clip")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class OpenSet:
     vote: str = "mean"  # artifacts written before it: every window with sound the same
     class_thresholds_rad: tuple[float, ...] = ()  # (C,) per class, or none: threshold_rad for every class
     one_shot_margin: float | None = None  # a class of one example's margin; None: enrol_margin at any count
+    enrol_gate: str = "window"  # artifacts written before it: an enrolled class only where it wins windows
 
     def __post_init__(self):
         if not threshold_ok(self.threshold_rad):
@@ -74,6 +79,8 @@ class OpenSet:
             raise errors.ArtifactError(f"the temperature must be a positive number, got {self.temperature}")
         if self.vote not in VOTES:
             raise errors.ArtifactError(f"unknown vote {self.vote!r}; valid: {VOTES}")
+        if self.enrol_gate not in GATES:
+            raise errors.ArtifactError(f"unknown enrolment gate {self.enrol_gate!r}; valid: {GATES}")
         if self.class_thresholds_rad and (len(self.class_thresholds_rad) != len(self.labels)
                                           or not all(threshold_ok(t) for t in self.class_thresholds_rad)):
             raise errors.ArtifactError(f"its thresholds per class must be one angle in (0, π] for each of its "
@@ -92,9 +99,14 @@ class OpenSet:
 
     def nearest(self, embedding: np.ndarray) -> tuple[int, float]:
         """(D,) L2-normalised clip embedding -> (index of the nearest prototype, its angle in rad)."""
-        cos = np.clip(self.prototypes @ embedding.astype(np.float32), -1.0, 1.0)  # (C,)
-        best = int(np.argmax(cos))
-        return best, float(np.arccos(cos[best]))
+        index, angle = self.nearest_each(embedding[None])
+        return int(index[0]), float(angle[0])
+
+    def nearest_each(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) L2-normalised embeddings -> (N,) index of each one's nearest prototype, (N,) its angle in rad."""
+        cos = np.clip(embeddings.astype(np.float32) @ self.prototypes.T, -1.0, 1.0)  # (N, C)
+        best = cos.argmax(axis=1)
+        return best, np.arccos(cos[np.arange(len(best)), best]).astype(np.float64)
 
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "prototypes": self.prototypes.tolist(), "threshold_rad": self.threshold_rad,
@@ -102,7 +114,8 @@ class OpenSet:
                 "enrol_margin": self.enrol_margin, "prototype_weight": self.prototype_weight,
                 "temperature": self.temperature, "vote": self.vote,
                 **({"class_thresholds_rad": list(self.class_thresholds_rad)} if self.class_thresholds_rad else {}),
-                **({"one_shot_margin": self.one_shot_margin} if self.one_shot_margin is not None else {})}
+                **({"one_shot_margin": self.one_shot_margin} if self.one_shot_margin is not None else {}),
+                "enrol_gate": self.enrol_gate}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpenSet:
@@ -111,7 +124,8 @@ class OpenSet:
                    float(d.get("enrol_margin", cls.enrol_margin)),
                    float(d.get("prototype_weight", cls.prototype_weight)), float(d.get("temperature", cls.temperature)),
                    str(d.get("vote", cls.vote)), tuple(float(t) for t in d.get("class_thresholds_rad", ())),
-                   None if d.get("one_shot_margin") is None else float(d["one_shot_margin"]))
+                   None if d.get("one_shot_margin") is None else float(d["one_shot_margin"]),
+                   str(d.get("enrol_gate", cls.enrol_gate)))
 
 
 def weight_ok(weight: float) -> bool:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from core.classes import margin_ok
-from core.openset import ENROL_MARGIN, VOTES, temperature_ok, weight_ok
+from core.openset import ENROL_MARGIN, GATES, VOTES, temperature_ok, weight_ok
 from soundarc.cli import fraction
 
 
@@ -42,6 +42,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vote", choices=VOTES, default="mean",
                         help="open set: how a clip's windows with sound make its ranking: their mean, or their mean "
                              "weighted by amplitude (benchmarks/vote_cv.py; fit the temperature at it)")
+    parser.add_argument("--enrol-gate", choices=GATES, default="window",
+                        help="open set: where an enrolled class is answered: in the windows it wins by its margin, or "
+                             "also for a whole clip whose embedding is nearer its prototype by the margin than any other "
+                             "(benchmarks/enrol_cost.py --clip-gate)")
 
 
 def _weight(text: str) -> float:
@@ -72,7 +76,7 @@ def run(args) -> int:
     given = {"--prototype-weight": args.prototype_weight != 0.0, "--temperature": args.temperature != 1.0,
              "--vote": args.vote != "mean", "--frr": args.frr != 0.05, "--calibration-folds": bool(args.calibration_folds),
              "--labeled": args.labeled is not None, "--calibration": args.calibration is not None,
-             "--enrol-margin": args.enrol_margin != ENROL_MARGIN}
+             "--enrol-margin": args.enrol_margin != ENROL_MARGIN, "--enrol-gate": args.enrol_gate != "window"}
     needless = [option for option, set_ in given.items() if set_]
     if needless and not args.open_set:  # each is kept in the open set's file: without it, ignored without a word
         raise SystemExit(f"{', '.join(needless)} {'needs' if len(needless) == 1 else 'need'} --open-set "
@@ -89,7 +93,7 @@ def run(args) -> int:
         def finish(staged: Path) -> None:  # before the artifact replaces OUT_DIR: a failure leaves it as it was
             attach_open_set(staged, args.labeled or config["labeled"], tuple(config["train_folds"]),
                             tuple(args.calibration_folds), args.frr, args.calibration, args.enrol_margin,
-                            args.prototype_weight, args.temperature, args.vote)
+                            args.prototype_weight, args.temperature, args.vote, args.enrol_gate)
     out = export_artifact(args.run_dir, args.out_dir, fp16=args.fp16, opset=args.opset, real_audio=args.audio,
                           pretrained_share=args.pretrained_share, pretrained=args.pretrained, finish=finish)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -106,7 +106,7 @@ def read_calibration(path: str, artifact: Artifact) -> dict:
 def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[int, ...],
                     calibration_folds: tuple[int, ...] = (), frr: float = 0.05, calibration: str | None = None,
                     enrol_margin: float = ENROL_MARGIN, prototype_weight: float = 0.0,
-                    temperature: float = 1.0, vote: str = "mean") -> OpenSet:
+                    temperature: float = 1.0, vote: str = "mean", enrol_gate: str = "window") -> OpenSet:
     artifact = load_artifact(artifact_dir)
     clips, names = scan_labeled(labeled)
     if names != artifact.labels:
@@ -119,7 +119,8 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
 
     if calibrated:
         open_set = OpenSet(prototypes, names, calibrated["threshold_rad"], calibrated["frr"], calibrated["calibrated_on"],
-                           cosine_logit, enrol_margin, prototype_weight, temperature, vote, calibrated["class_thresholds_rad"])
+                           cosine_logit, enrol_margin, prototype_weight, temperature, vote, calibrated["class_thresholds_rad"],
+                           enrol_gate=enrol_gate)
     else:
         calib_emb = train_emb
         if calibration_folds:
@@ -127,7 +128,7 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
         where = f"folds {list(calibration_folds)}" if calibration_folds else f"the training clips (folds {list(train_folds)})"
         threshold = calibrate(prototypes, calib_emb, frr)
         open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight,
-                           temperature, vote)
+                           temperature, vote, enrol_gate=enrol_gate)
     log.info("open set: threshold %.3f rad (frr %.2f, %s); prototype logits %.2f·cos + %.2f, weight %g; temperature %g; "
              "%s vote", open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit, prototype_weight,
              temperature, vote)

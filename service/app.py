@@ -158,7 +158,8 @@ class SoundArc:
         if self.classes is None:
             return {"classes": [{"label": name, "kind": "built-in"} for name in self.artifact.labels],
                     "enrolment": False}
-        return {"classes": self.current_classes().describe(), "enrolment": True}
+        classes = self.current_classes()
+        return {"classes": classes.describe(), "enrolment": True, "enrol_gate": classes.builtin.enrol_gate}
 
     async def enrol(self, label: str, clips: list[tuple[str, bytes]], margin: float | None = None,
                     abandoned=lambda: False) -> dict:

@@ -64,7 +64,8 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                            "pattern": "^[A-Za-z0-9][A-Za-z0-9 _.-]*$", "description": "the new class's name"},
                  "margin": {"type": "number", "minimum": -1, "maximum": 1,
                             "description": "how much closer (cosine) a window must be to this class than to the "
-                                           "model's own answer for this class to win; lower names it more often, "
+                                           "model's own answer for this class to win (and, for a model that gates "
+                                           "by clips, a clip than to every other class); lower names it more often, "
                                            "at some cost to the built-in classes (default: the model's for the number of "
                                            "example clips, lower for fewer than 5)"},
                  "audio": {"type": "array", "items": audio, "minItems": 1, "maxItems": 20}},
@@ -201,7 +202,11 @@ SCHEMAS = {
                        "model": _model, "index": {"type": "object"}}},
     "Classes": {
         "type": "object", "required": ["classes", "enrolment"],
-        "properties": {"enrolment": {"type": "boolean"}, "classes": {"type": "array", "items": {
+        "properties": {"enrolment": {"type": "boolean"},
+                       "enrol_gate": {"type": "string", "enum": ["window", "clip"],
+                                      "description": "where enrolled classes are answered: in the windows they win, "
+                                                     "or also for a clip nearer their prototype (the model's)"},
+                       "classes": {"type": "array", "items": {
             "type": "object", "required": ["label", "kind"], "properties": {
                 "label": {"type": "string"}, "kind": {"type": "string", "enum": ["built-in", "enrolled"]},
                 "examples": {"type": "integer"}, "enrolled_at": {"type": "string"}, "margin": _number,

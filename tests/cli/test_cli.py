@@ -64,7 +64,7 @@ def test_a_bad_temperature_is_refused_before_anything_is_exported(tmp_path):
     for bad in ("0", "-1", "inf", "nan"):
         refused = soundarc("export", str(tmp_path / "run"), str(out), "--open-set", "--temperature", bad)
         assert refused.returncode == 2 and "must be a number above 0" in refused.stderr
-    for option in (("--temperature", "0.5"), ("--vote", "amplitude")):
+    for option in (("--temperature", "0.5"), ("--vote", "amplitude"), ("--enrol-gate", "clip")):
         alone = soundarc("export", str(tmp_path / "run"), str(out), *option)
         assert alone.returncode != 0 and f"{option[0]} needs --open-set" in alone.stderr
     assert not out.exists()

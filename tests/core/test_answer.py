@@ -242,3 +242,79 @@ def test_an_amplitude_vote_lets_the_loud_windows_outweigh_a_quiet_background():
     legacy = CLASSES.builtin.to_dict()
     del legacy["vote"]
     assert OpenSet.from_dict(legacy).vote == "mean"  # artifacts written before it
+
+
+def test_a_clip_nearest_an_enrolled_prototype_is_that_class_where_the_model_gates_by_clips():
+    """Two windows, one nearest dog and one nearest rain, whose mean is nearest the enrolled whistle: the
+    window gate names whistle in neither; the clip gate names it for the clip, first in its ranking, while
+    each window of the timeline keeps its own answer (a window alone is a clip of its own)."""
+    z, x = np.array([0, 0, 1.0], np.float32), np.array([1.0, 0, 0], np.float32)
+    builtin = OpenSet(np.stack([z, -z, -x]), LABELS, 1.0, 0.05, "test", cosine_logit=(5.0, 0.0))
+    by_windows = ClassSet(builtin).enrol("whistle", x[None])
+    by_clips = ClassSet(replace(builtin, enrol_gate="clip")).enrol("whistle", x[None])
+    logits = np.array([[4.0, 0, 0], [0, 4.0, 0]], np.float32)  # the head: dog, then rain
+    embeddings = np.stack([x + 1.2 * z, x - 1.2 * z]) / np.linalg.norm([1, 1.2])  # nearest dog, then rain
+    active, starts = np.ones(2, bool), np.array([0.0, 0.5])
+
+    windowed = run(logits, embeddings, active, starts, classes=by_windows, windows=True, top_k=4)
+    assert windowed.label == "dog" and dict(windowed.ranking)["whistle"] == 0.0
+    gated = run(logits, embeddings, active, starts, classes=by_clips, windows=True, top_k=4)
+    assert (gated.label, gated.score) == gated.ranking[0] and gated.label == "whistle"
+    assert gated.open_set["nearest_label"] == "whistle" and not gated.open_set["unknown"]
+    scores = dict(gated.ranking)
+    assert scores["whistle"] > scores["dog"] == pytest.approx(scores["rain"]) and sum(scores.values()) == pytest.approx(1)
+    assert [w.label for w in gated.windows] == ["dog", "rain"] == [w.label for w in windowed.windows]
+    assert run(logits, embeddings, active, starts, classes=by_clips, open_set=False).label == "whistle"
+
+
+def test_the_clip_gate_holds_each_class_to_its_margin():
+    """The clip of the first test lies on the whistle's prototype (cosine 1) and at cosine 0 from dog and rain:
+    the gate names the whistle for a margin below 1, not from 1 on, and takes the model's margin for its count."""
+    z, x = np.array([0, 0, 1.0], np.float32), np.array([1.0, 0, 0], np.float32)
+    builtin = OpenSet(np.stack([z, -z, -x]), LABELS, 1.0, 0.05, "test", cosine_logit=(5.0, 0.0), enrol_gate="clip")
+    logits = np.array([[4.0, 0, 0], [0, 4.0, 0]], np.float32)
+    embeddings = np.stack([x + 1.2 * z, x - 1.2 * z]) / np.linalg.norm([1, 1.2])
+    active, starts = np.ones(2, bool), np.array([0.0, 0.5])
+
+    def label(classes):
+        return run(logits, embeddings, active, starts, classes=classes, open_set=False).label
+    assert label(ClassSet(builtin).enrol("whistle", x[None], margin=0.9)) == "whistle"
+    assert label(ClassSet(builtin).enrol("whistle", x[None], margin=1.0)) == "dog"
+    strict = replace(builtin, enrol_margin=1.0, one_shot_margin=0.5)  # the model's margins: 0.5 for one clip, 1 from five
+    assert (label(ClassSet(strict).enrol("whistle", x[None])), label(ClassSet(strict).enrol("whistle", np.stack([x] * 5)))
+            ) == ("whistle", "dog")
+
+
+def test_a_window_alone_answers_the_same_by_either_gate():
+    """For one window the clip gate names what the window gate already ranks first (a class nearer by its margin
+    than every other prototype is nearer than the top class's): the timeline and the stream need no gate of their
+    own. Random windows, prototypes, margins and prototype weights."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        dim, n_builtin = 4, 3
+        prototypes = np.stack([unit_vector(rng.standard_normal(dim)) for _ in range(n_builtin)])
+        builtin = OpenSet(prototypes, LABELS, 1.0, 0.05, "test", cosine_logit=(float(rng.uniform(2, 30)), 0.0),
+                          prototype_weight=float(rng.choice([0.0, 0.5])))
+        by_windows = ClassSet(builtin)
+        for i in range(int(rng.integers(1, 4))):
+            by_windows = by_windows.enrol(f"e{i}", rng.standard_normal((1, dim)), margin=float(rng.uniform(-0.2, 0.2)))
+        by_clips = replace(by_windows, builtin=replace(builtin, enrol_gate="clip"))
+        logits = rng.standard_normal((1, n_builtin)).astype(np.float32) * 3
+        window = unit_vector(rng.standard_normal(dim))[None]
+        one = [run(logits, window, np.ones(1, bool), np.zeros(1), classes=c, open_set=False, top_k=6) for c in
+               (by_windows, by_clips)]
+        assert one[0].ranking == one[1].ranking
+
+
+def unit_vector(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_the_enrolment_gate_is_the_models_and_older_artifacts_gate_by_windows():
+    legacy = CLASSES.builtin.to_dict()
+    assert legacy["enrol_gate"] == "window"
+    del legacy["enrol_gate"]
+    assert OpenSet.from_dict(legacy).enrol_gate == "window"
+    assert OpenSet.from_dict({**legacy, "enrol_gate": "clip"}).enrol_gate == "clip"
+    with pytest.raises(errors.ArtifactError, match="enrolment gate"):
+        replace(CLASSES.builtin, enrol_gate="frame")

@@ -49,10 +49,11 @@ def test_attach_open_set_to_an_artifact(tmp_path):
     run = make_run(tmp_path / "run", labels=("low", "mid", "high"), labeled=str(data))
     artifact_dir = export_artifact(run, tmp_path / "model")
     open_set = attach_open_set(artifact_dir, str(data), train_folds=(1, 2), calibration_folds=(3,), frr=0.2,
-                               prototype_weight=0.5, temperature=0.4, vote="amplitude")
+                               prototype_weight=0.5, temperature=0.4, vote="amplitude", enrol_gate="clip")
     art = load_artifact(artifact_dir)
     assert art.open_set is not None and art.open_set.labels == ("low", "mid", "high")
-    assert (art.open_set.prototype_weight, art.open_set.temperature, art.open_set.vote) == (0.5, 0.4, "amplitude")
+    assert (art.open_set.prototype_weight, art.open_set.temperature, art.open_set.vote, art.open_set.enrol_gate) == \
+        (0.5, 0.4, "amplitude", "clip")
     assert art.manifest["openset"]["calibrated_on"] == "folds [3]" and 0 < open_set.threshold_rad < math.pi
     from dataclasses import replace
 

@@ -39,6 +39,7 @@ def classify(url, fixtures, name, **fields):
 def test_enrol_classify_delete(server, fixtures):
     listed = requests.get(f"{server}/classes", timeout=10).json()
     assert listed["enrolment"] and [c["kind"] for c in listed["classes"]] == ["built-in"] * 3
+    assert listed["enrol_gate"] == "window"  # the test model's (older artifacts' too)
     before = classify(server, fixtures, ROOSTER, open_set="false", top_k=3)["ranking"]
     assert sum(s["score"] for s in before) == pytest.approx(1.0, abs=1e-5)
 
@@ -154,3 +155,55 @@ def test_replicas_share_one_store(test_artifact, fixtures, tmp_path):
     finally:
         for proc, _ in servers:
             stop_server(proc)
+
+
+def test_a_model_that_gates_by_clips_answers_alike_over_http_offline_and_streamed(test_artifact, fixtures, tmp_path):
+    """A class enrolled from a dog clip followed by a rain clip: the clip lies on its prototype, each of its windows
+    nearer dog or rain. A model that gates by windows answers dog (the class wins too few windows); one that gates by
+    clips names it, first in the ranking, alike over /classify, in the offline rows and at the end of a stream, whose
+    window messages are /classify's timeline."""
+    import shutil
+    from dataclasses import replace
+
+    import soxr
+
+    from batch.results import read_results
+    from batch.scoring import ScoreOptions, score
+    from core.artifact import load_artifact
+    from export.open_set import save_open_set
+    from tests.service.conftest import stream
+
+    gated = shutil.copytree(test_artifact, tmp_path / "gated")
+    save_open_set(gated, replace(load_artifact(gated).open_set, enrol_gate="clip"))
+    y = np.concatenate([soxr.resample(*sf.read(fixtures / name, dtype="float32"), 16_000) for name in (DOG, RAIN)])
+    samples = (np.clip(y, -1, 1) * 32767).astype("<i2")
+    wav = io.BytesIO()
+    sf.write(wav, samples, 16_000, format="WAV", subtype="PCM_16")
+    clip = wav.getvalue()
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "dog-rain.wav").write_bytes(clip)
+    classes = tmp_path / "enrolled.json"
+    proc, url = start_server(gated, {**SERVER_SETTINGS, "SOUNDARC_CLASSES": str(classes)}, tmp_path / "gated.log")
+    try:
+        assert enrol(url, "dog then rain", [("x.wav", clip)]).status_code == 201
+        assert requests.get(f"{url}/classes", timeout=10).json()["enrol_gate"] == "clip"
+        fields = {"top_k": "4", "windows": "true", "open_set": "false"}
+        online = requests.post(f"{url}/classify", files={"audio": ("x.wav", clip)}, data=fields, timeout=60).json()
+        setup = {"sample_rate": 16_000, "encoding": "pcm_s16le", "channels": 1, "top_k": 4, "open_set": False}
+        pcm = samples.tobytes()
+        messages, code, _ = stream(url, setup, [pcm[i:i + 7000] for i in range(0, len(pcm), 7000)])
+    finally:
+        stop_server(proc)
+    assert online["label"] == online["ranking"][0]["label"] == "dog then rain"
+    assert code == 1000 and messages[-1]["label"] == "dog then rain"
+    assert [m["label"] for m in messages if m["type"] == "window"] == [w["label"] for w in online["windows"]]
+
+    def offline(out):
+        score([str(tmp_path / "audio")], gated, out, ScoreOptions(workers=0, top_k=4, open_set=False, classes=str(classes)))
+        (row,) = read_results(out)
+        return row
+    row = offline(tmp_path / "by_clips")
+    assert row["label"] == "dog then rain" and row["top_labels"] == [r["label"] for r in online["ranking"]]
+    np.testing.assert_allclose(row["top_scores"], [r["score"] for r in online["ranking"]], atol=1e-5)
+    save_open_set(gated, replace(load_artifact(gated).open_set, enrol_gate="window"))
+    assert offline(tmp_path / "by_windows")["label"] == "dog"
