@@ -6,8 +6,9 @@
 On the leave-out models enrol_bench.py exported (reports/tmp/leaveout-ARM-PAIR_share0.6-model), 20 draws of 1 and 5
 clips a class as enrol_bench.py draws them, answered by core.answer with the window gate (an enrolled class takes a
 window's share only where it beats the top built-in class by the margin) and with the clip gate (also the enrolled class
-where the clip embedding's nearest prototype, of every class, is one of them), at margins 0 and -0.01. (First written
-with its own copy of the clip gate, before core.answer had one; this form was not run again: its models are gone.)
+where the clip embedding is closer to its prototype by the margin than to every other prototype), at margins 0 and -0.01.
+First run with its own copy of the clip gate, the nearest prototype at any margin (BENCHMARKS.md's table: at margin
+-0.01 that gate, not core.answer's); this form was not run again, its models being gone.
 Prints left-out clips named / known classes' fold 4, means over the five pairs.
 """
 

@@ -10,7 +10,8 @@ farm); with --shots N, from the first N of them (the same clips after the fifth 
 fold is answered three ways: no enrolled class (the built-in classes as served), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin); with
---clip-gate, also by the clip gate (core.answer: an enrolled class wherever the clip's nearest prototype is one).
+--clip-gate, also by the clip gate (core.answer.clip_gate: an enrolled class wherever the clip embedding is closer to its
+prototype, by the margin, than to every other prototype; at margin 0 its nearest).
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
 every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
 its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py);
@@ -115,7 +116,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
     parser.add_argument("--clip-gate", action="store_true", help="also: the clip gate (core.answer.clip_gate: an "
-                        "enrolled class wherever the clip embedding's nearest prototype is one) at each margin")
+                        "enrolled class wherever the clip embedding is closer to its prototype by the margin than to every "
+                        "other) at each margin")
     parser.add_argument("--shots", type=int, choices=range(1, SHOTS + 1), default=SHOTS,
                         help="each class enrolled from its first SHOTS clips (the clips after the fifth are answered)")
     add_joint_arguments(parser, "serve each run with the joint embedding")
@@ -139,6 +141,8 @@ def main() -> None:
                                                          "pretrained": pretrained,
                                                          "prototype_weight": args.prototype_weight, "vote": args.vote,
                                                          "groups": GROUPS, "shots": args.shots,
+                                                         # which clip gate: core.answer's, where the margin holds too
+                                                         **({"clip_gate": "core.answer"} if args.clip_gate else {}),
                                                          "summary": summary, "runs": results}, indent=1))
     for k, v in summary.items():
         print(f"{k}: {100 * v['mean']:.1f} ± {100 * v['std']:.1f}")

@@ -12,9 +12,10 @@ offline rows and the stream all build it here and only serialise it.
                 class's prototype, by that class's margin, than to every other prototype (at margin 0: its
                 nearest), that class's logit is raised to the top logit in each of the clip's windows (lift):
                 it ranks first, with at least the share of the class it displaced (ties go to it); else the
-                windows' logits as they are. For one window it names what already wins that window, so
-                it changes only the answer of a clip of several windows, whose mean may lie nearer the
-                class than any one window does, and which the class's windows alone may not carry
+                windows' logits as they are. For one window it names what already wins that window (a > 0;
+                up to rounding at an exact tie), so it changes only the answer of a clip of several windows,
+                whose mean may lie nearer the class than any one window does, and which the class's windows
+                alone may not carry
     ranking     the closed-set answer: the mean over the windows with sound of each window's softmax
                 over the K classes, P(class | it is one of the K); windows without sound do not vote
                 and do not enter the clip embedding
@@ -115,7 +116,8 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     (a clip shorter than a window is tiled to one)."""
     names = classes.labels if classes is not None else labels
     temperature = _temperature(classes)
-    window_probs = window_probabilities(logits, embeddings, classes)  # (N, K): each window as a clip alone
+    scaled = class_logits(logits, embeddings, classes)  # (N, K): the window gate's
+    window_probs = sharpen(softmax(scaled), temperature)  # (N, K): each window as a clip alone (window_probabilities)
     timeline = (window_answers(window_probs, embeddings, active, starts_s, window_s, names, classes, options,
                                duration_s) if options.windows else None)
     events = (detect(window_probs, active, starts_s, window_s, names, options.events, levels, frontend,
@@ -123,11 +125,11 @@ def answer(logits: np.ndarray, embeddings: np.ndarray, active: np.ndarray, start
     if not active.any():
         return ClipAnswer(SILENCE, None, (), None, None, 0, len(active), timeline, events)
     embedding = clip_embedding(embeddings[active])
-    gate = clip_gate(embedding[None], classes)  # (1,): the enrolled class the clip's embedding is nearest, or -1
-    probs = softmax(lift(class_logits(logits[active], embeddings[active], classes), gate))  # (A, K) at T = 1
+    gate = clip_gate(embedding, classes)  # the enrolled class the clip gate names, or None
+    probs = softmax(scaled[active] if gate is None else lift(scaled[active], gate))  # (A, K) at T = 1
     weights = vote_weights(levels, starts_s[active], frontend) if _vote(classes) == "amplitude" else None  # (A,)
     clip_probs = sharpen(np.average(probs, axis=0, weights=weights), temperature)  # (K,)
-    ranking = _rank(clip_probs, names, options.top_k, first=int(gate[0]))
+    ranking = _rank(clip_probs, names, options.top_k, first=gate)
     verdict = _open_set(embedding[None], classes, options.threshold_rad)[0] if options.open_set and classes is not None else None
     label, score = (UNKNOWN, None) if verdict is not None and verdict["unknown"] else ranking[0]
     return ClipAnswer(label, score, ranking, embedding, verdict, int(active.sum()), len(active), timeline, events)
@@ -159,29 +161,23 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     return np.concatenate([logits, wins], axis=1)
 
 
-def clip_gate(embeddings: np.ndarray, classes: ClassSet | None) -> np.ndarray:
-    """(N, D) L2-normalised embeddings of clips (a window alone is one) -> (N,) the enrolled class (its index
-    of the K) that each one's clip gate names: the class of the highest cosine to its prototype, each enrolled
-    class's less its margin, where that is an enrolled class and the model's enrol_gate is "clip"; else −1.
-    At margin 0 the nearest prototype of every class."""
+def clip_gate(embedding: np.ndarray, classes: ClassSet | None) -> int | None:
+    """(D,) L2-normalised clip embedding -> the enrolled class (its index of the K) the clip gate names: the
+    class of the highest cosine to its prototype, each enrolled class's less its margin, where that is an
+    enrolled class and the model's enrol_gate is "clip" (at margin 0: the nearest prototype); else None."""
     if classes is None or not classes.enrolled or classes.builtin.enrol_gate != "clip":
-        return np.full(len(embeddings), -1)
-    n_builtin = len(classes.builtin.labels)
-    cosines = classes.cosines(embeddings).astype(np.float64)  # (N, K)
-    cosines[:, n_builtin:] -= classes.margins[None, :]
-    best = cosines.argmax(axis=1)  # (N,)
-    return np.where(best >= n_builtin, best, -1)
+        return None
+    cosines = classes.cosines(embedding[None])[0].astype(np.float64)  # (K,)
+    cosines[len(classes.builtin.labels):] -= classes.margins
+    best = int(cosines.argmax())  # a tie goes to the built-in class, first
+    return best if best >= len(classes.builtin.labels) else None
 
 
-def lift(logits: np.ndarray, gate: np.ndarray) -> np.ndarray:
-    """(N, K) logits, (N,) or (1,) a class per row (−1: none) -> (N, K) with that class's logit raised to its
-    row's top: in every such row it ranks first (with the class it displaced), so in their vote too."""
-    gate = np.broadcast_to(gate, (len(logits),))
-    rows = np.flatnonzero(gate >= 0)
-    if not rows.size:
-        return logits
+def lift(logits: np.ndarray, gate: int) -> np.ndarray:
+    """(N, K) logits -> (N, K) with class `gate`'s logit raised to each row's top: it ranks first in every row
+    (tied with the class it displaced, where it did not win the row), so in their vote too."""
     lifted = logits.copy()
-    lifted[rows, gate[rows]] = logits[rows].max(axis=1)
+    lifted[:, gate] = logits.max(axis=1)
     return lifted
 
 
@@ -189,7 +185,7 @@ def window_probabilities(logits: np.ndarray, embeddings: np.ndarray, classes: Cl
     """(N, C) logits, (N, D) embeddings -> (N, K) each window's served probabilities over the K classes
     (at the model's temperature): what the timeline, events and the stream read. A window alone needs no clip
     gate: the class it would name already wins the window (its cosine less its margin above that of the top
-    class's prototype, and of every other enrolled class's less theirs)."""
+    class's prototype, and of every other enrolled class's less theirs; up to rounding at an exact tie)."""
     return sharpen(softmax(class_logits(logits, embeddings, classes)), _temperature(classes))
 
 
@@ -228,10 +224,10 @@ def _open_set(embeddings: np.ndarray, classes: ClassSet, threshold_rad: float | 
     return out
 
 
-def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int, first: int = -1) -> tuple[tuple[str, float], ...]:
+def _rank(probs: np.ndarray, names: tuple[str, ...], top_k: int, first: int | None = None) -> tuple[tuple[str, float], ...]:
     """(K,) probabilities -> the top_k (label, probability), highest first (ties: class `first`, the clip
     gate's, then the class order)."""
-    order = np.lexsort((np.arange(len(probs)) != first, -probs))[:top_k]
+    order = np.lexsort((np.arange(len(probs)) != first, -probs))[:top_k]  # lexsort: the last key first
     return tuple((names[i], float(probs[i])) for i in order)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -75,7 +76,7 @@ class ClassSet:
     def labels(self) -> tuple[str, ...]:
         return self.builtin.labels + tuple(c.label for c in self.enrolled)
 
-    @property
+    @functools.cached_property  # once per set: a set is immutable, a change makes a new one
     def open_set(self) -> OpenSet:
         """The built-in open set extended with the enrolled prototypes (for the nearest class; its threshold:
         threshold_of)."""

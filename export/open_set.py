@@ -129,6 +129,9 @@ def attach_open_set(artifact_dir: str | Path, labeled: str, train_folds: tuple[i
         threshold = calibrate(prototypes, calib_emb, frr)
         open_set = OpenSet(prototypes, names, threshold, frr, where, cosine_logit, enrol_margin, prototype_weight,
                            temperature, vote, enrol_gate=enrol_gate)
+    if cosine_logit[0] <= 0:
+        log.warning("the head's logits do not rise with the cosine to the class prototypes (slope %.3g): enrolled classes "
+                    "will not rank sensibly beside the model's (an untrained model?)", cosine_logit[0])
     log.info("open set: threshold %.3f rad (frr %.2f, %s); prototype logits %.2f·cos + %.2f, weight %g; temperature %g; "
              "%s vote", open_set.threshold_rad, open_set.frr, open_set.calibrated_on, *cosine_logit, prototype_weight,
              temperature, vote)

@@ -285,6 +285,24 @@ def test_the_clip_gate_holds_each_class_to_its_margin():
             ) == ("whistle", "dog")
 
 
+def test_a_clip_the_gate_names_but_no_window_ranks_it_first_by_the_tie():
+    """Two windows the head calls dog, each 0.083 nearer (in cosine) the whistle than dog, short of its margin 0.1:
+    no window gives the whistle a share. Their mean is 0.117 nearer: the gate lifts the whistle to dog's logit in
+    both windows, an exact tie, which goes to the whistle."""
+    plane = lambda angle: np.array([math.cos(angle), math.sin(angle), 0.0], np.float32)  # noqa: E731
+    builtin = OpenSet(np.stack([plane(0.0), plane(-math.pi / 2), plane(math.pi)]), LABELS, 1.0, 0.05, "test",
+                      cosine_logit=(5.0, 0.0), enrol_gate="clip")  # dog at 0, rain and siren far from the windows
+    classes = ClassSet(builtin).enrol("whistle", plane(0.6)[None], margin=0.1)
+    z = np.array([0, 0, 1.0], np.float32)
+    embeddings = np.stack([plane(0.5) + z, plane(0.5) - z]) / math.sqrt(2)  # their mean lies at angle 0.5
+    logits, active, starts = np.array([[4.0, 0, 0]] * 2, np.float32), np.ones(2, bool), np.array([0.0, 0.5])
+    result = run(logits, embeddings, active, starts, classes=classes, open_set=False, windows=True, top_k=2)
+    assert [label for label, _ in result.ranking] == ["whistle", "dog"] and result.ranking[0][1] == result.ranking[1][1]
+    assert result.label == "whistle" and [w.label for w in result.windows] == ["dog", "dog"]
+    by_windows = replace(classes, builtin=replace(builtin, enrol_gate="window"))
+    assert run(logits, embeddings, active, starts, classes=by_windows, open_set=False).label == "dog"
+
+
 def test_a_window_alone_answers_the_same_by_either_gate():
     """For one window the clip gate names what the window gate already ranks first (a class nearer by its margin
     than every other prototype is nearer than the top class's): the timeline and the stream need no gate of their
