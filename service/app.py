@@ -143,10 +143,10 @@ class SoundArc:
 
     async def search(self, audio: bytes, top_k: int = 5) -> dict:
         """The top_k most similar items of the loaded vector index (none for a clip without sound)."""
+        _check_range("top_k", top_k, 1, self.settings.max_top_k)  # a bad request is 422 whatever the server holds
         if self.index is None:
             raise errors.NotFound("no vector index is loaded: build one with `soundarc index build` "
                                   "and set SOUNDARC_INDEX to its directory")
-        _check_range("top_k", top_k, 1, self.settings.max_top_k)
         clip, result = await self._answer(audio, "search", AnswerOptions(top_k=1, open_set=False))
         found = await anyio.to_thread.run_sync(self.index.search_clip, result, top_k)  # a large flat index: not on the loop
         return {**found, "duration_s": round(clip.duration_s, 3),

@@ -210,7 +210,9 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
     try:
         form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
-        raise errors.BadRequest(f"the form body could not be parsed: {e}") from None
+        hint = (" (a part whose headers are malformed, or a header line over 4 KB: a file name of thousands of "
+                "characters)") if "Invalid multipart data" in str(e) else ""
+        raise errors.BadRequest(f"the form body could not be parsed: {e}{hint}") from None
     try:
         names = [name for name, _ in form.multi_items()]
         unknown = sorted(set(names) - set(accepted))

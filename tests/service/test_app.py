@@ -233,6 +233,8 @@ def test_search_without_index_is_404(test_artifact, fixtures, tmp_path):
     try:
         r = post(url, "search", (fixtures / "1-27724-A-1.ogg").read_bytes())
         assert r.status_code == 404 and "SOUNDARC_INDEX" in r.json()["message"]
+        bad = post(url, "search", (fixtures / "1-27724-A-1.ogg").read_bytes(), fields={"top_k": "-1"})
+        assert bad.status_code == 422 and "top_k" in bad.json()["message"]  # the request's fault first
     finally:
         stop_server(proc)
 
@@ -320,6 +322,12 @@ def test_a_clip_sent_url_encoded_is_422_telling_how_to_send_it(server, fixtures)
     r = requests.post(f"{server}/classify", data=clip, timeout=30,
                       headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 422 and "multipart/form-data" in r.json()["message"] and len(r.text) < 500, r.text[:600]
+
+
+def test_a_file_name_of_thousands_of_characters_is_400_saying_why(server, fixtures):
+    clip = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    r = requests.post(f"{server}/classify", files={"audio": ("a" * 5000 + ".ogg", clip, "audio/ogg")}, timeout=30)
+    assert r.status_code == 400 and "over 4 KB" in r.json()["message"], r.text[:600]
 
 
 def test_an_unknown_field_is_named_briefly(server):
