@@ -47,7 +47,11 @@ def made_for(name: str, arm: str, share: float | None = None, pretrained: str | 
     and holds the keys `needs`, which older reports lack), else exit naming the command (`command`: the
     benchmark's arguments before the joint options, default `--arm ARM`)."""
     file = file or name
-    report = json.loads((ROOT / "reports" / f"{file}.json").read_text())
+    path = ROOT / "reports" / f"{file}.json"
+    if not path.exists():
+        sys.exit(f"reports/{file}.json is missing: run benchmarks/{name}.py {command or '--arm ' + arm} (with the model's "
+                 f"options{'' if file == name else ' and --report ' + file})")
+    report = json.loads(path.read_text())
     made = report.get("arm") or report.get("summary", {}).get("arm")  # int8_cv.json keeps it in its summary
     if some_seeds and made:
         made = made.split(":")[0]

@@ -65,8 +65,8 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                  "margin": {"type": "number", "minimum": -1, "maximum": 1,
                             "description": "how much closer (cosine) a window must be to this class than to the "
                                            "model's own answer for this class to win (and, for a model that gates "
-                                           "by clips, a clip than to every other class, each enrolled one less its "
-                                           "own margin); lower names it more often, "
+                                           "by clips, a clip than to every built-in class, by the margin where "
+                                           "positive); lower names it more often, "
                                            "at some cost to the built-in classes (default: the model's for the number of "
                                            "example clips, lower for fewer than 5)"},
                  "audio": {"type": "array", "items": audio, "minItems": 1, "maxItems": 20}},
