@@ -14,8 +14,8 @@
                   its class's other clips than a mean of several does (benchmarks/enrol_bench.py); from 1 to 5
                   clips the margin runs linearly in 1/n to enrol_margin, which holds from 5 (margin_for)
     enrol_gate    where an enrolled class is answered: "window" (in the windows it wins by its margin, as
-                  above) or "clip" (also wherever the clip's embedding is nearest its prototype, of every
-                  class: core.answer.lift; benchmarks/enrol_cost.py --clip-gate)
+                  above) or "clip" (also for a clip whose embedding lies nearer its prototype than any built-in
+                  one, by its margin where positive: core.answer.clip_gate; benchmarks/enrol_cost.py --clip-gate)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
     temperature   T: the served probabilities p become p^(1/T), renormalised (a window's: softmax(logits / T);

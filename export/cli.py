@@ -44,8 +44,8 @@ def add_arguments(parser) -> None:
                              "weighted by amplitude (benchmarks/vote_cv.py; fit the temperature at it)")
     parser.add_argument("--enrol-gate", choices=GATES, default="window",
                         help="open set: where an enrolled class is answered: in the windows it wins by its margin, or "
-                             "also for a whole clip whose embedding is nearer its prototype by the margin than any other "
-                             "(benchmarks/enrol_cost.py --clip-gate)")
+                             "also for a whole clip whose embedding is nearer its prototype than any built-in class's (by the "
+                             "margin where positive; benchmarks/enrol_cost.py --clip-gate)")
 
 
 def _weight(text: str) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core import errors
-from core.answer import SILENCE, UNKNOWN, AnswerOptions, answer, softmax, vote_weights
+from core.answer import SILENCE, UNKNOWN, AnswerOptions, answer, clip_gate, softmax, vote_weights
 from core.classes import ClassSet
 from core.openset import OpenSet
 
@@ -283,6 +283,10 @@ def test_the_clip_gate_holds_each_class_to_its_margin():
     strict = replace(builtin, enrol_margin=1.0, one_shot_margin=0.5)  # the model's margins: 0.5 for one clip, 1 from five
     assert (label(ClassSet(strict).enrol("whistle", x[None])), label(ClassSet(strict).enrol("whistle", np.stack([x] * 5)))
             ) == ("whistle", "dog")
+    # a negative margin gives a whole clip no bonus: a clip nearer dog (cos 0.8) than the whistle (0.6) is not gated
+    near_dog = (0.8 * z + 0.6 * x).astype(np.float32)
+    lenient = ClassSet(builtin).enrol("whistle", x[None], margin=-0.5)
+    assert clip_gate(near_dog, lenient) is None and clip_gate(x, lenient) == 3
 
 
 def test_a_clip_the_gate_names_but_no_window_ranks_it_first_by_the_tie():
