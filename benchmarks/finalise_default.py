@@ -113,7 +113,7 @@ def one_shot_margin(arm: str, share: float, pretrained: str | None, weight: floa
 
 def enrol_gate(arm: str, share: float, pretrained: str | None, weight: float, vote: str, margin: float,
                one_shot: float | None, max_cost: float = 0.02) -> str:
-    """Where an enrolled class is answered (BENCHMARKS.md "A clip gate for enrolled classes"): "clip" iff, with
+    """Where an enrolled class is answered (BENCHMARKS.md "The clip gate, built"): "clip" iff, with
     enrol_cost.py's seven game-sound classes enrolled from 5 clips (at `margin`) and from 1 (at `one_shot`), the clip
     gate costs the built-in classes at most `max_cost` and names the enrolled classes' other clips at least as often
     as the window gate (reports/enrol_cost_clipgate5.json and _clipgate1.json of enrol_cost.py --clip-gate); else

@@ -83,7 +83,7 @@ $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --proto
 $BIN/python benchmarks/enrol_bench.py --arm "$ARM" "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE"
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
   --shots 1 --margins -0.05 -0.03 -0.02 -0.01 0 --report enrol_cost_1shot
-# where enrolled classes are answered (BENCHMARKS.md "A clip gate for enrolled classes"): both gates at each margin
+# where enrolled classes are answered (BENCHMARKS.md "The clip gate, built"): both gates at each margin
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
   --clip-gate --report enrol_cost_clipgate5
 $BIN/python benchmarks/enrol_cost.py --arm "$ARM" --seed 0 "${JOINT[@]}" --prototype-weight "$WEIGHT" --vote "$VOTE" \
