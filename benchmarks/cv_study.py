@@ -132,6 +132,9 @@ ARMS = {
     # ... with band centring (the second input channel above), as a member of an ensemble beside the recipe's own runs
     # (BENCHMARKS.md "Band centring as an ensemble member")
     "ssl-acl-rc-acl-robust-oe-eq-bc": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "band_centring=true"],
+    # ... pooling the encoder's last feature map by learnt weights over its positions, not their mean (it starts as
+    # the mean; BENCHMARKS.md "Attention pooling")
+    "ssl-acl-rc-acl-robust-oe-eq-attn": ["init=runs/pretrain/ssl-acl-rc", *EQ_FINETUNE, "attention_pool=true"],
     # ... with stochastic weight averaging as published: 10 more epochs at a constant 0.25 × lr after the 40 of the
     # cosine, their weights averaged (training.averaging); benchmarks/swa_look.sh starts each run from its -floor
     # pair's state at epoch 40, which is what these 40 epochs train (BENCHMARKS.md "Weight averaging at a constant rate")

@@ -41,10 +41,13 @@ def write_esc50(root: Path, clips_per_class_per_fold=2, folds=(1, 2, 3), seconds
 
 def make_run(root: Path, width: int = 4, labels: tuple[str, ...] = LABELS, labeled: str | None = None,
              frontend: FrontendConfig = FrontendConfig(), band_centring: bool = False, init: str = "",
-             seed: int = 0) -> Path:
+             seed: int = 0, attention_pool: bool = False) -> Path:
     torch.manual_seed(seed)
-    model = SoundModel(ModelConfig(width=width, num_classes=len(labels), band_centring=band_centring)).eval()
+    model = SoundModel(ModelConfig(width=width, num_classes=len(labels), band_centring=band_centring,
+                                   attention_pool=attention_pool)).eval()
     model.encoder.set_normalisation(-2.0, 1.5)
+    if attention_pool:  # weights that are not the plain mean
+        model.encoder.pool.score.weight.data.normal_()
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)

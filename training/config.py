@@ -38,6 +38,8 @@ class TrainConfig:
     width: int = 32
     band_centring: bool = False  # the encoder also sees each mel band less its mean over the window (a second
     #   input channel; a fine-tune adds it to a pre-trained encoder with zero weights, so it starts as pre-trained)
+    attention_pool: bool = False  # the encoder pools its last feature map by learnt weights over positions, not
+    #   their mean (training.model.AttentionPool; it starts as the mean, so a pre-trained encoder starts as it was)
     # optimisation
     epochs: int = 30
     batch_size: int = 64

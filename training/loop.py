@@ -138,11 +138,13 @@ class SelfSupervisedStep:
         self.clips = len(self.pool)
         if cfg.init:  # a continued pre-training keeps its encoder's input normalisation
             self.model = pretrained_model(cfg, frontend)
-            if cfg.band_centring != self.model.cfg.band_centring:
-                raise ConfigError(f"band_centring is {cfg.band_centring} but {cfg.init} was pre-trained with "
-                                  f"{self.model.cfg.band_centring}: a continued pre-training keeps its encoder's input")
+            for field in ("band_centring", "attention_pool"):
+                if getattr(cfg, field) != getattr(self.model.cfg, field):
+                    raise ConfigError(f"{field} is {getattr(cfg, field)} but {cfg.init} was pre-trained with "
+                                      f"{getattr(self.model.cfg, field)}: a continued pre-training keeps its encoder")
         else:
-            self.model = SoundModel(ModelConfig(width=cfg.width, band_centring=cfg.band_centring))
+            self.model = SoundModel(ModelConfig(width=cfg.width, band_centring=cfg.band_centring,
+                                                attention_pool=cfg.attention_pool))
             self.model.encoder.set_normalisation(*normalisation_stats(self.pool.features))
         self.model.to(device)
         self.views = AugmentConfig(eq_prob=cfg.eq_prob, eq_db=cfg.eq_db, band_limit_prob=cfg.view_band_limit_prob,
@@ -296,17 +298,21 @@ def build_model(cfg: TrainConfig, splits: Splits, frontend: FrontendConfig) -> S
     """A classifier model: the pre-trained encoder (with its normalisation) or a fresh one."""
     n_classes = len(splits.train.label_names)
     if not cfg.init:
-        model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes, band_centring=cfg.band_centring))
+        model = SoundModel(ModelConfig(width=cfg.width, num_classes=n_classes, band_centring=cfg.band_centring,
+                                       attention_pool=cfg.attention_pool))
         model.encoder.set_normalisation(*normalisation_stats(splits.train.features))
         return model
     pretrained = pretrained_model(cfg, frontend)
     centring = cfg.band_centring or pretrained.cfg.band_centring
+    attention = cfg.attention_pool or pretrained.cfg.attention_pool
     model = SoundModel(ModelConfig(width=pretrained.cfg.width, blocks=pretrained.cfg.blocks, num_classes=n_classes,
-                                   band_centring=centring))
+                                   band_centring=centring, attention_pool=attention))
     encoder = pretrained.encoder.state_dict()
     if centring and not pretrained.cfg.band_centring:  # the centred channel's stem weights start at zero
         stem = encoder["stem.0.weight"]  # (w, 1, 7, 7) -> (w, 2, 7, 7)
         encoder["stem.0.weight"] = torch.cat([stem, torch.zeros_like(stem)], dim=1)
+    if attention and not pretrained.cfg.attention_pool:  # the pooling's scores start at zero: the mean, as pre-trained
+        encoder |= {k: v for k, v in model.encoder.state_dict().items() if k.startswith("pool.")}
     model.encoder.load_state_dict(encoder)
     model.projection.load_state_dict(pretrained.projection.state_dict())
     return model

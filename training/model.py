@@ -1,7 +1,7 @@
 """The encoder: a ResNet-18 over log-mel patches, a projection head, a classifier.
 
     logmel (B, 1, T, M) -> normalise (training mean/std) [-> and centred per band: (B, 2, T, M)]
-      -> ResNet-18 -> avg pool -> h (B, 8w)
+      -> ResNet-18 -> avg pool (or attention pool) -> h (B, 8w)
     h -> projection head (SSL only, dropped at export) -> z (B, 512), L2-normalised
     h -> classifier -> logits (B, C)
 
@@ -30,6 +30,8 @@ class ModelConfig:
     num_classes: int = 0  # 0: no classifier (pre-training)
     band_centring: bool = False  # the stem also sees each mel band less its mean over the window: a second
     #   channel without the fixed response of a microphone or room (cepstral mean normalisation)
+    attention_pool: bool = False  # h is the last feature map's mean weighted by a softmax over its positions of
+    #   learnt scores (AttentionPool) instead of its plain mean
 
     @property
     def embedding_dim(self) -> int:
@@ -53,6 +55,21 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+class AttentionPool(nn.Module):
+    """(B, D, T', M') -> (B, D): a mean over positions weighted by the softmax of a 1x1 convolution's scores.
+    The convolution starts at zero: uniform weights, the plain mean, so a pre-trained encoder starts as it was."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Conv2d(dim, 1, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.score(x).flatten(2).softmax(dim=2)  # (B, 1, T'M')
+        return (x.flatten(2) * weights).sum(dim=2)  # (B, D, T'M') -> (B, D)
+
+
 class Encoder(nn.Module):
     """(B, 1, T, M) log-mel -> (B, D) h. The input normalisation is a buffer, so it exports."""
 
@@ -73,6 +90,7 @@ class Encoder(nn.Module):
                 layers.append(BasicBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1))
                 cin = cout
         self.layers = nn.Sequential(*layers)
+        self.pool = AttentionPool(cin) if cfg.attention_pool else None
 
     def set_normalisation(self, mean: float, std: float) -> None:
         self.input_mean.fill_(mean)
@@ -83,7 +101,7 @@ class Encoder(nn.Module):
         if self.band_centring:  # (B, 1, T, M) -> (B, 2, T, M): as heard, and each band less its mean over time
             x = torch.cat([x, x - x.mean(dim=2, keepdim=True)], dim=1)
         x = self.layers(self.stem(x))  # (B, 1 or 2, T, M) -> (B, D, T/32, M/32)
-        return x.mean(dim=(2, 3))  # (B, D)
+        return x.mean(dim=(2, 3)) if self.pool is None else self.pool(x)  # (B, D)
 
 
 class ProjectionHead(nn.Module):

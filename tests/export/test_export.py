@@ -45,10 +45,10 @@ def test_runtime_matches_pytorch_at_any_batch(artifact_dir, run_dir, batch):
 
 
 def test_a_model_of_longer_windows_exports_and_answers_with_them(fixtures, tmp_path):
-    """The window length is the checkpoint's: export traces it (here with the centred channel, which
-    export validates as any model) and a clip is cut into windows of it."""
+    """The window length is the checkpoint's: export traces it (here with the centred channel and the
+    attention pooling, which export validates as any model) and a clip is cut into windows of it."""
     frontend = FrontendConfig(patch_frames=201, eval_hop_frames=100)
-    run = make_run(tmp_path / "run", frontend=frontend, band_centring=True)
+    run = make_run(tmp_path / "run", frontend=frontend, band_centring=True, attention_pool=True)
     art = load_artifact(export_artifact(run, tmp_path / "model"))
     assert art.frontend == frontend and art.manifest["input"]["shape"][2] == 201
     clip = prepare(fixtures / "1-27724-A-1.ogg", art.frontend, art.activity)  # 5 s: windows at 0, 1, 2, 3 s, end

@@ -46,12 +46,13 @@ def test_pretrain_probe_finetune_eval(tiny_esc, tiny_unlabeled, tmp_path):
     assert info["labels"] == ["low", "mid", "high"]
 
     # the fine-tune may cut longer windows than its pre-training (the encoder takes any length), and add
-    # the centred channel to its encoder
+    # the centred channel and the attention pooling to its encoder
     ft = finetune(tiny(tiny_esc, tmp_path, init=str(pre.path), loss="acl", sup_alpha=0.7, patch_frames=131,
-                       eval_hop_frames=20, band_centring=True), tmp_path / "ft")
+                       eval_hop_frames=20, band_centring=True, attention_pool=True), tmp_path / "ft")
     ft_model, ft_info = load_checkpoint(ft.path)
-    assert ft_info["frontend"]["patch_frames"] == 131 and ft_model.cfg.band_centring
+    assert ft_info["frontend"]["patch_frames"] == 131 and ft_model.cfg.band_centring and ft_model.cfg.attention_pool
     assert ft_model.encoder.stem[0].weight.shape[1] == 2
+    assert ft_model.encoder.pool.score.weight.abs().sum() > 0  # learnt from zero
     result = evaluate_run(str(ft.path), str(tiny_esc), (3,), str(tmp_path / "cache"), "cpu")
     assert 0.0 <= result["clip_accuracy"] <= 1.0 and len(result["confusion"]) == 3
     assert {"uniformity", "tolerance", "balanced_accuracy", "patch_accuracy"} <= set(result)

@@ -78,6 +78,26 @@ def test_the_centred_channel_does_not_hear_a_fixed_response():
     assert not torch.allclose(model.encoder(x + response), model.encoder(x))  # the first channel hears it
 
 
+def test_attention_pooling_starts_as_the_mean_and_learns_where_to_listen():
+    """At zero scores the attention pooling is the plain mean (a pre-trained encoder starts as it was);
+    scores that single out one position give that position's features."""
+    torch.manual_seed(0)
+    plain = SoundModel(ModelConfig(width=4)).eval()
+    attentive = SoundModel(ModelConfig(width=4, attention_pool=True)).eval()
+    attentive.encoder.load_state_dict({**attentive.encoder.state_dict(), **plain.encoder.state_dict()})
+    x = torch.randn(2, 1, 101, 96)
+    torch.testing.assert_close(attentive.encoder(x), plain.encoder(x))
+    pool = attentive.encoder.pool
+    with torch.no_grad():
+        pool.score.weight.zero_()
+        pool.score.weight[0, 0] = 100.0  # the position where channel 0 is highest wins
+    feature_map = torch.rand(2, 32, 4, 3)  # (B, D, T', M')
+    feature_map[:, 0] = torch.stack([torch.randperm(12).view(4, 3) for _ in range(2)])  # channel 0: 0, 1, ..., 11
+    flat = feature_map.flatten(2)  # (B, D, 12)
+    expected = flat[torch.arange(2), :, flat[:, 0].argmax(dim=1)]  # (B, D)
+    torch.testing.assert_close(pool(feature_map), expected, atol=1e-3, rtol=0)
+
+
 def test_views_shape_seeded_and_different():
     a, b = torch.randn(4, 1, 101, 96) - 3, torch.randn(4, 1, 101, 96) - 3
     v1 = make_views(a, b, AugmentConfig(), torch.Generator().manual_seed(0))
