@@ -193,5 +193,8 @@ def _report(runtime: Runtime, cfg: RuntimeConfig) -> None:
             raise errors.GPUUnavailable(message)
         log.error("%s: running on the CPU", message)
     elif cfg.device == "auto" and "CUDAExecutionProvider" in runtime.requested_providers and not runtime.on_gpu:
-        log.error("a GPU is visible but CUDA could not be used (missing CUDA/cuDNN libraries?): running on the CPU")
+        log.error("a GPU is visible but CUDA could not be used (missing CUDA/cuDNN libraries?): running %s on the CPU%s",
+                  runtime.precision, "; device cpu (SOUNDARC_DEVICE=cpu, --device cpu) runs the int8 variant, faster there"
+                  if cfg.precision == "auto" and runtime.precision != chosen_precision(runtime.artifact, RuntimeConfig("cpu"))
+                  else "")
     log.info("model %s (%s) on %s", runtime.artifact.model_id, runtime.precision, runtime.providers)

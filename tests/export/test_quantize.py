@@ -56,6 +56,17 @@ def test_int8_variant_agrees_with_fp32_and_is_picked_on_a_cpu(artifact, fixtures
     assert cos.min() > 0.98
 
 
+@pytest.mark.skipif(runtime.gpu_visible(), reason="checks the CPU fallback; this machine has a GPU")
+def test_a_visible_gpu_that_cuda_cannot_use_is_reported_with_the_cpu_setting(artifact, fixtures, monkeypatch, caplog):
+    """device auto with a GPU device node but no usable CUDA: the model runs on the CPU at the precision
+    chosen for the GPU, and the log says so and names the setting that runs the int8 variant."""
+    quantize.quantize_artifact(artifact, [fixtures], max_windows=64)
+    monkeypatch.setattr(runtime, "gpu_visible", lambda: True)
+    fallen_back = create_runtime(load_artifact(artifact), RuntimeConfig(device="auto"))
+    assert not fallen_back.on_gpu and fallen_back.precision == "fp32"
+    assert "CUDA could not be used" in caplog.text and "--device cpu) runs the int8 variant" in caplog.text
+
+
 def test_a_quantize_stopped_while_replacing_the_variant_leaves_a_model_that_runs(artifact, fixtures, monkeypatch):
     """Stopped between the old entry's removal and the new one's: no int8 variant (fp32 runs), never an
     int8 file whose sha256 the manifest does not hold (which no CPU server could start from)."""
