@@ -174,17 +174,19 @@ def check_margin(margin: float | None) -> None:
 
 def label_key(label: str) -> str:
     """What makes two labels one name: case does not count, a run of spaces, '_' or '-' is one separator, and
-    none at either end counts ('Crackling fire' is the built-in 'crackling_fire'; 'seawaves' is another name)."""
-    return re.sub(r"[ _\-]+", "_", label.casefold()).strip("_")
+    none at either end counts, nor a '.' there ('Crackling fire' is the built-in 'crackling_fire', 'dog.' is
+    'dog'; 'seawaves' is another name)."""
+    return re.sub(r"[ _\-]+", "_", label.casefold()).strip("_.")
 
 
 def check_label(label: str) -> str:
     label = (label or "").strip()
-    if label.casefold() in RESERVED_LABELS or not LABEL_PATTERN.fullmatch(label):
+    if label_key(label) in RESERVED_LABELS or not LABEL_PATTERN.fullmatch(label):
+        shown = label if len(label) <= 80 else f"{label[:64]}... ({len(label)} characters)"
         raise errors.InvalidParameter(
-            f"invalid class label {label!r}: 1-64 characters, letters, digits, space, '_', '.', '-', starting "
-            f"with a letter or digit, and not {' or '.join(map(repr, RESERVED_LABELS))} in any case (the "
-            "answers for no known class and for no sound)")
+            f"invalid class label {shown!r}: 1-64 characters, letters, digits, space, '_', '.', '-', starting "
+            f"with a letter or digit, and not {' or '.join(map(repr, RESERVED_LABELS))} in any case or with "
+            "separators at its ends (the answers for no known class and for no sound)")
     return label
 
 

@@ -52,11 +52,18 @@ def test_cosines_rank_every_class(builtin):
     ("", errors.InvalidParameter), ("   ", errors.InvalidParameter), ("x" * 65, errors.InvalidParameter),
     ("../etc", errors.InvalidParameter), ("a/b", errors.InvalidParameter), ("<b>", errors.InvalidParameter),
     ("unknown", errors.InvalidParameter), ("Unknown", errors.InvalidParameter), ("silence", errors.InvalidParameter),
-    ("SILENCE ", errors.InvalidParameter), ("DOG", errors.Conflict), ("rain", errors.Conflict),
+    ("SILENCE ", errors.InvalidParameter), ("unknown-", errors.InvalidParameter), ("silence_", errors.InvalidParameter),
+    ("Unknown.", errors.InvalidParameter), ("DOG", errors.Conflict), ("rain", errors.Conflict), ("dog.", errors.Conflict),
 ])
 def test_bad_labels(builtin, label, error):
     with pytest.raises(error):
         builtin.enrol(label, unit(math.pi)[None])
+
+
+def test_a_long_bad_label_is_not_echoed_whole(builtin):
+    with pytest.raises(errors.InvalidParameter) as caught:
+        builtin.enrol("x" * 10_000, unit(math.pi)[None])
+    assert "(10000 characters)" in str(caught.value) and len(str(caught.value)) < 500
 
 
 def test_duplicate_and_example_counts(builtin):
