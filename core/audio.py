@@ -7,6 +7,7 @@ hours never makes us allocate hours.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -26,7 +27,9 @@ MIN_RATE = 1_000
 MAX_RATE = 384_000
 MAX_SAMPLE = 1e6  # float samples beyond it are not audio (floats written at int16 scale, ±32768, pass)
 BLOCK_FRAMES = 16_384  # a damaged file keeps what decoded before the block that failed
-HEADER_BYTES = 65_536  # where the sample data chunk of a WAV or AIFF file must start for us to check it
+SALVAGE_BLOCK_FRAMES = 1_024  # ... and is read again in these (libsndfile's FLAC reader drops a failed block whole)
+MAX_CHUNKS = 1_000  # the chunks of a WAV or AIFF file walked to find its sample data
+OGG_END_OF_STREAM = 0x04  # the header flag of an Ogg stream's last page
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError, OSError)
 
 
@@ -37,6 +40,8 @@ class DecodeLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_duration_s: float = 600.0
     max_channels: int = 64
+    max_samples: int = 600 * 192_000 * 2  # frames x channels decoded: what decoding costs (a 2 MB FLAC of
+    #   silence can hold 10 min of 8 channels at 384 kHz, 27 s of decoding); 10 min of stereo at 192 kHz
 
 
 def decode(
@@ -60,7 +65,7 @@ def decode_with_warnings(
     declares more than the file holds) or damaged (decoding stopped before the end)."""
     source = _open_source(data, limits)
     warnings = []
-    y, read, stopped, declared, container, rate = _read(source, target_rate, limits)
+    y, read, stopped, declared, container, rate = _read_salvaging(source, target_rate, limits)
     if read == 0 and container in ("WAV", "WAVEX") and (filled := _with_unknown_length_filled_in(source)):
         y, read, stopped, declared, container, rate = _read(filled, target_rate, limits)
         warnings.append("the WAV header declares no samples (its length was never written): decoded what follows it")
@@ -73,9 +78,10 @@ def decode_with_warnings(
         warnings.append(f"the header declares {declared / rate:.3f} s, but only {read / rate:.3f} s could be read: "
                         "the file is cut short")
     elif container in ("WAV", "WAVEX", "AIFF"):  # their readers shorten a file cut short without a word
-        cut = _data_chunk_shortfall(source)
-        if cut:
+        if cut := _data_chunk_shortfall(source):
             warnings.append(cut)
+    elif container == "OGG" and (cut := _ogg_shortfall(source)):  # so does the Ogg reader
+        warnings.append(f"{cut}: the file is cut short ({read / rate:.3f} s decoded)")
     for warning in warnings:
         log.info("decode: %s", warning)
     return y, warnings
@@ -110,13 +116,32 @@ def resampler(rate: int, target_rate: int):
     return to_target
 
 
-def _read(source, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str, int, str, int]:
+def _read_salvaging(source, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str, int, str, int]:
+    """`_read`; a file whose decoding failed is read again in small blocks, and the reading that got
+    further is kept (a FLAC cut short loses the block it ends in: up to 2 s at 8 kHz in whole blocks)."""
+    try:
+        first = _read(source, target_rate, limits)
+        if not first[2]:
+            return first
+    except errors.UndecodableAudio as e:
+        first, failure = None, e
+    try:
+        again = _read(_rewound(source), target_rate, limits, SALVAGE_BLOCK_FRAMES)
+    except errors.UndecodableAudio:
+        if first is None:
+            raise failure from failure.__cause__
+        return first
+    return again if first is None or again[1] > first[1] else first
+
+
+def _read(source, target_rate: int, limits: DecodeLimits,
+          block_frames: int = BLOCK_FRAMES) -> tuple[np.ndarray, int, str, int, str, int]:
     """(mono samples at target_rate, frames read, why decoding stopped early or "", frames the header
     declares, container, the file's rate)."""
     try:
         with sf.SoundFile(source) as f:
-            rate, _ = _check_header(f.samplerate, f.channels, limits)
-            y, read, stopped = _read_mono(f, rate, target_rate, limits)
+            rate, channels = _check_header(f.samplerate, f.channels, limits)
+            y, read, stopped = _read_mono(f, rate, channels, target_rate, limits, block_frames)
             return y, read, stopped, f.frames, f.format, rate
     except errors.SoundarcError:
         raise
@@ -153,17 +178,18 @@ def _check_header(rate: int, channels: int, limits: DecodeLimits) -> tuple[int, 
     return rate, channels
 
 
-def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str]:
+def _read_mono(f: sf.SoundFile, rate: int, channels: int, target_rate: int, limits: DecodeLimits,
+               block_frames: int) -> tuple[np.ndarray, int, str]:
     """Read block by block, mixing down to mono and resampling as it goes (a file at 384 kHz never
-    lies in memory at its own rate); stop as soon as the duration limit is passed. Returns the
-    samples at target_rate, how many frames the file gave, and, when decoding failed after some
+    lies in memory at its own rate); stop as soon as the duration or sample limit is passed. Returns
+    the samples at target_rate, how many frames the file gave, and, when decoding failed after some
     blocks, the reason it stopped."""
-    max_frames = int(limits.max_duration_s * rate)
+    max_frames = min(int(limits.max_duration_s * rate), limits.max_samples // channels)
     to_target = resampler(rate, target_rate)
     blocks, total, stopped = [], 0, ""
     while True:
         try:
-            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (frames, channels)
+            block = f.read(block_frames, dtype="float32", always_2d=True)  # (frames, channels)
         except _DECODE_ERRORS as e:
             if not total:
                 raise
@@ -173,10 +199,18 @@ def _read_mono(f: sf.SoundFile, rate: int, target_rate: int, limits: DecodeLimit
             break
         total += block.shape[0]
         if total > max_frames:
-            raise errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
+            raise _too_long(rate, channels, limits)
         blocks.append(to_target(checked(mix_down(block))))  # (frames,)
     blocks.append(to_target(None))
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32), total, stopped
+
+
+def _too_long(rate: int, channels: int, limits: DecodeLimits) -> errors.AudioTooLong:
+    if limits.max_samples // channels >= limits.max_duration_s * rate:
+        return errors.AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:g} s")
+    return errors.AudioTooLong(
+        f"the audio holds more than {limits.max_samples} samples (frames x channels), the limit on what one clip may "
+        f"cost to decode: at {rate} Hz and {channels} channels, {limits.max_samples / channels / rate:.1f} s at most")
 
 
 def mix_down(samples: np.ndarray) -> np.ndarray:
@@ -203,26 +237,55 @@ def _reason(e: Exception) -> str:
     return reason
 
 
+def _rewound(source):
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    return source
+
+
+def _binary(source):
+    """A context giving a seekable binary file over the source (bytes or a path)."""
+    return contextlib.nullcontext(_rewound(source)) if isinstance(source, io.BytesIO) else open(source, "rb")
+
+
 def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:
     """For WAV and AIFF: (the sample data chunk's id, b"data" or b"SSND", its offset, the length its
     header declares, the bytes the file holds after it); None for other files or no such chunk there."""
-    if isinstance(source, io.BytesIO):
-        data = source.getvalue()
-        head, size = data[:HEADER_BYTES], len(data)
-    else:
-        with open(source, "rb") as f:
-            head = f.read(HEADER_BYTES)
-        size = os.path.getsize(source)
-    layout = {b"RIFF": ("<I", b"data", 12), b"FORM": (">I", b"SSND", 12)}.get(head[:4])
-    if layout is None or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
-        return None
-    fmt, wanted, offset = layout
-    while offset + 8 <= len(head):
-        chunk, length = head[offset:offset + 4], struct.unpack(fmt, head[offset + 4:offset + 8])[0]
-        if chunk == wanted:
-            return chunk, offset, length, size - offset - 8
-        offset += 8 + length + (length & 1)
+    with _binary(source) as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        head = f.read(12)
+        layout = {b"RIFF": ("<I", b"data"), b"FORM": (">I", b"SSND")}.get(head[:4])
+        if layout is None or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
+            return None
+        (fmt, wanted), offset = layout, 12
+        for _ in range(MAX_CHUNKS):  # each chunk's header, however long the chunks before the samples
+            f.seek(offset)
+            header = f.read(8)
+            if len(header) < 8:
+                return None
+            chunk, length = header[:4], struct.unpack(fmt, header[4:])[0]
+            if chunk == wanted:
+                return chunk, offset, length, size - offset - 8
+            offset += 8 + length + (length & 1)
     return None
+
+
+def _ogg_shortfall(source) -> str:
+    """For Ogg (Vorbis, Opus), whose reader quietly shortens a file cut short: "" when its pages run whole
+    to the end of the file and the last one ends the stream, else what is missing."""
+    with _binary(source) as f:
+        size, offset, flags = f.seek(0, os.SEEK_END), 0, 0
+        while offset < size:
+            f.seek(offset)
+            header = f.read(27)  # "OggS", version, flags, granule, serial, page number, CRC, segment count
+            if header[:4] != b"OggS"[:len(header[:4])]:
+                return ""  # not a page: data the reader took or left, not ours to judge
+            lacing = f.read(header[26]) if len(header) == 27 else b""
+            if len(header) < 27 or len(lacing) < header[26] or offset + 27 + len(lacing) + sum(lacing) > size:
+                return "the last Ogg page is incomplete"
+            flags, offset = header[5], offset + 27 + len(lacing) + sum(lacing)
+    return "" if flags & OGG_END_OF_STREAM else "the Ogg stream ends without its last page"
 
 
 def _data_chunk_shortfall(source) -> str:

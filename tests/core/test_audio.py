@@ -127,8 +127,12 @@ def test_truncated_real_file_never_raises_foreign_errors(fixtures):
 
 def test_limits_give_413():
     data = encode(sine(RATE, seconds=3.0), RATE, "WAV", "PCM_16")
-    with pytest.raises(errors.AudioTooLong):
+    with pytest.raises(errors.AudioTooLong, match="longer than the limit of 1 s"):
         decode(data, RATE, DecodeLimits(max_duration_s=1.0))
+    eight = encode(sine(16_000, seconds=1.0, channels=8), 16_000, "FLAC", "PCM_16")  # 128 000 samples
+    with pytest.raises(errors.AudioTooLong, match=r"more than 100000 samples .* 0\.8 s at most"):
+        decode(eight, RATE, DecodeLimits(max_samples=100_000))  # what it costs to decode, not its length
+    assert decode(eight, RATE, DecodeLimits(max_samples=128_000)).size == RATE
     with pytest.raises(errors.UploadTooLarge):
         decode(data, RATE, DecodeLimits(max_bytes=1000))
     with pytest.raises(errors.BadAudioFormat):
@@ -187,14 +191,39 @@ def test_resampling_block_by_block_is_one_resampling_of_the_whole():
 @pytest.mark.parametrize("fmt,subtype,needle", [
     ("WAV", "PCM_24", "data chunk declares"), ("AIFF", "PCM_16", "SSND chunk declares"),
     ("FLAC", "PCM_16", "decoding stopped after"), ("MP3", "MPEG_LAYER_III", "header declares"),
+    ("OGG", "VORBIS", "the last Ogg page is incomplete"),
 ])
 def test_a_file_cut_short_decodes_what_is_there_with_a_warning(fmt, subtype, needle):
-    data = encode(sine(44_100, seconds=3.0), 44_100, fmt, subtype)
+    noise = 0.1 * np.random.default_rng(0).standard_normal(3 * 44_100).astype(np.float32)  # Ogg pages of noise are
+    data = encode(sine(44_100, seconds=3.0) + noise, 44_100, fmt, subtype)  # many (a sine's few: one holds 2 s)
     whole, warnings = decode_with_warnings(data, RATE)
     assert warnings == [] and whole.size == pytest.approx(3 * RATE, abs=RATE // 50)
     part, warnings = decode_with_warnings(data[: len(data) // 2], RATE)
     assert 0.5 < part.size / RATE < 2.0
     assert len(warnings) == 1 and needle in warnings[0] and "cut short" in warnings[0], warnings
+
+
+def test_a_flac_cut_short_in_its_first_block_decodes_what_is_there():
+    """libsndfile's FLAC reader drops the whole block in which decoding fails: the file is read again in
+    small blocks (here 1.9 s at 8 kHz, less than one 16 384-frame block, was refused)."""
+    y = (0.2 * np.random.default_rng(4).standard_normal(15_200)).astype(np.float32)
+    data = encode(y, 8_000, "FLAC", "PCM_16")
+    part, warnings = decode_with_warnings(data[:-100], RATE)
+    assert 1.2 < part.size / RATE < 1.9 and "decoding stopped after" in warnings[0]
+
+
+def test_a_wav_cut_short_after_long_chunks_before_its_samples_says_so():
+    """The chunks before the samples (LIST, iXML, cover art) may run past 64 KiB: each chunk header is walked."""
+    y = sine(RATE, seconds=2.0)
+    pcm = (y * 32767).astype("<i2").tobytes()
+    listing = b"LIST" + struct.pack("<I", 70_000) + bytes(70_000)
+    header = riff_header(len(pcm))
+    riff = header[:36] + listing + header[36:]  # RIFF, WAVE, fmt; LIST; the data chunk's header
+    riff = riff[:4] + struct.pack("<I", len(riff) - 8 + len(pcm)) + riff[8:]
+    whole, warnings = decode_with_warnings(riff + pcm, RATE)
+    assert warnings == [] and whole.size == y.size
+    part, warnings = decode_with_warnings(riff + pcm[:-20_000], RATE)
+    assert part.size < y.size and "data chunk declares" in warnings[0] and "cut short" in warnings[0]
 
 
 def test_a_wav_whose_length_was_never_written_decodes_with_a_warning(tmp_path):
