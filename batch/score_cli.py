@@ -75,6 +75,11 @@ def run(args) -> int:
         from batch.results import write_event_tables
 
         print(f"events: {write_event_tables(args.out, args.events_table)}", file=sys.stderr)
+    if summary.rows and sum(summary.errors.values()) == summary.rows:  # a mistyped path, a folder of other files
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.errors.most_common())
+        print(f"soundarc score: none of the {summary.rows} inputs of this run could be scored ({kinds}; the error "
+              f"rows in {args.out} say why)", file=sys.stderr)
+        return 1
     if summary.output_error_rate > options.max_error_rate:
         print(f"soundarc score: error rate {summary.output_error_rate:.3g} in {args.out} is above --max-error-rate "
               f"{options.max_error_rate}", file=sys.stderr)

@@ -164,7 +164,7 @@ def _open_source(data, limits: DecodeLimits):
     else:
         raise TypeError(f"decode takes bytes or a path, got {type(data).__name__}")
     if size == 0:
-        raise errors.EmptyAudio("expected audio bytes, got an empty upload")
+        raise errors.EmptyAudio("expected audio bytes, got an empty file or upload")
     if size > limits.max_bytes:
         raise errors.UploadTooLarge(f"the upload is {size} bytes; the limit is {limits.max_bytes} bytes")
     return source

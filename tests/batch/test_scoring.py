@@ -439,6 +439,17 @@ def test_bad_numbers_are_refused_before_scoring(tmp_path, args, needle):
     assert result.returncode == 2 and needle in result.stderr and not (tmp_path / "o").exists()
 
 
+def test_a_run_that_scores_none_of_its_inputs_exits_non_zero_with_its_error_rows(tmp_path, test_artifact):
+    """A mistyped path is an error row (an archive run loses nothing), and a run of nothing but error rows
+    says so and exits 1 whatever --max-error-rate allows."""
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(tmp_path / "mistyped.wav"), "--model", str(test_artifact),
+           "--out", str(out), "--format", "jsonl", "--workers", "0"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "none of the 1 inputs of this run could be scored (1 NotFound" in result.stderr
+    assert [r["error_kind"] for r in read_results(out)] == ["NotFound"]
+
+
 def _dies_on_crash_files(data, *args, **kwargs):
     """batch.scoring.prepare in the worker processes (forked: they see this patch): a decoder that
     kills its process on one input and is slow on another."""
