@@ -170,7 +170,7 @@ class SoundArc:
             ClassSet.of(self.artifact)  # raises the explanation
         label = self.current_classes().check_new(label, len(clips))  # before any decoding, on the store as it is now
         check_margin(margin)
-        embeddings = []
+        embeddings, warnings = [], []
         for name, data in clips:
             try:
                 clip, _, window_embeddings = await self._run(data, "enrol")
@@ -180,6 +180,7 @@ class SoundArc:
                 raise errors.SilentAudio(f"example {name!r} holds no sound (every window is below the activity "
                                          "thresholds): it cannot teach a class")
             embeddings.append(clip_embedding(window_embeddings[clip.active]))
+            warnings += [f"example {name!r}: {warning}" for warning in clip.warnings]
 
         def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock
             if abandoned():
@@ -190,7 +191,7 @@ class SoundArc:
 
         updated = await self._change_classes(add)
         entry = next(c for c in updated.describe() if c["label"] == label)
-        return {**entry, "classes": len(updated.labels)}
+        return {**entry, "classes": len(updated.labels), "warnings": warnings}
 
     async def remove_class(self, label: str) -> dict:
         if self.classes is None:

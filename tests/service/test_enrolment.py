@@ -47,7 +47,7 @@ def test_enrol_classify_delete(server, fixtures):
     made = enrol(server, "whistle", [("w.wav", whistle)], fixtures, margin="-0.01")
     assert made.status_code == 201, made.text
     assert made.json()["label"] == "whistle" and made.json()["examples"] == 1 and made.json()["classes"] == 4
-    assert made.json()["margin"] == -0.01  # its own; without the field, the model's
+    assert made.json()["margin"] == -0.01 and made.json()["warnings"] == []  # its own; without the field, the model's
     try:
         result = classify(server, fixtures, ROOSTER, open_set="false", windows="true", top_k=4)
         assert {r["label"] for r in result["ranking"]} == {"dog", "rain", "siren", "whistle"}
@@ -65,6 +65,16 @@ def test_enrol_classify_delete(server, fixtures):
     missing = requests.delete(f"{server}/classes/{'x' * 5000}", timeout=10)
     assert missing.status_code == 404 and len(missing.json()["message"]) < 200
     assert classify(server, fixtures, ROOSTER, open_set="false", top_k=3)["ranking"] == before
+
+
+def test_an_example_cut_short_enrols_with_its_warning(server):
+    made = enrol(server, "chirp", [("whole.wav", tone(2.0)), ("cut.wav", tone(2.0)[:-16_000])])
+    try:
+        assert made.status_code == 201, made.text
+        assert made.json()["warnings"] == [made.json()["warnings"][0]]
+        assert made.json()["warnings"][0].startswith("example 'cut.wav': the data chunk declares")
+    finally:
+        requests.delete(f"{server}/classes/chirp", timeout=10)
 
 
 def test_enrolment_errors_are_4xx(server, fixtures):
