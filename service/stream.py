@@ -4,7 +4,7 @@
              "open_set": true, "threshold_rad": null}           (first message, text JSON)
     server: {"type": "ready", "model": {...}, "window_s": 1.01, "hop_s": 0.5}
     client: binary messages of interleaved PCM, any length up to 16 MiB (a sample split between two is joined;
-            the server drops a longer message without a close code: its WebSocket limit)
+            a longer message is closed 1009 by the WebSocket layer)
     server: {"type": "window", "start_s", "end_s", "label", "score", "labels": [{"label", "score"}]}
             for every window as soon as it is final (core.stream: the upload path's windows);
             {"type": "event", "label", "start_s", "end_s", "score"} once an event is over
@@ -14,7 +14,7 @@
 
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
-model calls. Close codes: 1008 a bad set-up message (the reason says which field), 1003 audio
+model calls. Close codes: 1008 a bad set-up message (the reason says which field) or options in the URL, 1003 audio
 before the set-up, 1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones, 1013 over
 SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no audio (a message
 with a whole sample) for SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
@@ -147,6 +147,8 @@ async def serve_stream(websocket: WebSocket, service, settings, streams: list) -
     try:
         if service is None:
             raise _Close(1013, "the service is starting: retry shortly")
+        if websocket.url.query:  # the options are the set-up message's, as an upload's are its form's
+            raise _Close(1008, f"the stream takes its options in the set-up message, not the URL: got ?{websocket.url.query}")
         session = StreamSession(service, settings, _setup_message(await _receive(
             websocket, settings.stream_idle_s, f"no setup message for {settings.stream_idle_s:g} s")))
         if len(streams) >= settings.max_streams:  # counted once set up: a connection alone costs little

@@ -114,6 +114,13 @@ def test_audio_before_the_setup_is_1003(server):
     assert info.value.code == 1003
 
 
+def test_options_in_the_url_are_refused_1008(server):
+    with httpx.Client() as client, connect_ws(f"{server}/stream?top_k=3", client) as ws:
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+    assert info.value.code == 1008 and "set-up message, not the URL: got ?top_k=3" in info.value.reason
+
+
 def test_too_many_streams_and_an_idle_one(server):
     setup = json.dumps({"sample_rate": 16000, "encoding": "pcm_s16le"})
     with httpx.Client() as client, connect_ws(f"{server}/stream", client) as a, \
