@@ -88,6 +88,8 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
     @with_service
     async def classes(service, request):
         if request.method != "POST":  # GET, and HEAD (Starlette's, for GET): a list, never a change
+            if request.query_params:
+                raise errors.InvalidParameter(f"GET /classes takes no options, got ?{request.url.query[:80]}")
             return JSONResponse(service.list_classes())
         return await enrol(service, request)
 
@@ -160,7 +162,7 @@ def _parse_field(name: str, raw, default):
         if pattern.fullmatch(text):  # Python's int and float also take "1_0" and digits of other scripts
             return parse(text)
     except ValueError:  # an integer of over 4300 digits
-        pass
+        raise errors.InvalidParameter(f"'{name}' is an integer of {len(text)} digits: out of its range") from None
     raise errors.InvalidParameter(f"'{name}' must be {kind}, got {raw[:40]!r}")
 
 

@@ -163,6 +163,8 @@ def test_bad_requests_get_documented_4xx(server, fixtures, case):
     r = post(server, "classify", **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["message"]
+    if case == "top_k_huge":  # not "not an integer"
+        assert "an integer of 5000 digits" in r.json()["message"]
 
 
 def test_too_long_audio_is_413(server, fixtures):

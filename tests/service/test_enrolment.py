@@ -95,6 +95,7 @@ def test_enrolment_errors_are_4xx(server, fixtures):
         "delete built-in": (requests.delete(f"{server}/classes/dog", timeout=10), 409),
         "delete missing": (requests.delete(f"{server}/classes/nothing", timeout=10), 404),
         "delete with options": (requests.delete(f"{server}/classes/nothing?x=1", timeout=10), 422),
+        "list with options": (requests.get(f"{server}/classes?x=1", timeout=10), 422),
     }
     for case, (response, status) in cases.items():
         assert response.status_code == status, (case, response.text)
