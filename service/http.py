@@ -94,6 +94,8 @@ class RequestGuard:
     async def _guarded(self, scope, receive, progress: _Progress):
         send = progress.send
         headers = dict(scope["headers"])
+        if sum(name == b"content-type" for name, _ in scope["headers"]) > 1:  # the route would read another one
+            return await _reply(send, errors.BadRequest("the request has more than one Content-Type header"))
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type not in FORM_TYPES:
             shown = content_type.decode("latin-1") or "none"

@@ -1,6 +1,7 @@
 """The HTTP service through real clients: results, formats, errors, batching, overload, metrics."""
 
 import io
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -181,6 +182,17 @@ def test_too_long_audio_is_413(server, fixtures):
 def test_raw_bodies(server, headers, body, status):
     r = requests.post(f"{server}/classify", data=body, headers=headers, timeout=30)
     assert r.status_code == status, r.text
+
+
+def test_two_content_types_are_400_not_a_guess(server, fixtures):
+    """The guard and the route would read different ones (text/plain, then the form's)."""
+    form = requests.Request("POST", f"{server}/classify", files={"audio": ("a.ogg", b"OggS")}).prepare()
+    with socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1])), timeout=30) as s:
+        s.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                  b"Content-Type: " + form.headers["Content-Type"].encode() + b"\r\n"
+                  b"Content-Length: " + str(len(form.body)).encode() + b"\r\nConnection: close\r\n\r\n" + form.body)
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 400") and b"more than one Content-Type header" in answer, answer[:300]
 
 
 def test_search_finds_the_same_clip_first(server, fixtures):
