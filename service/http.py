@@ -244,6 +244,8 @@ async def _check_complete(request, boundary: bytes) -> None:
     body = await request.body()  # the guard's buffered body, kept for the parser
     close = b"--" + boundary + b"--"
     if not (body.startswith(close) or b"\r\n" + close in body):
+        if b"\n" + close in body:
+            raise errors.BadRequest("the multipart body's lines end in a bare LF: multipart/form-data needs CRLF (\\r\\n)")
         raise errors.BadRequest("the multipart body is cut short: it does not end with its closing boundary "
                                 f"(--{boundary.decode('latin-1')[:70]}--)")
 

@@ -376,6 +376,9 @@ def test_a_body_cut_before_its_closing_boundary_is_400(server, fixtures):
     for cut in (whole[:-4], whole[:len(clip) // 2]):  # the closing "--" lost; the clip cut half-way
         r = requests.post(f"{server}/classify", data=cut, headers=headers, timeout=30)
         assert r.status_code == 400 and "closing boundary" in r.json()["message"], r.text
+    bare = whole.replace(b"\r\n", b"\n")  # a hand-made body, lines ended the Unix way
+    r = requests.post(f"{server}/classify", data=bare, headers=headers, timeout=30)
+    assert r.status_code == 400 and "bare LF" in r.json()["message"], r.text
 
 
 def test_a_content_type_of_other_bytes_is_a_whole_answer(server):
