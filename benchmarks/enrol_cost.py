@@ -10,9 +10,8 @@ farm); with --shots N, from the first N of them (the same clips after the fifth 
 fold is answered three ways: no enrolled class (the built-in classes as served), the
 enrolled classes on the head's scale (core.answer, what ships), and every class by cosine to its
 prototype (what shipped before); the head-scale rule at several margins (core.openset.enrol_margin); with
---clip-gate, also by the clip gates (core.answer.clip_gate: an enrolled class wherever the clip embedding is closer to its
-prototype, by the margin, than to every other prototype; at margin 0 its nearest; "unheard": only for a clip beyond
-its nearest built-in class's "unknown" angle).
+--clip-gate, also by the clip gate (core.answer.clip_gate: an enrolled class wherever the clip embedding is closer to its
+prototype, by the margin, than to every other prototype; at margin 0 its nearest).
 Also: the enrolled classes' own left-over clips, recognised as their class. With --pretrained-share,
 every run is served with the joint embedding (training.model.InferenceModel); with --prototype-weight,
 its built-in classes are ranked by the head blended with their prototypes (core.answer, benchmarks/fusion_cv.py);
@@ -35,7 +34,7 @@ from core.answer import AnswerOptions, answer
 from core.classes import ClassSet
 from core.clip import prepare
 from core.features import FrontendConfig
-from core.openset import GATES, VOTES, OpenSet
+from core.openset import VOTES, OpenSet
 from export.open_set import fit_builtin
 from training.data import find_audio, scan_labeled
 from training.run import load_inference_model
@@ -55,7 +54,7 @@ def windows(model, path, frontend, activity):
 
 
 def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0.0, pretrained=None,
-            prototype_weight=0.0, vote="mean", n_shots=SHOTS, clip_gate=False, angles=(np.pi, ())) -> dict:
+            prototype_weight=0.0, vote="mean", n_shots=SHOTS, clip_gate=False) -> dict:
     model, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend, activity = FrontendConfig.from_dict(info["frontend"]), ActivityConfig.from_dict(info["activity"])
     clips, names = scan_labeled(esc10)
@@ -65,8 +64,7 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
     outs = [windows(model, c.path, frontend, activity) for c in train]
     active = [(lg[k.active], e[k.active]) for lg, e, k in outs]
     _, prototypes, line = fit_builtin(active, np.array([index[c.label] for c in train]), len(names))
-    open_set = OpenSet(prototypes, names, angles[0], 0.0, "none", line, prototype_weight=prototype_weight, vote=vote,
-                       class_thresholds_rad=angles[1])  # the clips are answered without the open set but for "unheard"
+    open_set = OpenSet(prototypes, names, np.pi, 0.0, "none", line, prototype_weight=prototype_weight, vote=vote)
     builtin = ClassSet(open_set)
 
     audio = find_audio(unlabeled)
@@ -97,23 +95,14 @@ def run_one(run_dir, fold, esc10, unlabeled, margins=MARGINS, pretrained_share=0
         classes = replace(enrolled, builtin=replace(open_set, enrol_margin=margin))
         result[f"built-in, margin {margin}"] = float(np.mean([top1(classes, c.path) == t for c, t in zip(held, truth)]))
         result[f"enrolled recognised, margin {margin}"] = float(np.mean([top1(classes, p) == g for g, p in leftover]))
-        for gate in GATES[1:] if clip_gate else ():  # the same classes answered by core.answer's clip gates as well
-            by_clips = replace(classes, builtin=replace(classes.builtin, enrol_gate=gate))
-            result[f"built-in, {gate} gate, margin {margin}"] = float(np.mean([top1(by_clips, c.path) == t
-                                                                               for c, t in zip(held, truth)]))
-            result[f"enrolled recognised, {gate} gate, margin {margin}"] = float(np.mean(
+        if clip_gate:  # the same classes answered by core.answer's clip gate as well
+            by_clips = replace(classes, builtin=replace(classes.builtin, enrol_gate="clip"))
+            result[f"built-in, clip gate, margin {margin}"] = float(np.mean([top1(by_clips, c.path) == t
+                                                                             for c, t in zip(held, truth)]))
+            result[f"enrolled recognised, clip gate, margin {margin}"] = float(np.mean(
                 [top1(by_clips, p) == g for g, p in leftover]))
     result["leftover clips"] = len(leftover)
     return result
-
-
-def unknown_angles(path: str | None, names: list[str]) -> tuple[float, tuple[float, ...]]:
-    """(the one "unknown" angle, one per class in the order of `names`) of a model's openset.json; none: (π, ())."""
-    if path is None:
-        return np.pi, ()
-    d = json.loads(open(path).read())
-    per_class = dict(zip(d["labels"], d.get("class_thresholds_rad") or [d["threshold_rad"]] * len(d["labels"])))
-    return float(d["threshold_rad"]), tuple(float(per_class[n]) for n in names)
 
 
 def _unit(x):
@@ -128,8 +117,6 @@ def main() -> None:
     parser.add_argument("--clip-gate", action="store_true", help="also: the clip gate (core.answer.clip_gate: an "
                         "enrolled class wherever the clip embedding is closer to its prototype by the margin than to every "
                         "other) at each margin")
-    parser.add_argument("--unknown-angles", metavar="OPENSET_JSON", help="the \"unknown\" angles of the "
-                        "unheard gate, from a model's openset.json (e.g. models/default/openset.json; default: none, π)")
     parser.add_argument("--shots", type=int, choices=range(1, SHOTS + 1), default=SHOTS,
                         help="each class enrolled from its first SHOTS clips (the clips after the fifth are answered)")
     add_joint_arguments(parser, "serve each run with the joint embedding")
@@ -143,9 +130,8 @@ def main() -> None:
     runs = cv_runs(args.arm, args.seed)
     if not runs:
         sys.exit(f"no finished runs in runs/cv/{args.arm}")
-    angles = unknown_angles(args.unknown_angles, scan_labeled(esc10)[1])
     results = [run_one(r, fold_of(r), esc10, unlabeled, args.margins, share, pretrained, args.prototype_weight, args.vote,
-                       args.shots, args.clip_gate, angles) for r in runs]
+                       args.shots, args.clip_gate) for r in runs]
     keys = [k for k in results[0] if isinstance(results[0][k], float)]
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
                for k in keys}
@@ -154,7 +140,6 @@ def main() -> None:
                                                          "pretrained": pretrained,
                                                          "prototype_weight": args.prototype_weight, "vote": args.vote,
                                                          "groups": GROUPS, "shots": args.shots,
-                                                         "unknown_angles": args.unknown_angles,
                                                          # which clip gate: core.answer's, where the margin holds too
                                                          **({"clip_gate": "core.answer"} if args.clip_gate else {}),
                                                          "summary": summary, "runs": results}, indent=1))

@@ -167,17 +167,13 @@ def clip_gate(embedding: np.ndarray, classes: ClassSet | None) -> int | None:
     (or where the model's enrol_gate is not "clip"): of the enrolled classes, the one the windows would rank first
     (the highest cosine to its prototype less its margin m), where its cosine less max(m, 0) is above the cosine to
     every built-in prototype (a negative margin, which lets a class win windows more easily, gives a whole clip no
-    bonus: at −0.01 for one clip it cost the built-in classes 5 points, BENCHMARKS.md). The gate "unheard" names it
-    only for a clip the built-in classes would not answer: beyond its nearest built-in class's "unknown" angle."""
-    if classes is None or not classes.enrolled or classes.builtin.enrol_gate == "window":
+    bonus: at −0.01 for one clip it cost the built-in classes 5 points, BENCHMARKS.md)."""
+    if classes is None or not classes.enrolled or classes.builtin.enrol_gate != "clip":
         return None
     n_builtin, margins = len(classes.builtin.labels), classes.margins
     cosines = classes.cosines(embedding[None])[0].astype(np.float64)  # (K,)
     best = int(np.argmax(cosines[n_builtin:] - margins))  # as the window gate ranks the enrolled classes
-    nearest = int(np.argmax(cosines[:n_builtin]))
-    if classes.builtin.enrol_gate == "unheard" and np.arccos(min(cosines[nearest], 1.0)) <= classes.builtin.threshold_of(nearest):
-        return None
-    if cosines[n_builtin + best] - max(margins[best], 0.0) > cosines[nearest]:  # a tie: the built-in class
+    if cosines[n_builtin + best] - max(margins[best], 0.0) > cosines[:n_builtin].max():  # a tie: the built-in class
         return n_builtin + best
     return None
 

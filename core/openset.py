@@ -16,7 +16,6 @@
     enrol_gate    where an enrolled class is answered: "window" (in the windows it wins by its margin, as
                   above) or "clip" (also for a clip whose embedding lies nearer its prototype than any built-in
                   one, by its margin where positive: core.answer.clip_gate; benchmarks/enrol_cost.py --clip-gate)
-                  or "unheard" (as "clip", for a clip beyond its nearest built-in class's "unknown" angle alone)
     prototype_weight  w: the built-in classes' logits are (1 − w)·head + w·(a·cos + b), the head's
                   blended with the prototypes' on its scale (core.answer; benchmarks/fusion_cv.py); 0: the head
     temperature   T: the served probabilities p become p^(1/T), renormalised (a window's: softmax(logits / T);
@@ -45,7 +44,7 @@ from core import errors
 ENROL_MARGIN = 0.05
 FULL_SHOTS = 5  # from this many examples an enrolled class takes enrol_margin (benchmarks/enrol_bench.py's 5-shot)
 VOTES = ("mean", "amplitude")
-GATES = ("window", "clip", "unheard")
+GATES = ("window", "clip")
 
 
 @dataclass(frozen=True)
