@@ -40,7 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rows-per-part", type=at_least(1), default=512, help="(the local engine; Ray sizes its own)")
     parser.add_argument("--all-files", action="store_true", help="score every file, not only audio extensions")
     parser.add_argument("--max-error-rate", type=fraction, default=1.0,
-                        help="exit 1 above this fraction of error rows in OUT (earlier runs resumed into it too)")
+                        help="exit 1 above this fraction of error rows in OUT (earlier runs resumed into it too); an OUT "
+                             "of error rows alone exits 1 whatever it is")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: the model's int8 variant on a CPU when it has one, else fp32 (as the service)")
@@ -75,10 +76,10 @@ def run(args) -> int:
         from batch.results import write_event_tables
 
         print(f"events: {write_event_tables(args.out, args.events_table)}", file=sys.stderr)
-    if summary.rows and sum(summary.errors.values()) == summary.rows:  # a mistyped path, a folder of other files
-        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.errors.most_common())
-        print(f"soundarc score: none of the {summary.rows} inputs of this run could be scored ({kinds}; the error "
-              f"rows in {args.out} say why)", file=sys.stderr)
+    if summary.output_error_rate >= 1.0:  # a mistyped path, a folder of other files
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.errors.most_common()) or "none new in this run"
+        print(f"soundarc score: none of the inputs in {args.out} could be scored ({kinds}; its error rows say why)",
+              file=sys.stderr)
         return 1
     if summary.output_error_rate > options.max_error_rate:
         print(f"soundarc score: error rate {summary.output_error_rate:.3g} in {args.out} is above --max-error-rate "

@@ -27,9 +27,11 @@ MIN_RATE = 1_000
 MAX_RATE = 384_000
 MAX_SAMPLE = 1e6  # float samples beyond it are not audio (floats written at int16 scale, ±32768, pass)
 BLOCK_FRAMES = 16_384  # a damaged file keeps what decoded before the block that failed
-SALVAGE_BLOCK_FRAMES = 1_024  # ... and is read again in these (libsndfile's FLAC reader drops a failed block whole)
+SALVAGE_BLOCK_FRAMES = 1_024  # ... which is read again in these (libsndfile's FLAC reader drops a failed block whole)
+MAX_SAMPLES_PER_S = 192_000 * 2  # frames x channels decoded per second of the duration limit: what decoding may cost
 MAX_CHUNKS = 1_000  # the chunks of a WAV or AIFF file walked to find its sample data
-OGG_END_OF_STREAM = 0x04  # the header flag of an Ogg stream's last page
+MAX_OGG_PAGES = 200_000  # the pages of an Ogg file walked to see that its streams end (real ones: a few KB a page)
+OGG_START, OGG_END = 0x02, 0x04  # the header flags of an Ogg stream's first and last page
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError, OSError)
 
 
@@ -40,8 +42,12 @@ class DecodeLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_duration_s: float = 600.0
     max_channels: int = 64
-    max_samples: int = 600 * 192_000 * 2  # frames x channels decoded: what decoding costs (a 2 MB FLAC of
-    #   silence can hold 10 min of 8 channels at 384 kHz, 27 s of decoding); 10 min of stereo at 192 kHz
+
+    @property
+    def max_samples(self) -> int:
+        """Frames x channels a clip may decode to: the duration limit of stereo at 192 kHz (a 2 MB FLAC of silence
+        can hold 10 min of 8 channels at 384 kHz: 27 s of decoding)."""
+        return int(self.max_duration_s * MAX_SAMPLES_PER_S)
 
 
 def decode(
@@ -65,7 +71,7 @@ def decode_with_warnings(
     declares more than the file holds) or damaged (decoding stopped before the end)."""
     source = _open_source(data, limits)
     warnings = []
-    y, read, stopped, declared, container, rate = _read_salvaging(source, target_rate, limits)
+    y, read, stopped, declared, container, rate = _read(source, target_rate, limits)
     if read == 0 and container in ("WAV", "WAVEX") and (filled := _with_unknown_length_filled_in(source)):
         y, read, stopped, declared, container, rate = _read(filled, target_rate, limits)
         warnings.append("the WAV header declares no samples (its length was never written): decoded what follows it")
@@ -116,32 +122,13 @@ def resampler(rate: int, target_rate: int):
     return to_target
 
 
-def _read_salvaging(source, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str, int, str, int]:
-    """`_read`; a file whose decoding failed is read again in small blocks, and the reading that got
-    further is kept (a FLAC cut short loses the block it ends in: up to 2 s at 8 kHz in whole blocks)."""
-    try:
-        first = _read(source, target_rate, limits)
-        if not first[2]:
-            return first
-    except errors.UndecodableAudio as e:
-        first, failure = None, e
-    try:
-        again = _read(_rewound(source), target_rate, limits, SALVAGE_BLOCK_FRAMES)
-    except errors.UndecodableAudio:
-        if first is None:
-            raise failure from failure.__cause__
-        return first
-    return again if first is None or again[1] > first[1] else first
-
-
-def _read(source, target_rate: int, limits: DecodeLimits,
-          block_frames: int = BLOCK_FRAMES) -> tuple[np.ndarray, int, str, int, str, int]:
+def _read(source, target_rate: int, limits: DecodeLimits) -> tuple[np.ndarray, int, str, int, str, int]:
     """(mono samples at target_rate, frames read, why decoding stopped early or "", frames the header
     declares, container, the file's rate)."""
     try:
         with sf.SoundFile(source) as f:
             rate, channels = _check_header(f.samplerate, f.channels, limits)
-            y, read, stopped = _read_mono(f, rate, channels, target_rate, limits, block_frames)
+            y, read, stopped = _read_mono(f, rate, channels, target_rate, limits)
             return y, read, stopped, f.frames, f.format, rate
     except errors.SoundarcError:
         raise
@@ -178,19 +165,23 @@ def _check_header(rate: int, channels: int, limits: DecodeLimits) -> tuple[int, 
     return rate, channels
 
 
-def _read_mono(f: sf.SoundFile, rate: int, channels: int, target_rate: int, limits: DecodeLimits,
-               block_frames: int) -> tuple[np.ndarray, int, str]:
+def _read_mono(f: sf.SoundFile, rate: int, channels: int, target_rate: int,
+               limits: DecodeLimits) -> tuple[np.ndarray, int, str]:
     """Read block by block, mixing down to mono and resampling as it goes (a file at 384 kHz never
     lies in memory at its own rate); stop as soon as the duration or sample limit is passed. Returns
     the samples at target_rate, how many frames the file gave, and, when decoding failed after some
-    blocks, the reason it stopped."""
+    frames, the reason it stopped. The block that fails is read again in small blocks where the reader
+    can seek back to it (libsndfile's FLAC reader gives nothing of a block that fails)."""
     max_frames = min(int(limits.max_duration_s * rate), limits.max_samples // channels)
     to_target = resampler(rate, target_rate)
-    blocks, total, stopped = [], 0, ""
+    blocks, total, stopped, block_frames = [], 0, "", BLOCK_FRAMES
     while True:
         try:
             block = f.read(block_frames, dtype="float32", always_2d=True)  # (frames, channels)
         except _DECODE_ERRORS as e:
+            if block_frames == BLOCK_FRAMES and _seek(f, total):
+                block_frames = SALVAGE_BLOCK_FRAMES
+                continue
             if not total:
                 raise
             stopped = _reason(e)
@@ -203,6 +194,14 @@ def _read_mono(f: sf.SoundFile, rate: int, channels: int, target_rate: int, limi
         blocks.append(to_target(checked(mix_down(block))))  # (frames,)
     blocks.append(to_target(None))
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32), total, stopped
+
+
+def _seek(f: sf.SoundFile, frame: int) -> bool:
+    try:
+        f.seek(frame)
+        return True
+    except _DECODE_ERRORS:
+        return False
 
 
 def _too_long(rate: int, channels: int, limits: DecodeLimits) -> errors.AudioTooLong:
@@ -237,15 +236,12 @@ def _reason(e: Exception) -> str:
     return reason
 
 
-def _rewound(source):
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    return source
-
-
 def _binary(source):
     """A context giving a seekable binary file over the source (bytes or a path)."""
-    return contextlib.nullcontext(_rewound(source)) if isinstance(source, io.BytesIO) else open(source, "rb")
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        return contextlib.nullcontext(source)
+    return open(source, "rb")
 
 
 def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:
@@ -272,21 +268,55 @@ def _sample_chunk(source) -> tuple[bytes, int, int, int] | None:
 
 
 def _ogg_shortfall(source) -> str:
-    """For Ogg (Vorbis, Opus), whose reader quietly shortens a file cut short: "" when its pages run whole
-    to the end of the file and the last one ends the stream, else what is missing."""
+    """For Ogg (Vorbis, Opus), whose reader quietly shortens a file cut short: "" when its pages run whole and
+    every stream begun in them ends in them (its last page flagged), else what is missing. Bytes that are no
+    page (padding, a tag) end the walk."""
     with _binary(source) as f:
-        size, offset, flags = f.seek(0, os.SEEK_END), 0, 0
-        while offset < size:
+        size, offset, open_streams, last = f.seek(0, os.SEEK_END), 0, set(), (0, 0)
+        for _ in range(MAX_OGG_PAGES):
+            if offset >= size:
+                break
             f.seek(offset)
-            header = f.read(27)  # "OggS", version, flags, granule, serial, page number, CRC, segment count
-            if header[:4] != b"OggS"[:len(header[:4])]:
-                return ""  # not a page: data the reader took or left, not ours to judge
+            header = f.read(27)  # "OggS", version, flags, granule (8), serial (4), page number, CRC, segment count
+            if not b"OggS".startswith(header[:4]):
+                break
             lacing = f.read(header[26]) if len(header) == 27 else b""
             if len(header) < 27 or len(lacing) < header[26] or offset + 27 + len(lacing) + sum(lacing) > size:
                 return "the last Ogg page is incomplete"
-            flags, offset = header[5], offset + 27 + len(lacing) + sum(lacing)
-    return "" if flags & OGG_END_OF_STREAM else "the Ogg stream ends without its last page"
+            flags, serial = header[5], header[14:18]
+            if flags & OGG_START:
+                open_streams.add(serial)
+            if flags & OGG_END:
+                open_streams.discard(serial)
+            last, offset = (offset, 27 + len(lacing) + sum(lacing)), offset + 27 + len(lacing) + sum(lacing)
+        else:
+            return ""  # too many pages to walk: no verdict
+        f.seek(last[0])
+        if last[1] and not _ogg_page_intact(f.read(last[1])):  # a cut page completed by zeros (a partial download)
+            return "the last Ogg page is damaged (its checksum fails)"
+    return "the Ogg stream ends without its last page" if open_streams else ""
 
+
+def _ogg_crc_table() -> tuple[int, ...]:
+    """CRC-32 of Ogg pages: polynomial 0x04C11DB7, not reflected, from 0."""
+    table = []
+    for byte in range(256):
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1) & 0xFFFFFFFF
+        table.append(crc)
+    return tuple(table)
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_page_intact(page: bytes) -> bool:
+    """Whether a whole Ogg page's checksum (bytes 22-26, computed with them zeroed) holds."""
+    crc = 0
+    for byte in page[:22] + bytes(4) + page[26:]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ byte]
+    return crc == struct.unpack("<I", page[22:26])[0]
 
 def _data_chunk_shortfall(source) -> str:
     """For WAV and AIFF, whose readers quietly shorten a file cut short: "" when the sample data

@@ -101,8 +101,9 @@ class ClassSet:
         """The cleaned label of a class that may be enrolled from `examples` clips, else a 4xx error."""
         label = check_label(label)
         if clash := [name for name in self.labels if label_key(name) == label_key(label)]:
-            raise errors.Conflict(f"a class named {clash[0]!r} already exists (case does not count, and a run of spaces, "
-                                  "'_' or '-' is one separator); delete it first to re-enrol it")
+            raise errors.Conflict(f"a class named {clash[0]!r} already exists (case does not count, a run of spaces, "
+                                  "'_' or '-' is one separator, and none at either end counts, nor a '.'); delete it first "
+                                  "to re-enrol it")
         if not 1 <= examples <= MAX_EXAMPLES:
             raise errors.InvalidParameter(f"enrol a class with 1 to {MAX_EXAMPLES} example clips, got {examples}")
         return label
@@ -122,10 +123,10 @@ class ClassSet:
         key, shown = label_key(label), shown_label(label)
         if not label.isascii():  # labels are ASCII: a non-ASCII name that casefolds to one ('buſ') names no class
             raise errors.NotFound(f"no enrolled class named {shown}")
-        if key in {label_key(name) for name in self.builtin.labels}:
+        exact = [c for c in self.enrolled if c.label.casefold() == label.strip().casefold()]  # first: older stores
+        if not exact and key in {label_key(name) for name in self.builtin.labels}:  # hold 'dog.' beside 'dog'
             raise errors.Conflict(f"{shown} is one of the model's own classes; only enrolled classes can be deleted")
-        found = ([c for c in self.enrolled if c.label.casefold() == label.strip().casefold()]
-                 or [c for c in self.enrolled if label_key(c.label) == key])  # an exact name first (older stores)
+        found = exact or [c for c in self.enrolled if label_key(c.label) == key]
         if not found:
             raise errors.NotFound(f"no enrolled class named {shown}")
         return found[0]
@@ -179,10 +180,12 @@ def label_key(label: str) -> str:
     return re.sub(r"[ _\-]+", "_", label.casefold()).strip("_.")
 
 
-def check_label(label: str) -> str:
+def check_label(label: str, reserved=label_key) -> str:
+    """The label stripped, else InvalidParameter; `reserved`: what of it may not be "unknown" or "silence"
+    (str.casefold for a store written before a label's key was: 'unknown-' was enrolled then, and loads)."""
     label = (label or "").strip()
-    if label_key(label) in RESERVED_LABELS or not LABEL_PATTERN.fullmatch(label):
-        shown = label if len(label) <= 80 else f"{label[:64]}... ({len(label)} characters)"
+    if reserved(label) in RESERVED_LABELS or not LABEL_PATTERN.fullmatch(label):
+        shown = label if len(label) <= 64 else f"{label[:64]}... ({len(label)} characters)"
         raise errors.InvalidParameter(
             f"invalid class label {shown!r}: 1-64 characters, letters, digits, space, '_', '.', '-', starting "
             f"with a letter or digit, and not {' or '.join(map(repr, RESERVED_LABELS))} in any case or with "
@@ -280,7 +283,7 @@ class ClassStore:
             dim = classes.builtin.prototypes.shape[1]
             seen = {name.casefold() for name in classes.builtin.labels}
             for c in enrolled:
-                check_label(c.label)  # a file of an older version may hold "Silence", now refused
+                check_label(c.label, str.casefold)  # a file of an older version may hold "Silence", refused since
                 # the same name twice, whatever its case; 'sea waves' beside 'sea-waves' (label_key) is refused at
                 # enrolment since 2026-12-07 but loads, as written before (enrolled_named prefers the exact name)
                 if c.label.casefold() in seen:

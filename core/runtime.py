@@ -193,8 +193,9 @@ def _report(runtime: Runtime, cfg: RuntimeConfig) -> None:
             raise errors.GPUUnavailable(message)
         log.error("%s: running on the CPU", message)
     elif cfg.device == "auto" and "CUDAExecutionProvider" in runtime.requested_providers and not runtime.on_gpu:
+        on_cpu = chosen_precision(runtime.artifact, RuntimeConfig("cpu"))  # what device cpu would run
+        hint = (f"; device cpu (SOUNDARC_DEVICE=cpu, --device cpu) runs the {on_cpu} variant, faster there"
+                if cfg.precision == "auto" and runtime.precision != on_cpu else "")
         log.error("a GPU is visible but CUDA could not be used (missing CUDA/cuDNN libraries?): running %s on the CPU%s",
-                  runtime.precision, "; device cpu (SOUNDARC_DEVICE=cpu, --device cpu) runs the int8 variant, faster there"
-                  if cfg.precision == "auto" and runtime.precision != chosen_precision(runtime.artifact, RuntimeConfig("cpu"))
-                  else "")
+                  runtime.precision, hint)
     log.info("model %s (%s) on %s", runtime.artifact.model_id, runtime.precision, runtime.providers)

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 
 Audio = str | Path | bytes
-STREAM_MESSAGE_BYTES = 1 << 20  # the most PCM one WebSocket message carries (uvicorn drops a message over 16 MiB)
+STREAM_MESSAGE_BYTES = 1 << 20  # the most PCM one WebSocket message carries (uvicorn closes 1009 a message over 16 MiB)
 
 
 class ServerError(Exception):

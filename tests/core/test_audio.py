@@ -129,10 +129,10 @@ def test_limits_give_413():
     data = encode(sine(RATE, seconds=3.0), RATE, "WAV", "PCM_16")
     with pytest.raises(errors.AudioTooLong, match="longer than the limit of 1 s"):
         decode(data, RATE, DecodeLimits(max_duration_s=1.0))
-    eight = encode(sine(16_000, seconds=1.0, channels=8), 16_000, "FLAC", "PCM_16")  # 128 000 samples
-    with pytest.raises(errors.AudioTooLong, match=r"more than 100000 samples .* 0\.8 s at most"):
-        decode(eight, RATE, DecodeLimits(max_samples=100_000))  # what it costs to decode, not its length
-    assert decode(eight, RATE, DecodeLimits(max_samples=128_000)).size == RATE
+    eight = encode(sine(96_000, seconds=0.6, channels=8), 96_000, "FLAC", "PCM_16")  # 460 800 samples in 0.6 s
+    with pytest.raises(errors.AudioTooLong, match=r"more than 384000 samples .* 0\.5 s at most"):
+        decode(eight, RATE, DecodeLimits(max_duration_s=1.0))  # what it costs to decode, not its length
+    assert decode(eight, RATE, DecodeLimits(max_duration_s=1.2)).size == pytest.approx(0.6 * RATE, abs=1)
     with pytest.raises(errors.UploadTooLarge):
         decode(data, RATE, DecodeLimits(max_bytes=1000))
     with pytest.raises(errors.BadAudioFormat):
@@ -201,6 +201,19 @@ def test_a_file_cut_short_decodes_what_is_there_with_a_warning(fmt, subtype, nee
     part, warnings = decode_with_warnings(data[: len(data) // 2], RATE)
     assert 0.5 < part.size / RATE < 2.0
     assert len(warnings) == 1 and needle in warnings[0] and "cut short" in warnings[0], warnings
+
+
+def test_an_ogg_cut_between_pages_or_padded_says_it_is_cut_short():
+    """Cut where a page begins (every page whole, the stream's last one missing), or cut and padded with zeros
+    (a partial download): a warning; a whole file followed by zeros (padding) or a tag: none."""
+    noise = 0.3 * np.random.default_rng(1).standard_normal(3 * 44_100).astype(np.float32)
+    data = encode(noise, 44_100, "OGG", "VORBIS")
+    last_page = data.rindex(b"OggS")
+    for cut in (data[:last_page], data[:last_page] + bytes(5000), data[:-300] + bytes(5000)):
+        _, warnings = decode_with_warnings(cut, RATE)
+        assert warnings and "cut short" in warnings[0], warnings
+    for whole in (data + bytes(5000), data + b"TAG" + bytes(125)):
+        assert decode_with_warnings(whole, RATE)[1] == []
 
 
 def test_a_flac_cut_short_in_its_first_block_decodes_what_is_there():

@@ -101,6 +101,21 @@ def test_a_store_written_before_the_separator_rule_still_loads(builtin, tmp_path
     assert loaded.remove("Sea Waves").labels[-1] == "sea-waves"
 
 
+def test_a_store_written_before_the_end_rules_still_loads_and_its_classes_can_be_deleted(builtin, tmp_path):
+    """'dog.' and 'unknown-' were enrolled before a '.' or a separator at the end stopped counting: the server
+    starts with them, they answer, and they can be deleted ('dog.' is not the built-in dog then)."""
+    store = ClassStore(tmp_path / "enrolled.json", "model-a")
+    store.save(builtin.enrol("bell", unit(2.0)[None]))
+    stored = json.loads(store.path.read_text())
+    older = [{**stored["classes"][0], "label": label} for label in ("dog.", "unknown-")]
+    store.path.write_text(json.dumps({**stored, "classes": older}))
+    loaded = store.load(builtin)
+    assert loaded.labels == ("dog", "rain", "dog.", "unknown-")
+    assert loaded.remove("dog.").remove("unknown-").labels == ("dog", "rain")
+    with pytest.raises(errors.Conflict, match="model's own"):
+        loaded.remove("Dog")
+
+
 def test_remove(builtin):
     classes = builtin.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None])
     assert classes.remove("whistle").labels == ("dog", "rain", "bell")

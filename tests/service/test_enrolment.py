@@ -71,7 +71,7 @@ def test_an_example_cut_short_enrols_with_its_warning(server):
     made = enrol(server, "chirp", [("whole.wav", tone(2.0)), ("cut.wav", tone(2.0)[:-16_000])])
     try:
         assert made.status_code == 201, made.text
-        assert made.json()["warnings"] == [made.json()["warnings"][0]]
+        assert len(made.json()["warnings"]) == 1
         assert made.json()["warnings"][0].startswith("example 'cut.wav': the data chunk declares")
     finally:
         requests.delete(f"{server}/classes/chirp", timeout=10)
