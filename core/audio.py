@@ -280,15 +280,16 @@ def _ogg_shortfall(source) -> str:
             header = f.read(27)  # "OggS", version, flags, granule (8), serial (4), page number, CRC, segment count
             if not b"OggS".startswith(header[:4]):
                 break
-            lacing = f.read(header[26]) if len(header) == 27 else b""
-            if len(header) < 27 or len(lacing) < header[26] or offset + 27 + len(lacing) + sum(lacing) > size:
+            lacing = f.read(header[26]) if len(header) == 27 else b""  # the page's segment lengths
+            length = 27 + len(lacing) + sum(lacing)
+            if len(header) < 27 or len(lacing) < header[26] or offset + length > size:
                 return "the last Ogg page is incomplete"
             flags, serial = header[5], header[14:18]
             if flags & OGG_START:
                 open_streams.add(serial)
             if flags & OGG_END:
                 open_streams.discard(serial)
-            last, offset = (offset, 27 + len(lacing) + sum(lacing)), offset + 27 + len(lacing) + sum(lacing)
+            last, offset = (offset, length), offset + length
         else:
             return ""  # too many pages to walk: no verdict
         f.seek(last[0])
@@ -317,6 +318,7 @@ def _ogg_page_intact(page: bytes) -> bool:
     for byte in page[:22] + bytes(4) + page[26:]:
         crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ byte]
     return crc == struct.unpack("<I", page[22:26])[0]
+
 
 def _data_chunk_shortfall(source) -> str:
     """For WAV and AIFF, whose readers quietly shorten a file cut short: "" when the sample data
