@@ -341,11 +341,8 @@ def _with_unknown_length_filled_in(source) -> io.BytesIO | None:
     if found is None or found[0] != b"data" or found[2] != 0 or found[3] <= 0:
         return None
     _, offset, _, held = found
-    if isinstance(source, io.BytesIO):
-        data = bytearray(source.getvalue())
-    else:
-        with open(source, "rb") as f:
-            data = bytearray(f.read())
+    with _binary(source) as f:
+        data = bytearray(f.read())
     data[offset + 4:offset + 8] = struct.pack("<I", held)
     data[4:8] = struct.pack("<I", len(data) - 8)
     return io.BytesIO(bytes(data))

@@ -88,8 +88,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
     @with_service
     async def classes(service, request):
         if request.method != "POST":  # GET, and HEAD (Starlette's, for GET): a list, never a change
-            if request.query_params:
-                raise errors.InvalidParameter(f"GET /classes takes no options, got ?{request.url.query[:80]}")
+            _refuse_options(request, "GET /classes")
             return JSONResponse(service.list_classes())
         return await enrol(service, request)
 
@@ -106,8 +105,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
 
     @with_service
     async def remove(service, request):
-        if request.query_params:
-            raise errors.InvalidParameter(f"DELETE /classes/LABEL takes no options, got ?{request.url.query[:80]}")
+        _refuse_options(request, "DELETE /classes/LABEL")
         return JSONResponse(await service.remove_class(request.path_params["label"]))
 
     async def stream_over_http(request):
@@ -145,6 +143,12 @@ def _form_text(name: str, raw) -> str | None:
     if not isinstance(raw, str):
         raise errors.InvalidParameter(f"'{name}' must be a text value, not a file")
     return raw.strip() or None
+
+
+def _refuse_options(request, route: str) -> None:
+    """422 for a route that takes no options but was given some in its URL (else ignored without a word)."""
+    if request.query_params:
+        raise errors.InvalidParameter(f"{route} takes no options, got ?{request.url.query[:80]}")
 
 
 def _parse_field(name: str, raw, default):
