@@ -1,13 +1,15 @@
 """An "unknown" by a low top score beside the angle, by cross-validation (issue 19).
 
     python benchmarks/openset_score_cv.py ARM --pretrained-share 0.6 --prototype-weight 0.5 --temperature 0.4717
-        [--frr 0.02] [--report openset_score_cv]
+        [--score-weight 0 --score-temperature 1] [--frr 0.02] [--report openset_score_cv]
 
 Known: every held-out clip of the arm's CV runs under the six recording conditions; unknown: the game sounds of
 unlabeled/ (never in training). Each clip as served: its angle to the nearest prototype and that class
 (cv_study.py's cv-share<S>.json), and its top score (the windows with sound voting by amplitude, then the
 temperature; vote_cv.py's window cache for the known clips, the same windows computed here for the unknown ones
-and kept beside it as cv-unknown<S>-w<W>-r<V>.npz).
+and kept beside it as cv-unknown<S>-w<W>-r<V>.npz). With --score-weight / --score-temperature the score is read
+from windows of another prototype weight and temperature (0 and 1: the head's own top probability, the mean softmax
+of an ensemble's members), while the answer, and so its correctness, stays the served one.
 Two rules at the same share of known clip-conditions rejected (FRR, pooled over the conditions):
     angle   unknown iff angle > the threshold of its nearest class (openset_cv.py --per-class)
     score   ... or top score < s_min; s_min the r-quantile of the known scores, then the angles' one per-class
@@ -24,7 +26,7 @@ from _data import REPORTS, add_joint_arguments, cv_runs, encoder_tag, joint_argu
 from cv_study import NOISE, clean_features
 from fusion_cv import served_classes
 from openset_cv import known_angles, known_nearest, load_runs, quantile_per_class, seed_halves
-from vote_cv import clip_windows, held_out, vote, window_cache
+from vote_cv import cached_windows, clip_windows, held_out, vote
 
 from core.activity import ActivityConfig
 from core.answer import sharpen
@@ -58,17 +60,19 @@ def unknown_windows(run, share: float, pretrained: str | None, weight: float) ->
         return {k: windows[k] for k in windows.files}
 
 
-def run_scores(run, result: dict, share, pretrained, weight, temperature) -> dict:
-    """One run's cv-share result with each clip's top score and served correctness added."""
+def run_scores(run, result: dict, share, pretrained, weight, score_weight, score_temperature) -> dict:
+    """One run's cv-share result with each clip's top score (from windows of prototype weight `score_weight`)
+    and its served correctness (of the served `weight`) added."""
     _, labels = held_out(run)
-    with np.load(window_cache(run, share, pretrained, weight)) as windows:
-        for c in CONDITIONS:
-            clips = [(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"]) for i in range(len(labels))]
-            result["conditions"][c]["score"] = [top_score(lp, pw, temperature) for lp, pw in clips]
-            result["conditions"][c]["served_correct"] = [bool(vote(lp, pw, 0.0, "amplitude").argmax() == y)
-                                                         for (lp, pw), y in zip(clips, labels)]
-    unknown = unknown_windows(run, share, pretrained, weight)
-    result["unknown_scores"] = [top_score(unknown[f"{i}/log_p"], unknown[f"{i}/power"], temperature)
+    for key, w in (("served_correct", weight), ("score", score_weight)):
+        with np.load(cached_windows(run, share, pretrained, w)) as windows:
+            for c in CONDITIONS:
+                clips = [(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"]) for i in range(len(labels))]
+                result["conditions"][c][key] = (
+                    [bool(vote(lp, pw, 0.0, "amplitude").argmax() == y) for (lp, pw), y in zip(clips, labels)]
+                    if key == "served_correct" else [top_score(lp, pw, score_temperature) for lp, pw in clips])
+    unknown = unknown_windows(run, share, pretrained, score_weight)
+    result["unknown_scores"] = [top_score(unknown[f"{i}/log_p"], unknown[f"{i}/power"], score_temperature)
                                 for i in range(len(result["unknown_angles"]))]
     return result
 
@@ -120,7 +124,9 @@ def two_fold(runs: list[dict], frr: float) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [f"An unknown by a low top score beside the angle ({report['arm']}, {report['runs']} runs, {machine()}); "
-             f"FRR {report['frr']:.0%} of the known clip-conditions pooled over {len(CONDITIONS)} conditions.", "",
+             f"FRR {report['frr']:.0%} of the known clip-conditions pooled over {len(CONDITIONS)} conditions; the "
+             f"score: the top probability at prototype weight {report.get('score_weight', report['prototype_weight'])}, "
+             f"temperature {report.get('score_temperature', report['temperature'])}.", "",
              "| rule | unknown accepted | known rejected | answered | top-1 |", "|---|---|---|---|---|"]
     for name, title in (("angle", "angle per class"), ("score", "angle per class or low score")):
         for where in ("two_fold", "in_sample"):
@@ -138,18 +144,23 @@ def main() -> None:
     add_joint_arguments(parser, "the joint embedding, as the model is served")
     parser.add_argument("--prototype-weight", type=float, required=True)
     parser.add_argument("--temperature", type=float, required=True, help="the served model's (openset.json)")
+    parser.add_argument("--score-weight", type=float, help="the score's prototype weight (default: the served)")
+    parser.add_argument("--score-temperature", type=float, help="the score's temperature (default: the served)")
     parser.add_argument("--frr", type=float, default=0.02)
     parser.add_argument("--report", default="openset_score_cv")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
-    runs = [run_scores(path, result, share, pretrained, args.prototype_weight, args.temperature)
+    score_weight = args.prototype_weight if args.score_weight is None else args.score_weight
+    score_temperature = args.temperature if args.score_temperature is None else args.score_temperature
+    runs = [run_scores(path, result, share, pretrained, args.prototype_weight, score_weight, score_temperature)
             for path, result in zip(cv_runs(args.arm), load_runs(args.arm, share, pretrained))]
     rate = chosen_rate(runs, args.frr)
     thresholds, s_min = fit(runs, args.frr, rate)
     report = {"arm": args.arm, "runs": len(runs), "frr": args.frr, "machine": machine(), "two_fold": two_fold(runs, args.frr),
               "in_sample": {"angle": measure(runs, *fit(runs, args.frr, 0.0)), "score": measure(runs, thresholds, s_min)},
               "rate": rate, "s_min": s_min, "thresholds_rad": thresholds.tolist(), "labels": runs[0]["labels"],
-              "prototype_weight": args.prototype_weight, "temperature": args.temperature, "pretrained_share": share}
+              "prototype_weight": args.prototype_weight, "temperature": args.temperature, "pretrained_share": share,
+              "score_weight": score_weight, "score_temperature": score_temperature}
     (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
     (REPORTS / f"{args.report}.md").write_text(markdown(report))
     print(markdown(report))

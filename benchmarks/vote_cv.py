@@ -125,13 +125,18 @@ def group_runs(group: str, share: float, pretrained: str | None, weight: float) 
     hop = int(hop) if hop else None
     out = {}
     for run in runs:
-        path = window_cache(run, share, pretrained, weight, hop)
-        if not has_floors(path):
-            np.savez_compressed(path, **measure_run(run, share, pretrained, weight, hop))
-            print(f"measured {run}", flush=True)
-        with np.load(path) as windows:
+        with np.load(cached_windows(run, share, pretrained, weight, hop)) as windows:
             out[f"{arm}/{run.name}"] = count_votes(run, windows)
     return out
+
+
+def cached_windows(run: Path, share: float, pretrained: str | None, weight: float, hop: int | None = None) -> Path:
+    """The run's window cache (measure_run), measured first where it is missing or lacks the noise floors."""
+    path = window_cache(run, share, pretrained, weight, hop)
+    if not has_floors(path):
+        np.savez_compressed(path, **measure_run(run, share, pretrained, weight, hop))
+        print(f"measured {run}", flush=True)
+    return path
 
 
 def window_cache(run: Path, share: float, pretrained: str | None, weight: float, hop: int | None = None) -> Path:
