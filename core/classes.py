@@ -35,6 +35,7 @@ LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
 MAX_EXAMPLES = 20
 STORE_VERSION = 1
 STORE_FILE = "enrolled.json"  # the store's name in the model directory, unless a server names another
+RACY_S = 2.0  # a store file changed more recently than this is read again on every call (_stamp_of)
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,11 @@ class ClassStore:
         # the file's (mtime_ns, size, inode) and its classes, as last loaded or saved: one pair, swapped whole,
         # so that a change that failed, or a reload between another thread's save and its caller, cannot
         # leave a stamp beside classes that are not the file's
-        self.state: tuple[tuple | None, ClassSet] | None = None
+        self.state: tuple[tuple | object | None, ClassSet] | None = None
 
     def current(self, classes: ClassSet) -> ClassSet:
         """The file's classes (built-in ones from `classes`): as last loaded, or again where another
-        server has changed the file since (one stat per call)."""
+        server has changed the file since (one stat per call; a read while the file is younger than RACY_S)."""
         state = self.state
         if state is not None and (self._stamp() == state[0] or not self._own_model_beside()):
             return state[1]  # unchanged, or the model directory replaced: what this server had, until restarted
@@ -261,7 +262,7 @@ class ClassStore:
         except (OSError, ValueError, AttributeError):
             return False
 
-    def _stamp(self) -> tuple | None:
+    def _stamp(self) -> tuple | object | None:
         try:
             return _stamp_of(os.stat(self.path))
         except FileNotFoundError:
@@ -314,6 +315,11 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _stamp_of(st: os.stat_result) -> tuple:
-    """What tells one version of the store's file from another: (mtime_ns, size, inode)."""
+def _stamp_of(st: os.stat_result) -> tuple | object:
+    """What tells one version of the store's file from another: (mtime_ns, size, inode). A file changed
+    within the last RACY_S may change again in the same tick of a coarse clock (1 s on some filesystems,
+    2 s on FAT), to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is a new
+    object, which matches none, so the file is read again until it is older than that."""
+    if time.time_ns() - st.st_mtime_ns < RACY_S * 1e9:
+        return object()
     return st.st_mtime_ns, st.st_size, st.st_ino

@@ -240,7 +240,9 @@ def _brief(names: list[str]) -> str:
 
 async def _check_complete(request, boundary: bytes) -> None:
     """A multipart body must end with its closing `boundary`: the parser takes a body cut short as a whole one
-    (without its last fields, or with a clip cut short). Without a boundary at all the parser says so."""
+    (without its last fields, or with a clip cut short). Without a boundary at all the parser says so.
+    A preamble before the first boundary (RFC 2046 5.1.1: text for readers that do not know multipart),
+    which the parser refuses, is dropped."""
     body = await request.body()  # the guard's buffered body, kept for the parser
     close = b"--" + boundary + b"--"
     if not (body.startswith(close) or b"\r\n" + close in body):
@@ -248,6 +250,8 @@ async def _check_complete(request, boundary: bytes) -> None:
             raise errors.BadRequest("the multipart body's lines end in a bare LF: multipart/form-data needs CRLF (\\r\\n)")
         raise errors.BadRequest("the multipart body is cut short: it does not end with its closing boundary "
                                 f"(--{boundary.decode('latin-1')[:70]}--)")
+    if not body.startswith(b"--" + boundary) and (first := body.find(b"\r\n--" + boundary)) >= 0:
+        request._body = body[first + 2:]  # Starlette's buffered body, what request.form() parses
 
 
 def _replay(body: bytes):

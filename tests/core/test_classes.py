@@ -3,8 +3,10 @@
 import fcntl
 import json
 import math
+import os
 import shutil
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -200,6 +202,21 @@ def test_a_server_whose_change_failed_or_raced_still_answers_with_the_files_clas
     b.update(builtin, lambda c: c.remove("whistle"))
     a.current(older)  # ... a request on A reloads B's save before A's coroutine stores `older`
     assert a.current(older).labels == ("dog", "rain", "bell")  # B's save, not A's stale result
+
+
+def test_a_change_within_the_clocks_tick_is_seen(builtin, tmp_path):
+    """On a filesystem of coarse timestamps another server's change in the same tick, to the same size and inode,
+    kept the stamp: A went on serving the classes it had loaded. A file younger than RACY_S is read again."""
+    a = ClassStore(tmp_path / "enrolled.json", "m")
+    served = a.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
+    st = a.path.stat()
+    a.path.write_text(a.path.read_text().replace('"bell"', '"bolt"'))  # in place: the same inode and size ...
+    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and, as a coarse clock writes it, the same time
+    assert a.current(served).labels == ("dog", "rain", "bolt")
+    old = time.time_ns() - 10**10
+    os.utime(a.path, ns=(old, old))  # an old file: read once, then one stat per call
+    loaded = a.current(served)
+    assert a.current(served) is loaded and loaded.labels[-1] == "bolt"
 
 
 def test_an_unwritable_store_is_a_clear_error(builtin, tmp_path):

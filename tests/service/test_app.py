@@ -149,6 +149,7 @@ def bad_requests(fixtures):
         "windows_bad": (dict(data=good, fields={"windows": "perhaps"}), 422),
         "threshold_zero": (dict(data=good, fields={"threshold_rad": "0"}), 422),
         "threshold_text": (dict(data=good, fields={"threshold_rad": "wide"}), 422),
+        "threshold_closed": (dict(data=good, fields={"threshold_rad": "0.5", "open_set": "false"}), 422),  # was ignored
         "top_k_underscore": (dict(data=good, fields={"top_k": "1_0"}), 422),  # Python's int() takes these two
         "top_k_other_digits": (dict(data=good, fields={"top_k": "\u0663"}), 422),
         "top_k_huge": (dict(data=good, fields={"top_k": "9" * 5000}), 422),  # past int()'s 4300 digits
@@ -157,8 +158,8 @@ def bad_requests(fixtures):
 
 
 @pytest.mark.parametrize("case", ["empty", "text", "random", "truncated", "no_file", "text_field", "top_k_zero",
-                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "top_k_underscore",
-                                  "top_k_other_digits", "top_k_huge", "too_big"])
+                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "threshold_closed",
+                                  "top_k_underscore", "top_k_other_digits", "top_k_huge", "too_big"])
 def test_bad_requests_get_documented_4xx(server, fixtures, case):
     kwargs, status = bad_requests(fixtures)[case]
     r = post(server, "classify", **kwargs)
@@ -379,6 +380,9 @@ def test_a_body_cut_before_its_closing_boundary_is_400(server, fixtures):
     bare = whole.replace(b"\r\n", b"\n")  # a hand-made body, lines ended the Unix way
     r = requests.post(f"{server}/classify", data=bare, headers=headers, timeout=30)
     assert r.status_code == 400 and "bare LF" in r.json()["message"], r.text
+    preamble = b"This is a multi-part message in MIME format.\r\n" + whole  # RFC 2046: for readers without multipart
+    r = requests.post(f"{server}/classify", data=preamble, headers=headers, timeout=30)
+    assert r.status_code == 200 and r.json()["ranking"] == answered.json()["ranking"], r.text
 
 
 def test_a_content_type_of_other_bytes_is_a_whole_answer(server):
