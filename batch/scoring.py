@@ -193,7 +193,7 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
                 "classes": list(classes.labels) if classes is not None else list(artifact.labels)}
     if artifact.open_set is not None:  # a model exported again with the same weights (threshold, prototype weight)
         identity["openset_sha256"] = artifact.manifest["openset"]["sha256"]
-    if options.threshold_rad is not None and classes is not None:  # else it changes nothing (a model without open set)
+    if options.threshold_rad is not None and options.open_set and classes is not None:  # else it changes nothing
         identity["threshold_rad"] = options.threshold_rad
     if options.events:
         identity["event_parameters"] = artifact.events.to_dict()

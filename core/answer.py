@@ -66,9 +66,6 @@ class AnswerOptions:
         if self.threshold_rad is not None and not threshold_ok(self.threshold_rad):
             raise errors.InvalidParameter(f"threshold_rad must be an angle in radians above 0 and at most π "
                                           f"({np.pi!r}), got {self.threshold_rad}")
-        if self.threshold_rad is not None and not self.open_set:  # else it would be ignored without a word
-            raise errors.InvalidParameter("threshold_rad is the open set's \"unknown\" angle, and open_set=false "
-                                          "answers no clip unknown: send one or the other")
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,7 @@ class SoundArc:
         `open_set` (unknown, nearest class, angle). `windows` adds a timeline, `spectrogram` a small
         log-mel image, `events` the sound events (label, start_s, end_s, score; core.events);
         `open_set=false` answers among the known classes only; `threshold_rad` replaces the model's
-        "unknown" angle for this request (422 with open_set=false, which would ignore it). `warnings`: what
-        was wrong with a file that decoded only in part."""
+        "unknown" angle for this request. `warnings`: what was wrong with a file that decoded only in part."""
         _check_range("top_k", top_k, 1, self.settings.max_top_k)  # more than the labels: all of them
         options = AnswerOptions(top_k, open_set, windows, self.artifact.events if events else None, threshold_rad)
         clip, result = await self._answer(audio, "classify", options)

@@ -47,8 +47,8 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
              "threshold_rad": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": math.pi,
                                "description": "answer unknown beyond this angle (radians) to every class; lower "
                                               "turns away more unknown sounds and more known ones (default: the "
-                                              "model's, open_set.threshold_rad in the answer; refused with "
-                                              "open_set=false)"}},
+                                              "model's, open_set.threshold_rad in the answer; no effect with "
+                                              "open_set=false, which answers no clip unknown)"}},
             "Classification")},
         "/embed": {"post": _upload(
             "Embed a clip", "The L2-normalised clip embedding (null, with label `silence`, when no window holds sound).",

@@ -35,8 +35,7 @@ function setClip(blob, name) {
 function openSet() { // throws on an angle out of range, in the page's own unit
   const degrees = numberIn("threshold", 'the "beyond" angle');
   if (degrees !== "" && !(degrees > 0 && degrees <= 180)) throw new Error(`the "beyond" angle is in degrees, above 0 and at most 180; got ${degrees}`);
-  const open_set = $("open-set").checked; // the angle is the open set's: not sent without it
-  return { open_set, ...(degrees && open_set ? { threshold_rad: (degrees * Math.PI) / 180 } : {}) };
+  return { open_set: $("open-set").checked, ...(degrees ? { threshold_rad: (degrees * Math.PI) / 180 } : {}) };
 }
 
 let asked = 0; // the number of the latest classification: an answer to an earlier one is dropped

@@ -149,7 +149,6 @@ def bad_requests(fixtures):
         "windows_bad": (dict(data=good, fields={"windows": "perhaps"}), 422),
         "threshold_zero": (dict(data=good, fields={"threshold_rad": "0"}), 422),
         "threshold_text": (dict(data=good, fields={"threshold_rad": "wide"}), 422),
-        "threshold_closed": (dict(data=good, fields={"threshold_rad": "0.5", "open_set": "false"}), 422),  # was ignored
         "top_k_underscore": (dict(data=good, fields={"top_k": "1_0"}), 422),  # Python's int() takes these two
         "top_k_other_digits": (dict(data=good, fields={"top_k": "\u0663"}), 422),
         "top_k_huge": (dict(data=good, fields={"top_k": "9" * 5000}), 422),  # past int()'s 4300 digits
@@ -158,8 +157,8 @@ def bad_requests(fixtures):
 
 
 @pytest.mark.parametrize("case", ["empty", "text", "random", "truncated", "no_file", "text_field", "top_k_zero",
-                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "threshold_closed",
-                                  "top_k_underscore", "top_k_other_digits", "top_k_huge", "too_big"])
+                                  "top_k_text", "windows_bad", "threshold_zero", "threshold_text", "top_k_underscore",
+                                  "top_k_other_digits", "top_k_huge", "too_big"])
 def test_bad_requests_get_documented_4xx(server, fixtures, case):
     kwargs, status = bad_requests(fixtures)[case]
     r = post(server, "classify", **kwargs)
