@@ -136,9 +136,10 @@ class Conflict(SoundarcError):
 
 
 class StorageError(SoundarcError):
-    """503: a file the service keeps (the enrolled classes) cannot be written; nothing was changed."""
+    """507 Insufficient Storage: a file the service keeps (the enrolled classes) cannot be written (a read-only
+    or full disk, a path that is not a folder); nothing was changed. Not 503: retrying does not help."""
 
-    status_code = 503
+    status_code = 507
 
 
 class Overloaded(SoundarcError):
@@ -161,9 +162,13 @@ class FrameworkError(SoundarcError):
 
     status_code = 500
 
-    def __init__(self, message: str, status_code: int = 500):
+    def __init__(self, message: str, status_code: int = 500, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status_code = status_code
+        self.status_code, self.framework_headers = status_code, headers or {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.framework_headers
 
 
 class GPUUnavailable(SoundarcError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import json
 import logging
 
@@ -64,7 +65,8 @@ class RequestGuard:
         if scope["path"] not in self.upload_paths or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         if self.in_flight >= self.max_in_flight:
-            return await _reply(send, errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})"))
+            busy = errors.Overloaded(f"{self.in_flight} requests in flight (limit {self.max_in_flight})")
+            return await _reply_unread(send, busy)
         self.in_flight += 1  # given back when its work ends, not when it is answered
         progress = _Progress(send)
         scope = {**scope, ABANDONED: lambda: progress.abandoned}
@@ -95,15 +97,19 @@ class RequestGuard:
         send = progress.send
         headers = dict(scope["headers"])
         if sum(name == b"content-type" for name, _ in scope["headers"]) > 1:  # the route would read another one
-            return await _reply(send, errors.BadRequest("the request has more than one Content-Type header"))
+            return await _reply_unread(send, errors.BadRequest("the request has more than one Content-Type header"))
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type not in FORM_TYPES:
             shown = content_type.decode("latin-1") or "none"
-            return await _reply(send, errors.UnsupportedMediaType(
+            return await _reply_unread(send, errors.UnsupportedMediaType(
                 f"expected a multipart/form-data upload with the clip in the field '{UPLOAD_FIELD}', got Content-Type {shown}"))
+        coding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if coding != b"identity":  # the parser would read compressed bytes as the form
+            return await _reply_unread(send, errors.UnsupportedMediaType(
+                f"the body is sent with Content-Encoding {coding.decode('latin-1')[:40]}: send it uncompressed"))
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _reply(send, errors.UploadTooLarge(
+            return await _reply_unread(send, errors.UploadTooLarge(
                 f"the request is {int(length)} bytes; the upload limit is {self.max_bytes} bytes"))
         try:
             body = await _read_bounded(receive, self.max_bytes, self.body_idle_s)
@@ -151,6 +157,15 @@ def error_response(error: errors.SoundarcError):
 
 async def _reply(send, error: errors.SoundarcError) -> None:
     await error_response(error)({"type": "http"}, None, send)
+
+
+async def _reply_unread(send, error: errors.SoundarcError) -> None:
+    """An answer before the body is read: the connection is closed after it (RFC 9110 15.5: else the server
+    reads the rest of the body before the next request, and a client that waits for 100-continue never
+    sends it, so its next request on the connection is taken for that body)."""
+    response = error_response(error)
+    response.headers["Connection"] = "close"
+    await response({"type": "http"}, None, send)
 
 
 class _Progress:
@@ -212,9 +227,12 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
     try:
         form = await request.form()
     except Exception as e:  # noqa: BLE001 - python-multipart and starlette raise several kinds
+        reason = str(getattr(e, "detail", e))  # Starlette's HTTPException: without its "400: "
         hint = (" (a part whose headers are malformed, or a header line over 4 KB: a file name of thousands of "
-                "characters)") if "Invalid multipart data" in str(e) else ""
-        raise errors.BadRequest(f"the form body could not be parsed: {e}{hint}") from None
+                "characters)") if "Invalid multipart data" in reason else (
+                f" (a part without a filename is a text field, at most 1 MB: send the clip as a file, with a filename: "
+                f"curl -F '{UPLOAD_FIELD}=@clip.ogg')") if "exceeded maximum size" in reason else ""
+        raise errors.BadRequest(f"the form body could not be parsed: {reason}{hint}") from None
     try:
         names = [name for name, _ in form.multi_items()]
         unknown = sorted(set(names) - set(accepted))
@@ -226,7 +244,8 @@ async def form_of(request, accepted: tuple[str, ...], repeatable: tuple[str, ...
             raise errors.InvalidParameter(f"form field(s) {_brief(repeated)} sent more than once: send each once")
         if any(not isinstance(v, UploadFile) for v in form.getlist(UPLOAD_FIELD)):
             raise errors.InvalidParameter(f"the field '{UPLOAD_FIELD}' must be a file upload, a part with a filename "
-                                          f"(curl -F '{UPLOAD_FIELD}=@clip.ogg'), got a text value")
+                                          f"(curl -F '{UPLOAD_FIELD}=@clip.ogg'), got a text value (a part with only "
+                                          "filename*, which RFC 7578 does not allow, is one too)")
         yield form
     finally:
         await form.close()
@@ -294,7 +313,8 @@ def _errors_as_json(scope, send):
 
 
 def _as_error(scope, start, body: bytes) -> errors.SoundarcError | None:
-    """The error a held response means (404, 405, else its text), or None for one of our own JSON errors."""
+    """The error a held response means (404, 405, else its text, or its status's phrase where it has none, its
+    headers kept: a 416's Content-Range), or None for one of our own JSON errors."""
     status, headers = start["status"], dict(start.get("headers", []))
     where = f"{scope['method']} {scope['path']}"
     try:
@@ -308,4 +328,15 @@ def _as_error(scope, start, body: bytes) -> errors.SoundarcError | None:
     if status == 405:
         allow = headers.get(b"allow", b"").decode("latin-1")
         return errors.MethodNotAllowed(f"{where} is not allowed; this route takes {allow or 'other methods'}", allow)
-    return errors.FrameworkError(str(payload.get("error", payload)) if isinstance(payload, dict) else payload or where, status)
+    message = str(payload.get("error", payload)) if isinstance(payload, dict) and payload else payload
+    kept = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items() if k not in (b"content-type", b"content-length")}
+    if status == 503:  # BentoML's /readyz while the model loads: every 503 says when to retry
+        kept.setdefault("retry-after", "1")
+    return errors.FrameworkError(message or f"{status} {_phrase(status)}: {where}", status, kept)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "error"

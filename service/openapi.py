@@ -24,6 +24,7 @@ ERROR_STATUSES = {
     422: "a form field is unknown, repeated, of the wrong type or out of range",
     426: "a plain HTTP request to the WebSocket route: connect with ws://",
     503: "overloaded or starting (`Retry-After` says when to retry)",
+    507: "the enrolled classes could not be saved (a read-only or full disk): nothing was changed",
     504: "no answer within the request timeout (SOUNDARC_REQUEST_TIMEOUT_S)",
 }
 UPLOAD_ERRORS = (400, 405, 408, 413, 415, 422, 503, 504)
@@ -58,7 +59,7 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
             "Similar sounds", "The most similar items of the loaded vector index.",
             {"audio": audio, "top_k": top_k}, "SearchResult", extra_errors=(404,))},
         "/classes": {
-            "get": _get("The model's classes and the enrolled ones", "Classes"),
+            "get": _get("The model's classes and the enrolled ones", "Classes", errors=(422, 503)),
             "post": _upload(
                 "Enrol a class", "A class of your own from 1-20 example clips (201).",
                 {"label": {"type": "string", "minLength": 1, "maxLength": 64,
@@ -71,12 +72,12 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                                            "at some cost to the built-in classes (default: the model's for the number of "
                                            "example clips, lower for fewer than 5)"},
                  "audio": {"type": "array", "items": audio, "minItems": 1, "maxItems": 20}},
-                "Enrolled", status=201, extra_errors=(409,), required=("label", "audio")),
+                "Enrolled", status=201, extra_errors=(409, 507), required=("label", "audio")),
         },
         "/classes/{label}": {"delete": {
             "summary": "Delete an enrolled class", "operationId": "delete_class", "tags": ["Custom classes"],
             "parameters": [{"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json("deleted", "Deleted"), **_errors((404, 405, 409, 503))}}},
+            "responses": {"200": _json("deleted", "Deleted"), **_errors((404, 405, 409, 422, 503, 507))}}},
         "/stream": {"get": {
             "summary": "Live audio over a WebSocket", "operationId": "stream", "tags": ["Audio"],
             "description": "Connect with ws://HOST:PORT/stream. First message (text JSON): {sample_rate, encoding "
@@ -86,10 +87,12 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                            "start_s, end_s, score} once an event is over. The text {\"type\": \"end\"} ends the "
                            "stream: the server sends {type: summary}, the answer POST /classify gives for the same "
                            "audio, and closes with 1000. Close codes: 1008 a bad set-up, 1003 audio before it, 1007 "
-                           "a stream ending inside a sample or bad samples, 1013 too many streams or too long, 1001 idle.",
+                           "a stream ending inside a sample or bad samples, 1009 a message over 16 MiB, 1013 too many "
+                           "streams or the service starting, 1008 longer than the duration limit, 1001 idle, 1011 a "
+                           "server error.",
             "responses": {"101": {"description": "switched to the WebSocket protocol"}, **_errors((426,))}}},
         "/stats": {"get": _get("Providers, model calls and windows scored since start by the worker that answers",
-                               "Stats")},
+                               "Stats", errors=(422, 503))},
         "/readyz": {"get": _get("Ready: the model is loaded and warm", "Ready", errors=(503,))},
         "/livez": {"get": _plain("livez", "Alive")},
         "/healthz": {"get": _plain("healthz", "Alive (the older name of /livez)")},
@@ -103,8 +106,10 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
     }
     return {"openapi": "3.0.3",
             "info": {"title": "soundarc", "version": version,
-                     "description": "Sound event classification and embedding server. Every error is JSON "
-                                    "`{\"error\": kind, \"message\": ...}` with the status below."},
+                     "description": "Sound event classification and embedding server. Every error the service "
+                                    "answers is JSON `{\"error\": kind, \"message\": ...}` with the status below "
+                                    "(a request the HTTP server itself cannot parse, malformed HTTP or a WebSocket "
+                                    "handshake it refuses, gets its plain-text 400 or 403)."},
             "paths": paths, "components": {"schemas": SCHEMAS}}
 
 

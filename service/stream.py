@@ -15,8 +15,9 @@
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
 model calls. Close codes: 1008 a bad set-up message (the reason says which field) or options in the URL, 1003 audio
-before the set-up, 1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones, 1013 over
-SOUNDARC_MAX_STREAMS streams, over the duration limit or the batcher overloaded, 1001 no audio (a message
+before the set-up, 1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones, 1008 over
+the duration limit (a retry would not help), 1013 over SOUNDARC_MAX_STREAMS streams, the service starting or the
+batcher overloaded, 1009 a message over 16 MiB, 1001 no audio (a message
 with a whole sample) for SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
 """
 
@@ -180,7 +181,7 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
             samples = session.samples(message["bytes"])  # (n, channels)
             session.received += len(samples)  # at the stream's rate: the resampler's output lags behind it
             if session.received / session.rate > settings.max_duration_s:
-                raise _Close(1013, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
+                raise _Close(1008, f"the stream is longer than the limit of {settings.max_duration_s:g} s")
             windows = await session.prepare(session.frontend.push, samples)
             for out in await session.windows(windows):
                 await websocket.send_json(out)

@@ -83,6 +83,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
 
     @with_service
     async def stats(service, request):
+        _refuse_options(request, "GET /stats")
         return JSONResponse(service.stats())
 
     @with_service

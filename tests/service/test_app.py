@@ -404,3 +404,37 @@ def test_a_content_type_of_other_bytes_is_a_whole_answer(server):
 def test_readyz_errors_are_json(server):
     r = requests.put(f"{server}/readyz", timeout=10)
     assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed"
+
+
+def test_an_answer_before_the_body_closes_the_connection(server):
+    """A client that waits for 100-continue never sends the body: on a kept connection its next request
+    was read as that body and never answered."""
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                     b"Content-Length: 500000000\r\nExpect: 100-continue\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            answer += chunk
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 413") and b"connection: close" in head, answer
+
+
+def test_framework_errors_and_codings_are_named(server, fixtures):
+    ranged = requests.get(f"{server}/ui", headers={"Range": "bytes=99999999-"}, timeout=30)
+    assert ranged.status_code == 416 and "Range Not Satisfiable" in ranged.json()["message"], ranged.text  # was "{}"
+    assert ranged.headers["content-range"].startswith("bytes */")
+    gzipped = requests.post(f"{server}/classify", data=b"\x1f\x8b\x08\x00", timeout=30,
+                            headers={"Content-Type": "multipart/form-data; boundary=B", "Content-Encoding": "gzip"})
+    assert gzipped.status_code == 415 and "Content-Encoding gzip" in gzipped.json()["message"], gzipped.text
+    plain = requests.post(f"{server}/classify", data=b"--B\r\n", timeout=30, headers={"Content-Type": "multipart/form-data"})
+    assert plain.status_code == 400 and "400: " not in plain.json()["message"], plain.text  # Starlette's status prefix
+    clip = (fixtures / "1-27724-A-1.ogg").read_bytes()
+    starred = (b"--B\r\nContent-Disposition: form-data; name=\"audio\"; filename*=UTF-8''a.ogg\r\n\r\n" + clip
+               + b"\r\n--B--\r\n")  # RFC 7578 4.2 allows no filename*: a text field
+    r = requests.post(f"{server}/classify", data=starred, headers={"Content-Type": "multipart/form-data; boundary=B"},
+                      timeout=30)
+    assert r.status_code == 422 and "filename*" in r.json()["message"], r.text
+    assert requests.get(f"{server}/stats?x=1", timeout=30).status_code == 422  # was ignored, as /classes refuses

@@ -83,8 +83,8 @@ def test_a_stream_may_set_its_own_unknown_angle(server):
     ({"sample_rate": 16000, "encoding": "f32le", "日本語" * 30: 1}, [], 1008, "unknown set-up fields"),
     ({"sample_rate": 16000, "encoding": "f32le"}, [np.array([0.1, np.nan], "<f4").tobytes()], 1007, "NaN"),
     ({"sample_rate": 16000, "encoding": "f32le"}, [np.full(16000, 3e38, "<f4").tobytes()], 1007, "too large"),
-    ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 1000 * 21)], 1013, "limit"),  # 21 s at once, limit 20
-    ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 500)] * 41, 1013, "limit"),  # 20.5 s, the resampler behind
+    ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 1000 * 21)], 1008, "limit"),  # 21 s at once, limit 20
+    ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 500)] * 41, 1008, "limit"),  # 20.5 s, the resampler behind
 ])
 def test_bad_streams_are_closed_with_their_code(server, setup, pieces, code, needle):
     messages, got, reason = stream(server, setup, pieces, end=False)
