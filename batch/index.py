@@ -92,7 +92,10 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
     meta = {"model_id": models[0], "kind": kind, "dim": dim, "count": len(items), "source": str(results_dir)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").unlink(missing_ok=True)  # first: a build that stops half-way leaves no index, not a mixed one
-    faiss.write_index(index, str(out / "index.faiss"))
+    try:
+        faiss.write_index(index, str(out / "index.faiss"))
+    except RuntimeError as e:  # faiss's own I/O error (a read-only or full disk), not an OSError
+        raise errors.StorageError(f"cannot write {out / 'index.faiss'}: {str(e).splitlines()[-1][:200]}") from None
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     write_json_atomic(out / "index.json", meta)  # last: an index directory without it is incomplete
     return VectorIndex(index, items, meta)

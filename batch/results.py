@@ -13,6 +13,7 @@ exactly one row per input once the run completes.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -50,6 +51,7 @@ class PartWriter:
         if out.exists() and not out.is_dir():
             raise errors.ConfigError(f"--out {out} is a file: name a folder for the results")
         out.mkdir(parents=True, exist_ok=True)
+        self.lock = _lock_out(out)  # released by close(), or once this writer is gone (an error, a test)
         self.run_file, self.identity = out / "_run.json", {**identity, "format": fmt}
         if self.run_file.exists():
             try:
@@ -70,7 +72,7 @@ class PartWriter:
         self.next_part = max((_part_number(p) + 1 for p in self.parts()), default=0)  # never over a part
         self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added
         for part in self.parts():
-            for row in read_part(part):
+            for row in read_checked(part):
                 self._count(row)
 
     def parts(self) -> list[Path]:
@@ -84,6 +86,30 @@ class PartWriter:
         self.ids.add(row["id"])
         if row.get("error_kind"):
             self.errors_by_kind[row["error_kind"]] += 1
+
+    def drop_error_rows(self) -> int:
+        """Remove the error rows from the committed parts (each part rewritten whole, or deleted once empty),
+        so that a resumed run scores their inputs again (a mount that was not up, a file since mended).
+        Returns how many. Stopped half-way, the inputs of the rows dropped so far are scored on resuming."""
+        dropped = 0
+        for part in self.parts():
+            rows = read_checked(part)
+            kept = [row for row in rows if not row.get("error_kind")]
+            if len(kept) == len(rows):
+                continue
+            if kept:
+                tmp = self.out / f".{part.name}.tmp"
+                tmp.write_bytes(encode(kept, self.fmt))
+                os.replace(tmp, part)
+            else:
+                part.unlink()
+            for row in rows:
+                if row.get("error_kind"):
+                    self.ids.discard(row["id"])
+                    self.errors_by_kind[row["error_kind"]] -= 1
+            dropped += len(rows) - len(kept)
+        self.errors_by_kind = +self.errors_by_kind  # kinds at zero gone
+        return dropped
 
     def add(self, row: dict) -> None:
         self._count(row)
@@ -99,10 +125,14 @@ class PartWriter:
             write_json_atomic(self.run_file, self.identity)
         target = self.out / f"part-{self.next_part:05d}.{self.fmt}"
         tmp = self.out / f".{target.name}.tmp"
-        tmp.write_bytes(encode(self.rows, self.fmt))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            tmp.write_bytes(encode(self.rows, self.fmt))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half part
+            raise
         self.rows, self.next_part = [], self.next_part + 1
 
     @property
@@ -116,7 +146,28 @@ class PartWriter:
         summary = {"rows": len(self.ids), "errors": dict(self.errors_by_kind), "error_rate": round(self.error_rate, 4),
                    "this_run": this_run}
         write_json_atomic(self.out / "_summary.json", summary)
+        self._release()
         return summary
+
+    def _release(self) -> None:
+        if getattr(self, "lock", None) is not None:
+            os.close(self.lock)
+            self.lock = None
+
+    __del__ = _release
+
+
+def _lock_out(out: Path) -> int:
+    """OUT/.lock, held while a run writes OUT (its descriptor): two runs at once would each number their parts
+    from what they found, and the second's would replace the first's."""
+    lock = os.open(out / ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise errors.ConfigError(f"another soundarc score is writing to {out}: wait for it to end, or use another "
+                                 "--out") from None
+    return lock
 
 
 def encode(rows: list[dict], fmt: str) -> bytes:
@@ -167,16 +218,34 @@ def read_part(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def read_checked(path: Path) -> list[dict]:
+    """read_part, a damaged part (cut short, edited by hand) refused by name."""
+    try:
+        rows = read_part(path)
+        if not all(isinstance(row, dict) and isinstance(row.get("id"), str) for row in rows):
+            raise ValueError("a row that is not a result row (no id)")
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise errors.ConfigError(f"{path} is damaged ({str(e)[:200]}): delete it (its inputs are scored again on "
+                                 "resuming), or use another --out") from None
+    return rows
+
+
 def read_results(out: str | Path) -> list[dict]:
     """Every row of a results directory, in part order: the local engine's parts (`_run.json` names
     their format) or the Ray engine's (Parquet files of its own names)."""
     out = Path(out)
     run = out / "_run.json"
-    parts = (sorted(out.glob(f"part-*.{json.loads(run.read_text())['format']}")) if run.is_file()
-             else sorted(out.glob("*.parquet")))
+    if run.is_file():
+        try:
+            fmt = json.loads(run.read_text())["format"]
+        except (ValueError, TypeError, KeyError) as e:
+            raise errors.ConfigError(f"{run} is damaged (not a run's JSON: {e!r}): score into another folder") from None
+        parts = sorted(out.glob(f"part-*.{fmt}"))
+    else:
+        parts = sorted(out.glob("*.parquet"))
     if not run.is_file() and not parts:
         raise errors.ConfigError(f"{out} holds no results of soundarc score")
-    return [row for part in parts for row in read_part(part)]
+    return [row for part in parts for row in read_checked(part)]
 
 
 def _from_csv(column: str, value: str):

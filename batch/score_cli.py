@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from batch.results import EVENT_TABLES, FORMATS
 from batch.scoring import ScoreOptions, default_workers
 from core.artifact import DEFAULT_MODEL
+from core.errors import ConfigError
 from core.runtime import PRECISIONS, RuntimeConfig
 from soundarc.cli import at_least, fraction
 
 
 def add_arguments(parser) -> None:
+    parser.epilog = ("exit status: 0 done; 1 the error rows of OUT above --max-error-rate, or all of them errors; 2 a "
+                     "usage error or an OUT that cannot be used (another run writing it, other options, damaged); 130 "
+                     "interrupted (Ctrl-C or SIGTERM: the rows made so far are kept, and the same command resumes)")
     parser.add_argument("inputs", nargs="+", help="directories, .tar/.tar.gz/.zip archives, .txt/.csv lists, globs")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="artifact directory")
     parser.add_argument("--out", required=True, help="results directory (an existing one resumes)")
@@ -42,6 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-error-rate", type=fraction, default=1.0,
                         help="exit 1 above this fraction of error rows in OUT (earlier runs resumed into it too); an OUT "
                              "of error rows alone exits 1 whatever it is")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="resuming: score again the inputs OUT has error rows for (their rows are replaced)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: the model's int8 variant on a CPU when it has one, else fp32 (as the service)")
@@ -50,20 +57,23 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # docker stop, systemd: as Ctrl-C, the rows made are kept
     options = ScoreOptions(
         top_k=args.top_k, embeddings=args.embeddings, open_set=args.open_set, threshold_rad=args.threshold_rad,
         classes=args.classes,
         events=args.events or bool(args.events_table),
         workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
-        max_error_rate=args.max_error_rate, runtime=RuntimeConfig(device=args.device, precision=args.precision,
-                                                                    intra_op_threads=args.threads),
+        max_error_rate=args.max_error_rate, retry_errors=args.retry_errors,
+        runtime=RuntimeConfig(device=args.device, precision=args.precision, intra_op_threads=args.threads),
     )
     if args.engine == "ray":
         from batch.ray_engine import score_with_ray
 
         if args.format != "parquet":
-            raise SystemExit(f"soundarc score: --engine ray writes Parquet; --format {args.format} is the local engine's")
+            raise ConfigError(f"--engine ray writes Parquet; --format {args.format} is the local engine's")
+        if args.retry_errors:
+            raise ConfigError("--retry-errors resumes an OUT, and the Ray engine does not resume: use --engine local")
 
         summary = score_with_ray(args.inputs, args.model, args.out, options, address=args.address)
     else:

@@ -10,6 +10,7 @@ Memory stays bounded: at most `workers × PREFETCH` clips are in flight and one 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ from core.runtime import RuntimeConfig, chosen_precision, create_runtime
 
 log = logging.getLogger(__name__)
 PREFETCH = 4
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def default_workers() -> int:
@@ -59,6 +61,7 @@ class ScoreOptions:
     fmt: str = "parquet"
     all_files: bool = False  # score every file, not only audio extensions
     max_error_rate: float = 1.0  # exit non-zero above this fraction of error rows in OUT (resumed runs' too)
+    retry_errors: bool = False  # a resumed run scores again the inputs OUT holds error rows for (and drops those)
     limits: DecodeLimits = DecodeLimits()
     runtime: RuntimeConfig = RuntimeConfig()
 
@@ -208,9 +211,13 @@ def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
 
 def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreOptions = ScoreOptions()) -> Summary:
     """Score every input into OUT (resumable); returns the summary, also written to OUT/_summary.json."""
+    if not str(out).strip():  # Path("") is the working folder
+        raise errors.ConfigError("--out is empty: name a folder for the results")
     artifact = load_artifact(model)
     writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part,
                         recorded_later=("variant_sha256",))
+    if options.retry_errors and (dropped := writer.drop_error_rows()):
+        log.info("%d error rows dropped from %s: their inputs are scored again", dropped, out)
     done = writer.done_ids()
     scorer = Scorer(artifact, options)
     summary = Summary()
@@ -267,8 +274,21 @@ def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """Decoding processes that leave Ctrl-C to the main process (which commits its rows and stops them)."""
-    return ProcessPoolExecutor(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    """Decoding processes (_worker_start)."""
+    return ProcessPoolExecutor(workers, initializer=_worker_start, initargs=(os.getpid(),))
+
+
+def _worker_start(parent: int) -> None:
+    """A decoding process leaves Ctrl-C to the main process (which commits its rows and stops the pool), ends
+    on SIGTERM, and ends with the main process: killed (kill -9, the OOM killer), that one cannot stop it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's, inherited: SIGTERM as Ctrl-C
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # Linux
+    except (OSError, AttributeError):  # another system: no such call
+        pass
+    if os.getppid() != parent:  # the main process died before the call above
+        os._exit(1)
 
 
 def _submit(pool: ProcessPoolExecutor, item: Item, args: tuple) -> Future:

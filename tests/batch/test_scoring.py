@@ -63,7 +63,8 @@ def corpus(tmp_path, fixtures):
     zip_path = tmp_path / "clips.zip"
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("good.flac.wav", wav(freq=800))
-        z.writestr("bomb.wav", b"\0" * 190_000)  # under the size limit, but inflates ~1000x
+        z.writestr("bomb.wav", b"\0" * 1_000_000)  # over the size limit of 200 000 bytes, from ~1 KB
+        z.writestr("silent.wav", wav(seconds=2.0, freq=0.0))  # inflates ~500x, and is a clip (was refused as a bomb)
         z.writestr("../up.wav", wav())
     listing = tmp_path / "list.txt"
     listing.write_text("dir/sub/tone.wav\n# a comment\ndir/missing.wav\n")
@@ -73,7 +74,7 @@ def corpus(tmp_path, fixtures):
 EXPECTED_ERRORS = {  # id suffix -> error kind
     "sub/text.wav": "UndecodableAudio", "::../evil.wav": "BadRequest", "::/abs.wav": "BadRequest",
     "::a/empty.wav": "EmptyAudio", "::a/huge.wav": "UploadTooLarge", "::a/link.wav": "BadRequest",
-    "::bomb.wav": "BadRequest", "::../up.wav": "BadRequest", "missing.wav": "NotFound",
+    "::bomb.wav": "UploadTooLarge", "::../up.wav": "BadRequest", "missing.wav": "NotFound",
 }
 
 
@@ -83,12 +84,14 @@ def test_one_row_per_input_with_typed_errors(corpus, tmp_path, test_artifact):
     summary = score([str(corpus[k]) for k in ("dir", "tar", "zip", "list")], test_artifact, tmp_path / "out", options)
     rows = read_results(tmp_path / "out")
     ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)) == summary.rows == 5 + 6 + 3 + 2 - 1  # tone.wav listed twice: scored once
+    assert len(ids) == len(set(ids)) == summary.rows == 5 + 6 + 4 + 2 - 1  # tone.wav listed twice: scored once
     for suffix, kind in EXPECTED_ERRORS.items():
         [row] = [r for r in rows if r["id"].endswith(suffix)]
         assert row["error_kind"] == kind and row["error"], row
     good = [r for r in rows if not r["error_kind"]]
-    assert len(good) == 6 and all(len(r["embedding"]) == 128 and len(r["top_labels"]) == 2 for r in good)
+    assert len(good) == 7 and all(r["label"] == "silence" or len(r["embedding"]) == 128 and len(r["top_labels"]) == 2
+                                  for r in good)
+    assert [r["label"] for r in good if r["id"].endswith("::silent.wav")] == ["silence"]
     assert not any("notes.txt" in i for i in ids)
     assert json.loads((tmp_path / "out" / "_summary.json").read_text())["rows"] == len(rows)
 
@@ -223,6 +226,27 @@ def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifa
     assert summary["rows"] == 40 and summary["this_run"]["rows"] == 40 - len(partial)
 
 
+def test_sigterm_keeps_the_rows_made_as_ctrl_c_does(tmp_path, test_artifact):
+    """docker stop, systemd and Kubernetes send SIGTERM: it ended the run at once, its rows not committed."""
+    clips = tmp_path / "many"
+    clips.mkdir()
+    for i in range(40):
+        (clips / f"{i:03d}.wav").write_bytes(wav(seconds=1.0, freq=200 + 10 * i))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(clips), "--model", str(test_artifact), "--out", str(out),
+           "--format", "jsonl", "--workers", "1", "--rows-per-part", "3", "--batch-patches", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("part-*.jsonl")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr[-2000:]
+    assert 0 < len(read_results(out)) < 40, "the signal came too late to test it"
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    assert sorted(r["id"] for r in read_results(out)) == sorted(str(p) for p in clips.glob("*.wav"))
+
+
 def test_parts_are_committed_by_time_as_well_as_by_count(tmp_path):
     from batch.results import PartWriter
 
@@ -316,6 +340,9 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
     assert loaded.meta["count"] == len(rows)
     with pytest.raises(errors.ArtifactError, match="rebuild"):
         load_index(tmp_path / "idx-flat", "another-model")
+    (tmp_path / "idx-bad" / "index.faiss").mkdir(parents=True)  # faiss cannot write there: its RuntimeError, named
+    with pytest.raises(errors.StorageError, match="cannot write"):
+        build_index(tmp_path / "o", tmp_path / "idx-bad")
 
 
 def test_lazy_items_read_the_same_bytes_and_errors(corpus, tmp_path):
@@ -632,3 +659,82 @@ def test_a_rerun_counts_what_it_skipped_and_warns_when_its_inputs_match_no_row(t
     monkeypatch.chdir(tmp_path)  # the same folder named relatively: other ids, so scored again, with a warning
     assert score(["in"], test_artifact, tmp_path / "o", OPTIONS).rows == 2
     assert "none of these inputs is among them" in caplog.text
+
+
+def test_one_run_at_a_time_writes_an_output(tmp_path, test_artifact, monkeypatch):
+    """Two runs on one OUT numbered their parts from what each found: the second's replaced the first's."""
+    from batch.results import PartWriter
+
+    first = PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"})
+    with pytest.raises(errors.ConfigError, match="another soundarc score is writing"):
+        PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"})
+    first.add({"id": "a", "error_kind": None})
+    first.close({})
+    PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"}).close({})  # the first has ended
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(errors.ConfigError, match="--out is empty"):
+        score([], test_artifact, "", OPTIONS)  # was the working folder
+    assert not (tmp_path / "_run.json").exists()
+
+
+@pytest.mark.parametrize("damage", [b"[1", b'[1, 2]\n', b'{"no": "id"}\n'])
+def test_a_damaged_part_or_run_file_is_named_not_a_traceback(tmp_path, damage):
+    from batch.results import PartWriter
+
+    writer = PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"})
+    writer.add({"id": "a", "error_kind": None})
+    writer.close({})
+    (tmp_path / "o" / "part-00000.jsonl").write_bytes(damage)
+    with pytest.raises(errors.ConfigError, match="part-00000.jsonl is damaged"):
+        PartWriter(tmp_path / "o", "jsonl", {"model_id": "m"})
+    with pytest.raises(errors.ConfigError, match="part-00000.jsonl is damaged"):
+        read_results(tmp_path / "o")
+    (tmp_path / "o" / "_run.json").write_bytes(damage)
+    with pytest.raises(errors.ConfigError, match="_run.json is damaged"):
+        read_results(tmp_path / "o")
+
+
+def test_a_resumed_run_may_score_its_error_rows_again(tmp_path, test_artifact):
+    """An input missing at first (a mount not yet up) kept its error row on every resume."""
+    late, there = tmp_path / "late.wav", tmp_path / "there.wav"
+    there.write_bytes(wav())
+    inputs, out = [str(there), str(late)], tmp_path / "o"
+    first = score(inputs, test_artifact, out, OPTIONS)
+    assert first.errors == {"NotFound": 1} and first.output_error_rate == 0.5
+    late.write_bytes(wav(freq=600))
+    assert score(inputs, test_artifact, out, OPTIONS).rows == 0  # resumed: nothing new
+    again = score(inputs, test_artifact, out, dataclasses.replace(OPTIONS, retry_errors=True))
+    assert again.rows == 1 and again.skipped_done == 1 and again.output_error_rate == 0.0
+    rows = read_results(out)
+    assert sorted(r["id"] for r in rows) == sorted(inputs) and not any(r["error_kind"] for r in rows)
+
+
+def test_an_empty_input_name_is_an_error_row_not_the_working_folder(tmp_path, test_artifact, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here.wav").write_bytes(wav())
+    summary = score([""], test_artifact, tmp_path / "o", OPTIONS)
+    [row] = read_results(tmp_path / "o")
+    assert summary.rows == 1 and row["error_kind"] == "NotFound" and "empty input" in row["error"]
+
+
+def test_decoding_processes_end_with_the_main_one(tmp_path):
+    """kill -9 of `soundarc score` left its decoding processes waiting on their pipe for ever."""
+    code = ("import os, time\nfrom batch.scoring import _pool\npool = _pool(1)\n"
+            "print(pool.submit(os.getpid).result(), flush=True)\ntime.sleep(120)\n")
+    main = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    with main.stdout:
+        worker = int(main.stdout.readline())
+    main.kill()
+    main.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _running(worker):
+        time.sleep(0.1)
+    assert not _running(worker)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
