@@ -66,8 +66,10 @@ class PartWriter:
                 previous.update({k: self.identity[k] for k in unrecorded})
             if previous != self.identity:
                 changed = sorted(k for k in set(previous) | set(self.identity) if previous.get(k) != self.identity.get(k))
-                raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} "
-                                         f"({ {k: previous.get(k) for k in changed} }): use another --out")
+                shown = "; ".join(f"{k}: {str(previous.get(k))[:80]} there, {str(self.identity.get(k))[:80]} now"
+                                  for k in changed)
+                raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} ({shown}): run "
+                                         "with its options, or use another --out")
         self.rows: list[dict] = []
         self.next_part = max((_part_number(p) + 1 for p in self.parts()), default=0)  # never over a part
         self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added

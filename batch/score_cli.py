@@ -50,6 +50,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--retry-errors", action="store_true",
                         help="resuming: score again the inputs OUT has error rows for (their rows are replaced)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="exit 2 where the GPU is not usable, rather than score on the CPU (as SOUNDARC_REQUIRE_GPU)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: the model's int8 variant on a CPU when it has one, else fp32 (as the service)")
     parser.add_argument("--engine", default="local", choices=("local", "ray"))
@@ -65,7 +67,8 @@ def run(args) -> int:
         workers=args.workers, batch_patches=args.batch_patches,
         rows_per_part=args.rows_per_part, fmt=args.format, all_files=args.all_files,
         max_error_rate=args.max_error_rate, retry_errors=args.retry_errors,
-        runtime=RuntimeConfig(device=args.device, precision=args.precision, intra_op_threads=args.threads),
+        runtime=RuntimeConfig(device=args.device, require_gpu=args.require_gpu, precision=args.precision,
+                              intra_op_threads=args.threads),
     )
     if args.engine == "ray":
         from batch.ray_engine import score_with_ray

@@ -122,7 +122,7 @@ def test_formats_hold_the_same_rows(corpus, tmp_path, test_artifact, fmt):
 def test_options_that_shape_rows_are_part_of_the_run(corpus, tmp_path, test_artifact):
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
     for changed in (dataclasses.replace(OPTIONS, top_k=3), dataclasses.replace(OPTIONS, open_set=False)):
-        with pytest.raises(errors.ConfigError, match="top_k|open_set"):
+        with pytest.raises(errors.ConfigError, match="top_k: 2 there, 3 now|open_set: True there, False now"):
             score([str(corpus["dir"])], test_artifact, tmp_path / "o", changed)
 
 
@@ -224,6 +224,16 @@ def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifa
     assert sorted(ids) == sorted(str(p) for p in clips.glob("*.wav"))  # none lost, none doubled
     summary = json.loads((out / "_summary.json").read_text())  # the whole OUT, not the resumed run alone
     assert summary["rows"] == 40 and summary["this_run"]["rows"] == 40 - len(partial)
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="a GPU may be usable here")
+def test_require_gpu_exits_rather_than_score_on_the_cpu(tmp_path, test_artifact):
+    (tmp_path / "a.wav").write_bytes(wav())
+    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(tmp_path / "a.wav"), "--model", str(test_artifact),
+           "--out", str(tmp_path / "o"), "--workers", "0", "--device", "cuda", "--require-gpu"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "GPUUnavailable" in result.stderr, result.stderr[-2000:]
+    assert not list((tmp_path / "o").glob("part-*"))
 
 
 def test_sigterm_keeps_the_rows_made_as_ctrl_c_does(tmp_path, test_artifact):
