@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
 import re
 import time
@@ -28,6 +29,8 @@ import numpy as np
 from core import errors
 from core.artifact import MANIFEST_FILE, Artifact, write_json_atomic
 from core.openset import OpenSet
+
+log = logging.getLogger(__name__)
 
 UNKNOWN, SILENCE = "unknown", "silence"  # the answers for no known class and for no sound: never a class
 RESERVED_LABELS = (UNKNOWN, SILENCE)
@@ -210,9 +213,17 @@ class ClassStore:
         """The file's classes (built-in ones from `classes`): as last loaded, or again where another
         server has changed the file since (one stat per call; a read while the file is younger than RACY_S)."""
         state = self.state
-        if state is not None and (self._stamp() == state[0] or not self._own_model_beside()):
+        stamp = self._stamp()
+        if state is not None and (stamp == state[0] or not self._own_model_beside()):
             return state[1]  # unchanged, or the model directory replaced: what this server had, until restarted
-        return self.load(replace(classes, enrolled=()))
+        try:
+            return self.load(replace(classes, enrolled=()))
+        except errors.ArtifactError as e:  # edited by hand since: not a 500 at every answer
+            if state is None:
+                raise
+            log.error("%s; answering with the classes loaded before until the file is mended", e)
+            self.state = (stamp, state[1])  # read again once it changes
+            return state[1]
 
     def update(self, builtin: ClassSet, change: Callable[[ClassSet], ClassSet]) -> ClassSet:
         """Apply `change` to the classes in the file, as they are now, and save the result: under an
@@ -223,7 +234,11 @@ class ClassStore:
                 raise errors.Conflict(f"{self.path.parent} no longer holds this server's model {self.model_id!r} (exported "
                                       "again since it started): restart the server to serve the new model; nothing was "
                                       "changed")
-            updated = change(self.load(replace(builtin, enrolled=())))
+            try:
+                current = self.load(replace(builtin, enrolled=()))
+            except errors.ArtifactError as e:
+                raise errors.Conflict(f"{e}; nothing was changed") from None
+            updated = change(current)
             self.save(updated)
         return updated
 

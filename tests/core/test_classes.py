@@ -219,6 +219,20 @@ def test_a_change_within_the_clocks_tick_is_seen(builtin, tmp_path):
     assert a.current(served) is loaded and loaded.labels[-1] == "bolt"
 
 
+def test_a_store_damaged_while_serving_keeps_the_classes_loaded_before(builtin, tmp_path):
+    """Edited by hand into something invalid, the file made every answer a 500."""
+    a, b = ClassStore(tmp_path / "enrolled.json", "m"), ClassStore(tmp_path / "enrolled.json", "m")
+    served = a.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
+    a.path.write_text("{not json")
+    assert a.current(served).labels == ("dog", "rain", "bell")
+    with pytest.raises(errors.Conflict, match="not a valid enrolled-classes file.*nothing was changed"):
+        a.update(builtin, lambda c: c.remove("bell"))
+    with pytest.raises(errors.ArtifactError):  # a server starting on it still refuses it
+        b.load(builtin)
+    ClassStore(a.path, "m").save(builtin.enrol("whistle", unit(math.pi)[None]))  # mended
+    assert a.current(served).labels == ("dog", "rain", "whistle")
+
+
 def test_an_unwritable_store_is_a_clear_error(builtin, tmp_path):
     (tmp_path / "a_file").write_text("")
     store = ClassStore(tmp_path / "a_file" / "enrolled.json", "model-a")  # its folder is a file
