@@ -129,6 +129,12 @@ class UpgradeRequired(SoundarcError):
         return {"Upgrade": "websocket", "Connection": "Upgrade"}
 
 
+class Forbidden(SoundarcError):
+    """403: a change asked for by a page of another site (a browser's Sec-Fetch-Site says so)."""
+
+    status_code = 403
+
+
 class Conflict(SoundarcError):
     """409: the request clashes with what exists (a duplicate class name, a built-in class)."""
 

@@ -15,6 +15,7 @@ ERROR_STATUSES = {
     400: "the body or the audio cannot be used: malformed multipart, not audio, empty, damaged beyond use, "
          "an enrolment example without sound",
     404: "no such route, class, or (for /search) no vector index loaded",
+    403: "a change of the enrolled classes sent by a browser from a page of another site (Sec-Fetch-Site)",
     405: "the route exists, not with this method (`Allow` lists the ones it takes)",
     408: "the body stopped arriving (no bytes for SOUNDARC_BODY_IDLE_S seconds)",
     409: "clashes with what exists: a class of that name (whatever its case, spaces, _ or -), a built-in, the enrolment limit, "
@@ -72,12 +73,12 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                                            "at some cost to the built-in classes (default: the model's for the number of "
                                            "example clips, lower for fewer than 5)"},
                  "audio": {"type": "array", "items": audio, "minItems": 1, "maxItems": 20}},
-                "Enrolled", status=201, extra_errors=(409, 507), required=("label", "audio")),
+                "Enrolled", status=201, extra_errors=(403, 409, 507), required=("label", "audio")),
         },
         "/classes/{label}": {"delete": {
             "summary": "Delete an enrolled class", "operationId": "delete_class", "tags": ["Custom classes"],
             "parameters": [{"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json("deleted", "Deleted"), **_errors((404, 405, 409, 422, 503, 507))}}},
+            "responses": {"200": _json("deleted", "Deleted"), **_errors((403, 404, 405, 409, 422, 503, 507))}}},
         "/stream": {"get": {
             "summary": "Live audio over a WebSocket", "operationId": "stream", "tags": ["Audio"],
             "description": "Connect with ws://HOST:PORT/stream. First message (text JSON): {sample_rate, encoding "

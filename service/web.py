@@ -94,6 +94,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
         return await enrol(service, request)
 
     async def enrol(service, request):
+        _refuse_other_sites(request)
         async with form_of(request, ENROL_FIELDS, repeatable=(UPLOAD_FIELD,)) as form:
             label = form.get("label")
             if not isinstance(label, str):
@@ -106,6 +107,7 @@ def build_app(get_service, spec: dict, settings=None) -> Starlette:
 
     @with_service
     async def remove(service, request):
+        _refuse_other_sites(request)
         _refuse_options(request, "DELETE /classes/LABEL")
         return JSONResponse(await service.remove_class(request.path_params["label"]))
 
@@ -144,6 +146,16 @@ def _form_text(name: str, raw) -> str | None:
     if not isinstance(raw, str):
         raise errors.InvalidParameter(f"'{name}' must be a text value, not a file")
     return raw.strip() or None
+
+
+def _refuse_other_sites(request) -> None:
+    """403 for a change of the enrolled classes that a page of another site makes a browser send: a multipart
+    POST needs no CORS preflight, so any page open in the browser of someone who runs the server could enrol
+    classes on it. Browsers name where a request comes from in Sec-Fetch-Site; other clients send none."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise errors.Forbidden(f"a page of another site ({site}) may not change the enrolled classes: use this "
+                               "server's own page (/ui), or a client that is not a browser")
 
 
 def _refuse_options(request, route: str) -> None:

@@ -96,6 +96,11 @@ def test_enrolment_errors_are_4xx(server, fixtures):
         "delete missing": (requests.delete(f"{server}/classes/nothing", timeout=10), 404),
         "delete with options": (requests.delete(f"{server}/classes/nothing?x=1", timeout=10), 422),
         "list with options": (requests.get(f"{server}/classes?x=1", timeout=10), 422),
+        "from another site": (requests.post(f"{server}/classes", data={"label": "csrf"}, timeout=10,
+                                            files=[("audio", ("r.ogg", (fixtures / ROOSTER).read_bytes()))],
+                                            headers={"Sec-Fetch-Site": "cross-site"}), 403),  # a page enrolled
+        "deleted from another site": (requests.delete(f"{server}/classes/x", headers={"Sec-Fetch-Site": "same-site"},
+                                                      timeout=10), 403),
     }
     for case, (response, status) in cases.items():
         assert response.status_code == status, (case, response.text)
