@@ -91,13 +91,18 @@ def _all_items(inputs: list[str], max_bytes: int, all_files: bool, lazy: bool) -
         if not paths:
             yield Item(spec, error=errors.NotFound(f"no file matches {spec!r}"))
         for path in paths:
-            empty = True
-            for item in _items_of(Path(path), max_bytes, all_files, lazy):
-                empty = False
-                yield item
-            if empty:  # a folder, archive or list with nothing to score still answers
-                yield Item(str(path), error=errors.NotFound(
-                    f"no audio files in it (names ending {', '.join(sorted(AUDIO_SUFFIXES))}; --all-files scores any)"))
+            yield from _or_nothing_row(_items_of(Path(path), max_bytes, all_files, lazy), path)
+
+
+def _or_nothing_row(items: Iterator[Item], path) -> Iterator[Item]:
+    """The items, or where there are none (a folder, archive or list with nothing to score), a row saying so."""
+    empty = True
+    for item in items:
+        empty = False
+        yield item
+    if empty:
+        yield Item(str(path), error=errors.NotFound(
+            f"no audio files in it (names ending {', '.join(sorted(AUDIO_SUFFIXES))}; --all-files scores any)"))
 
 
 def _glob(pattern: str) -> list[str]:
@@ -205,7 +210,12 @@ def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterat
         yield from _zip_items(path, max_bytes, all_files, lazy)
     elif name.endswith((".txt", ".csv")) and path.is_file():
         for listed in _listed_paths(path):
-            yield listed if isinstance(listed, Item) else _file_item(listed, max_bytes, lazy)
+            if isinstance(listed, Item):
+                yield listed
+            elif listed.is_dir() or listed.name.lower().endswith((*TAR_SUFFIXES, ".zip")):  # opened as if given
+                yield from _or_nothing_row(_items_of(listed, max_bytes, all_files, lazy), listed)
+            else:  # a list in a list is a file: no loop of lists
+                yield _file_item(listed, max_bytes, lazy)
     else:
         yield _file_item(path, max_bytes, lazy)
 

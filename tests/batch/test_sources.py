@@ -106,3 +106,16 @@ def test_every_line_of_a_list_gets_its_row(tmp_path):
         f"{tmp_path}/l.csv:6-7": "BadRequest"}
     (tmp_path / "l.txt").write_bytes(b"a.wav  \r\n\n  # a comment\n\tb.wav\nc.wav")
     assert list(rows([tmp_path / "l.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/b.wav", f"{tmp_path}/c.wav"]
+
+
+def test_a_folder_or_archive_named_in_a_list_is_opened_as_if_given(tmp_path):
+    """They were read as one file each: 'not a regular file', 'Format not recognised'."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.wav").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "t.tar").write_bytes(tar_bytes(["in.wav"]))
+    (tmp_path / "other.txt").write_text("d/x.wav\n")
+    (tmp_path / "l.txt").write_text("d\nt.tar\nempty\nother.txt\n")
+    assert rows([tmp_path / "l.txt"]) == {
+        f"{tmp_path}/d/x.wav": None, f"{tmp_path}/t.tar::in.wav": None, f"{tmp_path}/empty": "NotFound",
+        f"{tmp_path}/other.txt": None}  # a list in a list is a file (it fails to decode): no loop of lists
