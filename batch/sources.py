@@ -240,7 +240,9 @@ def _listed_paths(listing: Path) -> Iterator[Path | Item]:
     not be UTF-8, file names need not be). A CSV row that does not parse or has no path is an error item
     (LIST:LINE, or LIST:FIRST-LAST for the lines it spans), and so is a list that cannot be read on."""
     try:
-        with open(listing, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:  # -sig: a BOM
+        with open(listing, "rb") as f:  # UTF-16 by its BOM (PowerShell's `dir > list.txt`), else UTF-8 (-sig: a BOM)
+            encoding = "utf-16" if f.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        with open(listing, newline="", encoding=encoding, errors="surrogateescape") as f:
             if listing.suffix.lower() == ".csv":
                 rows = _csv_paths(listing, f)
             else:

@@ -106,6 +106,8 @@ def test_every_line_of_a_list_gets_its_row(tmp_path):
         f"{tmp_path}/l.csv:6-7": "BadRequest"}
     (tmp_path / "l.txt").write_bytes(b"a.wav  \r\n\n  # a comment\n\tb.wav\nc.wav")
     assert list(rows([tmp_path / "l.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/b.wav", f"{tmp_path}/c.wav"]
+    (tmp_path / "l16.txt").write_text("a.wav\r\nb.wav\r\n", encoding="utf-16")  # PowerShell's `dir > l16.txt`
+    assert list(rows([tmp_path / "l16.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/b.wav"]
 
 
 def test_a_folder_or_archive_named_in_a_list_is_opened_as_if_given(tmp_path):
