@@ -140,6 +140,10 @@ def read_metadata(path: str | Path) -> dict[str, dict]:
             if taken := sorted(set(reader.fieldnames) & SCORED_COLUMNS - {"id"}):
                 raise errors.ConfigError(f"--metadata {path}: its columns {taken} would replace the scored ones: "
                                          "rename them")
+            names = [name.strip() for name in reader.fieldnames]
+            if "" in names or len(set(names)) < len(names):  # a cell the join would drop, or one column hiding another
+                raise errors.ConfigError(f"--metadata {path}: its header has an empty or repeated column name: "
+                                         f"{reader.fieldnames[:20]}")
             return {row.pop("id"): {k: v for k, v in row.items() if k is not None} for row in reader}  # None: extra cells
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise errors.ConfigError(f"--metadata {path}: cannot read it as a UTF-8 CSV: {e}") from None

@@ -322,6 +322,10 @@ def test_an_index_leaves_out_vectors_that_are_no_direction_and_a_file_indexed_tw
     (tmp_path / "bad.csv").write_text("id,label\na.wav,cat\n")
     with pytest.raises(errors.ConfigError, match="replace the scored"):
         build_index(tmp_path / "o", tmp_path / "idx", metadata=tmp_path / "bad.csv")
+    for header in ("id,title,title", "id,,title"):  # one column hid the other; an unnamed one was joined as ""
+        (tmp_path / "bad.csv").write_text(f"{header}\na.wav,x,y\n")
+        with pytest.raises(errors.ConfigError, match="empty or repeated column"):
+            build_index(tmp_path / "o", tmp_path / "idx", metadata=tmp_path / "bad.csv")
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
