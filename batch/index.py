@@ -95,7 +95,7 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
     try:
         faiss.write_index(index, str(out / "index.faiss"))
     except RuntimeError as e:  # faiss's own I/O error (a read-only or full disk), not an OSError
-        raise errors.StorageError(f"cannot write {out / 'index.faiss'}: {str(e).splitlines()[-1][:200]}") from None
+        raise errors.StorageError(f"cannot write {out / 'index.faiss'}: {(str(e).splitlines() or [''])[-1][:200]}") from None
     (out / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     write_json_atomic(out / "index.json", meta)  # last: an index directory without it is incomplete
     return VectorIndex(index, items, meta)

@@ -104,9 +104,9 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
 
     artifact = load_artifact(model)
     answer_options(artifact, options)  # a bad option fails here, not in every actor
-    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+    if Path(out).exists() and (not Path(out).is_dir() or any(p.name != ".lock" for p in Path(out).iterdir())):
         raise errors.ConfigError(f"{out} is not an empty folder: the Ray engine does not resume (its files would be "
-                                 "added beside the rows there): give a new --out")
+                                 "added beside the rows there): give a new --out")  # .lock: a local run's that wrote none
     items = [_encode_item(i) for i in iter_items(inputs, options.limits.max_bytes, options.all_files, lazy=True)]
     started = time.perf_counter()
     ray.init(address=address, include_dashboard=False, configure_logging=False, ignore_reinit_error=True)

@@ -13,6 +13,7 @@ exactly one row per input once the run completes.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -91,8 +92,9 @@ class PartWriter:
 
     def drop_error_rows(self) -> int:
         """Remove the error rows from the committed parts (each part rewritten whole, or deleted once empty),
-        so that a resumed run scores their inputs again (a mount that was not up, a file since mended).
-        Returns how many. Stopped half-way, the inputs of the rows dropped so far are scored on resuming."""
+        so that a resumed run scores their inputs again (a mount that was not up, a file since mended): every
+        error row of OUT, the inputs this run does not list too. Returns how many. Stopped half-way, the inputs
+        of the rows dropped so far are scored on resuming."""
         dropped = 0
         for part in self.parts():
             rows = read_checked(part)
@@ -100,9 +102,7 @@ class PartWriter:
             if len(kept) == len(rows):
                 continue
             if kept:
-                tmp = self.out / f".{part.name}.tmp"
-                tmp.write_bytes(encode(kept, self.fmt))
-                os.replace(tmp, part)
+                self._write_part(part, kept)
             else:
                 part.unlink()
             for row in rows:
@@ -125,17 +125,20 @@ class PartWriter:
             return
         if not self.run_file.exists():  # with the first rows: a run that wrote none binds OUT to nothing
             write_json_atomic(self.run_file, self.identity)
-        target = self.out / f"part-{self.next_part:05d}.{self.fmt}"
+        self._write_part(self.out / f"part-{self.next_part:05d}.{self.fmt}", self.rows)
+        self.rows, self.next_part = [], self.next_part + 1
+
+    def _write_part(self, target: Path, rows: list[dict]) -> None:
+        """`rows` as the part `target`, whole or not at all: written aside, synced, then renamed over it."""
         tmp = self.out / f".{target.name}.tmp"
         try:
-            tmp.write_bytes(encode(self.rows, self.fmt))
+            tmp.write_bytes(encode(rows, self.fmt))
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, target)
         except OSError:
             tmp.unlink(missing_ok=True)  # a full disk keeps no half part
             raise
-        self.rows, self.next_part = [], self.next_part + 1
 
     @property
     def error_rate(self) -> float:
@@ -148,28 +151,35 @@ class PartWriter:
         summary = {"rows": len(self.ids), "errors": dict(self.errors_by_kind), "error_rate": round(self.error_rate, 4),
                    "this_run": this_run}
         write_json_atomic(self.out / "_summary.json", summary)
-        self._release()
+        self.release()
         return summary
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Let another run write OUT (close does; so does a run that stops on an error)."""
         if getattr(self, "lock", None) is not None:
             os.close(self.lock)
             self.lock = None
 
-    __del__ = _release
+    __del__ = release
 
 
-def _lock_out(out: Path) -> int:
+def _lock_out(out: Path) -> int | None:
     """OUT/.lock, held while a run writes OUT (its descriptor): two runs at once would each number their parts
-    from what they found, and the second's would replace the first's."""
+    from what they found, and the second's would replace the first's. None on a filesystem without locks."""
     lock = os.open(out / ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lock
     except BlockingIOError:
         os.close(lock)
         raise errors.ConfigError(f"another soundarc score is writing to {out}: wait for it to end, or use another "
                                  "--out") from None
-    return lock
+    except OSError as e:
+        os.close(lock)
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        log.warning("%s cannot be locked (%s): run one soundarc score at a time on it", out, e.strerror)
+        return None
 
 
 def encode(rows: list[dict], fmt: str) -> bytes:
@@ -226,7 +236,9 @@ def read_checked(path: Path) -> list[dict]:
         rows = read_part(path)
         if not all(isinstance(row, dict) and isinstance(row.get("id"), str) for row in rows):
             raise ValueError("a row that is not a result row (no id)")
-    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:  # pyarrow's ArrowInvalid is a ValueError
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error, OSError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the system's (no permission), not pyarrow's (a bad page)
+            raise
         raise errors.ConfigError(f"{path} is damaged ({str(e)[:200]}): delete it (its inputs are scored again on "
                                  "resuming), or use another --out") from None
     return rows

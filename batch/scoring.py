@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -216,6 +217,14 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
     artifact = load_artifact(model)
     writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part,
                         recorded_later=("variant_sha256",))
+    try:
+        return _score_into(writer, inputs, artifact, options, out)
+    finally:
+        writer.release()  # done, or stopped by an error: OUT is free for the next run
+
+
+def _score_into(writer: PartWriter, inputs: list[str], artifact: Artifact, options: ScoreOptions, out) -> Summary:
+    """score(), its writer holding OUT."""
     if options.retry_errors and (dropped := writer.drop_error_rows()):
         log.info("%d error rows dropped from %s: their inputs are scored again", dropped, out)
     done = writer.done_ids()
@@ -275,7 +284,8 @@ def _emit(row: dict, writer: PartWriter, summary: Summary, bar) -> None:
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     """Decoding processes (_worker_start)."""
-    return ProcessPoolExecutor(workers, initializer=_worker_start, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),  # _worker_start's parent check
+                               initializer=_worker_start, initargs=(os.getpid(),))
 
 
 def _worker_start(parent: int) -> None:

@@ -253,7 +253,7 @@ def _listed_paths(listing: Path) -> Iterator[Path | Item]:
                 else:
                     p = Path(row)
                     yield p if p.is_absolute() else listing.parent / p
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:  # UnicodeDecodeError: a UTF-16 list cut inside a character
         yield Item(f"{listing}::<rest>", error=errors.BadRequest(f"cannot read the list on: {e}"))
 
 

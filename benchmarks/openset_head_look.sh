@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # An unknown by the head's own low top probability beside the angle (BENCHMARKS.md "An unknown by the head's own
-# score", rule runs/notes/rule-openset-head.md): this draw's shipped recipe, seeds 0-3 on the four folds, their per-fold
+# score", rule runs/notes/rule-openset-head.md): this draw's shipped recipe, seeds 1-3 trained beside seed 0 (which must
+# be there), on the four folds; their per-fold
 # ensembles 0+1 and 2+3 scored with the joint embedding, then openset_score_cv.py with the head alone as the score.
 # Resumable: finished runs, ensembles, scores and window caches are kept.
 set -euo pipefail

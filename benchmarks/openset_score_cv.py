@@ -64,13 +64,17 @@ def run_scores(run, result: dict, share, pretrained, weight, score_weight, score
     """One run's cv-share result with each clip's top score (from windows of prototype weight `score_weight`)
     and its served correctness (of the served `weight`) added."""
     _, labels = held_out(run)
-    for key, w in (("served_correct", weight), ("score", score_weight)):
-        with np.load(cached_windows(run, share, pretrained, w)) as windows:
-            for c in CONDITIONS:
-                clips = [(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"]) for i in range(len(labels))]
-                result["conditions"][c][key] = (
-                    [bool(vote(lp, pw, 0.0, "amplitude").argmax() == y) for (lp, pw), y in zip(clips, labels)]
-                    if key == "served_correct" else [top_score(lp, pw, score_temperature) for lp, pw in clips])
+
+    def clips(windows, c):  # [(log_p, power)] of the held-out clips under condition c
+        return [(windows[f"{c}/{i}/log_p"], windows[f"{c}/{i}/power"]) for i in range(len(labels))]
+
+    with np.load(cached_windows(run, share, pretrained, weight)) as windows:
+        for c in CONDITIONS:
+            result["conditions"][c]["served_correct"] = [bool(vote(lp, pw, 0.0, "amplitude").argmax() == y)
+                                                         for (lp, pw), y in zip(clips(windows, c), labels)]
+    with np.load(cached_windows(run, share, pretrained, score_weight)) as windows:
+        for c in CONDITIONS:
+            result["conditions"][c]["score"] = [top_score(lp, pw, score_temperature) for lp, pw in clips(windows, c)]
     unknown = unknown_windows(run, share, pretrained, score_weight)
     result["unknown_scores"] = [top_score(unknown[f"{i}/log_p"], unknown[f"{i}/power"], score_temperature)
                                 for i in range(len(result["unknown_angles"]))]

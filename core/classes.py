@@ -282,6 +282,8 @@ class ClassStore:
             return _stamp_of(os.stat(self.path))
         except FileNotFoundError:
             return None
+        except OSError:  # a folder on the way no longer readable: not "no file", but unknown (load says why)
+            return object()
 
     def load(self, classes: ClassSet) -> ClassSet:
         """`classes` plus what the file holds; refuses a file written for another model."""
@@ -309,6 +311,8 @@ class ClassStore:
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
+        except OSError as e:  # no longer readable (its permissions, a folder in its place)
+            raise errors.ArtifactError(f"cannot read the enrolled classes at {self.path}: {e.strerror or e}") from e
         loaded = replace(classes, enrolled=classes.enrolled + enrolled)
         self.state = (stamp, loaded)
         return loaded
@@ -334,7 +338,9 @@ def _stamp_of(st: os.stat_result) -> tuple | object:
     """What tells one version of the store's file from another: (mtime_ns, size, inode). A file changed
     within the last RACY_S may change again in the same tick of a coarse clock (1 s on some filesystems,
     2 s on FAT), to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is a new
-    object, which matches none, so the file is read again until it is older than that."""
-    if time.time_ns() - st.st_mtime_ns < RACY_S * 1e9:
+    object, which matches none, so the file is read again until it is older than that (this server's own
+    saves too). A time ahead of the clock (another machine's, a copy's) is not recent: any later change
+    carries the writer's own time, another stamp."""
+    if abs(time.time_ns() - st.st_mtime_ns) < RACY_S * 1e9:
         return object()
     return st.st_mtime_ns, st.st_size, st.st_ino

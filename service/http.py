@@ -26,6 +26,7 @@ import contextlib
 import http
 import json
 import logging
+import re
 
 from core import errors
 
@@ -118,8 +119,9 @@ class RequestGuard:
         except _ClientGone:  # half a body is not a request: nothing runs on it, nobody hears an answer
             progress.abandoned = True
             return None
-        if body is None:
-            return await _reply(send, errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes"))
+        if body is None:  # the rest not read
+            over = errors.UploadTooLarge(f"the request is over the upload limit of {self.max_bytes} bytes")
+            return await _reply_unread(send, over)
         progress.body_read = True
         watcher = asyncio.ensure_future(_mark_when_gone(receive, progress))  # the client may leave while it runs
         try:
@@ -269,8 +271,9 @@ async def _check_complete(request, boundary: bytes) -> None:
             raise errors.BadRequest("the multipart body's lines end in a bare LF: multipart/form-data needs CRLF (\\r\\n)")
         raise errors.BadRequest("the multipart body is cut short: it does not end with its closing boundary "
                                 f"(--{boundary.decode('latin-1')[:70]}--)")
-    if not body.startswith(b"--" + boundary) and (first := body.find(b"\r\n--" + boundary)) >= 0:
-        request._body = body[first + 2:]  # Starlette's buffered body, what request.form() parses
+    delimiter = re.compile(rb"(?:^|\r\n)(--" + re.escape(boundary) + rb"[ \t]*(?:\r\n|--))")  # RFC 2046 5.1.1
+    if not body.startswith(b"--" + boundary) and (first := delimiter.search(body)):
+        request._body = body[first.start(1):]  # Starlette's buffered body, what request.form() parses
 
 
 def _replay(body: bytes):

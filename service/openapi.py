@@ -15,13 +15,13 @@ ERROR_STATUSES = {
     400: "the body or the audio cannot be used: malformed multipart, not audio, empty, damaged beyond use, "
          "an enrolment example without sound",
     404: "no such route, class, or (for /search) no vector index loaded",
-    403: "a change of the enrolled classes sent by a browser from a page of another site (Sec-Fetch-Site)",
+    403: "a change of the enrolled classes sent by a browser from a page of another site (Sec-Fetch-Site, else Origin)",
     405: "the route exists, not with this method (`Allow` lists the ones it takes)",
     408: "the body stopped arriving (no bytes for SOUNDARC_BODY_IDLE_S seconds)",
     409: "clashes with what exists: a class of that name (whatever its case, spaces, _ or -), a built-in, the enrolment limit, "
-         "a model directory exported again to another model since the server started",
+         "a model directory exported again to another model since the server started, an enrolled-classes file damaged",
     413: "the upload or the audio is over the configured limit",
-    415: "the body is not multipart/form-data",
+    415: "the body is not multipart/form-data, or is sent with a Content-Encoding",
     422: "a form field is unknown, repeated, of the wrong type or out of range",
     426: "a plain HTTP request to the WebSocket route: connect with ws://",
     503: "overloaded or starting (`Retry-After` says when to retry)",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse
@@ -151,11 +152,18 @@ def _form_text(name: str, raw) -> str | None:
 def _refuse_other_sites(request) -> None:
     """403 for a change of the enrolled classes that a page of another site makes a browser send: a multipart
     POST needs no CORS preflight, so any page open in the browser of someone who runs the server could enrol
-    classes on it. Browsers name where a request comes from in Sec-Fetch-Site; other clients send none."""
+    classes on it. Browsers name where a request comes from in Sec-Fetch-Site (to https and localhost only),
+    and in Origin on every cross-origin POST or DELETE; other clients send neither."""
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         raise errors.Forbidden(f"a page of another site ({site}) may not change the enrolled classes: use this "
                                "server's own page (/ui), or a client that is not a browser")
+    origin = request.headers.get("origin")
+    if site is None and origin is not None:  # "null": a sandboxed frame, a file: never this server's page
+        hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")} - {None}
+        if urlsplit(origin).netloc not in hosts:
+            raise errors.Forbidden(f"a page of another origin ({origin[:80]}) may not change the enrolled classes: use "
+                                   "this server's own page (/ui); behind a proxy, have it pass the Host header")
 
 
 def _refuse_options(request, route: str) -> None:

@@ -22,6 +22,7 @@ from batch.results import read_results
 from batch.scoring import ScoreOptions, score
 from core import errors
 from core.audio import DecodeLimits
+from core.runtime import RuntimeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = ScoreOptions(workers=0, embeddings=True, top_k=2, rows_per_part=3)
@@ -192,8 +193,6 @@ def test_another_model_cannot_resume_into_the_same_output(corpus, tmp_path, test
 
 
 def test_a_named_precision_is_part_of_what_a_resumed_run_must_match(corpus, tmp_path, test_artifact):
-    from core.runtime import RuntimeConfig
-
     fp32 = dataclasses.replace(OPTIONS, runtime=RuntimeConfig(precision="fp32"))
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", fp32)
     assert json.loads((tmp_path / "o" / "_run.json").read_text())["precision"] == "fp32"
@@ -689,6 +688,11 @@ def test_one_run_at_a_time_writes_an_output(tmp_path, test_artifact, monkeypatch
     with pytest.raises(errors.ConfigError, match="--out is empty"):
         score([], test_artifact, "", OPTIONS)  # was the working folder
     assert not (tmp_path / "_run.json").exists()
+    if not os.path.exists("/dev/nvidia0"):  # a run stopped by an error frees OUT, its traceback kept or not
+        gpu = dataclasses.replace(OPTIONS, runtime=RuntimeConfig(device="cuda", require_gpu=True))
+        with pytest.raises(errors.GPUUnavailable) as stopped:
+            score([], test_artifact, tmp_path / "p", gpu)
+        assert stopped.value and score([], test_artifact, tmp_path / "p", OPTIONS).rows == 0
 
 
 @pytest.mark.parametrize("damage", [b"[1", b'[1, 2]\n', b'{"no": "id"}\n'])
@@ -705,6 +709,21 @@ def test_a_damaged_part_or_run_file_is_named_not_a_traceback(tmp_path, damage):
         read_results(tmp_path / "o")
     (tmp_path / "o" / "_run.json").write_bytes(damage)
     with pytest.raises(errors.ConfigError, match="_run.json is damaged"):
+        read_results(tmp_path / "o")
+
+
+def test_a_parquet_part_with_a_corrupt_page_is_named(tmp_path):
+    from batch.results import PartWriter
+
+    writer = PartWriter(tmp_path / "o", "parquet", {"model_id": "m"})
+    for i in range(2000):
+        writer.add({"id": f"clip-{i}.wav", "error_kind": None, "label": "dog" * (i % 7)})
+    writer.close({})
+    part = tmp_path / "o" / "part-00000.parquet"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 200] = bytes(200)  # a page's bytes zeroed: pyarrow's OSError, unnamed
+    part.write_bytes(bytes(data))
+    with pytest.raises(errors.ConfigError, match="part-00000.parquet is damaged"):
         read_results(tmp_path / "o")
 
 

@@ -108,6 +108,9 @@ def test_every_line_of_a_list_gets_its_row(tmp_path):
     assert list(rows([tmp_path / "l.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/b.wav", f"{tmp_path}/c.wav"]
     (tmp_path / "l16.txt").write_text("a.wav\r\nb.wav\r\n", encoding="utf-16")  # PowerShell's `dir > l16.txt`
     assert list(rows([tmp_path / "l16.txt"])) == [f"{tmp_path}/a.wav", f"{tmp_path}/b.wav"]
+    (tmp_path / "l16.txt").write_bytes("a.wav\r\nb.wav\r\n".encode("utf-16")[:-1])  # cut inside a character
+    assert rows([tmp_path / "l16.txt"]) == {f"{tmp_path}/a.wav": None,  # the lines before it, then the rest's row
+                                            f"{tmp_path}/l16.txt::<rest>": "BadRequest"}  # was a traceback
 
 
 def test_a_folder_or_archive_named_in_a_list_is_opened_as_if_given(tmp_path):

@@ -229,8 +229,16 @@ def test_a_store_damaged_while_serving_keeps_the_classes_loaded_before(builtin, 
         a.update(builtin, lambda c: c.remove("bell"))
     with pytest.raises(errors.ArtifactError):  # a server starting on it still refuses it
         b.load(builtin)
+    a.path.unlink()
+    a.path.mkdir()  # no longer readable as a file: an OSError, the same fallback
+    assert a.current(served).labels == ("dog", "rain", "bell")
+    a.path.rmdir()
     ClassStore(a.path, "m").save(builtin.enrol("whistle", unit(math.pi)[None]))  # mended
     assert a.current(served).labels == ("dog", "rain", "whistle")
+    ahead = time.time_ns() + 3600 * 10**9
+    os.utime(a.path, ns=(ahead, ahead))  # another machine's clock, a copy's time: not "recent", read once
+    loaded = a.current(served)
+    assert a.current(served) is loaded
 
 
 def test_an_unwritable_store_is_a_clear_error(builtin, tmp_path):

@@ -101,6 +101,13 @@ def test_enrolment_errors_are_4xx(server, fixtures):
                                             headers={"Sec-Fetch-Site": "cross-site"}), 403),  # a page enrolled
         "deleted from another site": (requests.delete(f"{server}/classes/x", headers={"Sec-Fetch-Site": "same-site"},
                                                       timeout=10), 403),
+        "from another origin": (requests.delete(f"{server}/classes/x", headers={"Origin": "http://evil.example"},
+                                                timeout=10), 403),  # plain HTTP to a LAN address: no Sec-Fetch-Site
+        "from a sandboxed frame": (requests.delete(f"{server}/classes/x", headers={"Origin": "null"}, timeout=10), 403),
+        "from its own page": (requests.delete(f"{server}/classes/x", timeout=10, headers={
+            "Origin": server, "Sec-Fetch-Site": "same-origin"}), 404),  # allowed: then no such class
+        "from its own page over plain HTTP": (requests.delete(f"{server}/classes/x", headers={"Origin": server},
+                                                              timeout=10), 404),
     }
     for case, (response, status) in cases.items():
         assert response.status_code == status, (case, response.text)
