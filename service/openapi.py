@@ -87,7 +87,8 @@ def build(max_top_k: int, max_upload_mb: float, version: str) -> dict:
                            "sends {type: window, start_s, end_s, label, score, labels}, and {type: event, label, "
                            "start_s, end_s, score} once an event is over. The text {\"type\": \"end\"} ends the "
                            "stream: the server sends {type: summary}, the answer POST /classify gives for the same "
-                           "audio, and closes with 1000. Close codes: 1008 a bad set-up, 1003 audio before it, 1007 "
+                           "audio, and closes with 1000. Close codes: 1008 a bad set-up, 1003 audio before it or a binary end "
+                           "message, 1007 "
                            "a stream ending inside a sample or bad samples, 1009 a message over 16 MiB, 1013 too many "
                            "streams or the service starting, 1008 longer than the duration limit, 1001 idle, 1011 a "
                            "server error.",

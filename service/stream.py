@@ -14,11 +14,11 @@
 
 A window's answer is the answer to a clip made of that window alone (a class, "unknown" or
 "silence"). Windows go through the service's cross-request batcher: streams and uploads share
-model calls. Close codes: 1008 a bad set-up message (the reason says which field) or options in the URL, 1003 audio
-before the set-up, 1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones, 1008 over
-the duration limit (a retry would not help), 1013 over SOUNDARC_MAX_STREAMS streams, the service starting or the
-batcher overloaded, 1009 a message over 16 MiB, 1001 no audio (a message
-with a whole sample) for SOUNDARC_STREAM_IDLE_S seconds, 1011 an error of the server.
+model calls. Close codes: 1008 a bad set-up message (the reason says which field), options in the URL or a stream
+over the duration limit (a retry would not help); 1003 audio before the set-up or the end message sent as binary;
+1007 a stream ending inside a sample or a frame with NaN, infinite or overflowing ones; 1013 over
+SOUNDARC_MAX_STREAMS streams, the service starting or the batcher overloaded; 1009 a message over 16 MiB; 1001 no
+audio (a message with a whole sample) for SOUNDARC_STREAM_IDLE_S seconds; 1011 an error of the server.
 """
 
 from __future__ import annotations
@@ -178,6 +178,8 @@ async def _loop(websocket: WebSocket, session: StreamSession, settings) -> None:
     while True:
         message = await _receive(websocket, idle_until - time.monotonic(), f"no audio for {settings.stream_idle_s:g} s")
         if message.get("bytes") is not None:
+            if message["bytes"][:1] == b"{" and _is_end(message["bytes"].decode("utf-8", "replace")):
+                raise _Close(1003, 'the end message {"type": "end"} goes as a text message, not binary')  # was audio
             samples = session.samples(message["bytes"])  # (n, channels)
             session.received += len(samples)  # at the stream's rate: the resampler's output lags behind it
             if session.received / session.rate > settings.max_duration_s:

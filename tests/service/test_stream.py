@@ -85,6 +85,7 @@ def test_a_stream_may_set_its_own_unknown_angle(server):
     ({"sample_rate": 16000, "encoding": "f32le"}, [np.full(16000, 3e38, "<f4").tobytes()], 1007, "too large"),
     ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 1000 * 21)], 1008, "limit"),  # 21 s at once, limit 20
     ({"sample_rate": 1000, "encoding": "pcm_s16le"}, [bytes(2 * 500)] * 41, 1008, "limit"),  # 20.5 s, the resampler behind
+    ({"sample_rate": 16000, "encoding": "pcm_s16le"}, [bytes(3200), b'{"type": "end"}'], 1003, "text message"),  # was audio
 ])
 def test_bad_streams_are_closed_with_their_code(server, setup, pieces, code, needle):
     messages, got, reason = stream(server, setup, pieces, end=False)
