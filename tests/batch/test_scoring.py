@@ -202,18 +202,27 @@ def test_a_named_precision_is_part_of_what_a_resumed_run_must_match(corpus, tmp_
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)  # auto: fp32 for a model with no int8
 
 
-def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifact):
-    clips = tmp_path / "many"
+def forty_clips(tmp_path: Path, test_artifact, rows_per_part: int) -> tuple[Path, Path, list[str]]:
+    """40 one-second clips, an OUT, and the `soundarc score` command that scores them into it in small parts."""
+    clips, out = tmp_path / "many", tmp_path / "out"
     clips.mkdir()
     for i in range(40):
         (clips / f"{i:03d}.wav").write_bytes(wav(seconds=1.0, freq=200 + 10 * i))
-    out = tmp_path / "out"
     cmd = [sys.executable, "-m", "soundarc.cli", "score", str(clips), "--model", str(test_artifact), "--out", str(out),
-           "--format", "jsonl", "--workers", "1", "--rows-per-part", "2", "--batch-patches", "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+           "--format", "jsonl", "--workers", "1", "--rows-per-part", str(rows_per_part), "--batch-patches", "1"]
+    return clips, out, cmd
+
+
+def wait_for_parts(out: Path, count: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
-    while len(list(out.glob("part-*.jsonl"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while len(list(out.glob("part-*.jsonl"))) < count and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+
+
+def test_kill_9_and_resume_gives_exactly_one_row_per_input(tmp_path, test_artifact):
+    clips, out, cmd = forty_clips(tmp_path, test_artifact, rows_per_part=2)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_parts(out, 3, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = read_results(out)
@@ -237,17 +246,9 @@ def test_require_gpu_exits_rather_than_score_on_the_cpu(tmp_path, test_artifact)
 
 def test_sigterm_keeps_the_rows_made_as_ctrl_c_does(tmp_path, test_artifact):
     """docker stop, systemd and Kubernetes send SIGTERM: it ended the run at once, its rows not committed."""
-    clips = tmp_path / "many"
-    clips.mkdir()
-    for i in range(40):
-        (clips / f"{i:03d}.wav").write_bytes(wav(seconds=1.0, freq=200 + 10 * i))
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "soundarc.cli", "score", str(clips), "--model", str(test_artifact), "--out", str(out),
-           "--format", "jsonl", "--workers", "1", "--rows-per-part", "3", "--batch-patches", "1"]
+    clips, out, cmd = forty_clips(tmp_path, test_artifact, rows_per_part=3)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("part-*.jsonl")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for_parts(out, 1, proc)
     proc.terminate()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr, stderr[-2000:]
