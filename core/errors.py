@@ -130,7 +130,7 @@ class UpgradeRequired(SoundarcError):
 
 
 class Forbidden(SoundarcError):
-    """403: a change asked for by a page of another site (a browser's Sec-Fetch-Site says so)."""
+    """403: a change asked for by a page of another site (as a browser says in Sec-Fetch-Site or Origin)."""
 
     status_code = 403
 
