@@ -102,14 +102,16 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
 
 
 def _indexable(rows: list[dict], ids: list[str]) -> tuple[list[dict], list[str], np.ndarray]:
-    """The rows whose embedding is a direction (finite, not zero) and whose id comes first (a file scored
-    twice under two names has one relative id), with their (N, D) L2-normalised vectors."""
+    """The rows whose embedding is a direction (finite, not zero) and whose file comes first (a file scored
+    twice under two names, relative and absolute, is one path), with their (N, D) L2-normalised vectors."""
     vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)  # (N, D)
     norms = np.linalg.norm(vectors, axis=1)
     seen, keep = set(), []
-    for i, item_id in enumerate(ids):
-        if np.isfinite(norms[i]) and norms[i] > 0 and item_id not in seen:
-            seen.add(item_id)
+    for i, row in enumerate(rows):
+        file, member = row["id"].split("::", 1)[0], row["id"][len(row["id"].split("::", 1)[0]):]
+        where = os.path.abspath(file) + member  # as relative_ids resolves it, whatever ids are shown
+        if np.isfinite(norms[i]) and norms[i] > 0 and where not in seen:
+            seen.add(where)
             keep.append(i)
     if len(keep) < len(rows):
         log.warning("left out %d of %d rows: an embedding that is not finite or is zero, or an id given before",

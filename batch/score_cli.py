@@ -49,12 +49,14 @@ def add_arguments(parser) -> None:
                              "of error rows alone exits 1 whatever it is")
     parser.add_argument("--retry-errors", action="store_true",
                         help="resuming: score again the inputs OUT has error rows for (their rows are replaced)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+                        help="auto: CUDA where a GPU is usable, else the CPU; tensorrt: TensorRT, then CUDA, then the CPU")
     parser.add_argument("--require-gpu", action="store_true",
                         help="exit 2 where the GPU is not usable, rather than score on the CPU (as SOUNDARC_REQUIRE_GPU)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: the model's int8 variant on a CPU when it has one, else fp32 (as the service)")
-    parser.add_argument("--engine", default="local", choices=("local", "ray"))
+    parser.add_argument("--engine", default="local", choices=("local", "ray"),
+                        help="local: this machine's processes, resumable; ray: Ray Data (Parquet, not resumable)")
     parser.add_argument("--address", default=None, help="Ray cluster address (engine ray); default: a local Ray")
 
 

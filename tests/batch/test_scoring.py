@@ -315,6 +315,8 @@ def test_an_index_leaves_out_vectors_that_are_no_direction_and_a_file_indexed_tw
     index = build_index(tmp_path / "o", tmp_path / "idx", kind="hnsw", metadata=tmp_path / "meta.csv")
     assert [i["id"] for i in index.items] == ["a.wav", "d.wav"] and index.items[0]["place"] == "Oslo"
     assert index.search(index.index.reconstruct(1), 1)[0]["id"] == "d.wav"
+    shown = build_index(tmp_path / "o", tmp_path / "idx-abs", absolute_ids=True)  # ids as scored: still one a.wav
+    assert [i["id"] for i in shown.items] == ["in/a.wav", "in/d.wav"]
     from batch.index import relative_ids
 
     with pytest.raises(errors.ConfigError, match="share no folder but the root"):
