@@ -21,9 +21,12 @@ def settings_help() -> str:
     """The SOUNDARC_* settings with their defaults (service.settings), for --help."""
     from dataclasses import fields
 
-    from service.settings import PREFIX, ServiceSettings
+    from service.settings import PREFIX, UNSET_MEANS, ServiceSettings
 
-    names = ", ".join(f"{PREFIX}{f.name.upper()}={f.default}" for f in fields(ServiceSettings))
+    names = ", ".join(
+        f"{PREFIX}{f.name.upper()}=" + (f"({UNSET_MEANS[f.name]})" if f.default == "" else str(f.default))
+        for f in fields(ServiceSettings)
+    )
     return f"settings (environment variables, with their defaults; README.md explains each): {names}"
 
 

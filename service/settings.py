@@ -13,6 +13,7 @@ from core.errors import ConfigError
 from core.runtime import GPU_PROVIDERS, RuntimeConfig, requested_providers
 
 PREFIX = "SOUNDARC_"
+UNSET_MEANS = {"index": "none, /search off", "classes": "enrolled.json in the model directory"}  # what "" stands for
 
 
 @dataclass(frozen=True)

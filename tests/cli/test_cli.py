@@ -14,6 +14,7 @@ def test_version_and_defaults_in_help():
     assert "(default: models/default)" in soundarc("score", "--help").stdout
     serve = " ".join(soundarc("serve", "--help").stdout.split())
     assert "SOUNDARC_MAX_UPLOAD_MB=50.0" in serve and "SOUNDARC_PRECISION=auto" in serve  # the settings, named
+    assert "SOUNDARC_CLASSES=(enrolled.json in the model directory)" in serve  # an empty default said in words
     index = soundarc("index", "query", "--help").stdout
     assert "(default: 5)" in index and "an audio file to search with" in index
 
