@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from socket import SHUT_RDWR, SO_SNDTIMEO, SOL_SOCKET
 from urllib.parse import quote
 
 import httpx
@@ -116,20 +118,24 @@ class Client:
         """Send `chunks` (bytes of interleaved PCM, as they come: a generator may pace them) to ws
         /stream; yields the server's messages as they arrive ("ready", "window", "event", and last
         "summary"). A chunk over STREAM_MESSAGE_BYTES goes as several messages (the server's limit is
-        16 MiB a message). A close other than 1000 raises ServerError with the close code as its status."""
+        16 MiB a message). A close other than 1000 raises ServerError with the close code as its status;
+        a connection lost, or a server silent for the client's timeout, raises httpx.TransportError."""
         from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, connect_ws
 
         setup = _given(sample_rate=sample_rate, encoding=encoding, channels=channels, top_k=top_k, open_set=open_set,
                        threshold_rad=threshold_rad)
+        wait_s = self.http.timeout.read
+        lost = _connection_lost()
         with contextlib.ExitStack() as stack:
             try:
                 ws = stack.enter_context(connect_ws("/stream", self.http))
             except WebSocketUpgradeError as e:  # not a soundarc server there, or not at this base URL
                 raise ServerError(e.response.status_code, "UpgradeRefused",
                                   f"{e.response.request.url} did not accept a WebSocket") from None
-            ws.send_json(setup)
+            _shut_down_on_close(ws.stream, wait_s)
             try:
-                yield ws.receive_json()  # {"type": "ready", ...}
+                ws.send_json(setup)
+                yield _received(ws, wait_s)  # {"type": "ready", ...}
                 for chunk in chunks:
                     for at in range(0, len(chunk), STREAM_MESSAGE_BYTES):  # the server joins a sample split between two
                         ws.send_bytes(chunk[at : at + STREAM_MESSAGE_BYTES])
@@ -137,12 +143,14 @@ class Client:
                         yield message
                 ws.send_json({"type": "end"})
                 while True:
-                    message = ws.receive_json()
+                    message = _received(ws, wait_s)
                     yield message
                     if message["type"] == "summary":
                         return
             except WebSocketDisconnect as e:
                 raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
+            except lost as e:
+                raise httpx.ReadError(f"the connection to the server was lost mid-stream ({type(e).__name__})") from None
 
     # -- the service ----------------------------------------------------------------------------
     def ready(self) -> dict:
@@ -183,6 +191,48 @@ def _retry_after(value: str | None, longest_s: float = 30.0) -> float:
     except (TypeError, ValueError):
         return 1.0
     return min(max(seconds, 0.0), longest_s) if math.isfinite(seconds) else 1.0
+
+
+def _received(ws, wait_s: float | None) -> dict:
+    """The server's next message, waiting at most `wait_s` (None: for ever)."""
+    from queue import Empty
+
+    try:
+        return ws.receive_json(timeout=wait_s)
+    except Empty:
+        raise httpx.ReadTimeout(f"the server sent nothing for {wait_s:g} s") from None
+
+
+def _connection_lost() -> tuple[type[Exception], ...]:
+    """What httpx-ws raises when the connection breaks mid-stream: its network error, a send after the
+    connection began closing (wsproto), or a write that failed or timed out (httpcore)."""
+    import httpcore
+    from httpx_ws import WebSocketNetworkError
+    from wsproto.utilities import LocalProtocolError
+
+    return WebSocketNetworkError, LocalProtocolError, httpcore.WriteError, httpcore.ReadError
+
+
+def _shut_down_on_close(stream, wait_s: float | None) -> None:
+    """httpx-ws closes its stream (at the end, on a failed write, on a keepalive timeout) while its reading
+    thread is blocked in a read that closing the socket does not wake: the process could not exit. Shut the
+    socket down before it is closed. And a send that waits `wait_s` for room (a server that stopped reading)
+    fails instead of blocking for ever (httpcore writes without a timeout; SO_SNDTIMEO bounds the send)."""
+    sock = stream.get_extra_info("socket")
+    if sock is None:
+        return
+    if wait_s:
+        seconds = int(wait_s)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, struct.pack("ll", seconds, int((wait_s - seconds) * 1e6)))
+    close = stream.close
+
+    def shut_down_then_close() -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(SHUT_RDWR)
+        close()
+
+    stream.close = shut_down_then_close
 
 
 def _ready_message(ws) -> dict | None:

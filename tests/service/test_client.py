@@ -1,6 +1,7 @@
 """soundarc.client against a real server: every route, and errors as ServerError."""
 
 import io
+from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
@@ -78,3 +79,37 @@ def test_stream(server, fixtures):
     with Client(f"{server}/elsewhere") as client, pytest.raises(ServerError) as info:  # no /stream there
         list(client.stream([b"\x00\x00"], sample_rate=rate))
     assert info.value.kind == "UpgradeRefused" and 400 <= info.value.status < 500 and "/elsewhere/stream" in info.value.message
+
+
+STREAM_SCRIPT = """
+import sys, time
+import httpx
+from soundarc.client import Client
+from tests.fake_stream import serve
+
+chunks = (b"\\\\x00" * 65536 for _ in range(int(sys.argv[2])))  # 64 KiB each, as fast as they go
+started = time.monotonic()
+try:
+    with Client(serve(sys.argv[1]), timeout_s=2) as client:
+        for message in client.stream(chunks, sample_rate=16000):
+            pass
+except httpx.TransportError as e:
+    print(type(e).__name__, e, round(time.monotonic() - started))
+"""
+
+
+@pytest.mark.parametrize("behaviour, chunks, expected", [
+    ("stall", 2, "ReadTimeout the server sent nothing for 2 s"),  # all sent, no summary ever comes
+    ("stall", 4000, "ReadError the connection to the server was lost mid-stream"),  # the send buffers fill up
+    ("drop", 4000, "ReadError the connection to the server was lost mid-stream"),  # the server is gone
+])
+def test_a_stream_to_a_server_that_stalls_or_drops_ends_and_lets_the_process_exit(behaviour, chunks, expected):
+    """A stalled or vanished server is a TransportError within the client's timeout, and the process exits
+    (httpx-ws's reading thread was left blocked on a closed socket, and its keepalive timeout raised a traceback)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, behaviour, str(chunks)], capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0 and result.stdout.startswith(expected), (result.stdout, result.stderr[-2000:])
+    assert int(result.stdout.split()[-1]) <= 30, result.stdout  # bounded (2 s of silence, on a loaded machine)
