@@ -146,9 +146,32 @@ def read_metadata(path: str | Path) -> dict[str, dict]:
             if "" in names or len(set(names)) < len(names):  # a cell the join would drop, or one column hiding another
                 raise errors.ConfigError(f"--metadata {path}: its header has an empty or repeated column name: "
                                          f"{reader.fieldnames[:20]}")
-            return {row.pop("id"): {k: v for k, v in row.items() if k is not None} for row in reader}  # None: extra cells
+            rows = {}
+            for row in reader:
+                if None in row or None in row.values():  # more cells than the header names, or fewer
+                    raise errors.ConfigError(f"--metadata {path}: line {reader.line_num} does not have one cell for "
+                                             f"each of the header's {len(names)} columns")
+                if row["id"] in rows:
+                    raise errors.ConfigError(f"--metadata {path}: the id {row['id']!r} is listed twice (line {reader.line_num})")
+                rows[row.pop("id")] = row
+            return rows
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise errors.ConfigError(f"--metadata {path}: cannot read it as a UTF-8 CSV: {e}") from None
+
+
+def _check_index(meta: dict, items: list, index) -> None:
+    """index.json, items.jsonl and index.faiss describe one index of at least one vector (else ValueError)."""
+    import faiss
+
+    if not {"model_id", "kind", "dim", "count"} <= set(meta) or index.d != meta["dim"]:
+        raise ValueError(f"index.json must give model_id, kind, dim and count, dim {index.d}: {meta}")
+    hnsw = isinstance(index, faiss.IndexHNSWFlat)
+    if meta["kind"] not in KINDS or hnsw != (meta["kind"] == "hnsw"):
+        raise ValueError(f"index.json names the kind {meta['kind']!r}, index.faiss holds a {type(index).__name__}")
+    if index.ntotal == 0 or meta["count"] != index.ntotal:
+        raise ValueError(f"index.json counts {meta['count']!r} vectors, index.faiss holds {index.ntotal}")
+    if not all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in items):
+        raise ValueError("every line of items.jsonl must be an object with a string id")
 
 
 def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
@@ -160,9 +183,8 @@ def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
         meta = json.loads((path / "index.json").read_text())
         items = [json.loads(line) for line in (path / "items.jsonl").read_text().splitlines() if line]
         index = faiss.read_index(str(path / "index.faiss"))
-        if not {"model_id", "kind", "dim", "count"} <= set(meta) or index.d != meta["dim"]:
-            raise ValueError(f"index.json must give model_id, kind, dim and count, dim {index.d}: {meta}")
-    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        _check_index(meta, items, index)
+    except (OSError, ValueError, RuntimeError, TypeError, AttributeError) as e:  # AttributeError: index.json a list
         raise errors.ArtifactError(f"no usable vector index at {path}: {e}") from e
     if meta["kind"] == "hnsw":
         index.hnsw.efSearch = HNSW_EF_SEARCH  # an index built before it was set holds 16

@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
     b.add_argument("--from", dest="source", required=True, help="results directory of `soundarc score --embeddings`")
     b.add_argument("--out", required=True, help="index directory to write (SOUNDARC_INDEX of the service)")
     b.add_argument("--kind", default="flat", choices=("flat", "hnsw"), help="flat: exact; hnsw: approximate, large")
-    b.add_argument("--hnsw-m", type=at_least(2), default=32, help="hnsw: links per node (more: better recall, more memory)")
+    b.add_argument("--hnsw-m", type=at_least(2, 512), default=32, help="hnsw: links per node (more: better recall, more memory)")
     b.add_argument("--absolute-ids", action="store_true",
                    help="keep the scored ids as they are (default: relative to the inputs' common folder)")
     b.add_argument("--metadata", help="a CSV with an `id` column: its other columns join each item (title, url, ...)")

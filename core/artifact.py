@@ -87,9 +87,12 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
     if not root.is_dir():
         raise errors.ArtifactError(f"no model artifact at {root} (expected a directory with {MANIFEST_FILE})")
     manifest = _read_json(root / MANIFEST_FILE)
+    if not isinstance(manifest, dict):
+        raise errors.ArtifactError(f"{root / MANIFEST_FILE} must hold a JSON object, got {type(manifest).__name__}")
     missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
     if missing:
         raise errors.ArtifactError(f"{root / MANIFEST_FILE} lacks keys {missing}")
+    _check_manifest_types(root, manifest)
     if manifest["version"] != MANIFEST_VERSION:
         raise errors.ArtifactError(
             f"unknown manifest version {manifest['version']!r} in {root}; this soundarc reads version {MANIFEST_VERSION}"
@@ -103,14 +106,37 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
         raise errors.ArtifactError(
             f"{model} has sha256 {actual}, but the manifest says {manifest['sha256']}: the model was altered"
         )
-    frontend = FrontendConfig.from_dict(_read_json(root / FRONTEND_FILE))
-    labels = _read_json(root / LABELS_FILE)
-    if not isinstance(labels, list) or len(labels) != manifest["num_classes"]:
-        raise errors.ArtifactError(f"{root / LABELS_FILE} must list {manifest['num_classes']} labels")
-    labels = tuple(str(x) for x in labels)
+    try:
+        frontend = FrontendConfig.from_dict(_read_json(root / FRONTEND_FILE))
+    except (errors.ConfigError, TypeError, AttributeError) as e:  # AttributeError, TypeError: not an object of fields
+        raise errors.ArtifactError(f"{root / FRONTEND_FILE} is not a valid front-end: {e}") from None
+    labels = _read_labels(root / LABELS_FILE, manifest["num_classes"])
     artifact = Artifact(root, frontend, labels, manifest, _read_open_set(root, manifest, labels))
     _check_parameters(artifact)
     return artifact
+
+
+def _check_manifest_types(root: Path, manifest: dict) -> None:
+    """The required keys' types: text where a file or an id is named, integers where a size is."""
+    texts = [k for k in ("model_id", "sha256", "model_file") if not (isinstance(manifest[k], str) and manifest[k])]
+    counts = [k for k in ("version", "opset", "embedding_dim", "num_classes")
+              if not isinstance(manifest[k], int) or isinstance(manifest[k], bool) or manifest[k] < 1]
+    if texts or counts:
+        shown = ", ".join(f"{k} {manifest[k]!r}" for k in texts + counts)
+        raise errors.ArtifactError(f"{root / MANIFEST_FILE}: model_id, sha256 and model_file must be text, version, "
+                                   f"opset, embedding_dim and num_classes positive integers; got {shown}")
+
+
+def _read_labels(path: Path, count: int) -> tuple[str, ...]:
+    """The model's class names: `count` distinct texts (whatever their case), none an answer's name."""
+    labels = _read_json(path)
+    if not isinstance(labels, list) or len(labels) != count:
+        raise errors.ArtifactError(f"{path} must list {count} labels")
+    keys = [x.strip().casefold() if isinstance(x, str) else None for x in labels]
+    if any(not k or k in ("unknown", "silence") for k in keys) or len(set(keys)) != len(keys):
+        raise errors.ArtifactError(f"{path} must list distinct non-empty names, none 'unknown' or 'silence' in any "
+                                   f"case (the answers for no known class and for no sound), got {labels!r}")
+    return tuple(labels)
 
 
 def _check_files(root: Path, manifest: dict) -> None:
@@ -197,3 +223,5 @@ def _read_json(path: Path):
         raise errors.ArtifactError(f"the artifact lacks {path.name} (looked for {path})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise errors.ArtifactError(f"{path} is not valid JSON: {e}") from e
+    except OSError as e:  # a folder where the file goes, no permission
+        raise errors.ArtifactError(f"cannot read {path}: {e.strerror or e}") from e

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import threading
 from dataclasses import dataclass
 
@@ -39,6 +40,26 @@ class FrontendConfig:
     patch_frames: int = 101
     eval_hop_frames: int = 50
     segment_s: float = 5.0
+
+    def __post_init__(self):
+        """A hand-edited frontend.json is refused here, not by a worker that restarts in a loop or answers 500."""
+        counts = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "patch_frames", "eval_hop_frames")
+        for name in counts:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise errors.ConfigError(f"frontend {name} must be a positive integer, got {value!r}")
+        for name in ("fmin", "fmax", "log_offset", "peak_offset", "segment_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise errors.ConfigError(f"frontend {name} must be a finite number of at least 0, got {value!r}")
+        if self.win_length > self.n_fft:
+            raise errors.ConfigError(f"frontend win_length {self.win_length} exceeds n_fft {self.n_fft}")
+        if not self.fmin < self.fmax <= self.sample_rate / 2:
+            raise errors.ConfigError(f"frontend fmin {self.fmin} and fmax {self.fmax} must satisfy fmin < fmax <= "
+                                     f"sample_rate / 2 ({self.sample_rate / 2:g})")
+        if self.log_offset <= 0 or self.segment_s <= 0:
+            raise errors.ConfigError(f"frontend log_offset and segment_s must be above 0, got {self.log_offset!r} "
+                                     f"and {self.segment_s!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
 from core.classes import margin_ok
+from core.errors import ConfigError
 from core.openset import ENROL_MARGIN, GATES, VOTES, temperature_ok, weight_ok
 from soundarc.cli import fraction
 
@@ -79,8 +81,9 @@ def run(args) -> int:
              "--enrol-margin": args.enrol_margin != ENROL_MARGIN, "--enrol-gate": args.enrol_gate != "window"}
     needless = [option for option, set_ in given.items() if set_]
     if needless and not args.open_set:  # each is kept in the open set's file: without it, ignored without a word
-        raise SystemExit(f"{', '.join(needless)} {'needs' if len(needless) == 1 else 'need'} --open-set "
-                         "(the open set's file keeps it)")
+        raise ConfigError(f"{', '.join(needless)} {'needs' if len(needless) == 1 else 'need'} --open-set "
+                          "(the open set's file keeps it)")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the staging folder is removed
     from export.onnx_export import export_artifact, smoke_test
 
     finish = None

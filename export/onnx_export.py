@@ -123,10 +123,22 @@ def check_destination(out: Path, sources: list[Path]) -> None:
     if out.exists() and not (out.is_dir() and ((out / MANIFEST_FILE).exists() or not any(out.iterdir()))):
         raise errors.ConfigError(f"{out} exists and is not a soundarc artifact (no {MANIFEST_FILE}): "
                                  "export replaces only an artifact; choose another output directory")
+    if out.is_dir() and (foreign := sorted(e.name for e in out.iterdir() if not _artifact_entry(e.name))):
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise errors.ConfigError(f"{out} holds what is not the artifact's ({shown}): export replaces the whole "
+                                 "directory; move them out or choose another output directory")
     target = out.resolve()
     for source in sources:
         if target == source.resolve() or target in source.resolve().parents:
             raise errors.ConfigError(f"{out} holds {source}, which it is exported from: choose another output directory")
+
+
+def _artifact_entry(name: str) -> bool:
+    """A name an artifact directory holds: its files, its enrolled classes (and their lock, and the kept files
+    of other models), the temporary files of atomic writes."""
+    return (name in {FRONTEND_FILE, LABELS_FILE, MANIFEST_FILE, "openset.json"}
+            or (name.startswith("model.") and name.endswith(".onnx"))  # model.onnx and its variants
+            or name.startswith(("enrolled.", ".enrolled.", ".manifest.json.", ".openset.json.")))
 
 
 def publish(staging: Path, out: Path) -> None:

@@ -27,12 +27,14 @@ EXTRAS = {"torch": "train", "safetensors": "train", "matplotlib": "train", "onnx
           "bentoml": "serve", "ray": "ray", "faiss": "serve", "pyarrow": "serve"}
 
 
-def at_least(lowest: int):
-    """An argparse type: an integer of at least `lowest`, refused with the option's name before anything runs."""
+def at_least(lowest: int, highest: int | None = None):
+    """An argparse type: an integer of at least `lowest` (and at most `highest`), refused with the option's name
+    before anything runs."""
     def integer(text: str) -> int:
         value = int(text)  # not an integer: argparse says "invalid integer value"
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"must be an integer of at least {lowest}, got {text}")
+        if value < lowest or (highest is not None and value > highest):
+            within = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
+            raise argparse.ArgumentTypeError(f"must be an integer {within}, got {text}")
         return value
     return integer
 

@@ -7,12 +7,14 @@ import argparse
 import json
 import sys
 import time
+from urllib.parse import urlsplit, urlunsplit
 
+from core.errors import ConfigError
 from soundarc.cli import at_least
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("file", help="an audio file (WAV, FLAC, Ogg, MP3, AIFF)")
+    parser.add_argument("file", help="an audio file (WAV, FLAC, Ogg, MP3, AIFF; '-': stdin)")
     parser.add_argument("--url", default="ws://127.0.0.1:3000/stream", help="the server's stream route")
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
     parser.add_argument("--top-k", type=at_least(1), default=3, help="classes ranked per window")
@@ -33,33 +35,65 @@ def run(args) -> int:
     from soundarc.client import Client, ServerError
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    url = server_url(args.url)
     try:
-        audio, rate = sf.read(args.file, dtype="float32", always_2d=True)  # (n, channels)
-    except (OSError, RuntimeError) as e:  # libsndfile errors are RuntimeErrors
-        raise SystemExit(f"soundarc stream: cannot read {args.file}: {e}") from None
-    pcm = np.ascontiguousarray(audio).astype("<f4")
-    step = max(1, rate * args.chunk_ms // 1000)
+        audio = sf.SoundFile(args.file)
+    except (OSError, RuntimeError, ValueError, MemoryError) as e:  # libsndfile errors are RuntimeErrors
+        print(f"soundarc stream: cannot read {args.file}: {e}", file=sys.stderr)
+        return 1
+    step = max(1, audio.samplerate * args.chunk_ms // 1000)
 
-    def chunks():  # at real-time pace unless --fast: never ahead of the audio's own clock
-        started = time.monotonic()
-        for i in range(0, len(pcm), step):
-            yield pcm[i:i + step].tobytes()
+    def chunks():  # read a block at a time, at real-time pace unless --fast: never ahead of the audio's own clock
+        started, sent = time.monotonic(), 0
+        while (block := _read(audio, step)).size:
+            yield np.ascontiguousarray(block, dtype="<f4").tobytes()
+            sent += len(block)
             if not args.fast:
-                time.sleep(max(0.0, (i + step) / rate - (time.monotonic() - started)))
+                time.sleep(max(0.0, sent / audio.samplerate - (time.monotonic() - started)))
+        if audio.seekable() and sent < audio.frames:  # (a pipe's frames are unknown)
+            print(f"soundarc stream: warning: {args.file} ended after {sent} of the {audio.frames} frames its "
+                  "header announces (cut short?)", file=sys.stderr)
 
-    url = args.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).removesuffix("/stream")
-    try:
-        with Client(url, timeout_s=60) as client:
-            for message in client.stream(chunks(), int(rate), "f32le", int(pcm.shape[1]), args.top_k, args.open_set,
-                                         args.threshold_rad):
-                show(message, args.json)
-    except ServerError as e:
-        print(f"soundarc stream: closed {e.status}: {e.message}", file=sys.stderr)
-        return 1
-    except httpx.TransportError as e:  # no server there, or the connection dropped
-        print(f"soundarc stream: cannot reach {url}: {e}", file=sys.stderr)
-        return 1
+    with audio:
+        try:
+            with Client(url, timeout_s=60) as client:
+                for message in client.stream(chunks(), audio.samplerate, "f32le", audio.channels, args.top_k,
+                                             args.open_set, args.threshold_rad):
+                    show(message, args.json)
+        except Unreadable as e:
+            print(f"soundarc stream: cannot read {args.file}: {e}", file=sys.stderr)
+            return 1
+        except ServerError as e:
+            print(f"soundarc stream: closed {e.status}: {e.message}", file=sys.stderr)
+            return 1
+        except httpx.TransportError as e:  # no server there, or the connection dropped
+            print(f"soundarc stream: cannot reach {url}: {e}", file=sys.stderr)
+            return 1
     return 0
+
+
+class Unreadable(Exception):
+    """The file could not be read on (a damaged block, a header that promises more than there is)."""
+
+
+def _read(audio, frames: int):
+    """(frames, channels) float32, the file's next block; empty at its end."""
+    try:
+        return audio.read(frames, dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, MemoryError) as e:
+        raise Unreadable(str(e) or type(e).__name__) from None
+
+
+def server_url(url: str) -> str:
+    """ws://HOST:PORT/PREFIX/stream (or http://..., with or without /stream or a trailing /) -> the server's
+    base URL, http://HOST:PORT/PREFIX. Options are flags, not part of the URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.netloc:
+        raise ConfigError(f"--url must be ws://HOST:PORT/stream (or wss://), got {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"--url takes no options ({url!r}): use --top-k, --open-set, --threshold-rad")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/").removesuffix("/stream"), "", ""))
 
 
 def show(message: dict, as_json: bool) -> None:

@@ -78,13 +78,23 @@ def scan_labeled(root: str | Path) -> tuple[list[Clip], tuple[str, ...]]:
 
 
 def _scan_esc50(root: Path, meta: Path) -> tuple[list[Clip], tuple[str, ...]]:
-    with open(meta, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(meta, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as e:
+        raise errors.ConfigError(f"{meta} is not UTF-8 text: {e}") from None
     required = {"filename", "fold", "target", "category"}
     if not rows or not required <= set(rows[0]):
         raise errors.ConfigError(f"{meta} must have the columns {sorted(required)}")
-    clips = [Clip(root / "audio" / r["filename"], r["category"], int(r["fold"]), int(r["target"])) for r in rows]
+    try:
+        clips = [Clip(root / "audio" / r["filename"], r["category"], int(r["fold"]), int(r["target"])) for r in rows]
+    except (TypeError, ValueError) as e:  # a row without a fold or target number
+        raise errors.ConfigError(f"{meta}: every row needs a whole-number fold and target ({e})") from None
     names = {c.target: c.label for c in clips}
+    keys = [names[t].strip().casefold() for t in sorted(names)]
+    if not all(keys) or len(set(keys)) != len(keys) or len({(c.target, c.label) for c in clips}) != len(names):
+        raise errors.ConfigError(f"{meta} must give each target one category and each category one target "
+                                 "(a name, whatever its case)")
     return clips, tuple(names[t] for t in sorted(names))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core.activity import ActivityConfig
@@ -62,13 +63,16 @@ class Run:
         if not create:  # another process (rank 0) made it
             self.meta = json.loads((self.path / "meta.json").read_text())
             return
-        self.path.mkdir(parents=True, exist_ok=True)
         config_file, meta_file = self.path / "config.yaml", self.path / "meta.json"
+        if self.path.is_dir() and not config_file.exists() and any(self.path.iterdir()):
+            raise ConfigError(f"{self.path} holds files but no run (no config.yaml): a run needs a new or empty --out")
+        self.path.mkdir(parents=True, exist_ok=True)
         # a key added to TrainConfig after the run started counts as its default
-        earlier = yaml.safe_load(config_file.read_text()) or {} if config_file.exists() else None
-        if earlier is not None and {**TrainConfig().to_dict(), **earlier} != cfg.to_dict():
-            raise ConfigError(f"{self.path} holds a run with another config; resume with the same config or use a new --out")
-        if meta_file.exists() and json.loads(meta_file.read_text()).get("mode", mode) != mode:
+        earlier = _read_run_file(config_file, yaml.safe_load) if config_file.exists() else None
+        if earlier is not None and (changed := _changed_keys({**TrainConfig().to_dict(), **earlier}, cfg.to_dict())):
+            raise ConfigError(f"{self.path} holds a run with another config ({changed}); resume with the same config "
+                              "or use a new --out")
+        if meta_file.exists() and _read_run_file(meta_file, json.loads).get("mode", mode) != mode:
             raise ConfigError(f"{self.path} holds a {json.loads(meta_file.read_text())['mode']} run, not a {mode}: "
                               "use a new --out")
         tmp = config_file.with_suffix(".yaml.tmp")
@@ -135,15 +139,19 @@ class Run:
         if not path.exists():
             self.forget_metrics_after(0)
             return 0
-        state = torch.load(path, weights_only=True, map_location="cpu")  # the RNG states stay CPU tensors
-        weights = state.get("model")  # resume files written before it: the checkpoint's weights
-        model.load_state_dict(weights if weights is not None else
-                              load_file(self.path / "checkpoint" / "model.safetensors", device=str(device)))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        epoch = int(state["epoch"])
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")  # the RNG states stay CPU tensors
+            weights = state.get("model")  # resume files written before it: the checkpoint's weights
+            model.load_state_dict(weights if weights is not None else
+                                  load_file(self.path / "checkpoint" / "model.safetensors", device=str(device)))
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            rng.bit_generator.state = json.loads(state["numpy_rng"])
+            epoch = int(state["epoch"])
+        except (RuntimeError, KeyError, TypeError, ValueError, EOFError, AttributeError, SafetensorError) as e:
+            raise ConfigError(f"{path} is damaged ({type(e).__name__}: {str(e)[:200]}): remove it to train the run "
+                              "again from its first epoch, or use a new --out") from None
         self.forget_metrics_after(epoch)
         return epoch
 
@@ -193,12 +201,34 @@ def source_identity(run_dir: str | Path) -> dict:
     return {"run_id": read_checkpoint_info(run_dir)["run_id"], "weights_sha256": weights_digest(run_dir)}
 
 
+def _changed_keys(before: dict, now: dict) -> str:
+    """'key: old -> new' for each key whose value differs (at most five), or '' when none does."""
+    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+
+
+def _read_run_file(path: Path, parse) -> dict:
+    """A run's config.yaml or meta.json as a mapping, else a ConfigError naming it."""
+    try:
+        value = parse(path.read_text())
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path} is damaged ({type(e).__name__}): use a new --out") from None
+    if not isinstance(value, dict | None):
+        raise ConfigError(f"{path} is damaged (not a mapping): use a new --out")
+    return value or {}
+
+
 def read_checkpoint_info(run_dir: str | Path) -> dict:
     """A run's (or an ensemble's) checkpoint.json, its version checked."""
     info_file = Path(run_dir) / "checkpoint" / "checkpoint.json"
     if not info_file.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint (expected {info_file})")
-    info = json.loads(info_file.read_text())
+    try:
+        info = json.loads(info_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # a file cut short or edited
+        raise ConfigError(f"{info_file} is damaged (not JSON: {e}): export or evaluate another run") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model", {}), dict):
+        raise ConfigError(f"{info_file} is damaged (not a checkpoint's object)")
     if info.get("version") != CHECKPOINT_VERSION:
         raise ConfigError(f"checkpoint version {info.get('version')!r} in {run_dir}; expected {CHECKPOINT_VERSION}")
     return info
@@ -210,9 +240,15 @@ def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel
     if "ensemble" in info:
         raise ConfigError(f"{run_dir} is an ensemble of {len(info['ensemble'])} runs, not one model: "
                           "load it with load_inference_model")
-    model_cfg = ModelConfig(**{**info["model"], "blocks": tuple(info["model"]["blocks"])})
-    model = SoundModel(model_cfg)
-    model.load_state_dict(load_file(Path(run_dir) / "checkpoint" / "model.safetensors", device=str(map_location)))
+    weights = Path(run_dir) / "checkpoint" / "model.safetensors"
+    try:
+        model = SoundModel(ModelConfig(**{**info["model"], "blocks": tuple(info["model"]["blocks"])}))
+        model.load_state_dict(load_file(weights, device=str(map_location)))
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} has no weights (expected {weights})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:  # RuntimeError: other tensors
+        raise ConfigError(f"{run_dir}'s checkpoint is damaged or of another model ({type(e).__name__}: "
+                          f"{str(e)[:300]})") from None
     return model.eval(), info
 
 

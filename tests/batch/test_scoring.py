@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,6 +329,11 @@ def test_an_index_leaves_out_vectors_that_are_no_direction_and_a_file_indexed_tw
         (tmp_path / "bad.csv").write_text(f"{header}\na.wav,x,y\n")
         with pytest.raises(errors.ConfigError, match="empty or repeated column"):
             build_index(tmp_path / "o", tmp_path / "idx", metadata=tmp_path / "bad.csv")
+    for rows, needle in (("a.wav,x\na.wav,y\n", "listed twice"), ("a.wav,x,extra\n", "one cell for each"),
+                         ("a.wav\n", "one cell for each")):  # the last row won; extra cells dropped; a null joined
+        (tmp_path / "bad.csv").write_text(f"id,title\n{rows}")
+        with pytest.raises(errors.ConfigError, match=needle):
+            build_index(tmp_path / "o", tmp_path / "idx", metadata=tmp_path / "bad.csv")
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
@@ -339,6 +345,8 @@ def test_an_index_leaves_out_vectors_that_are_no_direction_and_a_file_indexed_tw
 
 
 def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, test_artifact):
+    import faiss
+
     score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
     for kind in ("flat", "hnsw"):
         index = build_index(tmp_path / "o", tmp_path / f"idx-{kind}", kind=kind)
@@ -356,6 +364,24 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
     assert loaded.meta["count"] == len(rows)
     with pytest.raises(errors.ArtifactError, match="rebuild"):
         load_index(tmp_path / "idx-flat", "another-model")
+    edits = {"index.json": [lambda m: {**m, "kind": "hnsw"}, lambda m: {**m, "kind": "ivf"}, lambda m: {**m, "count": 999}],
+             "items.jsonl": [lambda items: [5 for _ in items]]}  # each was a traceback, or a 500 on /search
+    for name, changes in edits.items():
+        for change in changes:
+            shutil.copytree(tmp_path / "idx-flat", tmp_path / "idx-edited", dirs_exist_ok=True)
+            edited = tmp_path / "idx-edited" / name
+            if name == "index.json":
+                edited.write_text(json.dumps(change(json.loads(edited.read_text()))))
+            else:
+                edited.write_text("".join(f"{json.dumps(x)}\n" for x in change(edited.read_text().splitlines())))
+            with pytest.raises(errors.ArtifactError, match="no usable vector index"):
+                load_index(tmp_path / "idx-edited", index.model_id)
+    faiss.write_index(faiss.IndexFlatIP(loaded.index.d), str(tmp_path / "idx-edited" / "index.faiss"))
+    (tmp_path / "idx-edited" / "items.jsonl").write_text("")
+    meta = json.loads((tmp_path / "idx-flat" / "index.json").read_text())
+    (tmp_path / "idx-edited" / "index.json").write_text(json.dumps({**meta, "count": 0}))
+    with pytest.raises(errors.ArtifactError, match="holds 0"):  # an empty index: faiss asserts k > 0 on a search
+        load_index(tmp_path / "idx-edited", index.model_id)
     (tmp_path / "idx-bad" / "index.faiss").mkdir(parents=True)  # faiss cannot write there: its RuntimeError, named
     with pytest.raises(errors.StorageError, match="cannot write"):
         build_index(tmp_path / "o", tmp_path / "idx-bad")

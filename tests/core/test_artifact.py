@@ -66,6 +66,31 @@ def test_label_count_must_match(tmp_path):
     write_json_atomic(root / "labels.json", ["only-one"])
     with pytest.raises(errors.ArtifactError, match="2 labels"):
         load_artifact(root)
+    for labels in (["a", "A"], ["a", "Silence"], ["a", ""], ["a", None]):  # an answer's name, or two classes as one
+        write_json_atomic(root / "labels.json", labels)
+        with pytest.raises(errors.ArtifactError, match="distinct non-empty names"):
+            load_artifact(root)
+
+
+@pytest.mark.parametrize("edit", [{"sample_rate": 0}, {"sample_rate": "22050"}, {"n_fft": 64}, {"eval_hop_frames": 0},
+                                  {"fmax": 1e9}, {"fmin": float("nan")}])
+def test_a_front_end_that_cannot_work_is_refused(tmp_path, edit):
+    """Each was a worker restarting in a loop, a 500 at every request, or wrong windows served."""
+    root = make_artifact(tmp_path / "m")
+    (root / "frontend.json").write_text(json.dumps({**json.loads(FrontendConfig().to_json()), **edit}))
+    with pytest.raises(errors.ArtifactError, match="not a valid front-end"):
+        load_artifact(root)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):
+    root = make_artifact(tmp_path / "m")
+    (root / "manifest.json").write_text("null")
+    with pytest.raises(errors.ArtifactError, match="must hold a JSON object"):
+        load_artifact(root)
+    (root / "manifest.json").unlink()
+    (root / "manifest.json").mkdir()
+    with pytest.raises(errors.ArtifactError, match="cannot read"):
+        load_artifact(root)
 
 
 @pytest.mark.parametrize("key,value,needle", [
@@ -76,6 +101,9 @@ def test_label_count_must_match(tmp_path):
     ("events", {"on": float("nan")}, "off <= on <= 1"),  # no event ever
     ("events", {"on": "high"}, "events is not valid"),
     ("model_file", 5, "model_file must be"),
+    ("embedding_dim", "abc", "positive integers"),  # was a traceback at start
+    ("num_classes", 2.0, "positive integers"),
+    ("model_id", None, "must be text"),
     ("variants", [], "variants"),
     ("variants", {"int8": {"file": "model.int8.onnx"}}, "variants"),
 ])

@@ -179,7 +179,8 @@ def test_frame_times_hold_over_many_segments():
     assert [frame_at(s, cfg) for s in frame_seconds(frames, cfg)] == list(frames)
 
 
-@pytest.mark.parametrize("cfg", [FrontendConfig(), FrontendConfig(sample_rate=16_000, hop_length=160, win_length=400)],
+@pytest.mark.parametrize("cfg", [FrontendConfig(),
+                                 FrontendConfig(sample_rate=16_000, hop_length=160, win_length=400, fmax=7600.0)],
                          ids=["default", "16 kHz, hop 160"])
 def test_segment_starts_are_read_from_the_log_mels_length(cfg):
     """segment_starts(F) finds the segments log_mel analysed on their own, a merged short tail included,

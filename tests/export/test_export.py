@@ -233,6 +233,11 @@ def test_export_replaces_only_an_artifact_and_never_the_runs_it_comes_from(tmp_p
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(errors.ConfigError, match="symbolic link"):
         export_artifact(run, tmp_path / "link")
+    (tmp_path / "empty" / "NOTES.txt").write_text("mine")  # a user's file beside the artifact: export would delete it
+    (tmp_path / "empty" / "checkpoint").mkdir()
+    with pytest.raises(errors.ConfigError, match=r"holds what is not the artifact's \(NOTES.txt, checkpoint\)"):
+        export_artifact(run, tmp_path / "empty")
+    assert (tmp_path / "empty" / "NOTES.txt").read_text() == "mine"
 
 
 def test_an_enrolment_while_an_artifact_is_replaced_is_not_lost(tmp_path):
@@ -293,3 +298,14 @@ def test_command_mistakes_are_one_line_not_a_traceback(tmp_path, args, needle):
     cmd = [sys.executable, "-m", "soundarc.cli", *(a.format(tmp=tmp_path) for a in args)]
     result = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("damage", ["checkpoint.json:{", "checkpoint.json:[1, 2]", "model.safetensors:cut"])
+def test_a_damaged_run_is_named_not_a_traceback(tmp_path, damage):
+    run = tmp_path / "run"
+    shutil.copytree(make_run(tmp_path / "original"), run)
+    name, how = damage.split(":", 1)
+    file = run / "checkpoint" / name
+    file.write_bytes(file.read_bytes()[:100] if how == "cut" else how.encode())
+    with pytest.raises(errors.ConfigError, match="damaged"):
+        export_artifact(run, tmp_path / "out")

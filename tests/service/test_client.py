@@ -113,3 +113,31 @@ def test_a_stream_to_a_server_that_stalls_or_drops_ends_and_lets_the_process_exi
                             text=True, timeout=60, cwd=Path(__file__).parents[2])
     assert result.returncode == 0 and result.stdout.startswith(expected), (result.stdout, result.stderr[-2000:])
     assert int(result.stdout.split()[-1]) <= 30, result.stdout  # bounded (2 s of silence, on a loaded machine)
+
+
+def test_the_stream_command(server, fixtures, tmp_path, capsys):
+    """`soundarc stream`: a file read a block at a time (a pipe's Ogg too), the URL taken apart (a trailing /,
+    options refused), a file that cannot be read on ends in one line."""
+    import subprocess
+    import sys
+
+    from soundarc.cli import main
+
+    rooster = fixtures / "1-27724-A-1.ogg"
+    ws = server.replace("http://", "ws://")
+    assert main(["stream", str(rooster), "--fast", "--url", f"{ws}/stream/"]) == 0
+    assert "summary: " in capsys.readouterr().out
+    with open(rooster, "rb") as stdin:  # libsndfile reads "-" from the process's stdin, an Ogg too (it cannot seek there)
+        piped = subprocess.run([sys.executable, "-m", "soundarc.cli", "stream", "-", "--fast", "--url", f"{ws}/stream"],
+                               stdin=stdin, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and "summary: " in piped.stdout, piped.stderr[-2000:]
+    assert main(["stream", str(rooster), "--url", f"{ws}/stream?top_k=3"]) == 2
+    assert "--url takes no options" in capsys.readouterr().err
+    lying = tmp_path / "lying.flac"  # its header announces far more samples than it holds
+    sf.write(lying, np.zeros(16_000, np.float32), 16_000, format="FLAC")
+    data = bytearray(lying.read_bytes())
+    data[22:26] = b"\x0f\xff\xff\xff"  # STREAMINFO's total samples: the low 32 of its 36 bits
+    lying.write_bytes(bytes(data))
+    code = main(["stream", str(lying), "--fast", "--url", f"{ws}/stream"])
+    err = capsys.readouterr().err
+    assert code in (0, 1) and "Traceback" not in err and ("cannot read" in err or "header announces" in err), err

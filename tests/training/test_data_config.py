@@ -25,6 +25,20 @@ def test_esc50_layout_builds_contiguous_labels(tiny_esc):
     assert {c.fold for c in clips} == {1, 2, 3} and len(clips) == 18
 
 
+@pytest.mark.parametrize("edit, needle", [(("high", "Low"), "one category"),  # two targets, one class in two
+                                          ((",40,", ",10,"), "one category"),  # a target of two names
+                                          (("high", ""), "one category"),
+                                          ((",40,", ",x,"), "whole-number fold and target")])
+def test_an_esc50_table_that_names_classes_ambiguously_is_refused(tiny_esc, tmp_path, edit, needle):
+    import shutil
+
+    shutil.copytree(tiny_esc, tmp_path / "esc")
+    meta = next((tmp_path / "esc" / "meta").glob("*.csv"))
+    meta.write_text(meta.read_text().replace(*edit))
+    with pytest.raises(ConfigError, match=needle):
+        scan_labeled(tmp_path / "esc")
+
+
 def test_folder_tree_and_unlabeled(tmp_path):
     for label in ("cat", "bird"):
         (tmp_path / "tree" / label).mkdir(parents=True)

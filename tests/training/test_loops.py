@@ -97,8 +97,12 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_esc, tmp_path, mo
     b, _ = load_checkpoint(tmp_path / "resumed")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, msg=name)
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"another config \((average_last: 2 -> 0, )?epochs: 3 -> 4\)"):  # what changed, named
         finetune(tiny(tiny_esc, tmp_path, loss="ce", epochs=4), tmp_path / "resumed")
+    (tmp_path / "artifact").mkdir()
+    (tmp_path / "artifact" / "manifest.json").write_text("{}")  # not a run: a run written into it is later lost
+    with pytest.raises(ConfigError, match="holds files but no run"):
+        finetune(cfg, tmp_path / "artifact")
     config = tmp_path / "resumed" / "config.yaml"  # written before `mixup` existed: the same run
     config.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(config.read_text()).items() if k != "mixup"}))
     assert [r["epoch"] for r in finetune(cfg, tmp_path / "resumed").history()] == [1, 2, 3]
