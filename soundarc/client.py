@@ -11,7 +11,8 @@
             print(message)                                               # then the summary
 
 Audio is a path or bytes. A server error raises `ServerError` (its HTTP status, kind and message);
-503 (overloaded or starting) is retried after its Retry-After, `retries` times. Needs only httpx and
+503 (overloaded or starting) is retried after its Retry-After, `retries` times. No server, a connection
+lost or a server silent for `timeout_s` raise httpx.TransportError. Needs only httpx and
 httpx-ws (`pip install 'soundarc[client]'`).
 """
 
@@ -66,7 +67,8 @@ class Embedding:
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:3000", timeout_s: float = 120.0, retries: int = 2):
+    def __init__(self, url: str = "http://127.0.0.1:3000", timeout_s: float = 150.0, retries: int = 2):
+        """`timeout_s` is longer than the server's own limit (SOUNDARC_REQUEST_TIMEOUT_S, 120 s): its 504 comes first."""
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
         self.retries = retries
 
