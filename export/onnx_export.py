@@ -85,6 +85,10 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
     check_destination(out, [Path(run_dir), *([Path(info["pretrained"]["run"])] if "pretrained" in info else [])])
+    done, planned = info.get("metrics", {}).get("epoch"), info.get("config", {}).get("epochs")
+    if isinstance(done, int) and isinstance(planned, int) and done < planned:
+        log.warning("%s stopped after epoch %d of %d: these are the weights of an unfinished run", run_dir, done, planned)
+    inputs = validation_inputs(frontend, info["normalisation"], real_audio)  # a bad --audio is refused before any work
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))  # same file system: rename
     staging.chmod(0o755)
@@ -94,7 +98,6 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
         write_json_atomic(staging / LABELS_FILE, info["labels"])
         if fp16:
             convert_fp16(staging / MODEL_FILE, staging / FP16_FILE)
-        inputs = validation_inputs(frontend, info["normalisation"], real_audio)
         reports = [check_parity(net, staging / MODEL_FILE, inputs, "fp32", tolerances)]
         if fp16:
             reports.append(check_parity(net, staging / FP16_FILE, inputs, "fp16", tolerances))

@@ -309,3 +309,15 @@ def test_a_damaged_run_is_named_not_a_traceback(tmp_path, damage):
     file.write_bytes(file.read_bytes()[:100] if how == "cut" else how.encode())
     with pytest.raises(errors.ConfigError, match="damaged"):
         export_artifact(run, tmp_path / "out")
+
+
+def test_an_unfinished_run_exports_with_a_warning(tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(make_run(tmp_path / "original"), run)
+    info_file = run / "checkpoint" / "checkpoint.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "metrics": {**info["metrics"], "epoch": 24},
+                                     "config": {**info["config"], "epochs": 200}}))
+    with caplog.at_level("WARNING"):
+        export_artifact(run, tmp_path / "out")
+    assert "stopped after epoch 24 of 200" in caplog.text
