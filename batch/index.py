@@ -184,7 +184,7 @@ def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
         items = [json.loads(line) for line in (path / "items.jsonl").read_text().splitlines() if line]
         index = faiss.read_index(str(path / "index.faiss"))
         _check_index(meta, items, index)
-    except (OSError, ValueError, RuntimeError, TypeError, AttributeError) as e:  # AttributeError: index.json a list
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise errors.ArtifactError(f"no usable vector index at {path}: {e}") from e
     if meta["kind"] == "hnsw":
         index.hnsw.efSearch = HNSW_EF_SEARCH  # an index built before it was set holds 16

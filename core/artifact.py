@@ -128,14 +128,14 @@ def _check_manifest_types(root: Path, manifest: dict) -> None:
 
 
 def _read_labels(path: Path, count: int) -> tuple[str, ...]:
-    """The model's class names: `count` distinct texts (whatever their case), none an answer's name."""
+    """The model's class names: `count` of them that core.classes.labels_problem accepts."""
+    from core.classes import labels_problem  # core.classes reads artifacts: imported here, not at the top
+
     labels = _read_json(path)
     if not isinstance(labels, list) or len(labels) != count:
         raise errors.ArtifactError(f"{path} must list {count} labels")
-    keys = [x.strip().casefold() if isinstance(x, str) else None for x in labels]
-    if any(not k or k in ("unknown", "silence") for k in keys) or len(set(keys)) != len(keys):
-        raise errors.ArtifactError(f"{path} must list distinct non-empty names, none 'unknown' or 'silence' in any "
-                                   f"case (the answers for no known class and for no sound), got {labels!r}")
+    if problem := labels_problem(labels):
+        raise errors.ArtifactError(f"{path}: {problem}")
     return tuple(labels)
 
 

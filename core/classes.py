@@ -184,6 +184,19 @@ def label_key(label: str) -> str:
     return re.sub(r"[ _\-]+", "_", label.casefold()).strip("_.")
 
 
+def labels_problem(labels: list) -> str | None:
+    """Why `labels` cannot be a model's classes, or None: each a name, no two one name by label_key, none an
+    answer's ("unknown", "silence"). Training refuses such data and load_artifact such a model."""
+    keys = [label_key(x) if isinstance(x, str) else "" for x in labels]
+    if not all(keys):
+        return f"a class without a name among {labels!r}"
+    if reserved := [x for x, k in zip(labels, keys) if k in RESERVED_LABELS]:
+        return f"the class names {reserved!r} are the answers for no known class and for no sound"
+    if len(set(keys)) < len(keys):
+        return f"two classes are one name (case, spaces, '_' and '-' do not count): {labels!r}"
+    return None
+
+
 def check_label(label: str, reserved=label_key) -> str:
     """The label stripped, else InvalidParameter; `reserved`: what of it may not be "unknown" or "silence"
     (str.casefold for a store written before a label's key was: 'unknown-' was enrolled then, and loads)."""

@@ -85,7 +85,8 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
     check_destination(out, [Path(run_dir), *([Path(info["pretrained"]["run"])] if "pretrained" in info else [])])
-    done, planned = info.get("metrics", {}).get("epoch"), info.get("config", {}).get("epochs")
+    config = info.get("config", {})
+    done, planned = info.get("metrics", {}).get("epoch"), config.get("probe_epochs" if config.get("probe") else "epochs")
     if isinstance(done, int) and isinstance(planned, int) and done < planned:
         log.warning("%s stopped after epoch %d of %d: these are the weights of an unfinished run", run_dir, done, planned)
     inputs = validation_inputs(frontend, info["normalisation"], real_audio)  # a bad --audio is refused before any work
@@ -141,7 +142,7 @@ def _artifact_entry(name: str) -> bool:
     of other models), the temporary files of atomic writes."""
     return (name in {FRONTEND_FILE, LABELS_FILE, MANIFEST_FILE, "openset.json"}
             or (name.startswith("model.") and name.endswith(".onnx"))  # model.onnx and its variants
-            or name.startswith(("enrolled.", ".enrolled.", ".manifest.json.", ".openset.json.")))
+            or name.startswith(("enrolled.", ".enrolled.", ".manifest.json.", ".openset.json.", ".model.")))
 
 
 def publish(staging: Path, out: Path) -> None:
@@ -158,7 +159,7 @@ def publish(staging: Path, out: Path) -> None:
         out.rename(old)
         try:
             staging.rename(out)
-        except OSError:
+        except BaseException:  # Ctrl-C or SIGTERM too: the old artifact is put back, never left aside
             old.rename(out)
             raise
     shutil.rmtree(old)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,8 @@ class Client:
         /stream; yields the server's messages as they arrive ("ready", "window", "event", and last
         "summary"). A chunk over STREAM_MESSAGE_BYTES goes as several messages (the server's limit is
         16 MiB a message). A close other than 1000 raises ServerError with the close code as its status;
-        a connection lost, or a server silent for the client's timeout, raises httpx.TransportError."""
+        a connection lost, or a server silent for the client's timeout (a send blocked: up to twice that),
+        raises httpx.TransportError."""
         from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, connect_ws
 
         setup = _given(sample_rate=sample_rate, encoding=encoding, channels=channels, top_k=top_k, open_set=open_set,
@@ -151,7 +153,8 @@ class Client:
                         return
             except WebSocketDisconnect as e:
                 raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
-            except lost as e:
+            except lost as e:  # a send after the server closed with a code (queued) is that close; else the link broke
+                _raise_queued_close(ws)
                 raise httpx.ReadError(f"the connection to the server was lost mid-stream ({type(e).__name__})") from None
 
     # -- the service ----------------------------------------------------------------------------
@@ -206,24 +209,40 @@ def _received(ws, wait_s: float | None) -> dict:
 
 
 def _connection_lost() -> tuple[type[Exception], ...]:
-    """What httpx-ws raises when the connection breaks mid-stream: its network error, a send after the
-    connection began closing (wsproto), or a write that failed or timed out (httpcore)."""
+    """What httpx-ws raises when a send fails mid-stream: its network error, a send after the connection began
+    closing (wsproto), or a write that failed or timed out (httpcore)."""
     import httpcore
     from httpx_ws import WebSocketNetworkError
     from wsproto.utilities import LocalProtocolError
 
-    return WebSocketNetworkError, LocalProtocolError, httpcore.WriteError, httpcore.ReadError
+    return WebSocketNetworkError, LocalProtocolError, httpcore.WriteError
+
+
+def _raise_queued_close(ws) -> None:
+    """The server's close, if it came before a send failed, as ServerError (its code and reason)."""
+    from queue import Empty
+
+    from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
+
+    try:
+        while True:
+            ws.receive(timeout=0)
+    except WebSocketDisconnect as e:
+        raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
+    except (Empty, WebSocketNetworkError):
+        return
 
 
 def _shut_down_on_close(stream, wait_s: float | None) -> None:
     """httpx-ws closes its stream (at the end, on a failed write, on a keepalive timeout) while its reading
     thread is blocked in a read that closing the socket does not wake: the process could not exit. Shut the
     socket down before it is closed. And a send that waits `wait_s` for room (a server that stopped reading)
-    fails instead of blocking for ever (httpcore writes without a timeout; SO_SNDTIMEO bounds the send)."""
+    fails instead of blocking for ever (httpcore writes without a timeout; SO_SNDTIMEO bounds the send; httpx-ws's
+    close frame may wait as long again)."""
     sock = stream.get_extra_info("socket")
     if sock is None:
         return
-    if wait_s:
+    if wait_s and sys.platform != "win32":  # Windows reads SO_SNDTIMEO as milliseconds in a DWORD
         seconds = int(wait_s)
         with contextlib.suppress(OSError):
             sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, struct.pack("ll", seconds, int((wait_s - seconds) * 1e6)))

@@ -1,12 +1,12 @@
 """A WebSocket server that misbehaves after its "ready" message, for the stream client's tests: it stops
-reading and never answers ("stall"), or drops the connection ("drop")."""
+reading and never answers ("stall"), drops the connection ("drop"), or closes with code 1008 ("close")."""
 
 import json
 import socket
 import threading
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 
 def serve(behaviour: str) -> str:
@@ -27,7 +27,9 @@ def _one_client(listener: socket.socket, behaviour: str) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close with RST
         conn.close()
         return
-    threading.Event().wait()  # "stall": the connection stays open, never read again
+    if behaviour == "close":
+        conn.sendall(ws.send(CloseConnection(1008, "the stream is longer than the limit")))
+    threading.Event().wait()  # the connection stays open, never read again
 
 
 def _events(ws: WSConnection, conn: socket.socket):

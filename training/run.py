@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -149,9 +150,10 @@ class Run:
             generator.set_state(state["generator"])
             rng.bit_generator.state = json.loads(state["numpy_rng"])
             epoch = int(state["epoch"])
-        except (RuntimeError, KeyError, TypeError, ValueError, EOFError, AttributeError, SafetensorError) as e:
-            raise ConfigError(f"{path} is damaged ({type(e).__name__}: {str(e)[:200]}): remove it to train the run "
-                              "again from its first epoch, or use a new --out") from None
+        except (RuntimeError, KeyError, TypeError, ValueError, EOFError, AttributeError, pickle.UnpicklingError,
+                SafetensorError) as e:
+            raise ConfigError(f"{path} is damaged ({type(e).__name__}: {str(e)[:200]}): use a new --out (or remove "
+                              "it and average.pt to train the run again from its first epoch)") from None
         self.forget_metrics_after(epoch)
         return epoch
 

@@ -66,9 +66,10 @@ def test_label_count_must_match(tmp_path):
     write_json_atomic(root / "labels.json", ["only-one"])
     with pytest.raises(errors.ArtifactError, match="2 labels"):
         load_artifact(root)
-    for labels in (["a", "A"], ["a", "Silence"], ["a", ""], ["a", None]):  # an answer's name, or two classes as one
+    for labels, needle in ((["a", "A"], "one name"), (["a", "_Silence_"], "answers for no known class"),
+                           (["a", ""], "without a name"), (["a", None], "without a name")):
         write_json_atomic(root / "labels.json", labels)
-        with pytest.raises(errors.ArtifactError, match="distinct non-empty names"):
+        with pytest.raises(errors.ArtifactError, match=needle):
             load_artifact(root)
 
 

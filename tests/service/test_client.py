@@ -84,16 +84,16 @@ def test_stream(server, fixtures):
 STREAM_SCRIPT = """
 import sys, time
 import httpx
-from soundarc.client import Client
+from soundarc.client import Client, ServerError
 from tests.fake_stream import serve
 
-chunks = (b"\\\\x00" * 65536 for _ in range(int(sys.argv[2])))  # 64 KiB each, as fast as they go
+chunks = (b"\\\\x00" * 65536 for _ in range(int(sys.argv[2])))  # 256 KiB each, as fast as they go
 started = time.monotonic()
 try:
     with Client(serve(sys.argv[1]), timeout_s=2) as client:
         for message in client.stream(chunks, sample_rate=16000):
             pass
-except httpx.TransportError as e:
+except (httpx.TransportError, ServerError) as e:
     print(type(e).__name__, e, round(time.monotonic() - started))
 """
 
@@ -102,10 +102,12 @@ except httpx.TransportError as e:
     ("stall", 2, "ReadTimeout the server sent nothing for 2 s"),  # all sent, no summary ever comes
     ("stall", 4000, "ReadError the connection to the server was lost mid-stream"),  # the send buffers fill up
     ("drop", 4000, "ReadError the connection to the server was lost mid-stream"),  # the server is gone
+    ("close", 4000, "ServerError 1008 StreamClosed: the stream is longer than the limit"),  # its code, not "lost"
 ])
 def test_a_stream_to_a_server_that_stalls_or_drops_ends_and_lets_the_process_exit(behaviour, chunks, expected):
-    """A stalled or vanished server is a TransportError within the client's timeout, and the process exits
-    (httpx-ws's reading thread was left blocked on a closed socket, and its keepalive timeout raised a traceback)."""
+    """A stalled or vanished server is a TransportError within the client's timeout (twice it for a blocked send),
+    a close while sending is its code, and the process exits (httpx-ws's reading thread was left blocked on a
+    closed socket, and its keepalive timeout raised a traceback)."""
     import subprocess
     import sys
 

@@ -25,9 +25,10 @@ def test_esc50_layout_builds_contiguous_labels(tiny_esc):
     assert {c.fold for c in clips} == {1, 2, 3} and len(clips) == 18
 
 
-@pytest.mark.parametrize("edit, needle", [(("high", "Low"), "one category"),  # two targets, one class in two
-                                          ((",40,", ",10,"), "one category"),  # a target of two names
-                                          (("high", ""), "one category"),
+@pytest.mark.parametrize("edit, needle", [(("high", "Low"), "one name"),  # two targets, one class in two
+                                          (("high", "unknown"), "answers for no known class"),
+                                          ((",40,", ",10,"), "two categories"),  # a target of two names
+                                          (("high", ""), "without a name"),
                                           ((",40,", ",x,"), "whole-number fold and target")])
 def test_an_esc50_table_that_names_classes_ambiguously_is_refused(tiny_esc, tmp_path, edit, needle):
     import shutil
