@@ -204,7 +204,7 @@ def _received(ws, wait_s: float | None) -> dict:
 
     try:
         return ws.receive_json(timeout=wait_s)
-    except Empty:
+    except (Empty, TimeoutError):  # httpx-ws before 0.10 raises Empty, from 0.10 TimeoutError
         raise httpx.ReadTimeout(f"the server sent nothing for {wait_s:g} s") from None
 
 
@@ -229,7 +229,7 @@ def _raise_queued_close(ws) -> None:
             ws.receive(timeout=0)
     except WebSocketDisconnect as e:
         raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
-    except (Empty, WebSocketNetworkError):
+    except (Empty, TimeoutError, WebSocketNetworkError):
         return
 
 
