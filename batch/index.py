@@ -108,8 +108,8 @@ def _indexable(rows: list[dict], ids: list[str]) -> tuple[list[dict], list[str],
     norms = np.linalg.norm(vectors, axis=1)
     seen, keep = set(), []
     for i, row in enumerate(rows):
-        file, member = row["id"].split("::", 1)[0], row["id"][len(row["id"].split("::", 1)[0]):]
-        where = os.path.abspath(file) + member  # as relative_ids resolves it, whatever ids are shown
+        file, separator, member = row["id"].partition("::")
+        where = os.path.abspath(file) + separator + member  # as relative_ids resolves it, whatever ids are shown
         if np.isfinite(norms[i]) and norms[i] > 0 and where not in seen:
             seen.add(where)
             keep.append(i)

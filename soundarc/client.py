@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
 import struct
 import sys
 import time
@@ -31,6 +32,7 @@ from urllib.parse import quote
 import httpx
 
 Audio = str | Path | bytes
+NOTHING_YET = (queue.Empty, TimeoutError)  # what httpx-ws's receive(timeout) raises: Empty before 0.10, TimeoutError from it
 STREAM_MESSAGE_BYTES = 1 << 20  # the most PCM one WebSocket message carries (uvicorn closes 1009 a message over 16 MiB)
 
 
@@ -200,11 +202,9 @@ def _retry_after(value: str | None, longest_s: float = 30.0) -> float:
 
 def _received(ws, wait_s: float | None) -> dict:
     """The server's next message, waiting at most `wait_s` (None: for ever)."""
-    from queue import Empty
-
     try:
         return ws.receive_json(timeout=wait_s)
-    except (Empty, TimeoutError):  # httpx-ws before 0.10 raises Empty, from 0.10 TimeoutError
+    except NOTHING_YET:
         raise httpx.ReadTimeout(f"the server sent nothing for {wait_s:g} s") from None
 
 
@@ -220,8 +220,6 @@ def _connection_lost() -> tuple[type[Exception], ...]:
 
 def _raise_queued_close(ws) -> None:
     """The server's close, if it came before a send failed, as ServerError (its code and reason)."""
-    from queue import Empty
-
     from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
 
     try:
@@ -229,7 +227,7 @@ def _raise_queued_close(ws) -> None:
             ws.receive(timeout=0)
     except WebSocketDisconnect as e:
         raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
-    except (Empty, TimeoutError, WebSocketNetworkError):
+    except (*NOTHING_YET, WebSocketNetworkError):
         return
 
 
@@ -258,11 +256,9 @@ def _shut_down_on_close(stream, wait_s: float | None) -> None:
 
 def _ready_message(ws) -> dict | None:
     """A message the server has already sent, or None (never waits)."""
-    from queue import Empty
-
     try:
         return ws.receive_json(timeout=0.001)
-    except (Empty, TimeoutError):
+    except NOTHING_YET:
         return None
 
 

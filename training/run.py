@@ -73,9 +73,9 @@ class Run:
         if earlier is not None and (changed := _changed_keys({**TrainConfig().to_dict(), **earlier}, cfg.to_dict())):
             raise ConfigError(f"{self.path} holds a run with another config ({changed}); resume with the same config "
                               "or use a new --out")
-        if meta_file.exists() and _read_run_file(meta_file, json.loads).get("mode", mode) != mode:
-            raise ConfigError(f"{self.path} holds a {json.loads(meta_file.read_text())['mode']} run, not a {mode}: "
-                              "use a new --out")
+        earlier_mode = _read_run_file(meta_file, json.loads).get("mode", mode) if meta_file.exists() else mode
+        if earlier_mode != mode:
+            raise ConfigError(f"{self.path} holds a {earlier_mode} run, not a {mode}: use a new --out")
         tmp = config_file.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
         os.replace(tmp, config_file)
