@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch.results import read_results
+from batch.results import read_results, unfinished
 from core import errors
 from core.answer import SILENCE, ClipAnswer
 from core.artifact import write_json_atomic
@@ -70,6 +70,9 @@ def build_index(results_dir: str | Path, out: str | Path, kind: str = "flat", hn
     if out.exists() and not out.is_dir():
         raise errors.ConfigError(f"--out {out} is a file: name a folder for the index")
     extra = read_metadata(metadata) if metadata else {}  # a bad file fails before the work
+    if unfinished(results_dir):
+        log.warning("%s is a run that has not finished (no _summary.json): indexing the rows it has; run the same "
+                    "`soundarc score` again to finish it", results_dir)
     rows = [r for r in read_results(results_dir) if not r.get("error_kind") and r.get("embedding") is not None]
     if not rows:  # scored without --embeddings, or every clip silent (a silent clip has no embedding)
         raise errors.ConfigError(f"{results_dir} has no embeddings: score with --embeddings")
@@ -174,8 +177,8 @@ def _check_index(meta: dict, items: list, index) -> None:
         raise ValueError("every line of items.jsonl must be an object with a string id")
 
 
-def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
-    """Load an index; refuses one built by another model than `model_id`."""
+def load_index(path: str | Path, model_id: str | None = None, dim: int | None = None) -> VectorIndex:
+    """Load an index; refuses one built by another model than `model_id`, or of vectors not `dim` long."""
     import faiss
 
     path = Path(path)
@@ -191,6 +194,9 @@ def load_index(path: str | Path, model_id: str | None = None) -> VectorIndex:
     if model_id is not None and meta["model_id"] != model_id:
         raise errors.ArtifactError(f"the index at {path} was built with model {meta['model_id']}, "
                                    f"the service runs {model_id}: rebuild it with this model")
+    if dim is not None and meta["dim"] != dim:  # a model id edited by hand, or a model re-exported wider
+        raise errors.ArtifactError(f"the index at {path} holds vectors of {meta['dim']} numbers, the model's embedding "
+                                   f"has {dim}: rebuild it with this model")
     if index.ntotal != len(items):
         raise errors.ArtifactError(f"the index at {path} has {index.ntotal} vectors for {len(items)} items")
     return VectorIndex(index, items, meta)

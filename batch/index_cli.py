@@ -42,7 +42,7 @@ def run(args) -> int:
     from core.runtime import create_runtime
 
     artifact = load_artifact(args.model)
-    index = load_index(args.index, artifact.model_id)
+    index = load_index(args.index, artifact.model_id, artifact.embedding_dim)
     clip = prepare(args.clip, artifact.frontend, artifact.activity)
     logits, embeddings = create_runtime(artifact).run(clip.patches)
     result = answer(logits, embeddings, clip.active, clip.starts_s, artifact.frontend.patch_seconds, artifact.labels,

@@ -3,8 +3,8 @@
     OUT/part-00000.parquet ...   each written to a temporary name, then renamed: a part is whole or absent
     OUT/_run.json                what shapes the rows (model id, format, top_k, ...), written with the
                                  first part: a resumed run with other options is refused rather than mix rows
-    OUT/_summary.json            written when a run finishes: the counts of every row in OUT (all the
-                                 runs that wrote it) and this run's own rows and time
+    OUT/_summary.json            written when a run finishes (removed when one starts): the counts of every
+                                 row in OUT (all the runs that wrote it) and this run's own rows and time
 
 A rerun reads the ids of the committed parts and skips them: after a crash or kill -9, OUT holds
 exactly one row per input once the run completes.
@@ -30,6 +30,7 @@ from core.artifact import write_json_atomic
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "jsonl", "csv")
+SUMMARY = "_summary.json"
 LIST_COLUMNS = ("top_labels", "top_scores", "embedding", "events")
 EVENT_TABLES = ("dcase", "audacity")
 TYPED_COLUMNS = {"duration_s": float, "score": float, "angle_rad": float, "active_windows": int, "windows": int,
@@ -71,6 +72,7 @@ class PartWriter:
                                   for k in changed)
                 raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} ({shown}): run "
                                          "with its options, or use another --out")
+        (out / SUMMARY).unlink(missing_ok=True)  # a run under way has no summary: one there means OUT is finished
         self.rows: list[dict] = []
         self.next_part = max((_part_number(p) + 1 for p in self.parts()), default=0)  # never over a part
         self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added
@@ -150,7 +152,7 @@ class PartWriter:
         self.commit()
         summary = {"rows": len(self.ids), "errors": dict(self.errors_by_kind), "error_rate": round(self.error_rate, 4),
                    "this_run": this_run}
-        write_json_atomic(self.out / "_summary.json", summary)
+        write_json_atomic(self.out / SUMMARY, summary)
         self.release()
         return summary
 
@@ -242,6 +244,12 @@ def read_checked(path: Path) -> list[dict]:
         raise errors.ConfigError(f"{path} is damaged ({str(e)[:200]}): delete it (its inputs are scored again on "
                                  "resuming), or use another --out") from None
     return rows
+
+
+def unfinished(out: str | Path) -> bool:
+    """Whether OUT is the local engine's run that has not finished (killed, or still running)."""
+    out = Path(out)
+    return (out / "_run.json").is_file() and not (out / SUMMARY).is_file()
 
 
 def read_results(out: str | Path) -> list[dict]:

@@ -59,7 +59,7 @@ def _startup_or_exit() -> _Startup:
     try:
         settings = ServiceSettings.from_env()
         artifact = load_artifact(settings.model)
-        index = load_index(settings.index, artifact.model_id) if settings.index else None
+        index = load_index(settings.index, artifact.model_id, artifact.embedding_dim) if settings.index else None
         class_store = ClassStore(settings.classes_path, artifact.model_id, artifact.path)
         classes = class_store.load(ClassSet.of(artifact)) if artifact.open_set is not None else None
         runtime = create_runtime(artifact, settings.runtime)

@@ -93,22 +93,28 @@ class Client:
         body = self._post("/classify", [audio], {"top_k": top_k, "windows": windows, "open_set": open_set,
                                                  "threshold_rad": threshold_rad, "events": events or None,
                                                  "spectrogram": spectrogram or None})
-        return Classification(body["label"], body["score"], [(r["label"], r["score"]) for r in body["ranking"]],
-                              body["activity"], body["duration_s"], body["warnings"], body.get("open_set"),
-                              body.get("windows"), body.get("events"), body.get("spectrogram"), body)
+        with _answer_of("/classify", body):
+            return Classification(body["label"], body["score"], [(r["label"], r["score"]) for r in body["ranking"]],
+                                  body["activity"], body["duration_s"], body["warnings"], body.get("open_set"),
+                                  body.get("windows"), body.get("events"), body.get("spectrogram"), body)
 
     def embed(self, audio: Audio, windows: bool = False) -> Embedding:
         body = self._post("/embed", [audio], {"windows": windows})
-        return Embedding(body["embedding"], body["dim"], body["activity"], body["duration_s"], body["warnings"], body)
+        with _answer_of("/embed", body):
+            return Embedding(body["embedding"], body["dim"], body["activity"], body["duration_s"], body["warnings"], body)
 
     def search(self, audio: Audio, top_k: int = 5) -> list[dict]:
         """The most similar indexed items: {"id", "label", "similarity", ...}, best first."""
-        return self._post("/search", [audio], {"top_k": top_k})["results"]
+        body = self._post("/search", [audio], {"top_k": top_k})
+        with _answer_of("/search", body):
+            return body["results"]
 
     # -- classes --------------------------------------------------------------------------------
     def classes(self) -> list[dict]:
         """The model's classes and the enrolled ones: {"label", "kind", ...}."""
-        return self._request("GET", "/classes")["classes"]
+        body = self._request("GET", "/classes")
+        with _answer_of("/classes", body):
+            return body["classes"]
 
     def enrol(self, label: str, examples: list[Audio], margin: float | None = None) -> dict:
         """A new class from 1-20 example clips; `margin`: its own enrolment margin (None: the model's)."""
@@ -189,6 +195,16 @@ class Client:
             raise ServerError(response.status_code, error["error"], error["message"])
         except (ValueError, KeyError, TypeError):
             raise ServerError(response.status_code, "HTTPError", response.text[:500]) from None
+
+
+@contextlib.contextmanager
+def _answer_of(route: str, body):
+    """Reading a success's JSON: one that is not soundarc's answer (a proxy's JSON, say) is a ServerError, not a KeyError."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ServerError(200, "UnexpectedAnswer",
+                          f"{route} answered JSON that is not soundarc's ({type(e).__name__} {e}): {str(body)[:300]}") from None
 
 
 def _retry_after(value: str | None, longest_s: float = 30.0) -> float:

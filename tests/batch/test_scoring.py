@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from batch.index import build_index, load_index
-from batch.results import read_results
+from batch.results import PartWriter, read_results
 from batch.scoring import ScoreOptions, score
 from core import errors
 from core.audio import DecodeLimits
@@ -364,6 +364,9 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
     assert loaded.meta["count"] == len(rows)
     with pytest.raises(errors.ArtifactError, match="rebuild"):
         load_index(tmp_path / "idx-flat", "another-model")
+    with pytest.raises(errors.ArtifactError, match="numbers, the model's embedding has 7"):
+        load_index(tmp_path / "idx-flat", index.model_id, dim=7)
+    assert load_index(tmp_path / "idx-flat", index.model_id, dim=loaded.meta["dim"]).meta["count"] == len(rows)
     edits = {"index.json": [lambda m: {**m, "kind": "hnsw"}, lambda m: {**m, "kind": "ivf"}, lambda m: {**m, "count": 999}],
              "items.jsonl": [lambda items: [5 for _ in items]]}  # each was a traceback, or a 500 on /search
     for name, changes in edits.items():
@@ -385,6 +388,18 @@ def test_index_finds_the_clip_itself_and_refuses_other_models(corpus, tmp_path, 
     (tmp_path / "idx-bad" / "index.faiss").mkdir(parents=True)  # faiss cannot write there: its RuntimeError, named
     with pytest.raises(errors.StorageError, match="cannot write"):
         build_index(tmp_path / "o", tmp_path / "idx-bad")
+
+
+def test_an_index_of_a_run_that_has_not_finished_says_so(corpus, tmp_path, test_artifact, caplog):
+    score([str(corpus["dir"])], test_artifact, tmp_path / "o", OPTIONS)
+    with caplog.at_level("WARNING", logger="batch.index"):
+        build_index(tmp_path / "o", tmp_path / "idx")
+    assert "not finished" not in caplog.text
+    started = PartWriter(tmp_path / "o", "parquet", json.loads((tmp_path / "o" / "_run.json").read_text()))
+    started.release()  # a second run started, then killed before its end
+    with caplog.at_level("WARNING", logger="batch.index"):
+        build_index(tmp_path / "o", tmp_path / "idx")
+    assert "has not finished" in caplog.text
 
 
 def test_lazy_items_read_the_same_bytes_and_errors(corpus, tmp_path):

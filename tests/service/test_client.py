@@ -51,6 +51,19 @@ def test_errors_are_server_errors(server):
             assert info.value.status == 404 and repr(label)[1:-1] in info.value.message, info.value.message
 
 
+@pytest.mark.parametrize("answer", [{"detail": "a proxy's own JSON"}, [], {"label": "dog", "ranking": [1]}, "text"])
+def test_a_success_that_is_not_soundarcs_answer_is_a_server_error(answer):
+    import httpx
+
+    client = Client()
+    client.http = httpx.Client(base_url="http://soundarc.test", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json=answer)))
+    for call in (lambda: client.classify(b"x"), lambda: client.embed(b"x"), lambda: client.search(b"x"), client.classes):
+        with pytest.raises(ServerError) as info:
+            call()
+        assert info.value.kind == "UnexpectedAnswer" and "not soundarc's" in info.value.message
+
+
 def test_retry_after_is_seconds_within_reason():
     from soundarc.client import _retry_after
 
