@@ -3,13 +3,14 @@
     model.onnx      input `logmel` (B, 1, T, M) float32 -> `logits` (B, C), `embedding` (B, D)
     frontend.json   the FrontendConfig the model was trained with
     labels.json     class names, index = logit position
-    manifest.json   version, sha256 of model.onnx, opset, versions, parity, training run and metrics,
+    manifest.json   version, sha256 of model.onnx (and under `files`, of frontend.json and labels.json),
+                    opset, versions, parity, training run and metrics,
                     `activity`: the thresholds of core.activity, `events`: the parameters of
                     core.events (their defaults when absent)
     openset.json    optional: class prototypes and the "unknown" threshold (sha256 in the manifest)
 
 `load_artifact` refuses a directory with a missing file, an unknown manifest version, a model
-whose sha256 differs from the manifest's, activity or event parameters that are not finite numbers
+or a front-end or labels whose sha256 differs from the manifest's, activity or event parameters that are not finite numbers
 of their fields, or an open set whose threshold is no angle; `core.runtime` refuses a model whose
 input or output sizes differ from the front-end's, the labels' and the manifest's.
 """
@@ -39,6 +40,7 @@ MODEL_FILE = "model.onnx"
 FRONTEND_FILE = "frontend.json"
 LABELS_FILE = "labels.json"
 MANIFEST_FILE = "manifest.json"
+HASHED_FILES = (FRONTEND_FILE, LABELS_FILE)  # the manifest's `files`: their sha256 (an artifact made before has none)
 REQUIRED_MANIFEST_KEYS = ("version", "model_id", "sha256", "model_file", "opset", "embedding_dim", "num_classes")
 
 
@@ -106,6 +108,7 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
         raise errors.ArtifactError(
             f"{model} has sha256 {actual}, but the manifest says {manifest['sha256']}: the model was altered"
         )
+    _check_hashed_files(root, manifest)
     try:
         frontend = FrontendConfig.from_dict(_read_json(root / FRONTEND_FILE))
     except (errors.ConfigError, TypeError, AttributeError) as e:  # AttributeError, TypeError: not an object of fields
@@ -148,6 +151,19 @@ def _check_files(root: Path, manifest: dict) -> None:
     if not isinstance(manifest["model_file"], str) or not entries_ok:
         raise errors.ArtifactError(f"{root / MANIFEST_FILE}: model_file must be a file name and variants "
                                    f"{{precision: {{file, sha256}}}}, got {manifest['model_file']!r} and {variants!r}")
+
+
+def _check_hashed_files(root: Path, manifest: dict) -> None:
+    """frontend.json and labels.json as exported: an edit (two labels swapped, a mel count changed) would
+    answer wrong names or features without an error. Skipped for an artifact whose manifest has no `files`."""
+    hashes = manifest.get("files", {})
+    if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+        raise errors.ArtifactError(f"{root / MANIFEST_FILE}: files must map file names to their sha256, got {hashes!r}")
+    for name in HASHED_FILES:
+        path = root / name
+        if name in hashes and path.is_file() and sha256_file(path) != hashes[name]:
+            raise errors.ArtifactError(f"{path} does not match its sha256 in the manifest: it was edited after export "
+                                       f"(export again, or delete files.{name} from the manifest to take it as it is)")
 
 
 def _check_parameters(artifact: Artifact) -> None:

@@ -29,6 +29,7 @@ from core import errors
 from core.activity import ActivityConfig
 from core.artifact import (
     FRONTEND_FILE,
+    HASHED_FILES,
     LABELS_FILE,
     MANIFEST_FILE,
     MANIFEST_VERSION,
@@ -285,6 +286,7 @@ def build_manifest(staging: Path, info: dict, opset: int, reports: list[ParityRe
         "outputs": {"logits": ["B", num_classes], "embedding": ["B", dim]},
         "num_classes": num_classes,
         "embedding_dim": dim,
+        "files": {name: sha256_file(staging / name) for name in HASHED_FILES},
         "normalisation": info["normalisation"],
         "activity": info.get("activity", ActivityConfig().to_dict()),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},

@@ -132,6 +132,7 @@ def test_a_model_whose_sizes_differ_from_its_artifacts_files_is_refused(test_art
     """An edit of frontend.json, labels.json (with the manifest's count) or the manifest alone."""
     root = shutil.copytree(test_artifact, tmp_path / "m")
     manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["files"]  # as an artifact exported before the two files' sha256 were kept: their sizes still checked
     if edit == "n_mels":
         frontend = json.loads((root / "frontend.json").read_text())
         write_json_atomic(root / "frontend.json", {**frontend, "n_mels": 64})
@@ -146,6 +147,23 @@ def test_a_model_whose_sizes_differ_from_its_artifacts_files_is_refused(test_art
     write_json_atomic(root / "manifest.json", manifest)
     with pytest.raises(errors.ArtifactError, match="sizes"):
         create_runtime(load_artifact(root), RuntimeConfig(device="cpu", precision="fp32"))
+
+
+@pytest.mark.parametrize("name", ["frontend.json", "labels.json"])
+def test_a_front_end_or_labels_edited_after_export_is_refused(test_artifact, tmp_path, name):
+    root = shutil.copytree(test_artifact, tmp_path / "m")
+    value = json.loads((root / name).read_text())
+    edited = value[::-1] if name == "labels.json" else {**value, "fmin": value["fmin"] + 10}  # a swap; a sane value
+    write_json_atomic(root / name, edited)
+    with pytest.raises(errors.ArtifactError, match=f"{name} does not match its sha256 .* delete files.{name}"):
+        load_artifact(root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    write_json_atomic(root / "manifest.json", {**manifest, "files": {k: v for k, v in manifest["files"].items() if k != name}})
+    if name == "frontend.json":  # taken as it is once its entry is gone
+        assert load_artifact(root).frontend.fmin == value["fmin"] + 10
+    else:  # the open set's prototypes name the classes in the model's order: still refused, by them
+        with pytest.raises(errors.ArtifactError, match="prototypes"):
+            load_artifact(root)
 
 
 def test_a_failed_atomic_write_leaves_the_file_as_it_was_and_no_temporary_file(tmp_path):

@@ -44,6 +44,9 @@ def broken(test_artifact: Path, tmp_path: Path, what: str) -> dict:
     if what == "front-end of another size":  # the workers could not run it: no restart loop
         frontend = json.loads((model / "frontend.json").read_text())
         (model / "frontend.json").write_text(json.dumps({**frontend, "n_mels": 64}))
+        manifest = json.loads((model / "manifest.json").read_text())
+        del manifest["files"]  # as an artifact exported before the front-end's sha256 was kept
+        (model / "manifest.json").write_text(json.dumps(manifest))
         return {"SOUNDARC_MODEL": str(model)}
     if what == "setting out of range":
         return {"SOUNDARC_MODEL": str(model), "SOUNDARC_MAX_BATCH_SIZE": "0"}
