@@ -12,6 +12,8 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -85,6 +87,7 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
     net, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
+    sweep_leftovers(out)
     check_destination(out, [Path(run_dir), *([Path(info["pretrained"]["run"])] if "pretrained" in info else [])])
     config = info.get("config", {})
     done, planned = info.get("metrics", {}).get("epoch"), config.get("probe_epochs" if config.get("probe") else "epochs")
@@ -92,7 +95,7 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
         log.warning("%s stopped after epoch %d of %d: these are the weights of an unfinished run", run_dir, done, planned)
     inputs = validation_inputs(frontend, info["normalisation"], real_audio)  # a bad --audio is refused before any work
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))  # same file system: rename
+    staging = Path(tempfile.mkdtemp(prefix=_leftover_prefix(out, "export"), dir=out.parent))  # same file system: rename
     staging.chmod(0o755)
     try:
         onnx_to_file(net, frontend, staging / MODEL_FILE, opset)
@@ -155,7 +158,7 @@ def publish(staging: Path, out: Path) -> None:
         return
     with _store_locked(out):
         _keep_enrolled(out, staging)
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=_leftover_prefix(out, "old"), dir=out.parent))
         old.rmdir()  # only its unique name is wanted
         out.rename(old)
         try:
@@ -164,6 +167,40 @@ def publish(staging: Path, out: Path) -> None:
             old.rename(out)
             raise
     shutil.rmtree(old)
+
+
+def _leftover_prefix(out: Path, kind: str) -> str:
+    """The name of a folder an export makes beside `out` ("export": its staging, "old": the artifact it
+    replaces) begins with this, its process id in it: one killed with SIGKILL is known by a pid that is gone."""
+    return f".{out.name}-{kind}-{os.getpid()}-"
+
+
+def sweep_leftovers(out: Path) -> None:
+    """What an export killed outright (SIGKILL, a power cut) left beside `out`: its staging folder is
+    deleted; an old artifact it had moved aside is put back where `out` is missing, else deleted. Only the
+    folders of processes that no longer run on this machine."""
+    if not out.parent.is_dir():
+        return
+    for path in sorted(out.parent.iterdir()):
+        found = re.fullmatch(rf"\.{re.escape(out.name)}-(export|old)-(\d+)-\w+", path.name)
+        if not found or not path.is_dir() or _running(int(found[2])):
+            continue
+        if found[1] == "old" and not out.exists():
+            path.rename(out)
+            log.warning("put %s back: an export killed while it replaced it had left it at %s", out, path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s, left by an export that was killed", path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; a number no pid can be
+        return True
+    return True
 
 
 @contextlib.contextmanager

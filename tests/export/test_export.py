@@ -1,5 +1,6 @@
 import fcntl
 import json
+import os
 import shutil
 import threading
 
@@ -14,7 +15,7 @@ from core.clip import prepare
 from core.errors import ExportValidationError, GPUUnavailable
 from core.features import FrontendConfig
 from core.runtime import RuntimeConfig, create_runtime, gpu_visible
-from export.onnx_export import Tolerances, export_artifact, publish
+from export.onnx_export import Tolerances, export_artifact, publish, sweep_leftovers
 from tests.helpers import make_run
 from training.model import InferenceModel
 from training.run import load_checkpoint, save_ensemble
@@ -276,6 +277,30 @@ def test_a_failed_finish_leaves_the_artifact_that_was_there(tmp_path):
     export_artifact(make_run(tmp_path / "other", seed=1), out, finish=lambda staged: (staged / "extra").write_text("x"))
     assert (out / "extra").exists() and (out / "manifest.json").read_text() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other", "run"]  # the old one removed
+
+
+def test_what_a_killed_export_left_is_swept_by_the_next(tmp_path):
+    """kill -9 leaves a staging folder (during the export) or the old artifact moved aside (during the swap)."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    run = make_run(tmp_path / "run")
+    out = export_artifact(run, tmp_path / "model")
+    before = (out / "manifest.json").read_text()
+    out.rename(tmp_path / f".model-old-{dead}-ab_1")  # killed between its two renames: no artifact at OUT
+    (tmp_path / f".model-export-{dead}-xyz").mkdir()
+    (tmp_path / f".model-export-{os.getpid()}-live").mkdir()  # a running export's: kept
+    (tmp_path / f".other-export-{dead}-xyz").mkdir()  # another artifact's: not this export's business
+    sweep_leftovers(out)
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        [f".model-export-{os.getpid()}-live", f".other-export-{dead}-xyz", "model", "run"]
+    (tmp_path / f".model-old-{dead}-cd_2").mkdir()  # killed after the swap: the old one is deleted
+    export_artifact(run, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        [f".model-export-{os.getpid()}-live", f".other-export-{dead}-xyz", "model", "run"]
 
 
 @pytest.mark.parametrize("args,needle", [
