@@ -138,8 +138,10 @@ class PartWriter:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except OSError:
+        except OSError as e:
             tmp.unlink(missing_ok=True)  # a full disk keeps no half part
+            if e.filename is None:  # a write's ENOSPC names no file: say which
+                e.filename = str(target)
             raise
 
     @property

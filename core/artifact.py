@@ -225,9 +225,11 @@ def write_json_atomic(path: str | os.PathLike, obj) -> os.stat_result:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; artifacts are read by other users (containers)
         written = os.stat(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write's ENOSPC names no file: say which
+            e.filename = str(path)
         raise
     return written
 
