@@ -83,11 +83,8 @@ def decode_with_warnings(
     elif declared > read * 1.01 + 1:  # MP3 lengths from a Xing header are approximate
         warnings.append(f"the header declares {declared / rate:.3f} s, but only {read / rate:.3f} s could be read: "
                         "the file is cut short")
-    elif container in ("WAV", "WAVEX", "AIFF"):  # their readers shorten a file cut short without a word
-        if cut := _data_chunk_shortfall(source):
-            warnings.append(cut)
-    elif container == "OGG" and (cut := _ogg_shortfall(source)):  # so does the Ogg reader
-        warnings.append(f"{cut}: the file is cut short ({read / rate:.3f} s decoded)")
+    elif cut := shortfall(source, container):
+        warnings.append(f"{cut} ({read / rate:.3f} s decoded)")
     for warning in warnings:
         log.info("decode: %s", warning)
     return y, warnings
@@ -318,6 +315,16 @@ def _ogg_page_intact(page: bytes) -> bool:
     for byte in page[:22] + bytes(4) + page[26:]:
         crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ byte]
     return crc == struct.unpack("<I", page[22:26])[0]
+
+
+def shortfall(source, container: str) -> str:
+    """What is missing from a file cut short in the formats whose readers shorten it without a word (WAV,
+    AIFF, Ogg; libsndfile's format name `container`): a warning, or "" when the file is whole."""
+    if container in ("WAV", "WAVEX", "AIFF"):
+        return _data_chunk_shortfall(source)
+    if container == "OGG" and (cut := _ogg_shortfall(source)):
+        return f"{cut}: the file is cut short"
+    return ""
 
 
 def _data_chunk_shortfall(source) -> str:

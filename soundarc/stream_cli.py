@@ -9,6 +9,7 @@ import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from core.audio import shortfall
 from core.errors import ConfigError
 from soundarc.cli import at_least
 
@@ -53,6 +54,8 @@ def run(args) -> int:
         if audio.seekable() and sent < audio.frames:  # (a pipe's frames are unknown)
             print(f"soundarc stream: warning: {args.file} ended after {sent} of the {audio.frames} frames its "
                   "header announces (cut short?)", file=sys.stderr)
+        elif args.file != "-" and (cut := shortfall(args.file, audio.format)):  # the reader shortened it silently
+            print(f"soundarc stream: warning: {args.file}: {cut}", file=sys.stderr)
 
     with audio:
         try:

@@ -156,3 +156,8 @@ def test_the_stream_command(server, fixtures, tmp_path, capsys):
     code = main(["stream", str(lying), "--fast", "--url", f"{ws}/stream"])
     err = capsys.readouterr().err
     assert code in (0, 1) and "Traceback" not in err and ("cannot read" in err or "header announces" in err), err
+    cut = tmp_path / "cut.wav"  # libsndfile gives the frames a cut WAV holds: only its data chunk tells
+    sf.write(cut, np.zeros(16_000, np.float32), 16_000, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[:20_000])
+    assert main(["stream", str(cut), "--fast", "--url", f"{ws}/stream"]) == 0
+    assert "data chunk declares 32000 bytes of samples, the file holds 19956" in capsys.readouterr().err
