@@ -22,6 +22,7 @@ import lzma
 import os
 import re
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -34,6 +35,7 @@ from core.audio import AUDIO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
+UTF8_FLAG = 0x800  # a zip entry's general purpose flag: its name is UTF-8
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 COMPRESSION = {b"\x1f\x8b\x08": gzip.open, b"\xfd7zXZ\x00": lzma.open}  # a tar's, by its first bytes (and bzip2's below)
 TAR_ERRORS = (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error)  # a damaged tar or compressed stream
@@ -170,7 +172,7 @@ def load_item(item: Item, max_bytes: int) -> Item:
             return Item(item.id, error=errors.UndecodableAudio("the archive member is truncated"))
         return Item(item.id, data=data)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             return _read_zip_member(archive, archive.infolist()[rest[0]], item.id, max_bytes)
     except (OSError, zipfile.BadZipFile, IndexError, ValueError) as e:  # it changed since it was listed
         return Item(item.id, error=errors.NotFound(f"cannot read the archive member: {e}"))
@@ -360,8 +362,8 @@ def _check_tar_end(archive: tarfile.TarFile) -> None:
 
 def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, ValueError) as e:  # ValueError: a name flagged UTF-8 that is not
+        archive = open_zip(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
         yield Item(str(path), error=errors.UndecodableAudio(f"cannot open the archive: {e}"))
         return
     with archive:
@@ -371,6 +373,100 @@ def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
             item = _zip_member(path, archive, index, max_bytes, lazy)
             item.key = (str(path), index)  # two members of one name are two inputs
             yield item
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """A zip archive. zipfile refuses a whole archive where one name is flagged UTF-8 but is not (a tool that
+    set the flag on a Latin-1 name): such an archive is read with those flags cleared, so that its other
+    members are not lost, and those names are their bytes as a file name on disk would be ('caf\\xe9.wav')."""
+    try:
+        return zipfile.ZipFile(path)
+    except UnicodeDecodeError:
+        pass
+    flags, headers = _false_utf8_flags(path)
+    if not flags:
+        raise zipfile.BadZipFile("a member's name is flagged UTF-8 but is not, and the archive's directory cannot be read")
+    archive = _OwnedZip(_FlagsCleared(path, flags))
+    for info in archive.infolist():
+        if info.header_offset in headers:  # read as cp437, which maps every byte: its bytes back, as on a disk
+            info.filename = info.orig_filename.encode("cp437").decode("utf-8", "surrogateescape")
+    return archive
+
+
+def _false_utf8_flags(path: Path) -> tuple[list[int], set[int]]:
+    """The file offsets of the flag fields (central directory and local header) of members whose name is
+    flagged UTF-8 but is not, and those members' local header offsets. Zip64 archives are not walked."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_at = max(0, size - (22 + 65535))  # the end record, after which a comment of up to 64 KiB
+        f.seek(tail_at)
+        tail = f.read()
+        end = tail.rfind(b"PK\x05\x06")
+        if end < 0 or end + 22 > len(tail):
+            return [], set()
+        directory_size, directory_at = struct.unpack_from("<2L", tail, end + 12)
+        before = tail_at + end - directory_size - directory_at  # bytes before the archive (a self-extractor)
+        f.seek(directory_at + before)
+        directory = f.read(directory_size)
+    flags, headers, at = [], set(), 0
+    while at + 46 <= len(directory) and directory[at:at + 4] == b"PK\x01\x02":
+        (flag,) = struct.unpack_from("<H", directory, at + 8)
+        name_length, extra_length, comment_length = struct.unpack_from("<3H", directory, at + 28)
+        (header,) = struct.unpack_from("<L", directory, at + 42)
+        try:
+            directory[at + 46:at + 46 + name_length].decode("utf-8")
+        except UnicodeDecodeError:
+            if flag & UTF8_FLAG:
+                flags += [directory_at + before + at + 8, header + before + 6]
+                headers.add(header + before)
+        at += 46 + name_length + extra_length + comment_length
+    return flags, headers
+
+
+class _FlagsCleared:
+    """A file read with the UTF-8 flag cleared in the two-byte flag fields at `offsets` (bit 11: bit 3 of the
+    second, little-endian byte); what zipfile calls of a file object."""
+
+    def __init__(self, path: Path, offsets: list[int]):
+        self.file, self.offsets = open(path, "rb"), offsets
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.file.tell()
+        data = bytearray(self.file.read(n))
+        for offset in self.offsets:
+            if 0 <= offset + 1 - start < len(data):
+                data[offset + 1 - start] &= ~(UTF8_FLAG >> 8) & 0xFF
+        return bytes(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _OwnedZip(zipfile.ZipFile):
+    """A ZipFile that closes the file object it was given with itself."""
+
+    def __init__(self, file):
+        self.owned = file
+        try:
+            super().__init__(file)
+        except BaseException:
+            file.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.owned.close()
 
 
 def _zip_member(path: Path, archive: zipfile.ZipFile, index: int, max_bytes: int, lazy: bool) -> Item:

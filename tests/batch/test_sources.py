@@ -45,6 +45,23 @@ def test_a_corrupt_zip_member_is_its_error_row_and_the_rest_are_read(tmp_path, l
 
 
 @pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("prefix", [b"", b"#!/bin/sh self-extractor\n" * 4])
+def test_a_zip_name_flagged_utf8_that_is_not_costs_no_member(tmp_path, lazy, prefix):
+    """zipfile refuses the whole archive (UnicodeDecodeError): the other members were lost with it."""
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr("café.wav", b"c" * 3000)  # non-ASCII: written with the UTF-8 flag
+        z.writestr("b.wav", b"b" * 3000)
+    raw = prefix + (tmp_path / "a.zip").read_bytes().replace("café".encode(), b"caf\xe9!")  # Latin-1, flagged UTF-8
+    (tmp_path / "a.zip").write_bytes(raw)
+    with pytest.raises(UnicodeDecodeError):
+        zipfile.ZipFile(tmp_path / "a.zip")
+    got = rows([tmp_path / "a.zip"], lazy=lazy)
+    assert got == {f"{tmp_path}/a.zip::caf\\xe9!.wav": None, f"{tmp_path}/a.zip::b.wav": None}
+    read = {i.id: load_item(i, LIMIT).data for i in iter_items([str(tmp_path / "a.zip")], LIMIT, lazy=lazy)}
+    assert read == {f"{tmp_path}/a.zip::caf\\xe9!.wav": b"c" * 3000, f"{tmp_path}/a.zip::b.wav": b"b" * 3000}
+
+
+@pytest.mark.parametrize("lazy", [False, True])
 def test_a_damaged_or_cut_tar_header_is_an_error_row_not_the_end_of_the_archive(tmp_path, lazy):
     raw = bytearray(tar_bytes(["a.wav", "b.wav", "c.wav"]))
     second = 512 + 1024  # header, data of a.wav, then b.wav's header
