@@ -67,6 +67,13 @@ def is_audio_name(name: str) -> bool:
     return Path(name).suffix.lower() in AUDIO_SUFFIXES
 
 
+def is_archive_name(name: str) -> bool:
+    return name.lower().endswith((*TAR_SUFFIXES, ".zip"))
+
+
+NESTED_ARCHIVE = "an archive inside an archive is not opened: extract it and score it as an input"
+
+
 def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy: bool = False) -> Iterator[Item]:
     """Every input once, in a stable order: directories sorted and recursive, archives member by member.
     An input given twice comes once; one whose printable id is another's (a literal '\\xe9' beside the
@@ -204,7 +211,7 @@ def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterat
                 yield Item(str(f.filename), error=errors.NotFound(f"cannot list the folder: {f.strerror or f}"))
             elif all_files or is_audio_name(f.name):
                 yield _file_item(f, max_bytes, lazy)
-    elif name.endswith((*TAR_SUFFIXES, ".zip")) and not path.is_file():  # a FIFO would block the open
+    elif is_archive_name(name) and not path.is_file():  # a FIFO would block the open
         yield _file_item(path, max_bytes, lazy)  # its error row: missing, or not a regular file
     elif name.endswith(TAR_SUFFIXES):
         yield from _tar_items(path, max_bytes, all_files, lazy)
@@ -214,7 +221,7 @@ def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterat
         for listed in _listed_paths(path):
             if isinstance(listed, Item):
                 yield listed
-            elif listed.is_dir() or listed.name.lower().endswith((*TAR_SUFFIXES, ".zip")):  # opened as if given
+            elif listed.is_dir() or is_archive_name(listed.name):  # opened as if given
                 yield from _or_nothing_row(_items_of(listed, max_bytes, all_files, lazy), listed)
             else:  # a list in a list is a file: no loop of lists
                 yield _file_item(listed, max_bytes, lazy)
@@ -313,7 +320,7 @@ def _tar_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
             return
         try:
             for member in archive:
-                if member.isdir() or not (all_files or is_audio_name(member.name)):
+                if member.isdir() or not (all_files or is_audio_name(member.name) or is_archive_name(member.name)):
                     continue
                 item = _tar_member(path, archive, member, max_bytes, lazy)
                 item.key = (str(path), member.offset)  # two members of one name are two inputs
@@ -327,6 +334,8 @@ def _tar_member(path: Path, archive: tarfile.TarFile, member: tarfile.TarInfo, m
     item_id = f"{path}::{member.name}"
     if (reason := _unsafe_member_name(member.name)) is not None:
         return Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
+    if is_archive_name(member.name):
+        return Item(item_id, error=errors.UnsupportedMediaType(NESTED_ARCHIVE))
     if not member.isfile():
         return Item(item_id, error=errors.BadRequest("refused archive member that is a link or device"))
     if member.size > max_bytes:
@@ -368,7 +377,7 @@ def _zip_items(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Itera
         return
     with archive:
         for index, info in enumerate(archive.infolist()):
-            if info.is_dir() or not (all_files or is_audio_name(info.filename)):
+            if info.is_dir() or not (all_files or is_audio_name(info.filename) or is_archive_name(info.filename)):
                 continue
             item = _zip_member(path, archive, index, max_bytes, lazy)
             item.key = (str(path), index)  # two members of one name are two inputs
@@ -474,6 +483,8 @@ def _zip_member(path: Path, archive: zipfile.ZipFile, index: int, max_bytes: int
     item_id = f"{path}::{info.filename}"
     if (reason := _unsafe_member_name(info.filename)) is not None:
         return Item(item_id, error=errors.BadRequest(f"refused archive member with {reason}"))
+    if is_archive_name(info.filename):
+        return Item(item_id, error=errors.UnsupportedMediaType(NESTED_ARCHIVE))
     if info.file_size > max_bytes:
         return Item(item_id, error=errors.UploadTooLarge(f"{info.file_size} bytes; the limit is {max_bytes}"))
     if lazy:

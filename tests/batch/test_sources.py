@@ -62,6 +62,19 @@ def test_a_zip_name_flagged_utf8_that_is_not_costs_no_member(tmp_path, lazy, pre
 
 
 @pytest.mark.parametrize("lazy", [False, True])
+def test_an_archive_inside_an_archive_is_an_error_row_not_skipped(tmp_path, lazy):
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr("inner.tar.gz", b"x" * 100)
+        z.writestr("b.wav", b"b" * 100)
+        z.writestr("notes.txt", b"not audio")
+    (tmp_path / "a.tar").write_bytes(tar_bytes(["inner.zip", "b.wav", "notes.txt"]))
+    expected = {"inner.tar.gz": "UnsupportedMediaType", "b.wav": None}
+    assert rows([tmp_path / "a.zip"], lazy=lazy) == {f"{tmp_path}/a.zip::{k}": v for k, v in expected.items()}
+    assert rows([tmp_path / "a.tar"], lazy=lazy) == {f"{tmp_path}/a.tar::inner.zip": "UnsupportedMediaType",
+                                                     f"{tmp_path}/a.tar::b.wav": None}
+
+
+@pytest.mark.parametrize("lazy", [False, True])
 def test_a_damaged_or_cut_tar_header_is_an_error_row_not_the_end_of_the_archive(tmp_path, lazy):
     raw = bytearray(tar_bytes(["a.wav", "b.wav", "c.wav"]))
     second = 512 + 1024  # header, data of a.wav, then b.wav's header
