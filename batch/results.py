@@ -76,9 +76,13 @@ class PartWriter:
         self.rows: list[dict] = []
         self.next_part = max((_part_number(p) + 1 for p in self.parts()), default=0)  # never over a part
         self.ids, self.errors_by_kind = set(), Counter()  # of every row in OUT: the parts read once, then added
+        self.parts_with_errors = []  # committed before this run, holding an error row: what drop_error_rows reads
         for part in self.parts():
-            for row in read_checked(part):
+            rows = read_checked(part)
+            for row in rows:
                 self._count(row)
+            if any(row.get("error_kind") for row in rows):
+                self.parts_with_errors.append(part)
 
     def parts(self) -> list[Path]:
         return sorted(self.out.glob(f"part-*.{self.fmt}"))
@@ -96,9 +100,9 @@ class PartWriter:
         """Remove the error rows from the committed parts (each part rewritten whole, or deleted once empty),
         so that a resumed run scores their inputs again (a mount that was not up, a file since mended): every
         error row of OUT, the inputs this run does not list too. Returns how many. Stopped half-way, the inputs
-        of the rows dropped so far are scored on resuming."""
+        of the rows dropped so far are scored on resuming. Call it before adding rows."""
         dropped = 0
-        for part in self.parts():
+        for part in self.parts_with_errors:
             rows = read_checked(part)
             kept = [row for row in rows if not row.get("error_kind")]
             if len(kept) == len(rows):
@@ -112,7 +116,7 @@ class PartWriter:
                     self.ids.discard(row["id"])
                     self.errors_by_kind[row["error_kind"]] -= 1
             dropped += len(rows) - len(kept)
-        self.errors_by_kind = +self.errors_by_kind  # kinds at zero gone
+        self.errors_by_kind, self.parts_with_errors = +self.errors_by_kind, []  # kinds at zero gone
         return dropped
 
     def add(self, row: dict) -> None:

@@ -780,6 +780,9 @@ def test_a_resumed_run_may_score_its_error_rows_again(tmp_path, test_artifact):
     assert first.errors == {"NotFound": 1} and first.output_error_rate == 0.5
     late.write_bytes(wav(freq=600))
     assert score(inputs, test_artifact, out, OPTIONS).rows == 0  # resumed: nothing new
+    with_errors = PartWriter(out, "parquet", json.loads((out / "_run.json").read_text()))
+    assert with_errors.parts_with_errors == [out / "part-00000.parquet"]  # --retry-errors rewrites only it
+    with_errors.release()
     again = score(inputs, test_artifact, out, dataclasses.replace(OPTIONS, retry_errors=True))
     assert again.rows == 1 and again.skipped_done == 1 and again.output_error_rate == 0.0
     rows = read_results(out)
