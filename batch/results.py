@@ -144,8 +144,7 @@ class PartWriter:
             os.replace(tmp, target)
         except OSError as e:
             tmp.unlink(missing_ok=True)  # a full disk keeps no half part
-            if e.filename is None:  # a write's ENOSPC names no file: say which
-                e.filename = str(target)
+            errors.name_the_file(e, target)
             raise
 
     @property

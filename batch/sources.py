@@ -12,6 +12,7 @@ error items: nothing is skipped silently.
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import csv
 import fnmatch
@@ -206,11 +207,16 @@ def _walk(path: Path) -> Iterator[Path | OSError]:
 def _items_of(path: Path, max_bytes: int, all_files: bool, lazy: bool) -> Iterator[Item]:
     name = path.name.lower()
     if path.is_dir():
+        archives = 0
         for f in _walk(path):
             if isinstance(f, OSError):
                 yield Item(str(f.filename), error=errors.NotFound(f"cannot list the folder: {f.strerror or f}"))
             elif all_files or is_audio_name(f.name):
                 yield _file_item(f, max_bytes, lazy)
+            else:
+                archives += is_archive_name(f.name)
+        if archives:  # a folder's audio files are its inputs: its archives (perhaps already extracted there) are not
+            log.warning("%s holds %d archives, not opened: give them as inputs to score their members", path, archives)
     elif is_archive_name(name) and not path.is_file():  # a FIFO would block the open
         yield _file_item(path, max_bytes, lazy)  # its error row: missing, or not a regular file
     elif name.endswith(TAR_SUFFIXES):
@@ -392,59 +398,70 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except UnicodeDecodeError:
         pass
-    flags, headers = _false_utf8_flags(path)
-    if not flags:
-        raise zipfile.BadZipFile("a member's name is flagged UTF-8 but is not, and the archive's directory cannot be read")
-    archive = _OwnedZip(_FlagsCleared(path, flags))
-    for info in archive.infolist():
-        if info.header_offset in headers:  # read as cp437, which maps every byte: its bytes back, as on a disk
-            info.filename = info.orig_filename.encode("cp437").decode("utf-8", "surrogateescape")
+    reader = _FlagsCleared(path)
+    try:
+        false_names = _false_utf8_names(reader)  # their flags in the central directory cleared
+        archive = _OwnedZip(reader)
+    except BaseException:
+        reader.close()
+        raise
+    for index in false_names:  # infolist() is the directory's order
+        info = archive.infolist()[index]
+        reader.clear_flag(info.header_offset + 6)  # the member's local header repeats the flag
+        info.filename = info.orig_filename.encode("cp437").decode("utf-8", "surrogateescape")  # cp437: every byte
     return archive
 
 
-def _false_utf8_flags(path: Path) -> tuple[list[int], set[int]]:
-    """The file offsets of the flag fields (central directory and local header) of members whose name is
-    flagged UTF-8 but is not, and those members' local header offsets. Zip64 archives are not walked."""
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        tail_at = max(0, size - (22 + 65535))  # the end record, after which a comment of up to 64 KiB
-        f.seek(tail_at)
-        tail = f.read()
-        end = tail.rfind(b"PK\x05\x06")
-        if end < 0 or end + 22 > len(tail):
-            return [], set()
-        directory_size, directory_at = struct.unpack_from("<2L", tail, end + 12)
-        before = tail_at + end - directory_size - directory_at  # bytes before the archive (a self-extractor)
-        f.seek(directory_at + before)
-        directory = f.read(directory_size)
-    flags, headers, at = [], set(), 0
+def _false_utf8_names(reader: _FlagsCleared) -> list[int]:
+    """The positions in the central directory of the names flagged UTF-8 that are not; their flags cleared."""
+    end = zipfile._EndRecData(reader)  # zipfile's own reader of the end record (zip64's too)
+    if end is None:
+        raise zipfile.BadZipFile("a member's name is flagged UTF-8 but is not, and the archive has no end record")
+    directory_size, directory_at = end[zipfile._ECD_SIZE], end[zipfile._ECD_OFFSET]
+    before = end[zipfile._ECD_LOCATION] - directory_size - directory_at  # bytes before the archive (a self-extractor)
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        before -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    reader.seek(directory_at + before)
+    directory = reader.read(directory_size)
+    found, at, index = [], 0, 0
     while at + 46 <= len(directory) and directory[at:at + 4] == b"PK\x01\x02":
         (flag,) = struct.unpack_from("<H", directory, at + 8)
         name_length, extra_length, comment_length = struct.unpack_from("<3H", directory, at + 28)
-        (header,) = struct.unpack_from("<L", directory, at + 42)
-        try:
-            directory[at + 46:at + 46 + name_length].decode("utf-8")
-        except UnicodeDecodeError:
-            if flag & UTF8_FLAG:
-                flags += [directory_at + before + at + 8, header + before + 6]
-                headers.add(header + before)
-        at += 46 + name_length + extra_length + comment_length
-    return flags, headers
+        name = directory[at + 46:at + 46 + name_length]
+        if flag & UTF8_FLAG and not _is_utf8(name):
+            reader.clear_flag(directory_at + before + at + 8)
+            found.append(index)
+        at, index = at + 46 + name_length + extra_length + comment_length, index + 1
+    return found
+
+
+def _is_utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 class _FlagsCleared:
-    """A file read with the UTF-8 flag cleared in the two-byte flag fields at `offsets` (bit 11: bit 3 of the
-    second, little-endian byte); what zipfile calls of a file object."""
+    """A file read with the UTF-8 flag cleared in the two-byte flag fields at given offsets (bit 11: bit 3 of
+    the second, little-endian byte); what zipfile calls of a file object."""
 
-    def __init__(self, path: Path, offsets: list[int]):
-        self.file, self.offsets = open(path, "rb"), offsets
+    def __init__(self, path: Path):
+        self.file, self.offsets = open(path, "rb"), []  # sorted: a read patches only those within it
+
+    def clear_flag(self, offset: int) -> None:
+        bisect.insort(self.offsets, offset + 1)
 
     def read(self, n: int = -1) -> bytes:
         start = self.file.tell()
-        data = bytearray(self.file.read(n))
-        for offset in self.offsets:
-            if 0 <= offset + 1 - start < len(data):
-                data[offset + 1 - start] &= ~(UTF8_FLAG >> 8) & 0xFF
+        data = self.file.read(n)
+        first, last = bisect.bisect_left(self.offsets, start), bisect.bisect_left(self.offsets, start + len(data))
+        if first == last:
+            return data
+        data = bytearray(data)
+        for offset in self.offsets[first:last]:
+            data[offset - start] &= ~(UTF8_FLAG >> 8) & 0xFF
         return bytes(data)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:

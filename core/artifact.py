@@ -228,8 +228,7 @@ def write_json_atomic(path: str | os.PathLike, obj) -> os.stat_result:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # a write's ENOSPC names no file: say which
-            e.filename = str(path)
+        errors.name_the_file(e, path)
         raise
     return written
 

@@ -84,7 +84,7 @@ def decode_with_warnings(
         warnings.append(f"the header declares {declared / rate:.3f} s, but only {read / rate:.3f} s could be read: "
                         "the file is cut short")
     elif cut := shortfall(source, container):
-        warnings.append(f"{cut} ({read / rate:.3f} s decoded)")
+        warnings.append(f"{cut}; {read / rate:.3f} s decoded")
     for warning in warnings:
         log.info("decode: %s", warning)
     return y, warnings

@@ -195,3 +195,9 @@ class ConfigError(SoundarcError, ValueError):
     """A configuration key or value is invalid (raised at start-up, never per request)."""
 
     status_code = 422
+
+
+def name_the_file(e: BaseException, path) -> None:
+    """A system error without a file name (a write's ENOSPC: the data went to an open file) given `path`'s."""
+    if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+        e.filename = str(path)

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -87,37 +86,37 @@ def export_artifact(run_dir: str | Path, out_dir: str | Path, fp16: bool = False
     net, info = load_inference_model(run_dir, pretrained_share, pretrained)
     frontend = FrontendConfig.from_dict(info["frontend"])
     out = Path(out_dir)
-    sweep_leftovers(out)
-    check_destination(out, [Path(run_dir), *([Path(info["pretrained"]["run"])] if "pretrained" in info else [])])
-    config = info.get("config", {})
-    done, planned = info.get("metrics", {}).get("epoch"), config.get("probe_epochs" if config.get("probe") else "epochs")
-    if isinstance(done, int) and isinstance(planned, int) and done < planned:
-        log.warning("%s stopped after epoch %d of %d: these are the weights of an unfinished run", run_dir, done, planned)
-    inputs = validation_inputs(frontend, info["normalisation"], real_audio)  # a bad --audio is refused before any work
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=_leftover_prefix(out, "export"), dir=out.parent))  # same file system: rename
-    staging.chmod(0o755)
-    try:
-        onnx_to_file(net, frontend, staging / MODEL_FILE, opset)
-        (staging / FRONTEND_FILE).write_text(frontend.to_json() + "\n")
-        write_json_atomic(staging / LABELS_FILE, info["labels"])
-        if fp16:
-            convert_fp16(staging / MODEL_FILE, staging / FP16_FILE)
-        reports = [check_parity(net, staging / MODEL_FILE, inputs, "fp32", tolerances)]
-        if fp16:
-            reports.append(check_parity(net, staging / FP16_FILE, inputs, "fp16", tolerances))
-        failures = [f for r in reports for f in r.failures]
-        if failures:
-            raise errors.ExportValidationError("export failed validation, no manifest written:\n  " + "\n  ".join(failures))
-        manifest = build_manifest(staging, info, opset, reports, frontend, fp16)
-        write_json_atomic(staging / MANIFEST_FILE, manifest)
-        load_artifact(staging)  # the reader the service uses must accept it
-        if finish is not None:
-            finish(staging)
-        publish(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    with export_lock(out):  # one export at a time into OUT: what a killed one left is swept under it
+        sweep_leftovers(out)
+        check_destination(out, [Path(run_dir), *([Path(info["pretrained"]["run"])] if "pretrained" in info else [])])
+        config = info.get("config", {})
+        done, planned = info.get("metrics", {}).get("epoch"), config.get("probe_epochs" if config.get("probe") else "epochs")
+        if isinstance(done, int) and isinstance(planned, int) and done < planned:
+            log.warning("%s stopped after epoch %d of %d: these are the weights of an unfinished run", run_dir, done, planned)
+        inputs = validation_inputs(frontend, info["normalisation"], real_audio)  # a bad --audio is refused before any work
+        staging = Path(tempfile.mkdtemp(prefix=_leftover_prefix(out, "export"), dir=out.parent))  # same file system: rename
+        staging.chmod(0o755)
+        try:
+            onnx_to_file(net, frontend, staging / MODEL_FILE, opset)
+            (staging / FRONTEND_FILE).write_text(frontend.to_json() + "\n")
+            write_json_atomic(staging / LABELS_FILE, info["labels"])
+            if fp16:
+                convert_fp16(staging / MODEL_FILE, staging / FP16_FILE)
+            reports = [check_parity(net, staging / MODEL_FILE, inputs, "fp32", tolerances)]
+            if fp16:
+                reports.append(check_parity(net, staging / FP16_FILE, inputs, "fp16", tolerances))
+            failures = [f for r in reports for f in r.failures]
+            if failures:
+                raise errors.ExportValidationError("export failed validation, no manifest written:\n  " + "\n  ".join(failures))
+            manifest = build_manifest(staging, info, opset, reports, frontend, fp16)
+            write_json_atomic(staging / MANIFEST_FILE, manifest)
+            load_artifact(staging)  # the reader the service uses must accept it
+            if finish is not None:
+                finish(staging)
+            publish(staging, out)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
     log.info("artifact %s written to %s", manifest["model_id"], out)
     return out
 
@@ -170,20 +169,31 @@ def publish(staging: Path, out: Path) -> None:
 
 
 def _leftover_prefix(out: Path, kind: str) -> str:
-    """The name of a folder an export makes beside `out` ("export": its staging, "old": the artifact it
-    replaces) begins with this, its process id in it: one killed with SIGKILL is known by a pid that is gone."""
-    return f".{out.name}-{kind}-{os.getpid()}-"
+    """The names of the folders an export makes beside `out` ("export": its staging, "old": the artifact it
+    replaces) begin with this."""
+    return f".{out.name}-{kind}-"
+
+
+@contextlib.contextmanager
+def export_lock(out: Path):
+    """`.OUT.export.lock` beside OUT, held while an export writes it: a second export of the same OUT is
+    refused (each would replace the other's work), and leftovers found while it is held are a dead export's."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.export.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise errors.ConfigError(f"another soundarc export is writing {out}: wait for it to end") from None
+        yield
 
 
 def sweep_leftovers(out: Path) -> None:
-    """What an export killed outright (SIGKILL, a power cut) left beside `out`: its staging folder is
-    deleted; an old artifact it had moved aside is put back where `out` is missing, else deleted. Only the
-    folders of processes that no longer run on this machine."""
-    if not out.parent.is_dir():
-        return
+    """What an export killed outright (SIGKILL, a power cut) left beside `out`, found under export_lock: its
+    staging folder is deleted; an old artifact it had moved aside is put back where `out` is missing, else
+    deleted."""
     for path in sorted(out.parent.iterdir()):
-        found = re.fullmatch(rf"\.{re.escape(out.name)}-(export|old)-(\d+)-\w+", path.name)
-        if not found or not path.is_dir() or _running(int(found[2])):
+        found = re.fullmatch(rf"\.{re.escape(out.name)}-(export|old)-\w+", path.name)
+        if not found or not path.is_dir():
             continue
         if found[1] == "old" and not out.exists():
             path.rename(out)
@@ -191,16 +201,6 @@ def sweep_leftovers(out: Path) -> None:
         else:
             shutil.rmtree(path, ignore_errors=True)
             log.info("removed %s, left by an export that was killed", path)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's process; a number no pid can be
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -51,10 +51,12 @@ def run(args) -> int:
             sent += len(block)
             if not args.fast:
                 time.sleep(max(0.0, sent / audio.samplerate - (time.monotonic() - started)))
-        if audio.seekable() and sent < audio.frames:  # (a pipe's frames are unknown)
+        if not audio.seekable():  # a pipe: its frames are unknown, and it cannot be read again
+            return
+        if sent < audio.frames:
             print(f"soundarc stream: warning: {args.file} ended after {sent} of the {audio.frames} frames its "
                   "header announces (cut short?)", file=sys.stderr)
-        elif args.file != "-" and (cut := shortfall(args.file, audio.format)):  # the reader shortened it silently
+        elif cut := _shortfall(args.file, audio.format):  # the reader shortened it without a word
             print(f"soundarc stream: warning: {args.file}: {cut}", file=sys.stderr)
 
     with audio:
@@ -85,6 +87,14 @@ def _read(audio, frames: int):
         return audio.read(frames, dtype="float32", always_2d=True)
     except (RuntimeError, ValueError, MemoryError) as e:
         raise Unreadable(str(e) or type(e).__name__) from None
+
+
+def _shortfall(path: str, container: str) -> str:
+    """core.audio.shortfall of the file, read again from its start; "" where it cannot be."""
+    try:
+        return shortfall(path, container)
+    except (OSError, ValueError):
+        return ""
 
 
 def server_url(url: str) -> str:

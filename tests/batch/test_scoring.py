@@ -771,6 +771,20 @@ def test_a_parquet_part_with_a_corrupt_page_is_named(tmp_path):
         read_results(tmp_path / "o")
 
 
+def test_a_full_disk_names_the_part_it_could_not_write(tmp_path, monkeypatch):
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")  # as a write or fsync raises it: no file named
+    writer = PartWriter(tmp_path / "out", "jsonl", {"model_id": "m"})
+    writer.add({"id": "a.wav"})
+    writer.commit()
+    monkeypatch.setattr("os.fsync", full_disk)
+    writer.add({"id": "b.wav"})
+    with pytest.raises(OSError, match="part-00001.jsonl"):
+        writer.commit()
+    writer.release()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".lock", "_run.json", "part-00000.jsonl"]
+
+
 def test_a_resumed_run_may_score_its_error_rows_again(tmp_path, test_artifact):
     """An input missing at first (a mount not yet up) kept its error row on every resume."""
     late, there = tmp_path / "late.wav", tmp_path / "there.wav"

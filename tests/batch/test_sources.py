@@ -44,19 +44,19 @@ def test_a_corrupt_zip_member_is_its_error_row_and_the_rest_are_read(tmp_path, l
     assert got == {f"{tmp_path}/a.zip::a.wav": "UndecodableAudio", f"{tmp_path}/a.zip::b.wav": None}
 
 
-@pytest.mark.parametrize("lazy", [False, True])
-@pytest.mark.parametrize("prefix", [b"", b"#!/bin/sh self-extractor\n" * 4])
-def test_a_zip_name_flagged_utf8_that_is_not_costs_no_member(tmp_path, lazy, prefix):
+@pytest.mark.parametrize("kind, lazy", [("plain", False), ("plain", True), ("self-extractor", True), ("zip64", False)])
+def test_a_zip_name_flagged_utf8_that_is_not_costs_no_member(tmp_path, lazy, kind):
     """zipfile refuses the whole archive (UnicodeDecodeError): the other members were lost with it."""
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        for i in range(65_535 if kind == "zip64" else 0):  # that many members: a zip64 end record
+            z.writestr(f"{i}.txt", b"")
         z.writestr("café.wav", b"c" * 3000)  # non-ASCII: written with the UTF-8 flag
         z.writestr("b.wav", b"b" * 3000)
+    prefix = b"#!/bin/sh self-extractor\n" * 4 if kind == "self-extractor" else b""
     raw = prefix + (tmp_path / "a.zip").read_bytes().replace("café".encode(), b"caf\xe9!")  # Latin-1, flagged UTF-8
     (tmp_path / "a.zip").write_bytes(raw)
     with pytest.raises(UnicodeDecodeError):
         zipfile.ZipFile(tmp_path / "a.zip")
-    got = rows([tmp_path / "a.zip"], lazy=lazy)
-    assert got == {f"{tmp_path}/a.zip::caf\\xe9!.wav": None, f"{tmp_path}/a.zip::b.wav": None}
     read = {i.id: load_item(i, LIMIT).data for i in iter_items([str(tmp_path / "a.zip")], LIMIT, lazy=lazy)}
     assert read == {f"{tmp_path}/a.zip::caf\\xe9!.wav": b"c" * 3000, f"{tmp_path}/a.zip::b.wav": b"b" * 3000}
 
@@ -72,6 +72,14 @@ def test_an_archive_inside_an_archive_is_an_error_row_not_skipped(tmp_path, lazy
     assert rows([tmp_path / "a.zip"], lazy=lazy) == {f"{tmp_path}/a.zip::{k}": v for k, v in expected.items()}
     assert rows([tmp_path / "a.tar"], lazy=lazy) == {f"{tmp_path}/a.tar::inner.zip": "UnsupportedMediaType",
                                                      f"{tmp_path}/a.tar::b.wav": None}
+
+
+def test_an_archive_in_a_folder_is_not_opened_but_said(tmp_path, caplog):
+    (tmp_path / "a.wav").write_bytes(b"a" * 100)
+    (tmp_path / "more.tar").write_bytes(tar_bytes(["b.wav"]))
+    with caplog.at_level("WARNING", logger="batch.sources"):
+        assert rows([tmp_path]) == {f"{tmp_path}/a.wav": None}
+    assert "holds 1 archives, not opened" in caplog.text
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -1,6 +1,5 @@
 import fcntl
 import json
-import os
 import shutil
 import threading
 
@@ -15,7 +14,7 @@ from core.clip import prepare
 from core.errors import ExportValidationError, GPUUnavailable
 from core.features import FrontendConfig
 from core.runtime import RuntimeConfig, create_runtime, gpu_visible
-from export.onnx_export import Tolerances, export_artifact, publish, sweep_leftovers
+from export.onnx_export import Tolerances, export_artifact, export_lock, publish, sweep_leftovers
 from tests.helpers import make_run
 from training.model import InferenceModel
 from training.run import load_checkpoint, save_ensemble
@@ -273,34 +272,30 @@ def test_a_failed_finish_leaves_the_artifact_that_was_there(tmp_path):
     with pytest.raises(errors.ConfigError, match="no calibration"):
         export_artifact(make_run(tmp_path / "other", seed=1), out, finish=fail)
     assert (out / "manifest.json").read_text() == before and load_artifact(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other", "run"]  # no staging left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.export.lock", "model", "other", "run"]  # no staging
     export_artifact(make_run(tmp_path / "other", seed=1), out, finish=lambda staged: (staged / "extra").write_text("x"))
     assert (out / "extra").exists() and (out / "manifest.json").read_text() != before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other", "run"]  # the old one removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.export.lock", "model", "other", "run"]  # old removed
 
 
 def test_what_a_killed_export_left_is_swept_by_the_next(tmp_path):
-    """kill -9 leaves a staging folder (during the export) or the old artifact moved aside (during the swap)."""
-    import subprocess
-    import sys
-
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = int(gone.stdout)
+    """kill -9 leaves a staging folder (during the export) or the old artifact moved aside (during the swap);
+    an export holds a lock beside OUT, so a second one at once is refused rather than sweep the first's work."""
     run = make_run(tmp_path / "run")
     out = export_artifact(run, tmp_path / "model")
     before = (out / "manifest.json").read_text()
-    out.rename(tmp_path / f".model-old-{dead}-ab_1")  # killed between its two renames: no artifact at OUT
-    (tmp_path / f".model-export-{dead}-xyz").mkdir()
-    (tmp_path / f".model-export-{os.getpid()}-live").mkdir()  # a running export's: kept
-    (tmp_path / f".other-export-{dead}-xyz").mkdir()  # another artifact's: not this export's business
-    sweep_leftovers(out)
+    out.rename(tmp_path / ".model-old-ab_1")  # killed between its two renames: no artifact at OUT
+    (tmp_path / ".model-export-xyz").mkdir()
+    (tmp_path / ".other-export-xyz").mkdir()  # another artifact's: not this export's business
+    with export_lock(out):
+        sweep_leftovers(out)
+        with pytest.raises(errors.ConfigError, match="another soundarc export is writing"):
+            export_artifact(run, out)
     assert (out / "manifest.json").read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == \
-        [f".model-export-{os.getpid()}-live", f".other-export-{dead}-xyz", "model", "run"]
-    (tmp_path / f".model-old-{dead}-cd_2").mkdir()  # killed after the swap: the old one is deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.export.lock", ".other-export-xyz", "model", "run"]
+    (tmp_path / ".model-old-cd_2").mkdir()  # killed after the swap: the old one is deleted
     export_artifact(run, out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == \
-        [f".model-export-{os.getpid()}-live", f".other-export-{dead}-xyz", "model", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.export.lock", ".other-export-xyz", "model", "run"]
 
 
 @pytest.mark.parametrize("args,needle", [
