@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from batch.results import row_schema
-from batch.scoring import Prepared, ScoreOptions, Scorer, Summary, answer_options, prepare_item
+from batch.scoring import Prepared, ScoreOptions, Scorer, Summary, answer_options, load_classes, prepare_item
 from batch.sources import Item, iter_items, load_item
 from core import errors
 from core.artifact import load_artifact
+from core.classes import ClassSet
 from core.runtime import gpu_visible
 
 
@@ -50,8 +51,8 @@ def prepare_batch(batch: dict, frontend, activity, options: ScoreOptions) -> dic
 class ScoringActor:
     """One ONNX Runtime session; scores batches of prepared clips into result rows."""
 
-    def __init__(self, model: str, options: ScoreOptions):
-        self.scorer = Scorer(load_artifact(model), options)
+    def __init__(self, model: str, options: ScoreOptions, classes: ClassSet | None):
+        self.scorer = Scorer(load_artifact(model), options, classes)  # the driver's classes: every actor the same
         fe = self.scorer.artifact.frontend
         self.window_shape = (fe.patch_frames, fe.n_mels)
 
@@ -104,6 +105,7 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
 
     artifact = load_artifact(model)
     answer_options(artifact, options)  # a bad option fails here, not in every actor
+    classes = load_classes(artifact, options.classes)  # read once, here: the actors answer with these
     if Path(out).exists() and (not Path(out).is_dir() or any(p.name != ".lock" for p in Path(out).iterdir())):
         raise errors.ConfigError(f"{out} is not an empty folder: the Ray engine does not resume (its files would be "
                                  "added beside the rows there): give a new --out")  # .lock: a local run's that wrote none
@@ -114,7 +116,7 @@ def score_with_ray(inputs: list[str], model: str, out: str, options: ScoreOption
         ds = ray.data.from_items([{"item": i} for i in items])
         ds = ds.map_batches(prepare_batch, batch_size=8, fn_args=(artifact.frontend, artifact.activity, options),
                             batch_format="numpy")
-        ds = ds.map_batches(ScoringActor, fn_constructor_args=(str(model), options), batch_size=32,
+        ds = ds.map_batches(ScoringActor, fn_constructor_args=(str(model), options, classes), batch_size=32,
                             concurrency=actors, num_gpus=1 if gpu_visible() else 0, batch_format="numpy")
         ds.write_parquet(out)
     finally:

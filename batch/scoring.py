@@ -34,7 +34,7 @@ from core import errors
 from core.answer import AnswerOptions, answer, round_score
 from core.artifact import Artifact, load_artifact
 from core.audio import DecodeLimits
-from core.classes import ClassSet, ClassStore
+from core.classes import STORE_FILE, ClassSet, ClassStore
 from core.clip import prepare
 from core.runtime import RuntimeConfig, chosen_precision, create_runtime
 
@@ -113,10 +113,10 @@ def prepare_item(item: Item, frontend, activity, limits: DecodeLimits) -> Prepar
 class Scorer:
     """Turns prepared clips into rows, batching windows of many clips per model call."""
 
-    def __init__(self, artifact: Artifact, options: ScoreOptions):
-        self.artifact, self.options = artifact, options
+    def __init__(self, artifact: Artifact, options: ScoreOptions, classes: ClassSet | None):
+        """`classes`: load_classes's, read once per run (the run's identity holds the same)."""
+        self.artifact, self.options, self.classes = artifact, options, classes
         self.runtime = create_runtime(artifact, options.runtime)
-        self.classes = load_classes(artifact, options.classes)
         self.answer_options = answer_options(artifact, options)
         self.pending: list[Prepared] = []
 
@@ -155,8 +155,12 @@ class Scorer:
         if logits is None:
             return row
         frontend = self.artifact.frontend
-        result = answer(logits, emb, p.active, p.starts_s, frontend.patch_seconds, self.artifact.labels, self.classes,
-                        self.answer_options, p.levels, frontend, p.duration_s)
+        try:
+            result = answer(logits, emb, p.active, p.starts_s, frontend.patch_seconds, self.artifact.labels, self.classes,
+                            self.answer_options, p.levels, frontend, p.duration_s)
+        except errors.ModelFailure as e:  # this clip's error row; the others of its batch are answered
+            row.update(error_kind=e.kind, error=str(e))
+            return row
         row.update(label=result.label, score=round_score(result.score), top_labels=[label for label, _ in result.ranking],
                    top_scores=[round_score(s) for _, s in result.ranking], active_windows=result.active_windows,
                    windows=result.n_windows)
@@ -176,8 +180,14 @@ def answer_options(artifact: Artifact, options: ScoreOptions) -> AnswerOptions:
 
 
 def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
-    """The model's class set with the enrolled classes of `path` (a service's SOUNDARC_CLASSES file);
-    None for a model without prototypes."""
+    """The model's class set with the enrolled classes of `path` (a service's SOUNDARC_CLASSES file; "": the
+    model directory's enrolled.json where there is one, as a server started on the model answers with;
+    "none": the model's classes alone); None for a model without prototypes."""
+    if path == "" and (artifact.path / STORE_FILE).is_file() and artifact.open_set is not None:
+        path = str(artifact.path / STORE_FILE)
+        log.info("answering with the classes enrolled in %s too, as a server of this model does (--classes none: "
+                 "the model's own alone)", path)
+    path = "" if path == "none" else path
     if artifact.open_set is None:
         if path:
             ClassSet.of(artifact)  # raises: this model cannot have enrolled classes
@@ -188,9 +198,8 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
     return ClassStore(path, artifact.model_id).load(classes) if path else classes
 
 
-def run_identity(artifact: Artifact, options: ScoreOptions) -> dict:
-    """What shapes the rows: a resumed run must match it (results.PartWriter)."""
-    classes = load_classes(artifact, options.classes)
+def run_identity(artifact: Artifact, options: ScoreOptions, classes: ClassSet | None) -> dict:
+    """What shapes the rows (`classes`: load_classes's): a resumed run must match it (results.PartWriter)."""
     answer_options(artifact, options)  # a bad option fails here, before any output is written
     identity = {"model_id": artifact.model_id, "format": options.fmt, "top_k": options.top_k,
                 "embeddings": options.embeddings, "open_set": options.open_set, "events": options.events,
@@ -215,20 +224,21 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
     if not str(out).strip():  # Path("") is the working folder
         raise errors.ConfigError("--out is empty: name a folder for the results")
     artifact = load_artifact(model)
-    writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options), options.rows_per_part,
+    classes = load_classes(artifact, options.classes)  # once: a server may change the file meanwhile
+    writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options, classes), options.rows_per_part,
                         recorded_later=("variant_sha256",))
     try:
-        return _score_into(writer, inputs, artifact, options, out)
+        return _score_into(writer, inputs, Scorer(artifact, options, classes), out)
     finally:
         writer.release()  # done, or stopped by an error: OUT is free for the next run
 
 
-def _score_into(writer: PartWriter, inputs: list[str], artifact: Artifact, options: ScoreOptions, out) -> Summary:
+def _score_into(writer: PartWriter, inputs: list[str], scorer: Scorer, out) -> Summary:
     """score(), its writer holding OUT."""
+    artifact, options = scorer.artifact, scorer.options
     if options.retry_errors and (dropped := writer.drop_error_rows()):
         log.info("%d error rows dropped from %s: their inputs are scored again", dropped, out)
     done = writer.done_ids()
-    scorer = Scorer(artifact, options)
     summary = Summary()
     started = time.perf_counter()
 

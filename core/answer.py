@@ -145,6 +145,9 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     margin) where that is above the top (the window closer to it by the margin: the class's own, else the
     model's), else −inf: a window no enrolled class wins keeps its built-in probabilities as they were, so
     enrolment changes the built-in answers only where an enrolled prototype outscores them."""
+    if not (np.isfinite(logits).all() and np.isfinite(embeddings).all()):
+        raise errors.ModelFailure("the model answered NaN or infinity for this clip's windows (a damaged model, or an "
+                                  "fp16 variant that overflows): no answer can be built from it")
     logits = logits.astype(np.float64)
     if classes is None or not (classes.builtin.prototype_weight or classes.enrolled):
         return logits
@@ -213,6 +216,8 @@ def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def clip_embedding(embeddings: np.ndarray) -> np.ndarray:
     """(N, D) L2-normalised window embeddings -> (D,) their mean, L2-renormalised, float32."""
+    if not np.isfinite(embeddings).all():  # an enrolment would save a prototype that no server can load
+        raise errors.ModelFailure("the model answered NaN or infinity for this clip's windows: no embedding")
     mean = embeddings.astype(np.float64).mean(axis=0)
     return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
 

@@ -314,7 +314,8 @@ class ClassStore:
             dim = classes.builtin.prototypes.shape[1]
             seen = {name.casefold() for name in classes.builtin.labels}
             for c in enrolled:
-                check_label(c.label, str.casefold)  # a file of an older version may hold "Silence", refused since
+                if check_label(c.label, str.casefold) != c.label:  # a file of an older version may hold "Silence"
+                    raise ValueError(f"class {c.label!r} has spaces at its ends")  # 'dog ' beside 'dog', never deleted
                 # the same name twice, whatever its case; 'sea waves' beside 'sea-waves' (label_key) is refused at
                 # enrolment since 2026-12-07 but loads, as written before (enrolled_named prefers the exact name)
                 if c.label.casefold() in seen:
@@ -322,6 +323,9 @@ class ClassStore:
                 seen.add(c.label.casefold())
                 if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
+                if not abs(float(np.linalg.norm(c.prototype)) - 1) < 1e-3:  # as saved: a unit vector
+                    raise ValueError(f"class {c.label!r}: its prototype is not a unit vector (norm "
+                                     f"{float(np.linalg.norm(c.prototype)):.4g}): edited by hand?")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
         except OSError as e:  # no longer readable (its permissions, a folder in its place)

@@ -187,6 +187,11 @@ class ArtifactError(SoundarcError):
     """A model artifact is missing, altered, or of an unknown version (a deployment error)."""
 
 
+class ModelFailure(SoundarcError):
+    """500: the model answered NaN or infinity for a clip's windows (a damaged model, or an fp16 variant that
+    overflows): no answer, rather than the first class or an angle that never says "unknown"."""
+
+
 class ExportValidationError(SoundarcError):
     """The exported model does not match PyTorch within the stated tolerances (no manifest written)."""
 

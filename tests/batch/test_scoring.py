@@ -157,6 +157,11 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     assert all("whistle" in r["top_labels"] for r in rows)
     with pytest.raises(errors.ConfigError, match="no such file"):
         score([str(fixtures)], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, classes=str(tmp_path / "x")))
+    model = shutil.copytree(test_artifact, tmp_path / "model")  # its own enrolled.json: what a server of it answers with
+    shutil.copy(tmp_path / "enrolled.json", model / "enrolled.json")
+    for classes, enrolled in (("", True), ("none", False)):
+        score([str(fixtures)], model, tmp_path / f"default-{classes}", dataclasses.replace(OPTIONS, classes=classes, top_k=10))
+        assert all(("whistle" in r["top_labels"]) == enrolled for r in read_results(tmp_path / f"default-{classes}"))
 
     # a class's own margin travels in the file (as the service writes it): a lower one scores it higher (at -1 it
     # wins every window whose cosine to it is above the top class's less 1)
@@ -625,8 +630,10 @@ def test_names_folders_and_lists_that_cannot_be_read_as_given_still_get_rows(tmp
 def test_error_rows_are_passed_on_at_once_not_held_for_a_batch(test_artifact):
     from batch.scoring import Prepared, Scorer
     from core.artifact import load_artifact
+    from core.classes import ClassSet
 
-    scorer = Scorer(load_artifact(test_artifact), dataclasses.replace(OPTIONS, batch_patches=4))
+    artifact = load_artifact(test_artifact)
+    scorer = Scorer(artifact, dataclasses.replace(OPTIONS, batch_patches=4), ClassSet.of(artifact))
     assert [r["id"] for r in scorer.add(Prepared("gone.wav", error_kind="NotFound", error="no"))] == ["gone.wav"]
     clip = Prepared("a.wav", np.zeros((1, 101, 96), np.float32), 1.0, starts_s=np.zeros(1), active=np.ones(1, bool))
     assert scorer.add(clip) == []  # one window of four: it waits for others
@@ -679,7 +686,7 @@ def test_a_variant_made_again_is_part_of_what_a_resumed_run_must_match(test_arti
     artifact = load_artifact(test_artifact)
     cpu = dataclasses.replace(OPTIONS, runtime=RuntimeConfig(device="cpu"))
     identities = [run_identity(dataclasses.replace(artifact, manifest={**artifact.manifest, "variants": {
-        "int8": {"file": "model.int8.onnx", "sha256": sha}}}), cpu) for sha in ("a" * 64, "b" * 64)]
+        "int8": {"file": "model.int8.onnx", "sha256": sha}}}), cpu, None) for sha in ("a" * 64, "b" * 64)]
     assert identities[0]["precision"] == "int8" and identities[0] != identities[1]
 
 
@@ -769,6 +776,26 @@ def test_a_parquet_part_with_a_corrupt_page_is_named(tmp_path):
     part.write_bytes(bytes(data))
     with pytest.raises(errors.ConfigError, match="part-00000.parquet is damaged"):
         read_results(tmp_path / "o")
+
+
+def test_a_clip_the_model_answers_nan_for_is_its_error_row_and_its_batch_is_answered(tmp_path, test_artifact,
+                                                                                      monkeypatch):
+    from core.runtime import Runtime
+
+    real_run = Runtime.run
+
+    def nan_in_the_first_window(self, patches):
+        logits, embeddings = real_run(self, patches)
+        logits[0] = np.nan  # the first clip of each model call
+        return logits, embeddings
+    monkeypatch.setattr(Runtime, "run", nan_in_the_first_window)
+    for freq in (300, 500, 700):
+        (tmp_path / f"{freq}.wav").write_bytes(wav(freq=freq))
+    summary = score([str(tmp_path)], test_artifact, tmp_path / "o", dataclasses.replace(OPTIONS, rows_per_part=10))
+    rows = sorted(read_results(tmp_path / "o"), key=lambda r: r["id"])
+    assert summary.rows == 3 and summary.errors == {"ModelFailure": 1}, summary
+    assert rows[0]["error_kind"] == "ModelFailure" and "NaN or infinity" in rows[0]["error"]
+    assert all(r["label"] and not r["error_kind"] for r in rows[1:])
 
 
 def test_a_full_disk_names_the_part_it_could_not_write(tmp_path, monkeypatch):

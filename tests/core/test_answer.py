@@ -40,6 +40,24 @@ def test_a_clip_without_sound_is_silence():
     assert result.to_dict()["activity"] == {"active_windows": 0, "windows": 4}
 
 
+@pytest.mark.parametrize("where", ["logits", "embeddings"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_model_answering_nan_or_infinity_is_an_error_not_the_first_class(where, value):
+    """It was "dog" (the first class) with score NaN, a 500 from the JSON encoder, never "unknown"."""
+    from core.answer import clip_embedding, window_probabilities
+
+    logits, emb, active, starts = windows(3, [0, 2, 0])
+    (logits if where == "logits" else emb)[1, 0] = value
+    for classes in (CLASSES, None):
+        with pytest.raises(errors.ModelFailure, match="NaN or infinity"):
+            run(logits, emb, active, starts, classes=classes)
+        with pytest.raises(errors.ModelFailure):
+            window_probabilities(logits, emb, classes)  # a stream's windows
+    if where == "embeddings":
+        with pytest.raises(errors.ModelFailure):
+            clip_embedding(emb)  # an enrolment's prototype
+
+
 def test_only_windows_with_sound_vote_and_embed():
     logits, emb, active, starts = windows(5, [0, 0, 0])
     logits[:2], active[2:] = [6, 0, 0], False  # two active "dog" windows, three silent "siren" ones

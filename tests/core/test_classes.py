@@ -171,6 +171,9 @@ def test_store_round_trip_and_refusals(builtin, tmp_path):
              ("prototype", [float("nan"), 0.0, 0.0], "not 3 finite numbers"),
              ("label", "BELL", "named twice"),  # hand-edited: a second 'bell', or a built-in's name, in another case
              ("label", "Dog", "named twice"),
+             ("label", "dog ", "spaces at its ends"),  # beside the built-in 'dog', and no DELETE could name it
+             ("prototype", [5.0, 0.0, 0.0], "not a unit vector"),  # the nearest class to every clip
+             ("prototype", [0.0, 0.0, 0.0], "not a unit vector"),
              ("examples", 0, "0 examples")]  # its margin is the model's for that many
     for field, value, refusal in edits:
         store.save(classes)
