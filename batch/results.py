@@ -68,8 +68,7 @@ class PartWriter:
                 previous.update({k: self.identity[k] for k in unrecorded})
             if previous != self.identity:
                 changed = sorted(k for k in set(previous) | set(self.identity) if previous.get(k) != self.identity.get(k))
-                shown = "; ".join(f"{k}: {str(previous.get(k))[:80]} there, {str(self.identity.get(k))[:80]} now"
-                                  for k in changed)
+                shown = "; ".join(_difference(k, previous.get(k), self.identity.get(k)) for k in changed)
                 raise errors.ConfigError(f"{out} holds results made with other {', '.join(changed)} ({shown}): run "
                                          "with its options, or use another --out")
         (out / SUMMARY).unlink(missing_ok=True)  # a run under way has no summary: one there means OUT is finished
@@ -168,6 +167,14 @@ class PartWriter:
             self.lock = None
 
     __del__ = release
+
+
+def _difference(key: str, there, now) -> str:
+    """One identity key as it differs: the items added and gone for lists (the classes), else both values."""
+    if isinstance(there, list) and isinstance(now, list):
+        return (f"{key}: {str([x for x in now if x not in there])[:80]} now, not there; "
+                f"{str([x for x in there if x not in now])[:80]} there, not now")
+    return f"{key}: {str(there)[:80]} there, {str(now)[:80]} now"
 
 
 def _lock_out(out: Path) -> int | None:

@@ -31,8 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-k", type=at_least(1), default=5,
                         help="classes ranked per row, best first ('unknown' keeps its ranking; 'silence' has none)")
     parser.add_argument("--classes", default="", help="an enrolled-classes file (the server's SOUNDARC_CLASSES): "
-                        "answer with those classes too, as /classify does (default: the model directory's "
-                        "enrolled.json where there is one, as a server's default; 'none': the model's classes alone)")
+                        "answer with those classes too, as /classify does; unset%(default)s: the model directory's "
+                        "enrolled.json where there is one, as a server's default; 'none': the model's classes alone")
     parser.add_argument("--open-set", action=argparse.BooleanOptionalAction, default=True,
                         help="answer 'unknown' for sounds far from every class (--no-open-set: never, as /classify "
                         "with open_set=false)")

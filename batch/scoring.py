@@ -183,10 +183,14 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
     """The model's class set with the enrolled classes of `path` (a service's SOUNDARC_CLASSES file; "": the
     model directory's enrolled.json where there is one, as a server started on the model answers with;
     "none": the model's classes alone); None for a model without prototypes."""
-    if path == "" and (artifact.path / STORE_FILE).is_file() and artifact.open_set is not None:
+    if default_store(artifact, path):
         path = str(artifact.path / STORE_FILE)
         log.info("answering with the classes enrolled in %s too, as a server of this model does (--classes none: "
                  "the model's own alone)", path)
+        try:
+            return ClassStore(path, artifact.model_id).load(ClassSet.of(artifact))
+        except errors.ArtifactError as e:
+            raise errors.ArtifactError(f"{e} ({DEFAULT_STORE_HINT})") from None
     path = "" if path == "none" else path
     if artifact.open_set is None:
         if path:
@@ -196,6 +200,15 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
     if path and not Path(path).is_file():
         raise errors.ConfigError(f"--classes {path}: no such file")
     return ClassStore(path, artifact.model_id).load(classes) if path else classes
+
+
+DEFAULT_STORE_HINT = ("the model directory's enrolled.json is read by default, as a server of the model does: "
+                      "--classes none scores with the model's classes alone")
+
+
+def default_store(artifact: Artifact, path: str) -> bool:
+    """Whether --classes `path` stands for the model directory's enrolled.json."""
+    return path == "" and artifact.open_set is not None and (artifact.path / STORE_FILE).is_file()
 
 
 def run_identity(artifact: Artifact, options: ScoreOptions, classes: ClassSet | None) -> dict:
@@ -225,8 +238,13 @@ def score(inputs: list[str], model: str | Path, out: str | Path, options: ScoreO
         raise errors.ConfigError("--out is empty: name a folder for the results")
     artifact = load_artifact(model)
     classes = load_classes(artifact, options.classes)  # once: a server may change the file meanwhile
-    writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options, classes), options.rows_per_part,
-                        recorded_later=("variant_sha256",))
+    try:
+        writer = PartWriter(Path(out), options.fmt, run_identity(artifact, options, classes), options.rows_per_part,
+                            recorded_later=("variant_sha256",))
+    except errors.ConfigError as e:  # a resumed run of other classes: one made before the default store was read?
+        if default_store(artifact, options.classes) and "classes" in str(e):
+            raise errors.ConfigError(f"{e} ({DEFAULT_STORE_HINT})") from None
+        raise
     try:
         return _score_into(writer, inputs, Scorer(artifact, options, classes), out)
     finally:

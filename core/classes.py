@@ -117,7 +117,11 @@ class ClassSet:
         enrolment `margin` (None: the model's)."""
         label = self.check_new(label, len(embeddings))
         check_margin(margin)
-        prototype = unit(unit(embeddings).mean(axis=0))
+        mean = unit(embeddings).mean(axis=0)  # (D,)
+        if np.linalg.norm(mean) < 1e-6:  # the examples cancel out: no direction, a store no server could load
+            raise errors.InvalidParameter("the examples' embeddings cancel out (they point opposite ways): enrol "
+                                          "examples of one sound")
+        prototype = unit(mean)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         new = EnrolledClass(label, prototype, len(embeddings), now, None if margin is None else float(margin))
         return replace(self, enrolled=self.enrolled + (new,))

@@ -179,7 +179,10 @@ class SoundArc:
             if clip.silent:
                 raise errors.SilentAudio(f"example {name!r} holds no sound (every window is below the activity "
                                          "thresholds): it cannot teach a class")
-            embeddings.append(clip_embedding(window_embeddings[clip.active]))
+            try:
+                embeddings.append(clip_embedding(window_embeddings[clip.active]))
+            except errors.ModelFailure as e:
+                raise errors.ModelFailure(f"example {name!r}: {e}") from e
             warnings += [f"example {name!r}: {warning}" for warning in clip.warnings]
 
         def add(classes: ClassSet) -> ClassSet:  # on the classes in the store now, under its lock

@@ -157,11 +157,18 @@ def test_enrolled_classes_answer_offline_too(tmp_path, test_artifact, fixtures):
     assert all("whistle" in r["top_labels"] for r in rows)
     with pytest.raises(errors.ConfigError, match="no such file"):
         score([str(fixtures)], test_artifact, tmp_path / "p", dataclasses.replace(OPTIONS, classes=str(tmp_path / "x")))
-    model = shutil.copytree(test_artifact, tmp_path / "model")  # its own enrolled.json: what a server of it answers with
-    shutil.copy(tmp_path / "enrolled.json", model / "enrolled.json")
+    model = shutil.copytree(test_artifact, tmp_path / "model")
+    score([str(fixtures)], model, tmp_path / "before", dataclasses.replace(OPTIONS, top_k=10))  # no store there yet
+    shutil.copy(tmp_path / "enrolled.json", model / "enrolled.json")  # what a server of the model answers with now
     for classes, enrolled in (("", True), ("none", False)):
         score([str(fixtures)], model, tmp_path / f"default-{classes}", dataclasses.replace(OPTIONS, classes=classes, top_k=10))
         assert all(("whistle" in r["top_labels"]) == enrolled for r in read_results(tmp_path / f"default-{classes}"))
+    with pytest.raises(errors.ConfigError, match=r"\['whistle'\] now, not there.*--classes none scores"):
+        score([str(fixtures)], model, tmp_path / "before", dataclasses.replace(OPTIONS, top_k=10))  # resumed
+    assert score([str(fixtures)], model, tmp_path / "before", dataclasses.replace(OPTIONS, top_k=10, classes="none")).rows == 0
+    (model / "enrolled.json").write_text("{not json")
+    with pytest.raises(errors.ArtifactError, match="not a valid.*--classes none scores"):
+        score([str(fixtures)], model, tmp_path / "damaged", OPTIONS)
 
     # a class's own margin travels in the file (as the service writes it): a lower one scores it higher (at -1 it
     # wins every window whose cosine to it is above the top class's less 1)

@@ -118,6 +118,11 @@ def test_a_store_written_before_the_end_rules_still_loads_and_its_classes_can_be
         loaded.remove("Dog")
 
 
+def test_examples_that_cancel_out_teach_no_class(builtin):
+    with pytest.raises(errors.InvalidParameter, match="cancel out"):  # saved, its zero prototype refused every load
+        builtin.enrol("whistle", np.stack([unit(0.5), -unit(0.5)]))
+
+
 def test_remove(builtin):
     classes = builtin.enrol("whistle", unit(math.pi)[None]).enrol("bell", unit(2.0)[None])
     assert classes.remove("whistle").labels == ("dog", "rain", "bell")
