@@ -86,10 +86,10 @@ def pooled(runs: list[dict], key: str) -> np.ndarray:
 
 
 def fit(runs: list[dict], frr: float, rate: float) -> tuple[np.ndarray, float]:
-    """(K,) angles and s_min (0 for rate 0) rejecting `frr` of the known clip-conditions together."""
+    """(K,) angles and s_min (-inf for rate 0) rejecting `frr` of the known clip-conditions together."""
     angles, nearest, scores = known_angles(runs, CONDITIONS), known_nearest(runs, CONDITIONS), pooled(runs, "score")
     k = len(runs[0]["labels"])
-    s_min = float(np.quantile(scores, rate)) if rate else 0.0
+    s_min = float(np.quantile(scores, rate)) if rate else -np.inf  # rate 0: the angle alone
     low, high = 1 - frr, 1.0  # the angles' quantile: bisect until the union rejects frr
     for _ in range(40):
         q = (low + high) / 2
