@@ -37,6 +37,7 @@ from core.audio import AUDIO_SUFFIXES
 log = logging.getLogger(__name__)
 
 UTF8_FLAG = 0x800  # a zip entry's general purpose flag: its name is UTF-8
+NESTED_ARCHIVE = "an archive inside an archive is not opened: extract it and score it as an input"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 COMPRESSION = {b"\x1f\x8b\x08": gzip.open, b"\xfd7zXZ\x00": lzma.open}  # a tar's, by its first bytes (and bzip2's below)
 TAR_ERRORS = (OSError, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error)  # a damaged tar or compressed stream
@@ -71,8 +72,6 @@ def is_audio_name(name: str) -> bool:
 def is_archive_name(name: str) -> bool:
     return name.lower().endswith((*TAR_SUFFIXES, ".zip"))
 
-
-NESTED_ARCHIVE = "an archive inside an archive is not opened: extract it and score it as an input"
 
 
 def iter_items(inputs: list[str], max_bytes: int, all_files: bool = False, lazy: bool = False) -> Iterator[Item]:
