@@ -12,12 +12,9 @@ and a low score; rates up to 2 %, where the distance alone rejects): the answer 
 ones. The rule that reads it: BENCHMARKS.md "An unknown by the nearest training clips" (runs/notes/rule-openset-knn.md).
 """
 
-import argparse
-import json
-
 import numpy as np
 import openset_score_cv as study
-from _data import REPORTS, ROOT, add_joint_arguments, cv_runs, encoder_tag, fold_of, joint_arguments, machine, training_clips
+from _data import ROOT, cv_runs, encoder_tag, fold_of, joint_arguments, training_clips
 from cv_study import ESC10, NOISE, outputs
 from openset_cv import load_runs
 
@@ -70,45 +67,23 @@ def run_knn(run, result: dict, share, pretrained, weight, temperature, k: int) -
 
 
 def markdown(report: dict) -> str:
-    lines = [f"An unknown by the distance to the {report['k']}-th nearest training clip beside the angle "
-             f"({report['arm']}, {report['runs']} runs, {machine()}); FRR {report['frr']:.0%} of the known "
-             f"clip-conditions pooled over {len(CONDITIONS)} conditions.", "",
-             "| rule | unknown accepted | known rejected | answered | top-1 |", "|---|---|---|---|---|"]
-    for name, title in (("angle", "angle per class"), ("score", "angle per class or far from the training clips")):
-        for where in ("two_fold", "in_sample"):
-            m = report[where][name]
-            lines.append(f"| {title}, {where.replace('_', '-')} | {m['unknown_accepted']:.1%} | {m['rejected']:.1%} "
-                         f"| {m['answered']:.1%} | {m['top1']:.1%} |")
-    lines += ["", f"Rates chosen on the fitting halves: {report['two_fold']['rates']}; in sample (all runs, rate "
-              f"{report['rate']}): d_max {-report['s_min']:.4f}, angles {np.round(report['thresholds_rad'], 3).tolist()}."]
-    return "\n".join(lines) + "\n"
+    return study.table(report, f"An unknown by the distance to the nearest training clips (k = {report['k']}) beside "
+                               "the angle", "angle per class or far from the training clips",
+                       f"d_max {-report['s_min']:.4f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("arm")
-    add_joint_arguments(parser, "the joint embedding, as the model is served")
-    parser.add_argument("--prototype-weight", type=float, required=True)
-    parser.add_argument("--temperature", type=float, required=True, help="the served model's (openset.json)")
+    parser = study.arguments(__doc__)
     parser.add_argument("--k", type=int, default=3, help="the neighbour whose distance is the score")
-    parser.add_argument("--frr", type=float, default=0.02)
     parser.add_argument("--report", default="openset_knn_cv")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
     study.RATES = RATES
     runs = [run_knn(path, result, share, pretrained, args.prototype_weight, args.temperature, args.k)
             for path, result in zip(cv_runs(args.arm), load_runs(args.arm, share, pretrained))]
-    rate = study.chosen_rate(runs, args.frr)
-    thresholds, s_min = study.fit(runs, args.frr, rate)
-    report = {"arm": args.arm, "runs": len(runs), "frr": args.frr, "machine": machine(), "k": args.k,
-              "two_fold": study.two_fold(runs, args.frr),
-              "in_sample": {"angle": study.measure(runs, *study.fit(runs, args.frr, 0.0)),
-                            "score": study.measure(runs, thresholds, s_min)},
-              "rate": rate, "s_min": s_min, "thresholds_rad": thresholds.tolist(), "labels": runs[0]["labels"],
-              "prototype_weight": args.prototype_weight, "temperature": args.temperature, "pretrained_share": share}
-    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (REPORTS / f"{args.report}.md").write_text(markdown(report))
-    print(markdown(report))
+    report = {"arm": args.arm, "k": args.k, **study.evaluate(runs, args.frr), "prototype_weight": args.prototype_weight,
+              "temperature": args.temperature, "pretrained_share": share}
+    study.write(report, args.report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -127,30 +127,57 @@ def two_fold(runs: list[dict], frr: float) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"An unknown by a low top score beside the angle ({report['arm']}, {report['runs']} runs, {machine()}); "
-             f"FRR {report['frr']:.0%} of the known clip-conditions pooled over {len(CONDITIONS)} conditions; the "
-             f"score: the top probability at prototype weight {report.get('score_weight', report['prototype_weight'])}, "
-             f"temperature {report.get('score_temperature', report['temperature'])}.", "",
+    return table(report, f"An unknown by a low top score beside the angle; the score: the top probability at prototype "
+                         f"weight {report.get('score_weight', report['prototype_weight'])}, temperature "
+                         f"{report.get('score_temperature', report['temperature'])}", "angle per class or low score",
+                 f"s_min {report['s_min']:.4f}")
+
+
+def table(report: dict, title: str, score_rule: str, threshold: str) -> str:
+    """The report as markdown: both rules, two-fold and in sample."""
+    lines = [f"{title} ({report['arm']}, {report['runs']} runs, {machine()}); FRR {report['frr']:.0%} of the known "
+             f"clip-conditions pooled over {len(CONDITIONS)} conditions.", "",
              "| rule | unknown accepted | known rejected | answered | top-1 |", "|---|---|---|---|---|"]
-    for name, title in (("angle", "angle per class"), ("score", "angle per class or low score")):
+    for name, rule in (("angle", "angle per class"), ("score", score_rule)):
         for where in ("two_fold", "in_sample"):
             m = report[where][name]
-            lines.append(f"| {title}, {where.replace('_', '-')} | {m['unknown_accepted']:.1%} | {m['rejected']:.1%} "
+            lines.append(f"| {rule}, {where.replace('_', '-')} | {m['unknown_accepted']:.1%} | {m['rejected']:.1%} "
                          f"| {m['answered']:.1%} | {m['top1']:.1%} |")
     lines += ["", f"Rates chosen on the fitting halves: {report['two_fold']['rates']}; in sample (all runs, rate "
-              f"{report['rate']}): s_min {report['s_min']:.4f}, angles {np.round(report['thresholds_rad'], 3).tolist()}."]
+              f"{report['rate']}): {threshold}, angles {np.round(report['thresholds_rad'], 3).tolist()}."]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def evaluate(runs: list[dict], frr: float) -> dict:
+    """Both rules fitted and measured on `runs`: two-fold over their seeds, and in sample at the rate chosen there."""
+    rate = chosen_rate(runs, frr)
+    thresholds, s_min = fit(runs, frr, rate)
+    return {"runs": len(runs), "frr": frr, "machine": machine(), "two_fold": two_fold(runs, frr),
+            "in_sample": {"angle": measure(runs, *fit(runs, frr, 0.0)), "score": measure(runs, thresholds, s_min)},
+            "rate": rate, "s_min": s_min, "thresholds_rad": thresholds.tolist(), "labels": runs[0]["labels"]}
+
+
+def write(report: dict, name: str, text: str) -> None:
+    (REPORTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (REPORTS / f"{name}.md").write_text(text)
+    print(text)
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of a study of the served answer: the arm, its joint embedding, prototype weight, temperature, FRR."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("arm")
     add_joint_arguments(parser, "the joint embedding, as the model is served")
     parser.add_argument("--prototype-weight", type=float, required=True)
     parser.add_argument("--temperature", type=float, required=True, help="the served model's (openset.json)")
+    parser.add_argument("--frr", type=float, default=0.02)
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__)
     parser.add_argument("--score-weight", type=float, help="the score's prototype weight (default: the served)")
     parser.add_argument("--score-temperature", type=float, help="the score's temperature (default: the served)")
-    parser.add_argument("--frr", type=float, default=0.02)
     parser.add_argument("--report", default="openset_score_cv")
     args = parser.parse_args()
     share, pretrained = joint_arguments(parser, args)
@@ -158,16 +185,10 @@ def main() -> None:
     score_temperature = args.temperature if args.score_temperature is None else args.score_temperature
     runs = [run_scores(path, result, share, pretrained, args.prototype_weight, score_weight, score_temperature)
             for path, result in zip(cv_runs(args.arm), load_runs(args.arm, share, pretrained))]
-    rate = chosen_rate(runs, args.frr)
-    thresholds, s_min = fit(runs, args.frr, rate)
-    report = {"arm": args.arm, "runs": len(runs), "frr": args.frr, "machine": machine(), "two_fold": two_fold(runs, args.frr),
-              "in_sample": {"angle": measure(runs, *fit(runs, args.frr, 0.0)), "score": measure(runs, thresholds, s_min)},
-              "rate": rate, "s_min": s_min, "thresholds_rad": thresholds.tolist(), "labels": runs[0]["labels"],
-              "prototype_weight": args.prototype_weight, "temperature": args.temperature, "pretrained_share": share,
-              "score_weight": score_weight, "score_temperature": score_temperature}
-    (REPORTS / f"{args.report}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (REPORTS / f"{args.report}.md").write_text(markdown(report))
-    print(markdown(report))
+    report = {"arm": args.arm, **evaluate(runs, args.frr), "prototype_weight": args.prototype_weight,
+              "temperature": args.temperature, "pretrained_share": share, "score_weight": score_weight,
+              "score_temperature": score_temperature}
+    write(report, args.report, markdown(report))
 
 
 if __name__ == "__main__":
