@@ -183,14 +183,11 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
     """The model's class set with the enrolled classes of `path` (a service's SOUNDARC_CLASSES file; "": the
     model directory's enrolled.json where there is one, as a server started on the model answers with;
     "none": the model's classes alone); None for a model without prototypes."""
-    if default_store(artifact, path):
+    defaulted = default_store(artifact, path)
+    if defaulted:
         path = str(artifact.path / STORE_FILE)
         log.info("answering with the classes enrolled in %s too, as a server of this model does (--classes none: "
                  "the model's own alone)", path)
-        try:
-            return ClassStore(path, artifact.model_id).load(ClassSet.of(artifact))
-        except errors.ArtifactError as e:
-            raise errors.ArtifactError(f"{e} ({DEFAULT_STORE_HINT})") from None
     path = "" if path == "none" else path
     if artifact.open_set is None:
         if path:
@@ -199,7 +196,12 @@ def load_classes(artifact: Artifact, path: str) -> ClassSet | None:
     classes = ClassSet.of(artifact)
     if path and not Path(path).is_file():
         raise errors.ConfigError(f"--classes {path}: no such file")
-    return ClassStore(path, artifact.model_id).load(classes) if path else classes
+    try:
+        return ClassStore(path, artifact.model_id).load(classes) if path else classes
+    except errors.ArtifactError as e:
+        if defaulted:
+            raise errors.ArtifactError(f"{e} ({DEFAULT_STORE_HINT})") from None
+        raise
 
 
 DEFAULT_STORE_HINT = ("the model directory's enrolled.json is read by default, as a server of the model does: "

@@ -327,9 +327,9 @@ class ClassStore:
                 seen.add(c.label.casefold())
                 if c.prototype.shape != (dim,) or not np.isfinite(c.prototype).all():
                     raise ValueError(f"class {c.label!r}: its prototype is not {dim} finite numbers")
-                if not abs(float(np.linalg.norm(c.prototype)) - 1) < 1e-3:  # as saved: a unit vector
-                    raise ValueError(f"class {c.label!r}: its prototype is not a unit vector (norm "
-                                     f"{float(np.linalg.norm(c.prototype)):.4g}): edited by hand?")
+                if not abs((norm := float(np.linalg.norm(c.prototype))) - 1) < 1e-3:  # as saved: a unit vector
+                    raise ValueError(f"class {c.label!r}: its prototype is not a unit vector (norm {norm:.4g}): "
+                                     "edited by hand?")
         except (ValueError, KeyError, TypeError, AttributeError, errors.InvalidParameter) as e:
             raise errors.ArtifactError(f"{self.path} is not a valid enrolled-classes file: {e}") from e
         except OSError as e:  # no longer readable (its permissions, a folder in its place)

@@ -160,7 +160,7 @@ class Client:
                     if message["type"] == "summary":
                         return
             except WebSocketDisconnect as e:
-                raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
+                raise _stream_closed(e) from None
             except lost as e:  # a send after the server closed with a code (queued) is that close; else the link broke
                 _raise_queued_close(ws)
                 raise httpx.ReadError(f"the connection to the server was lost mid-stream ({type(e).__name__})") from None
@@ -234,6 +234,11 @@ def _connection_lost() -> tuple[type[Exception], ...]:
     return WebSocketNetworkError, LocalProtocolError, httpcore.WriteError
 
 
+def _stream_closed(e) -> ServerError:
+    """httpx-ws's WebSocketDisconnect as ServerError: the close code as its status, and the reason."""
+    return ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream")
+
+
 def _raise_queued_close(ws) -> None:
     """The server's close, if it came before a send failed, as ServerError (its code and reason)."""
     from httpx_ws import WebSocketDisconnect, WebSocketNetworkError
@@ -242,7 +247,7 @@ def _raise_queued_close(ws) -> None:
         while True:
             ws.receive(timeout=0)
     except WebSocketDisconnect as e:
-        raise ServerError(e.code, "StreamClosed", e.reason or "the server closed the stream") from None
+        raise _stream_closed(e) from None
     except (*NOTHING_YET, WebSocketNetworkError):
         return
 
