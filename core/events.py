@@ -80,8 +80,8 @@ def detect(probs: np.ndarray, active: np.ndarray, starts_s: np.ndarray, window_s
         p = median_filter(p, size=(cfg.median_windows, 1), mode="constant", cval=0.0)  # silence beyond the audio
     bounds = window_bounds(np.asarray(starts_s, dtype=np.float64), window_s)  # (N + 1,)
     events = []
-    for k, label in enumerate(labels):
-        runs = _merge(_hysteresis(p[:, k], cfg.on, cfg.off), bounds, cfg.max_gap_s)
+    for k, runs in _hysteresis(p, cfg.on, cfg.off).items():
+        label, runs = labels[k], _merge(runs, bounds, cfg.max_gap_s)
         previous_end = -np.inf
         for first, last in runs:  # windows first..last inclusive
             start, end = bounds[first], bounds[last + 1]
@@ -126,17 +126,21 @@ def _sharpen(levels: np.ndarray, frontend: FrontendConfig, start_s: float, end_s
     return start, last + 1 / frontend.frames_per_s
 
 
-def _hysteresis(p: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:
-    """(N,) -> [(first, last)] runs of windows: from p >= on while p >= off."""
-    runs, first = [], None
-    for i, value in enumerate(p):
-        if first is None and value >= on:
-            first = i
-        elif first is not None and value < off:
-            runs.append((first, i - 1))
-            first = None
-    if first is not None:
-        runs.append((first, len(p) - 1))
+def _hysteresis(p: np.ndarray, on: float, off: float) -> dict[int, list[tuple[int, int]]]:
+    """(N, K) -> {k: [(first, last)]} each class's runs of windows, from p >= on while p >= off (classes
+    without a run left out). A window is inside a run where the last window at or above `on` so far comes
+    after the last one below `off`: no loop over windows (a live stream calls this at every window)."""
+    index = np.arange(len(p))[:, None]  # (N, 1)
+    last_on = np.maximum.accumulate(np.where(p >= on, index, -1), axis=0)  # (N, K)
+    last_off = np.maximum.accumulate(np.where(p < off, index, -1), axis=0)
+    inside = np.zeros((len(p) + 2, p.shape[1]), np.int8)  # (N + 2, K): a window outside at either end
+    inside[1:-1] = last_on > last_off
+    edges = np.diff(inside, axis=0)  # (N + 1, K): +1 where a run starts, -1 after it ends
+    run_k, firsts = np.nonzero(edges.T == 1)  # in class order, then time order
+    _, ends = np.nonzero(edges.T == -1)  # the same runs' ends, in the same order
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for k, first, end in zip(run_k, firsts, ends):
+        runs.setdefault(int(k), []).append((int(first), int(end) - 1))
     return runs
 
 

@@ -43,13 +43,18 @@ ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
 class StreamSession:
-    """One stream: its set-up, its front-end, and the window outputs kept for the summary."""
+    """One stream: its set-up, its front-end, and the window outputs kept for the events and the summary.
+    It answers with the classes enrolled when it was set up, to its end: a class enrolled or deleted
+    meanwhile would change the events of windows already answered."""
 
     def __init__(self, service, settings, setup: dict):
         self.service, self.artifact = service, service.artifact
         self.rate, self.channels, self.dtype, self.options = _check_setup(setup, settings)
         self.frontend = StreamFrontend(self.rate, self.artifact.frontend, self.artifact.activity)
-        self.logits, self.embeddings, self.active, self.starts = [], [], [], []
+        self.classes = service.current_classes()  # None: the model's classes alone
+        self.labels = self.artifact.labels if self.classes is None else self.classes.labels
+        # per batch of windows: (N, C) logits, (N, D) embeddings, (N,) activity and starts, (N, K) probabilities
+        self.logits, self.embeddings, self.active, self.starts, self.probs = [], [], [], [], []
         self.sent_events: set[tuple] = set()
         self.received = 0  # samples received, at the stream's rate
         self.partial = b""  # the first bytes of a sample split between messages
@@ -83,15 +88,12 @@ class StreamSession:
         if not len(windows.patches):
             return []
         logits, embeddings = await self.service.batcher.infer(windows.patches)
+        probs = window_probabilities(logits, embeddings, self.classes)  # (N, K), once a window: kept for the events
         for kept, new in ((self.logits, logits), (self.embeddings, embeddings), (self.active, windows.active),
-                          (self.starts, windows.starts_s)):
+                          (self.starts, windows.starts_s), (self.probs, probs)):
             kept.append(new)
-        window_s = self.artifact.frontend.patch_seconds
-        classes = self.service.current_classes()
-        names = self.artifact.labels if classes is None else classes.labels
-        timeline = window_answers(window_probabilities(logits, embeddings, classes), embeddings, windows.active,
-                                  windows.starts_s, window_s, names, classes, self.options,
-                                  self.frontend.duration_s)  # as /classify's timeline
+        timeline = window_answers(probs, embeddings, windows.active, windows.starts_s, self.artifact.frontend.patch_seconds,
+                                  self.labels, self.classes, self.options, self.frontend.duration_s)  # as /classify's timeline
         messages = [{"type": "window", "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3), "label": w.label,
                      "score": round_score(w.score), "labels": [{"label": k, "score": round(p, 6)} for k, p in w.ranking]}
                     for w in timeline]
@@ -100,7 +102,8 @@ class StreamSession:
     def summary(self) -> dict:
         fe = self.artifact.frontend
         options = replace(self.options, events=self.artifact.events)
-        result = answer(*self._outputs(), fe.patch_seconds, self.artifact.labels, self.service.current_classes(),
+        outputs = (np.concatenate(kept) for kept in (self.logits, self.embeddings, self.active, self.starts))
+        result = answer(*outputs, fe.patch_seconds, self.artifact.labels, self.classes,
                         options, self.frontend.all_levels(), fe, self.frontend.duration_s)
         body = result.to_dict()
         return {"type": "summary", **body, "labels": body["ranking"], "duration_s": round(self.frontend.duration_s, 3)}
@@ -110,23 +113,16 @@ class StreamSession:
         ended well before the windows the median filter of the next ones still reaches)."""
         cfg = self.artifact.events
         window_s = self.artifact.frontend.patch_seconds
-        logits, embeddings, active, starts = self._outputs()
+        probs, active, starts = (np.concatenate(kept) for kept in (self.probs, self.active, self.starts))
         final_before_s = float("inf") if final else live_cutoff_s(starts, window_s, cfg)
-        classes = self.service.current_classes()
-        probs = window_probabilities(logits, embeddings, classes)  # (N, K)
-        names = self.artifact.labels if classes is None else classes.labels
         out = []
-        for event in detect(probs, active, starts, window_s, names, cfg, self.frontend.all_levels(),
+        for event in detect(probs, active, starts, window_s, self.labels, cfg, self.frontend.all_levels(),
                             self.artifact.frontend, final_before_s, self.frontend.duration_s):
             key = (event.label, round(event.start_s, 2))
             if key not in self.sent_events:
                 self.sent_events.add(key)
                 out.append({"type": "event", **event.to_dict()})
         return out
-
-    def _outputs(self):
-        return (np.concatenate(self.logits), np.concatenate(self.embeddings), np.concatenate(self.active),
-                np.concatenate(self.starts))
 
 
 class _Close(Exception):

@@ -151,3 +151,26 @@ def test_events_end_within_the_audio_and_never_overlap_for_one_label():
     cfg = EventConfig(median_windows=1, min_duration_s=0.25, max_gap_s=0.25)
     dogs = [e for e in detect(p, active, starts, WINDOW, ("dog", "rain"), cfg, levels, frontend) if e.label == "dog"]
     assert len(dogs) == 2 and dogs[0].end_s <= dogs[1].start_s
+
+
+def _runs_one_window_at_a_time(p: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:
+    """The hysteresis as its definition reads: open at p >= on, close at the first p < off."""
+    runs, first = [], None
+    for i, value in enumerate(p):
+        if first is None and value >= on:
+            first = i
+        elif first is not None and value < off:
+            runs.append((first, i - 1))
+            first = None
+    return runs + ([(first, len(p) - 1)] if first is not None else [])
+
+
+@pytest.mark.parametrize("on,off", [(0.5, 0.3), (0.5, 0.5), (0.9, 0.0), (1.0, 1.0)])
+def test_hysteresis_of_every_class_at_once_is_the_one_window_at_a_time_reading(on, off):
+    from core.events import _hysteresis
+    rng = np.random.default_rng(0)
+    p = rng.choice([0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 1.0], size=(300, 7))  # values on the thresholds too
+    p[:, 6] = 0.0  # a class with no run
+    runs = _hysteresis(p, on, off)
+    assert runs == {k: r for k in range(7) if (r := _runs_one_window_at_a_time(p[:, k], on, off))}
+    assert _hysteresis(p[:0], on, off) == {}

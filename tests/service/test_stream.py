@@ -70,6 +70,36 @@ def test_a_stream_may_set_its_own_unknown_angle(server):
     assert "unknown" not in {m["label"] for m in messages if m["type"] == "window"}
 
 
+def test_a_stream_answers_with_the_classes_of_its_set_up(server):
+    """A class enrolled while a stream runs is not in its later windows, events or summary (it would change the
+    events of windows already answered); a stream set up after the enrolment hears it."""
+    y = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8 * RATE) / RATE)).astype("<f4")
+    wav = io.BytesIO()
+    sf.write(wav, y[:2 * RATE], RATE, format="WAV")
+    setup = {"sample_rate": RATE, "encoding": "f32le", "open_set": False}
+    messages = []
+    with httpx.Client() as client, connect_ws(f"{server}/stream", client) as ws:
+        ws.send_text(json.dumps(setup))
+        messages.append(ws.receive_json())
+        ws.send_bytes(y[:RATE].tobytes())
+        made = requests.post(f"{server}/classes", data={"label": "whistle"}, timeout=60,
+                             files={"audio": ("w.wav", wav.getvalue(), "audio/wav")})
+        assert made.status_code == 201, made.text
+        try:
+            ws.send_bytes(y[RATE:].tobytes())
+            ws.send_text(json.dumps({"type": "end"}))
+            with pytest.raises(WebSocketDisconnect):
+                while True:
+                    messages.append(ws.receive_json())
+            after, code, _ = stream(server, setup, [y.tobytes()])
+        finally:
+            requests.delete(f"{server}/classes/whistle", timeout=10)
+    windows = [m for m in messages if m["type"] == "window"]
+    assert len(windows) > 10 and messages[-1]["type"] == "summary"
+    assert "whistle" not in {r["label"] for m in windows for r in m["labels"]} | {r["label"] for r in messages[-1]["labels"]}
+    assert code == 1000 and after[-1]["label"] == "whistle"
+
+
 @pytest.mark.parametrize("setup,pieces,code,needle", [
     ({"sample_rate": 16000, "encoding": "mp3", "channels": 1}, [], 1008, "encoding"),
     ({"sample_rate": 5, "encoding": "f32le"}, [], 1008, "sample_rate"),
