@@ -38,7 +38,9 @@ LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
 MAX_EXAMPLES = 20
 STORE_VERSION = 1
 STORE_FILE = "enrolled.json"  # the store's name in the model directory, unless a server names another
-RACY_S = 2.0  # a store file changed more recently than this is read again on every call (_stamp_of)
+RACY_S = 2.0  # a store file changed more recently than this may change again unseen (_Seen) ...
+RECHECK_S = 0.25  # ... so it is read again this often until it is older (not at every call: 50 ms at 200 classes)
+UNREADABLE = ("unreadable",)  # the stamp of a file that cannot be stat'ed (a folder on the way no longer readable)
 
 
 @dataclass(frozen=True)
@@ -221,26 +223,26 @@ class ClassStore:
         self.path, self.model_id = Path(path), model_id
         # the served model's directory where the store lives in it (the default): a re-export replaces it whole
         self.in_model_dir = model_dir is not None and self.path.parent.resolve() == Path(model_dir).resolve()
-        # the file's (mtime_ns, size, inode) and its classes, as last loaded or saved: one pair, swapped whole,
-        # so that a change that failed, or a reload between another thread's save and its caller, cannot
-        # leave a stamp beside classes that are not the file's
-        self.state: tuple[tuple | object | None, ClassSet] | None = None
+        # the file as last loaded or saved, swapped whole, so that a change that failed, or a reload between
+        # another thread's save and its caller, cannot leave a stamp beside classes that are not the file's
+        self.seen: _Seen | None = None
 
     def current(self, classes: ClassSet) -> ClassSet:
         """The file's classes (built-in ones from `classes`): as last loaded, or again where another
-        server has changed the file since (one stat per call; a read while the file is younger than RACY_S)."""
-        state = self.state
+        server has changed the file since (one stat per call; a read every RECHECK_S while the file is
+        younger than RACY_S)."""
+        seen = self.seen
         stamp = self._stamp()
-        if state is not None and (stamp == state[0] or not self._own_model_beside()):
-            return state[1]  # unchanged, or the model directory replaced: what this server had, until restarted
+        if seen is not None and (seen.holds(stamp) or not self._own_model_beside()):
+            return seen.classes  # unchanged, or the model directory replaced: what this server had, until restarted
         try:
             return self.load(replace(classes, enrolled=()))
         except errors.ArtifactError as e:  # edited by hand since: not a 500 at every answer
-            if state is None:
+            if seen is None:
                 raise
             log.error("%s; answering with the classes loaded before until the file is mended", e)
-            self.state = (stamp, state[1])  # read again once it changes
-            return state[1]
+            self.seen = _Seen.of(stamp, seen.classes)  # read again once it changes
+            return seen.classes
 
     def update(self, builtin: ClassSet, change: Callable[[ClassSet], ClassSet]) -> ClassSet:
         """Apply `change` to the classes in the file, as they are now, and save the result: under an
@@ -294,19 +296,21 @@ class ClassStore:
         except (OSError, ValueError, AttributeError):
             return False
 
-    def _stamp(self) -> tuple | object | None:
+    def _stamp(self) -> tuple | None:
+        """What tells one version of the store's file from another: (mtime_ns, size, inode); None: no file."""
         try:
-            return _stamp_of(os.stat(self.path))
+            st = os.stat(self.path)
         except FileNotFoundError:
             return None
         except OSError:  # a folder on the way no longer readable: not "no file", but unknown (load says why)
-            return object()
+            return UNREADABLE
+        return st.st_mtime_ns, st.st_size, st.st_ino
 
     def load(self, classes: ClassSet) -> ClassSet:
         """`classes` plus what the file holds; refuses a file written for another model."""
         stamp = self._stamp()
         if stamp is None:
-            self.state = (None, classes)
+            self.seen = _Seen.of(None, classes)
             return classes
         try:
             data = json.loads(self.path.read_text())
@@ -335,7 +339,7 @@ class ClassStore:
         except OSError as e:  # no longer readable (its permissions, a folder in its place)
             raise errors.ArtifactError(f"cannot read the enrolled classes at {self.path}: {e.strerror or e}") from e
         loaded = replace(classes, enrolled=classes.enrolled + enrolled)
-        self.state = (stamp, loaded)
+        self.seen = _Seen.of(stamp, loaded)
         return loaded
 
     def save(self, classes: ClassSet) -> None:
@@ -343,7 +347,7 @@ class ClassStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             st = write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                                "classes": [c.to_dict() for c in classes.enrolled]})
-            self.state = (_stamp_of(st), classes)  # the file this wrote, not a later one
+            self.seen = _Seen.of((st.st_mtime_ns, st.st_size, st.st_ino), classes)  # the file this wrote, not a later one
         except OSError as e:
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e
@@ -355,13 +359,23 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _stamp_of(st: os.stat_result) -> tuple | object:
-    """What tells one version of the store's file from another: (mtime_ns, size, inode). A file changed
-    within the last RACY_S may change again in the same tick of a coarse clock (1 s on some filesystems,
-    2 s on FAT), to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is a new
-    object, which matches none, so the file is read again until it is older than that (this server's own
-    saves too). A time ahead of the clock (another machine's, a copy's) is not recent: any later change
-    carries the writer's own time, another stamp."""
-    if abs(time.time_ns() - st.st_mtime_ns) < RACY_S * 1e9:
-        return object()
-    return st.st_mtime_ns, st.st_size, st.st_ino
+@dataclass(frozen=True)
+class _Seen:
+    """The store's file as a server last loaded or saved it: its stamp and its classes. A file changed within
+    the last RACY_S may change again in the same tick of a coarse clock (1 s on some filesystems, 2 s on FAT),
+    to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is trusted for RECHECK_S
+    only, then the file is read again, until it is older than that (this server's own saves too). A time
+    ahead of the clock (another machine's, a copy's) is not recent: any later change carries the writer's
+    own time, another stamp. An unreadable file is tried again every RECHECK_S."""
+    stamp: tuple | None
+    classes: ClassSet
+    trusted_until: float  # time.monotonic()
+
+    @classmethod
+    def of(cls, stamp: tuple | None, classes: ClassSet) -> _Seen:
+        young = stamp == UNREADABLE or (stamp is not None and abs(time.time_ns() - stamp[0]) < RACY_S * 1e9)
+        return cls(stamp, classes, time.monotonic() + RECHECK_S if young else float("inf"))
+
+    def holds(self, stamp: tuple | None) -> bool:
+        """Whether a file of `stamp` is still the one seen."""
+        return stamp == self.stamp and time.monotonic() < self.trusted_until
