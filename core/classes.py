@@ -40,6 +40,7 @@ STORE_VERSION = 1
 STORE_FILE = "enrolled.json"  # the store's name in the model directory, unless a server names another
 RACY_S = 2.0  # a store file changed more recently than this may change again unseen (_Seen) ...
 RECHECK_S = 0.25  # ... so it is read again this often until it is older (not at every call: 50 ms at 200 classes)
+MODEL_SWAP_S = 1.0  # how long a change waits for a missing model directory to be back (an export's swap)
 UNREADABLE = ("unreadable",)  # the stamp of a file that cannot be stat'ed (a folder on the way no longer readable)
 
 
@@ -250,9 +251,7 @@ class ClassStore:
         other and none is lost. Returns the new set."""
         with self._locked():
             if not self._own_model_beside():
-                raise errors.Conflict(f"{self.path.parent} no longer holds this server's model {self.model_id!r} (exported "
-                                      "again since it started): restart the server to serve the new model; nothing was "
-                                      "changed")
+                raise self._model_replaced()
             try:
                 current = self.load(replace(builtin, enrolled=()))
             except errors.ArtifactError as e:
@@ -268,8 +267,7 @@ class ClassStore:
         path = self.path.with_name(self.path.name + ".lock")
         while True:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                lock = open(path, "a")
+                lock = self._open_lock(path)
             except OSError as e:
                 raise errors.StorageError(f"cannot lock the enrolled classes at {self.path} ({e}); nothing was "
                                           "changed. Point SOUNDARC_CLASSES at a writable file") from e
@@ -283,6 +281,26 @@ class ClassStore:
                 if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
                     yield
                     return
+
+    def _open_lock(self, path: Path):
+        """The lock file, opened to append. A store kept elsewhere has its folder made; the served model's
+        directory is never made: between an export's two renames it is missing, and a folder made then would
+        stop the new artifact's rename (it waits for it instead, MODEL_SWAP_S at most)."""
+        if not self.in_model_dir:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "a")
+        give_up = time.monotonic() + MODEL_SWAP_S
+        while True:
+            try:
+                return open(path, "a")
+            except FileNotFoundError:
+                if time.monotonic() > give_up:
+                    raise self._model_replaced() from None
+                time.sleep(0.01)
+
+    def _model_replaced(self) -> errors.Conflict:
+        return errors.Conflict(f"{self.path.parent} no longer holds this server's model {self.model_id!r} (exported again "
+                               "or removed since it started): restart the server to serve the new model; nothing was changed")
 
     def _own_model_beside(self) -> bool:
         """Whether a store kept in the served model's directory still has that model beside it: a re-export to

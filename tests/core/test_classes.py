@@ -332,3 +332,31 @@ def test_no_change_once_the_model_directory_holds_another_model(builtin, tmp_pat
     elsewhere.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
     (tmp_path / "manifest.json").write_text(json.dumps({"model_id": "model-b"}))
     assert elsewhere.update(builtin, lambda c: c.enrol("horn", unit(1.0)[None])).labels[-2:] == ("bell", "horn")
+
+
+def test_a_change_between_an_exports_two_renames_waits_for_the_new_directory(builtin, tmp_path):
+    """Between an export's two renames the model directory is missing. A change then made it again (an empty
+    folder holding a lock file), so the new artifact's rename failed, and so did putting the old one back."""
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"model_id": "model-a"}))
+    store = ClassStore(out / "enrolled.json", "model-a", model_dir=out)
+    store.update(builtin, lambda c: c.enrol("whistle", unit(math.pi)[None]))
+    staging = tmp_path / "staging"
+    shutil.copytree(out, staging)
+    (staging / "manifest.json").write_text(json.dumps({"model_id": "model-b"}))
+    out.rename(tmp_path / "old")  # the first rename ...
+    failed = []
+    waiting = threading.Thread(target=lambda: failed.append(pytest.raises(errors.Conflict, store.update, builtin,
+                                                                           lambda c: c.enrol("bell", unit(2.0)[None]))))
+    waiting.start()
+    time.sleep(0.2)
+    assert not out.exists()
+    staging.rename(out)  # ... and the second: not refused
+    waiting.join(10)
+    assert "restart the server" in str(failed[0].value)  # the new directory holds another model
+    assert json.loads((out / "enrolled.json").read_text())["classes"][0]["label"] == "whistle"
+    shutil.rmtree(out)  # gone for good: a clear refusal, no folder made
+    with pytest.raises(errors.Conflict, match="exported again or removed"):
+        store.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
+    assert not out.exists()
