@@ -36,11 +36,19 @@ def pick_device(name: str) -> torch.device:
 
 
 def open_run(out: str, cfg: TrainConfig, mode: str, rank: int) -> Run:
-    """The run directory; in a distributed run rank 0 creates it before the others read it."""
+    """The run directory; in a distributed run rank 0 creates it before the others read it, and its refusal
+    (another config, another mode, a damaged run) is every rank's: the others would wait for it forever."""
+    if not is_distributed():
+        return Run(out, cfg, mode)
+    refusal = [None]
     if rank == 0:
-        run = Run(out, cfg, mode)
-    if is_distributed():
-        torch.distributed.barrier()
+        try:
+            run = Run(out, cfg, mode)
+        except ConfigError as e:
+            refusal = [str(e)]
+    torch.distributed.broadcast_object_list(refusal, src=0)  # a barrier, with rank 0's word
+    if refusal[0] is not None:
+        raise ConfigError(refusal[0])
     return run if rank == 0 else Run(out, cfg, mode, create=False)
 
 

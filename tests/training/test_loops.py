@@ -422,3 +422,35 @@ def test_a_loss_that_is_not_finite_in_one_process_stops_every_process(tmp_path):
         results = manager.dict()
         mp.spawn(_step_with_one_bad_process, args=(f"file://{tmp_path / 'rendezvous'}", results), nprocs=2)
         assert dict(results) == {0: "stopped", 1: "stopped"}
+
+
+def _open_a_refused_run(rank: int, init: str, out: str, results) -> None:
+    """One of two gloo processes opening a run directory that holds a run of another config."""
+    import torch.distributed as dist
+
+    from training.setup import open_run
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    try:
+        open_run(out, from_dict({"epochs": 4}), "finetune", rank)
+        results[rank] = "opened"
+    except ConfigError as e:
+        results[rank] = f"refused: {e}"
+    except RuntimeError as e:  # gloo's timeout: the other process never came
+        results[rank] = f"hung: {e}"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_run_refused_on_rank_0_is_refused_on_every_rank(tmp_path):
+    """Under torchrun rank 0 opens the run; its refusal left the other ranks waiting at the barrier."""
+    import torch.multiprocessing as mp
+
+    from training.run import Run
+
+    Run(tmp_path / "run", from_dict({"epochs": 3}), "finetune")
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_open_a_refused_run, args=(f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "run"), results), nprocs=2)
+        refusal = f"refused: {tmp_path / 'run'} holds a run with another config"
+        assert [results[rank].split(" (")[0] for rank in (0, 1)] == [refusal, refusal]
