@@ -49,7 +49,7 @@ from core.activity import window_power
 from core.classes import SILENCE, UNKNOWN, ClassSet, unit
 from core.events import Event, EventConfig, detect
 from core.features import FrontendConfig, frame_at
-from core.openset import threshold_ok
+from core.openset import dot_rows, threshold_ok
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,12 @@ def class_logits(logits: np.ndarray, embeddings: np.ndarray, classes: ClassSet |
     (a, b), w = classes.builtin.cosine_logit, classes.builtin.prototype_weight
     h = unit(embeddings)  # (N, D)
     if w:
-        logits = (1 - w) * logits + w * (a * (h @ classes.builtin.prototypes.T) + b)  # (N, C)
+        logits = (1 - w) * logits + w * (a * dot_rows(h, classes.builtin.prototypes) + b)  # (N, C)
     if not classes.enrolled:
         return logits
     top = logits.argmax(axis=1)  # (N,)
     top_cosine = np.einsum("nd,nd->n", h, classes.builtin.prototypes[top])  # (N,)
-    enrolled = h @ np.stack([c.prototype for c in classes.enrolled]).T  # (N, E)
+    enrolled = dot_rows(h, np.stack([c.prototype for c in classes.enrolled]))  # (N, E)
     relative = enrolled - top_cosine[:, None] - classes.margins[None, :]  # (N, E)
     wins = np.where(relative > 0, logits.max(axis=1, keepdims=True) + a * relative, -np.inf)  # (N, E)
     return np.concatenate([logits, wins], axis=1)

@@ -28,7 +28,7 @@ import numpy as np
 
 from core import errors
 from core.artifact import MANIFEST_FILE, Artifact, write_json_atomic
-from core.openset import OpenSet
+from core.openset import OpenSet, dot_rows
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class ClassSet:
 
     def cosines(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, D) embeddings -> (N, K) cosine to every class prototype (built-in first)."""
-        return unit(embeddings) @ self.open_set.prototypes.T
+        return dot_rows(unit(embeddings), self.open_set.prototypes)
 
     def nearest(self, embedding: np.ndarray) -> tuple[str, float]:
         """(D,) L2-normalised clip embedding -> (label of the nearest prototype, its angle in rad)."""
@@ -300,7 +300,7 @@ class ClassStore:
 
     def _model_replaced(self) -> errors.Conflict:
         return errors.Conflict(f"{self.path.parent} no longer holds this server's model {self.model_id!r} (exported again "
-                               "or removed since it started): restart the server to serve the new model; nothing was changed")
+                               "or removed since it started): nothing was changed; restart the server to serve what is there now")
 
     def _own_model_beside(self) -> bool:
         """Whether a store kept in the served model's directory still has that model beside it: a re-export to
@@ -315,14 +315,12 @@ class ClassStore:
             return False
 
     def _stamp(self) -> tuple | None:
-        """What tells one version of the store's file from another: (mtime_ns, size, inode); None: no file."""
         try:
-            st = os.stat(self.path)
+            return _stamp_of(os.stat(self.path))
         except FileNotFoundError:
             return None
         except OSError:  # a folder on the way no longer readable: not "no file", but unknown (load says why)
             return UNREADABLE
-        return st.st_mtime_ns, st.st_size, st.st_ino
 
     def load(self, classes: ClassSet) -> ClassSet:
         """`classes` plus what the file holds; refuses a file written for another model."""
@@ -362,10 +360,15 @@ class ClassStore:
 
     def save(self, classes: ClassSet) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.in_model_dir:  # the served model's directory is never made (_open_lock)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             st = write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                                "classes": [c.to_dict() for c in classes.enrolled]})
-            self.seen = _Seen.of((st.st_mtime_ns, st.st_size, st.st_ino), classes)  # the file this wrote, not a later one
+            self.seen = _Seen.of(_stamp_of(st), classes)  # the file this wrote, not a later one
+        except FileNotFoundError:
+            if not self.in_model_dir:
+                raise
+            raise self._model_replaced() from None
         except OSError as e:
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e
@@ -380,9 +383,9 @@ def unit(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _Seen:
     """The store's file as a server last loaded or saved it: its stamp and its classes. A file changed within
-    the last RACY_S may change again in the same tick of a coarse clock (1 s on some filesystems, 2 s on FAT),
-    to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is trusted for RECHECK_S
-    only, then the file is read again, until it is older than that (this server's own saves too). A time
+    RACY_S of its stat (young: _stamp_of) may change again in the same tick of a coarse clock (1 s on some
+    filesystems, 2 s on FAT), to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is
+    trusted for RECHECK_S only, then the file is read again, until it is older than that (this server's own saves too). A time
     ahead of the clock (another machine's, a copy's) is not recent: any later change carries the writer's
     own time, another stamp. An unreadable file is tried again every RECHECK_S."""
     stamp: tuple | None
@@ -391,9 +394,16 @@ class _Seen:
 
     @classmethod
     def of(cls, stamp: tuple | None, classes: ClassSet) -> _Seen:
-        young = stamp == UNREADABLE or (stamp is not None and abs(time.time_ns() - stamp[0]) < RACY_S * 1e9)
+        young = stamp == UNREADABLE or (stamp is not None and stamp[-1])
         return cls(stamp, classes, time.monotonic() + RECHECK_S if young else float("inf"))
 
     def holds(self, stamp: tuple | None) -> bool:
         """Whether a file of `stamp` is still the one seen."""
         return stamp == self.stamp and time.monotonic() < self.trusted_until
+
+
+def _stamp_of(st: os.stat_result) -> tuple:
+    """What tells one version of the store's file from another: (mtime_ns, size, inode, young), young when it
+    was changed within RACY_S of this stat (_Seen), judged now, before the file is read: a file read young and
+    stat'ed old has another stamp, so it is read once more."""
+    return st.st_mtime_ns, st.st_size, st.st_ino, abs(time.time_ns() - st.st_mtime_ns) < RACY_S * 1e9

@@ -129,7 +129,8 @@ def _sharpen(levels: np.ndarray, frontend: FrontendConfig, start_s: float, end_s
 def _hysteresis(p: np.ndarray, on: float, off: float) -> dict[int, list[tuple[int, int]]]:
     """(N, K) -> {k: [(first, last)]} each class's runs of windows, from p >= on while p >= off (classes
     without a run left out). A window is inside a run where the last window at or above `on` so far comes
-    after the last one below `off`: no loop over windows (a live stream calls this at every window)."""
+    after the last one below `off` (off <= on: EventConfig): no loop over windows (a live stream calls this at
+    every window)."""
     index = np.arange(len(p))[:, None]  # (N, 1)
     last_on = np.maximum.accumulate(np.where(p >= on, index, -1), axis=0)  # (N, K)
     last_off = np.maximum.accumulate(np.where(p < off, index, -1), axis=0)

@@ -104,7 +104,7 @@ class OpenSet:
 
     def nearest_each(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, D) L2-normalised embeddings -> (N,) index of each one's nearest prototype, (N,) its angle in rad."""
-        cos = np.clip(embeddings.astype(np.float32) @ self.prototypes.T, -1.0, 1.0)  # (N, C)
+        cos = np.clip(dot_rows(embeddings.astype(np.float32), self.prototypes), -1.0, 1.0)  # (N, C)
         best = cos.argmax(axis=1)
         return best, np.arccos(cos[np.arange(len(best)), best]).astype(np.float64)
 
@@ -148,6 +148,12 @@ def class_prototypes(embeddings: np.ndarray, labels: np.ndarray, n_classes: int)
     x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     means = np.stack([x[labels == c].mean(axis=0) for c in range(n_classes)])
     return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
+
+
+def dot_rows(x: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(N, D) · (K, D) -> (N, K), each row summed on its own: a BLAS product's rows change in their last bits with
+    N, and a stream's windows, answered a few at a time, would score otherwise than the same upload's."""
+    return np.einsum("nd,kd->nk", x, vectors)
 
 
 def calibrate(prototypes: np.ndarray, embeddings: np.ndarray, frr: float) -> float:

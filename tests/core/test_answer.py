@@ -358,3 +358,23 @@ def test_the_enrolment_gate_is_the_models_and_older_artifacts_gate_by_windows():
     assert OpenSet.from_dict({**legacy, "enrol_gate": "clip"}).enrol_gate == "clip"
     with pytest.raises(errors.ArtifactError, match="enrolment gate"):
         replace(CLASSES.builtin, enrol_gate="frame")
+
+
+def test_a_windows_scores_do_not_depend_on_the_windows_answered_with_it():
+    """A stream answers its windows a few at a time, an upload all at once: a BLAS product's rows changed in their
+    last bits with the number of rows, so the same window scored otherwise (6th decimal) on the two paths."""
+    from core.answer import window_probabilities
+
+    rng = np.random.default_rng(0)
+    prototypes = rng.normal(size=(10, 768)).astype(np.float32)
+    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+    builtin = OpenSet(prototypes, tuple(f"c{i}" for i in range(10)), 0.9, 0.05, "test", cosine_logit=(5.0, 0.0),
+                      prototype_weight=0.5)
+    classes = ClassSet(builtin).enrol("whistle", rng.normal(size=(2, 768)).astype(np.float32))
+    logits, embeddings = rng.normal(size=(37, 10)).astype(np.float32), rng.normal(size=(37, 768)).astype(np.float32)
+    whole = window_probabilities(logits, embeddings, classes)
+    pieces = [window_probabilities(logits[a:b], embeddings[a:b], classes) for a, b in ((0, 1), (1, 6), (6, 37))]
+    assert np.array_equal(whole, np.concatenate(pieces))
+    angles = [classes.nearest_each(embeddings[a:b] / np.linalg.norm(embeddings[a:b], axis=1, keepdims=True))[1]
+              for a, b in ((0, 37), (0, 5), (5, 37))]
+    assert np.array_equal(angles[0], np.concatenate(angles[1:]))

@@ -217,14 +217,14 @@ def test_a_change_within_the_clocks_tick_is_seen(builtin, tmp_path, monkeypatch)
     """On a filesystem of coarse timestamps another server's change in the same tick, to the same size and inode,
     kept the stamp: A went on serving the classes it had loaded. A file younger than RACY_S is read again every
     RECHECK_S (it was at every call: 50 ms a read at 200 classes, on the event loop, for 2 s after each change)."""
-    monkeypatch.setattr(classes_module, "RECHECK_S", 1.0)
+    monkeypatch.setattr(classes_module, "RECHECK_S", 0.3)
     a = ClassStore(tmp_path / "enrolled.json", "m")
     served = a.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
     st = a.path.stat()
     a.path.write_text(a.path.read_text().replace('"bell"', '"bolt"'))  # in place: the same inode and size ...
     os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and, as a coarse clock writes it, the same time
     assert a.current(served).labels == ("dog", "rain", "bell")  # its own save, trusted for RECHECK_S: no read
-    time.sleep(1.0)
+    time.sleep(0.3)
     assert a.current(served).labels == ("dog", "rain", "bolt")
     old = time.time_ns() - 10**10
     os.utime(a.path, ns=(old, old))  # an old file: read once, then one stat per call
@@ -359,4 +359,35 @@ def test_a_change_between_an_exports_two_renames_waits_for_the_new_directory(bui
     shutil.rmtree(out)  # gone for good: a clear refusal, no folder made
     with pytest.raises(errors.Conflict, match="exported again or removed"):
         store.update(builtin, lambda c: c.enrol("bell", unit(2.0)[None]))
+    assert not out.exists()
+
+
+def test_a_file_young_when_read_is_read_again_once_it_is_old(builtin, tmp_path, monkeypatch):
+    """Its age was judged after the read: a file read young, in place changed before its clock's tick ended, and
+    trusted as old (its stamp never changing again) was never read again."""
+    monkeypatch.setattr(classes_module, "RACY_S", 0.5)
+    monkeypatch.setattr(classes_module, "RECHECK_S", 60.0)
+    a = ClassStore(tmp_path / "enrolled.json", "m")
+    ClassStore(a.path, "m").save(builtin.enrol("bell", unit(2.0)[None]))
+    young = time.time_ns() - 3 * 10**8
+    os.utime(a.path, ns=(young, young))
+    assert a.current(builtin).labels[-1] == "bell"  # read young: trusted for RECHECK_S ...
+    a.path.write_text(a.path.read_text().replace('"bell"', '"bolt"'))  # ... changed in place within its tick
+    os.utime(a.path, ns=(young, young))
+    time.sleep(0.3)
+    assert a.current(builtin).labels[-1] == "bolt"  # ... and read again once old
+
+
+def test_a_save_never_makes_the_model_directory(builtin, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"model_id": "model-a"}))
+    store = ClassStore(out / "enrolled.json", "model-a", model_dir=out)
+
+    def change(classes):  # the directory goes once the lock is held (a store of another name is not the export's)
+        shutil.rmtree(out)
+        return classes.enrol("bell", unit(2.0)[None])
+
+    with pytest.raises(errors.Conflict, match="exported again or removed"):
+        store.update(builtin, change)
     assert not out.exists()

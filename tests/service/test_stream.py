@@ -39,16 +39,18 @@ def test_stream_gives_the_upload_answer(server, fixtures):
     wav = io.BytesIO()
     sf.write(wav, np.frombuffer(audio, "<i2"), RATE, format="WAV", subtype="PCM_16")
     upload = requests.post(f"{server}/classify", files={"audio": ("a.wav", wav.getvalue())},
-                           data={"top_k": "3", "windows": "true", "open_set": "false"}, timeout=60).json()
+                           data={"top_k": "3", "windows": "true", "open_set": "false", "events": "true"}, timeout=60).json()
     windows = [m for m in messages if m["type"] == "window"]
-    assert [(w["start_s"], w["end_s"], w["label"]) for w in windows] == [
-        (u["start_s"], u["end_s"], u["label"]) for u in upload["windows"]]
+    assert [(w["start_s"], w["end_s"], w["label"], w["score"]) for w in windows] == [
+        (u["start_s"], u["end_s"], u["label"], u["score"]) for u in upload["windows"]]
     assert upload["windows"][-1]["end_s"] == upload["duration_s"]  # the last window's padding is not the clip's
     summary = messages[-1]
     assert summary["label"] == upload["label"] and summary["score"] == pytest.approx(upload["score"], abs=1e-5)
     assert [r["label"] for r in summary["labels"]] == [r["label"] for r in upload["ranking"]]
     assert summary["activity"] == upload["activity"] and summary["duration_s"] == upload["duration_s"]
     assert "windows" not in summary  # /classify's windows are a timeline, which the window messages were
+    events = [{k: v for k, v in m.items() if k != "type"} for m in messages if m["type"] == "event"]
+    assert events == summary["events"] == upload["events"]  # each sent once, as soon as final (none from the test model)
 
 
 def test_stereo_float_stream(server, fixtures):
