@@ -9,8 +9,9 @@
     RUN/eval.json, RUN/plots/    final evaluation and plots
 
 An ensemble is a run directory without weights of its own: RUN/checkpoint/checkpoint.json is its first
-run's under an id of its own, with "ensemble": the runs (fine-tuned with other seeds);
-load_inference_model answers with their mean (training.model.InferenceModel).
+run's under an id of its own, with "ensemble": the runs (fine-tuned with other seeds, or from other pre-trainings);
+load_inference_model answers with their mean (training.model.InferenceModel); a joint embedding joins the first
+run's pre-trained encoder.
 """
 
 from __future__ import annotations
@@ -257,16 +258,16 @@ def load_checkpoint(run_dir: str | Path, map_location="cpu") -> tuple[SoundModel
 def save_ensemble(runs: list[str | Path], out: str | Path) -> None:
     """An ensemble run directory `out` of fine-tuned `runs` (see the module docstring; their paths are kept
     as given, like a config's init: relative ones to the directory commands run from). They must answer
-    the same classes from the same log-mel patches and activity and start from the same encoder (their
-    init), which a joint embedding joins."""
+    the same classes from the same log-mel patches and activity, and all start from a pre-trained encoder
+    (their init) or none does; a joint embedding joins the first run's."""
     infos = [read_checkpoint_info(run) for run in runs]
     if len(runs) < 2 or any("ensemble" in i or not i["model"].get("num_classes") for i in infos):
         raise ConfigError("an ensemble needs two or more fine-tuned runs (not ensembles)")
     for key in ("labels", "frontend", "activity"):
         if any(i[key] != infos[0][key] for i in infos):
             raise ConfigError(f"the runs of an ensemble differ in their {key}")
-    if len({i.get("config", {}).get("init") for i in infos}) > 1:
-        raise ConfigError("the runs of an ensemble were fine-tuned from different encoders")
+    if len({bool(i.get("config", {}).get("init")) for i in infos}) > 1:
+        raise ConfigError("some runs of the ensemble were fine-tuned from a pre-trained encoder, others from random weights")
     out = Path(out)
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
     for stale in (out / "soup.json", out / "checkpoint" / "model.safetensors"):  # a weight average made there before

@@ -205,8 +205,12 @@ def test_an_ensemble_of_runs_exports_as_one_graph_that_answers_their_mean(tmp_pa
     other = make_run(tmp_path / "other", labels=("a", "b", "c"))
     with pytest.raises(errors.ConfigError, match="differ in their labels"):
         save_ensemble([runs[0], other], tmp_path / "mixed")
-    with pytest.raises(errors.ConfigError, match="different encoders"):
+    with pytest.raises(errors.ConfigError, match="others from random weights"):
         save_ensemble([runs[0], make_run(tmp_path / "plain")], tmp_path / "mixed")
+    other_pre = make_run(tmp_path / "pre-b", width=8, seed=4)  # another pre-training: the first run's joins
+    save_ensemble([runs[0], make_run(tmp_path / "run-b", init=str(other_pre), seed=5)], tmp_path / "across")
+    art = load_artifact(export_artifact(tmp_path / "across", tmp_path / "model-across", pretrained_share=0.6))
+    assert art.embedding_dim == 2 * 32 + 64 and art.manifest["embedding"]["pretrained_encoder"]["run"] == str(pretrained)
 
 
 def test_export_replaces_only_an_artifact_and_never_the_runs_it_comes_from(tmp_path):
