@@ -365,11 +365,9 @@ class ClassStore:
             st = write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                                "classes": [c.to_dict() for c in classes.enrolled]})
             self.seen = _Seen.of(_stamp_of(st), classes)  # the file this wrote, not a later one
-        except FileNotFoundError:
-            if not self.in_model_dir:
-                raise
-            raise self._model_replaced() from None
         except OSError as e:
+            if isinstance(e, FileNotFoundError) and self.in_model_dir:  # the model directory gone meanwhile
+                raise self._model_replaced() from None
             raise errors.StorageError(f"could not save the enrolled classes to {self.path} ({e}); nothing was "
                                       "changed. Point SOUNDARC_CLASSES at a writable file") from e
 
@@ -384,10 +382,10 @@ def unit(x: np.ndarray) -> np.ndarray:
 class _Seen:
     """The store's file as a server last loaded or saved it: its stamp and its classes. A file changed within
     RACY_S of its stat (young: _stamp_of) may change again in the same tick of a coarse clock (1 s on some
-    filesystems, 2 s on FAT), to the same size and a reused inode, and keep its stamp ("racy git"): its stamp is
-    trusted for RECHECK_S only, then the file is read again, until it is older than that (this server's own saves too). A time
-    ahead of the clock (another machine's, a copy's) is not recent: any later change carries the writer's
-    own time, another stamp. An unreadable file is tried again every RECHECK_S."""
+    filesystems, 2 s on FAT), to the same size and a reused inode, and keep its stamp ("racy git"): its stamp
+    is trusted for RECHECK_S only, then the file is read again, until it is older than that (this server's own
+    saves too). A time ahead of the clock (another machine's, a copy's) is not recent: any later change carries
+    the writer's own time, another stamp. An unreadable file is tried again every RECHECK_S."""
     stamp: tuple | None
     classes: ClassSet
     trusted_until: float  # time.monotonic()
