@@ -286,17 +286,23 @@ class ClassStore:
         """The lock file, opened to append. A store kept elsewhere has its folder made; the served model's
         directory is never made: between an export's two renames it is missing, and a folder made then would
         stop the new artifact's rename (it waits for it instead, MODEL_SWAP_S at most)."""
-        if not self.in_model_dir:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return open(path, "a")
+        self._make_folder()
         give_up = time.monotonic() + MODEL_SWAP_S
         while True:
             try:
                 return open(path, "a")
             except FileNotFoundError:
+                if not self.in_model_dir:
+                    raise
                 if time.monotonic() > give_up:
                     raise self._model_replaced() from None
                 time.sleep(0.01)
+
+    def _make_folder(self) -> None:
+        """The store's folder, made where it is kept elsewhere; the served model's directory is never made
+        (_open_lock)."""
+        if not self.in_model_dir:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _model_replaced(self) -> errors.Conflict:
         return errors.Conflict(f"{self.path.parent} no longer holds this server's model {self.model_id!r} (exported again "
@@ -360,8 +366,7 @@ class ClassStore:
 
     def save(self, classes: ClassSet) -> None:
         try:
-            if not self.in_model_dir:  # the served model's directory is never made (_open_lock)
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folder()
             st = write_json_atomic(self.path, {"version": STORE_VERSION, "model_id": self.model_id,
                                                "classes": [c.to_dict() for c in classes.enrolled]})
             self.seen = _Seen.of(_stamp_of(st), classes)  # the file this wrote, not a later one
